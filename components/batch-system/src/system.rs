@@ -1,0 +1,275 @@
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use crossbeam::channel::{self, Receiver, RecvTimeoutError};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::fsm::Fsm;
+use crate::mailbox::BasicMailbox;
+use crate::metrics::SystemMetrics;
+use crate::router::{Queue, Router, Scheduled};
+
+/// The work a poller does with the FSMs of one round. One handler per poller thread, so it may
+/// keep per-round state (a shared write batch, say) without locks.
+pub trait PollHandler<N: Fsm, C: Fsm>: Send + 'static {
+    /// A round starts with `batch_size` FSMs (the control FSM included when it is scheduled).
+    fn begin(&mut self, _batch_size: usize) {}
+
+    /// Handles the control FSM's messages. `msgs` holds at most `messages_per_tick` of them.
+    fn handle_control(&mut self, control: &mut C, msgs: &mut Vec<C::Message>);
+
+    /// Handles one normal FSM's messages; `msgs` holds at most `messages_per_tick` of them and
+    /// may be empty. Whatever is left in `msgs` afterwards is dropped.
+    fn handle_normal(&mut self, normal: &mut N, msgs: &mut Vec<N::Message>);
+
+    /// The round is over: every normal FSM handled in it is in `normals`. This is where work is
+    /// done once for the whole batch (e.g. one raft-log write and fsync for all regions).
+    fn end(&mut self, _normals: &mut [Box<N>]) {}
+
+    /// Called before the poller blocks waiting for work.
+    fn pause(&mut self) {}
+}
+
+/// Makes one handler per poller thread.
+pub trait HandlerBuilder<N: Fsm, C: Fsm> {
+    type Handler: PollHandler<N, C>;
+    fn build(&mut self) -> Self::Handler;
+}
+
+/// A pool of poller threads and the router that feeds them.
+pub struct BatchSystem<N: Fsm, C: Fsm> {
+    name: String,
+    config: Config,
+    router: Router<N, C>,
+    queue: Arc<Queue<N, C>>,
+    receiver: Receiver<Scheduled<N, C>>,
+    workers: Vec<JoinHandle<()>>,
+    metrics: SystemMetrics,
+}
+
+/// What [`create_system`] returns: the router to send with, and the system to spawn and stop.
+pub type RouterAndSystem<N, C> = (Router<N, C>, BatchSystem<N, C>);
+
+/// Creates a batch system called `name` (used in thread names and metric labels) whose control
+/// FSM is `control`. No thread runs until [`BatchSystem::spawn`].
+pub fn create_system<N: Fsm, C: Fsm>(
+    name: &str,
+    config: &Config,
+    control: Box<C>,
+) -> Result<RouterAndSystem<N, C>, Error> {
+    config.validate()?;
+    let (sender, receiver) = channel::unbounded();
+    let queue = Arc::new(Queue {
+        sender,
+        shutting_down: Default::default(),
+    });
+    let metrics = SystemMetrics::new(name);
+    let router = Router::new(control, queue.clone(), config.clone(), metrics.clone());
+    let system = BatchSystem {
+        name: name.to_owned(),
+        config: config.clone(),
+        router: router.clone(),
+        queue,
+        receiver,
+        workers: Vec::new(),
+        metrics,
+    };
+    Ok((router, system))
+}
+
+impl<N: Fsm, C: Fsm> BatchSystem<N, C> {
+    pub fn router(&self) -> &Router<N, C> {
+        &self.router
+    }
+
+    /// Starts `pool_size` poller threads, each with a handler from `builder`.
+    pub fn spawn<B: HandlerBuilder<N, C>>(&mut self, builder: &mut B) -> Result<(), Error> {
+        for i in 0..self.config.pool_size {
+            let thread = format!("{}-{}", self.name, i);
+            let poller = Poller {
+                router: self.router.clone(),
+                receiver: self.receiver.clone(),
+                handler: builder.build(),
+                config: self.config.clone(),
+                metrics: self.metrics.clone(),
+            };
+            let handle = thread::Builder::new()
+                .name(thread.clone())
+                .spawn(move || poller.run())
+                .map_err(|source| Error::Spawn { thread, source })?;
+            self.workers.push(handle);
+        }
+        Ok(())
+    }
+
+    /// Stops accepting messages, lets the pollers drain what is already queued, joins them and
+    /// then drops every FSM. Sends during and after shutdown fail with `ShuttingDown`.
+    /// Returns the number of poller threads that panicked.
+    pub fn shutdown(&mut self) -> usize {
+        self.queue.shutting_down.store(true, Ordering::Release);
+        for _ in 0..self.workers.len() {
+            let _ = self.queue.sender.send(Scheduled::Wake);
+        }
+        let panicked = self
+            .workers
+            .drain(..)
+            .map(JoinHandle::join)
+            .filter(Result::is_err)
+            .count();
+        self.router.close_all();
+        // FSMs scheduled by a send that raced with shutdown: drop them now.
+        while self.receiver.try_recv().is_ok() {}
+        panicked
+    }
+}
+
+impl<N: Fsm, C: Fsm> Drop for BatchSystem<N, C> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The FSMs one poller holds during a round.
+struct Batch<N: Fsm, C: Fsm> {
+    normals: Vec<Box<N>>,
+    mailboxes: Vec<BasicMailbox<N>>,
+    control: Option<Box<C>>,
+}
+
+impl<N: Fsm, C: Fsm> Batch<N, C> {
+    fn len(&self) -> usize {
+        self.normals.len() + usize::from(self.control.is_some())
+    }
+
+    fn push(&mut self, scheduled: Scheduled<N, C>) {
+        match scheduled {
+            Scheduled::Normal(fsm, mailbox) => {
+                self.normals.push(fsm);
+                self.mailboxes.push(mailbox);
+            }
+            Scheduled::Control(fsm) => self.control = Some(fsm),
+            Scheduled::Wake => {}
+        }
+    }
+}
+
+struct Poller<N: Fsm, C: Fsm, H> {
+    router: Router<N, C>,
+    receiver: Receiver<Scheduled<N, C>>,
+    handler: H,
+    config: Config,
+    metrics: SystemMetrics,
+}
+
+impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
+    fn run(mut self) {
+        let mut batch = Batch {
+            normals: Vec::with_capacity(self.config.max_batch_size),
+            mailboxes: Vec::with_capacity(self.config.max_batch_size),
+            control: None,
+        };
+        let mut normal_msgs = Vec::with_capacity(self.config.messages_per_tick);
+        let mut control_msgs = Vec::new();
+        while self.fetch(&mut batch) {
+            self.metrics.batch_size.observe(batch.len() as f64);
+            self.handler.begin(batch.len());
+            if let Some(control) = batch.control.as_mut() {
+                self.router
+                    .control_mailbox()
+                    .drain_into(&mut control_msgs, self.config.messages_per_tick);
+                self.handler.handle_control(control, &mut control_msgs);
+                control_msgs.clear();
+            }
+            for (fsm, mailbox) in batch.normals.iter_mut().zip(&batch.mailboxes) {
+                if mailbox.is_closed() {
+                    // Closed (or replaced) while queued: it must not run again.
+                    continue;
+                }
+                mailbox.drain_into(&mut normal_msgs, self.config.messages_per_tick);
+                self.metrics
+                    .messages_per_fsm
+                    .observe(normal_msgs.len() as f64);
+                self.handler.handle_normal(fsm, &mut normal_msgs);
+                normal_msgs.clear();
+            }
+            self.handler.end(&mut batch.normals);
+            self.settle(&mut batch);
+        }
+    }
+
+    /// Fills the batch from the queue. Blocks while there is nothing to do; returns false when
+    /// the system is shutting down and no work is left.
+    fn fetch(&mut self, batch: &mut Batch<N, C>) -> bool {
+        self.fill(batch);
+        if batch.len() > 0 {
+            return true;
+        }
+        self.handler.pause();
+        loop {
+            if self.router.is_shutting_down() && self.receiver.is_empty() {
+                return false;
+            }
+            match self.receiver.recv_timeout(self.config.idle_wait) {
+                Ok(scheduled) => {
+                    batch.push(scheduled);
+                    self.fill(batch);
+                    if batch.len() > 0 {
+                        return true;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn fill(&mut self, batch: &mut Batch<N, C>) {
+        while batch.len() < self.config.max_batch_size {
+            match self.receiver.try_recv() {
+                Ok(scheduled) => batch.push(scheduled),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Decides, after a round, what happens to each FSM: dropped if stopped, parked if it has no
+    /// messages, kept for the next round if it has, or sent to the back of the queue if it has
+    /// messages but other FSMs are waiting (fairness).
+    fn settle(&mut self, batch: &mut Batch<N, C>) {
+        let others_waiting = !self.receiver.is_empty();
+        for i in (0..batch.normals.len()).rev() {
+            let has_messages = !batch.mailboxes[i].is_empty();
+            let stopped = batch.normals[i].is_stopped() || batch.mailboxes[i].is_closed();
+            if !stopped && has_messages && !others_waiting {
+                continue;
+            }
+            let fsm = batch.normals.swap_remove(i);
+            let mailbox = batch.mailboxes.swap_remove(i);
+            if stopped {
+                mailbox.close();
+                self.router.remove_stopped(&mailbox);
+                drop(fsm);
+            } else if has_messages {
+                self.metrics.yields.inc();
+                self.router.requeue(Scheduled::Normal(fsm, mailbox));
+            } else {
+                mailbox.release(fsm);
+            }
+        }
+        if let Some(control) = batch.control.take() {
+            let mailbox = self.router.control_mailbox();
+            if control.is_stopped() {
+                mailbox.close();
+            } else if mailbox.is_empty() {
+                mailbox.release(control);
+            } else if others_waiting {
+                self.metrics.yields.inc();
+                self.router.requeue(Scheduled::Control(control));
+            } else {
+                batch.control = Some(control);
+            }
+        }
+    }
+}

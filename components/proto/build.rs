@@ -1,0 +1,32 @@
+//! Compiles `proto/*.proto` with protox (pure Rust), so no system `protoc` is needed. Do not set
+//! `PROTOC`: raft-rs's own build relies on its bundled one.
+
+use std::path::PathBuf;
+
+const PROTOS: &[&str] = &[
+    "eraftpb",
+    "metapb",
+    "errorpb",
+    "kvrpcpb",
+    "tikvpb",
+    "pdpb",
+    "raft_serverpb",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files: Vec<PathBuf> = PROTOS
+        .iter()
+        .map(|name| dir.join(format!("{name}.proto")))
+        .collect();
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    let descriptors = protox::compile(&files, [&dir])?;
+    tonic_prost_build::configure()
+        // Raft payloads are passed on without copying, as raft-rs does with its own types.
+        .bytes(".eraftpb")
+        .emit_rerun_if_changed(false)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! Protocol definitions of regionstore, generated from `proto/*.proto` by prost and tonic.
+//!
+//! - Client-facing and wire-compatible with TiKV and PD (same packages, services, method names
+//!   and field numbers): `metapb`, `errorpb`, `kvrpcpb`, `tikvpb` (raw KV methods of
+//!   `tikvpb.Tikv`), `pdpb` (the routing, TSO and heartbeat subset of `pdpb.PD`).
+//! - Ours: `raft_serverpb` (store-to-store raft messages, snapshot chunks, persisted states) and
+//!   `eraftpb`, a prost mirror of raft-rs's `eraftpb` with identical field numbers.
+//!
+//! # Invariants
+//! - Bytes from the network are decoded only by prost ([`codec::decode_bounded`], which also
+//!   bounds the input size), then converted field by field into raft-rs types ([`convert`]).
+//!   rust-protobuf 2, which raft-rs uses, is never run on untrusted input (RUSTSEC-2024-0437).
+//! - Converting from the wire never panics: an unknown enum value is an error.
+//!
+//! # Must not depend on
+//! Any other regionstore crate. Only generated code and conversions live here.
+
+pub mod codec;
+pub mod convert;
+
+pub use codec::{decode_bounded, DecodeError};
+pub use convert::ConvertError;
+
+macro_rules! generated {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[allow(clippy::all, missing_docs, rustdoc::all)]
+            pub mod $name {
+                include!(concat!(env!("OUT_DIR"), "/", stringify!($name), ".rs"));
+            }
+        )*
+    };
+}
+
+generated!(
+    eraftpb,
+    metapb,
+    errorpb,
+    kvrpcpb,
+    tikvpb,
+    pdpb,
+    raft_serverpb
+);

@@ -1,0 +1,70 @@
+use std::path::PathBuf;
+
+use raft_engine::ReadableSize;
+
+/// What to do with a damaged log found at start-up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Drop a torn last batch (a write interrupted by a crash, never acknowledged); any other
+    /// damage is an error. The default: `kill -9` must not stop a store from starting.
+    #[default]
+    TolerateTailCorruption,
+    /// Any damage is an error, including a torn tail.
+    AbsoluteConsistency,
+    /// Skip damaged batches anywhere. Loses acknowledged writes: for salvage only.
+    TolerateAnyCorruption,
+}
+
+/// raft-engine settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RaftLogConfig {
+    /// Directory of the log files (`<data>/raft-engine`).
+    pub dir: PathBuf,
+    pub recovery_mode: RecoveryMode,
+    /// Threads replaying the log at start-up. Default 4.
+    pub recovery_threads: usize,
+    /// Size at which a log file is rotated. Default 128 MiB.
+    pub target_file_size: u64,
+    /// Total log size above which purging rewrites or forces compaction of lagging regions.
+    /// Default 10 GiB.
+    pub purge_threshold: u64,
+    /// Batches larger than this are LZ4-compressed. Default 8 KiB.
+    pub batch_compression_threshold: u64,
+    /// Sync dirty file pages in the background every this many bytes. Default 4 MiB.
+    pub bytes_per_sync: u64,
+}
+
+impl RaftLogConfig {
+    pub fn new(dir: PathBuf) -> RaftLogConfig {
+        RaftLogConfig {
+            dir,
+            recovery_mode: RecoveryMode::default(),
+            recovery_threads: 4,
+            target_file_size: 128 << 20,
+            purge_threshold: 10 << 30,
+            batch_compression_threshold: 8 << 10,
+            bytes_per_sync: 4 << 20,
+        }
+    }
+
+    pub(crate) fn to_engine_config(&self) -> raft_engine::Config {
+        raft_engine::Config {
+            dir: self.dir.to_string_lossy().into_owned(),
+            recovery_mode: match self.recovery_mode {
+                RecoveryMode::TolerateTailCorruption => {
+                    raft_engine::RecoveryMode::TolerateTailCorruption
+                }
+                RecoveryMode::AbsoluteConsistency => raft_engine::RecoveryMode::AbsoluteConsistency,
+                RecoveryMode::TolerateAnyCorruption => {
+                    raft_engine::RecoveryMode::TolerateAnyCorruption
+                }
+            },
+            recovery_threads: self.recovery_threads,
+            target_file_size: ReadableSize(self.target_file_size),
+            purge_threshold: ReadableSize(self.purge_threshold),
+            batch_compression_threshold: ReadableSize(self.batch_compression_threshold),
+            bytes_per_sync: Some(ReadableSize(self.bytes_per_sync)),
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! raft-log over a real raft-engine in a temp dir: group commit across regions, reads, restart,
+//! compaction and cleaning, and start-up with damaged files.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bytes_helper::entry;
+use proto::eraftpb::HardState;
+use proto::raft_serverpb::RaftLocalState;
+use raft_log::{Error, RaftLogConfig, RaftLogEngine, RecoveryMode};
+
+mod bytes_helper {
+    use raft::eraftpb::Entry;
+
+    pub fn entry(index: u64, term: u64, size: usize) -> Entry {
+        Entry {
+            index,
+            term,
+            data: vec![index as u8; size].into(),
+            ..Default::default()
+        }
+    }
+}
+
+fn config(dir: &Path) -> RaftLogConfig {
+    RaftLogConfig::new(dir.join("raft-engine"))
+}
+
+fn state(term: u64, commit: u64, last_index: u64) -> RaftLocalState {
+    RaftLocalState {
+        hard_state: Some(HardState {
+            term,
+            vote: 1,
+            commit,
+        }),
+        last_index,
+    }
+}
+
+#[test]
+fn one_batch_many_regions_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = RaftLogEngine::open(&config(dir.path())).unwrap();
+        let mut batch = log.batch();
+        for region in 1..=100u64 {
+            let entries: Vec<_> = (1..=10).map(|i| entry(i, 2, 64)).collect();
+            batch.append(region, &entries).unwrap();
+            batch.put_raft_state(region, &state(2, 5, 10)).unwrap();
+        }
+        assert_eq!(batch.regions().len(), 100);
+        assert!(log.write(&mut batch, true).unwrap() > 0);
+        assert!(batch.is_empty(), "a written batch is empty again");
+    }
+    let log = RaftLogEngine::open(&config(dir.path())).unwrap();
+    let mut regions = log.regions();
+    regions.sort_unstable();
+    assert_eq!(regions, (1..=100).collect::<Vec<_>>());
+    for region in [1, 50, 100] {
+        assert_eq!(log.first_index(region), Some(1));
+        assert_eq!(log.last_index(region), Some(10));
+        assert_eq!(log.raft_state(region).unwrap(), Some(state(2, 5, 10)));
+        let mut out = Vec::new();
+        assert_eq!(log.fetch_entries(region, 3, 8, None, &mut out).unwrap(), 5);
+        assert_eq!(
+            out.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![3, 4, 5, 6, 7]
+        );
+        assert_eq!(out[0].data.as_ref(), &[3u8; 64][..]);
+    }
+}
+
+#[test]
+fn fetch_errors_and_size_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = RaftLogEngine::open(&config(dir.path())).unwrap();
+    let mut batch = log.batch();
+    batch
+        .append(7, &(5..=9).map(|i| entry(i, 1, 100)).collect::<Vec<_>>())
+        .unwrap();
+    log.write(&mut batch, true).unwrap();
+    let mut out = Vec::new();
+    assert!(matches!(
+        log.fetch_entries(8, 1, 2, None, &mut out),
+        Err(Error::Unavailable { region_id: 8, .. })
+    ));
+    assert!(matches!(
+        log.fetch_entries(7, 4, 6, None, &mut out),
+        Err(Error::Compacted {
+            region_id: 7,
+            index: 4
+        })
+    ));
+    assert!(matches!(
+        log.fetch_entries(7, 8, 11, None, &mut out),
+        Err(Error::Unavailable {
+            region_id: 7,
+            low: 8,
+            high: 11
+        })
+    ));
+    assert_eq!(
+        log.fetch_entries(7, 5, 10, Some(1), &mut out).unwrap(),
+        1,
+        "at least one entry"
+    );
+    out.clear();
+    assert_eq!(log.fetch_entries(7, 5, 10, Some(250), &mut out).unwrap(), 2);
+    assert_eq!(
+        log.fetch_entries(7, 6, 6, None, &mut out).unwrap(),
+        0,
+        "empty range"
+    );
+    assert_eq!(log.raft_state(7).unwrap(), None);
+}
+
+#[test]
+fn overwrite_compact_and_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = RaftLogEngine::open(&config(dir.path())).unwrap();
+    let mut batch = log.batch();
+    batch
+        .append(1, &(1..=10).map(|i| entry(i, 1, 8)).collect::<Vec<_>>())
+        .unwrap();
+    batch
+        .append(2, &(1..=3).map(|i| entry(i, 1, 8)).collect::<Vec<_>>())
+        .unwrap();
+    log.write(&mut batch, true).unwrap();
+
+    // A new leader overwrites the tail from index 5 on.
+    batch
+        .append(1, &(5..=7).map(|i| entry(i, 2, 8)).collect::<Vec<_>>())
+        .unwrap();
+    log.write(&mut batch, true).unwrap();
+    assert_eq!(log.last_index(1), Some(7));
+    let mut out = Vec::new();
+    log.fetch_entries(1, 4, 8, None, &mut out).unwrap();
+    assert_eq!(
+        out.iter().map(|e| e.term).collect::<Vec<_>>(),
+        vec![1, 2, 2, 2]
+    );
+
+    batch.compact_to(1, 6);
+    batch.clean_region(2);
+    log.write(&mut batch, true).unwrap();
+    assert_eq!(log.first_index(1), Some(6));
+    assert_eq!(log.first_index(2), None);
+    drop(log);
+    let log = RaftLogEngine::open(&config(dir.path())).unwrap();
+    assert_eq!(log.first_index(1), Some(6), "compaction survives restart");
+    assert_eq!(log.last_index(1), Some(7));
+    assert_eq!(log.first_index(2), None, "cleaning survives restart");
+}
+
+fn log_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "raftlog"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Where written data ends: raft-engine pre-allocates files, so the rest is zeros.
+fn data_end(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1)
+}
+
+#[test]
+fn torn_tail_is_tolerated_by_default_and_refused_when_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    {
+        let log = RaftLogEngine::open(&cfg).unwrap();
+        for i in 1..=20u64 {
+            let mut batch = log.batch();
+            batch.append(1, &[entry(i, 1, 512)]).unwrap();
+            log.write(&mut batch, true).unwrap();
+        }
+    }
+    // A crash in the middle of the last write: its bytes are only partly on disk.
+    let last = log_files(&cfg.dir).pop().expect("a log file");
+    let len = fs::metadata(&last).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(len - 100)
+        .unwrap();
+
+    let strict = RaftLogConfig {
+        recovery_mode: RecoveryMode::AbsoluteConsistency,
+        ..cfg.clone()
+    };
+    let err = RaftLogEngine::open(&strict)
+        .err()
+        .expect("strict mode refuses a torn tail");
+    let text = err.to_string();
+    assert!(
+        text.contains(&cfg.dir.display().to_string()),
+        "names the directory: {text}"
+    );
+
+    let log = RaftLogEngine::open(&cfg).expect("default mode drops the torn batch");
+    assert_eq!(
+        log.last_index(1),
+        Some(19),
+        "only the torn (unacknowledged) batch is lost"
+    );
+}
+
+#[test]
+fn corruption_before_the_tail_fails_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = RaftLogConfig {
+        // Small files, so the damage lands in a file that is not the last.
+        target_file_size: 4096,
+        ..config(dir.path())
+    };
+    {
+        let log = RaftLogEngine::open(&cfg).unwrap();
+        for i in 1..=40u64 {
+            let mut batch = log.batch();
+            batch.append(1, &[entry(i, 1, 1024)]).unwrap();
+            log.write(&mut batch, true).unwrap();
+        }
+    }
+    let files = log_files(&cfg.dir);
+    assert!(
+        files.len() >= 3,
+        "expected several log files, got {}",
+        files.len()
+    );
+    let victim = &files[1];
+    let mut bytes = fs::read(victim).unwrap();
+    let mid = data_end(&bytes) / 2;
+    for b in &mut bytes[mid..mid + 64] {
+        *b ^= 0x5a;
+    }
+    fs::write(victim, bytes).unwrap();
+    let err = RaftLogEngine::open(&cfg)
+        .err()
+        .expect("damage before the tail is not tolerated");
+    let text = err.to_string();
+    assert!(matches!(err, Error::Open { .. }), "{text}");
+    assert!(
+        text.contains(&cfg.dir.display().to_string()),
+        "names the directory: {text}"
+    );
+}

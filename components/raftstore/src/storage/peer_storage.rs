@@ -1,0 +1,415 @@
+use std::sync::Arc;
+
+use engine::{keys, KvEngine, CF_RAFT};
+use proto::eraftpb::HardState as WireHardState;
+use proto::metapb::{PeerRole, Region};
+use proto::raft_serverpb::{PeerState, RaftApplyState, RaftLocalState, RaftTruncatedState};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use raft_log::{RaftLogBatch, RaftLogEngine};
+
+use super::entry_cache::{CacheBudget, EntryCache};
+use crate::{Error, Result};
+
+/// A region created by bootstrap or split starts its log here rather than at 0, so that a peer
+/// created later from a raft message (log at 0) needs a snapshot: it cannot hold the data.
+pub const RAFT_INIT_LOG_INDEX: u64 = 5;
+pub const RAFT_INIT_LOG_TERM: u64 = 5;
+
+fn is_initialized(region: &Region) -> bool {
+    !region.peers.is_empty()
+}
+
+/// The raft state of a region that has nothing persisted yet.
+pub fn initial_raft_state(region: &Region) -> RaftLocalState {
+    if is_initialized(region) {
+        RaftLocalState {
+            hard_state: Some(WireHardState {
+                term: RAFT_INIT_LOG_TERM,
+                vote: 0,
+                commit: RAFT_INIT_LOG_INDEX,
+            }),
+            last_index: RAFT_INIT_LOG_INDEX,
+        }
+    } else {
+        RaftLocalState::default()
+    }
+}
+
+/// The apply state of a region that has nothing persisted yet.
+pub fn initial_apply_state(region: &Region) -> RaftApplyState {
+    if is_initialized(region) {
+        RaftApplyState {
+            applied_index: RAFT_INIT_LOG_INDEX,
+            truncated_state: Some(RaftTruncatedState {
+                index: RAFT_INIT_LOG_INDEX,
+                term: RAFT_INIT_LOG_TERM,
+            }),
+            commit_index: RAFT_INIT_LOG_INDEX,
+            commit_term: RAFT_INIT_LOG_TERM,
+        }
+    } else {
+        RaftApplyState::default()
+    }
+}
+
+/// raft-rs membership from the region's peers, including joint states.
+pub fn conf_state_from_region(region: &Region) -> ConfState {
+    let mut cs = ConfState::default();
+    let joint = region
+        .peers
+        .iter()
+        .any(|p| matches!(p.role(), PeerRole::IncomingVoter | PeerRole::DemotingVoter));
+    for peer in &region.peers {
+        match peer.role() {
+            PeerRole::Voter => {
+                cs.voters.push(peer.id);
+                if joint {
+                    cs.voters_outgoing.push(peer.id);
+                }
+            }
+            PeerRole::Learner => cs.learners.push(peer.id),
+            PeerRole::IncomingVoter => cs.voters.push(peer.id),
+            PeerRole::DemotingVoter => {
+                cs.voters_outgoing.push(peer.id);
+                cs.learners_next.push(peer.id);
+            }
+        }
+    }
+    cs
+}
+
+/// raft-rs's `Storage` for one region: the log from the shared raft-engine plus the entry cache,
+/// the hard state and last index kept in memory ahead of persistence (async ready), and the
+/// apply state from the KV engine.
+pub struct PeerStorage<EK: KvEngine> {
+    kv: EK,
+    raft: RaftLogEngine,
+    region: Region,
+    peer_state: PeerState,
+    /// Includes entries handed to the raft log but not yet durable.
+    raft_state: RaftLocalState,
+    apply_state: RaftApplyState,
+    last_term: u64,
+    cache: EntryCache,
+}
+
+fn to_rs_hard_state(hs: &Option<WireHardState>) -> HardState {
+    let hs = hs.unwrap_or_default();
+    hs.into()
+}
+
+impl<EK: KvEngine> PeerStorage<EK> {
+    /// Loads a region's storage. Missing states are initialised (see [`initial_raft_state`]);
+    /// persisted states that contradict each other are [`Error::InvalidState`].
+    pub fn open(
+        kv: EK,
+        raft: RaftLogEngine,
+        region: Region,
+        peer_state: PeerState,
+        budget: Arc<CacheBudget>,
+    ) -> Result<PeerStorage<EK>> {
+        let region_id = region.id;
+        let mut raft_state = raft
+            .raft_state(region_id)
+            .map_err(|source| Error::RaftLog { region_id, source })?
+            .unwrap_or_else(|| initial_raft_state(&region));
+        let apply_state = kv
+            .get_msg_cf::<RaftApplyState>(CF_RAFT, &keys::apply_state_key(region_id))
+            .map_err(|source| Error::Engine { region_id, source })?
+            .unwrap_or_else(|| initial_apply_state(&region));
+
+        // Entries may have been applied under a commit index whose HardState never reached disk
+        // (async ready): the apply state remembers it, so raise the hard state to match.
+        let hard_state = raft_state.hard_state.get_or_insert_with(Default::default);
+        if apply_state.commit_index > hard_state.commit {
+            hard_state.commit = apply_state.commit_index;
+        }
+
+        let invalid = |detail: String| Error::InvalidState { region_id, detail };
+        let truncated = apply_state.truncated_state.unwrap_or_default();
+        let (applied, last, commit) = (
+            apply_state.applied_index,
+            raft_state.last_index,
+            hard_state.commit,
+        );
+        if peer_state != PeerState::Applying {
+            if !(truncated.index <= applied && applied <= last) {
+                return Err(invalid(format!(
+                    "need truncated_index {} <= applied_index {} <= last_index {}",
+                    truncated.index, applied, last
+                )));
+            }
+            if commit > last {
+                return Err(invalid(format!(
+                    "commit index {commit} is beyond last index {last}"
+                )));
+            }
+        }
+        let last_term = if last == truncated.index {
+            truncated.term
+        } else {
+            match raft.entry(region_id, last) {
+                Ok(Some(e)) => e.term,
+                Ok(None) => {
+                    return Err(invalid(format!(
+                        "raft state says the last index is {last} but the raft log does not hold it"
+                    )))
+                }
+                Err(source) => return Err(Error::RaftLog { region_id, source }),
+            }
+        };
+        if let Some(log_last) = raft.last_index(region_id) {
+            if log_last > last && peer_state != PeerState::Applying {
+                return Err(invalid(format!(
+                    "raft log holds entries up to {log_last}, beyond the persisted last index {last}"
+                )));
+            }
+        }
+        if last > truncated.index && peer_state != PeerState::Applying {
+            match raft.first_index(region_id) {
+                Some(first) if first <= truncated.index + 1 => {}
+                first => {
+                    return Err(invalid(format!(
+                        "raft log starts at {first:?}, but entries from truncated index {} + 1 \
+                         to last index {last} must be there",
+                        truncated.index
+                    )))
+                }
+            }
+        }
+        let mut cache = EntryCache::new(budget);
+        // Everything up to the persisted last index is durable.
+        cache.on_persisted(last, last_term);
+        Ok(PeerStorage {
+            kv,
+            raft,
+            region,
+            peer_state,
+            raft_state,
+            apply_state,
+            last_term,
+            cache,
+        })
+    }
+
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    pub fn region_id(&self) -> u64 {
+        self.region.id
+    }
+
+    pub fn set_region(&mut self, region: Region) {
+        self.region = region;
+    }
+
+    pub fn peer_state(&self) -> PeerState {
+        self.peer_state
+    }
+
+    pub fn raft_state(&self) -> &RaftLocalState {
+        &self.raft_state
+    }
+
+    pub fn apply_state(&self) -> &RaftApplyState {
+        &self.apply_state
+    }
+
+    pub fn set_apply_state(&mut self, state: RaftApplyState) {
+        self.apply_state = state;
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.apply_state.applied_index
+    }
+
+    pub fn truncated_index(&self) -> u64 {
+        self.apply_state
+            .truncated_state
+            .as_ref()
+            .map_or(0, |t| t.index)
+    }
+
+    pub fn truncated_term(&self) -> u64 {
+        self.apply_state
+            .truncated_state
+            .as_ref()
+            .map_or(0, |t| t.term)
+    }
+
+    pub fn last_term(&self) -> u64 {
+        self.last_term
+    }
+
+    pub fn kv_engine(&self) -> &EK {
+        &self.kv
+    }
+
+    pub fn entry_cache(&self) -> &EntryCache {
+        &self.cache
+    }
+
+    /// Hands `entries` to the raft log through `batch` and serves them from the cache until
+    /// they are durable. The last index moves at once (async ready). An append that starts at
+    /// or below the last index replaces the tail from there.
+    pub fn append(&mut self, entries: &[Entry], batch: &mut RaftLogBatch) -> Result<()> {
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let region_id = self.region.id;
+        batch
+            .append(region_id, entries)
+            .map_err(|source| Error::RaftLog { region_id, source })?;
+        self.cache.append(entries);
+        self.raft_state.last_index = last.index;
+        self.last_term = last.term;
+        Ok(())
+    }
+
+    /// Records a new hard state; it reaches disk with the next [`Self::write_raft_state`].
+    pub fn set_hard_state(&mut self, hs: &HardState) {
+        self.raft_state.hard_state = Some(hs.clone().into());
+    }
+
+    /// Puts the in-memory raft state (hard state + last index) into `batch`: the same batch
+    /// as the entries it describes, so they become durable together.
+    pub fn write_raft_state(&self, batch: &mut RaftLogBatch) -> Result<()> {
+        let region_id = self.region.id;
+        batch
+            .put_raft_state(region_id, &self.raft_state)
+            .map_err(|source| Error::RaftLog { region_id, source })
+    }
+
+    /// The batch holding entries up to `index` (of `term`) is durable: they may now leave the
+    /// cache, unless a later conflicting append replaced them.
+    pub fn on_persisted(&mut self, index: u64, term: u64) {
+        self.cache.on_persisted(index, term);
+        self.cache.evict_if_over_budget();
+    }
+
+    fn check_range(&self, low: u64, high: u64) -> raft::Result<()> {
+        if low > high {
+            return Err(raft::Error::Store(StorageError::Other(
+                format!(
+                    "region {}: invalid entry range [{low}, {high})",
+                    self.region.id
+                )
+                .into(),
+            )));
+        }
+        if low <= self.truncated_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.raft_state.last_index + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(())
+    }
+
+    /// raft-rs tolerates `Compacted` (it then sends a snapshot) but treats `Other` as fatal.
+    fn log_error(&self, e: raft_log::Error) -> raft::Error {
+        if let raft_log::Error::Compacted { .. } = e {
+            return raft::Error::Store(StorageError::Compacted);
+        }
+        let region_id = self.region.id;
+        raft::Error::Store(StorageError::Other(Box::new(Error::RaftLog {
+            region_id,
+            source: e,
+        })))
+    }
+}
+
+impl<EK: KvEngine> raft::Storage for PeerStorage<EK> {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState {
+            hard_state: to_rs_hard_state(&self.raft_state.hard_state),
+            conf_state: conf_state_from_region(&self.region),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.check_range(low, high)?;
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let mut out = Vec::with_capacity((high - low).min(1024) as usize);
+        if low == high {
+            return Ok(out);
+        }
+        let cache_first = self.cache.first_index().unwrap_or(high).max(low);
+        let mut size = 0u64;
+        if low < cache_first {
+            let log_high = cache_first.min(high);
+            let limit = usize::try_from(max_size).unwrap_or(usize::MAX);
+            self.raft
+                .fetch_entries(self.region.id, low, log_high, Some(limit), &mut out)
+                .map_err(|e| self.log_error(e))?;
+            size = out.iter().map(|e| u64::from(e.compute_size())).sum();
+            if (out.len() as u64) < log_high - low {
+                // Stopped by the size limit.
+                return Ok(out);
+            }
+        }
+        if cache_first < high
+            && !self
+                .cache
+                .fetch(cache_first, high, max_size, &mut size, &mut out)
+            && out.is_empty()
+        {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.truncated_index() {
+            return Ok(self.truncated_term());
+        }
+        self.check_range(idx, idx + 1)?;
+        if idx == self.raft_state.last_index {
+            return Ok(self.last_term);
+        }
+        if let Some(e) = self.cache.entry(idx) {
+            return Ok(e.term);
+        }
+        match self.raft.entry(self.region.id, idx) {
+            Ok(Some(e)) => Ok(e.term),
+            Ok(None) => Err(raft::Error::Store(StorageError::Unavailable)),
+            Err(e) => Err(self.log_error(e)),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.truncated_index() + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.raft_state.last_index)
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Generation arrives with the snapshot issue. raft-rs treats every other error from
+        // here as fatal, so "not yet" is the only honest answer.
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
+impl<EK: KvEngine> PeerStorage<EK> {
+    /// Reads the region's persisted `RegionLocalState`, if any.
+    pub fn load_region_state(
+        kv: &EK,
+        region_id: u64,
+    ) -> Result<Option<proto::raft_serverpb::RegionLocalState>> {
+        kv.get_msg_cf(CF_RAFT, &keys::region_state_key(region_id))
+            .map_err(|source| Error::Engine { region_id, source })
+    }
+}

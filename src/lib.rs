@@ -1,0 +1,22 @@
+//! The `regionstore` library facade: re-exports the components that make up a store, so an
+//! embedding database depends on one crate. The binary in `src/main.rs` is built on it.
+
+pub use batch_system;
+pub use engine;
+pub use proto;
+pub use raft_log;
+pub use raftstore;
+
+/// What this build contains, for `regionstore` with no subcommand and for `make run`.
+pub fn status() -> String {
+    [
+        "Components in this build:",
+        "  proto         TiKV/PD-compatible client protocol + regionstore's raft wire messages",
+        "  batch-system  FSM mailboxes, router and poller pool that run region state machines",
+        "  engine        KV engine trait; RocksDB (ships) and in-memory (tests) implementations",
+        "  raft-log      every region's raft log in one raft-engine, group-committed",
+        "  raftstore     PeerStorage: raft-rs Storage over raft-log, entry cache and apply state",
+        "Not yet: the store's FSMs, snapshots, scheduler, network, playground, bench.",
+    ]
+    .join("\n")
+}
