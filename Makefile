@@ -33,15 +33,15 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# The whole suite. nextest prints "Summary [...] N tests run: N passed"; cargo test prints one
-# "test result:" line per target.
+# The whole suite. Doc tests first (nextest does not run them), so the last line is the
+# runner's summary: nextest's "Summary [...] N tests run: N passed", or cargo test's lines.
 test: lint
+	$(CARGO) test --workspace --doc --quiet
 	@if command -v cargo-nextest >/dev/null 2>&1; then \
 	    $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
 	    $(CARGO) test --workspace --no-fail-fast; \
 	fi
-	$(CARGO) test --workspace --doc
 
 # Soak variants: larger stress runs, not part of CI.
 test-long: deps
