@@ -45,6 +45,17 @@ pub const ALL_CFS: &[&str] = &[CF_DEFAULT, CF_LOCK, CF_WRITE, CF_RAFT];
 /// The column families holding user data (keys prefixed 'z').
 pub const DATA_CFS: &[&str] = &[CF_DEFAULT, CF_LOCK, CF_WRITE];
 
+/// `[start, end)` with an empty `end` meaning "no upper bound" must not run backwards.
+pub(crate) fn check_range(start: &[u8], end: &[u8]) -> Result<()> {
+    if !end.is_empty() && start > end {
+        return Err(Error::InvalidRange {
+            start: start.to_vec(),
+            end: end.to_vec(),
+        });
+    }
+    Ok(())
+}
+
 /// Size and key count of a key range.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RangeStats {

@@ -6,7 +6,8 @@ use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
 use crate::{
-    Error, KvEngine, Peekable, RangeStats, Result, ScanCallback, Snapshot, WriteBatch, ALL_CFS,
+    check_range, Error, KvEngine, Peekable, RangeStats, Result, ScanCallback, Snapshot, WriteBatch,
+    ALL_CFS,
 };
 
 type CfMap = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -25,16 +26,6 @@ fn bounds<'a>(start: &'a [u8], end: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a [u8
         Bound::Excluded(end)
     };
     (Bound::Included(start), upper)
-}
-
-fn check_range(start: &[u8], end: &[u8]) -> Result<()> {
-    if !end.is_empty() && start > end {
-        return Err(Error::InvalidRange {
-            start: start.to_vec(),
-            end: end.to_vec(),
-        });
-    }
-    Ok(())
 }
 
 fn scan_map(

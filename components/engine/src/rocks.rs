@@ -11,8 +11,8 @@ use rocksdb::{
 };
 
 use crate::{
-    Error, KvEngine, Peekable, RangeStats, Result, ScanCallback, Snapshot, SstExt, SstInfo,
-    SstWriter, WriteBatch, ALL_CFS, CF_RAFT,
+    check_range, Error, KvEngine, Peekable, RangeStats, Result, ScanCallback, Snapshot, SstExt,
+    SstInfo, SstWriter, WriteBatch, ALL_CFS, CF_RAFT,
 };
 
 /// Compression of one LSM level.
@@ -262,16 +262,6 @@ fn read_opts(start: &[u8], end: &[u8]) -> ReadOptions {
         opts.set_iterate_upper_bound(end.to_vec());
     }
     opts
-}
-
-fn check_range(start: &[u8], end: &[u8]) -> Result<()> {
-    if !end.is_empty() && start > end {
-        return Err(Error::InvalidRange {
-            start: start.to_vec(),
-            end: end.to_vec(),
-        });
-    }
-    Ok(())
 }
 
 /// Shared by the engine and its snapshots: iterate `[start, end)` with `iter`'s items.
