@@ -14,7 +14,9 @@
 //! # Must not depend on
 //! gRPC (tonic), the scheduler, or the server: the store talks to them through traits.
 
+mod config;
 mod error;
 pub mod storage;
 
+pub use config::Config;
 pub use error::{Error, Result};

@@ -31,6 +31,11 @@ pub struct CacheBudget {
 }
 
 impl CacheBudget {
+    /// The budget of a store configured with `config`.
+    pub fn from_config(config: &crate::Config) -> Arc<CacheBudget> {
+        CacheBudget::new(config.entry_cache_limit)
+    }
+
     pub fn new(limit: usize) -> Arc<CacheBudget> {
         Arc::new(CacheBudget {
             used: AtomicUsize::new(0),
