@@ -90,13 +90,26 @@ fn raw_batches() {
 #[test]
 fn raw_scans_and_ranges() {
     let range: BoundRange = (key("a")..key("m")).into();
-    let req = lower::new_raw_scan_request(range, 100, true, true, None);
+    let req = lower::new_raw_scan_request(range.clone(), 100, true, false, None);
     let ours: kvrpcpb::RawScanRequest = decode(req.encode_to_vec());
     assert_eq!(
         (ours.start_key.as_slice(), ours.end_key.as_slice()),
         (&b"a"[..], &b"m"[..])
     );
-    assert_eq!((ours.limit, ours.key_only, ours.reverse), (100, true, true));
+    assert_eq!(
+        (ours.limit, ours.key_only, ours.reverse),
+        (100, true, false)
+    );
+
+    // A reverse scan of [a, m) arrives with the bounds swapped: start_key is the exclusive upper
+    // bound and end_key the inclusive lower one. The KV service must read it that way.
+    let req = lower::new_raw_scan_request(range, 100, false, true, None);
+    let ours: kvrpcpb::RawScanRequest = decode(req.encode_to_vec());
+    assert_eq!(
+        (ours.start_key.as_slice(), ours.end_key.as_slice()),
+        (&b"m"[..], &b"a"[..])
+    );
+    assert!(ours.reverse);
 
     let ranges: Vec<BoundRange> = vec![(key("a")..key("b")).into(), (key("c")..).into()];
     let req = lower::new_raw_batch_scan_request(ranges.into_iter(), 5, false, None);
