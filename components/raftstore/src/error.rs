@@ -14,6 +14,8 @@ pub enum Error {
         #[source]
         source: raft_log::Error,
     },
+    #[error("region {region_id}: raft: {detail}")]
+    Raft { region_id: u64, detail: String },
     /// Persisted states contradict each other; the store must not start this region.
     #[error("region {region_id}: inconsistent persisted state: {detail}")]
     InvalidState { region_id: u64, detail: String },
