@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "tikvpb",
     "pdpb",
     "raft_serverpb",
+    "raft_cmdpb",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

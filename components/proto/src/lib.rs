@@ -3,7 +3,8 @@
 //! - Client-facing and wire-compatible with TiKV and PD (same packages, services, method names
 //!   and field numbers): `metapb`, `errorpb`, `kvrpcpb`, `tikvpb` (raw KV methods of
 //!   `tikvpb.Tikv`), `pdpb` (the routing, TSO and heartbeat subset of `pdpb.PD`).
-//! - Ours: `raft_serverpb` (store-to-store raft messages, snapshot chunks, persisted states) and
+//! - Ours: `raft_serverpb` (store-to-store raft messages, snapshot chunks, persisted states),
+//!   `raft_cmdpb` (what a proposal carries: writes per CF, checked again at apply) and
 //!   `eraftpb`, a prost mirror of raft-rs's `eraftpb` with identical field numbers.
 //!
 //! # Invariants
@@ -39,5 +40,6 @@ generated!(
     kvrpcpb,
     tikvpb,
     pdpb,
-    raft_serverpb
+    raft_serverpb,
+    raft_cmdpb
 );

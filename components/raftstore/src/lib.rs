@@ -16,6 +16,7 @@
 
 mod config;
 mod error;
+pub mod operation;
 pub mod raft;
 pub mod storage;
 
