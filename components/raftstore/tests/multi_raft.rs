@@ -7,12 +7,15 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use engine::MemEngine;
+use engine::{keys, KvEngine, MemEngine, Peekable, WriteBatch, CF_DEFAULT};
+use prost::Message as _;
 use proto::metapb::{Peer as PeerMeta, Region};
+use proto::raft_cmdpb::{request::Cmd, PutRequest, RaftCmdRequest, RaftRequestHeader, Request};
 use proto::raft_serverpb::PeerState;
 use raft::eraftpb::{EntryType, Message};
 use raft::Storage;
 use raft_log::{RaftLogConfig, RaftLogEngine};
+use raftstore::operation::write::{apply_entries, Applied};
 use raftstore::raft::Peer;
 use raftstore::storage::{CacheBudget, PeerStorage, RAFT_INIT_LOG_INDEX};
 use raftstore::Config;
@@ -40,8 +43,28 @@ fn region(id: u64) -> Region {
     }
 }
 
+/// A put of `key` = `key` in `region_id`, as a proposal carries it.
+fn put_cmd(region_id: u64, key: &str) -> Vec<u8> {
+    let key = format!("r{region_id:04}/{key}").into_bytes();
+    RaftCmdRequest {
+        header: Some(RaftRequestHeader {
+            region_id,
+            ..Default::default()
+        }),
+        requests: vec![Request {
+            cmd: Some(Cmd::Put(PutRequest {
+                cf: String::new(),
+                key: key.clone(),
+                value: key,
+            })),
+        }],
+    }
+    .encode_to_vec()
+}
+
 struct Store {
     id: u64,
+    kv: MemEngine,
     log: RaftLogEngine,
     peers: BTreeMap<u64, Peer<MemEngine>>,
     applied: BTreeMap<u64, Vec<Vec<u8>>>,
@@ -72,6 +95,7 @@ impl Store {
             .collect();
         Store {
             id,
+            kv: kv.clone(),
             log,
             peers,
             applied: BTreeMap::new(),
@@ -80,10 +104,15 @@ impl Store {
         }
     }
 
-    /// One poll round over every region of the store.
+    /// One poll round over every region of the store: one raft-log write for all regions'
+    /// entries, then one KV write applying all regions' committed entries with their apply
+    /// states.
     fn round(&mut self, out: &mut Vec<Message>) -> bool {
         let mut batch = self.log.batch();
+        let mut kv_batch = self.kv.write_batch();
         let mut committed = Vec::new();
+        let mut results: Vec<Applied> = Vec::new();
+        let mut applied_to = Vec::new();
         let mut any = false;
         for (region_id, peer) in &mut self.peers {
             if !peer.has_ready() {
@@ -94,24 +123,55 @@ impl Store {
             self.entries_written += peer
                 .handle_ready(&mut batch, out, &mut committed)
                 .expect("ready");
+            let Some(last) = committed.last() else {
+                continue;
+            };
+            let commit = peer.commit_index_term();
+            let region = peer.storage().region().clone();
+            let mut state = peer.storage().apply_state().clone();
+            results.clear();
+            apply_entries::<MemEngine>(
+                &region,
+                &mut state,
+                commit,
+                &committed,
+                &mut kv_batch,
+                &mut results,
+            )
+            .expect("apply");
             let applied = self.applied.entry(*region_id).or_default();
-            for e in &committed {
+            for (e, r) in committed.iter().zip(&results) {
                 if e.entry_type == EntryType::EntryNormal && !e.data.is_empty() {
+                    assert!(r.result.is_ok(), "{:?}", r.result);
                     applied.push(e.data.to_vec());
                 }
             }
-            if let Some(last) = committed.last() {
-                peer.on_applied(last.index);
-            }
+            peer.storage_mut().set_apply_state(state);
+            applied_to.push((*region_id, last.index));
         }
         if !batch.is_empty() {
             self.log.write(&mut batch, true).expect("fsync");
             self.fsyncs += 1;
         }
+        if !kv_batch.is_empty() {
+            self.kv.write(&mut kv_batch, false).expect("apply write");
+        }
+        for (region_id, index) in applied_to {
+            if let Some(peer) = self.peers.get_mut(&region_id) {
+                peer.on_applied(index);
+            }
+        }
         for peer in self.peers.values_mut() {
             peer.on_round_persisted(out);
         }
         any
+    }
+
+    fn get(&self, region_id: u64, key: &str) -> Option<Vec<u8>> {
+        let key = format!("r{region_id:04}/{key}").into_bytes();
+        self.kv
+            .get_value_cf(CF_DEFAULT, &keys::data_key(&key))
+            .expect("get")
     }
 }
 
@@ -208,7 +268,7 @@ fn replicate_replace_conflicting_tail_and_restart() {
     for i in 0..50u32 {
         cluster
             .peer(1, leader)
-            .propose(format!("a{i}").into_bytes())
+            .propose(put_cmd(1, &format!("a{i}")))
             .unwrap();
     }
     cluster.settle();
@@ -225,7 +285,7 @@ fn replicate_replace_conflicting_tail_and_restart() {
     for i in 0..10u32 {
         cluster
             .peer(1, leader)
-            .propose(format!("lost{i}").into_bytes())
+            .propose(put_cmd(1, &format!("lost{i}")))
             .unwrap();
     }
     cluster.settle();
@@ -238,7 +298,7 @@ fn replicate_replace_conflicting_tail_and_restart() {
     for i in 0..5u32 {
         cluster
             .peer(1, new_leader)
-            .propose(format!("b{i}").into_bytes())
+            .propose(put_cmd(1, &format!("b{i}")))
             .unwrap();
     }
     cluster.settle();
@@ -249,14 +309,22 @@ fn replicate_replace_conflicting_tail_and_restart() {
         cluster.tick();
     }
     let expected: Vec<Vec<u8>> = (0..50u32)
-        .map(|i| format!("a{i}").into_bytes())
-        .chain((0..5u32).map(|i| format!("b{i}").into_bytes()))
+        .map(|i| put_cmd(1, &format!("a{i}")))
+        .chain((0..5u32).map(|i| put_cmd(1, &format!("b{i}"))))
         .collect();
     for store in 1..=STORES {
         assert_eq!(
             cluster.applied(store, 1),
             expected,
             "store {store} applied exactly the committed entries"
+        );
+        let s = &cluster.stores[store as usize - 1];
+        assert_eq!(s.get(1, "a49"), Some(b"r0001/a49".to_vec()));
+        assert_eq!(s.get(1, "b4"), Some(b"r0001/b4".to_vec()));
+        assert_eq!(
+            s.get(1, "lost0"),
+            None,
+            "the lost tail never reached the KV engine"
         );
     }
     let last = cluster.peer(1, new_leader).storage().last_index().unwrap();
@@ -294,19 +362,30 @@ fn replicate_replace_conflicting_tail_and_restart() {
         );
         assert_eq!(cluster.peer(1, store).storage().last_index().unwrap(), last);
     }
+    for store in 1..=STORES {
+        let applied_index = cluster.peer(1, store).storage().applied_index();
+        assert!(
+            applied_index >= RAFT_INIT_LOG_INDEX + 55,
+            "store {store} recovered its applied index"
+        );
+    }
     let leader = cluster.wait_leader(1, &none);
     cluster
         .peer(1, leader)
-        .propose(b"after-restart".to_vec())
+        .propose(put_cmd(1, "after-restart"))
         .unwrap();
     cluster.settle();
     for store in 1..=STORES {
-        // No apply state is persisted in this test, so each peer re-applies its whole log.
-        let applied = cluster.applied(store, 1);
-        assert_eq!(applied.len(), expected.len() + 1, "store {store}");
+        // The apply state was persisted with the data, so nothing is applied twice.
         assert_eq!(
-            applied.last().map(Vec::as_slice),
-            Some(&b"after-restart"[..])
+            cluster.applied(store, 1),
+            vec![put_cmd(1, "after-restart")],
+            "store {store}"
+        );
+        let s = &cluster.stores[store as usize - 1];
+        assert_eq!(
+            s.get(1, "after-restart"),
+            Some(b"r0001/after-restart".to_vec())
         );
     }
 }
@@ -335,7 +414,7 @@ fn many_regions_share_one_fsync_per_round() {
         for i in 0..5u32 {
             cluster
                 .peer(r, *leader)
-                .propose(format!("{r}-{i}").into_bytes())
+                .propose(put_cmd(r, &format!("k{i}")))
                 .unwrap();
         }
     }
@@ -347,6 +426,8 @@ fn many_regions_share_one_fsync_per_round() {
                 5,
                 "region {r} on store {store}"
             );
+            let s = &cluster.stores[store as usize - 1];
+            assert_eq!(s.get(r, "k4"), Some(format!("r{r:04}/k4").into_bytes()));
         }
     }
     for (store, (fsyncs, entries)) in cluster.stores.iter().zip(before) {

@@ -86,6 +86,18 @@ impl<EK: KvEngine> Peer<EK> {
         self.raw.store()
     }
 
+    pub fn storage_mut(&mut self) -> &mut PeerStorage<EK> {
+        self.raw.mut_store()
+    }
+
+    /// The commit index and the term of the entry there: what applied entries are recorded
+    /// as committed under.
+    pub fn commit_index_term(&self) -> (u64, u64) {
+        let committed = self.raw.raft.raft_log.committed;
+        let term = self.raw.raft.raft_log.term(committed).unwrap_or(0);
+        (committed, term)
+    }
+
     pub fn raw(&self) -> &RawNode<PeerStorage<EK>> {
         &self.raw
     }
