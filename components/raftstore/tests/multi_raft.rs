@@ -128,7 +128,7 @@ impl Store {
             };
             let commit = peer.commit_index_term();
             let region = peer.storage().region().clone();
-            let mut state = peer.storage().apply_state().clone();
+            let mut state = *peer.storage().apply_state();
             results.clear();
             apply_entries::<MemEngine>(
                 &region,
