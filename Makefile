@@ -48,7 +48,7 @@ test-long: deps
 	$(CARGO) test --workspace --release -- --include-ignored
 
 bench: deps
-	$(CARGO) bench --workspace
+	$(CARGO) bench --workspace --benches
 
 bench-compare:
 	@echo "bench-compare arrives with the benchmarks issue (regionstore vs etcd)."; exit 1
