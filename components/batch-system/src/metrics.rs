@@ -56,16 +56,13 @@ static BATCH_SIZE: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
 });
 
-static MESSAGES_PER_FSM: LazyLock<HistogramVec> = LazyLock::new(|| {
+static MESSAGES_HANDLED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register(
-        HistogramVec::new(
-            HistogramOpts::new(
-                "regionstore_batch_system_messages_per_fsm_round",
-                "Messages one FSM handled in one round (bound: messages_per_tick).",
-            )
-            .buckets(vec![
-                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
-            ]),
+        IntCounterVec::new(
+            Opts::new(
+                "regionstore_batch_system_messages_handled_total",
+                "Messages handed to handlers (at most messages_per_tick per FSM per round).",
+            ),
             &["system"],
         )
         .expect("static metric definition is valid"),
@@ -91,7 +88,7 @@ pub struct SystemMetrics {
     pub mailbox_full: IntCounter,
     pub fsm_count: IntGauge,
     pub batch_size: Histogram,
-    pub messages_per_fsm: Histogram,
+    pub messages_handled: IntCounter,
     pub yields: IntCounter,
 }
 
@@ -101,7 +98,7 @@ impl SystemMetrics {
             mailbox_full: MAILBOX_FULL.with_label_values(&[system]),
             fsm_count: FSM_COUNT.with_label_values(&[system]),
             batch_size: BATCH_SIZE.with_label_values(&[system]),
-            messages_per_fsm: MESSAGES_PER_FSM.with_label_values(&[system]),
+            messages_handled: MESSAGES_HANDLED.with_label_values(&[system]),
             yields: YIELDS.with_label_values(&[system]),
         }
     }

@@ -174,6 +174,7 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
         let mut control_msgs = Vec::new();
         while self.fetch(&mut batch) {
             self.metrics.batch_size.observe(batch.len() as f64);
+            let mut handled = 0u64;
             self.handler.begin(batch.len());
             if let Some(control) = batch.control.as_mut() {
                 self.router
@@ -188,13 +189,12 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
                     continue;
                 }
                 mailbox.drain_into(&mut normal_msgs, self.config.messages_per_tick);
-                self.metrics
-                    .messages_per_fsm
-                    .observe(normal_msgs.len() as f64);
+                handled += normal_msgs.len() as u64;
                 self.handler.handle_normal(fsm, &mut normal_msgs);
                 normal_msgs.clear();
             }
             self.handler.end(&mut batch.normals);
+            self.metrics.messages_handled.inc_by(handled);
             self.settle(&mut batch);
         }
     }

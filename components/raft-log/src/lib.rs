@@ -93,7 +93,6 @@ impl RaftLogEngine {
                 region_id: None,
                 detail: e.to_string(),
             })?;
-        batch.regions.clear();
         Ok(written)
     }
 
@@ -202,8 +201,6 @@ impl RaftLogEngine {
 #[derive(Default)]
 pub struct RaftLogBatch {
     batch: LogBatch,
-    /// Regions touched, for callers that report what a round wrote.
-    regions: Vec<u64>,
 }
 
 impl RaftLogBatch {
@@ -213,7 +210,6 @@ impl RaftLogBatch {
         if entries.is_empty() {
             return Ok(());
         }
-        self.touch(region_id);
         self.batch
             .add_entries::<EntryExt>(region_id, entries)
             .map_err(|e| Error::Engine {
@@ -224,7 +220,6 @@ impl RaftLogBatch {
     }
 
     pub fn put_raft_state(&mut self, region_id: u64, state: &RaftLocalState) -> Result<()> {
-        self.touch(region_id);
         self.batch
             .put(region_id, RAFT_STATE_KEY.to_vec(), state.encode_to_vec())
             .map_err(|e| Error::Engine {
@@ -236,14 +231,12 @@ impl RaftLogBatch {
 
     /// Drops entries below `index` of `region_id`'s log.
     pub fn compact_to(&mut self, region_id: u64, index: u64) {
-        self.touch(region_id);
         self.batch
             .add_command(region_id, Command::Compact { index });
     }
 
     /// Removes `region_id`'s whole log and state (peer destroyed, or a snapshot replaces it).
     pub fn clean_region(&mut self, region_id: u64) {
-        self.touch(region_id);
         self.batch.add_command(region_id, Command::Clean);
     }
 
@@ -254,16 +247,5 @@ impl RaftLogBatch {
     /// Approximate encoded size, for bounding a round's batch.
     pub fn approximate_size(&self) -> usize {
         self.batch.approximate_size()
-    }
-
-    /// Regions with changes in this batch, in first-touched order.
-    pub fn regions(&self) -> &[u64] {
-        &self.regions
-    }
-
-    fn touch(&mut self, region_id: u64) {
-        if self.regions.last() != Some(&region_id) && !self.regions.contains(&region_id) {
-            self.regions.push(region_id);
-        }
     }
 }
