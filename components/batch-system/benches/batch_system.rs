@@ -60,9 +60,14 @@ fn wait_for(counter: &AtomicUsize, target: usize) {
 }
 
 /// Sends `MESSAGES` round-robin over the FSMs, waiting for room when a mailbox is full.
-fn send_all(router: &Router<CounterFsm, Control>) {
+/// Which FSM message `i` goes to: round-robin (`burst` 1) or `burst` messages in a row per FSM.
+fn fsm_for(i: u64, burst: u64) -> u64 {
+    1 + (i / burst) % FSMS
+}
+
+fn send_all(router: &Router<CounterFsm, Control>, burst: u64) {
     for i in 0..MESSAGES as u64 {
-        let id = 1 + i % FSMS;
+        let id = fsm_for(i, burst);
         // The common case is a plain try-send; wait for room only when the mailbox is full.
         if let Err(e) = router.send(id, i) {
             let mut msg = e.into_inner();
@@ -78,86 +83,98 @@ fn bench_batch_system(c: &mut Criterion) {
     group.throughput(Throughput::Elements(MESSAGES as u64));
     group.sample_size(20);
 
-    group.bench_function("batch_system_2_pollers", |b| {
-        let handled = Arc::new(AtomicUsize::new(0));
-        let config = Config::default();
-        let (router, mut system) =
-            create_system::<CounterFsm, Control>("bench", &config, Box::new(Control))
-                .expect("valid config");
-        for id in 1..=FSMS {
-            router.register(id, Box::new(CounterFsm { sum: 0 }));
-        }
-        system
-            .spawn(&mut Builder(handled.clone()))
-            .expect("spawn pollers");
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                let target = handled.load(Ordering::Acquire) + MESSAGES;
-                send_all(&router);
-                wait_for(&handled, target);
+    for (name, burst) in [
+        ("batch_system_2_pollers", 1u64),
+        ("batch_system_2_pollers_burst10", 10),
+    ] {
+        group.bench_function(name, |b| {
+            let handled = Arc::new(AtomicUsize::new(0));
+            let config = Config::default();
+            let (router, mut system) =
+                create_system::<CounterFsm, Control>("bench", &config, Box::new(Control))
+                    .expect("valid config");
+            for id in 1..=FSMS {
+                router.register(id, Box::new(CounterFsm { sum: 0 }));
             }
-            start.elapsed()
+            system
+                .spawn(&mut Builder(handled.clone()))
+                .expect("spawn pollers");
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let goal = handled.load(Ordering::Acquire) + MESSAGES;
+                    send_all(&router, burst);
+                    wait_for(&handled, goal);
+                }
+                start.elapsed()
+            });
+            system.shutdown();
         });
-        system.shutdown();
-    });
+    }
 
-    group.bench_function("baseline_per_message_pool_2_threads", |b| {
-        struct Slot {
-            fsm: Mutex<CounterFsm>,
-            sender: Sender<u64>,
-            receiver: Receiver<u64>,
-        }
-        let slots: Arc<Vec<Slot>> = Arc::new(
-            (0..=FSMS)
+    for (name, burst) in [
+        ("baseline_per_message_pool_2_threads", 1u64),
+        ("baseline_per_message_pool_2_threads_burst10", 10),
+    ] {
+        group.bench_function(name, |b| {
+            struct Slot {
+                fsm: Mutex<CounterFsm>,
+                sender: Sender<u64>,
+                receiver: Receiver<u64>,
+            }
+            let slots: Arc<Vec<Slot>> = Arc::new(
+                (0..=FSMS)
+                    .map(|_| {
+                        let (sender, receiver) =
+                            channel::bounded(Config::default().mailbox_capacity);
+                        Slot {
+                            fsm: Mutex::new(CounterFsm { sum: 0 }),
+                            sender,
+                            receiver,
+                        }
+                    })
+                    .collect(),
+            );
+            let handled = Arc::new(AtomicUsize::new(0));
+            let (task_tx, task_rx) = channel::unbounded::<Option<u64>>();
+            let workers: Vec<_> = (0..2)
                 .map(|_| {
-                    let (sender, receiver) = channel::bounded(Config::default().mailbox_capacity);
-                    Slot {
-                        fsm: Mutex::new(CounterFsm { sum: 0 }),
-                        sender,
-                        receiver,
-                    }
+                    let (slots, handled, task_rx) =
+                        (slots.clone(), handled.clone(), task_rx.clone());
+                    thread::spawn(move || {
+                        while let Ok(Some(id)) = task_rx.recv() {
+                            let slot = &slots[id as usize];
+                            let mut fsm = slot.fsm.lock().unwrap_or_else(|e| e.into_inner());
+                            if let Ok(msg) = slot.receiver.try_recv() {
+                                fsm.sum += msg;
+                                handled.fetch_add(1, Ordering::Release);
+                            }
+                        }
+                    })
                 })
-                .collect(),
-        );
-        let handled = Arc::new(AtomicUsize::new(0));
-        let (task_tx, task_rx) = channel::unbounded::<Option<u64>>();
-        let workers: Vec<_> = (0..2)
-            .map(|_| {
-                let (slots, handled, task_rx) = (slots.clone(), handled.clone(), task_rx.clone());
-                thread::spawn(move || {
-                    while let Ok(Some(id)) = task_rx.recv() {
-                        let slot = &slots[id as usize];
-                        let mut fsm = slot.fsm.lock().unwrap_or_else(|e| e.into_inner());
-                        if let Ok(msg) = slot.receiver.try_recv() {
-                            fsm.sum += msg;
-                            handled.fetch_add(1, Ordering::Release);
+                .collect();
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let target = handled.load(Ordering::Acquire) + MESSAGES;
+                    for i in 0..MESSAGES as u64 {
+                        let id = fsm_for(i, burst);
+                        if slots[id as usize].sender.send(i).is_ok() {
+                            let _ = task_tx.send(Some(id));
                         }
                     }
-                })
-            })
-            .collect();
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                let target = handled.load(Ordering::Acquire) + MESSAGES;
-                for i in 0..MESSAGES as u64 {
-                    let id = 1 + i % FSMS;
-                    if slots[id as usize].sender.send(i).is_ok() {
-                        let _ = task_tx.send(Some(id));
-                    }
+                    wait_for(&handled, target);
                 }
-                wait_for(&handled, target);
+                start.elapsed()
+            });
+            for _ in &workers {
+                let _ = task_tx.send(None);
             }
-            start.elapsed()
+            for w in workers {
+                let _ = w.join();
+            }
         });
-        for _ in &workers {
-            let _ = task_tx.send(None);
-        }
-        for w in workers {
-            let _ = w.join();
-        }
-    });
+    }
 
     group.bench_function("baseline_single_channel_1_thread", |b| {
         let handled = Arc::new(AtomicUsize::new(0));
