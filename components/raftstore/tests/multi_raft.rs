@@ -245,6 +245,15 @@ impl Cluster {
         panic!("region {region_id} elected no leader");
     }
 
+    /// Proposes puts of `{prefix}0` .. `{prefix}{count-1}` to `region_id`'s peer on `store_id`.
+    fn propose_puts(&mut self, region_id: u64, store_id: u64, prefix: &str, count: u32) {
+        for i in 0..count {
+            self.peer(region_id, store_id)
+                .propose(put_cmd(region_id, &format!("{prefix}{i}")))
+                .expect("propose");
+        }
+    }
+
     fn applied(&self, store_id: u64, region_id: u64) -> &[Vec<u8>] {
         self.stores[store_id as usize - 1]
             .applied
@@ -265,12 +274,7 @@ fn replicate_replace_conflicting_tail_and_restart() {
     let none = HashSet::new();
 
     let leader = cluster.wait_leader(1, &none);
-    for i in 0..50u32 {
-        cluster
-            .peer(1, leader)
-            .propose(put_cmd(1, &format!("a{i}")))
-            .unwrap();
-    }
+    cluster.propose_puts(1, leader, "a", 50);
     cluster.settle();
     for store in 1..=STORES {
         assert_eq!(
@@ -282,12 +286,7 @@ fn replicate_replace_conflicting_tail_and_restart() {
 
     // The old leader, cut off, appends entries nobody else sees.
     cluster.isolated.insert(leader);
-    for i in 0..10u32 {
-        cluster
-            .peer(1, leader)
-            .propose(put_cmd(1, &format!("lost{i}")))
-            .unwrap();
-    }
+    cluster.propose_puts(1, leader, "lost", 10);
     cluster.settle();
     let old_last = cluster.peer(1, leader).storage().last_index().unwrap();
     assert!(
@@ -295,12 +294,7 @@ fn replicate_replace_conflicting_tail_and_restart() {
         "the isolated leader appended its proposals"
     );
     let new_leader = cluster.wait_leader(1, &[leader].into());
-    for i in 0..5u32 {
-        cluster
-            .peer(1, new_leader)
-            .propose(put_cmd(1, &format!("b{i}")))
-            .unwrap();
-    }
+    cluster.propose_puts(1, new_leader, "b", 5);
     cluster.settle();
 
     // Heal: the old leader's uncommitted tail is replaced by the new leader's log.
@@ -411,12 +405,7 @@ fn many_regions_share_one_fsync_per_round() {
         .map(|s| (s.fsyncs, s.entries_written))
         .collect();
     for (r, leader) in (1..=regions).zip(&leaders) {
-        for i in 0..5u32 {
-            cluster
-                .peer(r, *leader)
-                .propose(put_cmd(r, &format!("k{i}")))
-                .unwrap();
-        }
+        cluster.propose_puts(r, *leader, "k", 5);
     }
     cluster.settle();
     for r in 1..=regions {
