@@ -15,7 +15,9 @@ const PROTOS: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time: a build script compiled in one checkout may be reused by another that
+    // shares the target directory (CI's fresh clone), and must look at its own files.
+    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files: Vec<PathBuf> = PROTOS
         .iter()
         .map(|name| dir.join(format!("{name}.proto")))

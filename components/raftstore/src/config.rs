@@ -1,29 +1,254 @@
-/// Settings of the store. The store issue turns this into the serde config of `[raftstore]`;
-/// today it holds what the storage layer and the raft peer need.
-#[derive(Clone, Debug, PartialEq, Eq)]
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The `[raftstore]` section of a store's TOML config. Keys are kebab-case
+/// (`raft-max-inflight-msgs`); a missing key takes its default. [`Config::validate`] names the
+/// first field out of bounds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Config {
+    /// Threads polling region peers (raft, group commit). Default 2; 1..=64.
+    pub store_pool_size: usize,
+    /// Threads applying committed entries to the KV engine. Default 2; 1..=64.
+    pub apply_pool_size: usize,
+    /// Most FSMs one poller handles in a round (and so shares one fsync / one KV write between).
+    /// Default 256; 1..=65536.
+    pub max_batch_size: usize,
+    /// Most messages one FSM handles in a round before others get a turn. Default 256; >= 1.
+    pub messages_per_tick: usize,
+    /// Capacity of each region's mailbox (metric `regionstore_batch_mailbox_full_total` counts
+    /// rejections). Default 4096; >= 16.
+    pub peer_mailbox_capacity: usize,
+    /// How long a request waits for room in a full mailbox before it fails with ServerIsBusy.
+    /// Default 500 ms; <= 10 s.
+    pub mailbox_full_wait_ms: u64,
     /// Memory the entry caches of all regions may use for entries already durable in the raft
     /// log (metric `regionstore_entry_cache_bytes`). Entries not yet durable are always kept.
     /// Default 256 MiB; 0 keeps only what is not yet durable.
     pub entry_cache_limit: usize,
-    /// Ticks without a leader's heartbeat before a follower campaigns. Default 10.
+    /// One raft logical clock tick. Default 100 ms; 10 ms..=10 s.
+    pub raft_base_tick_interval_ms: u64,
+    /// Ticks without a leader's heartbeat before a follower campaigns. Default 10; >
+    /// `raft-heartbeat-ticks`.
     pub raft_election_timeout_ticks: usize,
-    /// Ticks between a leader's heartbeats; must be below the election timeout. Default 2.
+    /// Ticks between a leader's heartbeats. Default 2; >= 1.
     pub raft_heartbeat_ticks: usize,
-    /// Append messages a leader may have in flight to one follower. Default 256.
+    /// Append messages a leader may have in flight to one follower. Default 256; 1..=65536.
     pub raft_max_inflight_msgs: usize,
-    /// Most bytes of entries in one append message. Default 1 MiB.
+    /// Most bytes of entries in one append message. Default 1 MiB; >= 1 KiB.
     pub raft_max_size_per_msg: u64,
+    /// Largest encoded command a proposal may carry (RaftEntryTooLarge above it). Default 8 MiB;
+    /// 1 KiB..=64 MiB.
+    pub raft_entry_max_size: u64,
+    /// How long a leader may serve reads locally after a quorum acknowledged its messages.
+    /// Must stay below the election timeout (ticks × tick interval) so no other leader can be
+    /// elected while the lease holds. Default 800 ms (0.8 of the default election timeout).
+    pub max_leader_lease_ms: u64,
+    /// A proposal whose entry is neither applied nor known to be lost after this long fails
+    /// with an "undetermined" timeout: it may still commit. Default 10 s; >= 1 tick.
+    pub proposal_timeout_ms: u64,
+    /// A ReadIndex read not served after this long fails with a timeout (reads have no side
+    /// effects, so the caller may retry). Default 5 s; >= 1 tick.
+    pub read_index_timeout_ms: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
+            store_pool_size: 2,
+            apply_pool_size: 2,
+            max_batch_size: 256,
+            messages_per_tick: 256,
+            peer_mailbox_capacity: 4096,
+            mailbox_full_wait_ms: 500,
             entry_cache_limit: 256 << 20,
+            raft_base_tick_interval_ms: 100,
             raft_election_timeout_ticks: 10,
             raft_heartbeat_ticks: 2,
             raft_max_inflight_msgs: 256,
             raft_max_size_per_msg: 1 << 20,
+            raft_entry_max_size: 8 << 20,
+            max_leader_lease_ms: 800,
+            proposal_timeout_ms: 10_000,
+            read_index_timeout_ms: 5_000,
         }
+    }
+}
+
+/// A config field out of its bounds.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("raftstore.{field}: {reason}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn bound<T: PartialOrd + std::fmt::Display>(
+    field: &'static str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError {
+            field,
+            reason: format!("{value} is outside {min}..={max}"),
+        });
+    }
+    Ok(())
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        bound("store-pool-size", self.store_pool_size, 1, 64)?;
+        bound("apply-pool-size", self.apply_pool_size, 1, 64)?;
+        bound("max-batch-size", self.max_batch_size, 1, 65536)?;
+        bound("messages-per-tick", self.messages_per_tick, 1, usize::MAX)?;
+        bound(
+            "peer-mailbox-capacity",
+            self.peer_mailbox_capacity,
+            16,
+            1 << 24,
+        )?;
+        bound("mailbox-full-wait-ms", self.mailbox_full_wait_ms, 0, 10_000)?;
+        bound(
+            "raft-base-tick-interval-ms",
+            self.raft_base_tick_interval_ms,
+            10,
+            10_000,
+        )?;
+        bound("raft-heartbeat-ticks", self.raft_heartbeat_ticks, 1, 1000)?;
+        if self.raft_election_timeout_ticks <= self.raft_heartbeat_ticks {
+            return Err(ConfigError {
+                field: "raft-election-timeout-ticks",
+                reason: format!(
+                    "{} must be greater than raft-heartbeat-ticks ({})",
+                    self.raft_election_timeout_ticks, self.raft_heartbeat_ticks
+                ),
+            });
+        }
+        bound(
+            "raft-max-inflight-msgs",
+            self.raft_max_inflight_msgs,
+            1,
+            65536,
+        )?;
+        bound(
+            "raft-max-size-per-msg",
+            self.raft_max_size_per_msg,
+            1024,
+            u64::MAX,
+        )?;
+        bound(
+            "raft-entry-max-size",
+            self.raft_entry_max_size,
+            1024,
+            64 << 20,
+        )?;
+        let election_ms = self.election_timeout().as_millis() as u64;
+        if self.max_leader_lease_ms == 0 || self.max_leader_lease_ms >= election_ms {
+            return Err(ConfigError {
+                field: "max-leader-lease-ms",
+                reason: format!(
+                    "{} must be above 0 and below the election timeout ({election_ms} ms)",
+                    self.max_leader_lease_ms
+                ),
+            });
+        }
+        let tick = self.raft_base_tick_interval_ms;
+        bound(
+            "proposal-timeout-ms",
+            self.proposal_timeout_ms,
+            tick,
+            u64::MAX,
+        )?;
+        bound(
+            "read-index-timeout-ms",
+            self.read_index_timeout_ms,
+            tick,
+            u64::MAX,
+        )?;
+        Ok(())
+    }
+
+    pub fn base_tick(&self) -> Duration {
+        Duration::from_millis(self.raft_base_tick_interval_ms)
+    }
+
+    pub fn election_timeout(&self) -> Duration {
+        self.base_tick() * self.raft_election_timeout_ticks as u32
+    }
+
+    pub fn max_leader_lease(&self) -> Duration {
+        Duration::from_millis(self.max_leader_lease_ms)
+    }
+
+    pub fn proposal_timeout(&self) -> Duration {
+        Duration::from_millis(self.proposal_timeout_ms)
+    }
+
+    pub fn read_index_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_index_timeout_ms)
+    }
+
+    pub fn mailbox_full_wait(&self) -> Duration {
+        Duration::from_millis(self.mailbox_full_wait_ms)
+    }
+
+    /// The batch-system settings of the raft or apply pool.
+    pub fn batch_system(&self, pool_size: usize) -> batch_system::Config {
+        batch_system::Config {
+            pool_size,
+            max_batch_size: self.max_batch_size,
+            messages_per_tick: self.messages_per_tick,
+            mailbox_capacity: self.peer_mailbox_capacity,
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip_through_kebab_case_toml() {
+        let config = Config::default();
+        config.validate().unwrap();
+        let text = toml::to_string(&config).unwrap();
+        assert!(text.contains("raft-max-inflight-msgs = 256"), "{text}");
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back, config);
+        let partial: Config = toml::from_str("store-pool-size = 4").unwrap();
+        assert_eq!(partial.store_pool_size, 4);
+        assert_eq!(partial.apply_pool_size, 2);
+        assert!(toml::from_str::<Config>("no-such-field = 1").is_err());
+    }
+
+    #[test]
+    fn out_of_bounds_fields_are_named() {
+        let bad = Config {
+            max_leader_lease_ms: 1000,
+            ..Default::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().field, "max-leader-lease-ms");
+        let bad = Config {
+            raft_election_timeout_ticks: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err().field,
+            "raft-election-timeout-ticks"
+        );
+        let bad = Config {
+            store_pool_size: 0,
+            ..Default::default()
+        };
+        let err = bad.validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "raftstore.store-pool-size: 0 is outside 1..=64"
+        );
     }
 }

@@ -1,3 +1,6 @@
+use proto::errorpb;
+use proto::metapb::{Peer as PeerMeta, Region};
+
 pub type Result<T> = std::result::Result<T, Error>;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,13 +24,70 @@ pub enum Error {
         start_key: Vec<u8>,
         end_key: Vec<u8>,
     },
-    /// The command was proposed against another version of the region (split or merge since).
-    #[error("region {region_id}: command for version {proposed_version} is stale; current region is {current:?}")]
+    /// The request was made against another epoch of the region (split, merge or membership
+    /// change since). `current_regions` is what the client should refresh its cache with.
+    #[error(
+        "region {region_id}: request epoch (conf_ver {request_conf_ver}, version \
+         {request_version}) is stale; current regions are {current_regions:?}"
+    )]
     EpochNotMatch {
         region_id: u64,
-        proposed_version: u64,
-        current: Box<proto::metapb::Region>,
+        request_conf_ver: u64,
+        request_version: u64,
+        current_regions: Vec<Region>,
     },
+    #[error("region {region_id}: this peer is not the leader; the leader is {leader:?}")]
+    NotLeader {
+        region_id: u64,
+        leader: Option<PeerMeta>,
+    },
+    #[error("region {region_id} is not on store {store_id}")]
+    RegionNotFound { region_id: u64, store_id: u64 },
+    #[error("request for store {request_store_id} reached store {actual_store_id}")]
+    StoreNotMatch {
+        request_store_id: u64,
+        actual_store_id: u64,
+    },
+    #[error("region {region_id}: entry of {entry_size} bytes exceeds raft-entry-max-size {limit}")]
+    RaftEntryTooLarge {
+        region_id: u64,
+        entry_size: u64,
+        limit: u64,
+    },
+    #[error("region {region_id}: server is busy: {reason}")]
+    ServerIsBusy { region_id: u64, reason: String },
+    /// The proposal's log index was taken by another leader's entry (or truncated away): it
+    /// will never be applied, and the client may retry.
+    #[error("region {region_id}: proposal at index {index} term {term} was superseded: {detail}")]
+    StaleCommand {
+        region_id: u64,
+        index: u64,
+        term: u64,
+        detail: String,
+    },
+    /// The proposal's fate is unknown: it may still commit under another leader. Retrying a
+    /// non-idempotent command (compare-and-swap) could apply it twice.
+    #[error(
+        "region {region_id}: proposal at index {index} term {term} is undetermined after \
+         {waited_ms} ms; it may still be applied"
+    )]
+    Undetermined {
+        region_id: u64,
+        index: u64,
+        term: u64,
+        waited_ms: u64,
+    },
+    /// A read could not be confirmed linearizable in time (no side effects; safe to retry).
+    #[error("region {region_id}: read not served within {waited_ms} ms: {reason}")]
+    ReadTimeout {
+        region_id: u64,
+        waited_ms: u64,
+        reason: String,
+    },
+    /// The store stopped (shutdown or a fatal I/O error) before the request was answered. For
+    /// a write this means its outcome is unknown.
+    #[error("store {store_id} stopped before answering: {reason}")]
+    StoreStopped { store_id: u64, reason: String },
     #[error("region {region_id}: invalid command: {detail}")]
     InvalidCommand { region_id: u64, detail: String },
     #[error("region {region_id}: raft: {detail}")]
@@ -35,4 +95,120 @@ pub enum Error {
     /// Persisted states contradict each other; the store must not start this region.
     #[error("region {region_id}: inconsistent persisted state: {detail}")]
     InvalidState { region_id: u64, detail: String },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("store {store_id}: {detail}")]
+    Store { store_id: u64, detail: String },
+}
+
+impl Error {
+    /// The region error a TiKV-compatible client understands, or `None` for errors that are
+    /// not about routing (they travel as a plain message).
+    pub fn to_region_error(&self) -> Option<errorpb::Error> {
+        let mut e = errorpb::Error {
+            message: self.to_string(),
+            ..Default::default()
+        };
+        match self {
+            Error::NotLeader { region_id, leader } => {
+                e.not_leader = Some(errorpb::NotLeader {
+                    region_id: *region_id,
+                    leader: *leader,
+                })
+            }
+            Error::RegionNotFound { region_id, .. } => {
+                e.region_not_found = Some(errorpb::RegionNotFound {
+                    region_id: *region_id,
+                })
+            }
+            Error::KeyNotInRegion {
+                key,
+                region_id,
+                start_key,
+                end_key,
+            } => {
+                e.key_not_in_region = Some(errorpb::KeyNotInRegion {
+                    key: key.clone(),
+                    region_id: *region_id,
+                    start_key: start_key.clone(),
+                    end_key: end_key.clone(),
+                })
+            }
+            Error::EpochNotMatch {
+                current_regions, ..
+            } => {
+                e.epoch_not_match = Some(errorpb::EpochNotMatch {
+                    current_regions: current_regions.clone(),
+                })
+            }
+            Error::ServerIsBusy { reason, .. } => {
+                e.server_is_busy = Some(errorpb::ServerIsBusy {
+                    reason: reason.clone(),
+                    backoff_ms: 100,
+                    ..Default::default()
+                })
+            }
+            Error::StaleCommand { .. } => e.stale_command = Some(errorpb::StaleCommand {}),
+            Error::StoreNotMatch {
+                request_store_id,
+                actual_store_id,
+            } => {
+                e.store_not_match = Some(errorpb::StoreNotMatch {
+                    request_store_id: *request_store_id,
+                    actual_store_id: *actual_store_id,
+                })
+            }
+            Error::RaftEntryTooLarge {
+                region_id,
+                entry_size,
+                ..
+            } => {
+                e.raft_entry_too_large = Some(errorpb::RaftEntryTooLarge {
+                    region_id: *region_id,
+                    entry_size: *entry_size,
+                })
+            }
+            _ => return None,
+        }
+        Some(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_errors_become_region_errors_and_the_rest_do_not() {
+        let e = Error::NotLeader {
+            region_id: 7,
+            leader: Some(PeerMeta {
+                id: 72,
+                store_id: 2,
+                ..Default::default()
+            }),
+        }
+        .to_region_error()
+        .unwrap();
+        assert_eq!(e.not_leader.unwrap().leader.unwrap().store_id, 2);
+        let e = Error::StaleCommand {
+            region_id: 1,
+            index: 9,
+            term: 2,
+            detail: "x".into(),
+        }
+        .to_region_error()
+        .unwrap();
+        assert!(e.stale_command.is_some());
+        let undetermined = Error::Undetermined {
+            region_id: 1,
+            index: 9,
+            term: 2,
+            waited_ms: 10,
+        };
+        assert!(
+            undetermined.to_region_error().is_none(),
+            "an undetermined write must not look retryable (StaleCommand) to a client"
+        );
+    }
 }

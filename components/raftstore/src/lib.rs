@@ -1,24 +1,46 @@
 //! The multi-raft store: one peer per region hosted here, each a raft-rs `RawNode` over a
 //! [`storage::PeerStorage`], driven by the batch system.
 //!
-//! Today this crate holds the storage layer: `PeerStorage` (raft-rs's `Storage` over the shared
-//! raft log, an entry cache and the apply state in the KV engine). The peer, apply and store
-//! FSMs arrive with the store issue, organised as in ARCHITECTURE.md (`router/`, `fsm/`, `raft/`,
-//! `storage/`, `operation/`, `worker/`).
+//! - `raft/`: [`raft::Peer`] — the raft node, proposals, lease and pending reads; no
+//!   batch-system types.
+//! - `storage/`: `PeerStorage` (raft-rs's `Storage` over the shared raft log), the entry cache.
+//! - `operation/`: one module per command (write, admin, read rules, apply dispatch).
+//! - `fsm/`: PeerFsm, ApplyFsm, StoreFsm and the raft / apply poll handlers.
+//! - `router/`: the messages between them and the callbacks that answer requests.
+//! - [`StoreSystem`] starts a store; [`StoreApi`] is the embedded async API.
 //!
 //! # Invariants
+//! - Per raft round, the entries and hard states of every region in the round go into one
+//!   raft-log write with one fsync; only a leader's appends leave before it.
+//! - Per apply round, the writes of every region in the round and each region's
+//!   `RaftApplyState` go into one KV write; callbacks run after it.
+//! - A request answered `Ok` was applied; `StaleCommand` only when another entry took its index
+//!   (or the index is gone); `Undetermined`/`StoreStopped` when its fate is unknown.
 //! - `truncated_index <= applied_index <= last_index` for every region not applying a snapshot;
 //!   a violation found at load is an error, never a panic inside raft-rs.
-//! - Entries handed to the raft log but not yet durable are always served from the entry cache.
+//! - Region ranges on a store never overlap ([`fsm::StoreMeta`]).
+//! - A failed raft-log or KV write stops the store (fatal log, requests refused); it is never
+//!   retried.
 //!
 //! # Must not depend on
-//! gRPC (tonic), the scheduler, or the server: the store talks to them through traits.
+//! gRPC (tonic), the scheduler, or the server: the store talks to them through traits
+//! ([`transport::Transport`]).
 
+pub mod api;
 mod config;
 mod error;
+pub mod fsm;
+pub mod metrics;
 pub mod operation;
 pub mod raft;
+pub mod router;
 pub mod storage;
+mod system;
+pub mod transport;
 
-pub use config::Config;
+pub use api::{Modify, StoreApi};
+pub use config::{Config, ConfigError};
 pub use error::{Error, Result};
+pub use router::RegionSnapshot;
+pub use system::{bootstrap_region, bootstrap_store, StoreSystem};
+pub use transport::Transport;

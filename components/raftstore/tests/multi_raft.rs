@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::time::Instant;
 
 use engine::{keys, KvEngine, MemEngine, Peekable, WriteBatch, CF_DEFAULT};
 use prost::Message as _;
@@ -15,7 +16,7 @@ use proto::raft_serverpb::PeerState;
 use raft::eraftpb::{EntryType, Message};
 use raft::Storage;
 use raft_log::{RaftLogConfig, RaftLogEngine};
-use raftstore::operation::write::{apply_entries, Applied};
+use raftstore::operation::apply::{apply_entries, Applied};
 use raftstore::raft::Peer;
 use raftstore::storage::{CacheBudget, PeerStorage, RAFT_INIT_LOG_INDEX};
 use raftstore::Config;
@@ -58,6 +59,7 @@ fn put_cmd(region_id: u64, key: &str) -> Vec<u8> {
                 value: key,
             })),
         }],
+        admin_request: None,
     }
     .encode_to_vec()
 }
@@ -88,8 +90,8 @@ impl Store {
                     budget.clone(),
                 )
                 .expect("open storage");
-                let peer =
-                    Peer::new(&Config::default(), peer_id(r, id), storage, &logger).expect("peer");
+                let peer = Peer::new(&Config::default(), id, peer_id(r, id), storage, &logger)
+                    .expect("peer");
                 (r, peer)
             })
             .collect();
@@ -110,7 +112,6 @@ impl Store {
     fn round(&mut self, out: &mut Vec<Message>) -> bool {
         let mut batch = self.log.batch();
         let mut kv_batch = self.kv.write_batch();
-        let mut committed = Vec::new();
         let mut results: Vec<Applied> = Vec::new();
         let mut applied_to = Vec::new();
         let mut any = false;
@@ -119,21 +120,23 @@ impl Store {
                 continue;
             }
             any = true;
-            committed.clear();
-            self.entries_written += peer
-                .handle_ready(&mut batch, out, &mut committed)
+            let ready = peer
+                .handle_ready(&mut batch, out, Instant::now())
                 .expect("ready");
+            self.entries_written += ready.entries_written;
+            let Some(committed) = ready.committed else {
+                continue;
+            };
+            let committed = committed.entries;
             let Some(last) = committed.last() else {
                 continue;
             };
-            let commit = peer.commit_index_term();
             let region = peer.storage().region().clone();
             let mut state = *peer.storage().apply_state();
             results.clear();
             apply_entries::<MemEngine>(
                 &region,
                 &mut state,
-                commit,
                 &committed,
                 &mut kv_batch,
                 &mut results,
@@ -222,7 +225,7 @@ impl Cluster {
     fn tick(&mut self) {
         for store in &mut self.stores {
             for peer in store.peers.values_mut() {
-                peer.tick();
+                peer.tick(Instant::now());
             }
         }
         self.settle();

@@ -1,12 +1,9 @@
 //! Writes (put, delete, delete-range per CF): the apply half. A command is checked completely
 //! before anything goes into the batch, so a rejected command writes nothing.
 
-use engine::{keys, KvEngine, WriteBatch, CF_DEFAULT, CF_RAFT, DATA_CFS};
-use prost::Message as _;
+use engine::{keys, WriteBatch, CF_DEFAULT, DATA_CFS};
 use proto::metapb::Region;
 use proto::raft_cmdpb::{request::Cmd, RaftCmdRequest};
-use proto::raft_serverpb::RaftApplyState;
-use raft::eraftpb::{Entry, EntryType};
 
 use crate::{Error, Result};
 
@@ -30,19 +27,27 @@ fn check_key(region: &Region, key: &[u8]) -> Result<()> {
     }
 }
 
+/// A write is stale once the region's key range changed (split or merge: `version`);
+/// membership changes (`conf_ver`) do not move keys, so they do not make a write stale.
+pub fn check_epoch(region: &Region, cmd: &RaftCmdRequest) -> Result<()> {
+    let header = cmd.header.unwrap_or_default();
+    let current = region.region_epoch.unwrap_or_default();
+    let requested = header.region_epoch.unwrap_or_default();
+    if header.region_id != region.id || requested.version != current.version {
+        return Err(Error::EpochNotMatch {
+            region_id: region.id,
+            request_conf_ver: requested.conf_ver,
+            request_version: requested.version,
+            current_regions: vec![region.clone()],
+        });
+    }
+    Ok(())
+}
+
 /// Checks `cmd` against the region as this peer knows it: same region, same version (a split
 /// or merge since the proposal makes the command stale), keys inside the range, known CFs.
 pub fn check_write(region: &Region, cmd: &RaftCmdRequest) -> Result<()> {
-    let header = cmd.header.unwrap_or_default();
-    let current = region.region_epoch.unwrap_or_default();
-    let proposed = header.region_epoch.unwrap_or_default();
-    if header.region_id != region.id || proposed.version != current.version {
-        return Err(Error::EpochNotMatch {
-            region_id: region.id,
-            proposed_version: proposed.version,
-            current: Box::new(region.clone()),
-        });
-    }
+    check_epoch(region, cmd)?;
     for req in &cmd.requests {
         let (cf, start, end) = match &req.cmd {
             Some(Cmd::Put(p)) => (&p.cf, &p.key, None),
@@ -81,7 +86,11 @@ pub fn check_write(region: &Region, cmd: &RaftCmdRequest) -> Result<()> {
 }
 
 /// Puts a checked command's writes into `wb`.
-fn write_cmd<WB: WriteBatch>(region: &Region, cmd: &RaftCmdRequest, wb: &mut WB) -> Result<()> {
+pub(crate) fn write_cmd<WB: WriteBatch>(
+    region: &Region,
+    cmd: &RaftCmdRequest,
+    wb: &mut WB,
+) -> Result<()> {
     let region_id = region.id;
     let engine_err = |source| Error::Engine { region_id, source };
     for req in &cmd.requests {
@@ -112,66 +121,15 @@ fn write_cmd<WB: WriteBatch>(region: &Region, cmd: &RaftCmdRequest, wb: &mut WB)
     Ok(())
 }
 
-/// The outcome of one applied entry, for the proposal's callback.
-#[derive(Debug)]
-pub struct Applied {
-    pub index: u64,
-    pub term: u64,
-    pub result: Result<()>,
-}
-
-/// Applies committed `entries` of one region into `wb` and records the new apply state in the
-/// same batch, so data and apply progress become durable together. A command that fails its
-/// checks writes nothing; its error is in `out`. `commit` is the (index, term) the entries were
-/// committed under.
-pub fn apply_entries<EK: KvEngine>(
-    region: &Region,
-    apply_state: &mut RaftApplyState,
-    commit: (u64, u64),
-    entries: &[Entry],
-    wb: &mut EK::WriteBatch,
-    out: &mut Vec<Applied>,
-) -> Result<()> {
-    let Some(last) = entries.last() else {
-        return Ok(());
-    };
-    for e in entries {
-        let result = if e.entry_type != EntryType::EntryNormal || e.data.is_empty() {
-            // A new leader's empty entry, or a conf change (handled by its own operation).
-            Ok(())
-        } else {
-            let cmd =
-                RaftCmdRequest::decode(e.data.as_ref()).map_err(|err| Error::InvalidState {
-                    region_id: region.id,
-                    detail: format!("entry {} does not decode as a command: {err}", e.index),
-                })?;
-            match check_write(region, &cmd) {
-                Ok(()) => write_cmd(region, &cmd, wb),
-                Err(e) => Err(e),
-            }
-        };
-        out.push(Applied {
-            index: e.index,
-            term: e.term,
-            result,
-        });
-    }
-    apply_state.applied_index = last.index;
-    if commit.0 >= apply_state.commit_index {
-        apply_state.commit_index = commit.0;
-        apply_state.commit_term = commit.1;
-    }
-    wb.put_msg_cf(CF_RAFT, &keys::apply_state_key(region.id), apply_state)
-        .map_err(|source| Error::Engine {
-            region_id: region.id,
-            source,
-        })
-}
-
 #[cfg(test)]
 mod tests {
-    use engine::{KvEngine, MemEngine, Peekable, CF_WRITE};
+    use engine::{KvEngine, MemEngine, Peekable, CF_RAFT, CF_WRITE};
+    use prost::Message as _;
     use proto::metapb::RegionEpoch;
+    use proto::raft_serverpb::RaftApplyState;
+    use raft::eraftpb::Entry;
+
+    use crate::operation::apply::apply_entries;
     use proto::raft_cmdpb::{DeleteRangeRequest, PutRequest, RaftRequestHeader, Request};
 
     use super::*;
@@ -203,6 +161,7 @@ mod tests {
                 .into_iter()
                 .map(|c| Request { cmd: Some(c) })
                 .collect(),
+            admin_request: None,
         }
     }
 
@@ -253,8 +212,7 @@ mod tests {
         ];
         let mut wb = kv.write_batch();
         let mut out = Vec::new();
-        apply_entries::<MemEngine>(&region, &mut state, (11, 6), &entries, &mut wb, &mut out)
-            .unwrap();
+        apply_entries::<MemEngine>(&region, &mut state, &entries, &mut wb, &mut out).unwrap();
         kv.write(&mut wb, true).unwrap();
 
         let results: Vec<_> = out.iter().map(|a| (a.index, a.result.is_ok())).collect();
@@ -273,7 +231,7 @@ mod tests {
         assert!(matches!(
             out[2].result,
             Err(Error::EpochNotMatch {
-                proposed_version: 1,
+                request_version: 1,
                 ..
             })
         ));

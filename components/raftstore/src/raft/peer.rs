@@ -1,10 +1,21 @@
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use engine::KvEngine;
+use prost::Message as _;
+use proto::metapb::{Peer as PeerMeta, Region};
+use proto::raft_cmdpb::{RaftCmdRequest, RaftRequestHeader};
+use proto::raft_serverpb::{RaftApplyState, RaftMessage};
 use raft::eraftpb::{Entry, Message};
 use raft::{RawNode, StateRole};
 use raft_log::RaftLogBatch;
 
+use crate::operation::read::{Lease, PendingReads};
+use crate::operation::{admin, write};
+use crate::router::{
+    CommittedEntries, PeerStatus, Proposal, ReadCallback, RegionSnapshot, WriteCallback,
+};
 use crate::storage::PeerStorage;
 use crate::{Config, Error, Result};
 
@@ -17,23 +28,51 @@ struct Unpersisted {
     messages: Vec<Message>,
 }
 
-/// What one round wrote, for the group-commit metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RoundStats {
-    pub regions: usize,
-    pub entries: usize,
+/// What one ready produced for the store.
+#[derive(Debug, Default)]
+pub struct ReadyOutput {
+    /// Entries added to the round's raft-log batch.
+    pub entries_written: usize,
+    /// The batch must be fsynced for this ready: it holds entries, or a new term or vote.
+    /// A hard state whose only change is the commit index need not be durable (a restart
+    /// learns the commit again, and the apply state remembers what was applied).
+    pub needs_sync: bool,
+    /// Committed entries (with their proposals) for the ApplyFsm.
+    pub committed: Option<CommittedEntries>,
 }
 
-/// One peer of one region on this store.
+/// The time limits a peer enforces, from [`Config`].
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    proposal_timeout: Duration,
+    read_index_timeout: Duration,
+    base_tick: Duration,
+    entry_max_size: u64,
+}
+
+/// One peer of one region on this store: the raft node and everything that does not depend on
+/// the batch system (proposals, lease, pending reads).
 pub struct Peer<EK: KvEngine> {
+    store_id: u64,
     peer_id: u64,
     raw: RawNode<PeerStorage<EK>>,
     unpersisted: VecDeque<Unpersisted>,
+    proposals: VecDeque<Proposal>,
+    lease: Lease,
+    /// When this peer last became leader; the lease starts from here once an entry of the
+    /// term commits.
+    leader_since: Option<Instant>,
+    last_read: Option<Instant>,
+    pending_reads: PendingReads<ReadCallback<EK::Snapshot>>,
+    applied_term: u64,
+    limits: Limits,
+    logger: slog::Logger,
 }
 
 impl<EK: KvEngine> Peer<EK> {
     pub fn new(
         config: &Config,
+        store_id: u64,
         peer_id: u64,
         storage: PeerStorage<EK>,
         logger: &slog::Logger,
@@ -51,14 +90,29 @@ impl<EK: KvEngine> Peer<EK> {
             ..Default::default()
         };
         let logger = logger.new(slog::o!("region_id" => region_id, "peer_id" => peer_id));
+        let applied_term = storage.apply_state().commit_term;
         let raw = RawNode::new(&raft_config, storage, &logger).map_err(|e| Error::Raft {
             region_id,
             detail: e.to_string(),
         })?;
         Ok(Peer {
+            store_id,
             peer_id,
             raw,
             unpersisted: VecDeque::new(),
+            proposals: VecDeque::new(),
+            lease: Lease::new(config.max_leader_lease()),
+            leader_since: None,
+            last_read: None,
+            pending_reads: PendingReads::default(),
+            applied_term,
+            limits: Limits {
+                proposal_timeout: config.proposal_timeout(),
+                read_index_timeout: config.read_index_timeout(),
+                base_tick: config.base_tick(),
+                entry_max_size: config.raft_entry_max_size,
+            },
+            logger,
         })
     }
 
@@ -66,8 +120,16 @@ impl<EK: KvEngine> Peer<EK> {
         self.raw.store().region_id()
     }
 
+    pub fn region(&self) -> &Region {
+        self.raw.store().region()
+    }
+
     pub fn peer_id(&self) -> u64 {
         self.peer_id
+    }
+
+    pub fn store_id(&self) -> u64 {
+        self.store_id
     }
 
     pub fn is_leader(&self) -> bool {
@@ -82,6 +144,16 @@ impl<EK: KvEngine> Peer<EK> {
         self.raw.raft.term
     }
 
+    pub fn logger(&self) -> &slog::Logger {
+        &self.logger
+    }
+
+    /// The leader as the region knows it, for NotLeader hints.
+    pub fn leader_meta(&self) -> Option<PeerMeta> {
+        let leader = self.leader_id();
+        self.region().peers.iter().find(|p| p.id == leader).copied()
+    }
+
     pub fn storage(&self) -> &PeerStorage<EK> {
         self.raw.store()
     }
@@ -90,8 +162,7 @@ impl<EK: KvEngine> Peer<EK> {
         self.raw.mut_store()
     }
 
-    /// The commit index and the term of the entry there: what applied entries are recorded
-    /// as committed under.
+    /// The commit index and the term of the entry there.
     pub fn commit_index_term(&self) -> (u64, u64) {
         let committed = self.raw.raft.raft_log.committed;
         let term = self.raw.raft.raft_log.term(committed).unwrap_or(0);
@@ -102,9 +173,16 @@ impl<EK: KvEngine> Peer<EK> {
         &self.raw
     }
 
-    /// Advances the logical clock; true if raft has something to do.
-    pub fn tick(&mut self) -> bool {
-        self.raw.tick()
+    pub fn pending_proposals(&self) -> usize {
+        self.proposals.len()
+    }
+
+    pub fn pending_reads(&self) -> usize {
+        self.pending_reads.len()
+    }
+
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
     }
 
     pub fn campaign(&mut self) -> Result<()> {
@@ -123,6 +201,7 @@ impl<EK: KvEngine> Peer<EK> {
         })
     }
 
+    /// Proposes raw entry data without checks or a callback (tests of the raft layer).
     pub fn propose(&mut self, data: Vec<u8>) -> Result<()> {
         let region_id = self.region_id();
         self.raw.propose(vec![], data).map_err(|e| Error::Raft {
@@ -131,22 +210,111 @@ impl<EK: KvEngine> Peer<EK> {
         })
     }
 
-    pub fn has_ready(&self) -> bool {
-        self.raw.has_ready()
+    fn not_leader(&self) -> Error {
+        Error::NotLeader {
+            region_id: self.region_id(),
+            leader: self.leader_meta(),
+        }
+    }
+
+    /// The checks every request passes before it is proposed or read: right store, leader
+    /// here, current epoch.
+    fn check_request(&self, request: &RaftCmdRequest) -> Result<()> {
+        let header: RaftRequestHeader = request.header.unwrap_or_default();
+        if let Some(peer) = &header.peer {
+            if peer.store_id != 0 && peer.store_id != self.store_id {
+                return Err(Error::StoreNotMatch {
+                    request_store_id: peer.store_id,
+                    actual_store_id: self.store_id,
+                });
+            }
+        }
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        write::check_epoch(self.region(), request)
+    }
+
+    /// Proposes a write; `cb` is answered when its entry is applied, found superseded, or
+    /// undetermined after `proposal-timeout-ms`. A request failing a check answers at once and
+    /// proposes nothing.
+    pub fn propose_write(&mut self, request: RaftCmdRequest, cb: WriteCallback, now: Instant) {
+        if let Err(e) = self.check_write(&request) {
+            cb.invoke(Err(e));
+            return;
+        }
+        let data = request.encode_to_vec();
+        let before = self.raw.raft.raft_log.last_index();
+        if self.raw.propose(vec![], data).is_err() || self.raw.raft.raft_log.last_index() == before
+        {
+            // Dropped by raft (a leader transfer in progress): nothing was appended.
+            cb.invoke(Err(self.not_leader()));
+            return;
+        }
+        self.proposals.push_back(Proposal {
+            index: self.raw.raft.raft_log.last_index(),
+            term: self.term(),
+            propose_time: now,
+            cb,
+        });
+    }
+
+    fn check_write(&self, request: &RaftCmdRequest) -> Result<()> {
+        self.check_request(request)?;
+        match &request.admin_request {
+            Some(a) => admin::check_admin(self.region(), a)?,
+            None => write::check_write(self.region(), request)?,
+        }
+        let size = request.encoded_len() as u64;
+        if size > self.limits.entry_max_size {
+            return Err(Error::RaftEntryTooLarge {
+                region_id: self.region_id(),
+                entry_size: size,
+                limit: self.limits.entry_max_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// A linearizable read: served at once under a valid lease, otherwise after a ReadIndex
+    /// round confirms leadership and the apply reaches the confirmed index.
+    pub fn read(&mut self, request: &RaftCmdRequest, cb: ReadCallback<EK::Snapshot>, now: Instant) {
+        if let Err(e) = self.check_request(request) {
+            cb.invoke(Err(e));
+            return;
+        }
+        self.last_read = Some(now);
+        if self.can_read_locally(now) {
+            cb.invoke(Ok(self.snapshot()));
+            return;
+        }
+        if let Some(id) = self.pending_reads.push(cb, now) {
+            self.raw.read_index(id.to_be_bytes().to_vec());
+        }
+    }
+
+    /// The lease holds and every write committed before this term is applied here.
+    pub fn can_read_locally(&self, now: Instant) -> bool {
+        self.is_leader() && self.applied_term == self.term() && self.lease.is_valid(now)
+    }
+
+    fn snapshot(&self) -> RegionSnapshot<EK::Snapshot> {
+        let kv = self.storage().kv_engine();
+        RegionSnapshot::new(Arc::new(kv.snapshot()), self.region().clone())
     }
 
     /// Takes this peer's part of a poll round: its new entries and hard state go into `batch`
     /// (shared by every region of the round), messages that may leave before persistence (a
-    /// leader's appends) into `out`, committed entries into `committed`. The rest waits for
-    /// [`Self::on_round_persisted`]. Returns how many entries it added to the batch.
+    /// leader's appends) into `out`, committed entries (with their proposals) into the
+    /// output for the ApplyFsm. The rest waits for [`Self::on_round_persisted`].
     pub fn handle_ready(
         &mut self,
         batch: &mut RaftLogBatch,
         out: &mut Vec<Message>,
-        committed: &mut Vec<Entry>,
-    ) -> Result<usize> {
+        now: Instant,
+    ) -> Result<ReadyOutput> {
         if !self.raw.has_ready() {
-            return Ok(0);
+            return Ok(ReadyOutput::default());
         }
         let region_id = self.region_id();
         let mut ready = self.raw.ready();
@@ -156,12 +324,26 @@ impl<EK: KvEngine> Peer<EK> {
                 detail: "received a snapshot, which this build cannot apply yet".into(),
             });
         }
+        if let Some(ss) = ready.ss() {
+            self.on_role_changed(ss.raft_state, ss.leader_id, now);
+        }
+        let read_states = ready.take_read_states();
+        if !read_states.is_empty() {
+            for rs in &read_states {
+                self.on_read_confirmed(&rs.request_ctx, rs.index);
+            }
+            // Confirmed at an index already applied: serve now, no apply will come for it.
+            self.serve_reads();
+        }
         out.extend(ready.take_messages());
-        committed.extend(ready.take_committed_entries());
+        let committed = ready.take_committed_entries();
         let entries = ready.take_entries();
         let store = self.raw.mut_store();
         store.append(&entries, batch)?;
+        let mut needs_sync = !entries.is_empty();
         if let Some(hs) = ready.hs() {
+            let old = store.raft_state().hard_state.unwrap_or_default();
+            needs_sync |= hs.term != old.term || hs.vote != old.vote;
             store.set_hard_state(hs);
         }
         if !entries.is_empty() || ready.hs().is_some() {
@@ -173,7 +355,84 @@ impl<EK: KvEngine> Peer<EK> {
             messages: ready.take_persisted_messages(),
         });
         self.raw.advance_append_async(ready);
-        Ok(entries.len())
+        Ok(ReadyOutput {
+            entries_written: entries.len(),
+            needs_sync,
+            committed: self.take_committed(committed),
+        })
+    }
+
+    fn on_role_changed(&mut self, role: StateRole, leader_id: u64, now: Instant) {
+        slog::info!(self.logger, "role changed";
+            "role" => ?role, "term" => self.term(), "leader_id" => leader_id);
+        if role == StateRole::Leader {
+            self.leader_since = Some(now);
+            return;
+        }
+        self.leader_since = None;
+        self.lease.expire();
+        // Reads have no side effects: failing them is always safe. Proposals stay: their
+        // entries may still commit under the next leader.
+        let err_leader = self.leader_meta();
+        for read in self.pending_reads.take_all() {
+            for cb in read.waiters {
+                cb.invoke(Err(Error::NotLeader {
+                    region_id: self.region_id(),
+                    leader: err_leader,
+                }));
+            }
+        }
+    }
+
+    fn on_read_confirmed(&mut self, ctx: &[u8], index: u64) {
+        let Ok(id) = <[u8; 8]>::try_from(ctx).map(u64::from_be_bytes) else {
+            slog::warn!(self.logger, "read state with a foreign context"; "len" => ctx.len());
+            return;
+        };
+        if let Some(issued) = self.pending_reads.confirm(id, index) {
+            if self.is_leader() {
+                // The heartbeats a quorum answered were sent after the request was issued.
+                self.lease.renew(issued);
+            }
+        }
+    }
+
+    /// Hands committed entries to the apply with the proposals they resolve, and renews the
+    /// lease: an entry of this term committed means a quorum acknowledged appends sent after it
+    /// was proposed.
+    fn take_committed(&mut self, entries: Vec<Entry>) -> Option<CommittedEntries> {
+        let last = entries.last()?;
+        let (last_index, last_term) = (last.index, last.term);
+        let term = self.term();
+        let mut proposals = Vec::new();
+        let mut renew_from = None;
+        while self
+            .proposals
+            .front()
+            .is_some_and(|p| p.index <= last_index)
+        {
+            let Some(p) = self.proposals.pop_front() else {
+                break;
+            };
+            if p.term == term {
+                renew_from = Some(p.propose_time);
+            }
+            proposals.push(p);
+        }
+        if self.is_leader() && entries.iter().any(|e| e.term == term) {
+            if let Some(since) = self.leader_since.take() {
+                self.lease.renew(since);
+            }
+            if let Some(t) = renew_from {
+                self.lease.renew(t);
+            }
+        }
+        Some(CommittedEntries {
+            region_id: self.region_id(),
+            commit: (last_index, last_term),
+            entries,
+            proposals,
+        })
     }
 
     /// The round's batch is durable: release the messages that waited for it and tell raft.
@@ -190,8 +449,159 @@ impl<EK: KvEngine> Peer<EK> {
         self.raw.on_persist_ready(number);
     }
 
-    /// Committed entries up to `index` have been applied.
+    /// Committed entries up to `index` have been applied (tests that apply synchronously).
     pub fn on_applied(&mut self, index: u64) {
         self.raw.advance_apply_to(index);
+    }
+
+    /// The ApplyFsm applied entries: record it and serve the reads that waited for it.
+    pub fn on_apply_res(&mut self, apply_state: RaftApplyState, applied_term: u64, region: Region) {
+        let applied = apply_state.applied_index;
+        if applied <= self.storage().applied_index() && self.applied_term >= applied_term {
+            return;
+        }
+        if region != *self.region() {
+            self.storage_mut().set_region(region);
+        }
+        self.storage_mut().set_apply_state(apply_state);
+        self.applied_term = applied_term;
+        self.raw.advance_apply_to(applied);
+        self.serve_reads();
+    }
+
+    fn serve_reads(&mut self) {
+        let ready = self
+            .pending_reads
+            .take_ready(self.storage().applied_index());
+        if ready.iter().all(|r| r.waiters.is_empty()) {
+            return;
+        }
+        let snapshot = self.snapshot();
+        for read in ready {
+            for cb in read.waiters {
+                cb.invoke(Ok(snapshot.clone()));
+            }
+        }
+    }
+
+    /// Advances the logical clock and enforces the time limits. Returns true if raft has
+    /// something to do.
+    pub fn tick(&mut self, now: Instant) -> bool {
+        let mut work = self.raw.tick();
+        self.expire_proposals(now);
+        for read in self.pending_reads.take_expired(
+            now.checked_sub(self.limits.read_index_timeout)
+                .unwrap_or(now),
+        ) {
+            for cb in read.waiters {
+                cb.invoke(Err(Error::ReadTimeout {
+                    region_id: self.region_id(),
+                    waited_ms: self.limits.read_index_timeout.as_millis() as u64,
+                    reason: "leadership could not be confirmed by a quorum".into(),
+                }));
+            }
+        }
+        if self.is_leader() {
+            // raft-rs drops a ReadIndex until this term has a committed entry: ask again.
+            let before = now.checked_sub(self.limits.base_tick).unwrap_or(now);
+            for id in self.pending_reads.to_resend(before, now) {
+                self.raw.read_index(id.to_be_bytes().to_vec());
+                work = true;
+            }
+            // Renew the lease ahead of expiry for regions that are being read.
+            let reading = self
+                .last_read
+                .is_some_and(|t| now.saturating_duration_since(t) < self.limits.read_index_timeout);
+            if reading && self.pending_reads.is_empty() && self.lease.needs_renewal(now) {
+                let id = self.pending_reads.start(now);
+                self.raw.read_index(id.to_be_bytes().to_vec());
+                work = true;
+            }
+        }
+        work
+    }
+
+    /// Fails proposals whose fate is still unknown after the proposal timeout. They are not
+    /// StaleCommand: the entry may still commit under the next leader.
+    fn expire_proposals(&mut self, now: Instant) {
+        let Some(deadline) = now.checked_sub(self.limits.proposal_timeout) else {
+            return;
+        };
+        let mut kept = VecDeque::with_capacity(self.proposals.len());
+        for p in self.proposals.drain(..) {
+            if p.propose_time < deadline {
+                slog::warn!(self.logger, "proposal undetermined after timeout";
+                    "index" => p.index, "term" => p.term);
+                p.cb.invoke(Err(Error::Undetermined {
+                    region_id: self.raw.store().region_id(),
+                    index: p.index,
+                    term: p.term,
+                    waited_ms: now.saturating_duration_since(p.propose_time).as_millis() as u64,
+                }));
+            } else {
+                kept.push_back(p);
+            }
+        }
+        self.proposals = kept;
+    }
+
+    pub fn status(&self, now: Instant) -> PeerStatus {
+        PeerStatus {
+            region: self.region().clone(),
+            peer_id: self.peer_id,
+            is_leader: self.is_leader(),
+            leader_id: self.leader_id(),
+            term: self.term(),
+            commit_index: self.raw.raft.raft_log.committed,
+            applied_index: self.storage().applied_index(),
+            pending_proposals: self.proposals.len(),
+            lease_valid: self.can_read_locally(now),
+        }
+    }
+
+    /// Wraps a raft message with the region routing a store needs. `None` if the target is
+    /// not a member of the region as this peer knows it.
+    pub fn to_raft_message(&self, msg: Message) -> Option<RaftMessage> {
+        let region = self.region();
+        let to_peer = *region.peers.iter().find(|p| p.id == msg.to)?;
+        let from_peer = region
+            .peers
+            .iter()
+            .find(|p| p.id == self.peer_id)
+            .copied()
+            .unwrap_or(PeerMeta {
+                id: self.peer_id,
+                store_id: self.store_id,
+                ..Default::default()
+            });
+        Some(RaftMessage {
+            region_id: region.id,
+            from_peer: Some(from_peer),
+            to_peer: Some(to_peer),
+            message: Some(msg.into()),
+            region_epoch: region.region_epoch,
+            is_tombstone: false,
+            start_key: region.start_key.clone(),
+            end_key: region.end_key.clone(),
+        })
+    }
+
+    /// Answers every waiting request: the store is stopping. Writes get `StoreStopped`, whose
+    /// meaning is "outcome unknown".
+    pub fn fail_all(&mut self, reason: &str) {
+        for p in self.proposals.drain(..) {
+            p.cb.invoke(Err(Error::StoreStopped {
+                store_id: self.store_id,
+                reason: reason.into(),
+            }));
+        }
+        for read in self.pending_reads.take_all() {
+            for cb in read.waiters {
+                cb.invoke(Err(Error::StoreStopped {
+                    store_id: self.store_id,
+                    reason: reason.into(),
+                }));
+            }
+        }
     }
 }

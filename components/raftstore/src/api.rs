@@ -1,0 +1,182 @@
+//! The embedded API: what a database that links regionstore calls. Async, region-scoped, with
+//! TiKV's request context (region id, epoch, peer) so routing errors come back as the same
+//! region errors a TiKV client handles.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use batch_system::SendError;
+use engine::{KvEngine, CF_DEFAULT};
+use futures::channel::oneshot;
+use proto::kvrpcpb::Context;
+use proto::raft_cmdpb::{
+    request::Cmd, DeleteRangeRequest, DeleteRequest, PutRequest, RaftCmdRequest, RaftRequestHeader,
+    Request,
+};
+
+use crate::fsm::StoreContext;
+use crate::router::{Callback, PeerMsg, RegionSnapshot};
+use crate::{Error, Result};
+
+/// One change in a write. `cf` is one of `default`, `lock`, `write` (empty means default).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Modify {
+    Put {
+        cf: String,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        cf: String,
+        key: Vec<u8>,
+    },
+    /// Deletes `[start, end)`; an empty `end` means to the region's end.
+    DeleteRange {
+        cf: String,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
+}
+
+impl Modify {
+    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Modify {
+        Modify::Put {
+            cf: CF_DEFAULT.into(),
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    pub fn delete(key: impl Into<Vec<u8>>) -> Modify {
+        Modify::Delete {
+            cf: CF_DEFAULT.into(),
+            key: key.into(),
+        }
+    }
+
+    fn into_request(self) -> Request {
+        let cmd = match self {
+            Modify::Put { cf, key, value } => Cmd::Put(PutRequest { cf, key, value }),
+            Modify::Delete { cf, key } => Cmd::Delete(DeleteRequest { cf, key }),
+            Modify::DeleteRange { cf, start, end } => Cmd::DeleteRange(DeleteRangeRequest {
+                cf,
+                start_key: start,
+                end_key: end,
+            }),
+        };
+        Request { cmd: Some(cmd) }
+    }
+}
+
+/// A handle to one store's embedded API. Cheap to clone.
+pub struct StoreApi<EK: KvEngine> {
+    ctx: Arc<StoreContext<EK>>,
+}
+
+impl<EK: KvEngine> Clone for StoreApi<EK> {
+    fn clone(&self) -> Self {
+        StoreApi {
+            ctx: self.ctx.clone(),
+        }
+    }
+}
+
+fn header(ctx: &Context) -> RaftRequestHeader {
+    RaftRequestHeader {
+        region_id: ctx.region_id,
+        peer: ctx.peer,
+        region_epoch: ctx.region_epoch,
+        term: ctx.term,
+    }
+}
+
+impl<EK: KvEngine> StoreApi<EK> {
+    pub(crate) fn new(ctx: Arc<StoreContext<EK>>) -> StoreApi<EK> {
+        StoreApi { ctx }
+    }
+
+    pub fn store_id(&self) -> u64 {
+        self.ctx.store_id
+    }
+
+    /// Replicates and applies `modifies` atomically in the region of `ctx`. `Ok` means applied
+    /// on the leader and durable on a quorum. `Undetermined` and `StoreStopped` mean the
+    /// outcome is unknown; every other error means nothing was written.
+    pub async fn write(&self, ctx: &Context, modifies: Vec<Modify>) -> Result<()> {
+        let request = RaftCmdRequest {
+            header: Some(header(ctx)),
+            requests: modifies.into_iter().map(Modify::into_request).collect(),
+            admin_request: None,
+        };
+        let (tx, rx) = oneshot::channel();
+        let cb = Callback::new(move |r| {
+            let _ = tx.send(r);
+        });
+        self.send(
+            ctx.region_id,
+            PeerMsg::Command {
+                request,
+                cb,
+                received: Instant::now(),
+            },
+        )?;
+        rx.await.unwrap_or_else(|_| Err(self.stopped()))
+    }
+
+    /// A linearizable read view of the region of `ctx`: it holds every write acknowledged
+    /// before the call.
+    pub async fn snapshot(&self, ctx: &Context) -> Result<RegionSnapshot<EK::Snapshot>> {
+        let request = RaftCmdRequest {
+            header: Some(header(ctx)),
+            ..Default::default()
+        };
+        let (tx, rx) = oneshot::channel();
+        let cb = Callback::new(move |r| {
+            let _ = tx.send(r);
+        });
+        self.send(ctx.region_id, PeerMsg::Read { request, cb })?;
+        rx.await.unwrap_or_else(|_| Err(self.stopped()))
+    }
+
+    fn stopped(&self) -> Error {
+        Error::StoreStopped {
+            store_id: self.ctx.store_id,
+            reason: self
+                .ctx
+                .stopped_reason()
+                .unwrap_or_else(|| "shut down before answering".into()),
+        }
+    }
+
+    /// Hands a request to the region's peer. A full mailbox is waited on for
+    /// `mailbox-full-wait-ms` (blocking this thread) before ServerIsBusy.
+    fn send(&self, region_id: u64, msg: PeerMsg<EK::Snapshot>) -> Result<()> {
+        if self.ctx.stopped_reason().is_some() {
+            return Err(self.stopped());
+        }
+        let store_id = self.ctx.store_id;
+        let result = match self.ctx.router.send(region_id, msg) {
+            Err(SendError::Full { msg, .. }) => {
+                self.ctx
+                    .router
+                    .send_timeout(region_id, msg, self.ctx.cfg.mailbox_full_wait())
+            }
+            other => other,
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(SendError::Full { capacity, .. }) => Err(Error::ServerIsBusy {
+                region_id,
+                reason: format!(
+                    "region mailbox stayed full ({capacity} messages) for {} ms",
+                    self.ctx.cfg.mailbox_full_wait_ms
+                ),
+            }),
+            Err(SendError::Disconnected { .. }) => Err(Error::RegionNotFound {
+                region_id,
+                store_id,
+            }),
+            Err(SendError::ShuttingDown { .. }) => Err(self.stopped()),
+        }
+    }
+}

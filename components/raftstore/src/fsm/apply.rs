@@ -1,0 +1,216 @@
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use batch_system::{Fsm, HandlerBuilder, PollHandler};
+use engine::{KvEngine, WriteBatch};
+use proto::metapb::Region;
+use proto::raft_serverpb::RaftApplyState;
+
+use super::StoreContext;
+use crate::metrics::METRICS;
+use crate::operation::apply::{apply_entries, Applied};
+use crate::router::{send_blocking, ApplyRes, ApplyTask, CommittedEntries, PeerMsg, WriteCallback};
+use crate::{Error, Result};
+
+/// Applies one region's committed entries. It owns the region's apply state; the peer learns
+/// it through `ApplyRes` after each write.
+pub struct ApplyFsm<EK: KvEngine> {
+    region: Region,
+    apply_state: RaftApplyState,
+    applied_term: u64,
+    logger: slog::Logger,
+    _engine: std::marker::PhantomData<EK>,
+}
+
+impl<EK: KvEngine> ApplyFsm<EK> {
+    pub fn new(region: Region, apply_state: RaftApplyState, logger: slog::Logger) -> ApplyFsm<EK> {
+        ApplyFsm {
+            region,
+            applied_term: apply_state.commit_term,
+            apply_state,
+            logger,
+            _engine: std::marker::PhantomData,
+        }
+    }
+
+    /// Puts the entries' writes and the new apply state into `wb`, and pairs each proposal
+    /// with its entry's outcome: applied, or superseded when another term's entry holds its
+    /// index (or the index is gone).
+    fn apply(
+        &mut self,
+        committed: CommittedEntries,
+        wb: &mut EK::WriteBatch,
+        applied: &mut Vec<Applied>,
+        callbacks: &mut Vec<(WriteCallback, Result<()>, Instant)>,
+    ) -> Result<()> {
+        let first = committed.entries.first().map_or(0, |e| e.index);
+        if first > 0 && first <= self.apply_state.applied_index {
+            // Entries redelivered after a restart whose apply state was already written.
+            return Err(Error::InvalidState {
+                region_id: self.region.id,
+                detail: format!(
+                    "entry {first} handed to apply, but applied index is already {}",
+                    self.apply_state.applied_index
+                ),
+            });
+        }
+        applied.clear();
+        apply_entries::<EK>(
+            &self.region,
+            &mut self.apply_state,
+            &committed.entries,
+            wb,
+            applied,
+        )?;
+        if let Some(last) = committed.entries.last() {
+            self.applied_term = last.term;
+        }
+        let mut outcomes = applied.drain(..).peekable();
+        for p in committed.proposals {
+            while outcomes.peek().is_some_and(|a| a.index < p.index) {
+                outcomes.next();
+            }
+            let result = match outcomes.next_if(|a| a.index == p.index) {
+                Some(a) if a.term == p.term => a.result,
+                Some(a) => Err(Error::StaleCommand {
+                    region_id: self.region.id,
+                    index: p.index,
+                    term: p.term,
+                    detail: format!("index {} was committed with term {}", a.index, a.term),
+                }),
+                None => Err(Error::StaleCommand {
+                    region_id: self.region.id,
+                    index: p.index,
+                    term: p.term,
+                    detail: "its index is no longer in the log".into(),
+                }),
+            };
+            callbacks.push((p.cb, result, p.propose_time));
+        }
+        Ok(())
+    }
+}
+
+impl<EK: KvEngine> Fsm for ApplyFsm<EK> {
+    type Message = ApplyTask;
+}
+
+/// The apply pool's control FSM: nothing to control yet.
+#[derive(Debug, Default)]
+pub struct ApplyControlFsm;
+
+impl Fsm for ApplyControlFsm {
+    type Message = ();
+}
+
+/// Runs apply rounds: the committed entries of every region in the round go into one KV write
+/// batch with each region's apply state; callbacks run after the write.
+pub struct ApplyPoller<EK: KvEngine> {
+    ctx: Arc<StoreContext<EK>>,
+    wb: EK::WriteBatch,
+    applied: Vec<Applied>,
+    callbacks: Vec<(WriteCallback, Result<()>, Instant)>,
+    results: Vec<(u64, ApplyRes)>,
+    round_entries: usize,
+}
+
+impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK> {
+    fn begin(&mut self, _batch_size: usize) {
+        self.round_entries = 0;
+    }
+
+    fn handle_control(&mut self, _control: &mut ApplyControlFsm, msgs: &mut Vec<()>) {
+        msgs.clear();
+    }
+
+    fn handle_normal(&mut self, fsm: &mut ApplyFsm<EK>, tasks: &mut Vec<ApplyTask>) {
+        METRICS.apply_mailbox_backlog.observe(tasks.len() as f64);
+        let mut any = false;
+        for task in tasks.drain(..) {
+            match task {
+                ApplyTask::Apply(committed) => {
+                    self.round_entries += committed.entries.len();
+                    if let Err(e) = fsm.apply(
+                        committed,
+                        &mut self.wb,
+                        &mut self.applied,
+                        &mut self.callbacks,
+                    ) {
+                        slog::crit!(fsm.logger, "cannot apply committed entries"; "error" => %e);
+                        self.ctx.fatal("applying committed entries", &e);
+                    }
+                    any = true;
+                }
+            }
+        }
+        if any {
+            self.results.push((
+                fsm.region.id,
+                ApplyRes {
+                    apply_state: fsm.apply_state,
+                    applied_term: fsm.applied_term,
+                    region: fsm.region.clone(),
+                },
+            ));
+        }
+    }
+
+    fn end(&mut self, _normals: &mut [Box<ApplyFsm<EK>>]) {
+        if !self.wb.is_empty() {
+            METRICS
+                .apply_batch_entries
+                .observe(self.round_entries as f64);
+            METRICS
+                .apply_batch_bytes
+                .observe(self.wb.data_size() as f64);
+            fail::fail_point!("apply_before_write");
+            // Not synced: the raft log is, and a lost apply is redone from it at restart
+            // because the apply state is lost with the data it describes.
+            if let Err(e) = self.ctx.kv.write(&mut self.wb, false) {
+                self.ctx
+                    .fatal("writing applied entries to the KV engine", &e);
+            }
+            fail::fail_point!("apply_after_write");
+            self.ctx.stats.apply_writes.fetch_add(1, Relaxed);
+            self.ctx
+                .stats
+                .entries_applied
+                .fetch_add(self.round_entries as u64, Relaxed);
+        }
+        let now = Instant::now();
+        for (cb, result, proposed) in self.callbacks.drain(..) {
+            METRICS
+                .propose_to_apply
+                .observe(now.saturating_duration_since(proposed).as_secs_f64());
+            cb.invoke(result);
+        }
+        for (region_id, res) in self.results.drain(..) {
+            send_blocking(
+                &self.ctx.router,
+                region_id,
+                PeerMsg::ApplyRes(res),
+                &self.ctx.logger,
+            );
+        }
+    }
+}
+
+pub struct ApplyPollerBuilder<EK: KvEngine> {
+    pub(crate) ctx: Arc<StoreContext<EK>>,
+}
+
+impl<EK: KvEngine> HandlerBuilder<ApplyFsm<EK>, ApplyControlFsm> for ApplyPollerBuilder<EK> {
+    type Handler = ApplyPoller<EK>;
+
+    fn build(&mut self) -> ApplyPoller<EK> {
+        ApplyPoller {
+            ctx: self.ctx.clone(),
+            wb: self.ctx.kv.write_batch(),
+            applied: Vec::new(),
+            callbacks: Vec::new(),
+            results: Vec::new(),
+            round_entries: 0,
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Thin adapters from the store's state machines to the batch system: the FSM types, the two
+//! poll handlers (raft rounds with group commit, apply rounds with one KV write), and the
+//! store context they share. Command logic lives in `operation/`, peer state in `raft/`.
+
+mod apply;
+mod peer;
+mod store;
+
+pub use apply::{ApplyControlFsm, ApplyFsm, ApplyPollerBuilder};
+pub use peer::{PeerFsm, RaftPollerBuilder};
+pub use store::{write_region_state, StoreContext, StoreFsm, StoreMeta, StoreStats};

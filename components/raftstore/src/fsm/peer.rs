@@ -1,0 +1,249 @@
+use std::sync::Arc;
+use std::time::Instant;
+
+use batch_system::{Fsm, HandlerBuilder, PollHandler};
+use engine::KvEngine;
+use proto::raft_serverpb::RaftMessage;
+use raft::eraftpb::Message;
+use raft_log::RaftLogBatch;
+
+use super::{StoreContext, StoreFsm};
+use crate::metrics::METRICS;
+use crate::raft::Peer;
+use crate::router::{send_blocking, ApplyTask, PeerMsg, StoreMsg};
+use crate::transport::Transport;
+
+/// One region's peer in the batch system.
+pub struct PeerFsm<EK: KvEngine> {
+    peer: Peer<EK>,
+    stopped: bool,
+}
+
+impl<EK: KvEngine> PeerFsm<EK> {
+    pub fn new(peer: Peer<EK>) -> PeerFsm<EK> {
+        PeerFsm {
+            peer,
+            stopped: false,
+        }
+    }
+
+    pub fn peer(&self) -> &Peer<EK> {
+        &self.peer
+    }
+}
+
+impl<EK: KvEngine> Drop for PeerFsm<EK> {
+    fn drop(&mut self) {
+        // A store shutting down (or a poller unwinding): nobody will answer these any more.
+        self.peer.fail_all("the region's peer was stopped");
+    }
+}
+
+impl<EK: KvEngine> Fsm for PeerFsm<EK> {
+    type Message = PeerMsg<EK::Snapshot>;
+
+    fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+}
+
+/// Runs raft rounds: every peer of the round steps its messages and puts its ready into one
+/// raft-log batch; at the end of the round the batch is written with one fsync, and the
+/// messages that waited for it are sent.
+pub struct RaftPoller<EK: KvEngine, T: Transport> {
+    ctx: Arc<StoreContext<EK>>,
+    transport: T,
+    batch: RaftLogBatch,
+    /// Messages that may leave before the round's fsync (a leader's appends).
+    early: Vec<RaftMessage>,
+    late: Vec<RaftMessage>,
+    raft_msgs: Vec<Message>,
+    round_entries: usize,
+    round_regions: usize,
+    round_needs_sync: bool,
+    now: Instant,
+}
+
+impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
+    fn wrap(peer: &Peer<EK>, msgs: &mut Vec<Message>, out: &mut Vec<RaftMessage>) {
+        for msg in msgs.drain(..) {
+            let to = msg.to;
+            match peer.to_raft_message(msg) {
+                Some(m) => out.push(m),
+                None => slog::warn!(peer.logger(), "dropping a message to an unknown peer";
+                    "to" => to),
+            }
+        }
+    }
+
+    fn on_raft_message(&mut self, fsm: &mut PeerFsm<EK>, msg: RaftMessage) {
+        let Some(wire) = msg.message else {
+            return;
+        };
+        match raft::eraftpb::Message::try_from(wire) {
+            Ok(m) => {
+                if let Err(e) = fsm.peer.step(m) {
+                    slog::debug!(fsm.peer.logger(), "raft rejected a message"; "error" => %e);
+                }
+            }
+            Err(e) => slog::warn!(fsm.peer.logger(), "dropping a malformed raft message";
+                "error" => %e),
+        }
+    }
+}
+
+impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoller<EK, T> {
+    fn begin(&mut self, _batch_size: usize) {
+        self.now = Instant::now();
+        self.round_entries = 0;
+        self.round_regions = 0;
+        self.round_needs_sync = false;
+    }
+
+    fn handle_control(&mut self, store: &mut StoreFsm, msgs: &mut Vec<StoreMsg>) {
+        for msg in msgs.drain(..) {
+            match msg {
+                StoreMsg::Tick => {
+                    store.ticks += 1;
+                    METRICS.regions.set(self.ctx.meta().len() as i64);
+                }
+                StoreMsg::RaftMessage(m) => {
+                    // Creating a peer from a message is membership (the snapshot issue).
+                    slog::debug!(self.ctx.logger, "raft message for a region not on this store";
+                        "region_id" => m.region_id);
+                }
+                StoreMsg::CreatePeer { region, cb } => {
+                    let region_id = region.id;
+                    let result = self.ctx.create_new_region(*region);
+                    if let Err(e) = &result {
+                        slog::warn!(self.ctx.logger, "cannot create peer";
+                            "region_id" => region_id, "error" => %e);
+                    }
+                    cb.invoke(result);
+                }
+            }
+        }
+    }
+
+    fn handle_normal(&mut self, fsm: &mut PeerFsm<EK>, msgs: &mut Vec<PeerMsg<EK::Snapshot>>) {
+        METRICS.raft_mailbox_backlog.observe(msgs.len() as f64);
+        for msg in msgs.drain(..) {
+            match msg {
+                PeerMsg::RaftMessage(m) => self.on_raft_message(fsm, *m),
+                PeerMsg::Command { request, cb, .. } => {
+                    fsm.peer.propose_write(request, cb, self.now)
+                }
+                PeerMsg::Read { request, cb } => fsm.peer.read(&request, cb, self.now),
+                PeerMsg::Tick => {
+                    fsm.peer.tick(self.now);
+                }
+                PeerMsg::ApplyRes(res) => {
+                    fsm.peer
+                        .on_apply_res(res.apply_state, res.applied_term, res.region)
+                }
+                PeerMsg::Wake => {}
+                PeerMsg::QueryStatus(cb) => cb.invoke(Ok(fsm.peer.status(self.now))),
+                PeerMsg::Campaign => {
+                    if let Err(e) = fsm.peer.campaign() {
+                        slog::warn!(fsm.peer.logger(), "campaign failed"; "error" => %e);
+                    }
+                }
+            }
+        }
+        if !fsm.peer.has_ready() {
+            return;
+        }
+        let ready = match fsm
+            .peer
+            .handle_ready(&mut self.batch, &mut self.raft_msgs, self.now)
+        {
+            Ok(ready) => ready,
+            Err(e) => self.ctx.fatal("handling a raft ready", &e),
+        };
+        Self::wrap(&fsm.peer, &mut self.raft_msgs, &mut self.early);
+        self.round_needs_sync |= ready.needs_sync;
+        if ready.entries_written > 0 {
+            self.round_entries += ready.entries_written;
+            self.round_regions += 1;
+        }
+        if let Some(committed) = ready.committed {
+            let region_id = committed.region_id;
+            send_blocking(
+                &self.ctx.apply_router,
+                region_id,
+                ApplyTask::Apply(committed),
+                &self.ctx.logger,
+            );
+        }
+    }
+
+    fn end(&mut self, normals: &mut [Box<PeerFsm<EK>>]) {
+        METRICS.ready_rounds.inc();
+        // A leader's appends may go out before its own fsync (raft allows it): the follower
+        // persists in parallel.
+        for msg in self.early.drain(..) {
+            self.transport.send(msg);
+        }
+        if !self.batch.is_empty() {
+            fail::fail_point!("raft_before_log_write");
+            let sync = self.round_needs_sync;
+            if let Err(e) = self.ctx.raft_log.write(&mut self.batch, sync) {
+                self.ctx.fatal("writing the raft log", &e);
+            }
+            fail::fail_point!("raft_after_log_write");
+        }
+        if self.round_needs_sync {
+            METRICS.log_fsyncs.inc();
+            METRICS.entries_per_fsync.observe(self.round_entries as f64);
+            METRICS.regions_per_fsync.observe(self.round_regions as f64);
+            let stats = &self.ctx.stats;
+            use std::sync::atomic::Ordering::Relaxed;
+            stats.fsyncs.fetch_add(1, Relaxed);
+            stats
+                .entries_written
+                .fetch_add(self.round_entries as u64, Relaxed);
+            stats
+                .regions_written
+                .fetch_add(self.round_regions as u64, Relaxed);
+        }
+        for fsm in normals.iter_mut() {
+            fsm.peer.on_round_persisted(&mut self.raft_msgs);
+            Self::wrap(&fsm.peer, &mut self.raft_msgs, &mut self.late);
+            if fsm.peer.has_ready() {
+                // Persistence may have produced more work (commits, messages): come back next
+                // round. A full mailbox already guarantees that.
+                let _ = self.ctx.router.send(fsm.peer.region_id(), PeerMsg::Wake);
+            }
+        }
+        for msg in self.late.drain(..) {
+            self.transport.send(msg);
+        }
+        self.transport.flush();
+    }
+}
+
+pub struct RaftPollerBuilder<EK: KvEngine, T: Transport + Clone> {
+    pub(crate) ctx: Arc<StoreContext<EK>>,
+    pub(crate) transport: T,
+}
+
+impl<EK: KvEngine, T: Transport + Clone> HandlerBuilder<PeerFsm<EK>, StoreFsm>
+    for RaftPollerBuilder<EK, T>
+{
+    type Handler = RaftPoller<EK, T>;
+
+    fn build(&mut self) -> RaftPoller<EK, T> {
+        RaftPoller {
+            ctx: self.ctx.clone(),
+            transport: self.transport.clone(),
+            batch: self.ctx.raft_log.batch(),
+            early: Vec::new(),
+            late: Vec::new(),
+            raft_msgs: Vec::new(),
+            round_entries: 0,
+            round_regions: 0,
+            round_needs_sync: false,
+            now: Instant::now(),
+        }
+    }
+}

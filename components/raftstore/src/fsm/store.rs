@@ -1,0 +1,250 @@
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use batch_system::Fsm;
+use engine::{keys, KvEngine, WriteBatch, CF_RAFT};
+use proto::metapb::Region;
+use proto::raft_serverpb::{PeerState, RegionLocalState};
+use raft_log::RaftLogEngine;
+
+use super::{ApplyFsm, PeerFsm};
+use crate::raft::Peer;
+use crate::router::{ApplyRouter, RaftRouter};
+use crate::storage::{CacheBudget, PeerStorage};
+use crate::{Config, Error, Result};
+
+/// The store's control FSM. Its messages are handled by the raft poller with the
+/// [`StoreContext`]; the FSM itself only marks the store's place in the batch system.
+#[derive(Debug, Default)]
+pub struct StoreFsm {
+    pub(crate) ticks: u64,
+}
+
+impl Fsm for StoreFsm {
+    type Message = crate::router::StoreMsg;
+}
+
+/// The regions hosted here. Their key ranges never overlap: a peer whose range overlaps an
+/// existing one is refused.
+#[derive(Debug, Default)]
+pub struct StoreMeta {
+    regions: HashMap<u64, Region>,
+    /// Data end key (`keys::data_end_key`) → region id.
+    ranges: BTreeMap<Vec<u8>, u64>,
+}
+
+impl StoreMeta {
+    pub fn region(&self, region_id: u64) -> Option<&Region> {
+        self.regions.get(&region_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.regions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.regions.is_empty()
+    }
+
+    pub fn region_ids(&self) -> Vec<u64> {
+        self.regions.keys().copied().collect()
+    }
+
+    /// The region here whose range overlaps `region`'s, other than itself.
+    pub fn overlapping(&self, region: &Region) -> Option<&Region> {
+        let start = keys::data_key(&region.start_key);
+        let end = keys::data_end_key(&region.end_key);
+        let (_, id) = self
+            .ranges
+            .range((Bound::Excluded(start), Bound::Unbounded))
+            .next()?;
+        let other = self.regions.get(id)?;
+        (other.id != region.id && keys::data_key(&other.start_key) < end).then_some(other)
+    }
+
+    /// Records `region` (new, or a new epoch of one already here).
+    pub fn insert(&mut self, region: Region) -> Result<()> {
+        if let Some(other) = self.overlapping(&region) {
+            return Err(Error::InvalidState {
+                region_id: region.id,
+                detail: format!(
+                    "range [{:?}, {:?}) overlaps region {} [{:?}, {:?})",
+                    region.start_key, region.end_key, other.id, other.start_key, other.end_key
+                ),
+            });
+        }
+        if let Some(old) = self.regions.remove(&region.id) {
+            self.ranges.remove(&keys::data_end_key(&old.end_key));
+        }
+        self.ranges
+            .insert(keys::data_end_key(&region.end_key), region.id);
+        self.regions.insert(region.id, region);
+        Ok(())
+    }
+
+    pub fn remove(&mut self, region_id: u64) -> Option<Region> {
+        let old = self.regions.remove(&region_id)?;
+        self.ranges.remove(&keys::data_end_key(&old.end_key));
+        Some(old)
+    }
+}
+
+/// Counters of the group commit, per store (the prometheus metrics are process-wide).
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub fsyncs: AtomicU64,
+    pub entries_written: AtomicU64,
+    pub regions_written: AtomicU64,
+    pub apply_writes: AtomicU64,
+    pub entries_applied: AtomicU64,
+}
+
+impl StoreStats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// What the pollers of one store share.
+pub struct StoreContext<EK: KvEngine> {
+    pub store_id: u64,
+    pub cfg: Arc<Config>,
+    pub kv: EK,
+    pub raft_log: RaftLogEngine,
+    pub cache_budget: Arc<CacheBudget>,
+    pub meta: Mutex<StoreMeta>,
+    pub router: RaftRouter<EK>,
+    pub apply_router: ApplyRouter<EK>,
+    pub stats: StoreStats,
+    /// Set when a fatal error stopped the store: requests are refused from then on.
+    pub stopped: Mutex<Option<String>>,
+    pub logger: slog::Logger,
+}
+
+impl<EK: KvEngine> StoreContext<EK> {
+    pub fn meta(&self) -> MutexGuard<'_, StoreMeta> {
+        // A poisoned lock means a poller panicked mid-update; the meta itself stays usable
+        // and the store is being stopped anyway.
+        self.meta.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn stopped_reason(&self) -> Option<String> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stops the store on an error it must not retry or ignore (a failed fsync or write):
+    /// logs a fatal line, refuses further requests, and unwinds the calling poller.
+    pub fn fatal(&self, what: &str, err: &dyn std::fmt::Display) -> ! {
+        let reason = format!("{what}: {err}");
+        slog::crit!(self.logger, "fatal error, stopping the store"; "store_id" => self.store_id,
+            "error" => &reason);
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
+        panic!("store {} stopped: {reason}", self.store_id);
+    }
+
+    /// Creates the peer and apply FSMs of `region` from its persisted state (or the initial
+    /// state of a new region) and registers them.
+    pub fn create_peer(&self, region: Region, peer_state: PeerState) -> Result<()> {
+        let region_id = region.id;
+        let Some(me) = region.peers.iter().find(|p| p.store_id == self.store_id) else {
+            return Err(Error::InvalidState {
+                region_id,
+                detail: format!("region has no peer on store {}", self.store_id),
+            });
+        };
+        let peer_id = me.id;
+        self.meta().insert(region.clone())?;
+        let opened = PeerStorage::open(
+            self.kv.clone(),
+            self.raft_log.clone(),
+            region.clone(),
+            peer_state,
+            self.cache_budget.clone(),
+        )
+        .and_then(|storage| {
+            let apply_state = *storage.apply_state();
+            Peer::new(&self.cfg, self.store_id, peer_id, storage, &self.logger)
+                .map(|peer| (peer, apply_state))
+        });
+        let (peer, apply_state) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.meta().remove(region_id);
+                return Err(e);
+            }
+        };
+        let apply = ApplyFsm::new(region, apply_state, peer.logger().clone());
+        self.apply_router.register(region_id, Box::new(apply));
+        self.router
+            .register(region_id, Box::new(PeerFsm::new(peer)));
+        Ok(())
+    }
+
+    /// Handles `StoreMsg::CreatePeer`: persists the new region's state, then creates its peer.
+    pub fn create_new_region(&self, region: Region) -> Result<()> {
+        let region_id = region.id;
+        if self.meta().region(region_id).is_some() {
+            return Err(Error::InvalidState {
+                region_id,
+                detail: "a peer of this region is already on this store".into(),
+            });
+        }
+        if let Some(other) = self.meta().overlapping(&region) {
+            return Err(Error::InvalidState {
+                region_id,
+                detail: format!("range overlaps region {}", other.id),
+            });
+        }
+        write_region_state(&self.kv, &region, PeerState::Normal)?;
+        self.create_peer(region, PeerState::Normal)
+    }
+}
+
+/// Durably records `region` as hosted here in `state`.
+pub fn write_region_state<EK: KvEngine>(kv: &EK, region: &Region, state: PeerState) -> Result<()> {
+    let region_id = region.id;
+    let mut wb = kv.write_batch();
+    let local = RegionLocalState {
+        state: state as i32,
+        region: Some(region.clone()),
+    };
+    wb.put_msg_cf(CF_RAFT, &keys::region_state_key(region_id), &local)
+        .and_then(|()| kv.write(&mut wb, true))
+        .map_err(|source| Error::Engine { region_id, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(id: u64, start: &[u8], end: &[u8]) -> Region {
+        Region {
+            id,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn meta_refuses_overlapping_ranges() {
+        let mut meta = StoreMeta::default();
+        meta.insert(region(1, b"", b"b")).unwrap();
+        meta.insert(region(2, b"b", b"d")).unwrap();
+        meta.insert(region(3, b"f", b"")).unwrap();
+        assert!(meta.insert(region(4, b"c", b"e")).is_err());
+        assert!(meta.insert(region(4, b"a", b"")).is_err());
+        assert!(meta.insert(region(4, b"x", b"")).is_err());
+        meta.insert(region(4, b"d", b"f")).unwrap();
+        // A new epoch of a region may keep its own range.
+        meta.insert(region(2, b"b", b"d")).unwrap();
+        assert_eq!(meta.len(), 4);
+        assert_eq!(meta.remove(4).map(|r| r.id), Some(4));
+        meta.insert(region(5, b"e", b"f")).unwrap();
+    }
+}

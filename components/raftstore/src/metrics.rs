@@ -1,0 +1,95 @@
+//! The store's prometheus metrics (default registry; the server exposes them). Process-wide:
+//! several stores in one process (the test cluster) add up. Per-store counters for tests and
+//! benches are in `fsm::StoreStats`.
+
+use std::sync::LazyLock;
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts};
+
+pub struct Metrics {
+    pub ready_rounds: IntCounter,
+    pub log_fsyncs: IntCounter,
+    pub entries_per_fsync: Histogram,
+    pub regions_per_fsync: Histogram,
+    pub apply_batch_entries: Histogram,
+    pub apply_batch_bytes: Histogram,
+    pub propose_to_apply: Histogram,
+    pub raft_mailbox_backlog: Histogram,
+    pub apply_mailbox_backlog: Histogram,
+    pub regions: IntGauge,
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
+    // Fails only if the name is taken (a second copy of the crate); the metric still works.
+    let _ = prometheus::default_registry().register(Box::new(c.clone()));
+    c
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    register(IntCounter::with_opts(Opts::new(name, help)).expect("valid static metric"))
+}
+
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    register(
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+            .expect("valid static metric"),
+    )
+}
+
+fn counts() -> Vec<f64> {
+    prometheus::exponential_buckets(1.0, 2.0, 16).expect("valid buckets")
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    ready_rounds: counter(
+        "regionstore_raft_ready_rounds_total",
+        "Raft poll rounds (each ends with at most one raft-log write).",
+    ),
+    log_fsyncs: counter(
+        "regionstore_raft_log_fsyncs_total",
+        "Raft-log writes with fsync (one per round that had something to persist).",
+    ),
+    entries_per_fsync: histogram(
+        "regionstore_raft_entries_per_fsync",
+        "Entries made durable by one raft-log fsync: the group-commit factor.",
+        counts(),
+    ),
+    regions_per_fsync: histogram(
+        "regionstore_raft_regions_per_fsync",
+        "Regions whose entries shared one raft-log fsync (bound: max-batch-size).",
+        counts(),
+    ),
+    apply_batch_entries: histogram(
+        "regionstore_apply_batch_entries",
+        "Entries applied by one KV write of an apply round.",
+        counts(),
+    ),
+    apply_batch_bytes: histogram(
+        "regionstore_apply_batch_bytes",
+        "Bytes of one KV write of an apply round.",
+        prometheus::exponential_buckets(256.0, 4.0, 12).expect("valid buckets"),
+    ),
+    propose_to_apply: histogram(
+        "regionstore_propose_to_apply_seconds",
+        "From a proposal being accepted by the leader to its callback after the apply write.",
+        prometheus::exponential_buckets(0.0001, 2.0, 20).expect("valid buckets"),
+    ),
+    raft_mailbox_backlog: histogram(
+        "regionstore_raft_mailbox_backlog",
+        "Messages a peer took from its mailbox in one round (bound: messages-per-tick; \
+         capacity: peer-mailbox-capacity).",
+        counts(),
+    ),
+    apply_mailbox_backlog: histogram(
+        "regionstore_apply_mailbox_backlog",
+        "Tasks an apply FSM took from its mailbox in one round.",
+        counts(),
+    ),
+    regions: register(
+        IntGauge::with_opts(Opts::new(
+            "regionstore_regions",
+            "Regions hosted by the stores of this process.",
+        ))
+        .expect("valid static metric"),
+    ),
+});

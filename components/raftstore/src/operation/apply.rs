@@ -1,0 +1,78 @@
+//! From committed entries to KV writes: decode each entry, dispatch it to its operation, and
+//! record the region's apply state in the same write batch.
+
+use engine::{keys, KvEngine, WriteBatch, CF_RAFT};
+use prost::Message as _;
+use proto::metapb::Region;
+use proto::raft_cmdpb::RaftCmdRequest;
+use proto::raft_serverpb::RaftApplyState;
+use raft::eraftpb::{Entry, EntryType};
+
+use super::{admin, write};
+use crate::{Error, Result};
+
+/// The outcome of one applied entry, for the proposal's callback.
+#[derive(Debug)]
+pub struct Applied {
+    pub index: u64,
+    pub term: u64,
+    pub result: Result<()>,
+}
+
+/// Applies committed `entries` of one region into `wb` and records the new apply state in the
+/// same batch, so data and apply progress become durable together. A command that fails its
+/// checks writes nothing; its error is in `out`.
+pub fn apply_entries<EK: KvEngine>(
+    region: &Region,
+    apply_state: &mut RaftApplyState,
+    entries: &[Entry],
+    wb: &mut EK::WriteBatch,
+    out: &mut Vec<Applied>,
+) -> Result<()> {
+    let Some(last) = entries.last() else {
+        return Ok(());
+    };
+    for e in entries {
+        let result = if e.entry_type != EntryType::EntryNormal || e.data.is_empty() {
+            // A new leader's empty entry, or a conf change (handled by its own operation).
+            Ok(())
+        } else {
+            let cmd =
+                RaftCmdRequest::decode(e.data.as_ref()).map_err(|err| Error::InvalidState {
+                    region_id: region.id,
+                    detail: format!("entry {} does not decode as a command: {err}", e.index),
+                })?;
+            apply_command::<EK>(region, &cmd, wb)
+        };
+        out.push(Applied {
+            index: e.index,
+            term: e.term,
+            result,
+        });
+    }
+    apply_state.applied_index = last.index;
+    // Only what is applied is recorded as committed: the log is durable up to here, while the
+    // peer's commit index may point at entries not yet fsynced on this store, and a restart
+    // raises the hard state's commit to this value.
+    apply_state.commit_index = last.index;
+    apply_state.commit_term = last.term;
+    wb.put_msg_cf(CF_RAFT, &keys::apply_state_key(region.id), apply_state)
+        .map_err(|source| Error::Engine {
+            region_id: region.id,
+            source,
+        })
+}
+
+fn apply_command<EK: KvEngine>(
+    region: &Region,
+    cmd: &RaftCmdRequest,
+    wb: &mut EK::WriteBatch,
+) -> Result<()> {
+    match &cmd.admin_request {
+        Some(admin) => admin::apply_admin(region, admin),
+        None => {
+            write::check_write(region, cmd)?;
+            write::write_cmd(region, cmd, wb)
+        }
+    }
+}

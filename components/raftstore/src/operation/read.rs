@@ -1,0 +1,223 @@
+//! Linearizable reads: the leader lease (its own clock, since raft-rs has none) and the
+//! queue of ReadIndex requests waiting for confirmation and for the apply to catch up.
+//!
+//! A leader may read locally while its lease holds and it has applied an entry of its own term
+//! (so every write acknowledged by an earlier leader is applied here). The lease is renewed
+//! from the *send* time of messages a quorum acknowledged: a proposal's propose time once it
+//! commits, a ReadIndex request's issue time once it is confirmed. It is shorter than the
+//! election timeout, and followers with check-quorum ignore votes while they hear from a
+//! leader, so no other leader can serve writes before it expires.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct Lease {
+    max: Duration,
+    expires: Option<Instant>,
+}
+
+impl Lease {
+    pub fn new(max: Duration) -> Lease {
+        Lease { max, expires: None }
+    }
+
+    /// A quorum acknowledged something sent at `sent`.
+    pub fn renew(&mut self, sent: Instant) {
+        let expires = sent + self.max;
+        if self.expires.is_none_or(|current| expires > current) {
+            self.expires = Some(expires);
+        }
+    }
+
+    pub fn expire(&mut self) {
+        self.expires = None;
+    }
+
+    pub fn is_valid(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|e| now < e)
+    }
+
+    /// True when the lease is gone or ends within a third of its length: time to confirm
+    /// leadership again before reads fall back to ReadIndex.
+    pub fn needs_renewal(&self, now: Instant) -> bool {
+        self.expires
+            .is_none_or(|e| e.saturating_duration_since(now) < self.max / 3)
+    }
+}
+
+/// One ReadIndex request and the reads waiting on it. The id travels as the request context.
+#[derive(Debug)]
+pub struct PendingRead<C> {
+    pub id: u64,
+    pub issued: Instant,
+    pub last_sent: Instant,
+    /// Set once the leader confirmed it: serve when applied >= this.
+    pub read_index: Option<u64>,
+    pub waiters: Vec<C>,
+}
+
+/// ReadIndex requests in issue order.
+#[derive(Debug)]
+pub struct PendingReads<C> {
+    next_id: u64,
+    queue: VecDeque<PendingRead<C>>,
+}
+
+impl<C> Default for PendingReads<C> {
+    fn default() -> Self {
+        PendingReads {
+            next_id: 1,
+            queue: VecDeque::new(),
+        }
+    }
+}
+
+impl<C> PendingReads<C> {
+    pub fn len(&self) -> usize {
+        self.queue.iter().map(|r| r.waiters.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Adds `waiter` to the newest unconfirmed request if it was issued at or after `min_issue`
+    /// (so one quorum round serves many reads), or starts a new request. Returns the id of a
+    /// new request that must be sent.
+    pub fn push(&mut self, waiter: C, now: Instant) -> Option<u64> {
+        if let Some(last) = self.queue.back_mut() {
+            // Joining a request already sent would let the read be confirmed by heartbeats
+            // sent before it arrived; only the just-created one of this round may be shared.
+            if last.read_index.is_none() && last.issued == now {
+                last.waiters.push(waiter);
+                return None;
+            }
+        }
+        let id = self.start(now);
+        if let Some(read) = self.queue.back_mut() {
+            read.waiters.push(waiter);
+        }
+        Some(id)
+    }
+
+    /// Starts a request with no waiters (to renew the lease). Returns its id.
+    pub fn start(&mut self, now: Instant) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.queue.push_back(PendingRead {
+            id,
+            issued: now,
+            last_sent: now,
+            read_index: None,
+            waiters: Vec::new(),
+        });
+        id
+    }
+
+    /// The leader confirmed request `id` at `index`. Returns its issue time (for the lease).
+    pub fn confirm(&mut self, id: u64, index: u64) -> Option<Instant> {
+        let read = self.queue.iter_mut().find(|r| r.id == id)?;
+        if read.read_index.is_none() {
+            read.read_index = Some(index);
+        }
+        Some(read.issued)
+    }
+
+    /// Removes, in order, the confirmed requests whose index is applied.
+    pub fn take_ready(&mut self, applied: u64) -> Vec<PendingRead<C>> {
+        let mut ready = Vec::new();
+        while self
+            .queue
+            .front()
+            .is_some_and(|r| r.read_index.is_some_and(|i| i <= applied))
+        {
+            ready.extend(self.queue.pop_front());
+        }
+        // A later request can be confirmed before an earlier one that was dropped and resent.
+        let mut i = 0;
+        while i < self.queue.len() {
+            if self.queue[i].read_index.is_some_and(|idx| idx <= applied) {
+                ready.extend(self.queue.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        ready
+    }
+
+    /// Unconfirmed requests last sent before `before`: raft-rs drops a ReadIndex until the
+    /// leader commits an entry of its term, so they are sent again.
+    pub fn to_resend(&mut self, before: Instant, now: Instant) -> Vec<u64> {
+        self.queue
+            .iter_mut()
+            .filter(|r| r.read_index.is_none() && r.last_sent < before)
+            .map(|r| {
+                r.last_sent = now;
+                r.id
+            })
+            .collect()
+    }
+
+    /// Removes requests issued before `deadline`.
+    pub fn take_expired(&mut self, deadline: Instant) -> Vec<PendingRead<C>> {
+        let mut expired = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for read in self.queue.drain(..) {
+            if read.issued < deadline {
+                expired.push(read);
+            } else {
+                kept.push_back(read);
+            }
+        }
+        self.queue = kept;
+        expired
+    }
+
+    pub fn take_all(&mut self) -> Vec<PendingRead<C>> {
+        self.queue.drain(..).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_is_valid_only_until_send_time_plus_max() {
+        let t0 = Instant::now();
+        let mut lease = Lease::new(Duration::from_millis(900));
+        assert!(!lease.is_valid(t0));
+        lease.renew(t0);
+        assert!(lease.is_valid(t0 + Duration::from_millis(899)));
+        assert!(!lease.is_valid(t0 + Duration::from_millis(900)));
+        // An older acknowledgement never shortens it.
+        lease.renew(t0 - Duration::from_millis(500));
+        assert!(lease.is_valid(t0 + Duration::from_millis(899)));
+        assert!(lease.needs_renewal(t0 + Duration::from_millis(700)));
+        assert!(!lease.needs_renewal(t0 + Duration::from_millis(100)));
+        lease.expire();
+        assert!(!lease.is_valid(t0));
+    }
+
+    #[test]
+    fn reads_are_served_in_order_once_confirmed_and_applied() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(1);
+        let mut reads = PendingReads::default();
+        let a = reads.push("a", t0).unwrap();
+        assert_eq!(reads.push("a2", t0), None, "same round shares a request");
+        let b = reads.push("b", t1).unwrap();
+        assert_eq!(reads.len(), 3);
+        assert_eq!(reads.confirm(b, 12), Some(t1));
+        assert!(reads.take_ready(20).iter().all(|r| r.id == b));
+        assert_eq!(reads.confirm(a, 10), Some(t0));
+        assert!(reads.take_ready(9).is_empty());
+        let ready = reads.take_ready(10);
+        assert_eq!(ready[0].waiters, vec!["a", "a2"]);
+        assert!(reads.is_empty());
+        let c = reads.push("c", t1).unwrap();
+        assert_eq!(reads.to_resend(t1 + Duration::from_millis(1), t1), vec![c]);
+        assert_eq!(reads.take_expired(t1 + Duration::from_millis(1)).len(), 1);
+    }
+}

@@ -1,0 +1,226 @@
+use std::fmt;
+use std::time::Instant;
+
+use engine::{keys, Snapshot};
+use proto::metapb::Region;
+use proto::raft_cmdpb::RaftCmdRequest;
+use proto::raft_serverpb::{RaftApplyState, RaftMessage};
+use raft::eraftpb::Entry;
+
+use crate::{Error, Result};
+
+/// Answers one request exactly once. Dropping it unanswered (a store shutting down) is seen by
+/// an async caller as a cancelled channel, which the embedded API reports as `StoreStopped`.
+pub struct Callback<T>(Box<dyn FnOnce(Result<T>) + Send>);
+
+impl<T> Callback<T> {
+    pub fn new(f: impl FnOnce(Result<T>) + Send + 'static) -> Callback<T> {
+        Callback(Box::new(f))
+    }
+
+    pub fn invoke(self, result: Result<T>) {
+        (self.0)(result)
+    }
+}
+
+impl<T> fmt::Debug for Callback<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Callback")
+    }
+}
+
+pub type WriteCallback = Callback<()>;
+pub type ReadCallback<S> = Callback<RegionSnapshot<S>>;
+
+/// A linearizable, region-scoped view of the KV engine: reads outside the region are refused.
+pub struct RegionSnapshot<S> {
+    snapshot: std::sync::Arc<S>,
+    region: Region,
+}
+
+impl<S> Clone for RegionSnapshot<S> {
+    fn clone(&self) -> Self {
+        RegionSnapshot {
+            snapshot: self.snapshot.clone(),
+            region: self.region.clone(),
+        }
+    }
+}
+
+impl<S: Snapshot> RegionSnapshot<S> {
+    pub fn new(snapshot: std::sync::Arc<S>, region: Region) -> RegionSnapshot<S> {
+        RegionSnapshot { snapshot, region }
+    }
+
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        if keys::region_contains(&self.region, key) {
+            return Ok(());
+        }
+        Err(Error::KeyNotInRegion {
+            key: key.to_vec(),
+            region_id: self.region.id,
+            start_key: self.region.start_key.clone(),
+            end_key: self.region.end_key.clone(),
+        })
+    }
+
+    /// The value of user key `key` in `cf`.
+    pub fn get_cf(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_key(key)?;
+        self.snapshot
+            .get_value_cf(cf, &keys::data_key(key))
+            .map_err(|source| Error::Engine {
+                region_id: self.region.id,
+                source,
+            })
+    }
+
+    /// Up to `limit` user key/value pairs of `cf` in `[start, end)`, clipped to the region
+    /// (an empty `end` means the region's end), in reverse order if asked.
+    pub fn scan_cf(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let start = start.max(self.region.start_key.as_slice());
+        let end = if end.is_empty()
+            || (!self.region.end_key.is_empty() && end > self.region.end_key.as_slice())
+        {
+            self.region.end_key.as_slice()
+        } else {
+            end
+        };
+        let mut out = Vec::new();
+        if limit == 0 || (!end.is_empty() && start >= end) {
+            return Ok(out);
+        }
+        let data_start = keys::data_key(start);
+        let data_end = keys::data_end_key(end);
+        self.snapshot
+            .scan_cf(cf, &data_start, &data_end, reverse, &mut |k, v| {
+                if let Some(user_key) = keys::origin_key(k) {
+                    out.push((user_key.to_vec(), v.to_vec()));
+                }
+                Ok(out.len() < limit)
+            })
+            .map_err(|source| Error::Engine {
+                region_id: self.region.id,
+                source,
+            })?;
+        Ok(out)
+    }
+}
+
+/// A proposal waiting for its entry to be applied.
+#[derive(Debug)]
+pub struct Proposal {
+    pub index: u64,
+    pub term: u64,
+    pub propose_time: Instant,
+    pub cb: WriteCallback,
+}
+
+/// Messages to a region's PeerFsm.
+pub enum PeerMsg<S> {
+    /// A raft message from another store.
+    RaftMessage(Box<RaftMessage>),
+    /// A write to propose.
+    Command {
+        request: RaftCmdRequest,
+        cb: WriteCallback,
+        received: Instant,
+    },
+    /// A linearizable read.
+    Read {
+        request: RaftCmdRequest,
+        cb: ReadCallback<S>,
+    },
+    /// The raft logical clock.
+    Tick,
+    /// The ApplyFsm applied entries.
+    ApplyRes(ApplyRes),
+    /// Keeps the FSM scheduled: it has a ready that became available after its round's fsync.
+    Wake,
+    /// Campaign now (tests and the scheduler's leader placement).
+    Campaign,
+    /// Reports the peer's state (tests, status page).
+    QueryStatus(Callback<PeerStatus>),
+}
+
+/// A peer's state as of one poll round.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerStatus {
+    pub region: Region,
+    pub peer_id: u64,
+    pub is_leader: bool,
+    pub leader_id: u64,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub pending_proposals: usize,
+    pub lease_valid: bool,
+}
+
+impl<S> fmt::Debug for PeerMsg<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerMsg::RaftMessage(m) => write!(f, "RaftMessage(region {})", m.region_id),
+            PeerMsg::Command { .. } => f.write_str("Command"),
+            PeerMsg::Read { .. } => f.write_str("Read"),
+            PeerMsg::Tick => f.write_str("Tick"),
+            PeerMsg::ApplyRes(r) => write!(f, "ApplyRes({})", r.apply_state.applied_index),
+            PeerMsg::Wake => f.write_str("Wake"),
+            PeerMsg::Campaign => f.write_str("Campaign"),
+            PeerMsg::QueryStatus(_) => f.write_str("QueryStatus"),
+        }
+    }
+}
+
+/// Messages to the StoreFsm (the control FSM).
+#[derive(Debug)]
+pub enum StoreMsg {
+    /// The store's clock: store-wide housekeeping and metrics.
+    Tick,
+    /// A raft message for a region that has no peer here.
+    RaftMessage(Box<RaftMessage>),
+    /// Creates a peer for a region whose state is not on this store yet (bootstrap of a new
+    /// region, and later a replica added by a membership change). Refused if it overlaps a
+    /// region already here.
+    CreatePeer {
+        region: Box<Region>,
+        cb: Callback<()>,
+    },
+}
+
+/// Committed entries of one region, for its ApplyFsm.
+#[derive(Debug)]
+pub struct CommittedEntries {
+    pub region_id: u64,
+    /// The commit index and its term the entries were committed under.
+    pub commit: (u64, u64),
+    pub entries: Vec<Entry>,
+    /// Proposals made here whose index is among `entries`, in index order.
+    pub proposals: Vec<Proposal>,
+}
+
+/// Messages to a region's ApplyFsm.
+#[derive(Debug)]
+pub enum ApplyTask {
+    Apply(CommittedEntries),
+}
+
+/// What an apply round did for one region, back to its PeerFsm.
+#[derive(Debug, Clone)]
+pub struct ApplyRes {
+    pub apply_state: RaftApplyState,
+    pub applied_term: u64,
+    /// The region after the apply (admin commands may change it).
+    pub region: Region,
+}

@@ -1,0 +1,11 @@
+//! What travels between the store's threads: peer, store and apply messages, the callbacks
+//! that answer requests, and the routers that deliver them.
+
+mod message;
+mod routers;
+
+pub use message::{
+    ApplyRes, ApplyTask, Callback, CommittedEntries, PeerMsg, PeerStatus, Proposal, ReadCallback,
+    RegionSnapshot, StoreMsg, WriteCallback,
+};
+pub use routers::{deliver_raft_message, send_blocking, ApplyRouter, RaftRouter};

@@ -1,0 +1,302 @@
+//! Starting and stopping a store: load every region from the KV engine, create its peer and
+//! apply FSMs, start the raft and apply poller pools and the tick thread.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use batch_system::{create_system, BatchSystem};
+use crossbeam::channel::{self, RecvTimeoutError, Sender};
+use engine::{keys, KvEngine, CF_RAFT};
+use proto::metapb::Region;
+use proto::raft_serverpb::{PeerState, RegionLocalState, StoreIdent};
+use raft_log::RaftLogEngine;
+
+use crate::api::StoreApi;
+use crate::fsm::{
+    ApplyControlFsm, ApplyFsm, ApplyPollerBuilder, PeerFsm, RaftPollerBuilder, StoreContext,
+    StoreFsm, StoreStats,
+};
+use crate::router::{PeerMsg, RaftRouter, StoreMsg};
+use crate::transport::Transport;
+use crate::{Config, Error, Result};
+
+/// Marks a fresh data directory as store `store_id` of cluster `cluster_id`. An already
+/// bootstrapped directory must carry the same ids.
+pub fn bootstrap_store<EK: KvEngine>(kv: &EK, cluster_id: u64, store_id: u64) -> Result<()> {
+    let store_err = |detail: String| Error::Store { store_id, detail };
+    match kv.get_msg_cf::<StoreIdent>(CF_RAFT, keys::STORE_IDENT_KEY) {
+        Ok(Some(ident)) if ident.cluster_id == cluster_id && ident.store_id == store_id => Ok(()),
+        Ok(Some(ident)) => Err(store_err(format!(
+            "data directory belongs to store {} of cluster {}",
+            ident.store_id, ident.cluster_id
+        ))),
+        Ok(None) => engine::write_store_ident(
+            kv,
+            &StoreIdent {
+                cluster_id,
+                store_id,
+            },
+        )
+        .map_err(|e| store_err(format!("writing the store ident: {e}"))),
+        Err(e) => Err(store_err(format!("reading the store ident: {e}"))),
+    }
+}
+
+/// Records `region` as hosted on this store, if it is not already (static bootstrap of the
+/// first regions; later regions arrive by split or membership change).
+pub fn bootstrap_region<EK: KvEngine>(kv: &EK, region: &Region) -> Result<()> {
+    let region_id = region.id;
+    let existing = kv
+        .get_msg_cf::<RegionLocalState>(CF_RAFT, &keys::region_state_key(region_id))
+        .map_err(|source| Error::Engine { region_id, source })?;
+    if existing.is_some() {
+        return Ok(());
+    }
+    crate::fsm::write_region_state(kv, region, PeerState::Normal)
+}
+
+/// Every region state persisted in `kv`.
+fn load_regions<EK: KvEngine>(kv: &EK) -> Result<Vec<RegionLocalState>> {
+    let (start, end) = keys::region_state_range();
+    let mut states = Vec::new();
+    let mut bad = None;
+    kv.scan_cf(CF_RAFT, &start, &end, false, &mut |key, value| {
+        let Some(region_id) = keys::region_id_of_state_key(key) else {
+            return Ok(true);
+        };
+        match <RegionLocalState as prost::Message>::decode(value) {
+            Ok(state) => states.push(state),
+            Err(e) => {
+                bad = Some(Error::InvalidState {
+                    region_id,
+                    detail: format!("region state does not decode: {e}"),
+                });
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .map_err(|source| Error::Engine {
+        region_id: 0,
+        source,
+    })?;
+    match bad {
+        Some(e) => Err(e),
+        None => Ok(states),
+    }
+}
+
+/// A running store.
+pub struct StoreSystem<EK: KvEngine> {
+    ctx: Arc<StoreContext<EK>>,
+    raft_system: BatchSystem<PeerFsm<EK>, StoreFsm>,
+    apply_system: BatchSystem<ApplyFsm<EK>, ApplyControlFsm>,
+    ticker: Option<(Sender<()>, JoinHandle<()>)>,
+}
+
+impl<EK: KvEngine> StoreSystem<EK> {
+    /// Starts store `store_id` over its engines: every region recorded in `kv` gets its peer
+    /// back (hard state, log and applied index from disk; committed entries not yet applied
+    /// are applied again from the log).
+    pub fn start<T: Transport + Clone>(
+        store_id: u64,
+        cfg: Config,
+        kv: EK,
+        raft_log: RaftLogEngine,
+        transport: T,
+        logger: &slog::Logger,
+    ) -> Result<StoreSystem<EK>> {
+        cfg.validate()?;
+        let logger = logger.new(slog::o!("store_id" => store_id));
+        match kv.get_msg_cf::<StoreIdent>(CF_RAFT, keys::STORE_IDENT_KEY) {
+            Ok(Some(ident)) if ident.store_id == store_id => {}
+            Ok(Some(ident)) => {
+                return Err(Error::Store {
+                    store_id,
+                    detail: format!("data directory belongs to store {}", ident.store_id),
+                })
+            }
+            Ok(None) => {
+                return Err(Error::Store {
+                    store_id,
+                    detail: "data directory is not bootstrapped (no store ident)".into(),
+                })
+            }
+            Err(e) => {
+                return Err(Error::Store {
+                    store_id,
+                    detail: format!("reading the store ident: {e}"),
+                })
+            }
+        }
+        let system_err = |e: batch_system::Error| Error::Store {
+            store_id,
+            detail: e.to_string(),
+        };
+        let (apply_router, mut apply_system) = create_system(
+            "apply",
+            &cfg.batch_system(cfg.apply_pool_size),
+            Box::new(ApplyControlFsm),
+        )
+        .map_err(system_err)?;
+        let (router, mut raft_system) = create_system(
+            "raftstore",
+            &cfg.batch_system(cfg.store_pool_size),
+            Box::new(StoreFsm::default()),
+        )
+        .map_err(system_err)?;
+        let cfg = Arc::new(cfg);
+        let ctx = Arc::new(StoreContext {
+            store_id,
+            cache_budget: crate::storage::CacheBudget::from_config(&cfg),
+            cfg: cfg.clone(),
+            kv: kv.clone(),
+            raft_log,
+            meta: Mutex::default(),
+            router: router.clone(),
+            apply_router,
+            stats: StoreStats::default(),
+            stopped: Mutex::new(None),
+            logger: logger.clone(),
+        });
+        let mut loaded = 0;
+        for state in load_regions(&kv)? {
+            let region = state.region.unwrap_or_default();
+            match PeerState::try_from(state.state) {
+                Ok(PeerState::Normal) => {
+                    ctx.create_peer(region, PeerState::Normal)?;
+                    loaded += 1;
+                }
+                Ok(PeerState::Tombstone) => {}
+                Ok(PeerState::Applying) | Err(_) => {
+                    return Err(Error::InvalidState {
+                        region_id: region.id,
+                        detail: format!(
+                            "peer state {} cannot be recovered by this build",
+                            state.state
+                        ),
+                    })
+                }
+            }
+        }
+        slog::info!(logger, "store starting"; "regions" => loaded);
+        apply_system
+            .spawn(&mut ApplyPollerBuilder { ctx: ctx.clone() })
+            .map_err(system_err)?;
+        raft_system
+            .spawn(&mut RaftPollerBuilder {
+                ctx: ctx.clone(),
+                transport,
+            })
+            .map_err(system_err)?;
+        let ticker = spawn_ticker(router, cfg.base_tick(), store_id)?;
+        Ok(StoreSystem {
+            ctx,
+            raft_system,
+            apply_system,
+            ticker: Some(ticker),
+        })
+    }
+
+    pub fn store_id(&self) -> u64 {
+        self.ctx.store_id
+    }
+
+    pub fn router(&self) -> &RaftRouter<EK> {
+        &self.ctx.router
+    }
+
+    pub fn stats(&self) -> &StoreStats {
+        &self.ctx.stats
+    }
+
+    pub fn kv(&self) -> &EK {
+        &self.ctx.kv
+    }
+
+    /// Ids of the regions hosted here.
+    pub fn region_ids(&self) -> Vec<u64> {
+        self.ctx.meta().region_ids()
+    }
+
+    /// Why the store stopped, if a fatal error stopped it.
+    pub fn stopped_reason(&self) -> Option<String> {
+        self.ctx.stopped_reason()
+    }
+
+    /// The embedded API over this store.
+    pub fn api(&self) -> StoreApi<EK> {
+        StoreApi::new(self.ctx.clone())
+    }
+
+    /// Creates a peer of a new region on this store and waits for it to be registered.
+    pub fn create_region(&self, region: Region) -> Result<()> {
+        let (tx, rx) = channel::bounded(1);
+        let cb = crate::router::Callback::new(move |r| {
+            let _ = tx.send(r);
+        });
+        let store_id = self.ctx.store_id;
+        self.ctx
+            .router
+            .send_control_timeout(
+                StoreMsg::CreatePeer {
+                    region: Box::new(region),
+                    cb,
+                },
+                Duration::from_secs(5),
+            )
+            .map_err(|e| Error::Store {
+                store_id,
+                detail: format!("cannot reach the store fsm: {e}"),
+            })?;
+        rx.recv().unwrap_or_else(|_| {
+            Err(Error::StoreStopped {
+                store_id,
+                reason: "the store fsm dropped the request".into(),
+            })
+        })
+    }
+
+    /// Stops the tick thread and both poller pools; requests still waiting are answered with
+    /// `StoreStopped`. Returns how many poller threads had panicked.
+    pub fn shutdown(&mut self) -> usize {
+        if let Some((stop, handle)) = self.ticker.take() {
+            drop(stop);
+            let _ = handle.join();
+        }
+        let panicked = self.raft_system.shutdown() + self.apply_system.shutdown();
+        slog::info!(self.ctx.logger, "store stopped"; "panicked_pollers" => panicked);
+        panicked
+    }
+}
+
+impl<EK: KvEngine> Drop for StoreSystem<EK> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn spawn_ticker<EK: KvEngine>(
+    router: RaftRouter<EK>,
+    interval: Duration,
+    store_id: u64,
+) -> Result<(Sender<()>, JoinHandle<()>)> {
+    let (stop, stopped) = channel::bounded::<()>(0);
+    let handle = std::thread::Builder::new()
+        .name(format!("store-{store_id}-tick"))
+        .spawn(move || loop {
+            match stopped.recv_timeout(interval) {
+                Err(RecvTimeoutError::Timeout) => {
+                    router.broadcast_normal(|| PeerMsg::Tick);
+                    let _ = router.send_control(StoreMsg::Tick);
+                }
+                _ => return,
+            }
+        })
+        .map_err(|e| Error::Store {
+            store_id,
+            detail: format!("cannot spawn the tick thread: {e}"),
+        })?;
+    Ok((stop, handle))
+}

@@ -1,0 +1,501 @@
+//! In-process regionstore clusters for tests: N stores, each a real [`StoreSystem`] over
+//! RocksDB and raft-engine in a temp dir, connected by a channel transport whose filters can
+//! partition, isolate, drop and delay messages.
+//!
+//! Regions are bootstrapped statically: region `i` of `K` has a peer on every store (peer id
+//! `i * 100 + store`) and covers `[key(i), key(i + 1))`, the first starting at `""` and the
+//! last ending at `""`, where `key(i)` is `format!("r{i:06}")` ([`region_key`]). The scheduler
+//! issue adds scheduler-driven bootstrap; this mode stays for these tests.
+//!
+//! # Invariants
+//! - Every helper that waits is bounded (it panics with what it waited for), so a broken
+//!   store fails a test instead of hanging it.
+//! - A store that is shut down is unreachable: messages to it are lost, as on a network.
+//!
+//! # Must not depend on
+//! gRPC or the scheduler: this is the store on its own.
+
+mod filter;
+mod logger;
+mod transport;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::{keys, Peekable, RocksConfig, RocksEngine, CF_DEFAULT};
+use futures::executor::block_on;
+use proto::kvrpcpb::Context;
+use proto::metapb::{Peer as PeerMeta, Region, RegionEpoch};
+use raft_log::{RaftLogConfig, RaftLogEngine};
+use raftstore::router::{Callback, PeerMsg, PeerStatus};
+use raftstore::{Error, Modify, StoreSystem};
+
+pub use filter::{Delay, DropMessages, Filter, FilterAction, Partition};
+pub use logger::logger;
+pub use transport::ChannelTransport;
+
+pub const CLUSTER_ID: u64 = 42;
+
+/// How long a `must_*` or `wait_*` helper keeps trying before it fails the test.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn peer_id(region_id: u64, store_id: u64) -> u64 {
+    region_id * 100 + store_id
+}
+
+/// A key inside region `i` (the start key of every region but the first).
+pub fn region_key(i: u64) -> Vec<u8> {
+    format!("r{i:06}").into_bytes()
+}
+
+/// A raftstore config with short timeouts, for tests.
+pub fn test_raftstore_config() -> raftstore::Config {
+    raftstore::Config {
+        store_pool_size: 1,
+        apply_pool_size: 1,
+        raft_base_tick_interval_ms: 20,
+        raft_election_timeout_ticks: 10,
+        raft_heartbeat_ticks: 2,
+        max_leader_lease_ms: 150,
+        proposal_timeout_ms: 3_000,
+        read_index_timeout_ms: 2_000,
+        entry_cache_limit: 16 << 20,
+        ..Default::default()
+    }
+}
+
+pub struct ClusterConfig {
+    pub stores: u64,
+    pub regions: u64,
+    pub raftstore: raftstore::Config,
+    pub rocks: RocksConfig,
+}
+
+impl ClusterConfig {
+    pub fn new(stores: u64, regions: u64) -> ClusterConfig {
+        assert!(
+            (1..100).contains(&stores),
+            "peer ids leave room for 99 stores"
+        );
+        ClusterConfig {
+            stores,
+            regions,
+            raftstore: test_raftstore_config(),
+            rocks: RocksConfig {
+                block_cache_size: 8 << 20,
+                write_buffer_size: 4 << 20,
+                max_background_jobs: 2,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// Whether an error means "try again" for an idempotent test write or a read.
+pub fn is_retryable(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::NotLeader { .. }
+            | Error::StaleCommand { .. }
+            | Error::Undetermined { .. }
+            | Error::ServerIsBusy { .. }
+            | Error::ReadTimeout { .. }
+            | Error::StoreStopped { .. }
+            | Error::RegionNotFound { .. }
+    )
+}
+
+pub struct Cluster {
+    pub cfg: ClusterConfig,
+    dir: tempfile::TempDir,
+    regions: Vec<Region>,
+    stores: BTreeMap<u64, StoreSystem<RocksEngine>>,
+    routers: transport::Routers,
+    filters: transport::Filters,
+    transport: ChannelTransport,
+    logger: slog::Logger,
+}
+
+impl Cluster {
+    /// Creates and bootstraps the stores' data directories; [`Self::start`] starts them.
+    pub fn new(cfg: ClusterConfig) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("regionstore-cluster")
+            .tempdir()
+            .expect("create the cluster's temp dir");
+        let regions = (1..=cfg.regions)
+            .map(|i| Region {
+                id: i,
+                start_key: if i == 1 { vec![] } else { region_key(i) },
+                end_key: if i == cfg.regions {
+                    vec![]
+                } else {
+                    region_key(i + 1)
+                },
+                region_epoch: Some(RegionEpoch {
+                    conf_ver: 1,
+                    version: 1,
+                }),
+                peers: (1..=cfg.stores)
+                    .map(|s| PeerMeta {
+                        id: peer_id(i, s),
+                        store_id: s,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect();
+        let routers: transport::Routers = Arc::default();
+        let filters: transport::Filters = Arc::default();
+        let transport = ChannelTransport::new(routers.clone(), filters.clone());
+        let cluster = Cluster {
+            cfg,
+            dir,
+            regions,
+            stores: BTreeMap::new(),
+            routers,
+            filters,
+            transport,
+            logger: logger(),
+        };
+        for store_id in 1..=cluster.cfg.stores {
+            let (kv, _) = cluster.open_engines(store_id);
+            raftstore::bootstrap_store(&kv, CLUSTER_ID, store_id).expect("bootstrap store");
+            for region in &cluster.regions {
+                raftstore::bootstrap_region(&kv, region).expect("bootstrap region");
+            }
+        }
+        cluster
+    }
+
+    /// A started cluster.
+    pub fn run(cfg: ClusterConfig) -> Cluster {
+        let mut cluster = Cluster::new(cfg);
+        cluster.start();
+        cluster
+    }
+
+    pub fn start(&mut self) {
+        for store_id in 1..=self.cfg.stores {
+            self.start_store(store_id);
+        }
+    }
+
+    fn store_dir(&self, store_id: u64) -> PathBuf {
+        self.dir.path().join(format!("store-{store_id}"))
+    }
+
+    fn open_engines(&self, store_id: u64) -> (RocksEngine, RaftLogEngine) {
+        let dir = self.store_dir(store_id);
+        let kv = RocksEngine::open(&dir.join("kv"), &self.cfg.rocks).expect("open kv engine");
+        let raft =
+            RaftLogEngine::open(&RaftLogConfig::new(dir.join("raft"))).expect("open raft log");
+        (kv, raft)
+    }
+
+    pub fn start_store(&mut self, store_id: u64) {
+        assert!(
+            !self.stores.contains_key(&store_id),
+            "store {store_id} is running"
+        );
+        let (kv, raft) = self.open_engines(store_id);
+        let store = StoreSystem::start(
+            store_id,
+            self.cfg.raftstore.clone(),
+            kv,
+            raft,
+            self.transport.clone(),
+            &self.logger,
+        )
+        .expect("start store");
+        self.routers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(store_id, store.router().clone());
+        self.stores.insert(store_id, store);
+    }
+
+    /// Stops a store (its engines are closed). Returns how many of its pollers had panicked.
+    pub fn shutdown_store(&mut self, store_id: u64) -> usize {
+        self.routers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&store_id);
+        match self.stores.remove(&store_id) {
+            Some(mut store) => store.shutdown(),
+            None => 0,
+        }
+    }
+
+    pub fn restart_store(&mut self, store_id: u64) {
+        self.shutdown_store(store_id);
+        self.start_store(store_id);
+    }
+
+    pub fn shutdown(&mut self) {
+        let ids: Vec<u64> = self.stores.keys().copied().collect();
+        for id in ids {
+            self.shutdown_store(id);
+        }
+    }
+
+    pub fn store(&self, store_id: u64) -> &StoreSystem<RocksEngine> {
+        self.stores
+            .get(&store_id)
+            .unwrap_or_else(|| panic!("store {store_id} is not running"))
+    }
+
+    pub fn running_stores(&self) -> Vec<u64> {
+        self.stores.keys().copied().collect()
+    }
+
+    /// The region as bootstrapped.
+    pub fn region(&self, region_id: u64) -> &Region {
+        &self.regions[region_id as usize - 1]
+    }
+
+    pub fn region_for_key(&self, key: &[u8]) -> &Region {
+        self.regions
+            .iter()
+            .find(|r| keys::region_contains(r, key))
+            .expect("the regions cover the key space")
+    }
+
+    // ---- filters ----
+
+    pub fn add_filter(&self, filter: impl Filter + 'static) {
+        self.filters
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(filter));
+    }
+
+    pub fn clear_filters(&self) {
+        self.filters
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    pub fn partition(&self, left: &[u64], right: &[u64]) {
+        self.add_filter(Partition::new(left, right));
+    }
+
+    /// Cuts `store_id` off from every other store.
+    pub fn isolate(&self, store_id: u64) {
+        let others: Vec<u64> = (1..=self.cfg.stores).filter(|s| *s != store_id).collect();
+        self.partition(&[store_id], &others);
+    }
+
+    // ---- peers ----
+
+    /// The state of `region_id`'s peer on `store_id`, or `None` if the store or peer is not
+    /// running.
+    pub fn peer_status(&self, store_id: u64, region_id: u64) -> Option<PeerStatus> {
+        let store = self.stores.get(&store_id)?;
+        let (tx, rx) = crossbeam::channel::bounded(1);
+        let cb = Callback::new(move |r| {
+            let _ = tx.send(r);
+        });
+        store
+            .router()
+            .send_timeout(region_id, PeerMsg::QueryStatus(cb), Duration::from_secs(5))
+            .ok()?;
+        rx.recv_timeout(Duration::from_secs(5)).ok()?.ok()
+    }
+
+    /// The store whose peer leads `region_id` now, if exactly one claims it among running
+    /// stores with the highest term.
+    pub fn leader_of(&self, region_id: u64) -> Option<u64> {
+        let mut best: Option<(u64, u64)> = None;
+        for store_id in self.stores.keys() {
+            if let Some(s) = self.peer_status(*store_id, region_id) {
+                if s.is_leader && best.is_none_or(|(term, _)| s.term > term) {
+                    best = Some((s.term, *store_id));
+                }
+            }
+        }
+        best.map(|(_, store)| store)
+    }
+
+    /// Waits until `region_id` has a leader among running stores, and returns its store.
+    pub fn wait_leader(&self, region_id: u64) -> u64 {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Some(store) = self.leader_of(region_id) {
+                return store;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("region {region_id} elected no leader within {WAIT:?}");
+    }
+
+    /// Waits until a store other than `old` leads `region_id`.
+    pub fn wait_new_leader(&self, region_id: u64, old: u64) -> u64 {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            for store_id in self.stores.keys().filter(|s| **s != old) {
+                if self
+                    .peer_status(*store_id, region_id)
+                    .is_some_and(|s| s.is_leader)
+                {
+                    return *store_id;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("region {region_id}: no store but {old} became leader within {WAIT:?}");
+    }
+
+    /// Asks `region_id`'s peer on `store_id` to campaign.
+    pub fn campaign(&self, store_id: u64, region_id: u64) {
+        let _ = self
+            .store(store_id)
+            .router()
+            .send(region_id, PeerMsg::Campaign);
+    }
+
+    /// The request context for `region_id` addressed to its peer on `store_id`, with the
+    /// region's current epoch as that peer knows it.
+    pub fn context(&self, store_id: u64, region_id: u64) -> Context {
+        let region = self
+            .peer_status(store_id, region_id)
+            .map(|s| s.region)
+            .unwrap_or_else(|| self.region(region_id).clone());
+        Context {
+            region_id,
+            region_epoch: region.region_epoch,
+            peer: Some(PeerMeta {
+                id: peer_id(region_id, store_id),
+                store_id,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    // ---- requests ----
+
+    /// Writes through `store_id`'s peer (one attempt).
+    pub fn write_on(
+        &self,
+        store_id: u64,
+        region_id: u64,
+        modifies: Vec<Modify>,
+    ) -> Result<(), Error> {
+        let ctx = self.context(store_id, region_id);
+        block_on(self.store(store_id).api().write(&ctx, modifies))
+    }
+
+    /// Puts through the current leader (one attempt).
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        let region_id = self.region_for_key(key).id;
+        let leader = self.wait_leader(region_id);
+        self.write_on(leader, region_id, vec![Modify::put(key, value)])
+    }
+
+    /// Puts until acknowledged, following leader changes.
+    pub fn must_put(&self, key: &[u8], value: &[u8]) {
+        self.must_write(key, vec![Modify::put(key, value)]);
+    }
+
+    pub fn must_delete(&self, key: &[u8]) {
+        self.must_write(key, vec![Modify::delete(key)]);
+    }
+
+    fn must_write(&self, key: &[u8], modifies: Vec<Modify>) {
+        let deadline = Instant::now() + WAIT;
+        let mut last = None;
+        while Instant::now() < deadline {
+            let region_id = self.region_for_key(key).id;
+            let Some(leader) = self.leader_of(region_id) else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            match self.write_on(leader, region_id, modifies.clone()) {
+                Ok(()) => return,
+                Err(e) if is_retryable(&e) => last = Some(e),
+                Err(e) => panic!("write of {key:?} failed: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("write of {key:?} not acknowledged within {WAIT:?}; last error: {last:?}");
+    }
+
+    /// A linearizable read through `store_id`'s peer (one attempt).
+    pub fn get_on(&self, store_id: u64, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let region_id = self.region_for_key(key).id;
+        let ctx = self.context(store_id, region_id);
+        let snapshot = block_on(self.store(store_id).api().snapshot(&ctx))?;
+        snapshot.get_cf(CF_DEFAULT, key)
+    }
+
+    /// A linearizable read through the leader, retried until it is served.
+    pub fn must_get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + WAIT;
+        let mut last = None;
+        while Instant::now() < deadline {
+            let region_id = self.region_for_key(key).id;
+            if let Some(leader) = self.leader_of(region_id) {
+                match self.get_on(leader, key) {
+                    Ok(v) => return v,
+                    Err(e) if is_retryable(&e) => last = Some(e),
+                    Err(e) => panic!("read of {key:?} failed: {e}"),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("read of {key:?} not served within {WAIT:?}; last error: {last:?}");
+    }
+
+    /// What `store_id`'s KV engine holds for `key` (applied data, not a linearizable read).
+    pub fn engine_get(&self, store_id: u64, key: &[u8]) -> Option<Vec<u8>> {
+        self.store(store_id)
+            .kv()
+            .get_value_cf(CF_DEFAULT, &keys::data_key(key))
+            .expect("read the kv engine")
+    }
+
+    /// Waits until `store_id` has applied `key` = `value` (`None`: deleted).
+    pub fn wait_applied(&self, store_id: u64, key: &[u8], value: Option<&[u8]>) {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if self.engine_get(store_id, key).as_deref() == value {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!(
+            "store {store_id} did not apply {key:?} = {value:?} within {WAIT:?}; it has {:?}",
+            self.engine_get(store_id, key)
+        );
+    }
+
+    /// Group-commit counters of every running store: (fsyncs, entries written).
+    pub fn log_write_stats(&self) -> HashMap<u64, (u64, u64)> {
+        use raftstore::fsm::StoreStats;
+        self.stores
+            .iter()
+            .map(|(id, s)| {
+                let st = s.stats();
+                (
+                    *id,
+                    (
+                        StoreStats::get(&st.fsyncs),
+                        StoreStats::get(&st.entries_written),
+                    ),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.clear_filters();
+        self.shutdown();
+    }
+}
