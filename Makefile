@@ -32,20 +32,27 @@ clippy: deps
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p test-cluster --features failpoints --all-targets -- -D warnings
 
 # The whole suite. Doc tests first (nextest does not run them), so the last line is the
 # runner's summary: nextest's "Summary [...] N tests run: N passed", or cargo test's lines.
+# Failpoint crash tests first (their own build with `--features failpoints`, one test at a time:
+# failpoints are process-wide), then the whole suite, whose summary line ends the output.
 test: lint
 	$(CARGO) test --workspace --doc --quiet
 	@if command -v cargo-nextest >/dev/null 2>&1; then \
+	    $(CARGO) nextest run -p test-cluster --features failpoints --test failpoints \
+	        --no-fail-fast --test-threads 1 && \
 	    $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
+	    $(CARGO) test -p test-cluster --features failpoints --test failpoints -- --test-threads 1 && \
 	    $(CARGO) test --workspace --no-fail-fast; \
 	fi
 
 # Soak variants: larger stress runs, not part of CI.
 test-long: deps
 	$(CARGO) test --workspace --release -- --include-ignored
+	$(CARGO) test --release -p test-cluster --features failpoints --test failpoints -- --test-threads 1
 
 bench: deps
 	$(CARGO) bench --workspace --benches

@@ -15,8 +15,9 @@ pub fn status() -> String {
         "  batch-system  FSM mailboxes, router and poller pool that run region state machines",
         "  engine        KV engine trait; RocksDB (ships) and in-memory (tests) implementations",
         "  raft-log      every region's raft log in one raft-engine, group-committed",
-        "  raftstore     PeerStorage: raft-rs Storage over raft-log, entry cache and apply state",
-        "Not yet: the store's FSMs, snapshots, scheduler, network, playground, bench.",
+        "  raftstore     the store: region peers on the batch system, group commit, apply,",
+        "                lease/ReadIndex reads, and the embedded async API (StoreApi)",
+        "Not yet: snapshots, membership, scheduler, split, network, playground, bench.",
     ]
     .join("\n")
 }

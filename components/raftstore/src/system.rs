@@ -158,6 +158,7 @@ impl<EK: KvEngine> StoreSystem<EK> {
             apply_router,
             stats: StoreStats::default(),
             stopped: Mutex::new(None),
+            stopped_flag: Default::default(),
             logger: logger.clone(),
         });
         let mut loaded = 0;

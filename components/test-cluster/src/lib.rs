@@ -296,15 +296,19 @@ impl Cluster {
     /// running.
     pub fn peer_status(&self, store_id: u64, region_id: u64) -> Option<PeerStatus> {
         let store = self.stores.get(&store_id)?;
+        if store.stopped_reason().is_some() {
+            return None;
+        }
         let (tx, rx) = crossbeam::channel::bounded(1);
         let cb = Callback::new(move |r| {
             let _ = tx.send(r);
         });
         store
             .router()
-            .send_timeout(region_id, PeerMsg::QueryStatus(cb), Duration::from_secs(5))
+            .send_timeout(region_id, PeerMsg::QueryStatus(cb), Duration::from_secs(1))
             .ok()?;
-        rx.recv_timeout(Duration::from_secs(5)).ok()?.ok()
+        // A store whose poller is crashing never answers: treat it as down.
+        rx.recv_timeout(Duration::from_secs(1)).ok()?.ok()
     }
 
     /// The store whose peer leads `region_id` now, if exactly one claims it among running

@@ -126,6 +126,10 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
 
     fn handle_normal(&mut self, fsm: &mut ApplyFsm<EK>, tasks: &mut Vec<ApplyTask>) {
         METRICS.apply_mailbox_backlog.observe(tasks.len() as f64);
+        if self.ctx.is_stopped() {
+            tasks.clear();
+            return;
+        }
         let mut any = false;
         for task in tasks.drain(..) {
             match task {
@@ -157,6 +161,13 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
     }
 
     fn end(&mut self, _normals: &mut [Box<ApplyFsm<EK>>]) {
+        if self.ctx.is_stopped() {
+            self.wb.clear();
+            // Dropped unanswered: callers see StoreStopped.
+            self.callbacks.clear();
+            self.results.clear();
+            return;
+        }
         if !self.wb.is_empty() {
             METRICS
                 .apply_batch_entries
@@ -167,7 +178,7 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
             fail::fail_point!("apply_before_write");
             // Not synced: the raft log is, and a lost apply is redone from it at restart
             // because the apply state is lost with the data it describes.
-            if let Err(e) = self.ctx.kv.write(&mut self.wb, false) {
+            if let Err(e) = write_kv(&self.ctx.kv, &mut self.wb) {
                 self.ctx
                     .fatal("writing applied entries to the KV engine", &e);
             }
@@ -213,4 +224,20 @@ impl<EK: KvEngine> HandlerBuilder<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller
             round_entries: 0,
         }
     }
+}
+
+impl<EK: KvEngine> Drop for ApplyPoller<EK> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.ctx.on_poller_panic("apply");
+        }
+    }
+}
+
+fn write_kv<EK: KvEngine>(kv: &EK, wb: &mut EK::WriteBatch) -> engine::Result<()> {
+    fail::fail_point!("kv_write_error", |_| Err(engine::Error::Rocks {
+        op: "write",
+        detail: "injected by failpoint kv_write_error".into(),
+    }));
+    kv.write(wb, false)
 }

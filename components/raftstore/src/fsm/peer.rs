@@ -127,6 +127,11 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
 
     fn handle_normal(&mut self, fsm: &mut PeerFsm<EK>, msgs: &mut Vec<PeerMsg<EK::Snapshot>>) {
         METRICS.raft_mailbox_backlog.observe(msgs.len() as f64);
+        if self.ctx.is_stopped() {
+            // A fatal error stopped the store: persist nothing more, answer nothing as success.
+            msgs.clear();
+            return;
+        }
         for msg in msgs.drain(..) {
             match msg {
                 PeerMsg::RaftMessage(m) => self.on_raft_message(fsm, *m),
@@ -179,6 +184,11 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
 
     fn end(&mut self, normals: &mut [Box<PeerFsm<EK>>]) {
         METRICS.ready_rounds.inc();
+        if self.ctx.is_stopped() {
+            self.batch = self.ctx.raft_log.batch();
+            self.early.clear();
+            return;
+        }
         // A leader's appends may go out before its own fsync (raft allows it): the follower
         // persists in parallel.
         for msg in self.early.drain(..) {
@@ -187,7 +197,7 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
         if !self.batch.is_empty() {
             fail::fail_point!("raft_before_log_write");
             let sync = self.round_needs_sync;
-            if let Err(e) = self.ctx.raft_log.write(&mut self.batch, sync) {
+            if let Err(e) = write_raft_log(&self.ctx.raft_log, &mut self.batch, sync) {
                 self.ctx.fatal("writing the raft log", &e);
             }
             fail::fail_point!("raft_after_log_write");
@@ -246,4 +256,25 @@ impl<EK: KvEngine, T: Transport + Clone> HandlerBuilder<PeerFsm<EK>, StoreFsm>
             now: Instant::now(),
         }
     }
+}
+
+impl<EK: KvEngine, T: Transport> Drop for RaftPoller<EK, T> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.ctx.on_poller_panic("raft");
+        }
+    }
+}
+
+fn write_raft_log(
+    raft_log: &raft_log::RaftLogEngine,
+    batch: &mut RaftLogBatch,
+    sync: bool,
+) -> raft_log::Result<usize> {
+    fail::fail_point!("raft_log_write_error", |_| Err(raft_log::Error::Engine {
+        op: "write",
+        region_id: None,
+        detail: "injected by failpoint raft_log_write_error".into(),
+    }));
+    raft_log.write(batch, sync)
 }

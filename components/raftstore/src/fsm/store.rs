@@ -120,6 +120,8 @@ pub struct StoreContext<EK: KvEngine> {
     pub stats: StoreStats,
     /// Set when a fatal error stopped the store: requests are refused from then on.
     pub stopped: Mutex<Option<String>>,
+    /// Mirrors `stopped` for the hot paths.
+    pub stopped_flag: std::sync::atomic::AtomicBool,
     pub logger: slog::Logger,
 }
 
@@ -128,6 +130,10 @@ impl<EK: KvEngine> StoreContext<EK> {
         // A poisoned lock means a poller panicked mid-update; the meta itself stays usable
         // and the store is being stopped anyway.
         self.meta.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped_flag.load(Ordering::Acquire)
     }
 
     pub fn stopped_reason(&self) -> Option<String> {
@@ -144,7 +150,21 @@ impl<EK: KvEngine> StoreContext<EK> {
         slog::crit!(self.logger, "fatal error, stopping the store"; "store_id" => self.store_id,
             "error" => &reason);
         *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
+        self.stopped_flag.store(true, Ordering::Release);
         panic!("store {} stopped: {reason}", self.store_id);
+    }
+
+    /// Called when a poller unwinds (a panic inside raft-rs, raft-engine's own fsync panic, a
+    /// failpoint): the regions it held are gone, so the whole store stops, with a fatal line.
+    pub fn on_poller_panic(&self, poller: &str) {
+        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        if stopped.is_none() {
+            let reason = format!("{poller} poller panicked");
+            slog::crit!(self.logger, "fatal error, stopping the store"; "store_id" => self.store_id,
+                "error" => &reason);
+            *stopped = Some(reason);
+        }
+        self.stopped_flag.store(true, Ordering::Release);
     }
 
     /// Creates the peer and apply FSMs of `region` from its persisted state (or the initial
