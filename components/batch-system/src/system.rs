@@ -1,6 +1,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
 use crossbeam::channel::{self, Receiver, RecvTimeoutError};
 
@@ -173,6 +174,7 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
         let mut normal_msgs = Vec::with_capacity(self.config.messages_per_tick);
         let mut control_msgs = Vec::new();
         while self.fetch(&mut batch) {
+            self.gather(&mut batch);
             self.metrics.batch_size.observe(batch.len() as f64);
             let mut handled = 0u64;
             self.handler.begin(batch.len());
@@ -221,6 +223,26 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// Waits up to `batch_wait` for more FSMs to join a batch that is not full.
+    fn gather(&mut self, batch: &mut Batch<N, C>) {
+        if self.config.batch_wait.is_zero() {
+            return;
+        }
+        let deadline = Instant::now() + self.config.batch_wait;
+        while batch.len() < self.config.max_batch_size {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return;
+            };
+            match self.receiver.recv_timeout(left) {
+                Ok(scheduled) => {
+                    batch.push(scheduled);
+                    self.fill(batch);
+                }
+                Err(_) => return,
             }
         }
     }

@@ -17,6 +17,10 @@ pub struct Config {
     pub max_batch_size: usize,
     /// Most messages one FSM handles in a round before others get a turn. Default 256; >= 1.
     pub messages_per_tick: usize,
+    /// How long a raft poller that took fewer than `max-batch-size` peers keeps gathering
+    /// peers that become ready before it runs the round: more regions share each fsync, at
+    /// the cost of up to this much latency. Default 0 (run at once); <= 10 ms.
+    pub store_batch_wait_us: u64,
     /// Capacity of each region's mailbox (metric `regionstore_batch_mailbox_full_total` counts
     /// rejections). Default 4096; >= 16.
     pub peer_mailbox_capacity: usize,
@@ -38,12 +42,15 @@ pub struct Config {
     pub raft_max_inflight_msgs: usize,
     /// Most bytes of entries in one append message. Default 1 MiB; >= 1 KiB.
     pub raft_max_size_per_msg: u64,
+    /// Bytes of proposed but uncommitted entries a leader accepts per region; beyond it a
+    /// proposal fails with ServerIsBusy. Default 128 MiB; >= `raft-max-size-per-msg`.
+    pub raft_max_uncommitted_size: u64,
     /// Largest encoded command a proposal may carry (RaftEntryTooLarge above it). Default 8 MiB;
     /// 1 KiB..=64 MiB.
     pub raft_entry_max_size: u64,
     /// How long a leader may serve reads locally after a quorum acknowledged its messages.
-    /// Must stay below the election timeout (ticks × tick interval) so no other leader can be
-    /// elected while the lease holds. Default 800 ms (0.8 of the default election timeout).
+    /// Must stay below (election ticks - 1) × tick interval, the earliest another leader can
+    /// be elected, so none is while the lease holds. Default 800 ms (below 900 ms).
     pub max_leader_lease_ms: u64,
     /// A proposal whose entry is neither applied nor known to be lost after this long fails
     /// with an "undetermined" timeout: it may still commit. Default 10 s; >= 1 tick.
@@ -60,6 +67,7 @@ impl Default for Config {
             apply_pool_size: 2,
             max_batch_size: 256,
             messages_per_tick: 256,
+            store_batch_wait_us: 0,
             peer_mailbox_capacity: 4096,
             mailbox_full_wait_ms: 500,
             entry_cache_limit: 256 << 20,
@@ -69,6 +77,7 @@ impl Default for Config {
             raft_max_inflight_msgs: 256,
             raft_max_size_per_msg: 1 << 20,
             raft_entry_max_size: 8 << 20,
+            raft_max_uncommitted_size: 128 << 20,
             max_leader_lease_ms: 800,
             proposal_timeout_ms: 10_000,
             read_index_timeout_ms: 5_000,
@@ -146,12 +155,22 @@ impl Config {
             1024,
             64 << 20,
         )?;
-        let election_ms = self.election_timeout().as_millis() as u64;
-        if self.max_leader_lease_ms == 0 || self.max_leader_lease_ms >= election_ms {
+        bound(
+            "raft-max-uncommitted-size",
+            self.raft_max_uncommitted_size,
+            self.raft_max_size_per_msg,
+            u64::MAX,
+        )?;
+        // A follower may tick right after hearing from the leader, so another leader can be
+        // elected (election ticks - 1) tick intervals after the leader's last message.
+        let safe_ms =
+            self.raft_base_tick_interval_ms * (self.raft_election_timeout_ticks as u64 - 1);
+        if self.max_leader_lease_ms == 0 || self.max_leader_lease_ms >= safe_ms {
             return Err(ConfigError {
                 field: "max-leader-lease-ms",
                 reason: format!(
-                    "{} must be above 0 and below the election timeout ({election_ms} ms)",
+                    "{} must be above 0 and below (election ticks - 1) x tick interval \
+                     ({safe_ms} ms)",
                     self.max_leader_lease_ms
                 ),
             });
@@ -197,9 +216,10 @@ impl Config {
     }
 
     /// The batch-system settings of the raft or apply pool.
-    pub fn batch_system(&self, pool_size: usize) -> batch_system::Config {
+    pub fn batch_system(&self, pool_size: usize, batch_wait: Duration) -> batch_system::Config {
         batch_system::Config {
             pool_size,
+            batch_wait,
             max_batch_size: self.max_batch_size,
             messages_per_tick: self.messages_per_tick,
             mailbox_capacity: self.peer_mailbox_capacity,

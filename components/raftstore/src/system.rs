@@ -136,13 +136,16 @@ impl<EK: KvEngine> StoreSystem<EK> {
         };
         let (apply_router, mut apply_system) = create_system(
             "apply",
-            &cfg.batch_system(cfg.apply_pool_size),
+            &cfg.batch_system(cfg.apply_pool_size, Duration::ZERO),
             Box::new(ApplyControlFsm),
         )
         .map_err(system_err)?;
         let (router, mut raft_system) = create_system(
             "raftstore",
-            &cfg.batch_system(cfg.store_pool_size),
+            &cfg.batch_system(
+                cfg.store_pool_size,
+                Duration::from_micros(cfg.store_batch_wait_us),
+            ),
             Box::new(StoreFsm::default()),
         )
         .map_err(system_err)?;

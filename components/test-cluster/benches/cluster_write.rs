@@ -5,7 +5,8 @@
 //!
 //! `cargo bench -p test-cluster --bench cluster_write` (part of `make bench`).
 //! `BENCH_SECS` sets the measured seconds per run (default 10); `BENCH_STORE_POOL` and
-//! `BENCH_APPLY_POOL` override the pool sizes (default: the production defaults).
+//! `BENCH_APPLY_POOL` override the pool sizes (default: the production defaults),
+//! `BENCH_BATCH_WAIT_US` sets `store-batch-wait-us`; `BENCH_REGIONS=64` runs one shape only.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -56,6 +57,7 @@ fn run(regions: u64, secs: u64) -> Outcome {
     };
     cfg.raftstore.store_pool_size = env("BENCH_STORE_POOL", cfg.raftstore.store_pool_size);
     cfg.raftstore.apply_pool_size = env("BENCH_APPLY_POOL", cfg.raftstore.apply_pool_size);
+    cfg.raftstore.store_batch_wait_us = env("BENCH_BATCH_WAIT_US", 0) as u64;
     cfg.rocks = engine::RocksConfig::default();
     let cluster = Cluster::run(cfg);
     let mut targets = Vec::new();
@@ -146,7 +148,11 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    let outcomes: Vec<Outcome> = [1, 64].into_iter().map(|r| run(r, secs)).collect();
+    let region_counts: Vec<u64> = std::env::var("BENCH_REGIONS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|r| r.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 64]);
+    let outcomes: Vec<Outcome> = region_counts.iter().map(|r| run(*r, secs)).collect();
     println!(
         "\ncluster_write: 3 stores in one process, {WRITERS} writers, {VALUE_SIZE} B values, {secs} s per run"
     );
@@ -166,9 +172,13 @@ fn main() {
             o.entries as f64 / o.fsyncs.max(1) as f64,
         );
     }
-    let (one, many) = (&outcomes[0], &outcomes[1]);
+    let [one, many] = &outcomes[..] else {
+        return;
+    };
     println!(
-        "ratio 64 regions / 1 region: writes/s {:.2}",
+        "ratio {} regions / {} region(s): writes/s {:.2}",
+        many.regions,
+        one.regions,
         (many.writes as f64 / many.secs) / (one.writes as f64 / one.secs).max(1e-9)
     );
 }

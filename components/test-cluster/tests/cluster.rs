@@ -356,3 +356,44 @@ fn without_a_lease_reads_are_confirmed_by_read_index() {
     // The confirmed ReadIndex round renewed the lease.
     assert!(cluster.peer_status(leader, 1).unwrap().is_leader);
 }
+
+#[test]
+fn delayed_and_dropped_messages_slow_or_stall_only_what_they_hit() {
+    let cluster = Cluster::run(ClusterConfig::new(3, 2));
+    cluster.wait_leader(1);
+    let leader2 = cluster.wait_leader(2);
+    let in_region_1 = b"a".to_vec();
+    let in_region_2 = [region_key(2), b"/x".to_vec()].concat();
+
+    // Every message 30 ms late: a write needs an append and its response, so >= 60 ms.
+    cluster.add_filter(test_cluster::Delay {
+        duration: Duration::from_millis(30),
+        region_id: None,
+    });
+    let started = Instant::now();
+    cluster.must_put(&in_region_1, b"slow");
+    assert!(started.elapsed() >= Duration::from_millis(60));
+    cluster.clear_filters();
+
+    // Region 2's appends are lost: its writes cannot commit, region 1 is unaffected.
+    cluster.add_filter(test_cluster::DropMessages {
+        msg_type: Some(raft::eraftpb::MessageType::MsgAppend),
+        region_id: Some(2),
+    });
+    let pending = spawn_write(&cluster, leader2, 2, &in_region_2, b"late");
+    cluster.must_put(&in_region_1, b"fast");
+    std::thread::sleep(Duration::from_millis(300));
+    for store in (1..=3).filter(|s| *s != leader2) {
+        assert_eq!(cluster.engine_get(store, &in_region_2), None);
+    }
+    assert!(
+        !pending.is_finished(),
+        "a write cannot commit without its appends"
+    );
+    // Healed: raft sends the appends again and the write commits.
+    cluster.clear_filters();
+    assert!(pending.join().unwrap().is_ok());
+    for store in 1..=3 {
+        cluster.wait_applied(store, &in_region_2, Some(b"late"));
+    }
+}

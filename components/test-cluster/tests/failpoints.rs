@@ -159,3 +159,57 @@ fn a_raft_log_write_error_stops_the_store() {
 fn a_kv_write_error_stops_the_store() {
     write_error_stops_the_store("kv_write_error", "writing applied entries");
 }
+
+/// A region whose mailbox stays full answers ServerIsBusy after the bounded wait, and a busy
+/// write is never applied.
+#[test]
+fn a_full_mailbox_answers_server_is_busy() {
+    let scenario = fail::FailScenario::setup();
+    let mut cfg = ClusterConfig::new(3, 1);
+    cfg.raftstore.peer_mailbox_capacity = 16;
+    cfg.raftstore.mailbox_full_wait_ms = 50;
+    // Slow rounds must not cost the leader its leadership in this test.
+    cfg.raftstore.raft_election_timeout_ticks = 100;
+    let cluster = Cluster::run(cfg);
+    let leader = cluster.wait_leader(1);
+    cluster.must_put(b"warm", b"up");
+    let ctx = cluster.context(leader, 1);
+    // Every raft round now takes 300 ms: the leader's mailbox fills up.
+    fail::cfg("raft_before_log_write", "sleep(300)").unwrap();
+    let writers: Vec<_> = (0..48)
+        .map(|i| {
+            let api = cluster.store(leader).api();
+            let ctx = ctx.clone();
+            std::thread::spawn(move || {
+                let k = key(i);
+                let r = futures::executor::block_on(
+                    api.write(&ctx, vec![raftstore::Modify::put(k.clone(), k.clone())]),
+                );
+                (k, r)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    fail::remove("raft_before_log_write");
+    let results: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let busy: Vec<&Vec<u8>> = results
+        .iter()
+        .filter(|(_, r)| matches!(r, Err(Error::ServerIsBusy { .. })))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        !busy.is_empty(),
+        "48 writers against a 16-slot mailbox: some must be busy"
+    );
+    for (k, r) in &results {
+        match r {
+            Ok(()) => assert_eq!(cluster.must_get(k).as_deref(), Some(k.as_slice())),
+            Err(Error::ServerIsBusy { .. }) | Err(Error::StaleCommand { .. }) => {
+                assert_eq!(cluster.must_get(k), None)
+            }
+            Err(e) => panic!("unexpected error for {k:?}: {e}"),
+        }
+    }
+    drop(cluster);
+    scenario.teardown();
+}

@@ -84,6 +84,7 @@ impl<EK: KvEngine> Peer<EK> {
             heartbeat_tick: config.raft_heartbeat_ticks,
             max_inflight_msgs: config.raft_max_inflight_msgs,
             max_size_per_msg: config.raft_max_size_per_msg,
+            max_uncommitted_size: config.raft_max_uncommitted_size,
             applied: storage.applied_index(),
             pre_vote: true,
             check_quorum: true,
@@ -247,8 +248,17 @@ impl<EK: KvEngine> Peer<EK> {
         let before = self.raw.raft.raft_log.last_index();
         if self.raw.propose(vec![], data).is_err() || self.raw.raft.raft_log.last_index() == before
         {
-            // Dropped by raft (a leader transfer in progress): nothing was appended.
-            cb.invoke(Err(self.not_leader()));
+            // Dropped by raft, nothing appended: a leader transfer is in progress, or too many
+            // bytes are uncommitted.
+            let err = if self.is_leader() && self.raw.raft.lead_transferee.is_none() {
+                Error::ServerIsBusy {
+                    region_id: self.region_id(),
+                    reason: "too many uncommitted entries (raft-max-uncommitted-size)".into(),
+                }
+            } else {
+                self.not_leader()
+            };
+            cb.invoke(Err(err));
             return;
         }
         self.proposals.push_back(Proposal {
