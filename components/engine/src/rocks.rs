@@ -16,7 +16,8 @@ use crate::{
 };
 
 /// Compression of one LSM level.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Compression {
     None,
     Lz4,
@@ -35,7 +36,10 @@ impl From<Compression> for DBCompressionType {
 
 /// RocksDB options. Defaults suit one store of a few hundred GiB on a small machine; every field
 /// is documented with why it has its default.
-#[derive(Clone, Debug, PartialEq)]
+/// The `[rocksdb]` section of a store's TOML config (kebab-case keys; a missing key takes its
+/// default).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RocksConfig {
     /// Shared LRU block cache for all CFs (data, index and filter blocks). Default 256 MiB: the
     /// page cache does the rest, and a playground runs three stores on one machine.
@@ -574,5 +578,23 @@ impl SstExt for RocksEngine {
         let end = (!end.is_empty()).then_some(end);
         self.inner.db.compact_range_cf(handle, Some(start), end);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    #[test]
+    fn rocks_config_round_trips_through_kebab_case_toml() {
+        let config = RocksConfig::default();
+        let text = toml::to_string(&config).unwrap();
+        assert!(text.contains("block-cache-size = 268435456"), "{text}");
+        assert!(text.contains("\"lz4\""), "{text}");
+        let back: RocksConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, config);
+        let partial: RocksConfig = toml::from_str("max-background-jobs = 2").unwrap();
+        assert_eq!(partial.max_background_jobs, 2);
+        assert!(toml::from_str::<RocksConfig>("block_cache_size = 1").is_err());
     }
 }

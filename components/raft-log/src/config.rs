@@ -3,7 +3,8 @@ use std::path::PathBuf;
 use raft_engine::ReadableSize;
 
 /// What to do with a damaged log found at start-up.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum RecoveryMode {
     /// Drop a torn last batch (a write interrupted by a crash, never acknowledged); any other
     /// damage is an error. The default: `kill -9` must not stop a store from starting.
@@ -15,10 +16,14 @@ pub enum RecoveryMode {
     TolerateAnyCorruption,
 }
 
-/// raft-engine settings.
-#[derive(Clone, Debug, PartialEq)]
+/// raft-engine settings: the `[raft-log]` section of a store's TOML config (kebab-case keys; a
+/// missing key takes its default). `dir` is not a key: the store puts the log under its data
+/// directory.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RaftLogConfig {
     /// Directory of the log files (`<data>/raft-engine`).
+    #[serde(skip)]
     pub dir: PathBuf,
     pub recovery_mode: RecoveryMode,
     /// Threads replaying the log at start-up. Default 4.
@@ -32,6 +37,12 @@ pub struct RaftLogConfig {
     pub batch_compression_threshold: u64,
     /// Sync dirty file pages in the background every this many bytes. Default 4 MiB.
     pub bytes_per_sync: u64,
+}
+
+impl Default for RaftLogConfig {
+    fn default() -> Self {
+        RaftLogConfig::new(PathBuf::new())
+    }
 }
 
 impl RaftLogConfig {
@@ -66,5 +77,30 @@ impl RaftLogConfig {
             bytes_per_sync: Some(ReadableSize(self.bytes_per_sync)),
             ..Default::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_kebab_case_toml() {
+        let config = RaftLogConfig::default();
+        let text = toml::to_string(&config).unwrap();
+        assert!(
+            text.contains("recovery-mode = \"tolerate-tail-corruption\""),
+            "{text}"
+        );
+        assert!(
+            !text.contains("dir"),
+            "the directory is not a config key: {text}"
+        );
+        let back: RaftLogConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, config);
+        let partial: RaftLogConfig =
+            toml::from_str("recovery-mode = \"absolute-consistency\"").unwrap();
+        assert_eq!(partial.recovery_mode, RecoveryMode::AbsoluteConsistency);
+        assert!(toml::from_str::<RaftLogConfig>("dir = \"/x\"").is_err());
     }
 }

@@ -397,3 +397,24 @@ fn delayed_and_dropped_messages_slow_or_stall_only_what_they_hit() {
         cluster.wait_applied(store, &in_region_2, Some(b"late"));
     }
 }
+
+#[test]
+fn a_new_peer_is_refused_when_its_range_overlaps_or_its_id_is_taken() {
+    let cluster = Cluster::run(ClusterConfig::new(3, 2));
+    let store = cluster.store(1);
+    let mut overlapping = cluster.region(2).clone();
+    overlapping.id = 9;
+    overlapping.start_key = b"a".to_vec();
+    assert!(matches!(
+        store.create_region(overlapping),
+        Err(Error::InvalidState { region_id: 9, .. })
+    ));
+    let same_id = cluster.region(1).clone();
+    assert!(matches!(
+        store.create_region(same_id),
+        Err(Error::InvalidState { region_id: 1, .. })
+    ));
+    let mut ids = store.region_ids();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![1, 2], "nothing was registered");
+}
