@@ -172,7 +172,7 @@ impl<EK: KvEngine> StoreSystem<EK> {
                     ctx.create_peer(region, PeerState::Normal)?;
                     loaded += 1;
                 }
-                Ok(PeerState::Tombstone) => {}
+                Ok(PeerState::Tombstone) => ctx.clean_tombstone_log(region.id)?,
                 Ok(PeerState::Applying) | Err(_) => {
                     return Err(Error::InvalidState {
                         region_id: region.id,
@@ -258,6 +258,32 @@ impl<EK: KvEngine> StoreSystem<EK> {
             Err(Error::StoreStopped {
                 store_id,
                 reason: "the store fsm dropped the request".into(),
+            })
+        })
+    }
+
+    /// Removes the peer of `region_id` from this store (its data, apply state and raft log;
+    /// it stays a tombstone) and waits until that is durable.
+    pub fn destroy_region(&self, region_id: u64) -> Result<()> {
+        let (tx, rx) = channel::bounded(1);
+        let cb = crate::router::Callback::new(move |r| {
+            let _ = tx.send(r);
+        });
+        let store_id = self.ctx.store_id;
+        self.ctx
+            .router
+            .send_control_timeout(
+                StoreMsg::DestroyPeer { region_id, cb },
+                Duration::from_secs(5),
+            )
+            .map_err(|e| Error::Store {
+                store_id,
+                detail: format!("cannot reach the store fsm: {e}"),
+            })?;
+        rx.recv().unwrap_or_else(|_| {
+            Err(Error::StoreStopped {
+                store_id,
+                reason: "the region's peer was dropped before it was destroyed".into(),
             })
         })
     }

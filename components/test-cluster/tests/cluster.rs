@@ -418,3 +418,46 @@ fn a_new_peer_is_refused_when_its_range_overlaps_or_its_id_is_taken() {
     ids.sort_unstable();
     assert_eq!(ids, vec![1, 2], "nothing was registered");
 }
+
+#[test]
+fn a_destroyed_peer_leaves_no_data_and_stays_gone_after_restart() {
+    let mut cluster = Cluster::run(ClusterConfig::new(3, 2));
+    let in_region_1 = b"a".to_vec();
+    let in_region_2 = [region_key(2), b"/x".to_vec()].concat();
+    cluster.must_put(&in_region_1, b"1");
+    cluster.must_put(&in_region_2, b"2");
+    cluster.wait_applied(3, &in_region_2, Some(b"2"));
+
+    cluster.store(3).destroy_region(2).unwrap();
+    assert_eq!(
+        cluster.engine_get(3, &in_region_2),
+        None,
+        "its data is gone"
+    );
+    assert_eq!(
+        cluster.engine_get(3, &in_region_1),
+        Some(b"1".to_vec()),
+        "only its data"
+    );
+    assert_eq!(cluster.store(3).region_ids(), vec![1]);
+    assert!(matches!(
+        cluster.write_on(3, 2, put(&in_region_2, b"x")),
+        Err(Error::RegionNotFound { region_id: 2, .. })
+    ));
+    assert!(matches!(
+        cluster.store(3).destroy_region(2),
+        Err(Error::RegionNotFound { region_id: 2, .. })
+    ));
+    // The other two replicas still make a quorum.
+    cluster.must_put(&in_region_2, b"3");
+
+    cluster.restart_store(3);
+    assert_eq!(
+        cluster.store(3).region_ids(),
+        vec![1],
+        "a tombstone is not loaded"
+    );
+    assert_eq!(cluster.engine_get(3, &in_region_2), None);
+    cluster.must_put(&in_region_1, b"4");
+    cluster.wait_applied(3, &in_region_1, Some(b"4"));
+}

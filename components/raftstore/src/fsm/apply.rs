@@ -19,6 +19,7 @@ pub struct ApplyFsm<EK: KvEngine> {
     region: Region,
     apply_state: RaftApplyState,
     applied_term: u64,
+    stopped: bool,
     logger: slog::Logger,
     _engine: std::marker::PhantomData<EK>,
 }
@@ -29,6 +30,7 @@ impl<EK: KvEngine> ApplyFsm<EK> {
             region,
             applied_term: apply_state.commit_term,
             apply_state,
+            stopped: false,
             logger,
             _engine: std::marker::PhantomData,
         }
@@ -94,6 +96,10 @@ impl<EK: KvEngine> ApplyFsm<EK> {
 
 impl<EK: KvEngine> Fsm for ApplyFsm<EK> {
     type Message = ApplyTask;
+
+    fn is_stopped(&self) -> bool {
+        self.stopped
+    }
 }
 
 /// The apply pool's control FSM: nothing to control yet.
@@ -112,6 +118,7 @@ pub struct ApplyPoller<EK: KvEngine> {
     applied: Vec<Applied>,
     callbacks: Vec<(WriteCallback, Result<()>, Instant)>,
     results: Vec<(u64, ApplyRes)>,
+    destroys: Vec<(Region, WriteCallback)>,
     round_entries: usize,
 }
 
@@ -146,7 +153,15 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
                     }
                     any = true;
                 }
+                ApplyTask::Destroy { cb } => {
+                    fsm.stopped = true;
+                    self.destroys.push((fsm.region.clone(), cb));
+                    break;
+                }
             }
+        }
+        if fsm.stopped {
+            return;
         }
         if any {
             self.results.push((
@@ -166,6 +181,7 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
             // Dropped unanswered: callers see StoreStopped.
             self.callbacks.clear();
             self.results.clear();
+            self.destroys.clear();
             return;
         }
         if !self.wb.is_empty() {
@@ -196,6 +212,13 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
                 .observe(now.saturating_duration_since(proposed).as_secs_f64());
             cb.invoke(result);
         }
+        for (region, cb) in std::mem::take(&mut self.destroys) {
+            // After the round's write: nothing applied for the region can land after this.
+            if let Err(e) = self.ctx.destroy_region(&region) {
+                self.ctx.fatal("destroying a region's data", &e);
+            }
+            cb.invoke(Ok(()));
+        }
         for (region_id, res) in self.results.drain(..) {
             send_blocking(
                 &self.ctx.router,
@@ -221,6 +244,7 @@ impl<EK: KvEngine> HandlerBuilder<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller
             applied: Vec::new(),
             callbacks: Vec::new(),
             results: Vec::new(),
+            destroys: Vec::new(),
             round_entries: 0,
         }
     }

@@ -12,6 +12,7 @@ use crate::metrics::METRICS;
 use crate::raft::Peer;
 use crate::router::{send_blocking, ApplyTask, PeerMsg, StoreMsg};
 use crate::transport::Transport;
+use crate::Error;
 
 /// One region's peer in the batch system.
 pub struct PeerFsm<EK: KvEngine> {
@@ -35,7 +36,11 @@ impl<EK: KvEngine> PeerFsm<EK> {
 impl<EK: KvEngine> Drop for PeerFsm<EK> {
     fn drop(&mut self) {
         // A store shutting down (or a poller unwinding): nobody will answer these any more.
-        self.peer.fail_all("the region's peer was stopped");
+        let store_id = self.peer.store_id();
+        self.peer.fail_all(|| Error::StoreStopped {
+            store_id,
+            reason: "the region's peer was stopped".into(),
+        });
     }
 }
 
@@ -76,6 +81,24 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         }
     }
 
+    /// Stops the peer: nothing more is proposed, persisted or sent for it, and the ApplyFsm,
+    /// after the entries already handed to it, deletes the region from this store.
+    fn destroy(&mut self, fsm: &mut PeerFsm<EK>, cb: crate::router::Callback<()>) {
+        slog::info!(fsm.peer.logger(), "destroying peer");
+        fsm.stopped = true;
+        let (region_id, store_id) = (fsm.peer.region_id(), fsm.peer.store_id());
+        fsm.peer.fail_all(|| Error::StoreStopped {
+            store_id,
+            reason: format!("region {region_id}'s peer is being removed from this store"),
+        });
+        send_blocking(
+            &self.ctx.apply_router,
+            region_id,
+            ApplyTask::Destroy { cb },
+            &self.ctx.logger,
+        );
+    }
+
     fn on_raft_message(&mut self, fsm: &mut PeerFsm<EK>, msg: RaftMessage) {
         let Some(wire) = msg.message else {
             return;
@@ -111,6 +134,18 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                     // Creating a peer from a message is membership (the snapshot issue).
                     slog::debug!(self.ctx.logger, "raft message for a region not on this store";
                         "region_id" => m.region_id);
+                }
+                StoreMsg::DestroyPeer { region_id, cb } => {
+                    let msg = PeerMsg::Destroy { cb };
+                    if let Err(e) = self.ctx.router.send(region_id, msg) {
+                        let store_id = self.ctx.store_id;
+                        if let PeerMsg::Destroy { cb } = e.into_inner() {
+                            cb.invoke(Err(crate::Error::RegionNotFound {
+                                region_id,
+                                store_id,
+                            }));
+                        }
+                    }
                 }
                 StoreMsg::CreatePeer { region, cb } => {
                     let region_id = region.id;
@@ -148,6 +183,11 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 }
                 PeerMsg::Wake => {}
                 PeerMsg::QueryStatus(cb) => cb.invoke(Ok(fsm.peer.status(self.now))),
+                PeerMsg::Destroy { cb } => {
+                    self.destroy(fsm, cb);
+                    // Whatever came after it is dropped with the FSM (callers see StoreStopped).
+                    break;
+                }
                 PeerMsg::Campaign => {
                     if let Err(e) = fsm.peer.campaign() {
                         slog::warn!(fsm.peer.logger(), "campaign failed"; "error" => %e);
@@ -155,7 +195,7 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 }
             }
         }
-        if !fsm.peer.has_ready() {
+        if fsm.stopped || !fsm.peer.has_ready() {
             return;
         }
         let ready = match fsm

@@ -225,6 +225,49 @@ impl<EK: KvEngine> StoreContext<EK> {
     }
 }
 
+impl<EK: KvEngine> StoreContext<EK> {
+    /// Removes a region's peer from this store for good: one synced KV write marks it
+    /// tombstone and deletes its data and apply state, then its raft log is cleaned. A crash
+    /// in between leaves a tombstone whose log [`Self::clean_tombstone_log`] removes at start.
+    pub fn destroy_region(&self, region: &Region) -> Result<()> {
+        let region_id = region.id;
+        let engine_err = |source| Error::Engine { region_id, source };
+        let mut wb = self.kv.write_batch();
+        let tombstone = RegionLocalState {
+            state: PeerState::Tombstone as i32,
+            region: Some(region.clone()),
+        };
+        wb.put_msg_cf(CF_RAFT, &keys::region_state_key(region_id), &tombstone)
+            .map_err(engine_err)?;
+        wb.delete_cf(CF_RAFT, &keys::apply_state_key(region_id))
+            .map_err(engine_err)?;
+        let (start, end) = keys::region_data_bounds(region);
+        for cf in engine::DATA_CFS {
+            wb.delete_range_cf(cf, &start, &end).map_err(engine_err)?;
+        }
+        self.kv.write(&mut wb, true).map_err(engine_err)?;
+        self.clean_tombstone_log(region_id)?;
+        self.meta().remove(region_id);
+        slog::info!(self.logger, "region destroyed"; "region_id" => region_id);
+        Ok(())
+    }
+
+    /// Deletes what the raft log still holds of a tombstone region.
+    pub fn clean_tombstone_log(&self, region_id: u64) -> Result<()> {
+        if self.raft_log.raft_state(region_id).ok().flatten().is_none()
+            && self.raft_log.last_index(region_id).is_none()
+        {
+            return Ok(());
+        }
+        let mut batch = self.raft_log.batch();
+        batch.clean_region(region_id);
+        self.raft_log
+            .write(&mut batch, true)
+            .map(|_| ())
+            .map_err(|source| Error::RaftLog { region_id, source })
+    }
+}
+
 /// Durably records `region` as hosted here in `state`.
 pub fn write_region_state<EK: KvEngine>(kv: &EK, region: &Region, state: PeerState) -> Result<()> {
     let region_id = region.id;

@@ -596,21 +596,15 @@ impl<EK: KvEngine> Peer<EK> {
         })
     }
 
-    /// Answers every waiting request: the store is stopping. Writes get `StoreStopped`, whose
-    /// meaning is "outcome unknown".
-    pub fn fail_all(&mut self, reason: &str) {
+    /// Answers every waiting request with `make()`: the peer is going away. For writes the
+    /// error must mean "outcome unknown" (`StoreStopped`), as their entries may still commit.
+    pub fn fail_all(&mut self, make: impl Fn() -> Error) {
         for p in self.proposals.drain(..) {
-            p.cb.invoke(Err(Error::StoreStopped {
-                store_id: self.store_id,
-                reason: reason.into(),
-            }));
+            p.cb.invoke(Err(make()));
         }
         for read in self.pending_reads.take_all() {
             for cb in read.waiters {
-                cb.invoke(Err(Error::StoreStopped {
-                    store_id: self.store_id,
-                    reason: reason.into(),
-                }));
+                cb.invoke(Err(make()));
             }
         }
     }

@@ -152,6 +152,9 @@ pub enum PeerMsg<S> {
     Campaign,
     /// Reports the peer's state (tests, status page).
     QueryStatus(Callback<PeerStatus>),
+    /// Removes this peer from the store: it stops, then its ApplyFsm deletes the region's data
+    /// and raft log and marks it tombstone. `cb` is answered when that is durable.
+    Destroy { cb: Callback<()> },
 }
 
 /// A peer's state as of one poll round.
@@ -179,6 +182,7 @@ impl<S> fmt::Debug for PeerMsg<S> {
             PeerMsg::Wake => f.write_str("Wake"),
             PeerMsg::Campaign => f.write_str("Campaign"),
             PeerMsg::QueryStatus(_) => f.write_str("QueryStatus"),
+            PeerMsg::Destroy { .. } => f.write_str("Destroy"),
         }
     }
 }
@@ -197,6 +201,8 @@ pub enum StoreMsg {
         region: Box<Region>,
         cb: Callback<()>,
     },
+    /// Destroys the peer of a region hosted here (see `PeerMsg::Destroy`).
+    DestroyPeer { region_id: u64, cb: Callback<()> },
 }
 
 /// Committed entries of one region, for its ApplyFsm.
@@ -214,6 +220,11 @@ pub struct CommittedEntries {
 #[derive(Debug)]
 pub enum ApplyTask {
     Apply(CommittedEntries),
+    /// The peer has stopped: after this round's write, delete the region's data, apply state
+    /// and raft log, mark it tombstone, then answer `cb`.
+    Destroy {
+        cb: Callback<()>,
+    },
 }
 
 /// What an apply round did for one region, back to its PeerFsm.
