@@ -236,35 +236,20 @@ impl<EK: KvEngine> StoreSystem<EK> {
 
     /// Creates a peer of a new region on this store and waits for it to be registered.
     pub fn create_region(&self, region: Region) -> Result<()> {
-        let (tx, rx) = channel::bounded(1);
-        let cb = crate::router::Callback::new(move |r| {
-            let _ = tx.send(r);
-        });
-        let store_id = self.ctx.store_id;
-        self.ctx
-            .router
-            .send_control_timeout(
-                StoreMsg::CreatePeer {
-                    region: Box::new(region),
-                    cb,
-                },
-                Duration::from_secs(5),
-            )
-            .map_err(|e| Error::Store {
-                store_id,
-                detail: format!("cannot reach the store fsm: {e}"),
-            })?;
-        rx.recv().unwrap_or_else(|_| {
-            Err(Error::StoreStopped {
-                store_id,
-                reason: "the store fsm dropped the request".into(),
-            })
+        self.ask_store(|cb| StoreMsg::CreatePeer {
+            region: Box::new(region),
+            cb,
         })
     }
 
     /// Removes the peer of `region_id` from this store (its data, apply state and raft log;
     /// it stays a tombstone) and waits until that is durable.
     pub fn destroy_region(&self, region_id: u64) -> Result<()> {
+        self.ask_store(|cb| StoreMsg::DestroyPeer { region_id, cb })
+    }
+
+    /// Sends a request to the StoreFsm and waits for its answer.
+    fn ask_store(&self, make: impl FnOnce(crate::router::Callback<()>) -> StoreMsg) -> Result<()> {
         let (tx, rx) = channel::bounded(1);
         let cb = crate::router::Callback::new(move |r| {
             let _ = tx.send(r);
@@ -272,10 +257,7 @@ impl<EK: KvEngine> StoreSystem<EK> {
         let store_id = self.ctx.store_id;
         self.ctx
             .router
-            .send_control_timeout(
-                StoreMsg::DestroyPeer { region_id, cb },
-                Duration::from_secs(5),
-            )
+            .send_control_timeout(make(cb), Duration::from_secs(5))
             .map_err(|e| Error::Store {
                 store_id,
                 detail: format!("cannot reach the store fsm: {e}"),
@@ -283,7 +265,7 @@ impl<EK: KvEngine> StoreSystem<EK> {
         rx.recv().unwrap_or_else(|_| {
             Err(Error::StoreStopped {
                 store_id,
-                reason: "the region's peer was dropped before it was destroyed".into(),
+                reason: "the request was dropped before it was answered".into(),
             })
         })
     }
