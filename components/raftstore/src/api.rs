@@ -10,8 +10,8 @@ use engine::{KvEngine, CF_DEFAULT};
 use futures::channel::oneshot;
 use proto::kvrpcpb::Context;
 use proto::raft_cmdpb::{
-    request::Cmd, DeleteRangeRequest, DeleteRequest, PutRequest, RaftCmdRequest, RaftRequestHeader,
-    Request,
+    request::Cmd, AdminRequest, DeleteRangeRequest, DeleteRequest, PutRequest, RaftCmdRequest,
+    RaftRequestHeader, Request,
 };
 
 use crate::fsm::StoreContext;
@@ -108,12 +108,28 @@ impl<EK: KvEngine> StoreApi<EK> {
             requests: modifies.into_iter().map(Modify::into_request).collect(),
             admin_request: None,
         };
+        self.command(request).await
+    }
+
+    /// Runs an admin command (leader transfer; later membership changes and splits) against
+    /// the region of `ctx`.
+    pub async fn admin(&self, ctx: &Context, admin: AdminRequest) -> Result<()> {
+        let request = RaftCmdRequest {
+            header: Some(header(ctx)),
+            requests: vec![],
+            admin_request: Some(admin),
+        };
+        self.command(request).await
+    }
+
+    async fn command(&self, request: RaftCmdRequest) -> Result<()> {
+        let region_id = request.header.map_or(0, |h| h.region_id);
         let (tx, rx) = oneshot::channel();
         let cb = Callback::new(move |r| {
             let _ = tx.send(r);
         });
         self.send(
-            ctx.region_id,
+            region_id,
             PeerMsg::Command {
                 request,
                 cb,

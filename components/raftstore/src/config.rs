@@ -52,6 +52,16 @@ pub struct Config {
     /// Must stay below (election ticks - 1) × tick interval, the earliest another leader can
     /// be elected, so none is while the lease holds. Default 800 ms (below 900 ms).
     pub max_leader_lease_ms: u64,
+    /// How often a leader checks whether its region's raft log can be compacted. Default 3 s;
+    /// >= 1 tick.
+    pub raft_log_gc_tick_interval_ms: u64,
+    /// Applied entries a region's log must hold beyond its first index before the leader
+    /// proposes a compaction. The log is never compacted past the slowest follower's matched
+    /// index (until snapshots can catch a follower up). Default 50; >= 1.
+    pub raft_log_gc_threshold: u64,
+    /// How often the store asks raft-engine to delete log files no region needs any more.
+    /// Default 10 s; >= 1 tick.
+    pub raft_engine_purge_interval_ms: u64,
     /// A proposal whose entry is neither applied nor known to be lost after this long fails
     /// with an "undetermined" timeout: it may still commit. Default 10 s; >= 1 tick.
     pub proposal_timeout_ms: u64,
@@ -79,6 +89,9 @@ impl Default for Config {
             raft_entry_max_size: 8 << 20,
             raft_max_uncommitted_size: 128 << 20,
             max_leader_lease_ms: 800,
+            raft_log_gc_tick_interval_ms: 3_000,
+            raft_log_gc_threshold: 50,
+            raft_engine_purge_interval_ms: 10_000,
             proposal_timeout_ms: 10_000,
             read_index_timeout_ms: 5_000,
         }
@@ -177,6 +190,24 @@ impl Config {
         }
         let tick = self.raft_base_tick_interval_ms;
         bound(
+            "raft-log-gc-tick-interval-ms",
+            self.raft_log_gc_tick_interval_ms,
+            tick,
+            u64::MAX,
+        )?;
+        bound(
+            "raft-log-gc-threshold",
+            self.raft_log_gc_threshold,
+            1,
+            u64::MAX,
+        )?;
+        bound(
+            "raft-engine-purge-interval-ms",
+            self.raft_engine_purge_interval_ms,
+            tick,
+            u64::MAX,
+        )?;
+        bound(
             "proposal-timeout-ms",
             self.proposal_timeout_ms,
             tick,
@@ -209,6 +240,11 @@ impl Config {
 
     pub fn read_index_timeout(&self) -> Duration {
         Duration::from_millis(self.read_index_timeout_ms)
+    }
+
+    /// `interval_ms` in base ticks, at least 1.
+    pub fn ticks_of(&self, interval_ms: u64) -> u64 {
+        (interval_ms / self.raft_base_tick_interval_ms).max(1)
     }
 
     pub fn mailbox_full_wait(&self) -> Duration {

@@ -17,6 +17,7 @@ pub struct Metrics {
     pub raft_mailbox_backlog: Histogram,
     pub apply_mailbox_backlog: Histogram,
     pub regions: IntGauge,
+    pub log_compactions: IntCounter,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
@@ -84,6 +85,10 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "regionstore_apply_mailbox_backlog",
         "Tasks an apply FSM took from its mailbox in one round.",
         counts(),
+    ),
+    log_compactions: counter(
+        "regionstore_raft_log_compactions_total",
+        "Raft-log compactions done after an applied CompactLog.",
     ),
     regions: register(
         IntGauge::with_opts(Opts::new(

@@ -71,6 +71,8 @@ pub struct ClusterConfig {
     pub regions: u64,
     pub raftstore: raftstore::Config,
     pub rocks: RocksConfig,
+    /// raft-engine settings of every store (the directory is set per store).
+    pub raft_log: RaftLogConfig,
 }
 
 impl ClusterConfig {
@@ -89,6 +91,7 @@ impl ClusterConfig {
                 max_background_jobs: 2,
                 ..Default::default()
             },
+            raft_log: RaftLogConfig::default(),
         }
     }
 }
@@ -191,8 +194,11 @@ impl Cluster {
     fn open_engines(&self, store_id: u64) -> (RocksEngine, RaftLogEngine) {
         let dir = self.store_dir(store_id);
         let kv = RocksEngine::open(&dir.join("kv"), &self.cfg.rocks).expect("open kv engine");
-        let raft =
-            RaftLogEngine::open(&RaftLogConfig::new(dir.join("raft"))).expect("open raft log");
+        let raft_cfg = RaftLogConfig {
+            dir: dir.join("raft"),
+            ..self.cfg.raft_log.clone()
+        };
+        let raft = RaftLogEngine::open(&raft_cfg).expect("open raft log");
         (kv, raft)
     }
 
@@ -476,6 +482,39 @@ impl Cluster {
             "store {store_id} did not apply {key:?} = {value:?} within {WAIT:?}; it has {:?}",
             self.engine_get(store_id, key)
         );
+    }
+
+    /// Bytes of raft-engine files in `store_id`'s log directory.
+    pub fn raft_log_dir_size(&self, store_id: u64) -> u64 {
+        let dir = self.store_dir(store_id).join("raft");
+        std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Asks `region_id`'s leader to hand leadership to its peer on `to_store` (one attempt).
+    pub fn transfer_leader(&self, region_id: u64, to_store: u64) -> Result<(), Error> {
+        use proto::raft_cmdpb::{AdminCmdType, AdminRequest, TransferLeaderRequest};
+        let leader = self.wait_leader(region_id);
+        let ctx = self.context(leader, region_id);
+        let admin = AdminRequest {
+            cmd_type: AdminCmdType::TransferLeader as i32,
+            transfer_leader: Some(TransferLeaderRequest {
+                peer: Some(PeerMeta {
+                    id: peer_id(region_id, to_store),
+                    store_id: to_store,
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        };
+        block_on(self.store(leader).api().admin(&ctx, admin))
     }
 
     /// Group-commit counters of every running store: (fsyncs, entries written).

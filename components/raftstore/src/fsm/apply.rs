@@ -45,7 +45,7 @@ impl<EK: KvEngine> ApplyFsm<EK> {
         wb: &mut EK::WriteBatch,
         applied: &mut Vec<Applied>,
         callbacks: &mut Vec<(WriteCallback, Result<()>, Instant)>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let first = committed.entries.first().map_or(0, |e| e.index);
         if first > 0 && first <= self.apply_state.applied_index {
             // Entries redelivered after a restart whose apply state was already written.
@@ -58,7 +58,7 @@ impl<EK: KvEngine> ApplyFsm<EK> {
             });
         }
         applied.clear();
-        apply_entries::<EK>(
+        let sync = apply_entries::<EK>(
             &self.region,
             &mut self.apply_state,
             &committed.entries,
@@ -90,7 +90,7 @@ impl<EK: KvEngine> ApplyFsm<EK> {
             };
             callbacks.push((p.cb, result, p.propose_time));
         }
-        Ok(())
+        Ok(sync)
     }
 }
 
@@ -119,6 +119,8 @@ pub struct ApplyPoller<EK: KvEngine> {
     callbacks: Vec<(WriteCallback, Result<()>, Instant)>,
     results: Vec<(u64, ApplyRes)>,
     destroys: Vec<(Region, WriteCallback)>,
+    /// The round applied a log compaction: its write is synced before the log goes.
+    sync: bool,
     round_entries: usize,
 }
 
@@ -142,14 +144,18 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
             match task {
                 ApplyTask::Apply(committed) => {
                     self.round_entries += committed.entries.len();
-                    if let Err(e) = fsm.apply(
+                    let applied = fsm.apply(
                         committed,
                         &mut self.wb,
                         &mut self.applied,
                         &mut self.callbacks,
-                    ) {
-                        slog::crit!(fsm.logger, "cannot apply committed entries"; "error" => %e);
-                        self.ctx.fatal("applying committed entries", &e);
+                    );
+                    match applied {
+                        Ok(sync) => self.sync |= sync,
+                        Err(e) => {
+                            slog::crit!(fsm.logger, "cannot apply committed entries"; "error" => %e);
+                            self.ctx.fatal("applying committed entries", &e);
+                        }
                     }
                     any = true;
                 }
@@ -182,6 +188,7 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
             self.callbacks.clear();
             self.results.clear();
             self.destroys.clear();
+            self.sync = false;
             return;
         }
         if !self.wb.is_empty() {
@@ -193,8 +200,11 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
                 .observe(self.wb.data_size() as f64);
             fail::fail_point!("apply_before_write");
             // Not synced: the raft log is, and a lost apply is redone from it at restart
-            // because the apply state is lost with the data it describes.
-            if let Err(e) = write_kv(&self.ctx.kv, &mut self.wb) {
+            // because the apply state is lost with the data it describes. Except when a log
+            // compaction is in it: the entries below the new truncated index are about to be
+            // deleted, so what they wrote must be durable first.
+            let sync = std::mem::take(&mut self.sync);
+            if let Err(e) = write_kv(&self.ctx.kv, &mut self.wb, sync) {
                 self.ctx
                     .fatal("writing applied entries to the KV engine", &e);
             }
@@ -245,6 +255,7 @@ impl<EK: KvEngine> HandlerBuilder<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller
             callbacks: Vec::new(),
             results: Vec::new(),
             destroys: Vec::new(),
+            sync: false,
             round_entries: 0,
         }
     }
@@ -258,10 +269,10 @@ impl<EK: KvEngine> Drop for ApplyPoller<EK> {
     }
 }
 
-fn write_kv<EK: KvEngine>(kv: &EK, wb: &mut EK::WriteBatch) -> engine::Result<()> {
+fn write_kv<EK: KvEngine>(kv: &EK, wb: &mut EK::WriteBatch, sync: bool) -> engine::Result<()> {
     fail::fail_point!("kv_write_error", |_| Err(engine::Error::Rocks {
         op: "write",
         detail: "injected by failpoint kv_write_error".into(),
     }));
-    kv.write(wb, false)
+    kv.write(wb, sync)
 }

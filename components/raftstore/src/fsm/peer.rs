@@ -81,6 +81,18 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         }
     }
 
+    /// Lets raft-engine delete log files no region needs any more.
+    fn purge_raft_log(&self) {
+        match self.ctx.raft_log.purge_expired_files() {
+            Ok(lagging) if !lagging.is_empty() => {
+                slog::info!(self.ctx.logger, "raft-engine asks these regions to compact";
+                    "regions" => ?lagging)
+            }
+            Ok(_) => {}
+            Err(e) => slog::warn!(self.ctx.logger, "raft-engine purge failed"; "error" => %e),
+        }
+    }
+
     /// Stops the peer: nothing more is proposed, persisted or sent for it, and the ApplyFsm,
     /// after the entries already handed to it, deletes the region from this store.
     fn destroy(&mut self, fsm: &mut PeerFsm<EK>, cb: crate::router::Callback<()>) {
@@ -129,6 +141,10 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 StoreMsg::Tick => {
                     store.ticks += 1;
                     METRICS.regions.set(self.ctx.meta().len() as i64);
+                    let cfg = &self.ctx.cfg;
+                    if store.ticks % cfg.ticks_of(cfg.raft_engine_purge_interval_ms) == 0 {
+                        self.purge_raft_log();
+                    }
                 }
                 StoreMsg::RaftMessage(m) => {
                     // Creating a peer from a message is membership (the snapshot issue).
@@ -178,8 +194,15 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                     fsm.peer.tick(self.now);
                 }
                 PeerMsg::ApplyRes(res) => {
-                    fsm.peer
-                        .on_apply_res(res.apply_state, res.applied_term, res.region)
+                    let compacted =
+                        fsm.peer
+                            .on_apply_res(res.apply_state, res.applied_term, res.region);
+                    if let Some(index) = compacted {
+                        // Losing this (a crash before the round's write) only leaves entries
+                        // that the next compaction or raft-engine's purge removes.
+                        self.batch.compact_to(fsm.peer.region_id(), index + 1);
+                        METRICS.log_compactions.inc();
+                    }
                 }
                 PeerMsg::Wake => {}
                 PeerMsg::QueryStatus(cb) => cb.invoke(Ok(fsm.peer.status(self.now))),

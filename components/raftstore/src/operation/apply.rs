@@ -21,17 +21,19 @@ pub struct Applied {
 
 /// Applies committed `entries` of one region into `wb` and records the new apply state in the
 /// same batch, so data and apply progress become durable together. A command that fails its
-/// checks writes nothing; its error is in `out`.
+/// checks writes nothing; its error is in `out`. Returns true if the batch must be synced (a
+/// log compaction was applied).
 pub fn apply_entries<EK: KvEngine>(
     region: &Region,
     apply_state: &mut RaftApplyState,
     entries: &[Entry],
     wb: &mut EK::WriteBatch,
     out: &mut Vec<Applied>,
-) -> Result<()> {
+) -> Result<bool> {
     let Some(last) = entries.last() else {
-        return Ok(());
+        return Ok(false);
     };
+    let mut sync = false;
     for e in entries {
         let result = if e.entry_type != EntryType::EntryNormal || e.data.is_empty() {
             // A new leader's empty entry, or a conf change (handled by its own operation).
@@ -42,7 +44,9 @@ pub fn apply_entries<EK: KvEngine>(
                     region_id: region.id,
                     detail: format!("entry {} does not decode as a command: {err}", e.index),
                 })?;
-            apply_command::<EK>(region, &cmd, wb)
+            apply_command::<EK>(region, apply_state, &cmd, wb).map(|outcome| {
+                sync |= outcome.sync;
+            })
         };
         out.push(Applied {
             index: e.index,
@@ -60,19 +64,22 @@ pub fn apply_entries<EK: KvEngine>(
         .map_err(|source| Error::Engine {
             region_id: region.id,
             source,
-        })
+        })?;
+    Ok(sync)
 }
 
 fn apply_command<EK: KvEngine>(
     region: &Region,
+    apply_state: &mut RaftApplyState,
     cmd: &RaftCmdRequest,
     wb: &mut EK::WriteBatch,
-) -> Result<()> {
+) -> Result<admin::AdminOutcome> {
     match &cmd.admin_request {
-        Some(admin) => admin::apply_admin(region, admin),
+        Some(admin) => admin::apply_admin(region, apply_state, admin),
         None => {
             write::check_write(region, cmd)?;
-            write::write_cmd(region, cmd, wb)
+            write::write_cmd(region, cmd, wb)?;
+            Ok(admin::AdminOutcome::default())
         }
     }
 }

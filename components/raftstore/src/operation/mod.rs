@@ -5,8 +5,10 @@
 //! - [`admin`]: region-changing commands (log compaction, membership, leader transfer, split).
 //! - [`apply`]: the dispatch from a committed entry to the operation that applies it.
 //! - [`read`]: the lease and ReadIndex rules for linearizable reads.
+//! - [`log_gc`]: when to compact a region's raft log, and the apply of `CompactLog`.
 
 pub mod admin;
 pub mod apply;
+pub mod log_gc;
 pub mod read;
 pub mod write;

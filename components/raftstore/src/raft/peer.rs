@@ -5,16 +5,18 @@ use std::time::{Duration, Instant};
 use engine::KvEngine;
 use prost::Message as _;
 use proto::metapb::{Peer as PeerMeta, Region};
-use proto::raft_cmdpb::{RaftCmdRequest, RaftRequestHeader};
+use proto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, CompactLogRequest, RaftCmdRequest, RaftRequestHeader,
+};
 use proto::raft_serverpb::{RaftApplyState, RaftMessage};
 use raft::eraftpb::{Entry, Message};
 use raft::{RawNode, StateRole};
 use raft_log::RaftLogBatch;
 
 use crate::operation::read::{Lease, PendingReads};
-use crate::operation::{admin, write};
+use crate::operation::{admin, log_gc, write};
 use crate::router::{
-    CommittedEntries, PeerStatus, Proposal, ReadCallback, RegionSnapshot, WriteCallback,
+    Callback, CommittedEntries, PeerStatus, Proposal, ReadCallback, RegionSnapshot, WriteCallback,
 };
 use crate::storage::PeerStorage;
 use crate::{Config, Error, Result};
@@ -48,6 +50,8 @@ struct Limits {
     read_index_timeout: Duration,
     base_tick: Duration,
     entry_max_size: u64,
+    gc_ticks: u64,
+    gc_threshold: u64,
 }
 
 /// One peer of one region on this store: the raft node and everything that does not depend on
@@ -65,6 +69,10 @@ pub struct Peer<EK: KvEngine> {
     last_read: Option<Instant>,
     pending_reads: PendingReads<ReadCallback<EK::Snapshot>>,
     applied_term: u64,
+    /// Ticks since the peer started, for the periodic checks.
+    ticks: u64,
+    /// The highest index a CompactLog was proposed for, so one is not proposed every check.
+    compact_proposed: u64,
     limits: Limits,
     logger: slog::Logger,
 }
@@ -107,11 +115,15 @@ impl<EK: KvEngine> Peer<EK> {
             last_read: None,
             pending_reads: PendingReads::default(),
             applied_term,
+            ticks: 0,
+            compact_proposed: 0,
             limits: Limits {
                 proposal_timeout: config.proposal_timeout(),
                 read_index_timeout: config.read_index_timeout(),
                 base_tick: config.base_tick(),
                 entry_max_size: config.raft_entry_max_size,
+                gc_ticks: config.ticks_of(config.raft_log_gc_tick_interval_ms),
+                gc_threshold: config.raft_log_gc_threshold,
             },
             logger,
         })
@@ -233,6 +245,13 @@ impl<EK: KvEngine> Peer<EK> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
+        if self.raw.raft.lead_transferee.is_some() {
+            // Leadership is moving: no hint, so a client retries and finds the new leader.
+            return Err(Error::NotLeader {
+                region_id: self.region_id(),
+                leader: None,
+            });
+        }
         write::check_epoch(self.region(), request)
     }
 
@@ -240,6 +259,15 @@ impl<EK: KvEngine> Peer<EK> {
     /// undetermined after `proposal-timeout-ms`. A request failing a check answers at once and
     /// proposes nothing.
     pub fn propose_write(&mut self, request: RaftCmdRequest, cb: WriteCallback, now: Instant) {
+        let is_transfer = request
+            .admin_request
+            .as_ref()
+            .is_some_and(|a| a.cmd_type == AdminCmdType::TransferLeader as i32);
+        if is_transfer {
+            let result = self.transfer_leader(&request);
+            cb.invoke(result);
+            return;
+        }
         if let Err(e) = self.check_write(&request) {
             cb.invoke(Err(e));
             return;
@@ -303,9 +331,58 @@ impl<EK: KvEngine> Peer<EK> {
         }
     }
 
-    /// The lease holds and every write committed before this term is applied here.
+    /// The lease holds and every write committed before this term is applied here. A leader
+    /// transfer suspends the lease: the target may become leader before it would expire.
     pub fn can_read_locally(&self, now: Instant) -> bool {
-        self.is_leader() && self.applied_term == self.term() && self.lease.is_valid(now)
+        self.is_leader()
+            && self.raw.raft.lead_transferee.is_none()
+            && self.applied_term == self.term()
+            && self.lease.is_valid(now)
+    }
+
+    /// Starts moving leadership to the peer named in the request, which must be a caught-up
+    /// member. Executed here, never written to the log.
+    fn transfer_leader(&mut self, request: &RaftCmdRequest) -> Result<()> {
+        self.check_request(request)?;
+        let region_id = self.region_id();
+        let target = request
+            .admin_request
+            .as_ref()
+            .and_then(|a| a.transfer_leader.as_ref())
+            .and_then(|t| t.peer)
+            .ok_or_else(|| Error::InvalidCommand {
+                region_id,
+                detail: "TransferLeader without a target peer".into(),
+            })?;
+        if !self.region().peers.iter().any(|p| p.id == target.id) {
+            return Err(Error::InvalidCommand {
+                region_id,
+                detail: format!("peer {} is not a member of the region", target.id),
+            });
+        }
+        if target.id == self.peer_id {
+            return Ok(());
+        }
+        let last = self.raw.raft.raft_log.last_index();
+        let matched = self
+            .raw
+            .raft
+            .prs()
+            .get(target.id)
+            .map_or(0, |pr| pr.matched);
+        if matched < last {
+            return Err(Error::InvalidCommand {
+                region_id,
+                detail: format!(
+                    "peer {} has {matched} of {last} entries; transfer to a caught-up peer",
+                    target.id
+                ),
+            });
+        }
+        slog::info!(self.logger, "transferring leadership"; "to" => target.id);
+        self.lease.expire();
+        self.raw.transfer_leader(target.id);
+        Ok(())
     }
 
     fn snapshot(&self) -> RegionSnapshot<EK::Snapshot> {
@@ -465,18 +542,32 @@ impl<EK: KvEngine> Peer<EK> {
     }
 
     /// The ApplyFsm applied entries: record it and serve the reads that waited for it.
-    pub fn on_apply_res(&mut self, apply_state: RaftApplyState, applied_term: u64, region: Region) {
+    /// Returns the new truncated index when the apply compacted the log: the caller deletes
+    /// the raft-log entries up to it.
+    pub fn on_apply_res(
+        &mut self,
+        apply_state: RaftApplyState,
+        applied_term: u64,
+        region: Region,
+    ) -> Option<u64> {
         let applied = apply_state.applied_index;
         if applied <= self.storage().applied_index() && self.applied_term >= applied_term {
-            return;
+            return None;
         }
         if region != *self.region() {
             self.storage_mut().set_region(region);
         }
+        let old_truncated = self.storage().truncated_index();
         self.storage_mut().set_apply_state(apply_state);
         self.applied_term = applied_term;
         self.raw.advance_apply_to(applied);
         self.serve_reads();
+        let truncated = self.storage().truncated_index();
+        if truncated > old_truncated {
+            self.storage_mut().on_log_compacted(truncated);
+            return Some(truncated);
+        }
+        None
     }
 
     fn serve_reads(&mut self) {
@@ -498,6 +589,10 @@ impl<EK: KvEngine> Peer<EK> {
     /// something to do.
     pub fn tick(&mut self, now: Instant) -> bool {
         let mut work = self.raw.tick();
+        self.ticks += 1;
+        if self.is_leader() && self.ticks % self.limits.gc_ticks == 0 {
+            work |= self.maybe_compact_log(now);
+        }
         self.expire_proposals(now);
         for read in self.pending_reads.take_expired(
             now.checked_sub(self.limits.read_index_timeout)
@@ -529,6 +624,63 @@ impl<EK: KvEngine> Peer<EK> {
             }
         }
         work
+    }
+
+    /// Proposes a log compaction when enough applied entries are in the log and every
+    /// follower has them. Returns true if it proposed.
+    fn maybe_compact_log(&mut self, now: Instant) -> bool {
+        let me = self.peer_id;
+        let matched: Vec<u64> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(_, pr)| pr.matched)
+            .collect();
+        let first = self.storage().truncated_index() + 1;
+        let applied = self.storage().applied_index();
+        let Some(target) =
+            log_gc::compact_target(first, applied, matched, self.limits.gc_threshold)
+        else {
+            return false;
+        };
+        if target <= self.compact_proposed {
+            return false;
+        }
+        let Ok(term) = self.raw.raft.raft_log.term(target) else {
+            return false;
+        };
+        let region = self.region();
+        let request = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: region.id,
+                region_epoch: region.region_epoch,
+                ..Default::default()
+            }),
+            requests: vec![],
+            admin_request: Some(AdminRequest {
+                cmd_type: AdminCmdType::CompactLog as i32,
+                compact_log: Some(CompactLogRequest {
+                    compact_index: target,
+                    compact_term: term,
+                }),
+                transfer_leader: None,
+            }),
+        };
+        slog::debug!(self.logger, "proposing log compaction"; "compact_index" => target);
+        self.compact_proposed = target;
+        let logger = self.logger.clone();
+        self.propose_write(
+            request,
+            Callback::new(move |r| {
+                if let Err(e) = r {
+                    slog::debug!(logger, "log compaction not applied"; "error" => %e);
+                }
+            }),
+            now,
+        );
+        true
     }
 
     /// Fails proposals whose fate is still unknown after the proposal timeout. They are not
@@ -564,6 +716,7 @@ impl<EK: KvEngine> Peer<EK> {
             term: self.term(),
             commit_index: self.raw.raft.raft_log.committed,
             applied_index: self.storage().applied_index(),
+            truncated_index: self.storage().truncated_index(),
             pending_proposals: self.proposals.len(),
             lease_valid: self.can_read_locally(now),
         }

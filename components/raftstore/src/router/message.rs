@@ -167,6 +167,8 @@ pub struct PeerStatus {
     pub term: u64,
     pub commit_index: u64,
     pub applied_index: u64,
+    /// The log holds entries after this index only.
+    pub truncated_index: u64,
     pub pending_proposals: usize,
     pub lease_valid: bool,
 }

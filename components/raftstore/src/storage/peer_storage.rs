@@ -244,6 +244,12 @@ impl<EK: KvEngine> PeerStorage<EK> {
         self.last_term
     }
 
+    /// The log was compacted up to and including `index` (the truncated state, already in
+    /// the apply state): the cache lets go of those entries too.
+    pub fn on_log_compacted(&mut self, index: u64) {
+        self.cache.compact_to(index + 1);
+    }
+
     pub fn kv_engine(&self) -> &EK {
         &self.kv
     }
