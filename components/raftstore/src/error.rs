@@ -95,6 +95,21 @@ pub enum Error {
     /// Persisted states contradict each other; the store must not start this region.
     #[error("region {region_id}: inconsistent persisted state: {detail}")]
     InvalidState { region_id: u64, detail: String },
+    /// A snapshot file could not be written, read or applied.
+    #[error("region {region_id}: snapshot {key}: {detail}")]
+    Snapshot {
+        region_id: u64,
+        key: String,
+        detail: String,
+    },
+    /// A snapshot file does not match its meta (size or crc32c): it must be fetched again, and
+    /// nothing of it may be applied.
+    #[error("region {region_id}: snapshot file {path} is corrupt: {detail}")]
+    SnapshotCorrupt {
+        region_id: u64,
+        path: std::path::PathBuf,
+        detail: String,
+    },
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("store {store_id}: {detail}")]

@@ -1,0 +1,320 @@
+//! Snapshot files: what a region's snapshot is on disk, independent of how it is generated,
+//! sent or scheduled (the snapshot issue wires it to the snap-generator pool, the transport and
+//! the apply).
+//!
+//! A snapshot `{region}_{term}_{index}` is one SST per non-empty data CF and a meta file listing
+//! each file's CF, size and crc32c. Every file is written as `*.tmp`, fsynced, then renamed
+//! (and the directory fsynced), so a crash never leaves a complete-looking partial file.
+//! Generated snapshots are prefixed `gen_`, received ones `rev_`.
+//!
+//! Applying clears the region's range with `delete_range` (not delete-files-in-range, whose end
+//! is inclusive and would touch the next region) and then ingests the SSTs. Ingestion consumes
+//! a file, so [`SnapManager::apply`] ingests hard links and the received files stay until the
+//! caller deletes them (a crash mid-apply can redo it from them).
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use engine::{keys, Peekable, SstExt, SstWriter, WriteBatch, DATA_CFS};
+use prost::Message as _;
+use proto::metapb::Region;
+use proto::raft_serverpb::{SnapshotCfFile, SnapshotMeta};
+
+use crate::{Error, Result};
+
+/// Which snapshot: region, and the log position its data is at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SnapKey {
+    pub region_id: u64,
+    pub term: u64,
+    pub index: u64,
+}
+
+impl fmt::Display for SnapKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}_{}_{}", self.region_id, self.term, self.index)
+    }
+}
+
+impl SnapKey {
+    fn parse(name: &str) -> Option<SnapKey> {
+        let mut parts = name.splitn(3, '_');
+        Some(SnapKey {
+            region_id: parts.next()?.parse().ok()?,
+            term: parts.next()?.parse().ok()?,
+            index: parts.next()?.parse().ok()?,
+        })
+    }
+}
+
+/// A generated snapshot, or one being received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapKind {
+    Generated,
+    Received,
+}
+
+impl SnapKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            SnapKind::Generated => "gen",
+            SnapKind::Received => "rev",
+        }
+    }
+}
+
+/// The snapshot directory of one store.
+#[derive(Clone, Debug)]
+pub struct SnapManager {
+    dir: PathBuf,
+}
+
+fn crc32c_of(path: &Path) -> std::io::Result<(u64, u32)> {
+    let mut file = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut size, mut crc) = (0u64, 0u32);
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok((size, crc));
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        size += n as u64;
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl SnapManager {
+    pub fn new(dir: impl Into<PathBuf>) -> Result<SnapManager> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|e| Error::Snapshot {
+            region_id: 0,
+            key: String::new(),
+            detail: format!("cannot create snapshot dir {}: {e}", dir.display()),
+        })?;
+        Ok(SnapManager { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the file of `cf` (or the meta file, for `None`) of a snapshot lives.
+    pub fn path(&self, kind: SnapKind, key: SnapKey, cf: Option<&str>) -> PathBuf {
+        let name = match cf {
+            Some(cf) => format!("{}_{key}_{cf}.sst", kind.prefix()),
+            None => format!("{}_{key}.meta", kind.prefix()),
+        };
+        self.dir.join(name)
+    }
+
+    fn err(key: SnapKey, what: &str, e: impl fmt::Display) -> Error {
+        Error::Snapshot {
+            region_id: key.region_id,
+            key: key.to_string(),
+            detail: format!("{what}: {e}"),
+        }
+    }
+
+    /// Writes the region's data in `snapshot` as a generated snapshot: one SST per non-empty
+    /// data CF, then the meta. Returns the meta, which is also what travels with the raft
+    /// message.
+    pub fn build<EK: SstExt, S: Peekable>(
+        &self,
+        kv: &EK,
+        snapshot: &S,
+        region: &Region,
+        key: SnapKey,
+    ) -> Result<SnapshotMeta> {
+        let (start, end) = keys::region_data_bounds(region);
+        let mut meta = SnapshotMeta::default();
+        for cf in DATA_CFS {
+            let path = self.path(SnapKind::Generated, key, Some(cf));
+            let tmp = path.with_extension("sst.tmp");
+            let mut writer = kv
+                .sst_writer(cf, &tmp)
+                .map_err(|e| Self::err(key, "create SST", e))?;
+            snapshot
+                .scan_cf(cf, &start, &end, false, &mut |k, v| {
+                    writer.put(k, v)?;
+                    Ok(true)
+                })
+                .map_err(|e| Self::err(key, "scan region", e))?;
+            let Some(_info) = writer
+                .finish()
+                .map_err(|e| Self::err(key, "finish SST", e))?
+            else {
+                continue;
+            };
+            File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Self::err(key, "fsync SST", e))?;
+            let (size, checksum) = crc32c_of(&tmp).map_err(|e| Self::err(key, "checksum", e))?;
+            fs::rename(&tmp, &path).map_err(|e| Self::err(key, "rename SST", e))?;
+            meta.cf_files.push(SnapshotCfFile {
+                cf: cf.to_string(),
+                size,
+                checksum,
+            });
+        }
+        self.write_meta(SnapKind::Generated, key, &meta)?;
+        Ok(meta)
+    }
+
+    /// Writes the meta file (tmp, fsync, rename, fsync dir): its presence marks the snapshot
+    /// complete.
+    pub fn write_meta(&self, kind: SnapKind, key: SnapKey, meta: &SnapshotMeta) -> Result<()> {
+        let path = self.path(kind, key, None);
+        let tmp = path.with_extension("meta.tmp");
+        File::create(&tmp)
+            .and_then(|mut f| {
+                f.write_all(&meta.encode_to_vec())?;
+                f.sync_all()
+            })
+            .and_then(|()| fs::rename(&tmp, &path))
+            .and_then(|()| sync_dir(&self.dir))
+            .map_err(|e| Self::err(key, "write meta", e))
+    }
+
+    /// The meta of a complete snapshot, if there is one.
+    pub fn read_meta(&self, kind: SnapKind, key: SnapKey) -> Result<Option<SnapshotMeta>> {
+        let path = self.path(kind, key, None);
+        match fs::read(&path) {
+            Ok(bytes) => SnapshotMeta::decode(bytes.as_slice())
+                .map(Some)
+                .map_err(|e| Error::SnapshotCorrupt {
+                    region_id: key.region_id,
+                    path,
+                    detail: format!("meta does not decode: {e}"),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::err(key, "read meta", e)),
+        }
+    }
+
+    /// Checks every file against the meta (present, same size, same crc32c).
+    pub fn verify(&self, kind: SnapKind, key: SnapKey, meta: &SnapshotMeta) -> Result<()> {
+        for file in &meta.cf_files {
+            if !DATA_CFS.contains(&file.cf.as_str()) {
+                return Err(Error::SnapshotCorrupt {
+                    region_id: key.region_id,
+                    path: self.path(kind, key, None),
+                    detail: format!("meta names unknown column family {:?}", file.cf),
+                });
+            }
+            let path = self.path(kind, key, Some(&file.cf));
+            let corrupt = |detail: String| Error::SnapshotCorrupt {
+                region_id: key.region_id,
+                path: path.clone(),
+                detail,
+            };
+            let (size, checksum) =
+                crc32c_of(&path).map_err(|e| corrupt(format!("cannot read: {e}")))?;
+            if size != file.size {
+                return Err(corrupt(format!("{size} bytes, meta says {}", file.size)));
+            }
+            if checksum != file.checksum {
+                return Err(corrupt(format!(
+                    "crc32c {checksum:#010x}, meta says {:#010x}",
+                    file.checksum
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the region's data in `kv` with the snapshot's: verifies the files, clears the
+    /// region's range in every data CF (one synced write), then ingests each SST. The files
+    /// themselves stay (hard links are ingested); [`Self::delete`] removes them.
+    pub fn apply<EK: SstExt>(
+        &self,
+        kv: &EK,
+        region: &Region,
+        kind: SnapKind,
+        key: SnapKey,
+        meta: &SnapshotMeta,
+    ) -> Result<()> {
+        self.verify(kind, key, meta)?;
+        let (start, end) = keys::region_data_bounds(region);
+        let mut wb = kv.write_batch();
+        for cf in DATA_CFS {
+            wb.delete_range_cf(cf, &start, &end)
+                .map_err(|e| Self::err(key, "clear range", e))?;
+        }
+        kv.write(&mut wb, true)
+            .map_err(|e| Self::err(key, "clear range", e))?;
+        for file in &meta.cf_files {
+            let path = self.path(kind, key, Some(&file.cf));
+            let link = path.with_extension("sst.ingest");
+            let _ = fs::remove_file(&link);
+            fs::hard_link(&path, &link).map_err(|e| Self::err(key, "link SST for ingest", e))?;
+            kv.ingest_sst(&file.cf, &[link])
+                .map_err(|e| Self::err(key, "ingest SST", e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes every file of a snapshot (missing files are fine).
+    pub fn delete(&self, kind: SnapKind, key: SnapKey) {
+        for cf in DATA_CFS {
+            let path = self.path(kind, key, Some(cf));
+            for p in [
+                path.clone(),
+                path.with_extension("sst.tmp"),
+                path.with_extension("sst.ingest"),
+            ] {
+                let _ = fs::remove_file(p);
+            }
+        }
+        let meta = self.path(kind, key, None);
+        let _ = fs::remove_file(meta.with_extension("meta.tmp"));
+        let _ = fs::remove_file(meta);
+    }
+
+    /// Every snapshot with at least one file in the directory.
+    pub fn list(&self) -> Vec<(SnapKind, SnapKey)> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return vec![];
+        };
+        let mut found = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let (kind, rest) = if let Some(rest) = name.strip_prefix("gen_") {
+                (SnapKind::Generated, rest)
+            } else if let Some(rest) = name.strip_prefix("rev_") {
+                (SnapKind::Received, rest)
+            } else {
+                continue;
+            };
+            let stem = rest.split('.').next().unwrap_or(rest);
+            // `{region}_{term}_{index}` or `{region}_{term}_{index}_{cf}`.
+            let key_part: String = stem.splitn(4, '_').take(3).collect::<Vec<_>>().join("_");
+            if let Some(key) = SnapKey::parse(&key_part) {
+                if !found.contains(&(kind, key)) {
+                    found.push((kind, key));
+                }
+            }
+        }
+        found
+    }
+
+    /// Deletes the snapshots `keep` rejects (stale ones: older than the region's applied or
+    /// truncated index, or of regions no longer here). Returns how many were removed.
+    pub fn gc(&self, keep: impl Fn(SnapKind, SnapKey) -> bool) -> usize {
+        let stale: Vec<_> = self
+            .list()
+            .into_iter()
+            .filter(|(kind, key)| !keep(*kind, *key))
+            .collect();
+        for (kind, key) in &stale {
+            self.delete(*kind, *key);
+        }
+        stale.len()
+    }
+}
