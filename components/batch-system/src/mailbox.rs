@@ -20,6 +20,9 @@ struct MailboxInner<N: Fsm> {
     sender: Sender<N::Message>,
     // Held by the mailbox, not the FSM, so the poller can drain it and see what is left.
     receiver: Receiver<N::Message>,
+    // Unbounded, for messages between the system's own pollers (see `force_send`).
+    force_sender: Sender<N::Message>,
+    force_receiver: Receiver<N::Message>,
     state: FsmState<N>,
     scheduler: Arc<dyn Schedule<N>>,
     metrics: SystemMetrics,
@@ -48,12 +51,15 @@ impl<N: Fsm> BasicMailbox<N> {
         metrics: SystemMetrics,
     ) -> BasicMailbox<N> {
         let (sender, receiver) = channel::bounded(capacity);
+        let (force_sender, force_receiver) = channel::unbounded();
         BasicMailbox {
             inner: Arc::new(MailboxInner {
                 addr,
                 capacity,
                 sender,
                 receiver,
+                force_sender,
+                force_receiver,
                 state: FsmState::new(fsm),
                 scheduler,
                 metrics,
@@ -71,11 +77,11 @@ impl<N: Fsm> BasicMailbox<N> {
 
     /// Messages waiting to be handled.
     pub fn len(&self) -> usize {
-        self.inner.receiver.len()
+        self.inner.receiver.len() + self.inner.force_receiver.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.inner.receiver.is_empty()
+        self.inner.receiver.is_empty() && self.inner.force_receiver.is_empty()
     }
 
     pub(crate) fn same_as(&self, other: &BasicMailbox<N>) -> bool {
@@ -104,6 +110,21 @@ impl<N: Fsm> BasicMailbox<N> {
                 }
                 Err(TrySendError::Disconnected(msg)) => Err(SendError::Disconnected { addr, msg }),
             })?;
+        self.notify();
+        Ok(())
+    }
+
+    /// Queues `msg` whatever the mailbox's capacity. For messages between pollers of different
+    /// systems (committed entries to apply, apply results back): if either side blocked on the
+    /// other's full mailbox while holding its own batch, both pools could wait for each other
+    /// forever. Their volume is bounded upstream (raft's in-flight and uncommitted limits), not
+    /// here. Forced messages are handled before the bounded queue's.
+    pub fn force_send(&self, msg: N::Message) -> Result<(), SendError<N::Message>> {
+        let addr = self.inner.addr;
+        let msg = self.check_open(msg)?;
+        if let Err(e) = self.inner.force_sender.send(msg) {
+            return Err(SendError::Disconnected { addr, msg: e.0 });
+        }
         self.notify();
         Ok(())
     }
@@ -156,6 +177,12 @@ impl<N: Fsm> BasicMailbox<N> {
 
     /// Moves up to `limit` queued messages into `buf`.
     pub(crate) fn drain_into(&self, buf: &mut Vec<N::Message>, limit: usize) {
+        while buf.len() < limit {
+            match self.inner.force_receiver.try_recv() {
+                Ok(msg) => buf.push(msg),
+                Err(_) => break,
+            }
+        }
         while buf.len() < limit {
             match self.inner.receiver.try_recv() {
                 Ok(msg) => buf.push(msg),

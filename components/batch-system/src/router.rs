@@ -173,11 +173,25 @@ impl<N: Fsm, C: Fsm> Router<N, C> {
     }
 
     /// Sends without waiting.
-    /// The mailbox is used under the read lock instead of being cloned: a try-send never blocks.
     pub fn send(&self, addr: u64, msg: N::Message) -> Result<(), SendError<N::Message>> {
+        self.send_with(addr, msg, BasicMailbox::try_send)
+    }
+
+    /// Sends whatever the mailbox's capacity (see [`BasicMailbox::force_send`]).
+    pub fn force_send(&self, addr: u64, msg: N::Message) -> Result<(), SendError<N::Message>> {
+        self.send_with(addr, msg, BasicMailbox::force_send)
+    }
+
+    /// The mailbox is used under the read lock instead of being cloned: neither send blocks.
+    fn send_with(
+        &self,
+        addr: u64,
+        msg: N::Message,
+        send: impl FnOnce(&BasicMailbox<N>, N::Message) -> Result<(), SendError<N::Message>>,
+    ) -> Result<(), SendError<N::Message>> {
         let normals = self.read();
         match normals.get(&addr) {
-            Some(mailbox) => mailbox.try_send(msg),
+            Some(mailbox) => send(mailbox, msg),
             None => {
                 drop(normals);
                 Err(self.not_found(addr, msg))

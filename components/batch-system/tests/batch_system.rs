@@ -331,6 +331,15 @@ fn full_mailbox_is_a_clear_error() {
         matches!(err.into_inner(), Msg::Seq(0, 2)),
         "the message is handed back"
     );
+    // Messages between the system's own pollers are never refused for capacity.
+    router
+        .force_send(1, Msg::Seq(1, 0))
+        .expect("forced past capacity");
+    assert_eq!(router.mailbox(1).unwrap().len(), 3);
+    assert!(
+        router.force_send(99, Msg::Seq(1, 1)).is_err(),
+        "unknown fsm"
+    );
 }
 
 #[test]

@@ -461,3 +461,66 @@ fn a_destroyed_peer_leaves_no_data_and_stays_gone_after_restart() {
     cluster.must_put(&in_region_1, b"4");
     cluster.wait_applied(3, &in_region_1, Some(b"4"));
 }
+
+#[test]
+fn malformed_or_foreign_raft_messages_are_dropped_without_harm() {
+    use proto::eraftpb::Message as WireMessage;
+    use proto::raft_serverpb::RaftMessage;
+    use raft::eraftpb::MessageType;
+
+    let cluster = Cluster::run(ClusterConfig::new(3, 1));
+    let leader = cluster.wait_leader(1);
+    let follower = (1..=3).find(|s| *s != leader).unwrap();
+    let region = cluster.region(1).clone();
+    let peer = |store: u64| proto::metapb::Peer {
+        id: peer_id(1, store),
+        store_id: store,
+        ..Default::default()
+    };
+    let message = |msg_type: MessageType, from: u64, to: u64| RaftMessage {
+        region_id: 1,
+        from_peer: Some(peer(from)),
+        to_peer: Some(peer(to)),
+        message: Some(WireMessage {
+            msg_type: msg_type as i32,
+            from: peer_id(1, from),
+            to: peer_id(1, to),
+            term: 100,
+            ..Default::default()
+        }),
+        region_epoch: region.region_epoch,
+        ..Default::default()
+    };
+    let router = cluster.store(leader).router();
+    // raft-rs panics on an empty MsgPropose or MsgReadIndex; neither may come from the network.
+    raftstore::router::deliver_raft_message(
+        router,
+        message(MessageType::MsgPropose, follower, leader),
+    );
+    raftstore::router::deliver_raft_message(
+        router,
+        message(MessageType::MsgReadIndex, follower, leader),
+    );
+    // A vote from a peer that is not a member, and a message meant for another peer.
+    let mut stranger = message(MessageType::MsgRequestVote, follower, leader);
+    if let Some(m) = stranger.message.as_mut() {
+        m.from = 999;
+    }
+    raftstore::router::deliver_raft_message(router, stranger);
+    let mut misaddressed = message(MessageType::MsgHeartbeat, follower, leader);
+    if let Some(m) = misaddressed.message.as_mut() {
+        m.to = peer_id(1, follower);
+    }
+    raftstore::router::deliver_raft_message(router, misaddressed);
+
+    cluster.must_put(b"still", b"fine");
+    assert_eq!(
+        cluster.leader_of(1),
+        Some(leader),
+        "no term was bumped by the strangers"
+    );
+    for store in 1..=3 {
+        assert!(cluster.store(store).stopped_reason().is_none());
+        cluster.wait_applied(store, b"still", Some(b"fine"));
+    }
+}

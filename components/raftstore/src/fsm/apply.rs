@@ -10,7 +10,7 @@ use proto::raft_serverpb::RaftApplyState;
 use super::StoreContext;
 use crate::metrics::METRICS;
 use crate::operation::apply::{apply_entries, Applied};
-use crate::router::{send_blocking, ApplyRes, ApplyTask, CommittedEntries, PeerMsg, WriteCallback};
+use crate::router::{send_internal, ApplyRes, ApplyTask, CommittedEntries, PeerMsg, WriteCallback};
 use crate::{Error, Result};
 
 /// Applies one region's committed entries. It owns the region's apply state; the peer learns
@@ -68,18 +68,30 @@ impl<EK: KvEngine> ApplyFsm<EK> {
         if let Some(last) = committed.entries.last() {
             self.applied_term = last.term;
         }
-        let mut outcomes = applied.drain(..).peekable();
+        // Outcomes by index (entries are in index order); a proposal takes its entry's outcome
+        // only if the entry is its own (same term).
+        let mut outcomes: Vec<(u64, u64, Option<Result<()>>)> = applied
+            .drain(..)
+            .map(|a| (a.index, a.term, Some(a.result)))
+            .collect();
         for p in committed.proposals {
-            while outcomes.peek().is_some_and(|a| a.index < p.index) {
-                outcomes.next();
-            }
-            let result = match outcomes.next_if(|a| a.index == p.index) {
-                Some(a) if a.term == p.term => a.result,
-                Some(a) => Err(Error::StaleCommand {
+            let slot = outcomes
+                .binary_search_by_key(&p.index, |(index, _, _)| *index)
+                .ok();
+            let result = match slot.map(|i| &mut outcomes[i]) {
+                Some((_, term, outcome)) if *term == p.term => {
+                    outcome.take().unwrap_or_else(|| {
+                        Err(Error::InvalidState {
+                            region_id: self.region.id,
+                            detail: format!("two proposals claim entry {} term {term}", p.index),
+                        })
+                    })
+                }
+                Some((index, term, _)) => Err(Error::StaleCommand {
                     region_id: self.region.id,
                     index: p.index,
                     term: p.term,
-                    detail: format!("index {} was committed with term {}", a.index, a.term),
+                    detail: format!("index {index} was committed with term {term}"),
                 }),
                 None => Err(Error::StaleCommand {
                     region_id: self.region.id,
@@ -230,7 +242,7 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
             cb.invoke(Ok(()));
         }
         for (region_id, res) in self.results.drain(..) {
-            send_blocking(
+            send_internal(
                 &self.ctx.router,
                 region_id,
                 PeerMsg::ApplyRes(res),

@@ -10,7 +10,7 @@ use raft_log::RaftLogBatch;
 use super::{StoreContext, StoreFsm};
 use crate::metrics::METRICS;
 use crate::raft::Peer;
-use crate::router::{send_blocking, ApplyTask, PeerMsg, StoreMsg};
+use crate::router::{send_internal, ApplyTask, PeerMsg, StoreMsg};
 use crate::transport::Transport;
 use crate::Error;
 
@@ -103,7 +103,7 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
             store_id,
             reason: format!("region {region_id}'s peer is being removed from this store"),
         });
-        send_blocking(
+        send_internal(
             &self.ctx.apply_router,
             region_id,
             ApplyTask::Destroy { cb },
@@ -111,18 +111,27 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         );
     }
 
+    /// Steps a message from another store, after checking it is one peers exchange and is
+    /// between members of the region: bytes from the network are untrusted, and raft-rs panics
+    /// on some malformed local-only messages (an empty MsgPropose, say).
     fn on_raft_message(&mut self, fsm: &mut PeerFsm<EK>, msg: RaftMessage) {
         let Some(wire) = msg.message else {
             return;
         };
-        match raft::eraftpb::Message::try_from(wire) {
-            Ok(m) => {
-                if let Err(e) = fsm.peer.step(m) {
-                    slog::debug!(fsm.peer.logger(), "raft rejected a message"; "error" => %e);
-                }
+        let m = match raft::eraftpb::Message::try_from(wire) {
+            Ok(m) => m,
+            Err(e) => {
+                slog::warn!(fsm.peer.logger(), "dropping a malformed raft message"; "error" => %e);
+                return;
             }
-            Err(e) => slog::warn!(fsm.peer.logger(), "dropping a malformed raft message";
-                "error" => %e),
+        };
+        if let Err(why) = check_peer_message(&fsm.peer, &m) {
+            slog::warn!(fsm.peer.logger(), "dropping a raft message"; "reason" => why,
+                "msg_type" => ?m.msg_type, "from" => m.from, "to" => m.to);
+            return;
+        }
+        if let Err(e) = fsm.peer.step(m) {
+            slog::debug!(fsm.peer.logger(), "raft rejected a message"; "error" => %e);
         }
     }
 }
@@ -153,7 +162,7 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 }
                 StoreMsg::DestroyPeer { region_id, cb } => {
                     let msg = PeerMsg::Destroy { cb };
-                    if let Err(e) = self.ctx.router.send(region_id, msg) {
+                    if let Err(e) = self.ctx.router.force_send(region_id, msg) {
                         let store_id = self.ctx.store_id;
                         if let PeerMsg::Destroy { cb } = e.into_inner() {
                             cb.invoke(Err(crate::Error::RegionNotFound {
@@ -236,7 +245,7 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
         }
         if let Some(committed) = ready.committed {
             let region_id = committed.region_id;
-            send_blocking(
+            send_internal(
                 &self.ctx.apply_router,
                 region_id,
                 ApplyTask::Apply(committed),
@@ -340,4 +349,30 @@ fn write_raft_log(
         detail: "injected by failpoint raft_log_write_error".into(),
     }));
     raft_log.write(batch, sync)
+}
+
+/// Why a message from another store must not reach raft-rs, if it must not.
+fn check_peer_message<EK: KvEngine>(peer: &Peer<EK>, m: &Message) -> Result<(), &'static str> {
+    use raft::eraftpb::MessageType::*;
+    match m.msg_type {
+        MsgAppend
+        | MsgAppendResponse
+        | MsgRequestVote
+        | MsgRequestVoteResponse
+        | MsgRequestPreVote
+        | MsgRequestPreVoteResponse
+        | MsgSnapshot
+        | MsgHeartbeat
+        | MsgHeartbeatResponse
+        | MsgTimeoutNow => {}
+        // Proposals, reads and transfers are made on the leader itself; the rest is local.
+        _ => return Err("not a message peers exchange"),
+    }
+    if m.to != peer.peer_id() {
+        return Err("addressed to another peer");
+    }
+    if !peer.region().peers.iter().any(|p| p.id == m.from) {
+        return Err("sender is not a member of the region");
+    }
+    Ok(())
 }

@@ -35,18 +35,24 @@ pub fn apply_entries<EK: KvEngine>(
     };
     let mut sync = false;
     for e in entries {
+        // Admin commands compare against the applied index, which includes everything before
+        // this entry in the same batch.
+        apply_state.applied_index = e.index - 1;
         let result = if e.entry_type != EntryType::EntryNormal || e.data.is_empty() {
             // A new leader's empty entry, or a conf change (handled by its own operation).
             Ok(())
         } else {
-            let cmd =
-                RaftCmdRequest::decode(e.data.as_ref()).map_err(|err| Error::InvalidState {
+            // An entry that does not decode fails alone, the same way on every replica; it
+            // must not stop the store (it would again at every restart).
+            match RaftCmdRequest::decode(e.data.as_ref()) {
+                Ok(cmd) => apply_command::<EK>(region, apply_state, &cmd, wb).map(|outcome| {
+                    sync |= outcome.sync;
+                }),
+                Err(err) => Err(Error::InvalidCommand {
                     region_id: region.id,
                     detail: format!("entry {} does not decode as a command: {err}", e.index),
-                })?;
-            apply_command::<EK>(region, apply_state, &cmd, wb).map(|outcome| {
-                sync |= outcome.sync;
-            })
+                }),
+            }
         };
         out.push(Applied {
             index: e.index,

@@ -67,6 +67,10 @@ pub struct Peer<EK: KvEngine> {
     /// term commits.
     leader_since: Option<Instant>,
     last_read: Option<Instant>,
+    /// A leader transfer was started; cleared (setting `renew_floor`) once it is over.
+    transferring: bool,
+    /// Lease renewals for messages sent before this instant are ignored.
+    renew_floor: Option<Instant>,
     pending_reads: PendingReads<ReadCallback<EK::Snapshot>>,
     applied_term: u64,
     /// Ticks since the peer started, for the periodic checks.
@@ -113,6 +117,8 @@ impl<EK: KvEngine> Peer<EK> {
             lease: Lease::new(config.max_leader_lease()),
             leader_since: None,
             last_read: None,
+            transferring: false,
+            renew_floor: None,
             pending_reads: PendingReads::default(),
             applied_term,
             ticks: 0,
@@ -322,7 +328,9 @@ impl<EK: KvEngine> Peer<EK> {
             return;
         }
         self.last_read = Some(now);
-        if self.can_read_locally(now) {
+        // The lease is checked against the clock now, not the round's start: a round can run
+        // long, and the lease's margin is small.
+        if self.can_read_locally(Instant::now()) {
             cb.invoke(Ok(self.snapshot()));
             return;
         }
@@ -381,6 +389,7 @@ impl<EK: KvEngine> Peer<EK> {
         }
         slog::info!(self.logger, "transferring leadership"; "to" => target.id);
         self.lease.expire();
+        self.transferring = true;
         self.raw.transfer_leader(target.id);
         Ok(())
     }
@@ -454,6 +463,8 @@ impl<EK: KvEngine> Peer<EK> {
             "role" => ?role, "term" => self.term(), "leader_id" => leader_id);
         if role == StateRole::Leader {
             self.leader_since = Some(now);
+            self.transferring = false;
+            self.renew_floor = None;
             return;
         }
         self.leader_since = None;
@@ -471,6 +482,23 @@ impl<EK: KvEngine> Peer<EK> {
         }
     }
 
+    /// Extends the lease to `sent + max lease`, except while leadership is being transferred
+    /// (the target may win by a forced campaign that ignores followers' leases) and for
+    /// anything sent before the end of the last transfer.
+    fn renew_lease(&mut self, sent: Instant) {
+        if self.raw.raft.lead_transferee.is_some() {
+            return;
+        }
+        if self.transferring {
+            self.transferring = false;
+            self.renew_floor = Some(Instant::now());
+        }
+        if self.renew_floor.is_some_and(|floor| sent < floor) {
+            return;
+        }
+        self.lease.renew(sent);
+    }
+
     fn on_read_confirmed(&mut self, ctx: &[u8], index: u64) {
         let Ok(id) = <[u8; 8]>::try_from(ctx).map(u64::from_be_bytes) else {
             slog::warn!(self.logger, "read state with a foreign context"; "len" => ctx.len());
@@ -479,7 +507,7 @@ impl<EK: KvEngine> Peer<EK> {
         if let Some(issued) = self.pending_reads.confirm(id, index) {
             if self.is_leader() {
                 // The heartbeats a quorum answered were sent after the request was issued.
-                self.lease.renew(issued);
+                self.renew_lease(issued);
             }
         }
     }
@@ -491,27 +519,30 @@ impl<EK: KvEngine> Peer<EK> {
         let last = entries.last()?;
         let (last_index, last_term) = (last.index, last.term);
         let term = self.term();
+        // Not a prefix of the queue: after a step-down and a shorter log, a later proposal can
+        // have a lower index than one proposed before it.
         let mut proposals = Vec::new();
-        let mut renew_from = None;
-        while self
-            .proposals
-            .front()
-            .is_some_and(|p| p.index <= last_index)
-        {
-            let Some(p) = self.proposals.pop_front() else {
-                break;
-            };
-            if p.term == term {
-                renew_from = Some(p.propose_time);
+        let mut kept = VecDeque::with_capacity(self.proposals.len());
+        for p in self.proposals.drain(..) {
+            if p.index <= last_index {
+                proposals.push(p);
+            } else {
+                kept.push_back(p);
             }
-            proposals.push(p);
         }
+        self.proposals = kept;
+        proposals.sort_by_key(|p| (p.index, p.term));
+        let renew_from = proposals
+            .iter()
+            .filter(|p| p.term == term)
+            .map(|p| p.propose_time)
+            .max();
         if self.is_leader() && entries.iter().any(|e| e.term == term) {
             if let Some(since) = self.leader_since.take() {
-                self.lease.renew(since);
+                self.renew_lease(since);
             }
             if let Some(t) = renew_from {
-                self.lease.renew(t);
+                self.renew_lease(t);
             }
         }
         Some(CommittedEntries {
@@ -617,7 +648,12 @@ impl<EK: KvEngine> Peer<EK> {
             let reading = self
                 .last_read
                 .is_some_and(|t| now.saturating_duration_since(t) < self.limits.read_index_timeout);
-            if reading && self.pending_reads.is_empty() && self.lease.needs_renewal(now) {
+            let transferring = self.raw.raft.lead_transferee.is_some();
+            if reading
+                && !transferring
+                && self.pending_reads.is_empty()
+                && self.lease.needs_renewal(now)
+            {
                 let id = self.pending_reads.start(now);
                 self.raw.read_index(id.to_be_bytes().to_vec());
                 work = true;

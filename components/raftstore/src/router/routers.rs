@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 use batch_system::{Fsm, SendError};
 use engine::KvEngine;
 use proto::raft_serverpb::RaftMessage;
@@ -29,26 +27,17 @@ pub fn deliver_raft_message<EK: KvEngine>(router: &RaftRouter<EK>, msg: RaftMess
     }
 }
 
-/// Sends a message that must not be lost between the store's own threads (committed entries
-/// to apply, apply results back), waiting for room while the target's mailbox is full. Gives
-/// up only when the target is gone or the system is shutting down.
-pub fn send_blocking<N: Fsm, C: Fsm>(
+/// Sends a message between the store's own pollers (committed entries to apply, apply results
+/// back, destroy): never refused for capacity, since a poller blocked on the other pool's full
+/// mailbox while holding its own batch could deadlock both pools. Dropped only when the target
+/// is gone or the system is shutting down.
+pub fn send_internal<N: Fsm, C: Fsm>(
     router: &batch_system::Router<N, C>,
     addr: u64,
-    mut msg: N::Message,
+    msg: N::Message,
     logger: &slog::Logger,
 ) {
-    loop {
-        match router.send_timeout(addr, msg, Duration::from_secs(1)) {
-            Ok(()) => return,
-            Err(SendError::Full { msg: m, .. }) => {
-                slog::warn!(logger, "mailbox full, waiting for room"; "addr" => addr);
-                msg = m;
-            }
-            Err(e) => {
-                slog::info!(logger, "dropping an internal message"; "error" => %e);
-                return;
-            }
-        }
+    if let Err(e) = router.force_send(addr, msg) {
+        slog::info!(logger, "dropping an internal message"; "error" => %e);
     }
 }
