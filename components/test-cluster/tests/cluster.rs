@@ -524,3 +524,50 @@ fn malformed_or_foreign_raft_messages_are_dropped_without_harm() {
         cluster.wait_applied(store, b"still", Some(b"fine"));
     }
 }
+
+#[test]
+fn a_restarted_peer_ignores_votes_for_an_election_timeout() {
+    use proto::eraftpb::Message as WireMessage;
+    use proto::raft_serverpb::RaftMessage;
+    use raft::eraftpb::MessageType;
+
+    let mut cfg = ClusterConfig::new(3, 1);
+    // A long election timeout, so the test acts well inside the restarted peer's quiet time.
+    cfg.raftstore.raft_election_timeout_ticks = 100;
+    let mut cluster = Cluster::run(cfg);
+    let leader = cluster.wait_leader(1);
+    cluster.must_put(b"k", b"v");
+    let follower = (1..=3).find(|s| *s != leader).unwrap();
+    let candidate = (1..=3).find(|s| *s != leader && *s != follower).unwrap();
+    cluster.restart_store(follower);
+    let term = cluster.peer_status(follower, 1).unwrap().term;
+    let peer = |store: u64| proto::metapb::Peer {
+        id: peer_id(1, store),
+        store_id: store,
+        ..Default::default()
+    };
+    let last = cluster.peer_status(leader, 1).unwrap().commit_index;
+    let vote = RaftMessage {
+        region_id: 1,
+        from_peer: Some(peer(candidate)),
+        to_peer: Some(peer(follower)),
+        message: Some(WireMessage {
+            msg_type: MessageType::MsgRequestVote as i32,
+            from: peer_id(1, candidate),
+            to: peer_id(1, follower),
+            term: term + 5,
+            index: last + 10,
+            log_term: term + 4,
+            ..Default::default()
+        }),
+        region_epoch: cluster.region(1).region_epoch,
+        ..Default::default()
+    };
+    raftstore::router::deliver_raft_message(cluster.store(follower).router(), vote);
+    cluster.must_put(b"k2", b"v2");
+    let status = cluster.peer_status(follower, 1).unwrap();
+    assert!(
+        status.term < term + 5,
+        "the restarted peer took the vote's term: {status:?}"
+    );
+}

@@ -125,10 +125,14 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
                 return;
             }
         };
-        if let Err(why) = check_peer_message(&fsm.peer, &m) {
-            slog::warn!(fsm.peer.logger(), "dropping a raft message"; "reason" => why,
-                "msg_type" => ?m.msg_type, "from" => m.from, "to" => m.to);
-            return;
+        match check_peer_message(&fsm.peer, &m) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(why) => {
+                slog::warn!(fsm.peer.logger(), "dropping a raft message"; "reason" => why,
+                    "msg_type" => ?m.msg_type, "from" => m.from, "to" => m.to);
+                return;
+            }
         }
         if let Err(e) = fsm.peer.step(m) {
             slog::debug!(fsm.peer.logger(), "raft rejected a message"; "error" => %e);
@@ -351,8 +355,9 @@ fn write_raft_log(
     raft_log.write(batch, sync)
 }
 
-/// Why a message from another store must not reach raft-rs, if it must not.
-fn check_peer_message<EK: KvEngine>(peer: &Peer<EK>, m: &Message) -> Result<(), &'static str> {
+/// Whether a message from another store may reach raft-rs: `Err` for a message that should
+/// never arrive, `Ok(false)` for one dropped by rule (a vote too early after start).
+fn check_peer_message<EK: KvEngine>(peer: &Peer<EK>, m: &Message) -> Result<bool, &'static str> {
     use raft::eraftpb::MessageType::*;
     match m.msg_type {
         MsgAppend
@@ -374,5 +379,7 @@ fn check_peer_message<EK: KvEngine>(peer: &Peer<EK>, m: &Message) -> Result<(), 
     if !peer.region().peers.iter().any(|p| p.id == m.from) {
         return Err("sender is not a member of the region");
     }
-    Ok(())
+    let vote = matches!(m.msg_type, MsgRequestVote | MsgRequestPreVote);
+    let transfer = m.context.as_ref() == raft::CAMPAIGN_TRANSFER;
+    Ok(!(vote && !transfer && peer.ignores_votes(Instant::now())))
 }

@@ -67,6 +67,10 @@ pub struct Peer<EK: KvEngine> {
     /// term commits.
     leader_since: Option<Instant>,
     last_read: Option<Instant>,
+    /// When this peer was created, and the election timeout: a peer that just started ignores
+    /// votes for one election timeout (see [`Self::ignores_votes`]).
+    started: Instant,
+    election_timeout: Duration,
     /// A leader transfer was started; cleared (setting `renew_floor`) once it is over.
     transferring: bool,
     /// Lease renewals for messages sent before this instant are ignored.
@@ -117,6 +121,8 @@ impl<EK: KvEngine> Peer<EK> {
             lease: Lease::new(config.max_leader_lease()),
             leader_since: None,
             last_read: None,
+            started: Instant::now(),
+            election_timeout: config.election_timeout(),
             transferring: false,
             renew_floor: None,
             pending_reads: PendingReads::default(),
@@ -741,6 +747,13 @@ impl<EK: KvEngine> Peer<EK> {
             }
         }
         self.proposals = kept;
+    }
+
+    /// A peer that just (re)started does not know whether a leader's lease is running: raft-rs
+    /// only ignores votes while it hears from a leader, and a fresh peer has none. So for one
+    /// election timeout after start it ignores vote requests, except a leader transfer's.
+    pub fn ignores_votes(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.started) < self.election_timeout
     }
 
     pub fn status(&self, now: Instant) -> PeerStatus {
