@@ -56,12 +56,17 @@ pub struct Config {
     /// >= 1 tick.
     pub raft_log_gc_tick_interval_ms: u64,
     /// Applied entries a region's log must hold beyond its first index before the leader
-    /// proposes a compaction. The log is never compacted past the slowest follower's matched
-    /// index (until snapshots can catch a follower up). Default 50; >= 1.
+    /// proposes a compaction. The log is not compacted past the slowest follower's matched
+    /// index unless that follower is `raft-log-gc-count-limit` behind. Default 50; >= 1.
     pub raft_log_gc_threshold: u64,
     /// How often the store asks raft-engine to delete log files no region needs any more.
     /// Default 10 s; >= 1 tick.
     pub raft_engine_purge_interval_ms: u64,
+    /// Threads writing snapshot files (one generation at a time each). Default 2; 1..=16.
+    pub snap_generator_pool_size: usize,
+    /// A leader compacts past a follower that is more than this many entries behind (it will
+    /// catch up by snapshot instead of from the log). Default 10,000; >= `raft-log-gc-threshold`.
+    pub raft_log_gc_count_limit: u64,
     /// A proposal whose entry is neither applied nor known to be lost after this long fails
     /// with an "undetermined" timeout: it may still commit. Default 10 s; >= 1 tick.
     pub proposal_timeout_ms: u64,
@@ -92,6 +97,8 @@ impl Default for Config {
             raft_log_gc_tick_interval_ms: 3_000,
             raft_log_gc_threshold: 50,
             raft_engine_purge_interval_ms: 10_000,
+            snap_generator_pool_size: 2,
+            raft_log_gc_count_limit: 10_000,
             proposal_timeout_ms: 10_000,
             read_index_timeout_ms: 5_000,
         }

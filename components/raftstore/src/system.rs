@@ -7,17 +7,20 @@ use std::time::Duration;
 
 use batch_system::{create_system, BatchSystem};
 use crossbeam::channel::{self, RecvTimeoutError, Sender};
-use engine::{keys, KvEngine, CF_RAFT};
+use std::path::Path;
+
+use engine::{keys, KvEngine, SstExt, CF_RAFT};
 use proto::metapb::Region;
-use proto::raft_serverpb::{PeerState, RegionLocalState, StoreIdent};
+use proto::raft_serverpb::{PeerState, RaftApplyState, RegionLocalState, StoreIdent};
 use raft_log::RaftLogEngine;
 
 use crate::api::StoreApi;
 use crate::fsm::{
-    ApplyControlFsm, ApplyFsm, ApplyPollerBuilder, PeerFsm, RaftPollerBuilder, StoreContext,
-    StoreFsm, StoreStats,
+    ApplyControlFsm, ApplyFsm, ApplyPollerBuilder, GenTask, PeerFsm, RaftPollerBuilder,
+    StoreContext, StoreFsm, StoreStats,
 };
 use crate::router::{PeerMsg, RaftRouter, StoreMsg};
+use crate::snap::{SnapKey, SnapKind, SnapManager};
 use crate::transport::Transport;
 use crate::{Config, Error, Result};
 
@@ -93,17 +96,20 @@ pub struct StoreSystem<EK: KvEngine> {
     raft_system: BatchSystem<PeerFsm<EK>, StoreFsm>,
     apply_system: BatchSystem<ApplyFsm<EK>, ApplyControlFsm>,
     ticker: Option<(Sender<()>, JoinHandle<()>)>,
+    snap_generators: Vec<JoinHandle<()>>,
 }
 
-impl<EK: KvEngine> StoreSystem<EK> {
+impl<EK: SstExt> StoreSystem<EK> {
     /// Starts store `store_id` over its engines: every region recorded in `kv` gets its peer
     /// back (hard state, log and applied index from disk; committed entries not yet applied
-    /// are applied again from the log).
+    /// are applied again from the log; a snapshot apply cut short is redone from its files).
+    /// Snapshot files live in `snap_dir`.
     pub fn start<T: Transport + Clone>(
         store_id: u64,
         cfg: Config,
         kv: EK,
         raft_log: RaftLogEngine,
+        snap_dir: &Path,
         transport: T,
         logger: &slog::Logger,
     ) -> Result<StoreSystem<EK>> {
@@ -150,6 +156,8 @@ impl<EK: KvEngine> StoreSystem<EK> {
         )
         .map_err(system_err)?;
         let cfg = Arc::new(cfg);
+        let snap_mgr = SnapManager::new(snap_dir)?;
+        let (gen_tx, gen_rx) = channel::unbounded::<GenTask<EK>>();
         let ctx = Arc::new(StoreContext {
             store_id,
             cache_budget: crate::storage::CacheBudget::from_config(&cfg),
@@ -163,6 +171,18 @@ impl<EK: KvEngine> StoreSystem<EK> {
             stopped: Mutex::new(None),
             stopped_flag: Default::default(),
             logger: logger.clone(),
+            snap_mgr: snap_mgr.clone(),
+            build_snapshot: {
+                let (kv, mgr) = (kv.clone(), snap_mgr.clone());
+                Box::new(move |snapshot, region, key| mgr.build(&kv, snapshot, region, key))
+            },
+            ingest_snapshot: {
+                let (kv, mgr) = (kv.clone(), snap_mgr.clone());
+                Box::new(move |region, key, meta| {
+                    mgr.apply(&kv, region, SnapKind::Received, key, meta)
+                })
+            },
+            gen_tx: Mutex::new(Some(gen_tx)),
         });
         let mut loaded = 0;
         for state in load_regions(&kv)? {
@@ -173,7 +193,12 @@ impl<EK: KvEngine> StoreSystem<EK> {
                     loaded += 1;
                 }
                 Ok(PeerState::Tombstone) => ctx.clean_tombstone_log(region.id)?,
-                Ok(PeerState::Applying) | Err(_) => {
+                Ok(PeerState::Applying) => {
+                    resume_snapshot_apply(&ctx, &region, state.applying_snapshot)?;
+                    ctx.create_peer(region, PeerState::Normal)?;
+                    loaded += 1;
+                }
+                Err(_) => {
                     return Err(Error::InvalidState {
                         region_id: region.id,
                         detail: format!(
@@ -195,14 +220,86 @@ impl<EK: KvEngine> StoreSystem<EK> {
             })
             .map_err(system_err)?;
         let ticker = spawn_ticker(router, cfg.base_tick(), store_id)?;
+        let mut snap_generators = Vec::new();
+        for i in 0..cfg.snap_generator_pool_size {
+            let (ctx, rx) = (ctx.clone(), gen_rx.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("store-{store_id}-snap-gen-{i}"))
+                .spawn(move || {
+                    for task in rx {
+                        ctx.run_gen_task(task);
+                    }
+                })
+                .map_err(|e| Error::Store {
+                    store_id,
+                    detail: format!("cannot spawn a snap-generator thread: {e}"),
+                })?;
+            snap_generators.push(handle);
+        }
         Ok(StoreSystem {
             ctx,
             raft_system,
             apply_system,
             ticker: Some(ticker),
+            snap_generators,
         })
     }
+}
 
+/// A store that stopped while applying a snapshot redoes what may be missing: the raft side
+/// (unless its synced state already covers the snapshot), then the data from the kept files.
+fn resume_snapshot_apply<EK: KvEngine>(
+    ctx: &StoreContext<EK>,
+    region: &Region,
+    snapshot: Option<proto::raft_serverpb::RaftTruncatedState>,
+) -> Result<()> {
+    let region_id = region.id;
+    let snap = snapshot.ok_or_else(|| Error::InvalidState {
+        region_id,
+        detail: "Applying without the snapshot's index and term".into(),
+    })?;
+    let key = SnapKey {
+        region_id,
+        term: snap.term,
+        index: snap.index,
+    };
+    slog::info!(ctx.logger, "resuming an interrupted snapshot apply"; "region_id" => region_id,
+        "index" => snap.index);
+    let raft_state = ctx
+        .raft_log
+        .raft_state(region_id)
+        .map_err(|source| Error::RaftLog { region_id, source })?
+        .unwrap_or_default();
+    let mut hs = raft_state.hard_state.unwrap_or_default();
+    if hs.commit < snap.index {
+        // Step 2 did not finish (its synced state has the snapshot's commit index).
+        hs.commit = snap.index;
+        let state = proto::raft_serverpb::RaftLocalState {
+            hard_state: Some(hs),
+            last_index: snap.index,
+        };
+        crate::storage::write_snapshot_raft_state(&ctx.raft_log, region_id, &state)?;
+    }
+    let meta = ctx
+        .snap_mgr
+        .read_meta(SnapKind::Received, key)?
+        .ok_or_else(|| Error::InvalidState {
+            region_id,
+            detail: format!(
+                "snapshot {key} was being applied but its files are gone from {}",
+                ctx.snap_mgr.dir().display()
+            ),
+        })?;
+    let apply_state = RaftApplyState {
+        applied_index: snap.index,
+        truncated_state: Some(snap),
+        commit_index: snap.index,
+        commit_term: snap.term,
+    };
+    ctx.finish_snapshot(region, key, &meta, &apply_state)
+}
+
+impl<EK: KvEngine> StoreSystem<EK> {
     pub fn store_id(&self) -> u64 {
         self.ctx.store_id
     }
@@ -278,6 +375,14 @@ impl<EK: KvEngine> StoreSystem<EK> {
             let _ = handle.join();
         }
         let panicked = self.raft_system.shutdown() + self.apply_system.shutdown();
+        self.ctx
+            .gen_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        for handle in self.snap_generators.drain(..) {
+            let _ = handle.join();
+        }
         slog::info!(self.ctx.logger, "store stopped"; "panicked_pollers" => panicked);
         panicked
     }

@@ -3,6 +3,9 @@
 
 use proto::raft_serverpb::RaftMessage;
 
+use crate::router::Callback;
+use crate::snap::SnapshotFiles;
+
 /// Sends raft messages to other stores. Delivery is best effort: raft retransmits, so a send
 /// that cannot be done (unknown store, full queue) drops the message and logs it.
 pub trait Transport: Send + 'static {
@@ -10,4 +13,17 @@ pub trait Transport: Send + 'static {
 
     /// Called at the end of every raft round: a transport that batches sends them now.
     fn flush(&mut self) {}
+
+    /// Sends a MsgSnapshot with its files: the receiving store writes them with
+    /// `SnapManager::receive` (chunks of at most 1 MiB), and only once they are complete and
+    /// verified delivers `msg` to its peer. `done` reports whether that happened, so raft-rs
+    /// can send again on failure.
+    fn send_snapshot(&mut self, msg: RaftMessage, files: SnapshotFiles, done: Callback<()>) {
+        let _ = (msg, files);
+        done.invoke(Err(crate::Error::Snapshot {
+            region_id: 0,
+            key: String::new(),
+            detail: "this transport cannot send snapshots".into(),
+        }));
+    }
 }

@@ -34,7 +34,7 @@ use raftstore::{Error, Modify, StoreSystem};
 
 pub use filter::{Delay, DropMessages, Filter, FilterAction, Partition};
 pub use logger::logger;
-pub use transport::ChannelTransport;
+pub use transport::{ChannelTransport, SnapshotFaults};
 
 pub const CLUSTER_ID: u64 = 42;
 
@@ -153,7 +153,8 @@ impl Cluster {
             .collect();
         let routers: transport::Routers = Arc::default();
         let filters: transport::Filters = Arc::default();
-        let transport = ChannelTransport::new(routers.clone(), filters.clone());
+        let transport =
+            ChannelTransport::new(routers.clone(), filters.clone(), dir.path().to_owned());
         let cluster = Cluster {
             cfg,
             dir,
@@ -213,6 +214,7 @@ impl Cluster {
             self.cfg.raftstore.clone(),
             kv,
             raft,
+            &self.store_dir(store_id).join("snap"),
             self.transport.clone(),
             &self.logger,
         )
@@ -482,6 +484,11 @@ impl Cluster {
             "store {store_id} did not apply {key:?} = {value:?} within {WAIT:?}; it has {:?}",
             self.engine_get(store_id, key)
         );
+    }
+
+    /// What the transport does to snapshots (corrupt the next chunk) and what it counted.
+    pub fn snapshot_faults(&self) -> &SnapshotFaults {
+        &self.transport.snapshot_faults
     }
 
     /// Bytes of raft-engine files in `store_id`'s log directory.

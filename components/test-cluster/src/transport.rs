@@ -3,13 +3,16 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use crossbeam::channel::{self, RecvTimeoutError, Sender};
 use engine::RocksEngine;
 use proto::raft_serverpb::RaftMessage;
-use raftstore::router::{deliver_raft_message, RaftRouter};
+use raftstore::router::{deliver_raft_message, Callback, RaftRouter};
+use raftstore::snap::{SnapManager, SnapshotFiles};
 use raftstore::Transport;
 
 use crate::filter::{Filter, FilterAction};
@@ -35,10 +38,22 @@ pub struct ChannelTransport {
     routers: Routers,
     filters: Filters,
     delayed: Sender<(Instant, RaftMessage)>,
+    /// The cluster's directory: store `n`'s snapshots are in `store-{n}/snap`.
+    base_dir: PathBuf,
+    pub(crate) snapshot_faults: Arc<SnapshotFaults>,
+}
+
+/// What the transport does to snapshots, and what it saw.
+#[derive(Debug, Default)]
+pub struct SnapshotFaults {
+    /// Flip a byte in the next snapshot chunk sent.
+    pub corrupt_next_chunk: AtomicBool,
+    pub sent: AtomicU64,
+    pub rejected: AtomicU64,
 }
 
 impl ChannelTransport {
-    pub(crate) fn new(routers: Routers, filters: Filters) -> ChannelTransport {
+    pub(crate) fn new(routers: Routers, filters: Filters, base_dir: PathBuf) -> ChannelTransport {
         let (delayed, rx) = channel::unbounded::<(Instant, RaftMessage)>();
         let delay_routers = routers.clone();
         // Ends when every clone of this transport (every store using it) is gone.
@@ -78,27 +93,92 @@ impl ChannelTransport {
             routers,
             filters,
             delayed,
+            base_dir,
+            snapshot_faults: Arc::default(),
         }
     }
-}
 
-impl Transport for ChannelTransport {
-    fn send(&mut self, msg: RaftMessage) {
+    fn action(&self, msg: &RaftMessage) -> FilterAction {
         let filters = self
             .filters
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         for filter in &filters {
-            match filter.action(&msg) {
+            match filter.action(msg) {
                 FilterAction::Pass => {}
-                FilterAction::Drop => return,
-                FilterAction::Delay(d) => {
-                    let _ = self.delayed.send((Instant::now() + d, msg));
-                    return;
-                }
+                other => return other,
             }
         }
-        deliver(&self.routers, msg);
+        FilterAction::Pass
+    }
+}
+
+impl Transport for ChannelTransport {
+    fn send(&mut self, msg: RaftMessage) {
+        match self.action(&msg) {
+            FilterAction::Pass => deliver(&self.routers, msg),
+            FilterAction::Drop => {}
+            FilterAction::Delay(d) => {
+                let _ = self.delayed.send((Instant::now() + d, msg));
+            }
+        }
+    }
+
+    /// Streams the files chunk by chunk over a channel to the receiving store's snapshot
+    /// directory (as a network would), then delivers the message.
+    fn send_snapshot(&mut self, msg: RaftMessage, files: SnapshotFiles, done: Callback<()>) {
+        if self.action(&msg) == FilterAction::Drop {
+            done.invoke(Err(raftstore::Error::Snapshot {
+                region_id: msg.region_id,
+                key: files.key.to_string(),
+                detail: "dropped by a test filter".into(),
+            }));
+            return;
+        }
+        let to = msg.to_peer.map_or(0, |p| p.store_id);
+        let dir = self.base_dir.join(format!("store-{to}")).join("snap");
+        let routers = self.routers.clone();
+        let faults = self.snapshot_faults.clone();
+        let send = move || {
+            faults.sent.fetch_add(1, Ordering::Relaxed);
+            let (key, meta) = (files.key, files.meta.clone());
+            let (tx, rx) = channel::bounded::<raftstore::Result<Vec<u8>>>(4);
+            let sender_faults = faults.clone();
+            let sender = std::thread::spawn(move || {
+                for mut chunk in files.chunks() {
+                    if let Ok(bytes) = chunk.as_mut() {
+                        if !bytes.is_empty()
+                            && sender_faults
+                                .corrupt_next_chunk
+                                .swap(false, Ordering::Relaxed)
+                        {
+                            let mid = bytes.len() / 2;
+                            bytes[mid] ^= 0x5a;
+                        }
+                    }
+                    if tx.send(chunk).is_err() {
+                        return;
+                    }
+                }
+            });
+            let received = SnapManager::new(dir).and_then(|mgr| mgr.receive(key, &meta, rx));
+            let _ = sender.join();
+            match received {
+                Ok(()) => {
+                    deliver(&routers, msg);
+                    done.invoke(Ok(()));
+                }
+                Err(e) => {
+                    faults.rejected.fetch_add(1, Ordering::Relaxed);
+                    done.invoke(Err(e));
+                }
+            }
+        };
+        // If no thread can be started the callback is dropped with the closure, and raft-rs
+        // sends the snapshot again later.
+        let _ = std::thread::Builder::new()
+            .name("test-snapshot-send".into())
+            .spawn(send);
     }
 }

@@ -213,3 +213,69 @@ fn a_full_mailbox_answers_server_is_busy() {
     drop(cluster);
     scenario.teardown();
 }
+
+/// A store that crashes in the middle of applying a snapshot (after the raft side, before the
+/// data is in) finishes the apply from the kept files when it restarts.
+#[test]
+fn a_crash_during_snapshot_apply_is_resumed_at_restart() {
+    let scenario = fail::FailScenario::setup();
+    let mut cfg = ClusterConfig::new(3, 1);
+    cfg.raftstore.raft_log_gc_tick_interval_ms = 100;
+    cfg.raftstore.raft_log_gc_threshold = 20;
+    cfg.raftstore.raft_log_gc_count_limit = 50;
+    let mut cluster = Cluster::run(cfg);
+    let leader = cluster.wait_leader(1);
+    cluster.must_put(b"before", b"1");
+    let follower = (1..=3).find(|s| *s != leader).unwrap();
+    cluster.wait_applied(follower, b"before", Some(b"1"));
+    let reached = cluster.peer_status(follower, 1).unwrap().applied_index;
+    let others: Vec<u64> = (1..=3).filter(|s| *s != follower).collect();
+    cluster.partition(&[follower], &others);
+    let mut written = 0;
+    while cluster
+        .peer_status(cluster.wait_leader(1), 1)
+        .unwrap()
+        .truncated_index
+        <= reached + 1
+    {
+        for _ in 0..50 {
+            cluster.must_put(&key(written), &key(written));
+            written += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            written < 5000,
+            "the leader never compacted past the follower"
+        );
+    }
+    fail::cfg("apply_snapshot_before_ingest", "1*panic").unwrap();
+    cluster.clear_filters();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.store(follower).stopped_reason().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the follower never applied a snapshot"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fail::remove("apply_snapshot_before_ingest");
+    assert_eq!(
+        cluster.shutdown_store(follower),
+        1,
+        "its apply poller crashed"
+    );
+    cluster.start_store(follower);
+    let last = key(written - 1);
+    cluster.wait_applied(follower, &last, Some(&last));
+    for i in 0..written {
+        assert_eq!(
+            cluster.engine_get(follower, &key(i)),
+            Some(key(i)),
+            "key {i}"
+        );
+    }
+    cluster.must_put(b"after", b"2");
+    cluster.wait_applied(follower, b"after", Some(b"2"));
+    drop(cluster);
+    scenario.teardown();
+}

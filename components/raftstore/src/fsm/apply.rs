@@ -7,10 +7,11 @@ use engine::{KvEngine, WriteBatch};
 use proto::metapb::Region;
 use proto::raft_serverpb::RaftApplyState;
 
-use super::StoreContext;
+use super::{GenTask, StoreContext};
 use crate::metrics::METRICS;
 use crate::operation::apply::{apply_entries, Applied};
 use crate::router::{send_internal, ApplyRes, ApplyTask, CommittedEntries, PeerMsg, WriteCallback};
+use crate::snap::SnapKey;
 use crate::{Error, Result};
 
 /// Applies one region's committed entries. It owns the region's apply state; the peer learns
@@ -136,6 +137,72 @@ pub struct ApplyPoller<EK: KvEngine> {
     round_entries: usize,
 }
 
+impl<EK: KvEngine> ApplyPoller<EK> {
+    /// Writes what the round has put in its batch so far.
+    fn write_batch(&mut self) {
+        if self.wb.is_empty() {
+            return;
+        }
+        METRICS
+            .apply_batch_entries
+            .observe(self.round_entries as f64);
+        METRICS
+            .apply_batch_bytes
+            .observe(self.wb.data_size() as f64);
+        fail::fail_point!("apply_before_write");
+        // Not synced: the raft log is, and a lost apply is redone from it at restart
+        // because the apply state is lost with the data it describes. Except when a log
+        // compaction is in it: the entries below the new truncated index are about to be
+        // deleted, so what they wrote must be durable first.
+        let sync = std::mem::take(&mut self.sync);
+        if let Err(e) = write_kv(&self.ctx.kv, &mut self.wb, sync) {
+            self.ctx
+                .fatal("writing applied entries to the KV engine", &e);
+        }
+        fail::fail_point!("apply_after_write");
+        self.ctx.stats.apply_writes.fetch_add(1, Relaxed);
+        self.ctx
+            .stats
+            .entries_applied
+            .fetch_add(std::mem::take(&mut self.round_entries) as u64, Relaxed);
+    }
+
+    /// Hands a RocksDB snapshot taken at exactly the applied index to the snap-generator pool.
+    fn gen_snapshot(&mut self, fsm: &ApplyFsm<EK>) {
+        // Entries already in this round's batch count as applied: write them first.
+        self.write_batch();
+        let key = SnapKey {
+            region_id: fsm.region.id,
+            term: fsm.applied_term,
+            index: fsm.apply_state.applied_index,
+        };
+        self.ctx.send_gen_task(GenTask {
+            region: fsm.region.clone(),
+            key,
+            snapshot: self.ctx.kv.snapshot(),
+        });
+    }
+
+    /// Steps 3-4 of a snapshot apply, after every older entry of the region is written.
+    fn apply_snapshot(
+        &mut self,
+        fsm: &mut ApplyFsm<EK>,
+        region: Region,
+        key: SnapKey,
+        meta: &proto::raft_serverpb::SnapshotMeta,
+        apply_state: RaftApplyState,
+    ) {
+        self.write_batch();
+        fail::fail_point!("apply_snapshot_before_ingest");
+        if let Err(e) = self.ctx.finish_snapshot(&region, key, meta, &apply_state) {
+            self.ctx.fatal("applying a snapshot", &e);
+        }
+        fsm.region = region;
+        fsm.apply_state = apply_state;
+        fsm.applied_term = apply_state.commit_term;
+    }
+}
+
 impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK> {
     fn begin(&mut self, _batch_size: usize) {
         self.round_entries = 0;
@@ -171,6 +238,16 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
                     }
                     any = true;
                 }
+                ApplyTask::GenSnapshot => self.gen_snapshot(fsm),
+                ApplyTask::ApplySnapshot {
+                    region,
+                    key,
+                    meta,
+                    apply_state,
+                } => {
+                    self.apply_snapshot(fsm, *region, key, &meta, apply_state);
+                    any = true;
+                }
                 ApplyTask::Destroy { cb } => {
                     fsm.stopped = true;
                     self.destroys.push((fsm.region.clone(), cb));
@@ -203,30 +280,7 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
             self.sync = false;
             return;
         }
-        if !self.wb.is_empty() {
-            METRICS
-                .apply_batch_entries
-                .observe(self.round_entries as f64);
-            METRICS
-                .apply_batch_bytes
-                .observe(self.wb.data_size() as f64);
-            fail::fail_point!("apply_before_write");
-            // Not synced: the raft log is, and a lost apply is redone from it at restart
-            // because the apply state is lost with the data it describes. Except when a log
-            // compaction is in it: the entries below the new truncated index are about to be
-            // deleted, so what they wrote must be durable first.
-            let sync = std::mem::take(&mut self.sync);
-            if let Err(e) = write_kv(&self.ctx.kv, &mut self.wb, sync) {
-                self.ctx
-                    .fatal("writing applied entries to the KV engine", &e);
-            }
-            fail::fail_point!("apply_after_write");
-            self.ctx.stats.apply_writes.fetch_add(1, Relaxed);
-            self.ctx
-                .stats
-                .entries_applied
-                .fetch_add(self.round_entries as u64, Relaxed);
-        }
+        self.write_batch();
         let now = Instant::now();
         for (cb, result, proposed) in self.callbacks.drain(..) {
             METRICS

@@ -8,4 +8,7 @@ mod store;
 
 pub use apply::{ApplyControlFsm, ApplyFsm, ApplyPollerBuilder};
 pub use peer::{PeerFsm, RaftPollerBuilder};
-pub use store::{write_region_state, StoreContext, StoreFsm, StoreMeta, StoreStats};
+pub use store::{
+    write_region_state, GenTask, SnapshotBuilder, SnapshotIngester, StoreContext, StoreFsm,
+    StoreMeta, StoreStats,
+};

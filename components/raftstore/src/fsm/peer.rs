@@ -3,6 +3,7 @@ use std::time::Instant;
 
 use batch_system::{Fsm, HandlerBuilder, PollHandler};
 use engine::KvEngine;
+use prost::Message as _;
 use proto::raft_serverpb::RaftMessage;
 use raft::eraftpb::Message;
 use raft_log::RaftLogBatch;
@@ -10,7 +11,8 @@ use raft_log::RaftLogBatch;
 use super::{StoreContext, StoreFsm};
 use crate::metrics::METRICS;
 use crate::raft::Peer;
-use crate::router::{send_internal, ApplyTask, PeerMsg, StoreMsg};
+use crate::router::{send_internal, ApplyTask, Callback, PeerMsg, StoreMsg};
+use crate::snap::{SnapKey, SnapKind, SnapshotFiles};
 use crate::transport::Transport;
 use crate::Error;
 
@@ -78,6 +80,84 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
                 None => slog::warn!(peer.logger(), "dropping a message to an unknown peer";
                     "to" => to),
             }
+        }
+    }
+
+    /// raft-rs asked this peer's storage for a snapshot: the ApplyFsm takes it.
+    fn maybe_gen_snapshot(&self, fsm: &mut PeerFsm<EK>) {
+        if fsm.peer.storage_mut().take_gen_request() {
+            send_internal(
+                &self.ctx.apply_router,
+                fsm.peer.region_id(),
+                ApplyTask::GenSnapshot,
+                &self.ctx.logger,
+            );
+        }
+    }
+
+    /// Hands a MsgSnapshot and its files to the transport; its outcome goes back to raft-rs.
+    fn send_snapshot(&mut self, msg: RaftMessage) {
+        let region_id = msg.region_id;
+        let to_peer_id = msg.to_peer.map_or(0, |p| p.id);
+        let snap = msg.message.as_ref().and_then(|m| m.snapshot.as_ref());
+        let data = snap
+            .map(|s| proto::raft_serverpb::SnapshotData::decode(s.data.as_ref()))
+            .transpose();
+        let (Some(snap), Ok(Some(data))) = (snap, data) else {
+            slog::warn!(self.ctx.logger, "dropping a MsgSnapshot without snapshot data";
+                "region_id" => region_id);
+            return;
+        };
+        let (term, index) = snap
+            .metadata
+            .as_ref()
+            .map_or((0, 0), |md| (md.term, md.index));
+        let files = SnapshotFiles {
+            mgr: self.ctx.snap_mgr.clone(),
+            key: SnapKey {
+                region_id,
+                term,
+                index,
+            },
+            meta: data.meta.unwrap_or_default(),
+        };
+        let router = self.ctx.router.clone();
+        let logger = self.ctx.logger.clone();
+        let done = Callback::new(move |r: crate::Result<()>| {
+            if let Err(e) = &r {
+                slog::warn!(logger, "snapshot not delivered"; "region_id" => region_id,
+                    "to" => to_peer_id, "error" => %e);
+            }
+            let status = PeerMsg::SnapshotStatus {
+                to_peer_id,
+                ok: r.is_ok(),
+            };
+            let _ = router.force_send(region_id, status);
+        });
+        self.transport.send_snapshot(msg, files, done);
+    }
+
+    /// Deletes generated snapshots that a newer one of the same region replaced, and those of
+    /// regions no longer here. (Received ones are deleted by their apply or failed receive.)
+    fn gc_snapshots(&self) {
+        let listed = self.ctx.snap_mgr.list();
+        let mut newest = std::collections::HashMap::new();
+        for (kind, key) in &listed {
+            if *kind == SnapKind::Generated {
+                let n = newest.entry(key.region_id).or_insert(*key);
+                if (key.term, key.index) > (n.term, n.index) {
+                    *n = *key;
+                }
+            }
+        }
+        let here: std::collections::HashSet<u64> =
+            self.ctx.meta().region_ids().into_iter().collect();
+        let removed = self.ctx.snap_mgr.gc(|kind, key| {
+            kind == SnapKind::Received
+                || (here.contains(&key.region_id) && newest.get(&key.region_id) == Some(&key))
+        });
+        if removed > 0 {
+            slog::info!(self.ctx.logger, "removed stale snapshots"; "count" => removed);
         }
     }
 
@@ -157,6 +237,7 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                     let cfg = &self.ctx.cfg;
                     if store.ticks % cfg.ticks_of(cfg.raft_engine_purge_interval_ms) == 0 {
                         self.purge_raft_log();
+                        self.gc_snapshots();
                     }
                 }
                 StoreMsg::RaftMessage(m) => {
@@ -218,6 +299,13 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                     }
                 }
                 PeerMsg::Wake => {}
+                PeerMsg::SnapshotGenerated(snapshot) => fsm
+                    .peer
+                    .storage_mut()
+                    .on_snapshot_generated(snapshot.map(|s| *s)),
+                PeerMsg::SnapshotStatus { to_peer_id, ok } => {
+                    fsm.peer.report_snapshot(to_peer_id, ok)
+                }
                 PeerMsg::QueryStatus(cb) => cb.invoke(Ok(fsm.peer.status(self.now))),
                 PeerMsg::Destroy { cb } => {
                     self.destroy(fsm, cb);
@@ -231,7 +319,11 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 }
             }
         }
-        if fsm.stopped || !fsm.peer.has_ready() {
+        if fsm.stopped {
+            return;
+        }
+        self.maybe_gen_snapshot(fsm);
+        if !fsm.peer.has_ready() {
             return;
         }
         let ready = match fsm
@@ -242,6 +334,24 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
             Err(e) => self.ctx.fatal("handling a raft ready", &e),
         };
         Self::wrap(&fsm.peer, &mut self.raft_msgs, &mut self.early);
+        if let Some(snap) = ready.snapshot {
+            let region_id = fsm.peer.region_id();
+            if let Err(e) = self.ctx.meta().insert(snap.region.clone()) {
+                slog::warn!(fsm.peer.logger(), "snapshot region not recorded"; "error" => %e);
+            }
+            send_internal(
+                &self.ctx.apply_router,
+                region_id,
+                ApplyTask::ApplySnapshot {
+                    region: Box::new(snap.region),
+                    key: snap.key,
+                    meta: snap.meta,
+                    apply_state: snap.apply_state,
+                },
+                &self.ctx.logger,
+            );
+        }
+        self.maybe_gen_snapshot(fsm);
         self.round_needs_sync |= ready.needs_sync;
         if ready.entries_written > 0 {
             self.round_entries += ready.entries_written;
@@ -267,9 +377,17 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
         }
         // A leader's appends may go out before its own fsync (raft allows it): the follower
         // persists in parallel.
-        for msg in self.early.drain(..) {
+        // Snapshots wait for the late path, with their files.
+        let (snapshots, early): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.early).into_iter().partition(|m| {
+                m.message
+                    .as_ref()
+                    .is_some_and(|m| m.msg_type == raft::eraftpb::MessageType::MsgSnapshot as i32)
+            });
+        for msg in early {
             self.transport.send(msg);
         }
+        self.late.extend(snapshots);
         if !self.batch.is_empty() {
             fail::fail_point!("raft_before_log_write");
             let sync = self.round_needs_sync;
@@ -301,8 +419,16 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 let _ = self.ctx.router.send(fsm.peer.region_id(), PeerMsg::Wake);
             }
         }
-        for msg in self.late.drain(..) {
-            self.transport.send(msg);
+        for msg in std::mem::take(&mut self.late) {
+            let is_snapshot = msg
+                .message
+                .as_ref()
+                .is_some_and(|m| m.msg_type == raft::eraftpb::MessageType::MsgSnapshot as i32);
+            if is_snapshot {
+                self.send_snapshot(msg);
+            } else {
+                self.transport.send(msg);
+            }
         }
         self.transport.flush();
     }

@@ -6,12 +6,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use batch_system::Fsm;
 use engine::{keys, KvEngine, WriteBatch, CF_RAFT};
 use proto::metapb::Region;
-use proto::raft_serverpb::{PeerState, RegionLocalState};
+use proto::raft_serverpb::{
+    PeerState, RaftApplyState, RegionLocalState, SnapshotData, SnapshotMeta,
+};
 use raft_log::RaftLogEngine;
 
 use super::{ApplyFsm, PeerFsm};
 use crate::raft::Peer;
-use crate::router::{ApplyRouter, RaftRouter};
+use crate::router::{ApplyRouter, PeerMsg, RaftRouter};
+use crate::snap::{SnapKey, SnapKind, SnapManager};
 use crate::storage::{CacheBudget, PeerStorage};
 use crate::{Config, Error, Result};
 
@@ -123,6 +126,26 @@ pub struct StoreContext<EK: KvEngine> {
     /// Mirrors `stopped` for the hot paths.
     pub stopped_flag: std::sync::atomic::AtomicBool,
     pub logger: slog::Logger,
+    pub snap_mgr: SnapManager,
+    /// `SnapManager::build` and `apply` need `SstExt`; these are made where the engine type is
+    /// known, so the FSMs stay generic over any `KvEngine`.
+    pub build_snapshot: SnapshotBuilder<EK>,
+    pub ingest_snapshot: SnapshotIngester,
+    /// The snap-generator pool's queue (taken at shutdown so the pool ends).
+    pub gen_tx: Mutex<Option<crossbeam::channel::Sender<GenTask<EK>>>>,
+}
+
+pub type SnapshotBuilder<EK> = Box<
+    dyn Fn(&<EK as KvEngine>::Snapshot, &Region, SnapKey) -> Result<SnapshotMeta> + Send + Sync,
+>;
+pub type SnapshotIngester =
+    Box<dyn Fn(&Region, SnapKey, &SnapshotMeta) -> Result<()> + Send + Sync>;
+
+/// A snapshot to write as files, for the snap-generator pool.
+pub struct GenTask<EK: KvEngine> {
+    pub region: Region,
+    pub key: SnapKey,
+    pub snapshot: EK::Snapshot,
 }
 
 impl<EK: KvEngine> StoreContext<EK> {
@@ -152,6 +175,78 @@ impl<EK: KvEngine> StoreContext<EK> {
         *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
         self.stopped_flag.store(true, Ordering::Release);
         panic!("store {} stopped: {reason}", self.store_id);
+    }
+
+    pub fn send_gen_task(&self, task: GenTask<EK>) {
+        let region_id = task.region.id;
+        let sent = self
+            .gen_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|tx| tx.send(task).is_ok());
+        if !sent {
+            slog::info!(self.logger, "snapshot generation refused: store stopping";
+                "region_id" => region_id);
+        }
+    }
+
+    /// Builds one generated snapshot and tells the region's peer (`None` on failure).
+    pub fn run_gen_task(&self, task: GenTask<EK>) {
+        let GenTask {
+            region,
+            key,
+            snapshot,
+        } = task;
+        let built = (self.build_snapshot)(&snapshot, &region, key).map(|meta| {
+            let data = SnapshotData {
+                region: Some(region.clone()),
+                file_size: meta.cf_files.iter().map(|f| f.size).sum(),
+                meta: Some(meta),
+            };
+            let mut snap = raft::eraftpb::Snapshot::default();
+            let md = snap.mut_metadata();
+            md.index = key.index;
+            md.term = key.term;
+            md.set_conf_state(crate::storage::conf_state_from_region(&region));
+            snap.data = prost::Message::encode_to_vec(&data).into();
+            Box::new(snap)
+        });
+        let msg = match built {
+            Ok(snap) => {
+                slog::info!(self.logger, "snapshot generated"; "region_id" => region.id,
+                    "index" => key.index, "term" => key.term);
+                PeerMsg::SnapshotGenerated(Some(snap))
+            }
+            Err(e) => {
+                slog::warn!(self.logger, "snapshot generation failed"; "region_id" => region.id,
+                    "error" => %e);
+                PeerMsg::SnapshotGenerated(None)
+            }
+        };
+        let _ = self.router.force_send(region.id, msg);
+    }
+
+    /// Steps 3-4 of a snapshot apply: the region's data replaced by the received files, then
+    /// (synced) the region Normal with the snapshot's apply state; the files go last.
+    pub fn finish_snapshot(
+        &self,
+        region: &Region,
+        key: SnapKey,
+        meta: &SnapshotMeta,
+        apply_state: &RaftApplyState,
+    ) -> Result<()> {
+        let region_id = region.id;
+        (self.ingest_snapshot)(region, key, meta)?;
+        let mut wb = self.kv.write_batch();
+        put_region_state(&mut wb, region, PeerState::Normal)
+            .and_then(|()| wb.put_msg_cf(CF_RAFT, &keys::apply_state_key(region_id), apply_state))
+            .and_then(|()| self.kv.write(&mut wb, true))
+            .map_err(|source| Error::Engine { region_id, source })?;
+        self.snap_mgr.delete(SnapKind::Received, key);
+        slog::info!(self.logger, "snapshot applied"; "region_id" => region_id,
+            "index" => key.index);
+        Ok(())
     }
 
     /// Called when a poller unwinds (a panic inside raft-rs, raft-engine's own fsync panic, a
@@ -233,12 +328,7 @@ impl<EK: KvEngine> StoreContext<EK> {
         let region_id = region.id;
         let engine_err = |source| Error::Engine { region_id, source };
         let mut wb = self.kv.write_batch();
-        let tombstone = RegionLocalState {
-            state: PeerState::Tombstone as i32,
-            region: Some(region.clone()),
-        };
-        wb.put_msg_cf(CF_RAFT, &keys::region_state_key(region_id), &tombstone)
-            .map_err(engine_err)?;
+        put_region_state(&mut wb, region, PeerState::Tombstone).map_err(engine_err)?;
         wb.delete_cf(CF_RAFT, &keys::apply_state_key(region_id))
             .map_err(engine_err)?;
         let (start, end) = keys::region_data_bounds(region);
@@ -268,15 +358,25 @@ impl<EK: KvEngine> StoreContext<EK> {
     }
 }
 
+/// Puts `region`'s `RegionLocalState` (not Applying) into `wb`.
+fn put_region_state<WB: WriteBatch>(
+    wb: &mut WB,
+    region: &Region,
+    state: PeerState,
+) -> engine::Result<()> {
+    let local = RegionLocalState {
+        state: state as i32,
+        region: Some(region.clone()),
+        applying_snapshot: None,
+    };
+    wb.put_msg_cf(CF_RAFT, &keys::region_state_key(region.id), &local)
+}
+
 /// Durably records `region` as hosted here in `state`.
 pub fn write_region_state<EK: KvEngine>(kv: &EK, region: &Region, state: PeerState) -> Result<()> {
     let region_id = region.id;
     let mut wb = kv.write_batch();
-    let local = RegionLocalState {
-        state: state as i32,
-        region: Some(region.clone()),
-    };
-    wb.put_msg_cf(CF_RAFT, &keys::region_state_key(region_id), &local)
+    put_region_state(&mut wb, region, state)
         .and_then(|()| kv.write(&mut wb, true))
         .map_err(|source| Error::Engine { region_id, source })
 }

@@ -11,16 +11,22 @@ use crate::{Error, Result};
 /// Where a leader may compact its region's log to, or `None` if not worth it yet.
 ///
 /// - `first_index`: the log's first index; `applied`: the leader's applied index.
-/// - `follower_matched`: the matched index of every other voter and learner. The log is never
-///   compacted past the slowest of them: without snapshots a follower can only catch up from
-///   the log. (With snapshots, a follower far enough behind will be skipped.)
+/// - `follower_matched`: the matched index of every other voter and learner. The log is not
+///   compacted past the slowest of them, except one more than `count_limit` entries behind,
+///   which will get a snapshot instead.
 pub fn compact_target(
     first_index: u64,
     applied: u64,
     follower_matched: impl IntoIterator<Item = u64>,
     threshold: u64,
+    count_limit: u64,
 ) -> Option<u64> {
-    let slowest = follower_matched.into_iter().min().unwrap_or(applied);
+    // A follower more than `count_limit` behind catches up by snapshot: do not wait for it.
+    let slowest = follower_matched
+        .into_iter()
+        .filter(|m| applied.saturating_sub(*m) <= count_limit)
+        .min()
+        .unwrap_or(applied);
     let target = applied.min(slowest);
     // Keep the entry at `target` itself out of the count: entries [first, target] go.
     if target < first_index || target + 1 - first_index < threshold {
@@ -68,16 +74,24 @@ mod tests {
 
     #[test]
     fn never_past_the_slowest_follower_and_only_past_the_threshold() {
-        assert_eq!(compact_target(6, 100, [100, 100], 50), Some(100));
-        assert_eq!(compact_target(6, 100, [100, 40], 50), None, "40 - 6 < 50");
-        assert_eq!(compact_target(6, 100, [100, 70], 50), Some(70));
-        assert_eq!(compact_target(6, 40, [100, 100], 50), None);
+        let target = |first, applied, matched: &[u64], threshold| {
+            compact_target(first, applied, matched.iter().copied(), threshold, 1000)
+        };
+        assert_eq!(target(6, 100, &[100, 100], 50), Some(100));
+        assert_eq!(target(6, 100, &[100, 40], 50), None, "40 - 6 < 50");
+        assert_eq!(target(6, 100, &[100, 70], 50), Some(70));
+        assert_eq!(target(6, 40, &[100, 100], 50), None);
         assert_eq!(
-            compact_target(60, 100, [30], 1),
+            target(60, 100, &[30], 1),
             None,
             "a follower below the log start"
         );
-        assert_eq!(compact_target(6, 55, [], 50), Some(55), "a single voter");
+        assert_eq!(target(6, 55, &[], 50), Some(55), "a single voter");
+        assert_eq!(
+            target(6, 2000, &[2000, 10], 50),
+            Some(2000),
+            "a follower 1990 behind gets a snapshot"
+        );
     }
 
     #[test]

@@ -3,4 +3,4 @@
 
 mod peer;
 
-pub use peer::{Peer, ReadyOutput};
+pub use peer::{Peer, ReadyOutput, ReceivedSnapshot};

@@ -41,6 +41,18 @@ pub struct ReadyOutput {
     pub needs_sync: bool,
     /// Committed entries (with their proposals) for the ApplyFsm.
     pub committed: Option<CommittedEntries>,
+    /// A received snapshot whose raft side (steps 1-2) is durable: the ApplyFsm must put its
+    /// data in, before `committed`.
+    pub snapshot: Option<ReceivedSnapshot>,
+}
+
+/// A snapshot this peer is applying.
+#[derive(Debug)]
+pub struct ReceivedSnapshot {
+    pub region: Region,
+    pub key: crate::snap::SnapKey,
+    pub meta: proto::raft_serverpb::SnapshotMeta,
+    pub apply_state: RaftApplyState,
 }
 
 /// The time limits a peer enforces, from [`Config`].
@@ -52,6 +64,7 @@ struct Limits {
     entry_max_size: u64,
     gc_ticks: u64,
     gc_threshold: u64,
+    gc_count_limit: u64,
 }
 
 /// One peer of one region on this store: the raft node and everything that does not depend on
@@ -136,6 +149,7 @@ impl<EK: KvEngine> Peer<EK> {
                 entry_max_size: config.raft_entry_max_size,
                 gc_ticks: config.ticks_of(config.raft_log_gc_tick_interval_ms),
                 gc_threshold: config.raft_log_gc_threshold,
+                gc_count_limit: config.raft_log_gc_count_limit,
             },
             logger,
         })
@@ -418,14 +432,14 @@ impl<EK: KvEngine> Peer<EK> {
         if !self.raw.has_ready() {
             return Ok(ReadyOutput::default());
         }
-        let region_id = self.region_id();
+
         let mut ready = self.raw.ready();
-        if !ready.snapshot().is_empty() {
-            return Err(Error::Raft {
-                region_id,
-                detail: "received a snapshot, which this build cannot apply yet".into(),
-            });
-        }
+        let snapshot = if ready.snapshot().is_empty() {
+            None
+        } else {
+            let snap = ready.snapshot().clone();
+            Some(self.prepare_snapshot(&snap)?)
+        };
         if let Some(ss) = ready.ss() {
             self.on_role_changed(ss.raft_state, ss.leader_id, now);
         }
@@ -458,10 +472,55 @@ impl<EK: KvEngine> Peer<EK> {
         });
         self.raw.advance_append_async(ready);
         Ok(ReadyOutput {
+            snapshot,
             entries_written: entries.len(),
             needs_sync,
             committed: self.take_committed(committed),
         })
+    }
+
+    /// The raft side of a received snapshot (steps 1-2, durable on return).
+    fn prepare_snapshot(&mut self, snap: &raft::eraftpb::Snapshot) -> Result<ReceivedSnapshot> {
+        let region_id = self.region_id();
+        let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
+        let bad = |detail: String| Error::Snapshot {
+            region_id,
+            key: format!("{region_id}_{term}_{index}"),
+            detail,
+        };
+        let data = proto::raft_serverpb::SnapshotData::decode(snap.get_data())
+            .map_err(|e| bad(format!("snapshot data does not decode: {e}")))?;
+        let region = data
+            .region
+            .filter(|r| r.id == region_id)
+            .ok_or_else(|| bad("snapshot data names another region".into()))?;
+        let meta = data.meta.unwrap_or_default();
+        slog::info!(self.logger, "applying snapshot"; "index" => index, "term" => term);
+        let apply_state = self
+            .raw
+            .mut_store()
+            .prepare_snapshot(snap, region.clone())?;
+        self.applied_term = term;
+        Ok(ReceivedSnapshot {
+            region,
+            key: crate::snap::SnapKey {
+                region_id,
+                term,
+                index,
+            },
+            meta,
+            apply_state,
+        })
+    }
+
+    /// Tells raft-rs whether a snapshot reached `to`.
+    pub fn report_snapshot(&mut self, to: u64, ok: bool) {
+        let status = if ok {
+            raft::SnapshotStatus::Finish
+        } else {
+            raft::SnapshotStatus::Failure
+        };
+        self.raw.report_snapshot(to, status);
     }
 
     fn on_role_changed(&mut self, role: StateRole, leader_id: u64, now: Instant) {
@@ -588,7 +647,13 @@ impl<EK: KvEngine> Peer<EK> {
         region: Region,
     ) -> Option<u64> {
         let applied = apply_state.applied_index;
-        if applied <= self.storage().applied_index() && self.applied_term >= applied_term {
+        if self.storage().peer_state() == proto::raft_serverpb::PeerState::Applying {
+            // Results of entries older than the snapshot being applied say nothing new.
+            if applied < self.storage().truncated_index() {
+                return None;
+            }
+            self.storage_mut().on_snapshot_applied();
+        } else if applied <= self.storage().applied_index() && self.applied_term >= applied_term {
             return None;
         }
         if region != *self.region() {
@@ -682,9 +747,13 @@ impl<EK: KvEngine> Peer<EK> {
             .collect();
         let first = self.storage().truncated_index() + 1;
         let applied = self.storage().applied_index();
-        let Some(target) =
-            log_gc::compact_target(first, applied, matched, self.limits.gc_threshold)
-        else {
+        let Some(target) = log_gc::compact_target(
+            first,
+            applied,
+            matched,
+            self.limits.gc_threshold,
+            self.limits.gc_count_limit,
+        ) else {
             return false;
         };
         if target <= self.compact_proposed {

@@ -152,6 +152,10 @@ pub enum PeerMsg<S> {
     Campaign,
     /// Reports the peer's state (tests, status page).
     QueryStatus(Callback<PeerStatus>),
+    /// The snap-generator pool finished this region's snapshot (`None`: it failed).
+    SnapshotGenerated(Option<Box<raft::eraftpb::Snapshot>>),
+    /// A snapshot sent to `to_peer_id` was received (and verified) or not.
+    SnapshotStatus { to_peer_id: u64, ok: bool },
     /// Removes this peer from the store: it stops, then its ApplyFsm deletes the region's data
     /// and raft log and marks it tombstone. `cb` is answered when that is durable.
     Destroy { cb: Callback<()> },
@@ -185,6 +189,10 @@ impl<S> fmt::Debug for PeerMsg<S> {
             PeerMsg::Campaign => f.write_str("Campaign"),
             PeerMsg::QueryStatus(_) => f.write_str("QueryStatus"),
             PeerMsg::Destroy { .. } => f.write_str("Destroy"),
+            PeerMsg::SnapshotGenerated(s) => write!(f, "SnapshotGenerated({})", s.is_some()),
+            PeerMsg::SnapshotStatus { to_peer_id, ok } => {
+                write!(f, "SnapshotStatus({to_peer_id}, {ok})")
+            }
         }
     }
 }
@@ -222,6 +230,17 @@ pub struct CommittedEntries {
 #[derive(Debug)]
 pub enum ApplyTask {
     Apply(CommittedEntries),
+    /// raft-rs needs a snapshot of this region: take one at exactly the applied index and
+    /// hand it to the snap-generator pool.
+    GenSnapshot,
+    /// Steps 3-4 of applying a received snapshot (the raft side is done): replace the
+    /// region's data with the files, then record the region Normal with `apply_state`.
+    ApplySnapshot {
+        region: Box<Region>,
+        key: crate::snap::SnapKey,
+        meta: proto::raft_serverpb::SnapshotMeta,
+        apply_state: RaftApplyState,
+    },
     /// The peer has stopped: after this round's write, delete the region's data, apply state
     /// and raft log, mark it tombstone, then answer `cb`.
     Destroy {

@@ -259,6 +259,66 @@ impl SnapManager {
         Ok(())
     }
 
+    /// Writes a snapshot arriving as `chunks` (each file's bytes in meta order, no chunk
+    /// spanning two files, as [`SnapshotFiles::chunks`] makes them) as received files, then
+    /// verifies it. On any error nothing of it is left.
+    pub fn receive(
+        &self,
+        key: SnapKey,
+        meta: &SnapshotMeta,
+        chunks: impl IntoIterator<Item = Result<Vec<u8>>>,
+    ) -> Result<()> {
+        let result = self.receive_files(key, meta, chunks.into_iter());
+        if result.is_err() {
+            self.delete(SnapKind::Received, key);
+        }
+        result
+    }
+
+    fn receive_files(
+        &self,
+        key: SnapKey,
+        meta: &SnapshotMeta,
+        mut chunks: impl Iterator<Item = Result<Vec<u8>>>,
+    ) -> Result<()> {
+        for file in &meta.cf_files {
+            if !DATA_CFS.contains(&file.cf.as_str()) {
+                return Err(Self::err(
+                    key,
+                    "receive",
+                    format!("unknown CF {:?}", file.cf),
+                ));
+            }
+            let path = self.path(SnapKind::Received, key, Some(&file.cf));
+            let tmp = path.with_extension("sst.tmp");
+            let mut out = File::create(&tmp).map_err(|e| Self::err(key, "create file", e))?;
+            let mut written = 0u64;
+            while written < file.size {
+                let chunk = chunks
+                    .next()
+                    .ok_or_else(|| Self::err(key, "receive", "the stream ended early"))??;
+                if chunk.is_empty() || written + chunk.len() as u64 > file.size {
+                    return Err(Self::err(key, "receive", "a chunk does not fit its file"));
+                }
+                out.write_all(&chunk)
+                    .map_err(|e| Self::err(key, "write file", e))?;
+                written += chunk.len() as u64;
+            }
+            out.sync_all()
+                .map_err(|e| Self::err(key, "fsync file", e))?;
+            fs::rename(&tmp, &path).map_err(|e| Self::err(key, "rename file", e))?;
+        }
+        if chunks.next().is_some() {
+            return Err(Self::err(
+                key,
+                "receive",
+                "more data than the meta describes",
+            ));
+        }
+        self.write_meta(SnapKind::Received, key, meta)?;
+        self.verify(SnapKind::Received, key, meta)
+    }
+
     /// Removes every file of a snapshot (missing files are fine).
     pub fn delete(&self, kind: SnapKind, key: SnapKey) {
         for cf in DATA_CFS {
@@ -316,5 +376,51 @@ impl SnapManager {
             self.delete(*kind, *key);
         }
         stale.len()
+    }
+}
+
+/// Most bytes in one chunk of a snapshot transfer.
+pub const SNAP_CHUNK_SIZE: usize = 1 << 20;
+
+/// A generated snapshot on its way to another store.
+#[derive(Clone, Debug)]
+pub struct SnapshotFiles {
+    pub mgr: SnapManager,
+    pub key: SnapKey,
+    pub meta: SnapshotMeta,
+}
+
+impl SnapshotFiles {
+    /// The files' bytes in meta order, at most [`SNAP_CHUNK_SIZE`] per chunk, never spanning
+    /// two files.
+    pub fn chunks(&self) -> impl Iterator<Item = Result<Vec<u8>>> + '_ {
+        self.meta.cf_files.iter().flat_map(move |file| {
+            let path = self.mgr.path(SnapKind::Generated, self.key, Some(&file.cf));
+            let mut reader = File::open(&path).map_err(|e| SnapManager::err(self.key, "open", e));
+            let mut left = file.size;
+            std::iter::from_fn(move || {
+                if left == 0 {
+                    return None;
+                }
+                let f = match reader.as_mut() {
+                    Ok(f) => f,
+                    Err(e) => {
+                        left = 0;
+                        return Some(Err(SnapManager::err(self.key, "open", e.to_string())));
+                    }
+                };
+                let mut buf = vec![0u8; (left as usize).min(SNAP_CHUNK_SIZE)];
+                match f.read_exact(&mut buf) {
+                    Ok(()) => {
+                        left -= buf.len() as u64;
+                        Some(Ok(buf))
+                    }
+                    Err(e) => {
+                        left = 0;
+                        Some(Err(SnapManager::err(self.key, "read", e)))
+                    }
+                }
+            })
+        })
     }
 }

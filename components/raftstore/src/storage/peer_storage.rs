@@ -93,6 +93,19 @@ pub struct PeerStorage<EK: KvEngine> {
     apply_state: RaftApplyState,
     last_term: u64,
     cache: EntryCache,
+    /// Snapshot generation for followers that need one (raft-rs asks through `snapshot()`).
+    gen: std::cell::RefCell<GenState>,
+}
+
+/// Where this peer's snapshot generation is.
+#[derive(Debug, Default)]
+enum GenState {
+    #[default]
+    Idle,
+    /// raft-rs asked; the peer has not handed the request to its ApplyFsm yet.
+    Requested,
+    Generating,
+    Ready(Snapshot),
 }
 
 fn to_rs_hard_state(hs: &Option<WireHardState>) -> HardState {
@@ -191,6 +204,7 @@ impl<EK: KvEngine> PeerStorage<EK> {
             apply_state,
             last_term,
             cache,
+            gen: Default::default(),
         })
     }
 
@@ -400,9 +414,21 @@ impl<EK: KvEngine> raft::Storage for PeerStorage<EK> {
         Ok(self.raft_state.last_index)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Generation arrives with the snapshot issue. raft-rs treats every other error from
-        // here as fatal, so "not yet" is the only honest answer.
+    /// A generated snapshot at or past `request_index` and the truncated index is reused;
+    /// otherwise one is requested and raft-rs is told "not yet" (any other error is fatal
+    /// inside raft-rs) until it is ready.
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let mut gen = self.gen.borrow_mut();
+        if let GenState::Ready(snap) = &*gen {
+            let index = snap.get_metadata().index;
+            if index >= request_index && index >= self.truncated_index() {
+                return Ok(snap.clone());
+            }
+            *gen = GenState::Idle;
+        }
+        if matches!(*gen, GenState::Idle) {
+            *gen = GenState::Requested;
+        }
         Err(raft::Error::Store(
             StorageError::SnapshotTemporarilyUnavailable,
         ))
@@ -410,6 +436,71 @@ impl<EK: KvEngine> raft::Storage for PeerStorage<EK> {
 }
 
 impl<EK: KvEngine> PeerStorage<EK> {
+    /// True once when raft-rs has asked for a snapshot that nobody generates yet: the caller
+    /// hands the request to the ApplyFsm.
+    pub fn take_gen_request(&mut self) -> bool {
+        let gen = self.gen.get_mut();
+        if matches!(gen, GenState::Requested) {
+            *gen = GenState::Generating;
+            return true;
+        }
+        false
+    }
+
+    /// The generation finished (`None`: it failed; raft-rs will ask again).
+    pub fn on_snapshot_generated(&mut self, snapshot: Option<Snapshot>) {
+        *self.gen.get_mut() = snapshot.map_or(GenState::Idle, GenState::Ready);
+    }
+
+    /// Steps 1 and 2 of applying a received snapshot, durably: the region is marked Applying
+    /// with the snapshot's index and term (KV, synced), then its raft log is replaced by an
+    /// empty one that starts after the snapshot (raft-engine, synced). The in-memory state
+    /// follows; the data (steps 3-4) is the ApplyFsm's job. Returns the apply state the region
+    /// will have once the data is in.
+    pub fn prepare_snapshot(&mut self, snap: &Snapshot, region: Region) -> Result<RaftApplyState> {
+        let region_id = self.region.id;
+        let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
+        let truncated = RaftTruncatedState { index, term };
+        let local = proto::raft_serverpb::RegionLocalState {
+            state: PeerState::Applying as i32,
+            region: Some(region.clone()),
+            applying_snapshot: Some(truncated),
+        };
+        let mut wb = self.kv.write_batch();
+        engine::WriteBatch::put_msg_cf(
+            &mut wb,
+            CF_RAFT,
+            &keys::region_state_key(region_id),
+            &local,
+        )
+        .and_then(|()| self.kv.write(&mut wb, true))
+        .map_err(|source| Error::Engine { region_id, source })?;
+        let mut hs = self.raft_state.hard_state.unwrap_or_default();
+        hs.commit = hs.commit.max(index);
+        self.raft_state = RaftLocalState {
+            hard_state: Some(hs),
+            last_index: index,
+        };
+        write_snapshot_raft_state(&self.raft, region_id, &self.raft_state)?;
+        self.apply_state = RaftApplyState {
+            applied_index: index,
+            truncated_state: Some(truncated),
+            commit_index: index,
+            commit_term: term,
+        };
+        self.last_term = term;
+        self.cache.clear();
+        self.cache.on_persisted(index, term);
+        self.region = region;
+        self.peer_state = PeerState::Applying;
+        Ok(self.apply_state)
+    }
+
+    /// The ApplyFsm finished steps 3-4 of a snapshot.
+    pub fn on_snapshot_applied(&mut self) {
+        self.peer_state = PeerState::Normal;
+    }
+
     /// Reads the region's persisted `RegionLocalState`, if any.
     pub fn load_region_state(
         kv: &EK,
@@ -418,4 +509,21 @@ impl<EK: KvEngine> PeerStorage<EK> {
         kv.get_msg_cf(CF_RAFT, &keys::region_state_key(region_id))
             .map_err(|source| Error::Engine { region_id, source })
     }
+}
+
+/// Replaces a region's raft log with an empty one ending at `state.last_index` (snapshot apply
+/// step 2, also redone at restart): clean, then the new state, synced.
+pub fn write_snapshot_raft_state(
+    raft: &RaftLogEngine,
+    region_id: u64,
+    state: &RaftLocalState,
+) -> Result<()> {
+    let raft_err = |source| Error::RaftLog { region_id, source };
+    let mut batch = raft.batch();
+    batch.clean_region(region_id);
+    raft.write(&mut batch, false).map_err(raft_err)?;
+    let mut batch = raft.batch();
+    batch.put_raft_state(region_id, state).map_err(raft_err)?;
+    raft.write(&mut batch, true).map_err(raft_err)?;
+    Ok(())
 }
