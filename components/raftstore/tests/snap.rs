@@ -187,3 +187,46 @@ fn an_empty_region_clears_the_range_and_stale_snapshots_are_collected() {
     mgr.delete(SnapKind::Generated, KEY);
     assert!(mgr.list().is_empty());
 }
+
+#[test]
+fn a_received_snapshot_is_written_chunk_by_chunk_and_a_failed_duplicate_leaves_it_alone() {
+    use raftstore::snap::{SnapshotFiles, SNAP_CHUNK_SIZE};
+    let (dir, mgr, meta) = built(true);
+    let files = SnapshotFiles {
+        mgr: mgr.clone(),
+        key: KEY,
+        meta: meta.clone(),
+    };
+    let chunks: Vec<Vec<u8>> = files.chunks().map(|c| c.unwrap()).collect();
+    assert!(chunks
+        .iter()
+        .all(|c| !c.is_empty() && c.len() <= SNAP_CHUNK_SIZE));
+    let receiver = SnapManager::new(dir.path().join("rev")).unwrap();
+
+    // A corrupt transfer is rejected and leaves nothing behind.
+    let mut bad = chunks.clone();
+    bad[0][3] ^= 1;
+    assert!(matches!(
+        receiver.receive(KEY, &meta, bad.into_iter().map(Ok)),
+        Err(Error::SnapshotCorrupt { .. })
+    ));
+    assert!(receiver.list().is_empty(), "{:?}", receiver.list());
+    // A truncated one too.
+    let short = chunks[..chunks.len() - 1].to_vec();
+    assert!(receiver
+        .receive(KEY, &meta, short.into_iter().map(Ok))
+        .is_err());
+    assert!(receiver.list().is_empty());
+
+    receiver
+        .receive(KEY, &meta, chunks.clone().into_iter().map(Ok))
+        .unwrap();
+    receiver.verify(SnapKind::Received, KEY, &meta).unwrap();
+    // A duplicate transfer that goes wrong does not touch the complete copy.
+    let mut bad = chunks;
+    bad[0][3] ^= 1;
+    receiver
+        .receive(KEY, &meta, bad.into_iter().map(Ok))
+        .unwrap();
+    receiver.verify(SnapKind::Received, KEY, &meta).unwrap();
+}

@@ -106,6 +106,11 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         let (Some(snap), Ok(Some(data))) = (snap, data) else {
             slog::warn!(self.ctx.logger, "dropping a MsgSnapshot without snapshot data";
                 "region_id" => region_id);
+            let status = PeerMsg::SnapshotStatus {
+                to_peer_id,
+                ok: false,
+            };
+            let _ = self.ctx.router.force_send(region_id, status);
             return;
         };
         let (term, index) = snap
@@ -121,18 +126,19 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
             },
             meta: data.meta.unwrap_or_default(),
         };
-        let router = self.ctx.router.clone();
+        let report = SnapshotReport {
+            router: self.ctx.router.clone(),
+            region_id,
+            to_peer_id,
+            reported: false,
+        };
         let logger = self.ctx.logger.clone();
         let done = Callback::new(move |r: crate::Result<()>| {
             if let Err(e) = &r {
                 slog::warn!(logger, "snapshot not delivered"; "region_id" => region_id,
                     "to" => to_peer_id, "error" => %e);
             }
-            let status = PeerMsg::SnapshotStatus {
-                to_peer_id,
-                ok: r.is_ok(),
-            };
-            let _ = router.force_send(region_id, status);
+            report.report(r.is_ok());
         });
         self.transport.send_snapshot(msg, files, done);
     }
@@ -153,8 +159,8 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         let here: std::collections::HashSet<u64> =
             self.ctx.meta().region_ids().into_iter().collect();
         let removed = self.ctx.snap_mgr.gc(|kind, key| {
-            kind == SnapKind::Received
-                || (here.contains(&key.region_id) && newest.get(&key.region_id) == Some(&key))
+            here.contains(&key.region_id)
+                && (kind == SnapKind::Received || newest.get(&key.region_id) == Some(&key))
         });
         if removed > 0 {
             slog::info!(self.ctx.logger, "removed stale snapshots"; "count" => removed);
@@ -312,6 +318,7 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                     // Whatever came after it is dropped with the FSM (callers see StoreStopped).
                     break;
                 }
+                PeerMsg::Campaign if fsm.peer.is_applying_snapshot() => {}
                 PeerMsg::Campaign => {
                     if let Err(e) = fsm.peer.campaign() {
                         slog::warn!(fsm.peer.logger(), "campaign failed"; "error" => %e);
@@ -506,6 +513,60 @@ fn check_peer_message<EK: KvEngine>(peer: &Peer<EK>, m: &Message) -> Result<bool
         return Err("sender is not a member of the region");
     }
     let vote = matches!(m.msg_type, MsgRequestVote | MsgRequestPreVote);
+    // While a snapshot's data is going in: no second snapshot (its apply would race the
+    // first's) and no forced campaign (raft-rs's applied index is below the log's start).
+    if peer.is_applying_snapshot() && matches!(m.msg_type, MsgSnapshot | MsgTimeoutNow) {
+        return Ok(false);
+    }
+    if m.msg_type == MsgSnapshot {
+        check_snapshot_message(peer, m)?;
+    }
     let transfer = m.context.as_ref() == raft::CAMPAIGN_TRANSFER;
     Ok(!(vote && !transfer && peer.ignores_votes(Instant::now())))
+}
+
+/// A MsgSnapshot must describe this region with a file list; the transport delivered it only
+/// after writing and verifying those files.
+fn check_snapshot_message<EK: KvEngine>(peer: &Peer<EK>, m: &Message) -> Result<(), &'static str> {
+    let data = proto::raft_serverpb::SnapshotData::decode(m.get_snapshot().get_data())
+        .map_err(|_| "snapshot data does not decode")?;
+    if data.region.as_ref().map(|r| r.id) != Some(peer.region_id()) {
+        return Err("snapshot of another region");
+    }
+    if data.meta.is_none() {
+        return Err("snapshot without a file list");
+    }
+    Ok(())
+}
+
+/// Tells raft-rs how a snapshot send ended, exactly once: if the transport drops the callback
+/// unanswered, the drop reports a failure (raft-rs would otherwise wait for it forever).
+struct SnapshotReport<EK: KvEngine> {
+    router: crate::router::RaftRouter<EK>,
+    region_id: u64,
+    to_peer_id: u64,
+    reported: bool,
+}
+
+impl<EK: KvEngine> SnapshotReport<EK> {
+    fn report(mut self, ok: bool) {
+        self.send(ok);
+    }
+
+    fn send(&mut self, ok: bool) {
+        self.reported = true;
+        let status = PeerMsg::SnapshotStatus {
+            to_peer_id: self.to_peer_id,
+            ok,
+        };
+        let _ = self.router.force_send(self.region_id, status);
+    }
+}
+
+impl<EK: KvEngine> Drop for SnapshotReport<EK> {
+    fn drop(&mut self) {
+        if !self.reported {
+            self.send(false);
+        }
+    }
 }

@@ -513,8 +513,16 @@ impl<EK: KvEngine> Peer<EK> {
         })
     }
 
-    /// Tells raft-rs whether a snapshot reached `to`.
+    pub fn is_applying_snapshot(&self) -> bool {
+        self.storage().peer_state() == proto::raft_serverpb::PeerState::Applying
+    }
+
+    /// Tells raft-rs whether a snapshot reached `to`. A failed send also forgets the
+    /// generated snapshot, in case its files are what failed: the next one is built afresh.
     pub fn report_snapshot(&mut self, to: u64, ok: bool) {
+        if !ok {
+            self.raw.mut_store().forget_generated_snapshot();
+        }
         let status = if ok {
             raft::SnapshotStatus::Finish
         } else {
@@ -690,7 +698,10 @@ impl<EK: KvEngine> Peer<EK> {
     /// Advances the logical clock and enforces the time limits. Returns true if raft has
     /// something to do.
     pub fn tick(&mut self, now: Instant) -> bool {
-        let mut work = self.raw.tick();
+        // While a snapshot's data is going in, raft-rs's applied index is still the old one,
+        // below the log's first index: a campaign would read compacted entries and panic.
+        let applying = self.is_applying_snapshot();
+        let mut work = !applying && self.raw.tick();
         self.ticks += 1;
         if self.is_leader() && self.ticks % self.limits.gc_ticks == 0 {
             work |= self.maybe_compact_log(now);

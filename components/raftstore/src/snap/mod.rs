@@ -268,9 +268,37 @@ impl SnapManager {
         meta: &SnapshotMeta,
         chunks: impl IntoIterator<Item = Result<Vec<u8>>>,
     ) -> Result<()> {
-        let result = self.receive_files(key, meta, chunks.into_iter());
+        // A complete copy is already here (a duplicate transfer): keep it, it may be applying.
+        if self
+            .read_meta(SnapKind::Received, key)
+            .ok()
+            .flatten()
+            .as_ref()
+            == Some(meta)
+            && self.verify(SnapKind::Received, key, meta).is_ok()
+        {
+            return Ok(());
+        }
+        // Temporary names of this transfer only: a failed duplicate must not touch another's.
+        let nonce = RECEIVE_NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut renamed = Vec::new();
+        let result = self.receive_files(key, meta, chunks.into_iter(), nonce, &mut renamed);
         if result.is_err() {
-            self.delete(SnapKind::Received, key);
+            for file in &meta.cf_files {
+                let path = self.path(SnapKind::Received, key, Some(&file.cf));
+                let _ = fs::remove_file(path.with_extension(format!("sst.{nonce}.tmp")));
+            }
+            // Files this transfer completed, unless a duplicate finished the snapshot since.
+            if self
+                .read_meta(SnapKind::Received, key)
+                .ok()
+                .flatten()
+                .is_none()
+            {
+                for path in renamed {
+                    let _ = fs::remove_file(path);
+                }
+            }
         }
         result
     }
@@ -280,6 +308,8 @@ impl SnapManager {
         key: SnapKey,
         meta: &SnapshotMeta,
         mut chunks: impl Iterator<Item = Result<Vec<u8>>>,
+        nonce: u64,
+        renamed: &mut Vec<PathBuf>,
     ) -> Result<()> {
         for file in &meta.cf_files {
             if !DATA_CFS.contains(&file.cf.as_str()) {
@@ -290,7 +320,7 @@ impl SnapManager {
                 ));
             }
             let path = self.path(SnapKind::Received, key, Some(&file.cf));
-            let tmp = path.with_extension("sst.tmp");
+            let tmp = path.with_extension(format!("sst.{nonce}.tmp"));
             let mut out = File::create(&tmp).map_err(|e| Self::err(key, "create file", e))?;
             let mut written = 0u64;
             while written < file.size {
@@ -306,7 +336,21 @@ impl SnapManager {
             }
             out.sync_all()
                 .map_err(|e| Self::err(key, "fsync file", e))?;
+            // Checked before it takes its final name: a bad transfer never looks complete.
+            let (size, checksum) = crc32c_of(&tmp).map_err(|e| Self::err(key, "checksum", e))?;
+            if size != file.size || checksum != file.checksum {
+                return Err(Error::SnapshotCorrupt {
+                    region_id: key.region_id,
+                    path: path.clone(),
+                    detail: format!(
+                        "received {size} bytes with crc32c {checksum:#010x}; meta says {} \
+                         bytes, {:#010x}",
+                        file.size, file.checksum
+                    ),
+                });
+            }
             fs::rename(&tmp, &path).map_err(|e| Self::err(key, "rename file", e))?;
+            renamed.push(path);
         }
         if chunks.next().is_some() {
             return Err(Self::err(
@@ -315,25 +359,23 @@ impl SnapManager {
                 "more data than the meta describes",
             ));
         }
-        self.write_meta(SnapKind::Received, key, meta)?;
-        self.verify(SnapKind::Received, key, meta)
+        self.write_meta(SnapKind::Received, key, meta)
     }
 
-    /// Removes every file of a snapshot (missing files are fine).
+    /// Removes every file of a snapshot, temporary ones included (missing files are fine).
     pub fn delete(&self, kind: SnapKind, key: SnapKey) {
-        for cf in DATA_CFS {
-            let path = self.path(kind, key, Some(cf));
-            for p in [
-                path.clone(),
-                path.with_extension("sst.tmp"),
-                path.with_extension("sst.ingest"),
-            ] {
-                let _ = fs::remove_file(p);
+        let files = format!("{}_{key}_", kind.prefix());
+        let meta = format!("{}_{key}.", kind.prefix());
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(&files) || name.starts_with(&meta) {
+                let _ = fs::remove_file(entry.path());
             }
         }
-        let meta = self.path(kind, key, None);
-        let _ = fs::remove_file(meta.with_extension("meta.tmp"));
-        let _ = fs::remove_file(meta);
     }
 
     /// Every snapshot with at least one file in the directory.
@@ -378,6 +420,8 @@ impl SnapManager {
         stale.len()
     }
 }
+
+static RECEIVE_NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Most bytes in one chunk of a snapshot transfer.
 pub const SNAP_CHUNK_SIZE: usize = 1 << 20;

@@ -447,6 +447,14 @@ impl<EK: KvEngine> PeerStorage<EK> {
         false
     }
 
+    /// Drops a ready generated snapshot (its send failed); a generation in flight is kept.
+    pub fn forget_generated_snapshot(&mut self) {
+        let gen = self.gen.get_mut();
+        if matches!(gen, GenState::Ready(_)) {
+            *gen = GenState::Idle;
+        }
+    }
+
     /// The generation finished (`None`: it failed; raft-rs will ask again).
     pub fn on_snapshot_generated(&mut self, snapshot: Option<Snapshot>) {
         *self.gen.get_mut() = snapshot.map_or(GenState::Idle, GenState::Ready);
