@@ -3,7 +3,6 @@
 //! region errors a TiKV client handles.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use batch_system::SendError;
 use engine::{KvEngine, CF_DEFAULT};
@@ -128,14 +127,7 @@ impl<EK: KvEngine> StoreApi<EK> {
         let cb = Callback::new(move |r| {
             let _ = tx.send(r);
         });
-        self.send(
-            region_id,
-            PeerMsg::Command {
-                request,
-                cb,
-                received: Instant::now(),
-            },
-        )?;
+        self.send(region_id, PeerMsg::Command { request, cb })?;
         rx.await.unwrap_or_else(|_| Err(self.stopped()))
     }
 

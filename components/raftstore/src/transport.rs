@@ -19,10 +19,9 @@ pub trait Transport: Send + 'static {
     /// verified delivers `msg` to its peer. `done` reports whether that happened, so raft-rs
     /// can send again on failure.
     fn send_snapshot(&mut self, msg: RaftMessage, files: SnapshotFiles, done: Callback<()>) {
-        let _ = (msg, files);
         done.invoke(Err(crate::Error::Snapshot {
-            region_id: 0,
-            key: String::new(),
+            region_id: msg.region_id,
+            key: files.key.to_string(),
             detail: "this transport cannot send snapshots".into(),
         }));
     }

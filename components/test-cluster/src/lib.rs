@@ -486,6 +486,37 @@ impl Cluster {
         );
     }
 
+    /// Cuts `follower` off and puts `key(i)` = `key(i)` for i = 0, 1, ... until the leader of
+    /// `region_id` has compacted its log past what the follower has (so it can only catch up
+    /// by snapshot). Returns how many keys it wrote. The partition stays in place.
+    pub fn leave_behind(&self, region_id: u64, follower: u64, key: impl Fn(u32) -> Vec<u8>) -> u32 {
+        let reached = self
+            .peer_status(follower, region_id)
+            .map_or(0, |s| s.applied_index);
+        let others: Vec<u64> = (1..=self.cfg.stores).filter(|s| *s != follower).collect();
+        self.partition(&[follower], &others);
+        let deadline = Instant::now() + WAIT;
+        let mut written = 0;
+        loop {
+            for _ in 0..50 {
+                self.must_put(&key(written), &key(written));
+                written += 1;
+            }
+            let leader = self.wait_leader(region_id);
+            if self
+                .peer_status(leader, region_id)
+                .is_some_and(|s| s.truncated_index > reached + 1)
+            {
+                return written;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "region {region_id}'s leader never compacted its log past store {follower}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// What the transport does to snapshots (corrupt the next chunk) and what it counted.
     pub fn snapshot_faults(&self) -> &SnapshotFaults {
         &self.transport.snapshot_faults

@@ -228,26 +228,7 @@ fn a_crash_during_snapshot_apply_is_resumed_at_restart() {
     cluster.must_put(b"before", b"1");
     let follower = (1..=3).find(|s| *s != leader).unwrap();
     cluster.wait_applied(follower, b"before", Some(b"1"));
-    let reached = cluster.peer_status(follower, 1).unwrap().applied_index;
-    let others: Vec<u64> = (1..=3).filter(|s| *s != follower).collect();
-    cluster.partition(&[follower], &others);
-    let mut written = 0;
-    while cluster
-        .peer_status(cluster.wait_leader(1), 1)
-        .unwrap()
-        .truncated_index
-        <= reached + 1
-    {
-        for _ in 0..50 {
-            cluster.must_put(&key(written), &key(written));
-            written += 1;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(
-            written < 5000,
-            "the leader never compacted past the follower"
-        );
-    }
+    let written = cluster.leave_behind(1, follower, key);
     fail::cfg("apply_snapshot_before_ingest", "1*panic").unwrap();
     cluster.clear_filters();
     let deadline = Instant::now() + Duration::from_secs(20);

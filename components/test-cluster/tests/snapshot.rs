@@ -1,7 +1,6 @@
 //! Snapshots: a follower the log has left behind catches up by snapshot.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use test_cluster::{Cluster, ClusterConfig};
 
@@ -15,31 +14,6 @@ fn config() -> ClusterConfig {
     cfg.raftstore.raft_log_gc_threshold = 20;
     cfg.raftstore.raft_log_gc_count_limit = 50;
     cfg
-}
-
-/// Cuts `follower` off, writes until the leader's log no longer holds what the follower needs,
-/// and returns the keys written.
-fn leave_behind(cluster: &Cluster, follower: u64) -> u32 {
-    let others: Vec<u64> = (1..=3).filter(|s| *s != follower).collect();
-    let reached = cluster.peer_status(follower, 1).unwrap().applied_index;
-    cluster.partition(&[follower], &others);
-    let mut written = 0;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        for _ in 0..50 {
-            cluster.must_put(&key(written), &key(written));
-            written += 1;
-        }
-        let leader = cluster.wait_leader(1);
-        if cluster.peer_status(leader, 1).unwrap().truncated_index > reached + 1 {
-            return written;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the leader never compacted past the follower"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn assert_caught_up(cluster: &Cluster, follower: u64, written: u32) {
@@ -66,7 +40,7 @@ fn a_follower_behind_the_compacted_log_catches_up_by_snapshot() {
     cluster.must_put(b"before", b"1");
     let follower = (1..=3).find(|s| *s != leader).unwrap();
     cluster.wait_applied(follower, b"before", Some(b"1"));
-    let written = leave_behind(&cluster, follower);
+    let written = cluster.leave_behind(1, follower, key);
     cluster.clear_filters();
     assert_caught_up(&cluster, follower, written);
     assert!(cluster.snapshot_faults().sent.load(Ordering::Relaxed) >= 1);
@@ -84,7 +58,7 @@ fn a_corrupted_snapshot_chunk_is_rejected_and_sent_again() {
     cluster.must_put(b"before", b"1");
     let follower = (1..=3).find(|s| *s != leader).unwrap();
     cluster.wait_applied(follower, b"before", Some(b"1"));
-    let written = leave_behind(&cluster, follower);
+    let written = cluster.leave_behind(1, follower, key);
     cluster
         .snapshot_faults()
         .corrupt_next_chunk

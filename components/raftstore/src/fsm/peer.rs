@@ -286,9 +286,7 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
         for msg in msgs.drain(..) {
             match msg {
                 PeerMsg::RaftMessage(m) => self.on_raft_message(fsm, *m),
-                PeerMsg::Command { request, cb, .. } => {
-                    fsm.peer.propose_write(request, cb, self.now)
-                }
+                PeerMsg::Command { request, cb } => fsm.peer.propose_write(request, cb, self.now),
                 PeerMsg::Read { request, cb } => fsm.peer.read(&request, cb, self.now),
                 PeerMsg::Tick => {
                     fsm.peer.tick(self.now);
@@ -385,16 +383,13 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
         // A leader's appends may go out before its own fsync (raft allows it): the follower
         // persists in parallel.
         // Snapshots wait for the late path, with their files.
-        let (snapshots, early): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.early).into_iter().partition(|m| {
-                m.message
-                    .as_ref()
-                    .is_some_and(|m| m.msg_type == raft::eraftpb::MessageType::MsgSnapshot as i32)
-            });
-        for msg in early {
-            self.transport.send(msg);
+        for msg in self.early.drain(..) {
+            if is_snapshot(&msg) {
+                self.late.push(msg);
+            } else {
+                self.transport.send(msg);
+            }
         }
-        self.late.extend(snapshots);
         if !self.batch.is_empty() {
             fail::fail_point!("raft_before_log_write");
             let sync = self.round_needs_sync;
@@ -426,17 +421,16 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 let _ = self.ctx.router.send(fsm.peer.region_id(), PeerMsg::Wake);
             }
         }
-        for msg in std::mem::take(&mut self.late) {
-            let is_snapshot = msg
-                .message
-                .as_ref()
-                .is_some_and(|m| m.msg_type == raft::eraftpb::MessageType::MsgSnapshot as i32);
-            if is_snapshot {
+        // Taken and put back so the buffer keeps its capacity across rounds.
+        let mut late = std::mem::take(&mut self.late);
+        for msg in late.drain(..) {
+            if is_snapshot(&msg) {
                 self.send_snapshot(msg);
             } else {
                 self.transport.send(msg);
             }
         }
+        self.late = late;
         self.transport.flush();
     }
 }
@@ -569,4 +563,10 @@ impl<EK: KvEngine> Drop for SnapshotReport<EK> {
             self.send(false);
         }
     }
+}
+
+fn is_snapshot(msg: &RaftMessage) -> bool {
+    msg.message
+        .as_ref()
+        .is_some_and(|m| m.msg_type == raft::eraftpb::MessageType::MsgSnapshot as i32)
 }

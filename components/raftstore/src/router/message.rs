@@ -135,7 +135,6 @@ pub enum PeerMsg<S> {
     Command {
         request: RaftCmdRequest,
         cb: WriteCallback,
-        received: Instant,
     },
     /// A linearizable read.
     Read {
