@@ -88,6 +88,10 @@ pub enum Error {
     /// a write this means its outcome is unknown.
     #[error("store {store_id} stopped before answering: {reason}")]
     StoreStopped { store_id: u64, reason: String },
+    /// A membership change was refused before it changed anything (another one is pending,
+    /// the region is joint, the change names a peer wrongly...).
+    #[error("region {region_id}: membership change refused: {detail}")]
+    ConfChange { region_id: u64, detail: String },
     #[error("region {region_id}: invalid command: {detail}")]
     InvalidCommand { region_id: u64, detail: String },
     #[error("region {region_id}: raft: {detail}")]

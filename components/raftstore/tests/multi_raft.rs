@@ -135,11 +135,11 @@ impl Store {
             let Some(last) = committed.last() else {
                 continue;
             };
-            let region = peer.storage().region().clone();
+            let mut region = peer.storage().region().clone();
             let mut state = *peer.storage().apply_state();
             results.clear();
             apply_entries::<MemEngine>(
-                &region,
+                &mut region,
                 &mut state,
                 &committed,
                 &mut kv_batch,

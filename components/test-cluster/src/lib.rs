@@ -2,10 +2,11 @@
 //! RocksDB and raft-engine in a temp dir, connected by a channel transport whose filters can
 //! partition, isolate, drop and delay messages.
 //!
-//! Regions are bootstrapped statically: region `i` of `K` has a peer on every store (peer id
-//! `i * 100 + store`) and covers `[key(i), key(i + 1))`, the first starting at `""` and the
-//! last ending at `""`, where `key(i)` is `format!("r{i:06}")` ([`region_key`]). The scheduler
-//! issue adds scheduler-driven bootstrap; this mode stays for these tests.
+//! Regions are bootstrapped statically: region `i` of `K` has a peer on each of the first
+//! `replicas` stores (peer id `i * 100 + store`, the id membership changes use too) and covers
+//! `[key(i), key(i + 1))`, the first starting at `""` and the last ending at `""`, where
+//! `key(i)` is `format!("r{i:06}")` ([`region_key`]). The scheduler issue adds
+//! scheduler-driven bootstrap; this mode stays for these tests.
 //!
 //! # Invariants
 //! - Every helper that waits is bounded (it panics with what it waited for), so a broken
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use engine::{keys, Peekable, RocksConfig, RocksEngine, CF_DEFAULT};
 use futures::executor::block_on;
+pub use proto::eraftpb::ConfChangeType;
 use proto::kvrpcpb::Context;
 use proto::metapb::{Peer as PeerMeta, Region, RegionEpoch};
 use raft_log::{RaftLogConfig, RaftLogEngine};
@@ -69,6 +71,8 @@ pub fn test_raftstore_config() -> raftstore::Config {
 pub struct ClusterConfig {
     pub stores: u64,
     pub regions: u64,
+    /// Stores `1..=replicas` hold the bootstrapped regions; the others start empty.
+    pub replicas: u64,
     pub raftstore: raftstore::Config,
     pub rocks: RocksConfig,
     /// raft-engine settings of every store (the directory is set per store).
@@ -84,6 +88,7 @@ impl ClusterConfig {
         ClusterConfig {
             stores,
             regions,
+            replicas: stores,
             raftstore: test_raftstore_config(),
             rocks: RocksConfig {
                 block_cache_size: 8 << 20,
@@ -141,7 +146,7 @@ impl Cluster {
                     conf_ver: 1,
                     version: 1,
                 }),
-                peers: (1..=cfg.stores)
+                peers: (1..=cfg.replicas.min(cfg.stores))
                     .map(|s| PeerMeta {
                         id: peer_id(i, s),
                         store_id: s,
@@ -169,6 +174,9 @@ impl Cluster {
             let (kv, _) = cluster.open_engines(store_id);
             raftstore::bootstrap_store(&kv, CLUSTER_ID, store_id).expect("bootstrap store");
             for region in &cluster.regions {
+                if !region.peers.iter().any(|p| p.store_id == store_id) {
+                    continue;
+                }
                 raftstore::bootstrap_region(&kv, region).expect("bootstrap region");
             }
         }
@@ -418,7 +426,8 @@ impl Cluster {
         self.must_write(key, vec![Modify::delete(key)]);
     }
 
-    fn must_write(&self, key: &[u8], modifies: Vec<Modify>) {
+    /// Writes `modifies` (all in `key`'s region) until acknowledged, following leader changes.
+    pub fn must_write(&self, key: &[u8], modifies: Vec<Modify>) {
         let deadline = Instant::now() + WAIT;
         let mut last = None;
         while Instant::now() < deadline {
@@ -553,6 +562,133 @@ impl Cluster {
             ..Default::default()
         };
         block_on(self.store(leader).api().admin(&ctx, admin))
+    }
+
+    /// Proposes a membership change of `region_id` through its leader (one attempt). Each
+    /// change names a store; the peer id is [`peer_id`]`(region_id, store)`.
+    pub fn change_peer(
+        &self,
+        region_id: u64,
+        changes: &[(ConfChangeType, u64)],
+    ) -> Result<(), Error> {
+        let changes: Vec<_> = changes
+            .iter()
+            .map(|(kind, store)| (*kind, *store, peer_id(region_id, *store)))
+            .collect();
+        self.change_peer_ids(region_id, &changes)
+    }
+
+    /// [`Self::change_peer`] with explicit peer ids: `(change, store, peer id)`.
+    pub fn change_peer_ids(
+        &self,
+        region_id: u64,
+        changes: &[(ConfChangeType, u64, u64)],
+    ) -> Result<(), Error> {
+        use proto::raft_cmdpb::{
+            AdminCmdType, AdminRequest, ChangePeerRequest, ChangePeerV2Request,
+        };
+        let leader = self.wait_leader(region_id);
+        let ctx = self.context(leader, region_id);
+        let admin = AdminRequest {
+            cmd_type: AdminCmdType::ChangePeerV2 as i32,
+            change_peer_v2: Some(ChangePeerV2Request {
+                changes: changes
+                    .iter()
+                    .map(|(kind, store_id, id)| ChangePeerRequest {
+                        change_type: *kind as i32,
+                        peer: Some(PeerMeta {
+                            id: *id,
+                            store_id: *store_id,
+                            ..Default::default()
+                        }),
+                    })
+                    .collect(),
+            }),
+            ..Default::default()
+        };
+        block_on(self.store(leader).api().admin(&ctx, admin))
+    }
+
+    /// [`Self::change_peer`] until it is applied, retrying while the leader moves or another
+    /// change is still pending.
+    pub fn must_change_peer(&self, region_id: u64, changes: &[(ConfChangeType, u64)]) {
+        let changes: Vec<_> = changes
+            .iter()
+            .map(|(kind, store)| (*kind, *store, peer_id(region_id, *store)))
+            .collect();
+        self.must_change_peer_ids(region_id, &changes);
+    }
+
+    /// [`Self::must_change_peer`] with explicit peer ids.
+    pub fn must_change_peer_ids(&self, region_id: u64, changes: &[(ConfChangeType, u64, u64)]) {
+        let deadline = Instant::now() + WAIT;
+        let mut last = None;
+        while Instant::now() < deadline {
+            match self.change_peer_ids(region_id, changes) {
+                Ok(()) => return,
+                Err(e) if is_retryable(&e) || matches!(e, Error::ConfChange { .. }) => {
+                    last = Some(e)
+                }
+                Err(e) => panic!("membership change {changes:?} of region {region_id}: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("membership change {changes:?} of region {region_id} not applied; last: {last:?}");
+    }
+
+    /// Waits until `store_id`'s peer of `region_id` sees the region satisfy `pred`, and
+    /// returns the region as it sees it.
+    pub fn wait_region(
+        &self,
+        store_id: u64,
+        region_id: u64,
+        pred: impl Fn(&Region) -> bool,
+    ) -> Region {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = None;
+        while Instant::now() < deadline {
+            if let Some(s) = self.peer_status(store_id, region_id) {
+                if pred(&s.region) {
+                    return s.region;
+                }
+                seen = Some(s.region);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("store {store_id}: region {region_id} never reached the expected state; last seen {seen:?}");
+    }
+
+    /// Waits until `store_id` no longer has a peer of `region_id` and its state there is a
+    /// tombstone.
+    pub fn wait_peer_destroyed(&self, store_id: u64, region_id: u64) {
+        use proto::raft_serverpb::{PeerState, RegionLocalState};
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            let state: Option<RegionLocalState> = self
+                .store(store_id)
+                .kv()
+                .get_msg_cf(engine::CF_RAFT, &keys::region_state_key(region_id))
+                .expect("read the region state");
+            let tombstone = state.is_some_and(|s| s.state == PeerState::Tombstone as i32);
+            if tombstone && self.peer_status(store_id, region_id).is_none() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("store {store_id} still hosts region {region_id} after {WAIT:?}");
+    }
+
+    /// Makes `to_store` the leader of `region_id`, retrying the transfer until it is.
+    pub fn must_transfer_leader(&self, region_id: u64, to_store: u64) {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if self.leader_of(region_id) == Some(to_store) {
+                return;
+            }
+            let _ = self.transfer_leader(region_id, to_store);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("store {to_store} did not become leader of region {region_id} within {WAIT:?}");
     }
 
     /// Group-commit counters of every running store: (fsyncs, entries written).

@@ -20,6 +20,8 @@ pub struct ApplyFsm<EK: KvEngine> {
     region: Region,
     apply_state: RaftApplyState,
     applied_term: u64,
+    /// Membership changes applied since the last `ApplyRes`.
+    conf_changes: Vec<raft::eraftpb::ConfChangeV2>,
     stopped: bool,
     logger: slog::Logger,
     _engine: std::marker::PhantomData<EK>,
@@ -31,6 +33,7 @@ impl<EK: KvEngine> ApplyFsm<EK> {
             region,
             applied_term: apply_state.commit_term,
             apply_state,
+            conf_changes: Vec::new(),
             stopped: false,
             logger,
             _engine: std::marker::PhantomData,
@@ -59,13 +62,14 @@ impl<EK: KvEngine> ApplyFsm<EK> {
             });
         }
         applied.clear();
-        let sync = apply_entries::<EK>(
-            &self.region,
+        let output = apply_entries::<EK>(
+            &mut self.region,
             &mut self.apply_state,
             &committed.entries,
             wb,
             applied,
         )?;
+        self.conf_changes.extend(output.conf_changes);
         if let Some(last) = committed.entries.last() {
             self.applied_term = last.term;
         }
@@ -103,7 +107,7 @@ impl<EK: KvEngine> ApplyFsm<EK> {
             };
             callbacks.push((p.cb, result, p.propose_time));
         }
-        Ok(sync)
+        Ok(output.sync)
     }
 }
 
@@ -265,6 +269,7 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
                     apply_state: fsm.apply_state,
                     applied_term: fsm.applied_term,
                     region: fsm.region.clone(),
+                    conf_changes: std::mem::take(&mut fsm.conf_changes),
                 },
             ));
         }

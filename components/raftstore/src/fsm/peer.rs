@@ -199,8 +199,42 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
 
     /// Steps a message from another store, after checking it is one peers exchange and is
     /// between members of the region: bytes from the network are untrusted, and raft-rs panics
-    /// on some malformed local-only messages (an empty MsgPropose, say).
+    /// on some malformed local-only messages (an empty MsgPropose, say). Messages that show
+    /// this peer was removed destroy it; a removed peer that still talks gets a tombstone back.
     fn on_raft_message(&mut self, fsm: &mut PeerFsm<EK>, msg: RaftMessage) {
+        let to = msg.to_peer.unwrap_or_default();
+        let from = msg.from_peer.unwrap_or_default();
+        let their_conf_ver = msg.region_epoch.unwrap_or_default().conf_ver;
+        let our_conf_ver = fsm.peer.region().region_epoch.unwrap_or_default().conf_ver;
+        if to.id != fsm.peer.peer_id() {
+            // Peer ids only grow: a newer id for this store means this peer was removed and
+            // the store added again.
+            if to.id > fsm.peer.peer_id() && their_conf_ver > our_conf_ver {
+                slog::info!(fsm.peer.logger(), "a newer peer of the region is on this store";
+                    "new_peer_id" => to.id);
+                self.destroy(fsm, Callback::new(|_| {}));
+            }
+            return;
+        }
+        if msg.is_tombstone {
+            if !fsm.peer.is_initialized() || their_conf_ver > our_conf_ver {
+                slog::info!(fsm.peer.logger(), "removed from the region, says a member";
+                    "from" => from.id, "conf_ver" => their_conf_ver);
+                self.destroy(fsm, Callback::new(|_| {}));
+            }
+            return;
+        }
+        if fsm.peer.is_initialized() && !fsm.peer.region().peers.iter().any(|p| p.id == from.id) {
+            if their_conf_ver < our_conf_ver {
+                self.send_tombstone(&fsm.peer, from);
+            }
+            slog::debug!(fsm.peer.logger(), "dropping a message from a non-member";
+                "from" => from.id, "conf_ver" => their_conf_ver);
+            return;
+        }
+        if !fsm.peer.is_initialized() {
+            fsm.peer.remember_peer(from);
+        }
         let Some(wire) = msg.message else {
             return;
         };
@@ -211,7 +245,13 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
                 return;
             }
         };
-        match check_peer_message(&fsm.peer, &m) {
+        match check_peer_message(&fsm.peer, &m).and_then(|ok| {
+            if ok && m.msg_type == raft::eraftpb::MessageType::MsgSnapshot {
+                self.check_snapshot_range(&fsm.peer, &m).map(|()| ok)
+            } else {
+                Ok(ok)
+            }
+        }) {
             Ok(true) => {}
             Ok(false) => return,
             Err(why) => {
@@ -223,6 +263,44 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         if let Err(e) = fsm.peer.step(m) {
             slog::debug!(fsm.peer.logger(), "raft rejected a message"; "error" => %e);
         }
+    }
+}
+
+impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
+    /// Tells a peer that is no longer a member (its messages carry an older membership) that
+    /// it was removed, so it destroys itself: a removed peer that missed its removal entry
+    /// would otherwise keep campaigning.
+    fn send_tombstone(&mut self, peer: &Peer<EK>, to: proto::metapb::Peer) {
+        if to.id == 0 || to.store_id == 0 {
+            return;
+        }
+        let region = peer.region();
+        slog::info!(peer.logger(), "telling a removed peer it is gone"; "to" => to.id,
+            "store_id" => to.store_id);
+        self.transport.send(RaftMessage {
+            region_id: region.id,
+            from_peer: Some(peer.meta()),
+            to_peer: Some(to),
+            message: None,
+            region_epoch: region.region_epoch,
+            is_tombstone: true,
+            start_key: region.start_key.clone(),
+            end_key: region.end_key.clone(),
+        });
+    }
+
+    /// A snapshot whose range overlaps another region here is not taken: applying it would
+    /// clear that region's data. (The other region must go first, by removal or merge.)
+    fn check_snapshot_range(&self, peer: &Peer<EK>, m: &Message) -> Result<(), &'static str> {
+        let data = proto::raft_serverpb::SnapshotData::decode(m.get_snapshot().get_data())
+            .map_err(|_| "snapshot data does not decode")?;
+        let region = data.region.unwrap_or_default();
+        if let Some(other) = self.ctx.meta().overlapping(&region) {
+            slog::warn!(peer.logger(), "snapshot overlaps another region here";
+                "other_region_id" => other.id);
+            return Err("snapshot range overlaps another region on this store");
+        }
+        Ok(())
     }
 }
 
@@ -247,9 +325,14 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                     }
                 }
                 StoreMsg::RaftMessage(m) => {
-                    // Creating a peer from a message is membership (the snapshot issue).
-                    slog::debug!(self.ctx.logger, "raft message for a region not on this store";
-                        "region_id" => m.region_id);
+                    if let Some(m) = self.ctx.maybe_create_peer(*m) {
+                        let region_id = m.region_id;
+                        let msg = PeerMsg::RaftMessage(Box::new(m));
+                        if let Err(e) = self.ctx.router.force_send(region_id, msg) {
+                            slog::info!(self.ctx.logger, "new peer did not take its message";
+                                "region_id" => region_id, "error" => %e);
+                        }
+                    }
                 }
                 StoreMsg::DestroyPeer { region_id, cb } => {
                     let msg = PeerMsg::Destroy { cb };
@@ -285,17 +368,35 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
         }
         for msg in msgs.drain(..) {
             match msg {
-                PeerMsg::RaftMessage(m) => self.on_raft_message(fsm, *m),
+                PeerMsg::RaftMessage(m) => {
+                    self.on_raft_message(fsm, *m);
+                    if fsm.stopped {
+                        break;
+                    }
+                }
                 PeerMsg::Command { request, cb } => fsm.peer.propose_write(request, cb, self.now),
                 PeerMsg::Read { request, cb } => fsm.peer.read(&request, cb, self.now),
                 PeerMsg::Tick => {
                     fsm.peer.tick(self.now);
                 }
                 PeerMsg::ApplyRes(res) => {
-                    let compacted =
-                        fsm.peer
-                            .on_apply_res(res.apply_state, res.applied_term, res.region);
-                    if let Some(index) = compacted {
+                    let outcome = fsm.peer.on_apply_res(res);
+                    if outcome.region_changed && fsm.peer.is_initialized() {
+                        let region = fsm.peer.region().clone();
+                        if let Err(e) = self.ctx.meta().insert(region) {
+                            slog::error!(fsm.peer.logger(), "store meta refused the region";
+                                "error" => %e);
+                        }
+                    }
+                    if outcome.removed {
+                        slog::info!(
+                            fsm.peer.logger(),
+                            "removed from the region by a membership change"
+                        );
+                        self.destroy(fsm, Callback::new(|_| {}));
+                        break;
+                    }
+                    if let Some(index) = outcome.compacted_to {
                         // Losing this (a crash before the round's write) only leaves entries
                         // that the next compaction or raft-engine's purge removes.
                         self.batch.compact_to(fsm.peer.region_id(), index + 1);
@@ -503,9 +604,8 @@ fn check_peer_message<EK: KvEngine>(peer: &Peer<EK>, m: &Message) -> Result<bool
     if m.to != peer.peer_id() {
         return Err("addressed to another peer");
     }
-    if !peer.region().peers.iter().any(|p| p.id == m.from) {
-        return Err("sender is not a member of the region");
-    }
+    // (The sender's membership is checked on the RaftMessage: an uninitialized peer knows no
+    // members, and may still have to vote, as a voter of the new configuration.)
     let vote = matches!(m.msg_type, MsgRequestVote | MsgRequestPreVote);
     // While a snapshot's data is going in: no second snapshot (its apply would race the
     // first's) and no forced campaign (raft-rs's applied index is below the log's start).

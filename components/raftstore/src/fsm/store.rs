@@ -7,7 +7,7 @@ use batch_system::Fsm;
 use engine::{keys, KvEngine, WriteBatch, CF_RAFT};
 use proto::metapb::Region;
 use proto::raft_serverpb::{
-    PeerState, RaftApplyState, RegionLocalState, SnapshotData, SnapshotMeta,
+    PeerState, RaftApplyState, RaftMessage, RegionLocalState, SnapshotData, SnapshotMeta,
 };
 use raft_log::RaftLogEngine;
 
@@ -30,7 +30,8 @@ impl Fsm for StoreFsm {
 }
 
 /// The regions hosted here. Their key ranges never overlap: a peer whose range overlaps an
-/// existing one is refused.
+/// existing one is refused. An uninitialized region (a peer created by a raft message, with
+/// no data or members yet) has no range until its first snapshot.
 #[derive(Debug, Default)]
 pub struct StoreMeta {
     regions: HashMap<u64, Region>,
@@ -57,6 +58,9 @@ impl StoreMeta {
 
     /// The region here whose range overlaps `region`'s, other than itself.
     pub fn overlapping(&self, region: &Region) -> Option<&Region> {
+        if region.peers.is_empty() {
+            return None;
+        }
         let start = keys::data_key(&region.start_key);
         let end = keys::data_end_key(&region.end_key);
         let (_, id) = self
@@ -78,18 +82,21 @@ impl StoreMeta {
                 ),
             });
         }
-        if let Some(old) = self.regions.remove(&region.id) {
-            self.ranges.remove(&keys::data_end_key(&old.end_key));
+        self.remove(region.id);
+        if !region.peers.is_empty() {
+            self.ranges
+                .insert(keys::data_end_key(&region.end_key), region.id);
         }
-        self.ranges
-            .insert(keys::data_end_key(&region.end_key), region.id);
         self.regions.insert(region.id, region);
         Ok(())
     }
 
     pub fn remove(&mut self, region_id: u64) -> Option<Region> {
         let old = self.regions.remove(&region_id)?;
-        self.ranges.remove(&keys::data_end_key(&old.end_key));
+        let end = keys::data_end_key(&old.end_key);
+        if self.ranges.get(&end) == Some(&region_id) {
+            self.ranges.remove(&end);
+        }
         Some(old)
     }
 }
@@ -273,6 +280,12 @@ impl<EK: KvEngine> StoreContext<EK> {
             });
         };
         let peer_id = me.id;
+        self.create_peer_as(region, peer_state, peer_id)
+    }
+
+    /// [`Self::create_peer`] for a given peer id: an uninitialized region lists no peers.
+    fn create_peer_as(&self, region: Region, peer_state: PeerState, peer_id: u64) -> Result<()> {
+        let region_id = region.id;
         self.meta().insert(region.clone())?;
         let opened = PeerStorage::open(
             self.kv.clone(),
@@ -321,6 +334,92 @@ impl<EK: KvEngine> StoreContext<EK> {
 }
 
 impl<EK: KvEngine> StoreContext<EK> {
+    /// A raft message for a region with no peer here: creates the (uninitialized) peer it is
+    /// addressed to, unless the message is stale (the region was removed from this store at a
+    /// newer membership), its range is taken by a region here, or it cannot start a peer.
+    /// Returns the message back if a peer now exists to take it.
+    pub fn maybe_create_peer(&self, msg: RaftMessage) -> Option<RaftMessage> {
+        use raft::eraftpb::MessageType::*;
+        let region_id = msg.region_id;
+        let to = msg.to_peer.unwrap_or_default();
+        let msg_type = msg.message.as_ref().map(|m| m.msg_type);
+        let drop = |why: &str| {
+            slog::debug!(self.logger, "raft message for a region not here dropped";
+                "region_id" => region_id, "to" => to.id, "msg_type" => ?msg_type, "reason" => why);
+            None
+        };
+        if to.store_id != self.store_id || to.id == 0 {
+            return drop("addressed to another store");
+        }
+        if msg.is_tombstone {
+            return drop("tombstone for a peer that is not here");
+        }
+        let starts = [
+            MsgAppend,
+            MsgHeartbeat,
+            MsgSnapshot,
+            MsgRequestVote,
+            MsgRequestPreVote,
+        ];
+        if !starts.iter().any(|t| msg_type == Some(*t as i32)) {
+            return drop("not a message that starts a peer");
+        }
+        {
+            let meta = self.meta();
+            if meta.region(region_id).is_some() {
+                return drop("the region's peer is being destroyed");
+            }
+            let probe = Region {
+                id: region_id,
+                start_key: msg.start_key.clone(),
+                end_key: msg.end_key.clone(),
+                peers: vec![to],
+                ..Default::default()
+            };
+            if let Some(other) = meta.overlapping(&probe) {
+                slog::info!(self.logger, "not creating a peer whose range overlaps a region here";
+                    "region_id" => region_id, "other_region_id" => other.id);
+                return None;
+            }
+        }
+        let their_conf_ver = msg.region_epoch.unwrap_or_default().conf_ver;
+        match PeerStorage::<EK>::load_region_state(&self.kv, region_id) {
+            Ok(Some(state)) if state.state == PeerState::Tombstone as i32 => {
+                let removed_at = state
+                    .region
+                    .and_then(|r| r.region_epoch)
+                    .unwrap_or_default()
+                    .conf_ver;
+                if their_conf_ver <= removed_at {
+                    return drop("stale: the region was removed from this store");
+                }
+            }
+            Ok(Some(_)) => return drop("the region's state is here but its peer is not"),
+            Ok(None) => {}
+            Err(e) => {
+                slog::warn!(self.logger, "cannot read a region's state"; "region_id" => region_id,
+                    "error" => %e);
+                return None;
+            }
+        }
+        let region = Region {
+            id: region_id,
+            ..Default::default()
+        };
+        match self.create_peer_as(region, PeerState::Normal, to.id) {
+            Ok(()) => {
+                slog::info!(self.logger, "created a peer from a raft message";
+                    "region_id" => region_id, "peer_id" => to.id, "msg_type" => ?msg_type);
+                Some(msg)
+            }
+            Err(e) => {
+                slog::warn!(self.logger, "cannot create a peer from a raft message";
+                    "region_id" => region_id, "peer_id" => to.id, "error" => %e);
+                None
+            }
+        }
+    }
+
     /// Removes a region's peer from this store for good: one synced KV write marks it
     /// tombstone and deletes its data and apply state, then its raft log is cleaned. A crash
     /// in between leaves a tombstone whose log [`Self::clean_tombstone_log`] removes at start.
@@ -331,9 +430,12 @@ impl<EK: KvEngine> StoreContext<EK> {
         put_region_state(&mut wb, region, PeerState::Tombstone).map_err(engine_err)?;
         wb.delete_cf(CF_RAFT, &keys::apply_state_key(region_id))
             .map_err(engine_err)?;
-        let (start, end) = keys::region_data_bounds(region);
-        for cf in engine::DATA_CFS {
-            wb.delete_range_cf(cf, &start, &end).map_err(engine_err)?;
+        // An uninitialized peer has no data (and no range: its bounds would be everything).
+        if !region.peers.is_empty() {
+            let (start, end) = keys::region_data_bounds(region);
+            for cf in engine::DATA_CFS {
+                wb.delete_range_cf(cf, &start, &end).map_err(engine_err)?;
+            }
         }
         self.kv.write(&mut wb, true).map_err(engine_err)?;
         self.clean_tombstone_log(region_id)?;
@@ -390,6 +492,11 @@ mod tests {
             id,
             start_key: start.to_vec(),
             end_key: end.to_vec(),
+            peers: vec![proto::metapb::Peer {
+                id: id * 10,
+                store_id: 1,
+                ..Default::default()
+            }],
             ..Default::default()
         }
     }
@@ -409,5 +516,15 @@ mod tests {
         assert_eq!(meta.len(), 4);
         assert_eq!(meta.remove(4).map(|r| r.id), Some(4));
         meta.insert(region(5, b"e", b"f")).unwrap();
+        // An uninitialized region has no range: it overlaps nothing and removing it leaves the
+        // range that ends at "" in place.
+        let uninit = Region {
+            id: 9,
+            ..Default::default()
+        };
+        assert!(meta.overlapping(&uninit).is_none());
+        meta.insert(uninit).unwrap();
+        meta.remove(9);
+        assert!(meta.insert(region(6, b"y", b"")).is_err());
     }
 }

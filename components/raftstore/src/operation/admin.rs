@@ -1,8 +1,9 @@
 //! Admin commands: they change the region (its log, membership, leader or key range) rather
 //! than its data. `CompactLog` is applied here (see `log_gc`); `TransferLeader` never enters the
-//! log (the leader executes it at propose time, see `transfer_leader`). Membership and split
-//! arrive with their issues; until then they are rejected at propose time and, should one be
-//! in the log anyway, fail their apply without touching the region.
+//! log (the leader executes it at propose time); `ChangePeerV2` travels as a raft conf-change
+//! entry (see `conf_change`), never as a normal entry. Split arrives with its issue; until then
+//! it is rejected at propose time and, should one be in the log anyway, fails its apply
+//! without touching the region.
 
 use proto::metapb::Region;
 use proto::raft_cmdpb::{AdminCmdType, AdminRequest};
@@ -51,6 +52,8 @@ fn unsupported(region: &Region, admin: &AdminRequest) -> Error {
         .unwrap_or_else(|| format!("unknown admin command {}", admin.cmd_type));
     Error::InvalidCommand {
         region_id: region.id,
-        detail: format!("{name} is not supported by this build yet, or lacks its body"),
+        detail: format!(
+            "{name} is not supported by this build or not as a normal entry, or lacks its body"
+        ),
     }
 }

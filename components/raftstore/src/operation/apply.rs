@@ -5,10 +5,10 @@ use engine::{keys, KvEngine, WriteBatch, CF_RAFT};
 use prost::Message as _;
 use proto::metapb::Region;
 use proto::raft_cmdpb::RaftCmdRequest;
-use proto::raft_serverpb::RaftApplyState;
-use raft::eraftpb::{Entry, EntryType};
+use proto::raft_serverpb::{PeerState, RaftApplyState, RegionLocalState};
+use raft::eraftpb::{ConfChangeV2, Entry, EntryType};
 
-use super::{admin, write};
+use super::{admin, conf_change, write};
 use crate::{Error, Result};
 
 /// The outcome of one applied entry, for the proposal's callback.
@@ -19,40 +19,58 @@ pub struct Applied {
     pub result: Result<()>,
 }
 
-/// Applies committed `entries` of one region into `wb` and records the new apply state in the
-/// same batch, so data and apply progress become durable together. A command that fails its
-/// checks writes nothing; its error is in `out`. Returns true if the batch must be synced (a
-/// log compaction was applied).
+/// What applying a run of entries asks of the apply round and the peer.
+#[derive(Debug, Default)]
+pub struct ApplyOutput {
+    /// The batch must be synced (a log compaction was applied).
+    pub sync: bool,
+    /// Membership changes applied, in log order, for raft-rs.
+    pub conf_changes: Vec<ConfChangeV2>,
+}
+
+/// Applies committed `entries` of one region into `wb` and records the new apply state (and,
+/// after a membership change, the new region) in the same batch, so data and apply progress
+/// become durable together. A command that fails its checks writes nothing; its error is in
+/// `out`.
 pub fn apply_entries<EK: KvEngine>(
-    region: &Region,
+    region: &mut Region,
     apply_state: &mut RaftApplyState,
     entries: &[Entry],
     wb: &mut EK::WriteBatch,
     out: &mut Vec<Applied>,
-) -> Result<bool> {
+) -> Result<ApplyOutput> {
+    let mut output = ApplyOutput::default();
     let Some(last) = entries.last() else {
-        return Ok(false);
+        return Ok(output);
     };
-    let mut sync = false;
     for e in entries {
         // Admin commands compare against the applied index, which includes everything before
         // this entry in the same batch.
         apply_state.applied_index = e.index - 1;
-        let result = if e.entry_type != EntryType::EntryNormal || e.data.is_empty() {
-            // A new leader's empty entry, or a conf change (handled by its own operation).
-            Ok(())
-        } else {
+        let result = match e.entry_type {
+            EntryType::EntryConfChangeV2 => {
+                apply_conf_change::<EK>(region, e, wb).map(|cc| output.conf_changes.push(cc))
+            }
+            EntryType::EntryConfChange => Err(Error::InvalidCommand {
+                region_id: region.id,
+                detail: format!(
+                    "entry {} is a v1 conf change, which is never proposed",
+                    e.index
+                ),
+            }),
+            // A new leader's empty entry.
+            EntryType::EntryNormal if e.data.is_empty() => Ok(()),
             // An entry that does not decode fails alone, the same way on every replica; it
             // must not stop the store (it would again at every restart).
-            match RaftCmdRequest::decode(e.data.as_ref()) {
+            EntryType::EntryNormal => match RaftCmdRequest::decode(e.data.as_ref()) {
                 Ok(cmd) => apply_command::<EK>(region, apply_state, &cmd, wb).map(|outcome| {
-                    sync |= outcome.sync;
+                    output.sync |= outcome.sync;
                 }),
                 Err(err) => Err(Error::InvalidCommand {
                     region_id: region.id,
                     detail: format!("entry {} does not decode as a command: {err}", e.index),
                 }),
-            }
+            },
         };
         out.push(Applied {
             index: e.index,
@@ -71,7 +89,28 @@ pub fn apply_entries<EK: KvEngine>(
             region_id: region.id,
             source,
         })?;
-    Ok(sync)
+    Ok(output)
+}
+
+/// A membership change: the new region is written with the apply state, in the same batch.
+fn apply_conf_change<EK: KvEngine>(
+    region: &mut Region,
+    entry: &Entry,
+    wb: &mut EK::WriteBatch,
+) -> Result<ConfChangeV2> {
+    let (new, cc) = conf_change::apply_entry(region, entry)?;
+    let state = RegionLocalState {
+        state: PeerState::Normal as i32,
+        region: Some(new.clone()),
+        applying_snapshot: None,
+    };
+    wb.put_msg_cf(CF_RAFT, &keys::region_state_key(region.id), &state)
+        .map_err(|source| Error::Engine {
+            region_id: region.id,
+            source,
+        })?;
+    *region = new;
+    Ok(cc)
 }
 
 fn apply_command<EK: KvEngine>(

@@ -6,9 +6,11 @@
 //! - [`apply`]: the dispatch from a committed entry to the operation that applies it.
 //! - [`read`]: the lease and ReadIndex rules for linearizable reads.
 //! - [`log_gc`]: when to compact a region's raft log, and the apply of `CompactLog`.
+//! - [`conf_change`]: membership changes (ChangePeerV2, joint consensus).
 
 pub mod admin;
 pub mod apply;
+pub mod conf_change;
 pub mod log_gc;
 pub mod read;
 pub mod write;

@@ -14,9 +14,10 @@ use raft::{RawNode, StateRole};
 use raft_log::RaftLogBatch;
 
 use crate::operation::read::{Lease, PendingReads};
-use crate::operation::{admin, log_gc, write};
+use crate::operation::{admin, conf_change, log_gc, write};
 use crate::router::{
-    Callback, CommittedEntries, PeerStatus, Proposal, ReadCallback, RegionSnapshot, WriteCallback,
+    ApplyRes, Callback, CommittedEntries, PeerStatus, Proposal, ReadCallback, RegionSnapshot,
+    WriteCallback,
 };
 use crate::storage::PeerStorage;
 use crate::{Config, Error, Result};
@@ -53,6 +54,17 @@ pub struct ReceivedSnapshot {
     pub key: crate::snap::SnapKey,
     pub meta: proto::raft_serverpb::SnapshotMeta,
     pub apply_state: RaftApplyState,
+}
+
+/// What an apply result changed for the store.
+#[derive(Debug, Default)]
+pub struct AppliedOutcome {
+    /// The log was compacted to here: the caller deletes the raft-log entries up to it.
+    pub compacted_to: Option<u64>,
+    /// The region (membership or range) changed: the store's view must follow.
+    pub region_changed: bool,
+    /// A membership change removed this peer: it must be destroyed.
+    pub removed: bool,
 }
 
 /// The time limits a peer enforces, from [`Config`].
@@ -94,6 +106,9 @@ pub struct Peer<EK: KvEngine> {
     ticks: u64,
     /// The highest index a CompactLog was proposed for, so one is not proposed every check.
     compact_proposed: u64,
+    /// Peers that sent messages but are not in the region as this peer knows it (an
+    /// uninitialized peer knows no members): replies are addressed through it.
+    peer_cache: std::collections::HashMap<u64, PeerMeta>,
     limits: Limits,
     logger: slog::Logger,
 }
@@ -142,6 +157,7 @@ impl<EK: KvEngine> Peer<EK> {
             applied_term,
             ticks: 0,
             compact_proposed: 0,
+            peer_cache: Default::default(),
             limits: Limits {
                 proposal_timeout: config.proposal_timeout(),
                 read_index_timeout: config.read_index_timeout(),
@@ -165,6 +181,33 @@ impl<EK: KvEngine> Peer<EK> {
 
     pub fn peer_id(&self) -> u64 {
         self.peer_id
+    }
+
+    /// This peer's metadata as the region lists it (or its bare id and store).
+    pub fn meta(&self) -> PeerMeta {
+        self.region()
+            .peers
+            .iter()
+            .find(|p| p.id == self.peer_id)
+            .copied()
+            .unwrap_or(PeerMeta {
+                id: self.peer_id,
+                store_id: self.store_id,
+                ..Default::default()
+            })
+    }
+
+    /// The peer has its region's data and membership (a peer created by a raft message has
+    /// neither until its first snapshot).
+    pub fn is_initialized(&self) -> bool {
+        !self.region().peers.is_empty()
+    }
+
+    /// Remembers how to reach a peer that is not (yet) a member as this peer knows it.
+    pub fn remember_peer(&mut self, peer: PeerMeta) {
+        if peer.id != 0 && !self.peer_cache.contains_key(&peer.id) {
+            self.peer_cache.insert(peer.id, peer);
+        }
     }
 
     pub fn store_id(&self) -> u64 {
@@ -294,33 +337,164 @@ impl<EK: KvEngine> Peer<EK> {
             cb.invoke(result);
             return;
         }
+        let is_conf_change = request
+            .admin_request
+            .as_ref()
+            .is_some_and(|a| a.cmd_type == AdminCmdType::ChangePeerV2 as i32);
+        if is_conf_change {
+            self.propose_conf_change(request, cb, now);
+            return;
+        }
         if let Err(e) = self.check_write(&request) {
             cb.invoke(Err(e));
             return;
         }
         let data = request.encode_to_vec();
         let before = self.raw.raft.raft_log.last_index();
-        if self.raw.propose(vec![], data).is_err() || self.raw.raft.raft_log.last_index() == before
-        {
-            // Dropped by raft, nothing appended: a leader transfer is in progress, or too many
-            // bytes are uncommitted.
+        let proposed = self.raw.propose(vec![], data).is_ok();
+        // Dropped by raft while leading: too many bytes are uncommitted.
+        self.track_proposal(before, proposed, cb, now, |region_id| Error::ServerIsBusy {
+            region_id,
+            reason: "too many uncommitted entries (raft-max-uncommitted-size)".into(),
+        });
+    }
+
+    /// Waits for the entry raft just appended, or, if raft appended nothing, answers `cb` with
+    /// `refused` while this peer still leads (and no transfer is under way), NotLeader
+    /// otherwise. Returns whether the proposal is in the log.
+    fn track_proposal(
+        &mut self,
+        before: u64,
+        proposed: bool,
+        cb: WriteCallback,
+        now: Instant,
+        refused: impl FnOnce(u64) -> Error,
+    ) -> bool {
+        let index = self.raw.raft.raft_log.last_index();
+        if !proposed || index == before {
             let err = if self.is_leader() && self.raw.raft.lead_transferee.is_none() {
-                Error::ServerIsBusy {
-                    region_id: self.region_id(),
-                    reason: "too many uncommitted entries (raft-max-uncommitted-size)".into(),
-                }
+                refused(self.region_id())
             } else {
                 self.not_leader()
             };
             cb.invoke(Err(err));
-            return;
+            return false;
         }
         self.proposals.push_back(Proposal {
-            index: self.raw.raft.raft_log.last_index(),
+            index,
             term: self.term(),
             propose_time: now,
             cb,
         });
+        true
+    }
+
+    /// Proposes a membership change; `cb` is answered once it is applied.
+    fn propose_conf_change(&mut self, request: RaftCmdRequest, cb: WriteCallback, now: Instant) {
+        let changes = match self.check_conf_change(&request) {
+            Ok(changes) => changes,
+            Err(e) => {
+                cb.invoke(Err(e));
+                return;
+            }
+        };
+        let cc = conf_change::to_raft_conf_change(&changes, request.encode_to_vec());
+        let before = self.raw.raft.raft_log.last_index();
+        let proposed = self.raw.propose_conf_change(vec![], cc).is_ok();
+        let refused = |region_id| Error::ConfChange {
+            region_id,
+            detail: "raft refused the change (a membership change is pending)".into(),
+        };
+        if self.track_proposal(before, proposed, cb, now, refused) {
+            slog::info!(self.logger, "proposed membership change";
+                "index" => self.raw.raft.raft_log.last_index(), "changes" => ?changes);
+        }
+    }
+
+    /// A membership change is decided against the membership the client saw, one at a time,
+    /// and never removes or demotes the leader (transfer leadership first).
+    fn check_conf_change(
+        &self,
+        request: &RaftCmdRequest,
+    ) -> Result<Vec<proto::raft_cmdpb::ChangePeerRequest>> {
+        self.check_request(request)?;
+        let region = self.region();
+        let region_id = region.id;
+        let current = region.region_epoch.unwrap_or_default();
+        let requested = request
+            .header
+            .and_then(|h| h.region_epoch)
+            .unwrap_or_default();
+        if requested.conf_ver != current.conf_ver {
+            return Err(Error::EpochNotMatch {
+                region_id,
+                request_conf_ver: requested.conf_ver,
+                request_version: requested.version,
+                current_regions: vec![region.clone()],
+            });
+        }
+        if self.raw.raft.has_pending_conf() {
+            return Err(Error::ConfChange {
+                region_id,
+                detail: format!(
+                    "another membership change (at index {}) is not applied yet; retry after it",
+                    self.raw.raft.pending_conf_index
+                ),
+            });
+        }
+        let changes = request
+            .admin_request
+            .as_ref()
+            .and_then(|a| a.change_peer_v2.as_ref())
+            .map(|c| c.changes.clone())
+            .ok_or_else(|| Error::InvalidCommand {
+                region_id,
+                detail: "ChangePeerV2 without its changes".into(),
+            })?;
+        let new = conf_change::region_after(region, &changes)?;
+        let stays_voter = new.peers.iter().any(|p| {
+            p.id == self.peer_id
+                && matches!(
+                    p.role(),
+                    proto::metapb::PeerRole::Voter | proto::metapb::PeerRole::IncomingVoter
+                )
+        });
+        if !stays_voter {
+            return Err(Error::ConfChange {
+                region_id,
+                detail: format!(
+                    "the change removes or demotes the leader (peer {}); transfer leadership first",
+                    self.peer_id
+                ),
+            });
+        }
+        let size = request.encoded_len() as u64;
+        if size > self.limits.entry_max_size {
+            return Err(Error::RaftEntryTooLarge {
+                region_id,
+                entry_size: size,
+                limit: self.limits.entry_max_size,
+            });
+        }
+        Ok(changes)
+    }
+
+    /// A leader of a joint region with no membership change in flight proposes the leave: raft-rs
+    /// only does it when the entering entry is applied under the same leader.
+    fn maybe_leave_joint(&mut self) -> bool {
+        if !self.is_leader()
+            || self.raw.raft.has_pending_conf()
+            || !conf_change::is_joint(self.region())
+        {
+            return false;
+        }
+        slog::info!(self.logger, "proposing to leave the joint configuration");
+        let leave = raft::eraftpb::ConfChangeV2::default();
+        if let Err(e) = self.raw.propose_conf_change(vec![], leave) {
+            slog::warn!(self.logger, "leaving the joint configuration failed"; "error" => %e);
+            return false;
+        }
+        true
     }
 
     fn check_write(&self, request: &RaftCmdRequest) -> Result<()> {
@@ -645,26 +819,41 @@ impl<EK: KvEngine> Peer<EK> {
         self.raw.advance_apply_to(index);
     }
 
-    /// The ApplyFsm applied entries: record it and serve the reads that waited for it.
-    /// Returns the new truncated index when the apply compacted the log: the caller deletes
-    /// the raft-log entries up to it.
-    pub fn on_apply_res(
-        &mut self,
-        apply_state: RaftApplyState,
-        applied_term: u64,
-        region: Region,
-    ) -> Option<u64> {
+    /// The ApplyFsm applied entries: record it (membership changes go to raft-rs before the
+    /// new applied index) and serve the reads that waited for it.
+    pub fn on_apply_res(&mut self, res: ApplyRes) -> AppliedOutcome {
+        let mut outcome = AppliedOutcome::default();
+        let ApplyRes {
+            apply_state,
+            applied_term,
+            region,
+            conf_changes,
+        } = res;
         let applied = apply_state.applied_index;
         if self.storage().peer_state() == proto::raft_serverpb::PeerState::Applying {
             // Results of entries older than the snapshot being applied say nothing new.
             if applied < self.storage().truncated_index() {
-                return None;
+                return outcome;
             }
             self.storage_mut().on_snapshot_applied();
         } else if applied <= self.storage().applied_index() && self.applied_term >= applied_term {
-            return None;
+            return outcome;
+        }
+        for cc in &conf_changes {
+            match self.raw.apply_conf_change(cc) {
+                Ok(cs) => slog::info!(self.logger, "membership changed";
+                    "voters" => ?cs.voters, "learners" => ?cs.learners,
+                    "outgoing" => ?cs.voters_outgoing, "demoting" => ?cs.learners_next),
+                // The apply checked the change against the same region on every replica.
+                Err(e) => slog::error!(self.logger, "raft-rs refused an applied membership change";
+                    "error" => %e),
+            }
         }
         if region != *self.region() {
+            outcome.region_changed = true;
+            outcome.removed = self.is_initialized()
+                && !conf_changes.is_empty()
+                && !region.peers.iter().any(|p| p.id == self.peer_id);
             self.storage_mut().set_region(region);
         }
         let old_truncated = self.storage().truncated_index();
@@ -675,9 +864,9 @@ impl<EK: KvEngine> Peer<EK> {
         let truncated = self.storage().truncated_index();
         if truncated > old_truncated {
             self.storage_mut().on_log_compacted(truncated);
-            return Some(truncated);
+            outcome.compacted_to = Some(truncated);
         }
-        None
+        outcome
     }
 
     fn serve_reads(&mut self) {
@@ -706,6 +895,7 @@ impl<EK: KvEngine> Peer<EK> {
         if self.is_leader() && self.ticks % self.limits.gc_ticks == 0 {
             work |= self.maybe_compact_log(now);
         }
+        work |= self.maybe_leave_joint();
         self.expire_proposals(now);
         for read in self.pending_reads.take_expired(
             now.checked_sub(self.limits.read_index_timeout)
@@ -787,7 +977,7 @@ impl<EK: KvEngine> Peer<EK> {
                     compact_index: target,
                     compact_term: term,
                 }),
-                transfer_leader: None,
+                ..Default::default()
             }),
         };
         slog::debug!(self.logger, "proposing log compaction"; "compact_index" => target);
@@ -855,20 +1045,14 @@ impl<EK: KvEngine> Peer<EK> {
     /// not a member of the region as this peer knows it.
     pub fn to_raft_message(&self, msg: Message) -> Option<RaftMessage> {
         let region = self.region();
-        let to_peer = *region.peers.iter().find(|p| p.id == msg.to)?;
-        let from_peer = region
+        let to_peer = *region
             .peers
             .iter()
-            .find(|p| p.id == self.peer_id)
-            .copied()
-            .unwrap_or(PeerMeta {
-                id: self.peer_id,
-                store_id: self.store_id,
-                ..Default::default()
-            });
+            .find(|p| p.id == msg.to)
+            .or_else(|| self.peer_cache.get(&msg.to))?;
         Some(RaftMessage {
             region_id: region.id,
-            from_peer: Some(from_peer),
+            from_peer: Some(self.meta()),
             to_peer: Some(to_peer),
             message: Some(msg.into()),
             region_epoch: region.region_epoch,

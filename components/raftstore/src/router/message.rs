@@ -254,4 +254,7 @@ pub struct ApplyRes {
     pub applied_term: u64,
     /// The region after the apply (admin commands may change it).
     pub region: Region,
+    /// Membership changes applied, in log order: raft-rs must be told each of them before it
+    /// learns the new applied index.
+    pub conf_changes: Vec<raft::eraftpb::ConfChangeV2>,
 }

@@ -77,6 +77,8 @@ pub fn conf_state_from_region(region: &Region) -> ConfState {
             }
         }
     }
+    // Every joint state is entered with an automatic leave (see `conf_change`).
+    cs.auto_leave = joint;
     cs
 }
 
