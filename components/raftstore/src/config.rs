@@ -64,6 +64,12 @@ pub struct Config {
     pub raft_engine_purge_interval_ms: u64,
     /// Threads writing snapshot files (one generation at a time each). Default 2; 1..=16.
     pub snap_generator_pool_size: usize,
+    /// Snapshots this store sends at once; a leader whose snapshot finds no slot reports it
+    /// failed to raft-rs, which tries again later. Default 8; 1..=256.
+    pub snap_max_concurrent_sends: usize,
+    /// Snapshots this store receives at once; more are refused (ServerIsBusy) and the sender
+    /// tries again later. Default 8; 1..=256.
+    pub snap_max_concurrent_recvs: usize,
     /// A leader compacts past a follower that is more than this many entries behind (it will
     /// catch up by snapshot instead of from the log). Default 10,000; >= `raft-log-gc-threshold`.
     pub raft_log_gc_count_limit: u64,
@@ -98,6 +104,8 @@ impl Default for Config {
             raft_log_gc_threshold: 50,
             raft_engine_purge_interval_ms: 10_000,
             snap_generator_pool_size: 2,
+            snap_max_concurrent_sends: 8,
+            snap_max_concurrent_recvs: 8,
             raft_log_gc_count_limit: 10_000,
             proposal_timeout_ms: 10_000,
             read_index_timeout_ms: 5_000,
@@ -225,6 +233,24 @@ impl Config {
             self.read_index_timeout_ms,
             tick,
             u64::MAX,
+        )?;
+        bound(
+            "snap-generator-pool-size",
+            self.snap_generator_pool_size,
+            1,
+            16,
+        )?;
+        bound(
+            "snap-max-concurrent-sends",
+            self.snap_max_concurrent_sends,
+            1,
+            256,
+        )?;
+        bound(
+            "snap-max-concurrent-recvs",
+            self.snap_max_concurrent_recvs,
+            1,
+            256,
         )?;
         Ok(())
     }

@@ -18,6 +18,9 @@ pub struct Metrics {
     pub apply_mailbox_backlog: Histogram,
     pub regions: IntGauge,
     pub log_compactions: IntCounter,
+    pub snapshots_sending: IntGauge,
+    pub snapshots_receiving: IntGauge,
+    pub snapshot_transfers_refused: IntCounter,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
@@ -28,6 +31,10 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
 
 fn counter(name: &str, help: &str) -> IntCounter {
     register(IntCounter::with_opts(Opts::new(name, help)).expect("valid static metric"))
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    register(IntGauge::with_opts(Opts::new(name, help)).expect("valid static metric"))
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -89,6 +96,18 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     log_compactions: counter(
         "regionstore_raft_log_compactions_total",
         "Raft-log compactions done after an applied CompactLog.",
+    ),
+    snapshots_sending: gauge(
+        "regionstore_snapshots_sending",
+        "Snapshots being sent now (bound per store: snap-max-concurrent-sends).",
+    ),
+    snapshots_receiving: gauge(
+        "regionstore_snapshots_receiving",
+        "Snapshots being received now (bound per store: snap-max-concurrent-recvs).",
+    ),
+    snapshot_transfers_refused: counter(
+        "regionstore_snapshot_transfers_refused_total",
+        "Snapshot sends or receives refused because the concurrency limit was reached.",
     ),
     regions: register(
         IntGauge::with_opts(Opts::new(

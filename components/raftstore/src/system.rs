@@ -156,7 +156,11 @@ impl<EK: SstExt> StoreSystem<EK> {
         )
         .map_err(system_err)?;
         let cfg = Arc::new(cfg);
-        let snap_mgr = SnapManager::new(snap_dir)?;
+        let snap_mgr = SnapManager::with_limits(
+            snap_dir,
+            cfg.snap_max_concurrent_sends,
+            cfg.snap_max_concurrent_recvs,
+        )?;
         let (gen_tx, gen_rx) = channel::unbounded::<GenTask<EK>>();
         let ctx = Arc::new(StoreContext {
             store_id,
@@ -189,6 +193,8 @@ impl<EK: SstExt> StoreSystem<EK> {
             let region = state.region.unwrap_or_default();
             match PeerState::try_from(state.state) {
                 Ok(PeerState::Normal) => {
+                    // Files of a snapshot whose apply finished just before a stop.
+                    ctx.delete_received_snapshots(region.id, None);
                     ctx.create_peer(region, PeerState::Normal)?;
                     loaded += 1;
                 }
@@ -314,6 +320,12 @@ impl<EK: KvEngine> StoreSystem<EK> {
 
     pub fn kv(&self) -> &EK {
         &self.ctx.kv
+    }
+
+    /// The store's snapshot directory: a transport receives snapshots for this store into it
+    /// (so the store's limit on concurrent receives applies).
+    pub fn snap_manager(&self) -> &SnapManager {
+        &self.ctx.snap_mgr
     }
 
     /// Ids of the regions hosted here.

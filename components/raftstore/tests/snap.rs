@@ -188,16 +188,22 @@ fn an_empty_region_clears_the_range_and_stale_snapshots_are_collected() {
     assert!(mgr.list().is_empty());
 }
 
-#[test]
-fn a_received_snapshot_is_written_chunk_by_chunk_and_a_failed_duplicate_leaves_it_alone() {
-    use raftstore::snap::{SnapshotFiles, SNAP_CHUNK_SIZE};
+/// A built snapshot as the chunks a transport sends.
+fn built_chunks() -> (tempfile::TempDir, SnapshotMeta, Vec<Vec<u8>>) {
     let (dir, mgr, meta) = built(true);
-    let files = SnapshotFiles {
-        mgr: mgr.clone(),
+    let files = raftstore::snap::SnapshotFiles {
+        mgr,
         key: KEY,
         meta: meta.clone(),
     };
-    let chunks: Vec<Vec<u8>> = files.chunks().map(|c| c.unwrap()).collect();
+    let chunks = files.chunks().map(|c| c.unwrap()).collect();
+    (dir, meta, chunks)
+}
+
+#[test]
+fn a_received_snapshot_is_written_chunk_by_chunk_and_a_failed_duplicate_leaves_it_alone() {
+    use raftstore::snap::SNAP_CHUNK_SIZE;
+    let (dir, meta, chunks) = built_chunks();
     assert!(chunks
         .iter()
         .all(|c| !c.is_empty() && c.len() <= SNAP_CHUNK_SIZE));
@@ -229,4 +235,57 @@ fn a_received_snapshot_is_written_chunk_by_chunk_and_a_failed_duplicate_leaves_i
         .receive(KEY, &meta, bad.into_iter().map(Ok))
         .unwrap();
     receiver.verify(SnapKind::Received, KEY, &meta).unwrap();
+}
+
+#[test]
+fn concurrent_transfers_are_bounded_and_refused_clearly() {
+    let (dir, meta, chunks) = built_chunks();
+    let receiver = SnapManager::with_limits(dir.path().join("rev"), 1, 1).unwrap();
+
+    // Sends: one slot, given back when the transfer ends.
+    let slot = receiver.try_start_send(KEY).unwrap();
+    let err = receiver.try_start_send(KEY).unwrap_err();
+    assert!(
+        matches!(&err, Error::ServerIsBusy { reason, .. } if reason.contains("snap-max-concurrent-sends")),
+        "{err}"
+    );
+    drop(slot);
+    drop(receiver.try_start_send(KEY).unwrap());
+
+    // Receives: while one transfer is still streaming, another is refused before it writes.
+    let (tx, rx) = crossbeam::channel::unbounded();
+    let first = {
+        let (receiver, meta) = (receiver.clone(), meta.clone());
+        std::thread::spawn(move || receiver.receive(KEY, &meta, rx))
+    };
+    tx.send(Ok(chunks[0].clone())).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while receiver.transfers() != (0, 1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let other = SnapKey { index: 43, ..KEY };
+    let err = receiver
+        .receive(other, &meta, chunks.clone().into_iter().map(Ok))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ServerIsBusy { reason, .. } if reason.contains("snap-max-concurrent-recvs")),
+        "{err}"
+    );
+    assert!(receiver
+        .read_meta(SnapKind::Received, other)
+        .unwrap()
+        .is_none());
+    for chunk in &chunks[1..] {
+        tx.send(Ok(chunk.clone())).unwrap();
+    }
+    drop(tx);
+    first.join().unwrap().unwrap();
+    receiver
+        .receive(other, &meta, chunks.into_iter().map(Ok))
+        .unwrap();
+    receiver.verify(SnapKind::Received, other, &meta).unwrap();
 }

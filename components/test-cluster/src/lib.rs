@@ -158,8 +158,7 @@ impl Cluster {
             .collect();
         let routers: transport::Routers = Arc::default();
         let filters: transport::Filters = Arc::default();
-        let transport =
-            ChannelTransport::new(routers.clone(), filters.clone(), dir.path().to_owned());
+        let transport = ChannelTransport::new(routers.clone(), filters.clone());
         let cluster = Cluster {
             cfg,
             dir,
@@ -231,12 +230,22 @@ impl Cluster {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(store_id, store.router().clone());
+        self.transport
+            .snap_mgrs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(store_id, store.snap_manager().clone());
         self.stores.insert(store_id, store);
     }
 
     /// Stops a store (its engines are closed). Returns how many of its pollers had panicked.
     pub fn shutdown_store(&mut self, store_id: u64) -> usize {
         self.routers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&store_id);
+        self.transport
+            .snap_mgrs
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&store_id);

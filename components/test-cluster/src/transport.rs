@@ -3,7 +3,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -38,8 +37,9 @@ pub struct ChannelTransport {
     routers: Routers,
     filters: Filters,
     delayed: Sender<(Instant, RaftMessage)>,
-    /// The cluster's directory: store `n`'s snapshots are in `store-{n}/snap`.
-    base_dir: PathBuf,
+    /// The running stores' snapshot managers: a snapshot is received into the target's (and
+    /// counts against its limit on concurrent receives).
+    pub(crate) snap_mgrs: Arc<RwLock<HashMap<u64, SnapManager>>>,
     pub(crate) snapshot_faults: Arc<SnapshotFaults>,
 }
 
@@ -53,7 +53,7 @@ pub struct SnapshotFaults {
 }
 
 impl ChannelTransport {
-    pub(crate) fn new(routers: Routers, filters: Filters, base_dir: PathBuf) -> ChannelTransport {
+    pub(crate) fn new(routers: Routers, filters: Filters) -> ChannelTransport {
         let (delayed, rx) = channel::unbounded::<(Instant, RaftMessage)>();
         let delay_routers = routers.clone();
         // Ends when every clone of this transport (every store using it) is gone.
@@ -93,7 +93,7 @@ impl ChannelTransport {
             routers,
             filters,
             delayed,
-            base_dir,
+            snap_mgrs: Arc::default(),
             snapshot_faults: Arc::default(),
         }
     }
@@ -137,7 +137,20 @@ impl Transport for ChannelTransport {
             return;
         }
         let to = msg.to_peer.map_or(0, |p| p.store_id);
-        let dir = self.base_dir.join(format!("store-{to}")).join("snap");
+        let target = self
+            .snap_mgrs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&to)
+            .cloned();
+        let Some(target) = target else {
+            done.invoke(Err(raftstore::Error::Snapshot {
+                region_id: msg.region_id,
+                key: files.key.to_string(),
+                detail: format!("store {to} is not running"),
+            }));
+            return;
+        };
         let routers = self.routers.clone();
         let faults = self.snapshot_faults.clone();
         let send = move || {
@@ -162,7 +175,7 @@ impl Transport for ChannelTransport {
                     }
                 }
             });
-            let received = SnapManager::new(dir).and_then(|mgr| mgr.receive(key, &meta, rx));
+            let received = target.receive(key, &meta, rx);
             let _ = sender.join();
             match received {
                 Ok(()) => {

@@ -214,10 +214,10 @@ fn a_full_mailbox_answers_server_is_busy() {
     scenario.teardown();
 }
 
-/// A store that crashes in the middle of applying a snapshot (after the raft side, before the
-/// data is in) finishes the apply from the kept files when it restarts.
-#[test]
-fn a_crash_during_snapshot_apply_is_resumed_at_restart() {
+/// A store that crashes at `failpoint` while applying a snapshot is consistent when it
+/// restarts: the apply is finished from the kept files (or was already done), every key is
+/// there, and no received snapshot file is left behind.
+fn crash_during_snapshot_apply(failpoint: &str) {
     let scenario = fail::FailScenario::setup();
     let mut cfg = ClusterConfig::new(3, 1);
     cfg.raftstore.raft_log_gc_tick_interval_ms = 100;
@@ -229,21 +229,21 @@ fn a_crash_during_snapshot_apply_is_resumed_at_restart() {
     let follower = (1..=3).find(|s| *s != leader).unwrap();
     cluster.wait_applied(follower, b"before", Some(b"1"));
     let written = cluster.leave_behind(1, follower, key);
-    fail::cfg("apply_snapshot_before_ingest", "1*panic").unwrap();
+    fail::cfg(failpoint, "1*panic").unwrap();
     cluster.clear_filters();
     let deadline = Instant::now() + Duration::from_secs(20);
     while cluster.store(follower).stopped_reason().is_none() {
         assert!(
             Instant::now() < deadline,
-            "the follower never applied a snapshot"
+            "the follower never reached {failpoint}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    fail::remove("apply_snapshot_before_ingest");
+    fail::remove(failpoint);
     assert_eq!(
         cluster.shutdown_store(follower),
         1,
-        "its apply poller crashed"
+        "one of its pollers crashed"
     );
     cluster.start_store(follower);
     let last = key(written - 1);
@@ -257,6 +257,38 @@ fn a_crash_during_snapshot_apply_is_resumed_at_restart() {
     }
     cluster.must_put(b"after", b"2");
     cluster.wait_applied(follower, b"after", Some(b"2"));
+    let received: Vec<_> = cluster
+        .store(follower)
+        .snap_manager()
+        .list()
+        .into_iter()
+        .filter(|(kind, _)| *kind == raftstore::snap::SnapKind::Received)
+        .collect();
+    assert!(received.is_empty(), "left behind: {received:?}");
     drop(cluster);
     scenario.teardown();
+}
+
+/// Step 1 (region marked Applying) done, step 2 (raft log reset) not.
+#[test]
+fn a_crash_after_the_applying_state_is_resumed_at_restart() {
+    crash_during_snapshot_apply("snapshot_after_applying_state");
+}
+
+/// Steps 1-2 done, the data not in.
+#[test]
+fn a_crash_before_the_snapshot_ingest_is_resumed_at_restart() {
+    crash_during_snapshot_apply("apply_snapshot_before_ingest");
+}
+
+/// The data ingested, the region not yet Normal.
+#[test]
+fn a_crash_after_the_snapshot_ingest_is_resumed_at_restart() {
+    crash_during_snapshot_apply("snapshot_after_ingest");
+}
+
+/// The region Normal, its snapshot files not yet deleted.
+#[test]
+fn a_crash_after_the_snapshot_apply_leaves_no_files_behind() {
+    crash_during_snapshot_apply("snapshot_after_normal_state");
 }

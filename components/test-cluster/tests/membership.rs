@@ -293,3 +293,36 @@ fn a_new_leader_takes_the_region_out_of_a_joint_state() {
     }
     cluster.must_put(b"k2", b"v2");
 }
+
+#[test]
+fn snapshots_beyond_the_transfer_limits_wait_their_turn() {
+    let mut cfg = ClusterConfig::new(4, 4);
+    cfg.replicas = 3;
+    cfg.raftstore.snap_max_concurrent_sends = 1;
+    cfg.raftstore.snap_max_concurrent_recvs = 1;
+    let cluster = Cluster::run(cfg);
+    for region in 1..=4u64 {
+        let k = test_cluster::region_key(region);
+        cluster.must_write(
+            &k,
+            (0..64)
+                .map(|i| {
+                    Modify::put(
+                        [k.clone(), format!("/{i}").into_bytes()].concat(),
+                        vec![7; 4096],
+                    )
+                })
+                .collect(),
+        );
+    }
+    // Four regions at once want a snapshot into store 4, which takes one at a time.
+    for region in 1..=4u64 {
+        cluster.must_change_peer(region, &[(AddNode, 4)]);
+    }
+    for region in 1..=4u64 {
+        let k = [test_cluster::region_key(region), b"/63".to_vec()].concat();
+        cluster.wait_applied(4, &k, Some(&[7; 4096]));
+    }
+    let (sending, receiving) = cluster.store(4).snap_manager().transfers();
+    assert_eq!((sending, receiving), (0, 0));
+}

@@ -16,6 +16,10 @@ use crate::snap::{SnapKey, SnapKind, SnapshotFiles};
 use crate::transport::Transport;
 use crate::Error;
 
+/// How long a received snapshot of a region that has no peer here is kept: its message may
+/// still be on its way to create the peer.
+pub const RECEIVED_SNAPSHOT_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// One region's peer in the batch system.
 pub struct PeerFsm<EK: KvEngine> {
     peer: Peer<EK>,
@@ -109,6 +113,7 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
             let status = PeerMsg::SnapshotStatus {
                 to_peer_id,
                 ok: false,
+                busy: false,
             };
             let _ = self.ctx.router.force_send(region_id, status);
             return;
@@ -132,19 +137,32 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
             to_peer_id,
             reported: false,
         };
+        let slot = match self.ctx.snap_mgr.try_start_send(files.key) {
+            Ok(slot) => slot,
+            Err(e) => {
+                slog::info!(self.ctx.logger, "snapshot send deferred"; "region_id" => region_id,
+                    "to" => to_peer_id, "reason" => %e);
+                report.report(false, true);
+                return;
+            }
+        };
         let logger = self.ctx.logger.clone();
         let done = Callback::new(move |r: crate::Result<()>| {
+            drop(slot);
             if let Err(e) = &r {
                 slog::warn!(logger, "snapshot not delivered"; "region_id" => region_id,
                     "to" => to_peer_id, "error" => %e);
             }
-            report.report(r.is_ok());
+            let busy = matches!(r, Err(Error::ServerIsBusy { .. }));
+            report.report(r.is_ok(), busy);
         });
         self.transport.send_snapshot(msg, files, done);
     }
 
     /// Deletes generated snapshots that a newer one of the same region replaced, and those of
-    /// regions no longer here. (Received ones are deleted by their apply or failed receive.)
+    /// regions no longer here; received ones of regions not here once they are older than
+    /// [`RECEIVED_SNAPSHOT_GRACE`] (younger ones may be a transfer that is about to create its
+    /// peer). Received ones of regions here are deleted by their apply.
     fn gc_snapshots(&self) {
         let listed = self.ctx.snap_mgr.list();
         let mut newest = std::collections::HashMap::new();
@@ -158,9 +176,17 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         }
         let here: std::collections::HashSet<u64> =
             self.ctx.meta().region_ids().into_iter().collect();
-        let removed = self.ctx.snap_mgr.gc(|kind, key| {
-            here.contains(&key.region_id)
-                && (kind == SnapKind::Received || newest.get(&key.region_id) == Some(&key))
+        let mgr = &self.ctx.snap_mgr;
+        let removed = mgr.gc(|kind, key| match kind {
+            SnapKind::Generated => {
+                here.contains(&key.region_id) && newest.get(&key.region_id) == Some(&key)
+            }
+            SnapKind::Received => {
+                here.contains(&key.region_id)
+                    || mgr
+                        .age(kind, key)
+                        .is_some_and(|age| age < RECEIVED_SNAPSHOT_GRACE)
+            }
         });
         if removed > 0 {
             slog::info!(self.ctx.logger, "removed stale snapshots"; "count" => removed);
@@ -408,9 +434,11 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                     .peer
                     .storage_mut()
                     .on_snapshot_generated(snapshot.map(|s| *s)),
-                PeerMsg::SnapshotStatus { to_peer_id, ok } => {
-                    fsm.peer.report_snapshot(to_peer_id, ok)
-                }
+                PeerMsg::SnapshotStatus {
+                    to_peer_id,
+                    ok,
+                    busy,
+                } => fsm.peer.report_snapshot(to_peer_id, ok, busy),
                 PeerMsg::QueryStatus(cb) => cb.invoke(Ok(fsm.peer.status(self.now))),
                 PeerMsg::Destroy { cb } => {
                     self.destroy(fsm, cb);
@@ -643,15 +671,16 @@ struct SnapshotReport<EK: KvEngine> {
 }
 
 impl<EK: KvEngine> SnapshotReport<EK> {
-    fn report(mut self, ok: bool) {
-        self.send(ok);
+    fn report(mut self, ok: bool, busy: bool) {
+        self.send(ok, busy);
     }
 
-    fn send(&mut self, ok: bool) {
+    fn send(&mut self, ok: bool, busy: bool) {
         self.reported = true;
         let status = PeerMsg::SnapshotStatus {
             to_peer_id: self.to_peer_id,
             ok,
+            busy,
         };
         let _ = self.router.force_send(self.region_id, status);
     }
@@ -660,7 +689,7 @@ impl<EK: KvEngine> SnapshotReport<EK> {
 impl<EK: KvEngine> Drop for SnapshotReport<EK> {
     fn drop(&mut self) {
         if !self.reported {
-            self.send(false);
+            self.send(false, false);
         }
     }
 }

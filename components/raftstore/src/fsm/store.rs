@@ -245,15 +245,28 @@ impl<EK: KvEngine> StoreContext<EK> {
     ) -> Result<()> {
         let region_id = region.id;
         (self.ingest_snapshot)(region, key, meta)?;
+        fail::fail_point!("snapshot_after_ingest");
         let mut wb = self.kv.write_batch();
         put_region_state(&mut wb, region, PeerState::Normal)
             .and_then(|()| wb.put_msg_cf(CF_RAFT, &keys::apply_state_key(region_id), apply_state))
             .and_then(|()| self.kv.write(&mut wb, true))
             .map_err(|source| Error::Engine { region_id, source })?;
-        self.snap_mgr.delete(SnapKind::Received, key);
+        fail::fail_point!("snapshot_after_normal_state");
+        // This one and any older one received for the region are of no use now.
+        self.delete_received_snapshots(region_id, Some(key));
         slog::info!(self.logger, "snapshot applied"; "region_id" => region_id,
             "index" => key.index);
         Ok(())
+    }
+
+    /// Deletes the received snapshots of `region_id` (up to `upto`, if given).
+    pub fn delete_received_snapshots(&self, region_id: u64, upto: Option<SnapKey>) {
+        for (kind, key) in self.snap_mgr.list() {
+            let older = upto.is_none_or(|u| (key.term, key.index) <= (u.term, u.index));
+            if kind == SnapKind::Received && key.region_id == region_id && older {
+                self.snap_mgr.delete(kind, key);
+            }
+        }
     }
 
     /// Called when a poller unwinds (a panic inside raft-rs, raft-engine's own fsync panic, a

@@ -692,9 +692,10 @@ impl<EK: KvEngine> Peer<EK> {
     }
 
     /// Tells raft-rs whether a snapshot reached `to`. A failed send also forgets the
-    /// generated snapshot, in case its files are what failed: the next one is built afresh.
-    pub fn report_snapshot(&mut self, to: u64, ok: bool) {
-        if !ok {
+    /// generated snapshot, in case its files are what failed: the next one is built afresh
+    /// (not when a transfer limit was all that stopped it).
+    pub fn report_snapshot(&mut self, to: u64, ok: bool, busy: bool) {
+        if !ok && !busy {
             self.raw.mut_store().forget_generated_snapshot();
         }
         let status = if ok {

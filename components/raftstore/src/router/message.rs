@@ -154,7 +154,12 @@ pub enum PeerMsg<S> {
     /// The snap-generator pool finished this region's snapshot (`None`: it failed).
     SnapshotGenerated(Option<Box<raft::eraftpb::Snapshot>>),
     /// A snapshot sent to `to_peer_id` was received (and verified) or not.
-    SnapshotStatus { to_peer_id: u64, ok: bool },
+    SnapshotStatus {
+        to_peer_id: u64,
+        ok: bool,
+        /// It failed only because a transfer limit was reached: the snapshot itself is fine.
+        busy: bool,
+    },
     /// Removes this peer from the store: it stops, then its ApplyFsm deletes the region's data
     /// and raft log and marks it tombstone. `cb` is answered when that is durable.
     Destroy { cb: Callback<()> },
@@ -189,7 +194,7 @@ impl<S> fmt::Debug for PeerMsg<S> {
             PeerMsg::QueryStatus(_) => f.write_str("QueryStatus"),
             PeerMsg::Destroy { .. } => f.write_str("Destroy"),
             PeerMsg::SnapshotGenerated(s) => write!(f, "SnapshotGenerated({})", s.is_some()),
-            PeerMsg::SnapshotStatus { to_peer_id, ok } => {
+            PeerMsg::SnapshotStatus { to_peer_id, ok, .. } => {
                 write!(f, "SnapshotStatus({to_peer_id}, {ok})")
             }
         }

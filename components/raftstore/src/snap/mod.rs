@@ -16,12 +16,15 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use engine::{keys, Peekable, SstExt, SstWriter, WriteBatch, DATA_CFS};
 use prost::Message as _;
 use proto::metapb::Region;
 use proto::raft_serverpb::{SnapshotCfFile, SnapshotMeta};
 
+use crate::metrics::METRICS;
 use crate::{Error, Result};
 
 /// Which snapshot: region, and the log position its data is at.
@@ -65,10 +68,39 @@ impl SnapKind {
     }
 }
 
-/// The snapshot directory of one store.
+/// The snapshot directory of one store, and its limits on concurrent transfers (shared by
+/// every clone).
 #[derive(Clone, Debug)]
 pub struct SnapManager {
     dir: PathBuf,
+    limits: Arc<TransferLimits>,
+}
+
+#[derive(Debug)]
+struct TransferLimits {
+    max_sends: usize,
+    max_recvs: usize,
+    sending: AtomicUsize,
+    receiving: AtomicUsize,
+}
+
+/// One snapshot transfer under way: its slot is given back when this is dropped.
+#[derive(Debug)]
+pub struct TransferSlot {
+    limits: Arc<TransferLimits>,
+    send: bool,
+}
+
+impl Drop for TransferSlot {
+    fn drop(&mut self) {
+        if self.send {
+            self.limits.sending.fetch_sub(1, Ordering::AcqRel);
+            METRICS.snapshots_sending.dec();
+        } else {
+            self.limits.receiving.fetch_sub(1, Ordering::AcqRel);
+            METRICS.snapshots_receiving.dec();
+        }
+    }
 }
 
 fn crc32c_of(path: &Path) -> std::io::Result<(u64, u32)> {
@@ -90,14 +122,90 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 impl SnapManager {
+    /// A manager with the default limits of [`crate::Config`].
     pub fn new(dir: impl Into<PathBuf>) -> Result<SnapManager> {
+        let cfg = crate::Config::default();
+        Self::with_limits(
+            dir,
+            cfg.snap_max_concurrent_sends,
+            cfg.snap_max_concurrent_recvs,
+        )
+    }
+
+    /// A manager that allows `max_sends` snapshots out and `max_recvs` in at once.
+    pub fn with_limits(
+        dir: impl Into<PathBuf>,
+        max_sends: usize,
+        max_recvs: usize,
+    ) -> Result<SnapManager> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|e| Error::Snapshot {
             region_id: 0,
             key: String::new(),
             detail: format!("cannot create snapshot dir {}: {e}", dir.display()),
         })?;
-        Ok(SnapManager { dir })
+        Ok(SnapManager {
+            dir,
+            limits: Arc::new(TransferLimits {
+                max_sends,
+                max_recvs,
+                sending: AtomicUsize::new(0),
+                receiving: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// Snapshots being sent and received now.
+    pub fn transfers(&self) -> (usize, usize) {
+        (
+            self.limits.sending.load(Ordering::Acquire),
+            self.limits.receiving.load(Ordering::Acquire),
+        )
+    }
+
+    /// A slot to send snapshot `key`, or ServerIsBusy when `max_sends` are under way.
+    pub fn try_start_send(&self, key: SnapKey) -> Result<TransferSlot> {
+        self.try_start(key, true)
+    }
+
+    fn try_start(&self, key: SnapKey, send: bool) -> Result<TransferSlot> {
+        let limits = &self.limits;
+        let (count, max, what, field) = if send {
+            (
+                &limits.sending,
+                limits.max_sends,
+                "sent",
+                "snap-max-concurrent-sends",
+            )
+        } else {
+            (
+                &limits.receiving,
+                limits.max_recvs,
+                "received",
+                "snap-max-concurrent-recvs",
+            )
+        };
+        let taken = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        });
+        if taken.is_err() {
+            METRICS.snapshot_transfers_refused.inc();
+            return Err(Error::ServerIsBusy {
+                region_id: key.region_id,
+                reason: format!(
+                    "{max} snapshots are being {what} already ({field}); snapshot {key} waits"
+                ),
+            });
+        }
+        if send {
+            METRICS.snapshots_sending.inc();
+        } else {
+            METRICS.snapshots_receiving.inc();
+        }
+        Ok(TransferSlot {
+            limits: self.limits.clone(),
+            send,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -268,6 +376,7 @@ impl SnapManager {
         meta: &SnapshotMeta,
         chunks: impl IntoIterator<Item = Result<Vec<u8>>>,
     ) -> Result<()> {
+        let _slot = self.try_start(key, false)?;
         // A complete copy is already here (a duplicate transfer): keep it, it may be applying.
         if self
             .read_meta(SnapKind::Received, key)
@@ -404,6 +513,25 @@ impl SnapManager {
             }
         }
         found
+    }
+
+    /// How long ago the newest file of a snapshot was written (`None`: no file, or no
+    /// modification time).
+    pub fn age(&self, kind: SnapKind, key: SnapKey) -> Option<std::time::Duration> {
+        let files = format!("{}_{key}_", kind.prefix());
+        let meta = format!("{}_{key}.", kind.prefix());
+        let now = std::time::SystemTime::now();
+        fs::read_dir(&self.dir)
+            .ok()?
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(&files) || n.starts_with(&meta))
+            })
+            .filter_map(|e| e.metadata().ok()?.modified().ok())
+            .map(|t| now.duration_since(t).unwrap_or_default())
+            .min()
     }
 
     /// Deletes the snapshots `keep` rejects (stale ones: older than the region's applied or

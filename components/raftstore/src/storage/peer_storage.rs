@@ -485,6 +485,7 @@ impl<EK: KvEngine> PeerStorage<EK> {
         )
         .and_then(|()| self.kv.write(&mut wb, true))
         .map_err(|source| Error::Engine { region_id, source })?;
+        fail::fail_point!("snapshot_after_applying_state");
         let mut hs = self.raft_state.hard_state.unwrap_or_default();
         hs.commit = hs.commit.max(index);
         self.raft_state = RaftLocalState {
