@@ -204,6 +204,8 @@ impl<EK: KvEngine> ApplyPoller<EK> {
         fsm.region = region;
         fsm.apply_state = apply_state;
         fsm.applied_term = apply_state.commit_term;
+        // The snapshot's configuration includes them; raft-rs restored it already.
+        fsm.conf_changes.clear();
     }
 }
 

@@ -250,7 +250,9 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
             }
             return;
         }
-        if fsm.peer.is_initialized() && !fsm.peer.region().peers.iter().any(|p| p.id == from.id) {
+        let member = fsm.peer.region().peers.iter().any(|p| p.id == from.id);
+        if fsm.peer.is_initialized() && !member && their_conf_ver <= our_conf_ver {
+            // Removed (older membership), or unknown at the same membership: not a peer.
             if their_conf_ver < our_conf_ver {
                 self.send_tombstone(&fsm.peer, from);
             }
@@ -258,7 +260,9 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
                 "from" => from.id, "conf_ver" => their_conf_ver);
             return;
         }
-        if !fsm.peer.is_initialized() {
+        if !member {
+            // A newer membership than this peer has applied (or this peer knows none yet):
+            // the sender may be the leader this peer must catch up from.
             fsm.peer.remember_peer(from);
         }
         let Some(wire) = msg.message else {
@@ -406,7 +410,20 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                     fsm.peer.tick(self.now);
                 }
                 PeerMsg::ApplyRes(res) => {
+                    let before =
+                        (!res.conf_changes.is_empty()).then(|| fsm.peer.region().peers.clone());
                     let outcome = fsm.peer.on_apply_res(res);
+                    if let (Some(before), true) = (before, fsm.peer.is_leader()) {
+                        // Removed peers may never hear of their removal otherwise (a learner
+                        // does not campaign).
+                        let removed: Vec<_> = before
+                            .into_iter()
+                            .filter(|p| !fsm.peer.region().peers.iter().any(|q| q.id == p.id))
+                            .collect();
+                        for peer in removed {
+                            self.send_tombstone(&fsm.peer, peer);
+                        }
+                    }
                     if outcome.region_changed && fsm.peer.is_initialized() {
                         let region = fsm.peer.region().clone();
                         if let Err(e) = self.ctx.meta().insert(region) {

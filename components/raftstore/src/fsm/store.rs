@@ -438,17 +438,21 @@ impl<EK: KvEngine> StoreContext<EK> {
     /// in between leaves a tombstone whose log [`Self::clean_tombstone_log`] removes at start.
     pub fn destroy_region(&self, region: &Region) -> Result<()> {
         let region_id = region.id;
+        if region.peers.is_empty() {
+            // Uninitialized: no data, no tombstone, and its raft state (a vote it may have
+            // cast) stays, so a peer re-created by a later message cannot vote twice.
+            self.meta().remove(region_id);
+            slog::info!(self.logger, "uninitialized peer removed"; "region_id" => region_id);
+            return Ok(());
+        }
         let engine_err = |source| Error::Engine { region_id, source };
         let mut wb = self.kv.write_batch();
         put_region_state(&mut wb, region, PeerState::Tombstone).map_err(engine_err)?;
         wb.delete_cf(CF_RAFT, &keys::apply_state_key(region_id))
             .map_err(engine_err)?;
-        // An uninitialized peer has no data (and no range: its bounds would be everything).
-        if !region.peers.is_empty() {
-            let (start, end) = keys::region_data_bounds(region);
-            for cf in engine::DATA_CFS {
-                wb.delete_range_cf(cf, &start, &end).map_err(engine_err)?;
-            }
+        let (start, end) = keys::region_data_bounds(region);
+        for cf in engine::DATA_CFS {
+            wb.delete_range_cf(cf, &start, &end).map_err(engine_err)?;
         }
         self.kv.write(&mut wb, true).map_err(engine_err)?;
         self.clean_tombstone_log(region_id)?;

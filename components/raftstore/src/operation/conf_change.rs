@@ -177,6 +177,14 @@ pub fn region_after(region: &Region, changes: &[ChangePeerRequest]) -> Result<Re
     {
         return Err(refuse(region, "no voter would remain".into()));
     }
+    // raft-rs enters a joint state for any multi-change request; the region can only record
+    // one that changes a voter (and could never leave one that does not).
+    if joint && !is_joint(&new) {
+        return Err(refuse(
+            region,
+            "changes that touch only learners must be made one at a time".into(),
+        ));
+    }
     bump_conf_ver(&mut new, changes.len() as u64);
     Ok(new)
 }
@@ -392,6 +400,10 @@ mod tests {
             (
                 vec![change(AddNode, 4, 4), change(RemoveNode, 3, 3)],
                 "demote it",
+            ),
+            (
+                vec![change(AddLearnerNode, 4, 4), change(AddLearnerNode, 5, 5)],
+                "only learners",
             ),
             (
                 vec![change(RemoveNode, 1, 1)]

@@ -400,7 +400,16 @@ impl<EK: KvEngine> Peer<EK> {
         };
         let cc = conf_change::to_raft_conf_change(&changes, request.encode_to_vec());
         let before = self.raw.raft.raft_log.last_index();
-        let proposed = self.raw.propose_conf_change(vec![], cc).is_ok();
+        // raft-rs replaces a conf change it refuses by an empty normal entry.
+        let proposed = self.raw.propose_conf_change(vec![], cc).is_ok()
+            && self
+                .raw
+                .raft
+                .raft_log
+                .unstable
+                .entries
+                .last()
+                .is_some_and(|e| e.get_entry_type() == raft::eraftpb::EntryType::EntryConfChangeV2);
         let refused = |region_id| Error::ConfChange {
             region_id,
             detail: "raft refused the change (a membership change is pending)".into(),
@@ -831,6 +840,18 @@ impl<EK: KvEngine> Peer<EK> {
             conf_changes,
         } = res;
         let applied = apply_state.applied_index;
+        // A snapshot raft-rs took in but this peer has not prepared yet (stepped in this
+        // round): its configuration already includes everything below it.
+        if self
+            .raw
+            .raft
+            .raft_log
+            .unstable_snapshot()
+            .as_ref()
+            .is_some_and(|s| s.get_metadata().index > applied)
+        {
+            return outcome;
+        }
         if self.storage().peer_state() == proto::raft_serverpb::PeerState::Applying {
             // Results of entries older than the snapshot being applied say nothing new.
             if applied < self.storage().truncated_index() {
