@@ -16,9 +16,10 @@ pub fn status() -> String {
         "  engine        KV engine trait; RocksDB (ships) and in-memory (tests) implementations",
         "  raft-log      every region's raft log in one raft-engine, group-committed",
         "  raftstore     the store: region peers on the batch system, group commit, apply,",
-        "                lease/ReadIndex reads, log GC, snapshots, leader transfer, and the",
-        "                embedded async API (StoreApi)",
-        "Not yet: membership changes, scheduler, split, network, playground, bench.",
+        "                lease/ReadIndex reads, log GC, snapshots, leader transfer,",
+        "                membership changes (joint consensus), and the embedded async API",
+        "                (StoreApi)",
+        "Not yet: scheduler, split, network, playground, bench.",
     ]
     .join("\n")
 }

@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p raftstore --bench snapshot`; `SNAP_BENCH_MB=256` for a quicker run,
 //! `SNAP_BENCH_DIR` for the directory (default: the system temp dir; it needs about three
-//! times the size free).
+//! times the size free), `SNAP_BENCH_COMPRESSION=none|lz4|zstd` for the snapshot SSTs'
+//! compression. The values are incompressible: compression only costs here.
 
 use std::fs::File;
 use std::io::Write;
@@ -114,7 +115,16 @@ fn main() {
         .tempdir_in(base)
         .expect("bench dir");
     let bytes = mb << 20;
-    let cfg = RocksConfig::default();
+    // SNAP_BENCH_COMPRESSION=none|lz4|zstd: the snapshot SSTs' compression (default: the
+    // engine's default, LZ4).
+    let mut cfg = RocksConfig::default();
+    if let Ok(c) = std::env::var("SNAP_BENCH_COMPRESSION") {
+        cfg.sst_writer_compression = match c.as_str() {
+            "none" => engine::Compression::None,
+            "zstd" => engine::Compression::Zstd,
+            _ => engine::Compression::Lz4,
+        };
+    }
     let source = RocksEngine::open(&dir.path().join("source"), &cfg).expect("open source");
     let keys_total = load(&source, dir.path(), bytes);
     eprintln!("loaded {mb} MiB ({keys_total} keys of {VALUE_SIZE} B) into the source engine");
