@@ -326,3 +326,24 @@ fn snapshots_beyond_the_transfer_limits_wait_their_turn() {
     let (sending, receiving) = cluster.store(4).snap_manager().transfers();
     assert_eq!((sending, receiving), (0, 0));
 }
+
+#[test]
+fn a_member_behind_a_change_follows_a_leader_it_does_not_know_yet() {
+    let mut cfg = ClusterConfig::new(4, 1);
+    cfg.replicas = 3;
+    let cluster = Cluster::run(cfg);
+    cluster.must_put(b"k", b"v");
+    lead_elsewhere(&cluster, 3, 1);
+    // Store 3 misses the addition of store 4's peer...
+    cluster.isolate(3);
+    cluster.must_change_peer(1, &[(AddNode, 4)]);
+    cluster.must_put(b"k2", b"v2");
+    cluster.wait_applied(4, b"k2", Some(b"v2"));
+    // ...which then leads.
+    cluster.must_transfer_leader(1, 4);
+    cluster.clear_filters();
+    // Store 3 takes the unknown leader's messages and catches up with the change.
+    let region = cluster.wait_region(3, 1, |r| r.peers.len() == 4);
+    assert_eq!(conf_ver(&region), 2);
+    cluster.wait_applied(3, b"k2", Some(b"v2"));
+}
