@@ -110,8 +110,27 @@ impl<EK: KvEngine> StoreApi<EK> {
         self.command(request).await
     }
 
-    /// Runs an admin command (leader transfer; later membership changes and splits) against
-    /// the region of `ctx`.
+    /// Splits the region of `ctx` at `split_keys` (ascending, inside the region): the store
+    /// asks the scheduler for the new ids and proposes the split. Answers once it is applied
+    /// on the leader.
+    pub async fn split(&self, ctx: &Context, split_keys: Vec<Vec<u8>>) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        let cb = Callback::new(move |r| {
+            let _ = tx.send(r);
+        });
+        self.send(
+            ctx.region_id,
+            PeerMsg::AskSplit {
+                region_epoch: ctx.region_epoch,
+                split_keys,
+                cb,
+            },
+        )?;
+        rx.await.unwrap_or_else(|_| Err(self.stopped()))
+    }
+
+    /// Runs an admin command (leader transfer, membership change, or a split with its ids)
+    /// against the region of `ctx`.
     pub async fn admin(&self, ctx: &Context, admin: AdminRequest) -> Result<()> {
         let request = RaftCmdRequest {
             header: Some(header(ctx)),

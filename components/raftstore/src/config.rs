@@ -70,6 +70,20 @@ pub struct Config {
     /// Snapshots this store receives at once; more are refused (ServerIsBusy) and the sender
     /// tries again later. Default 8; 1..=256.
     pub snap_max_concurrent_recvs: usize,
+    /// How often a leader checks whether its region should split. Default 10 s; >= 1 tick.
+    pub split_region_check_tick_interval_ms: u64,
+    /// A region larger than this is split. Default 144 MiB; > `region-split-size`.
+    pub region_max_size: u64,
+    /// Size of the parts a region is split into (a split key every this many bytes).
+    /// Default 96 MiB; >= 1 KiB.
+    pub region_split_size: u64,
+    /// A region with more keys than this is split. Default 1,440,000; > `region-split-keys`.
+    pub region_max_keys: u64,
+    /// Keys per part when splitting by key count. Default 960,000; >= 1.
+    pub region_split_keys: u64,
+    /// Split keys one check may produce (a region far over the limit splits in one batch).
+    /// Default 8; 1..=64.
+    pub max_splits_per_check: usize,
     /// A leader compacts past a follower that is more than this many entries behind (it will
     /// catch up by snapshot instead of from the log). Default 10,000; >= `raft-log-gc-threshold`.
     pub raft_log_gc_count_limit: u64,
@@ -106,6 +120,12 @@ impl Default for Config {
             snap_generator_pool_size: 2,
             snap_max_concurrent_sends: 8,
             snap_max_concurrent_recvs: 8,
+            split_region_check_tick_interval_ms: 10_000,
+            region_max_size: 144 << 20,
+            region_split_size: 96 << 20,
+            region_max_keys: 1_440_000,
+            region_split_keys: 960_000,
+            max_splits_per_check: 8,
             raft_log_gc_count_limit: 10_000,
             proposal_timeout_ms: 10_000,
             read_index_timeout_ms: 5_000,
@@ -252,6 +272,27 @@ impl Config {
             1,
             256,
         )?;
+        bound(
+            "split-region-check-tick-interval-ms",
+            self.split_region_check_tick_interval_ms,
+            tick,
+            u64::MAX,
+        )?;
+        bound("region-split-size", self.region_split_size, 1024, u64::MAX)?;
+        bound(
+            "region-max-size",
+            self.region_max_size,
+            self.region_split_size + 1,
+            u64::MAX,
+        )?;
+        bound("region-split-keys", self.region_split_keys, 1, u64::MAX)?;
+        bound(
+            "region-max-keys",
+            self.region_max_keys,
+            self.region_split_keys + 1,
+            u64::MAX,
+        )?;
+        bound("max-splits-per-check", self.max_splits_per_check, 1, 64)?;
         Ok(())
     }
 

@@ -118,6 +118,9 @@ pub enum Error {
     Config(#[from] crate::config::ConfigError),
     #[error("store {store_id}: {detail}")]
     Store { store_id: u64, detail: String },
+    /// The placement scheduler could not be asked (ids for a split, say).
+    #[error("scheduler: {detail}")]
+    Scheduler { detail: String },
 }
 
 impl Error {

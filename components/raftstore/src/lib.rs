@@ -7,8 +7,9 @@
 //! - `operation/`: one module per command (write, admin, read rules, apply dispatch).
 //! - `fsm/`: PeerFsm, ApplyFsm, StoreFsm and the raft / apply poll handlers.
 //! - `router/`: the messages between them and the callbacks that answer requests.
-//! - `snap/`: snapshot files (SST per CF, crc32c, tmp-then-rename) and their apply; not yet
-//!   wired to raft (the snapshot issue).
+//! - `snap/`: snapshot files (SST per CF, crc32c, tmp-then-rename) and their apply.
+//! - `worker/`: threads beside the pollers (split check).
+//! - [`SchedulerClient`]: what the store asks of the placement scheduler (ids, split reports).
 //! - [`StoreSystem`] starts a store; [`StoreApi`] is the embedded async API.
 //!
 //! # Invariants
@@ -26,7 +27,7 @@
 //!
 //! # Must not depend on
 //! gRPC (tonic), the scheduler, or the server: the store talks to them through traits
-//! ([`transport::Transport`]).
+//! ([`transport::Transport`], [`SchedulerClient`]).
 
 pub mod api;
 mod config;
@@ -36,14 +37,17 @@ pub mod metrics;
 pub mod operation;
 pub mod raft;
 pub mod router;
+mod scheduler;
 pub mod snap;
 pub mod storage;
 mod system;
 pub mod transport;
+pub mod worker;
 
 pub use api::{Modify, StoreApi};
 pub use config::{Config, ConfigError};
 pub use error::{Error, Result};
 pub use router::RegionSnapshot;
+pub use scheduler::SchedulerClient;
 pub use system::{bootstrap_region, bootstrap_store, StoreSystem};
 pub use transport::Transport;

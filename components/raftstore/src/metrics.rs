@@ -21,6 +21,8 @@ pub struct Metrics {
     pub snapshots_sending: IntGauge,
     pub snapshots_receiving: IntGauge,
     pub snapshot_transfers_refused: IntCounter,
+    pub split_checks: IntCounter,
+    pub regions_split: IntCounter,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
@@ -108,6 +110,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     snapshot_transfers_refused: counter(
         "regionstore_snapshot_transfers_refused_total",
         "Snapshot sends or receives refused because the concurrency limit was reached.",
+    ),
+    split_checks: counter(
+        "regionstore_split_checks_total",
+        "Regions measured against the split thresholds.",
+    ),
+    regions_split: counter(
+        "regionstore_regions_split_total",
+        "Regions created by splits on this process's stores (each store counts its peers).",
     ),
     regions: register(
         IntGauge::with_opts(Opts::new(

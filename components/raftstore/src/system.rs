@@ -22,6 +22,10 @@ use crate::fsm::{
 use crate::router::{PeerMsg, RaftRouter, StoreMsg};
 use crate::snap::{SnapKey, SnapKind, SnapManager};
 use crate::transport::Transport;
+use crate::worker::SplitTask;
+
+/// Tasks the split checker holds at most; more are dropped (checks) or refused (splits).
+const SPLIT_QUEUE_CAPACITY: usize = 1024;
 use crate::{Config, Error, Result};
 
 /// Marks a fresh data directory as store `store_id` of cluster `cluster_id`. An already
@@ -96,14 +100,15 @@ pub struct StoreSystem<EK: KvEngine> {
     raft_system: BatchSystem<PeerFsm<EK>, StoreFsm>,
     apply_system: BatchSystem<ApplyFsm<EK>, ApplyControlFsm>,
     ticker: Option<(Sender<()>, JoinHandle<()>)>,
-    snap_generators: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
 }
 
 impl<EK: SstExt> StoreSystem<EK> {
     /// Starts store `store_id` over its engines: every region recorded in `kv` gets its peer
     /// back (hard state, log and applied index from disk; committed entries not yet applied
     /// are applied again from the log; a snapshot apply cut short is redone from its files).
-    /// Snapshot files live in `snap_dir`.
+    /// Snapshot files live in `snap_dir`; `scheduler` hands out ids for splits.
+    #[allow(clippy::too_many_arguments)]
     pub fn start<T: Transport + Clone>(
         store_id: u64,
         cfg: Config,
@@ -111,6 +116,7 @@ impl<EK: SstExt> StoreSystem<EK> {
         raft_log: RaftLogEngine,
         snap_dir: &Path,
         transport: T,
+        scheduler: Arc<dyn crate::SchedulerClient>,
         logger: &slog::Logger,
     ) -> Result<StoreSystem<EK>> {
         cfg.validate()?;
@@ -162,6 +168,7 @@ impl<EK: SstExt> StoreSystem<EK> {
             cfg.snap_max_concurrent_recvs,
         )?;
         let (gen_tx, gen_rx) = channel::unbounded::<GenTask<EK>>();
+        let (split_tx, split_rx) = channel::bounded::<SplitTask>(SPLIT_QUEUE_CAPACITY);
         let ctx = Arc::new(StoreContext {
             store_id,
             cache_budget: crate::storage::CacheBudget::from_config(&cfg),
@@ -187,6 +194,8 @@ impl<EK: SstExt> StoreSystem<EK> {
                 })
             },
             gen_tx: Mutex::new(Some(gen_tx)),
+            split_tx: Mutex::new(Some(split_tx)),
+            scheduler,
         });
         let mut loaded = 0;
         for state in load_regions(&kv)? {
@@ -226,7 +235,7 @@ impl<EK: SstExt> StoreSystem<EK> {
             })
             .map_err(system_err)?;
         let ticker = spawn_ticker(router, cfg.base_tick(), store_id)?;
-        let mut snap_generators = Vec::new();
+        let mut workers = Vec::new();
         for i in 0..cfg.snap_generator_pool_size {
             let (ctx, rx) = (ctx.clone(), gen_rx.clone());
             let handle = std::thread::Builder::new()
@@ -240,14 +249,29 @@ impl<EK: SstExt> StoreSystem<EK> {
                     store_id,
                     detail: format!("cannot spawn a snap-generator thread: {e}"),
                 })?;
-            snap_generators.push(handle);
+            workers.push(handle);
         }
+        let split_checker = {
+            let ctx = ctx.clone();
+            std::thread::Builder::new()
+                .name(format!("store-{store_id}-split-check"))
+                .spawn(move || {
+                    for task in split_rx {
+                        ctx.run_split_task(task);
+                    }
+                })
+                .map_err(|e| Error::Store {
+                    store_id,
+                    detail: format!("cannot spawn the split-check thread: {e}"),
+                })?
+        };
+        workers.push(split_checker);
         Ok(StoreSystem {
             ctx,
             raft_system,
             apply_system,
             ticker: Some(ticker),
-            snap_generators,
+            workers,
         })
     }
 }
@@ -392,7 +416,12 @@ impl<EK: KvEngine> StoreSystem<EK> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        for handle in self.snap_generators.drain(..) {
+        self.ctx
+            .split_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        for handle in self.workers.drain(..) {
             let _ = handle.join();
         }
         slog::info!(self.ctx.logger, "store stopped"; "panicked_pollers" => panicked);

@@ -139,6 +139,7 @@ impl Store {
             let mut state = *peer.storage().apply_state();
             results.clear();
             apply_entries::<MemEngine>(
+                &self.kv,
                 &mut region,
                 &mut state,
                 &committed,

@@ -18,6 +18,7 @@
 
 mod filter;
 mod logger;
+mod scheduler_client;
 mod transport;
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +37,8 @@ use raftstore::{Error, Modify, StoreSystem};
 
 pub use filter::{Delay, DropMessages, Filter, FilterAction, Partition};
 pub use logger::logger;
+use scheduler_client::open_scheduler;
+pub use scheduler_client::SchedulerHandle;
 pub use transport::{ChannelTransport, SnapshotFaults};
 
 pub const CLUSTER_ID: u64 = 42;
@@ -115,9 +118,19 @@ pub fn is_retryable(e: &Error) -> bool {
     )
 }
 
+/// The request was routed with a region that changed since (split): look it up again.
+pub fn is_stale_route(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::EpochNotMatch { .. } | Error::KeyNotInRegion { .. }
+    )
+}
+
 pub struct Cluster {
     pub cfg: ClusterConfig,
     dir: tempfile::TempDir,
+    /// The real scheduler core, in-process, over RocksDB in the cluster's directory.
+    scheduler: Arc<scheduler::Scheduler>,
     regions: Vec<Region>,
     stores: BTreeMap<u64, StoreSystem<RocksEngine>>,
     routers: transport::Routers,
@@ -133,7 +146,7 @@ impl Cluster {
             .prefix("regionstore-cluster")
             .tempdir()
             .expect("create the cluster's temp dir");
-        let regions = (1..=cfg.regions)
+        let regions: Vec<Region> = (1..=cfg.regions)
             .map(|i| Region {
                 id: i,
                 start_key: if i == 1 { vec![] } else { region_key(i) },
@@ -159,9 +172,35 @@ impl Cluster {
         let routers: transport::Routers = Arc::default();
         let filters: transport::Filters = Arc::default();
         let transport = ChannelTransport::new(routers.clone(), filters.clone());
+        let scheduler = open_scheduler(dir.path(), &logger());
+        // The static bootstrap's ids are taken: the allocator starts above them.
+        let static_ids = (cfg.regions + 1) * 100;
+        scheduler
+            .ids
+            .alloc(static_ids as usize)
+            .expect("reserve static ids");
+        for store_id in 1..=cfg.stores {
+            scheduler
+                .cluster
+                .put_store(proto::metapb::Store {
+                    id: store_id,
+                    ..Default::default()
+                })
+                .expect("register store");
+        }
+        for region in &regions {
+            scheduler
+                .cluster
+                .region_heartbeat(scheduler::RegionInfo {
+                    region: region.clone(),
+                    ..Default::default()
+                })
+                .expect("register region");
+        }
         let cluster = Cluster {
             cfg,
             dir,
+            scheduler,
             regions,
             stores: BTreeMap::new(),
             routers,
@@ -223,6 +262,7 @@ impl Cluster {
             raft,
             &self.store_dir(store_id).join("snap"),
             self.transport.clone(),
+            Arc::new(SchedulerHandle(self.scheduler.clone())),
             &self.logger,
         )
         .expect("start store");
@@ -277,16 +317,31 @@ impl Cluster {
         self.stores.keys().copied().collect()
     }
 
-    /// The region as bootstrapped.
-    pub fn region(&self, region_id: u64) -> &Region {
-        &self.regions[region_id as usize - 1]
+    /// The region as the scheduler knows it (as bootstrapped, until it changes).
+    pub fn region(&self, region_id: u64) -> Region {
+        self.scheduler
+            .cluster
+            .region_by_id(region_id)
+            .map(|info| info.region)
+            .unwrap_or_else(|| self.regions[region_id as usize - 1].clone())
     }
 
-    pub fn region_for_key(&self, key: &[u8]) -> &Region {
-        self.regions
-            .iter()
-            .find(|r| keys::region_contains(r, key))
-            .expect("the regions cover the key space")
+    /// The region holding `key` in the scheduler's routing table.
+    pub fn region_for_key(&self, key: &[u8]) -> Region {
+        match self.scheduler.cluster.region_by_key(key) {
+            Some(info) => info.region,
+            None => self
+                .regions
+                .iter()
+                .find(|r| keys::region_contains(r, key))
+                .cloned()
+                .expect("the regions cover the key space"),
+        }
+    }
+
+    /// The in-process scheduler.
+    pub fn scheduler(&self) -> &Arc<scheduler::Scheduler> {
+        &self.scheduler
     }
 
     // ---- filters ----
@@ -393,7 +448,7 @@ impl Cluster {
         let region = self
             .peer_status(store_id, region_id)
             .map(|s| s.region)
-            .unwrap_or_else(|| self.region(region_id).clone());
+            .unwrap_or_else(|| self.region(region_id));
         Context {
             region_id,
             region_epoch: region.region_epoch,
@@ -447,7 +502,8 @@ impl Cluster {
             };
             match self.write_on(leader, region_id, modifies.clone()) {
                 Ok(()) => return,
-                Err(e) if is_retryable(&e) => last = Some(e),
+                // The routing table or the epoch moved under it (a split): route again.
+                Err(e) if is_retryable(&e) || is_stale_route(&e) => last = Some(e),
                 Err(e) => panic!("write of {key:?} failed: {e}"),
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -472,7 +528,7 @@ impl Cluster {
             if let Some(leader) = self.leader_of(region_id) {
                 match self.get_on(leader, key) {
                     Ok(v) => return v,
-                    Err(e) if is_retryable(&e) => last = Some(e),
+                    Err(e) if is_retryable(&e) || is_stale_route(&e) => last = Some(e),
                     Err(e) => panic!("read of {key:?} failed: {e}"),
                 }
             }
@@ -698,6 +754,60 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("store {to_store} did not become leader of region {region_id} within {WAIT:?}");
+    }
+
+    /// Splits the region holding `split_key` there, through its leader (one attempt).
+    pub fn split(&self, split_key: &[u8]) -> Result<(), Error> {
+        let region_id = self.region_for_key(split_key).id;
+        let leader = self.wait_leader(region_id);
+        let ctx = self.context(leader, region_id);
+        block_on(
+            self.store(leader)
+                .api()
+                .split(&ctx, vec![split_key.to_vec()]),
+        )
+    }
+
+    /// The regions `store_id` hosts (initialized ones), in key order.
+    pub fn store_regions(&self, store_id: u64) -> Vec<Region> {
+        let mut regions: Vec<Region> = self
+            .store(store_id)
+            .region_ids()
+            .into_iter()
+            .filter_map(|id| self.peer_status(store_id, id))
+            .map(|s| s.region)
+            .filter(|r| !r.peers.is_empty())
+            .collect();
+        regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        regions
+    }
+
+    /// Panics unless `store_id`'s regions are contiguous, do not overlap and cover the whole
+    /// key space.
+    pub fn assert_covers_key_space(&self, store_id: u64) -> Vec<Region> {
+        let regions = self.store_regions(store_id);
+        let mut expect_start: &[u8] = b"";
+        for r in &regions {
+            assert_eq!(
+                r.start_key.as_slice(),
+                expect_start,
+                "store {store_id}: region {} starts at {:?}, the previous ended at {:?}",
+                r.id,
+                r.start_key,
+                expect_start
+            );
+            assert!(
+                r.end_key.is_empty() || r.end_key > r.start_key,
+                "store {store_id}: region {} is empty or inverted",
+                r.id
+            );
+            expect_start = &r.end_key;
+        }
+        assert!(
+            expect_start.is_empty() && !regions.is_empty(),
+            "store {store_id}: the last region ends at {expect_start:?}, not at the end"
+        );
+        regions
     }
 
     /// Group-commit counters of every running store: (fsyncs, entries written).

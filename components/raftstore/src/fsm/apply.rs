@@ -22,6 +22,8 @@ pub struct ApplyFsm<EK: KvEngine> {
     applied_term: u64,
     /// Membership changes applied since the last `ApplyRes`.
     conf_changes: Vec<raft::eraftpb::ConfChangeV2>,
+    /// Regions split off since the last `ApplyRes`.
+    new_regions: Vec<Region>,
     stopped: bool,
     logger: slog::Logger,
     _engine: std::marker::PhantomData<EK>,
@@ -34,6 +36,7 @@ impl<EK: KvEngine> ApplyFsm<EK> {
             applied_term: apply_state.commit_term,
             apply_state,
             conf_changes: Vec::new(),
+            new_regions: Vec::new(),
             stopped: false,
             logger,
             _engine: std::marker::PhantomData,
@@ -45,6 +48,7 @@ impl<EK: KvEngine> ApplyFsm<EK> {
     /// index (or the index is gone).
     fn apply(
         &mut self,
+        kv: &EK,
         committed: CommittedEntries,
         wb: &mut EK::WriteBatch,
         applied: &mut Vec<Applied>,
@@ -63,6 +67,7 @@ impl<EK: KvEngine> ApplyFsm<EK> {
         }
         applied.clear();
         let output = apply_entries::<EK>(
+            kv,
             &mut self.region,
             &mut self.apply_state,
             &committed.entries,
@@ -70,6 +75,7 @@ impl<EK: KvEngine> ApplyFsm<EK> {
             applied,
         )?;
         self.conf_changes.extend(output.conf_changes);
+        self.new_regions.extend(output.new_regions);
         if let Some(last) = committed.entries.last() {
             self.applied_term = last.term;
         }
@@ -230,6 +236,7 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
                 ApplyTask::Apply(committed) => {
                     self.round_entries += committed.entries.len();
                     let applied = fsm.apply(
+                        &self.ctx.kv,
                         committed,
                         &mut self.wb,
                         &mut self.applied,
@@ -272,6 +279,7 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
                     applied_term: fsm.applied_term,
                     region: fsm.region.clone(),
                     conf_changes: std::mem::take(&mut fsm.conf_changes),
+                    new_regions: std::mem::take(&mut fsm.new_regions),
                 },
             ));
         }

@@ -14,6 +14,7 @@ use crate::raft::Peer;
 use crate::router::{send_internal, ApplyTask, Callback, PeerMsg, StoreMsg};
 use crate::snap::{SnapKey, SnapKind, SnapshotFiles};
 use crate::transport::Transport;
+use crate::worker::SplitTask;
 use crate::Error;
 
 /// How long a received snapshot of a region that has no peer here is kept: its message may
@@ -408,11 +409,30 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 PeerMsg::Read { request, cb } => fsm.peer.read(&request, cb, self.now),
                 PeerMsg::Tick => {
                     fsm.peer.tick(self.now);
+                    if fsm.peer.take_split_check_due() {
+                        self.ctx.send_split_task(SplitTask::Check {
+                            region: fsm.peer.region().clone(),
+                            leader: fsm.peer.meta(),
+                        });
+                    }
                 }
+                PeerMsg::AskSplit {
+                    region_epoch,
+                    split_keys,
+                    cb,
+                } => match fsm.peer.check_split_ask(region_epoch) {
+                    Ok(()) => self.ctx.send_split_task(SplitTask::Split {
+                        region: fsm.peer.region().clone(),
+                        leader: fsm.peer.meta(),
+                        split_keys,
+                        cb,
+                    }),
+                    Err(e) => cb.invoke(Err(e)),
+                },
                 PeerMsg::ApplyRes(res) => {
                     let before =
                         (!res.conf_changes.is_empty()).then(|| fsm.peer.region().peers.clone());
-                    let outcome = fsm.peer.on_apply_res(res);
+                    let mut outcome = fsm.peer.on_apply_res(res);
                     if let (Some(before), true) = (before, fsm.peer.is_leader()) {
                         // Removed peers may never hear of their removal otherwise (a learner
                         // does not campaign).
@@ -430,6 +450,16 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                             slog::error!(fsm.peer.logger(), "store meta refused the region";
                                 "error" => %e);
                         }
+                    }
+                    let new_regions = std::mem::take(&mut outcome.new_regions);
+                    if !new_regions.is_empty() {
+                        slog::info!(fsm.peer.logger(), "region split";
+                            "region" => ?fsm.peer.region(), "new_regions" => new_regions.len());
+                        self.ctx.create_split_peers(
+                            fsm.peer.region(),
+                            new_regions,
+                            fsm.peer.is_leader(),
+                        );
                     }
                     if outcome.removed {
                         slog::info!(

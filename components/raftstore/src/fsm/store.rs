@@ -37,7 +37,14 @@ pub struct StoreMeta {
     regions: HashMap<u64, Region>,
     /// Data end key (`keys::data_end_key`) → region id.
     ranges: BTreeMap<Vec<u8>, u64>,
+    /// Vote requests for regions not here whose range a region here still covers: most likely
+    /// a split this store has not applied yet. Replayed when the split creates the peer, so
+    /// the new region does not wait an election timeout for its first leader.
+    pending_votes: std::collections::VecDeque<RaftMessage>,
 }
+
+/// Vote requests kept for regions a split has not created here yet (oldest dropped first).
+const PENDING_VOTES_CAPACITY: usize = 1024;
 
 impl StoreMeta {
     pub fn region(&self, region_id: u64) -> Option<&Region> {
@@ -91,6 +98,23 @@ impl StoreMeta {
         Ok(())
     }
 
+    pub fn stash_vote(&mut self, msg: RaftMessage) {
+        if self.pending_votes.len() >= PENDING_VOTES_CAPACITY {
+            self.pending_votes.pop_front();
+        }
+        self.pending_votes.push_back(msg);
+    }
+
+    /// The stashed vote requests for `region_id`.
+    pub fn take_votes(&mut self, region_id: u64) -> Vec<RaftMessage> {
+        let (taken, kept): (std::collections::VecDeque<_>, _) =
+            std::mem::take(&mut self.pending_votes)
+                .into_iter()
+                .partition(|m| m.region_id == region_id);
+        self.pending_votes = kept;
+        taken.into()
+    }
+
     pub fn remove(&mut self, region_id: u64) -> Option<Region> {
         let old = self.regions.remove(&region_id)?;
         let end = keys::data_end_key(&old.end_key);
@@ -140,6 +164,9 @@ pub struct StoreContext<EK: KvEngine> {
     pub ingest_snapshot: SnapshotIngester,
     /// The snap-generator pool's queue (taken at shutdown so the pool ends).
     pub gen_tx: Mutex<Option<crossbeam::channel::Sender<GenTask<EK>>>>,
+    /// The split checker's queue (bounded; taken at shutdown).
+    pub split_tx: Mutex<Option<crossbeam::channel::Sender<crate::worker::SplitTask>>>,
+    pub scheduler: Arc<dyn crate::SchedulerClient>,
 }
 
 pub type SnapshotBuilder<EK> = Box<
@@ -182,6 +209,65 @@ impl<EK: KvEngine> StoreContext<EK> {
         *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
         self.stopped_flag.store(true, Ordering::Release);
         panic!("store {} stopped: {reason}", self.store_id);
+    }
+
+    /// Queues work for the split checker; a full queue drops a check (the next tick asks
+    /// again) and fails an explicit split with ServerIsBusy.
+    pub fn send_split_task(&self, task: crate::worker::SplitTask) {
+        use crate::worker::SplitTask;
+        let sent = self
+            .split_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|tx| tx.try_send(task).map_err(|e| Box::new(e.into_inner())));
+        let refused = match sent {
+            Some(Ok(())) => return,
+            Some(Err(task)) => *task,
+            None => return,
+        };
+        if let SplitTask::Split { region, cb, .. } = refused {
+            cb.invoke(Err(Error::ServerIsBusy {
+                region_id: region.id,
+                reason: "the split checker's queue is full".into(),
+            }));
+        }
+    }
+
+    /// Creates this store's peers of regions a split made (the parent's range already
+    /// narrowed in the meta). The new peer beside the parent's leader campaigns at once; the
+    /// others have no earlier leader whose lease they must wait out, so they take votes now.
+    pub fn create_split_peers(&self, parent: &Region, new_regions: Vec<Region>, leader: bool) {
+        if leader && !new_regions.is_empty() {
+            self.scheduler.report_split(parent, &new_regions);
+        }
+        for region in new_regions {
+            let region_id = region.id;
+            if self.meta().region(region_id).is_some() {
+                slog::info!(self.logger, "split region already here"; "region_id" => region_id);
+                continue;
+            }
+            let peer_id = match region.peers.iter().find(|p| p.store_id == self.store_id) {
+                Some(p) => p.id,
+                None => continue,
+            };
+            match self.create_peer_as(region, PeerState::Normal, peer_id, true) {
+                Ok(()) => {
+                    crate::metrics::METRICS.regions_split.inc();
+                    if leader {
+                        let _ = self.router.force_send(region_id, PeerMsg::Campaign);
+                    }
+                    let votes = self.meta().take_votes(region_id);
+                    for vote in votes {
+                        let _ = self
+                            .router
+                            .force_send(region_id, PeerMsg::RaftMessage(Box::new(vote)));
+                    }
+                }
+                Err(e) => slog::error!(self.logger, "cannot create a split region's peer";
+                    "region_id" => region_id, "parent_id" => parent.id, "error" => %e),
+            }
+        }
     }
 
     pub fn send_gen_task(&self, task: GenTask<EK>) {
@@ -293,11 +379,18 @@ impl<EK: KvEngine> StoreContext<EK> {
             });
         };
         let peer_id = me.id;
-        self.create_peer_as(region, peer_state, peer_id)
+        self.create_peer_as(region, peer_state, peer_id, false)
     }
 
     /// [`Self::create_peer`] for a given peer id: an uninitialized region lists no peers.
-    fn create_peer_as(&self, region: Region, peer_state: PeerState, peer_id: u64) -> Result<()> {
+    /// `split` marks a peer born by a split (it takes votes at once).
+    fn create_peer_as(
+        &self,
+        region: Region,
+        peer_state: PeerState,
+        peer_id: u64,
+        split: bool,
+    ) -> Result<()> {
         let region_id = region.id;
         self.meta().insert(region.clone())?;
         let opened = PeerStorage::open(
@@ -312,13 +405,16 @@ impl<EK: KvEngine> StoreContext<EK> {
             Peer::new(&self.cfg, self.store_id, peer_id, storage, &self.logger)
                 .map(|peer| (peer, apply_state))
         });
-        let (peer, apply_state) = match opened {
+        let (mut peer, apply_state) = match opened {
             Ok(opened) => opened,
             Err(e) => {
                 self.meta().remove(region_id);
                 return Err(e);
             }
         };
+        if split {
+            peer.take_votes_now();
+        }
         let apply = ApplyFsm::new(region, apply_state, peer.logger().clone());
         self.apply_router.register(region_id, Box::new(apply));
         self.router
@@ -378,7 +474,7 @@ impl<EK: KvEngine> StoreContext<EK> {
             return drop("not a message that starts a peer");
         }
         {
-            let meta = self.meta();
+            let mut meta = self.meta();
             if meta.region(region_id).is_some() {
                 return drop("the region's peer is being destroyed");
             }
@@ -390,8 +486,14 @@ impl<EK: KvEngine> StoreContext<EK> {
                 ..Default::default()
             };
             if let Some(other) = meta.overlapping(&probe) {
-                slog::info!(self.logger, "not creating a peer whose range overlaps a region here";
+                slog::debug!(self.logger, "not creating a peer whose range overlaps a region here";
                     "region_id" => region_id, "other_region_id" => other.id);
+                let vote = [MsgRequestVote, MsgRequestPreVote]
+                    .iter()
+                    .any(|t| msg_type == Some(*t as i32));
+                if vote {
+                    meta.stash_vote(msg);
+                }
                 return None;
             }
         }
@@ -419,7 +521,7 @@ impl<EK: KvEngine> StoreContext<EK> {
             id: region_id,
             ..Default::default()
         };
-        match self.create_peer_as(region, PeerState::Normal, to.id) {
+        match self.create_peer_as(region, PeerState::Normal, to.id, false) {
             Ok(()) => {
                 slog::info!(self.logger, "created a peer from a raft message";
                     "region_id" => region_id, "peer_id" => to.id, "msg_type" => ?msg_type);

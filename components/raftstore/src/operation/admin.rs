@@ -1,22 +1,25 @@
 //! Admin commands: they change the region (its log, membership, leader or key range) rather
 //! than its data. `CompactLog` is applied here (see `log_gc`); `TransferLeader` never enters the
 //! log (the leader executes it at propose time); `ChangePeerV2` travels as a raft conf-change
-//! entry (see `conf_change`), never as a normal entry. Split arrives with its issue; until then
-//! it is rejected at propose time and, should one be in the log anyway, fails its apply
-//! without touching the region.
+//! entry (see `conf_change`), never as a normal entry; `BatchSplit` is applied here (see
+//! `split`).
 
+use engine::{keys, KvEngine, WriteBatch, CF_RAFT};
 use proto::metapb::Region;
-use proto::raft_cmdpb::{AdminCmdType, AdminRequest};
-use proto::raft_serverpb::RaftApplyState;
+use proto::raft_cmdpb::{AdminCmdType, AdminRequest, BatchSplitRequest};
+use proto::raft_serverpb::{PeerState, RaftApplyState, RegionLocalState};
 
-use super::log_gc;
+use super::{log_gc, split};
+use crate::storage::initial_apply_state;
 use crate::{Error, Result};
 
 /// What an applied admin command asks of the apply round.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct AdminOutcome {
     /// The round's KV write must be synced (the raft log is about to be compacted below it).
     pub sync: bool,
+    /// Regions a split created (their states are in the round's batch).
+    pub new_regions: Vec<Region>,
 }
 
 fn cmd_type(admin: &AdminRequest) -> Option<AdminCmdType> {
@@ -27,23 +30,88 @@ fn cmd_type(admin: &AdminRequest) -> Option<AdminCmdType> {
 pub fn check_admin(region: &Region, admin: &AdminRequest) -> Result<()> {
     match cmd_type(admin) {
         Some(AdminCmdType::CompactLog) if admin.compact_log.is_some() => Ok(()),
+        Some(AdminCmdType::BatchSplit) => match &admin.splits {
+            Some(req) => split::check_split(region, req),
+            None => Err(unsupported(region, admin)),
+        },
         _ => Err(unsupported(region, admin)),
     }
 }
 
 /// Applies a committed admin command. Commands this build does not know change nothing.
-pub fn apply_admin(
-    region: &Region,
+pub fn apply_admin<EK: KvEngine>(
+    kv: &EK,
+    region: &mut Region,
     apply_state: &mut RaftApplyState,
     admin: &AdminRequest,
+    wb: &mut EK::WriteBatch,
 ) -> Result<AdminOutcome> {
-    match (cmd_type(admin), &admin.compact_log) {
-        (Some(AdminCmdType::CompactLog), Some(req)) => {
+    match cmd_type(admin) {
+        Some(AdminCmdType::CompactLog) if admin.compact_log.is_some() => {
+            let req = admin
+                .compact_log
+                .as_ref()
+                .ok_or_else(|| unsupported(region, admin))?;
             let compacted = log_gc::apply_compact_log(region, apply_state, req)?;
-            Ok(AdminOutcome { sync: compacted })
+            Ok(AdminOutcome {
+                sync: compacted,
+                ..Default::default()
+            })
+        }
+        Some(AdminCmdType::BatchSplit) if admin.splits.is_some() => {
+            let req = admin
+                .splits
+                .as_ref()
+                .ok_or_else(|| unsupported(region, admin))?;
+            apply_split(kv, region, req, wb)
         }
         _ => Err(unsupported(region, admin)),
     }
+}
+
+/// Writes the split regions' states (and each new region's initial apply state) into the
+/// round's batch and narrows `region`. A new region whose state is already here (it reached
+/// this store another way) is left as it is.
+fn apply_split<EK: KvEngine>(
+    kv: &EK,
+    region: &mut Region,
+    req: &BatchSplitRequest,
+    wb: &mut EK::WriteBatch,
+) -> Result<AdminOutcome> {
+    let (parent, new_regions) = split::split_regions(region, req)?;
+    let region_id = region.id;
+    let engine_err = |source| Error::Engine { region_id, source };
+    let put_state = |wb: &mut EK::WriteBatch, r: &Region| {
+        let state = RegionLocalState {
+            state: PeerState::Normal as i32,
+            region: Some(r.clone()),
+            applying_snapshot: None,
+        };
+        wb.put_msg_cf(CF_RAFT, &keys::region_state_key(r.id), &state)
+    };
+    let mut created = Vec::with_capacity(new_regions.len());
+    for new in new_regions {
+        let existing: Option<RegionLocalState> = kv
+            .get_msg_cf(CF_RAFT, &keys::region_state_key(new.id))
+            .map_err(engine_err)?;
+        if existing.is_some() {
+            continue;
+        }
+        put_state(wb, &new).map_err(engine_err)?;
+        wb.put_msg_cf(
+            CF_RAFT,
+            &keys::apply_state_key(new.id),
+            &initial_apply_state(&new),
+        )
+        .map_err(engine_err)?;
+        created.push(new);
+    }
+    put_state(wb, &parent).map_err(engine_err)?;
+    *region = parent;
+    Ok(AdminOutcome {
+        sync: false,
+        new_regions: created,
+    })
 }
 
 fn unsupported(region: &Region, admin: &AdminRequest) -> Error {

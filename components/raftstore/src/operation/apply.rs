@@ -26,6 +26,8 @@ pub struct ApplyOutput {
     pub sync: bool,
     /// Membership changes applied, in log order, for raft-rs.
     pub conf_changes: Vec<ConfChangeV2>,
+    /// Regions created by splits (their peers on this store must be created).
+    pub new_regions: Vec<Region>,
 }
 
 /// Applies committed `entries` of one region into `wb` and records the new apply state (and,
@@ -33,6 +35,7 @@ pub struct ApplyOutput {
 /// become durable together. A command that fails its checks writes nothing; its error is in
 /// `out`.
 pub fn apply_entries<EK: KvEngine>(
+    kv: &EK,
     region: &mut Region,
     apply_state: &mut RaftApplyState,
     entries: &[Entry],
@@ -63,8 +66,9 @@ pub fn apply_entries<EK: KvEngine>(
             // An entry that does not decode fails alone, the same way on every replica; it
             // must not stop the store (it would again at every restart).
             EntryType::EntryNormal => match RaftCmdRequest::decode(e.data.as_ref()) {
-                Ok(cmd) => apply_command::<EK>(region, apply_state, &cmd, wb).map(|outcome| {
+                Ok(cmd) => apply_command(kv, region, apply_state, &cmd, wb).map(|outcome| {
                     output.sync |= outcome.sync;
+                    output.new_regions.extend(outcome.new_regions);
                 }),
                 Err(err) => Err(Error::InvalidCommand {
                     region_id: region.id,
@@ -114,13 +118,17 @@ fn apply_conf_change<EK: KvEngine>(
 }
 
 fn apply_command<EK: KvEngine>(
-    region: &Region,
+    kv: &EK,
+    region: &mut Region,
     apply_state: &mut RaftApplyState,
     cmd: &RaftCmdRequest,
     wb: &mut EK::WriteBatch,
 ) -> Result<admin::AdminOutcome> {
     match &cmd.admin_request {
-        Some(admin) => admin::apply_admin(region, apply_state, admin),
+        Some(admin) => {
+            write::check_epoch(region, cmd)?;
+            admin::apply_admin(kv, region, apply_state, admin, wb)
+        }
         None => {
             write::check_write(region, cmd)?;
             write::write_cmd(region, cmd, wb)?;

@@ -7,10 +7,12 @@
 //! - [`read`]: the lease and ReadIndex rules for linearizable reads.
 //! - [`log_gc`]: when to compact a region's raft log, and the apply of `CompactLog`.
 //! - [`conf_change`]: membership changes (ChangePeerV2, joint consensus).
+//! - [`split`]: region split (BatchSplit) and finding split keys.
 
 pub mod admin;
 pub mod apply;
 pub mod conf_change;
 pub mod log_gc;
 pub mod read;
+pub mod split;
 pub mod write;

@@ -212,8 +212,15 @@ mod tests {
         ];
         let mut wb = kv.write_batch();
         let mut out = Vec::new();
-        apply_entries::<MemEngine>(&mut region.clone(), &mut state, &entries, &mut wb, &mut out)
-            .unwrap();
+        apply_entries::<MemEngine>(
+            &kv,
+            &mut region.clone(),
+            &mut state,
+            &entries,
+            &mut wb,
+            &mut out,
+        )
+        .unwrap();
         kv.write(&mut wb, true).unwrap();
 
         let results: Vec<_> = out.iter().map(|a| (a.index, a.result.is_ok())).collect();

@@ -65,6 +65,9 @@ pub struct AppliedOutcome {
     pub region_changed: bool,
     /// A membership change removed this peer: it must be destroyed.
     pub removed: bool,
+    /// Regions split off this one: their peers on this store must be created (whatever else
+    /// the result says, their states are written).
+    pub new_regions: Vec<Region>,
 }
 
 /// The time limits a peer enforces, from [`Config`].
@@ -77,6 +80,7 @@ struct Limits {
     gc_ticks: u64,
     gc_threshold: u64,
     gc_count_limit: u64,
+    split_check_ticks: u64,
 }
 
 /// One peer of one region on this store: the raft node and everything that does not depend on
@@ -109,6 +113,7 @@ pub struct Peer<EK: KvEngine> {
     /// Peers that sent messages but are not in the region as this peer knows it (an
     /// uninitialized peer knows no members): replies are addressed through it.
     peer_cache: std::collections::HashMap<u64, PeerMeta>,
+    split_check_due: bool,
     limits: Limits,
     logger: slog::Logger,
 }
@@ -158,6 +163,7 @@ impl<EK: KvEngine> Peer<EK> {
             ticks: 0,
             compact_proposed: 0,
             peer_cache: Default::default(),
+            split_check_due: false,
             limits: Limits {
                 proposal_timeout: config.proposal_timeout(),
                 read_index_timeout: config.read_index_timeout(),
@@ -166,6 +172,7 @@ impl<EK: KvEngine> Peer<EK> {
                 gc_ticks: config.ticks_of(config.raft_log_gc_tick_interval_ms),
                 gc_threshold: config.raft_log_gc_threshold,
                 gc_count_limit: config.raft_log_gc_count_limit,
+                split_check_ticks: config.ticks_of(config.split_region_check_tick_interval_ms),
             },
             logger,
         })
@@ -832,13 +839,17 @@ impl<EK: KvEngine> Peer<EK> {
     /// The ApplyFsm applied entries: record it (membership changes go to raft-rs before the
     /// new applied index) and serve the reads that waited for it.
     pub fn on_apply_res(&mut self, res: ApplyRes) -> AppliedOutcome {
-        let mut outcome = AppliedOutcome::default();
         let ApplyRes {
             apply_state,
             applied_term,
             region,
             conf_changes,
+            new_regions,
         } = res;
+        let mut outcome = AppliedOutcome {
+            new_regions,
+            ..Default::default()
+        };
         let applied = apply_state.applied_index;
         // A snapshot raft-rs took in but this peer has not prepared yet (stepped in this
         // round): its configuration already includes everything below it.
@@ -918,6 +929,9 @@ impl<EK: KvEngine> Peer<EK> {
             work |= self.maybe_compact_log(now);
         }
         work |= self.maybe_leave_joint();
+        if self.is_leader() && self.ticks % self.limits.split_check_ticks == 0 {
+            self.split_check_due = true;
+        }
         self.expire_proposals(now);
         for read in self.pending_reads.take_expired(
             now.checked_sub(self.limits.read_index_timeout)
@@ -1039,6 +1053,32 @@ impl<EK: KvEngine> Peer<EK> {
             }
         }
         self.proposals = kept;
+    }
+
+    /// A peer born by a split: its region never had another leader, so there is no lease to
+    /// wait out before voting.
+    pub fn take_votes_now(&mut self) {
+        self.started = Instant::now()
+            .checked_sub(self.election_timeout)
+            .unwrap_or(self.started);
+    }
+
+    /// An explicit split may go ahead: this peer leads and the caller saw this version.
+    pub fn check_split_ask(&self, region_epoch: Option<proto::metapb::RegionEpoch>) -> Result<()> {
+        let request = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: self.region_id(),
+                region_epoch,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.check_request(&request)
+    }
+
+    /// The periodic split check is due (leaders only); clears it.
+    pub fn take_split_check_due(&mut self) -> bool {
+        std::mem::take(&mut self.split_check_due)
     }
 
     /// A peer that just (re)started does not know whether a leader's lease is running: raft-rs

@@ -149,6 +149,13 @@ pub enum PeerMsg<S> {
     Wake,
     /// Campaign now (tests and the scheduler's leader placement).
     Campaign,
+    /// Split the region at `split_keys` (an admin request, or the scheduler). Refused unless
+    /// this peer leads and `region_epoch` is the region's; `cb` answers once it is applied.
+    AskSplit {
+        region_epoch: Option<proto::metapb::RegionEpoch>,
+        split_keys: Vec<Vec<u8>>,
+        cb: Callback<()>,
+    },
     /// Reports the peer's state (tests, status page).
     QueryStatus(Callback<PeerStatus>),
     /// The snap-generator pool finished this region's snapshot (`None`: it failed).
@@ -191,6 +198,7 @@ impl<S> fmt::Debug for PeerMsg<S> {
             PeerMsg::ApplyRes(r) => write!(f, "ApplyRes({})", r.apply_state.applied_index),
             PeerMsg::Wake => f.write_str("Wake"),
             PeerMsg::Campaign => f.write_str("Campaign"),
+            PeerMsg::AskSplit { split_keys, .. } => write!(f, "AskSplit({})", split_keys.len()),
             PeerMsg::QueryStatus(_) => f.write_str("QueryStatus"),
             PeerMsg::Destroy { .. } => f.write_str("Destroy"),
             PeerMsg::SnapshotGenerated(s) => write!(f, "SnapshotGenerated({})", s.is_some()),
@@ -262,4 +270,6 @@ pub struct ApplyRes {
     /// Membership changes applied, in log order: raft-rs must be told each of them before it
     /// learns the new applied index.
     pub conf_changes: Vec<raft::eraftpb::ConfChangeV2>,
+    /// Regions split off this one, in key order: their peers on this store are created.
+    pub new_regions: Vec<Region>,
 }

@@ -423,7 +423,17 @@ impl<EK: KvEngine> raft::Storage for PeerStorage<EK> {
         let mut gen = self.gen.borrow_mut();
         if let GenState::Ready(snap) = &*gen {
             let index = snap.get_metadata().index;
-            if index >= request_index && index >= self.truncated_index() {
+            // A snapshot of an older epoch (before a split, say) describes a range the region
+            // no longer has: a store holding the split-off region would refuse it forever.
+            let epoch =
+                <proto::raft_serverpb::SnapshotData as prost::Message>::decode(snap.get_data())
+                    .ok()
+                    .and_then(|d| d.region)
+                    .and_then(|r| r.region_epoch);
+            if index >= request_index
+                && index >= self.truncated_index()
+                && epoch == self.region.region_epoch
+            {
                 return Ok(snap.clone());
             }
             *gen = GenState::Idle;

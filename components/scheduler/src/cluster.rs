@@ -1,0 +1,416 @@
+//! Stores, regions and the routing table. Regions are learnt from heartbeats and split
+//! reports; an update with an older epoch than what is known is ignored, and a newer region
+//! replaces every known region its range overlaps (the stale halves of a split, say).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, RwLock};
+
+use prost::Message as _;
+use proto::metapb::{Peer, Region, RegionEpoch, Store};
+
+use crate::{Error, MetaStore, Result};
+
+const BOOTSTRAP_KEY: &[u8] = b"meta/bootstrapped";
+const STORE_PREFIX: &[u8] = b"stores/";
+const REGION_PREFIX: &[u8] = b"regions/";
+
+/// A region as the scheduler knows it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RegionInfo {
+    pub region: Region,
+    pub leader: Option<Peer>,
+    pub approximate_size: u64,
+    pub approximate_keys: u64,
+}
+
+/// The end of a range, ordered with "no end" last.
+type EndKey = (bool, Vec<u8>);
+
+fn end_key(region: &Region) -> EndKey {
+    (region.end_key.is_empty(), region.end_key.clone())
+}
+
+/// `a` is older than `b` in either dimension of the epoch.
+fn is_stale(a: &RegionEpoch, b: &RegionEpoch) -> bool {
+    a.version < b.version || a.conf_ver < b.conf_ver
+}
+
+#[derive(Default)]
+struct State {
+    first_region: Option<u64>,
+    stores: HashMap<u64, Store>,
+    regions: HashMap<u64, RegionInfo>,
+    ranges: BTreeMap<EndKey, u64>,
+}
+
+impl State {
+    fn overlapping(&self, region: &Region) -> Vec<u64> {
+        let start = (false, region.start_key.clone());
+        let mut out = Vec::new();
+        for (_, id) in self
+            .ranges
+            .range((Bound::Excluded(start), Bound::Unbounded))
+        {
+            let Some(other) = self.regions.get(id) else {
+                continue;
+            };
+            // Ranges are sorted by end: stop at the first that starts at or after our end.
+            if !region.end_key.is_empty() && other.region.start_key >= region.end_key {
+                break;
+            }
+            out.push(*id);
+        }
+        out
+    }
+
+    /// Records a region with no leader or sizes known yet.
+    fn insert(&mut self, region: Region) {
+        self.ranges.insert(end_key(&region), region.id);
+        self.regions.insert(
+            region.id,
+            RegionInfo {
+                region,
+                ..Default::default()
+            },
+        );
+    }
+
+    fn remove(&mut self, region_id: u64) {
+        if let Some(old) = self.regions.remove(&region_id) {
+            let end = end_key(&old.region);
+            if self.ranges.get(&end) == Some(&region_id) {
+                self.ranges.remove(&end);
+            }
+        }
+    }
+}
+
+pub struct Cluster {
+    store: Arc<dyn MetaStore>,
+    state: RwLock<State>,
+    logger: slog::Logger,
+}
+
+fn region_key(id: u64) -> Vec<u8> {
+    [REGION_PREFIX, format!("{id:020}").as_bytes()].concat()
+}
+
+fn store_key(id: u64) -> Vec<u8> {
+    [STORE_PREFIX, format!("{id:020}").as_bytes()].concat()
+}
+
+fn decode<M: prost::Message + Default>(key: &[u8], value: &[u8]) -> Result<M> {
+    M::decode(value).map_err(|e| Error::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        detail: e.to_string(),
+    })
+}
+
+impl Cluster {
+    /// Loads what the metadata store holds (stores, regions, bootstrap state).
+    pub fn open(store: Arc<dyn MetaStore>, logger: &slog::Logger) -> Result<Cluster> {
+        let mut state = State::default();
+        if let Some(v) = store.get(BOOTSTRAP_KEY)? {
+            state.first_region = Some(crate::id::decode_u64(BOOTSTRAP_KEY, &v)?);
+        }
+        for (k, v) in store.scan_prefix(STORE_PREFIX)? {
+            let s: Store = decode(&k, &v)?;
+            state.stores.insert(s.id, s);
+        }
+        for (k, v) in store.scan_prefix(REGION_PREFIX)? {
+            state.insert(decode(&k, &v)?);
+        }
+        Ok(Cluster {
+            store,
+            state: RwLock::new(state),
+            logger: logger.new(slog::o!("component" => "scheduler")),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_bootstrapped(&self) -> bool {
+        self.read().first_region.is_some()
+    }
+
+    /// Records the first store and the first region (the whole key space, one peer on it).
+    pub fn bootstrap(&self, store: Store, region: Region) -> Result<()> {
+        let mut state = self.write();
+        if let Some(region_id) = state.first_region {
+            return Err(Error::AlreadyBootstrapped { region_id });
+        }
+        if !region.start_key.is_empty() || !region.end_key.is_empty() {
+            return Err(Error::Invalid {
+                detail: "the first region must cover the whole key space".into(),
+            });
+        }
+        if !region.peers.iter().any(|p| p.store_id == store.id) {
+            return Err(Error::Invalid {
+                detail: format!("the first region has no peer on store {}", store.id),
+            });
+        }
+        self.store.put_batch(
+            &[
+                (store_key(store.id), store.encode_to_vec()),
+                (region_key(region.id), region.encode_to_vec()),
+                (BOOTSTRAP_KEY.to_vec(), region.id.to_be_bytes().to_vec()),
+            ],
+            true,
+        )?;
+        state.first_region = Some(region.id);
+        state.stores.insert(store.id, store);
+        state.insert(region);
+        Ok(())
+    }
+
+    /// Adds or updates a store (a joining store, a new address).
+    pub fn put_store(&self, store: Store) -> Result<()> {
+        if store.id == 0 {
+            return Err(Error::Invalid {
+                detail: "store id 0".into(),
+            });
+        }
+        self.store
+            .put_batch(&[(store_key(store.id), store.encode_to_vec())], true)?;
+        self.write().stores.insert(store.id, store);
+        Ok(())
+    }
+
+    pub fn get_store(&self, store_id: u64) -> Result<Store> {
+        self.read()
+            .stores
+            .get(&store_id)
+            .cloned()
+            .ok_or(Error::StoreNotFound { store_id })
+    }
+
+    pub fn stores(&self) -> Vec<Store> {
+        let mut stores: Vec<_> = self.read().stores.values().cloned().collect();
+        stores.sort_by_key(|s| s.id);
+        stores
+    }
+
+    /// A region heartbeat from its leader. Returns false if it was ignored as stale.
+    pub fn region_heartbeat(&self, info: RegionInfo) -> Result<bool> {
+        self.put_regions(vec![info])
+    }
+
+    /// A split report: the parent with its new range and the regions split off it.
+    pub fn report_split(&self, parent: &Region, new_regions: &[Region]) -> Result<bool> {
+        let infos = std::iter::once(parent)
+            .chain(new_regions)
+            .map(|r| RegionInfo {
+                region: r.clone(),
+                ..Default::default()
+            })
+            .collect();
+        self.put_regions(infos)
+    }
+
+    fn put_regions(&self, infos: Vec<RegionInfo>) -> Result<bool> {
+        let mut state = self.write();
+        let mut puts = Vec::new();
+        let mut all = true;
+        for mut info in infos {
+            let region = &info.region;
+            let epoch = region.region_epoch.unwrap_or_default();
+            if let Some(known) = state.regions.get(&region.id) {
+                let known_epoch = known.region.region_epoch.unwrap_or_default();
+                if is_stale(&epoch, &known_epoch) {
+                    all = false;
+                    continue;
+                }
+                // A split report carries no leader or sizes: keep what heartbeats said.
+                if info.leader.is_none() && known_epoch == epoch {
+                    info.leader = known.leader;
+                    info.approximate_size = known.approximate_size;
+                    info.approximate_keys = known.approximate_keys;
+                }
+            }
+            let overlaps = state.overlapping(region);
+            let newer_overlap = overlaps.iter().any(|id| {
+                *id != region.id
+                    && state.regions.get(id).is_some_and(|o| {
+                        o.region.region_epoch.unwrap_or_default().version > epoch.version
+                    })
+            });
+            if newer_overlap {
+                all = false;
+                continue;
+            }
+            for id in overlaps {
+                if id != region.id {
+                    slog::debug!(self.logger, "region replaced by an overlapping newer one";
+                        "old" => id, "new" => region.id);
+                    state.remove(id);
+                }
+            }
+            let changed = state
+                .regions
+                .get(&region.id)
+                .is_none_or(|known| known.region != *region);
+            state.remove(region.id);
+            if changed {
+                puts.push((region_key(region.id), region.encode_to_vec()));
+            }
+            state.ranges.insert(end_key(region), region.id);
+            state.regions.insert(region.id, info);
+        }
+        if !puts.is_empty() {
+            // Not synced: heartbeats rebuild the routing table after a crash.
+            self.store.put_batch(&puts, false)?;
+        }
+        Ok(all)
+    }
+
+    pub fn region_by_id(&self, region_id: u64) -> Option<RegionInfo> {
+        self.read().regions.get(&region_id).cloned()
+    }
+
+    /// The region whose range holds `key`.
+    pub fn region_by_key(&self, key: &[u8]) -> Option<RegionInfo> {
+        let state = self.read();
+        let (_, id) = state
+            .ranges
+            .range((Bound::Excluded((false, key.to_vec())), Bound::Unbounded))
+            .next()?;
+        let info = state.regions.get(id)?;
+        (info.region.start_key.as_slice() <= key).then(|| info.clone())
+    }
+
+    /// Up to `limit` regions from the one holding `start` on, in key order, stopping before
+    /// `end` (empty: no end).
+    pub fn scan_regions(&self, start: &[u8], end: &[u8], limit: usize) -> Vec<RegionInfo> {
+        let state = self.read();
+        let mut out = Vec::new();
+        for (_, id) in state
+            .ranges
+            .range((Bound::Excluded((false, start.to_vec())), Bound::Unbounded))
+        {
+            let Some(info) = state.regions.get(id) else {
+                continue;
+            };
+            if out.len() >= limit || (!end.is_empty() && info.region.start_key.as_slice() >= end) {
+                break;
+            }
+            out.push(info.clone());
+        }
+        out
+    }
+
+    /// Every known region, in key order.
+    pub fn regions(&self) -> Vec<RegionInfo> {
+        self.scan_regions(b"", b"", usize::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::MemEngine;
+
+    fn region(id: u64, start: &[u8], end: &[u8], version: u64, conf_ver: u64) -> Region {
+        Region {
+            id,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            region_epoch: Some(RegionEpoch { conf_ver, version }),
+            peers: vec![Peer {
+                id: id * 10,
+                store_id: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn info(r: Region) -> RegionInfo {
+        RegionInfo {
+            region: r,
+            ..Default::default()
+        }
+    }
+
+    fn logger() -> slog::Logger {
+        slog::Logger::root(slog::Discard, slog::o!())
+    }
+
+    fn ids(c: &Cluster) -> Vec<u64> {
+        c.regions().iter().map(|r| r.region.id).collect()
+    }
+
+    #[test]
+    fn routing_follows_splits_and_ignores_stale_heartbeats() {
+        let meta: Arc<dyn MetaStore> = Arc::new(MemEngine::new());
+        let c = Cluster::open(meta.clone(), &logger()).unwrap();
+        assert!(!c.is_bootstrapped());
+        let store = Store {
+            id: 1,
+            ..Default::default()
+        };
+        c.bootstrap(store.clone(), region(1, b"", b"", 1, 1))
+            .unwrap();
+        assert!(c.bootstrap(store, region(1, b"", b"", 1, 1)).is_err());
+        assert_eq!(c.region_by_key(b"anything").unwrap().region.id, 1);
+
+        // Split at "m": 1 = ["", m), 2 = [m, "").
+        assert!(c
+            .report_split(&region(1, b"", b"m", 2, 1), &[region(2, b"m", b"", 2, 1)])
+            .unwrap());
+        assert_eq!(c.region_by_key(b"a").unwrap().region.id, 1);
+        assert_eq!(c.region_by_key(b"m").unwrap().region.id, 2);
+        assert_eq!(c.region_by_key(b"zz").unwrap().region.id, 2);
+        // A late heartbeat of the parent before the split changes nothing.
+        assert!(!c.region_heartbeat(info(region(1, b"", b"", 1, 1))).unwrap());
+        assert_eq!(ids(&c), vec![1, 2]);
+        // Region 2 splits at "t" but only the new region 3 reports first: it replaces the
+        // overlapping part of the older 2 only once 2 reports; until then 3 (newer) wins.
+        assert!(c
+            .region_heartbeat(info(region(3, b"t", b"", 3, 1)))
+            .unwrap());
+        assert_eq!(ids(&c), vec![1, 3]);
+        assert!(!c
+            .region_heartbeat(info(region(2, b"m", b"", 2, 1)))
+            .unwrap());
+        assert!(c
+            .region_heartbeat(info(region(2, b"m", b"t", 3, 1)))
+            .unwrap());
+        assert_eq!(ids(&c), vec![1, 2, 3]);
+        assert_eq!(
+            c.scan_regions(b"n", b"u", 10)
+                .iter()
+                .map(|r| r.region.id)
+                .collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        // A membership change (conf_ver) updates in place.
+        assert!(c
+            .region_heartbeat(info(region(2, b"m", b"t", 3, 2)))
+            .unwrap());
+        assert!(!c
+            .region_heartbeat(info(region(2, b"m", b"t", 3, 1)))
+            .unwrap());
+
+        // A restart reloads the routing table.
+        drop(c);
+        let c = Cluster::open(meta, &logger()).unwrap();
+        assert!(c.is_bootstrapped());
+        assert_eq!(ids(&c), vec![1, 2, 3]);
+        assert_eq!(
+            c.region_by_id(2)
+                .unwrap()
+                .region
+                .region_epoch
+                .unwrap()
+                .conf_ver,
+            2
+        );
+    }
+}

@@ -1,0 +1,19 @@
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("scheduler metadata store: {op}: {detail}")]
+    Storage { op: &'static str, detail: String },
+    #[error("scheduler metadata under {key:?} does not decode: {detail}")]
+    Corrupt { key: String, detail: String },
+    #[error("the cluster is not bootstrapped")]
+    NotBootstrapped,
+    #[error("the cluster is already bootstrapped (first region {region_id})")]
+    AlreadyBootstrapped { region_id: u64 },
+    #[error("store {store_id} is not known to the scheduler")]
+    StoreNotFound { store_id: u64 },
+    #[error("invalid request: {detail}")]
+    Invalid { detail: String },
+    #[error("timestamp oracle: {detail}")]
+    Tso { detail: String },
+}
