@@ -445,3 +445,39 @@ fn cache_budget_is_shared_across_regions() {
     drop(b);
     assert_eq!(budget.used(), 0);
 }
+
+/// A peer created by a message (raft state only: a term and a vote, no log) whose region is
+/// then created by a split here: it opens at the split's initial state, term and vote kept.
+#[test]
+fn an_uninitialized_peer_s_raft_state_opens_as_a_split_region() {
+    use raftstore::storage::initial_apply_state;
+    let dir = tempfile::tempdir().unwrap();
+    let log = raft_log(dir.path());
+    let kv = MemEngine::new();
+    let mut batch = log.batch();
+    let state = proto::raft_serverpb::RaftLocalState {
+        hard_state: Some(proto::eraftpb::HardState {
+            term: 9,
+            vote: 2,
+            commit: 0,
+        }),
+        last_index: 0,
+    };
+    batch.put_raft_state(7, &state).unwrap();
+    log.write(&mut batch, true).unwrap();
+    let region = voters(7);
+    let mut wb = kv.write_batch();
+    wb.put_msg_cf(
+        CF_RAFT,
+        &keys::apply_state_key(7),
+        &initial_apply_state(&region),
+    )
+    .unwrap();
+    kv.write(&mut wb, true).unwrap();
+    let storage = open(&kv, &log, region, 1 << 20);
+    let rs = storage.initial_state().unwrap();
+    assert_eq!(rs.hard_state.term, 9);
+    assert_eq!(rs.hard_state.vote, 2);
+    assert_eq!(rs.hard_state.commit, RAFT_INIT_LOG_INDEX);
+    assert_eq!(storage.last_index().unwrap(), RAFT_INIT_LOG_INDEX);
+}

@@ -118,8 +118,18 @@ impl Cluster {
             let s: Store = decode(&k, &v)?;
             state.stores.insert(s.id, s);
         }
-        for (k, v) in store.scan_prefix(REGION_PREFIX)? {
-            state.insert(decode(&k, &v)?);
+        // Newest versions first: an older region that overlaps one of them was replaced but
+        // its removal may not have reached the disk (removals are not synced).
+        let mut regions: Vec<Region> = store
+            .scan_prefix(REGION_PREFIX)?
+            .iter()
+            .map(|(k, v)| decode(k, v))
+            .collect::<Result<_>>()?;
+        regions.sort_by_key(|r| std::cmp::Reverse(r.region_epoch.unwrap_or_default().version));
+        for region in regions {
+            if state.overlapping(&region).is_empty() {
+                state.insert(region);
+            }
         }
         Ok(Cluster {
             store,
@@ -216,7 +226,7 @@ impl Cluster {
 
     fn put_regions(&self, infos: Vec<RegionInfo>) -> Result<bool> {
         let mut state = self.write();
-        let mut puts = Vec::new();
+        let mut puts: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         let mut all = true;
         for mut info in infos {
             let region = &info.region;
@@ -250,6 +260,7 @@ impl Cluster {
                     slog::debug!(self.logger, "region replaced by an overlapping newer one";
                         "old" => id, "new" => region.id);
                     state.remove(id);
+                    puts.push((region_key(id), None));
                 }
             }
             let changed = state
@@ -258,14 +269,14 @@ impl Cluster {
                 .is_none_or(|known| known.region != *region);
             state.remove(region.id);
             if changed {
-                puts.push((region_key(region.id), region.encode_to_vec()));
+                puts.push((region_key(region.id), Some(region.encode_to_vec())));
             }
             state.ranges.insert(end_key(region), region.id);
             state.regions.insert(region.id, info);
         }
         if !puts.is_empty() {
             // Not synced: heartbeats rebuild the routing table after a crash.
-            self.store.put_batch(&puts, false)?;
+            self.store.write_batch(&puts, false)?;
         }
         Ok(all)
     }

@@ -9,7 +9,15 @@ use crate::{Error, Result};
 pub trait MetaStore: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Writes `puts` atomically; `sync` makes them durable before returning.
-    fn put_batch(&self, puts: &[(Vec<u8>, Vec<u8>)], sync: bool) -> Result<()>;
+    fn put_batch(&self, puts: &[(Vec<u8>, Vec<u8>)], sync: bool) -> Result<()> {
+        let writes: Vec<_> = puts
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect();
+        self.write_batch(&writes, sync)
+    }
+    /// Puts (`Some`) and deletes (`None`) atomically; `sync` makes them durable first.
+    fn write_batch(&self, writes: &[(Vec<u8>, Option<Vec<u8>>)], sync: bool) -> Result<()>;
     /// Every pair whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 }
@@ -27,10 +35,13 @@ impl<E: KvEngine> MetaStore for E {
             .map_err(storage_err("get"))
     }
 
-    fn put_batch(&self, puts: &[(Vec<u8>, Vec<u8>)], sync: bool) -> Result<()> {
-        let mut wb = self.write_batch();
-        for (k, v) in puts {
-            wb.put_cf(CF_DEFAULT, k, v).map_err(storage_err("put"))?;
+    fn write_batch(&self, writes: &[(Vec<u8>, Option<Vec<u8>>)], sync: bool) -> Result<()> {
+        let mut wb = KvEngine::write_batch(self);
+        for (k, v) in writes {
+            match v {
+                Some(v) => wb.put_cf(CF_DEFAULT, k, v).map_err(storage_err("put"))?,
+                None => wb.delete_cf(CF_DEFAULT, k).map_err(storage_err("delete"))?,
+            }
         }
         self.write(&mut wb, sync).map_err(storage_err("write"))
     }

@@ -432,6 +432,7 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 PeerMsg::ApplyRes(res) => {
                     let before =
                         (!res.conf_changes.is_empty()).then(|| fsm.peer.region().peers.clone());
+                    let split_parent = (!res.new_regions.is_empty()).then(|| res.region.clone());
                     let mut outcome = fsm.peer.on_apply_res(res);
                     if let (Some(before), true) = (before, fsm.peer.is_leader()) {
                         // Removed peers may never hear of their removal otherwise (a learner
@@ -452,14 +453,17 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                         }
                     }
                     let new_regions = std::mem::take(&mut outcome.new_regions);
-                    if !new_regions.is_empty() {
+                    if let Some(parent) = split_parent {
+                        // The parent's narrowed range, even if the peer ignored the result (a
+                        // snapshot in flight): the new regions' ranges must be free.
+                        if let Err(e) = self.ctx.meta().insert(parent.clone()) {
+                            slog::error!(fsm.peer.logger(), "store meta refused the split parent";
+                                "error" => %e);
+                        }
                         slog::info!(fsm.peer.logger(), "region split";
-                            "region" => ?fsm.peer.region(), "new_regions" => new_regions.len());
-                        self.ctx.create_split_peers(
-                            fsm.peer.region(),
-                            new_regions,
-                            fsm.peer.is_leader(),
-                        );
+                            "region" => ?parent, "new_regions" => new_regions.len());
+                        self.ctx
+                            .create_split_peers(&parent, new_regions, fsm.peer.is_leader());
                     }
                     if outcome.removed {
                         slog::info!(

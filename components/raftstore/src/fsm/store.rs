@@ -412,7 +412,10 @@ impl<EK: KvEngine> StoreContext<EK> {
                 return Err(e);
             }
         };
-        if split {
+        // Unless it voted before (a restart that applies the split again): then it may have
+        // acknowledged a leader whose lease still runs.
+        let voted_before = self.raft_log.raft_state(region_id).ok().flatten().is_some();
+        if split && !voted_before {
             peer.take_votes_now();
         }
         let apply = ApplyFsm::new(region, apply_state, peer.logger().clone());
@@ -509,7 +512,27 @@ impl<EK: KvEngine> StoreContext<EK> {
                     return drop("stale: the region was removed from this store");
                 }
             }
-            Ok(Some(_)) => return drop("the region's state is here but its peer is not"),
+            Ok(Some(state)) => {
+                // A split wrote it but its peer was never created (the parent went away mid
+                // apply, say): create it from its state.
+                let region = state.region.unwrap_or_default();
+                if state.state != PeerState::Normal as i32 || region.peers.is_empty() {
+                    return drop("the region's state is here but its peer is not");
+                }
+                let created = self.create_peer(region, PeerState::Normal);
+                return match created {
+                    Ok(()) => {
+                        slog::info!(self.logger, "created a peer from its stored state";
+                            "region_id" => region_id);
+                        Some(msg)
+                    }
+                    Err(e) => {
+                        slog::warn!(self.logger, "cannot create a peer from its stored state";
+                            "region_id" => region_id, "error" => %e);
+                        None
+                    }
+                };
+            }
             Ok(None) => {}
             Err(e) => {
                 slog::warn!(self.logger, "cannot read a region's state"; "region_id" => region_id,

@@ -114,6 +114,10 @@ pub struct Peer<EK: KvEngine> {
     /// uninitialized peer knows no members): replies are addressed through it.
     peer_cache: std::collections::HashMap<u64, PeerMeta>,
     split_check_due: bool,
+    /// The index of the last split this peer proposed as leader: until it is applied, the
+    /// lease does not cover reads (followers may already serve the split-off range under a
+    /// new region's leader).
+    last_split_index: u64,
     limits: Limits,
     logger: slog::Logger,
 }
@@ -164,6 +168,7 @@ impl<EK: KvEngine> Peer<EK> {
             compact_proposed: 0,
             peer_cache: Default::default(),
             split_check_due: false,
+            last_split_index: 0,
             limits: Limits {
                 proposal_timeout: config.proposal_timeout(),
                 read_index_timeout: config.read_index_timeout(),
@@ -356,14 +361,22 @@ impl<EK: KvEngine> Peer<EK> {
             cb.invoke(Err(e));
             return;
         }
+        let is_split = request
+            .admin_request
+            .as_ref()
+            .is_some_and(|a| a.cmd_type == AdminCmdType::BatchSplit as i32);
         let data = request.encode_to_vec();
         let before = self.raw.raft.raft_log.last_index();
         let proposed = self.raw.propose(vec![], data).is_ok();
         // Dropped by raft while leading: too many bytes are uncommitted.
-        self.track_proposal(before, proposed, cb, now, |region_id| Error::ServerIsBusy {
-            region_id,
-            reason: "too many uncommitted entries (raft-max-uncommitted-size)".into(),
-        });
+        let tracked =
+            self.track_proposal(before, proposed, cb, now, |region_id| Error::ServerIsBusy {
+                region_id,
+                reason: "too many uncommitted entries (raft-max-uncommitted-size)".into(),
+            });
+        if tracked && is_split {
+            self.last_split_index = self.raw.raft.raft_log.last_index();
+        }
     }
 
     /// Waits for the entry raft just appended, or, if raft appended nothing, answers `cb` with
@@ -555,6 +568,7 @@ impl<EK: KvEngine> Peer<EK> {
         self.is_leader()
             && self.raw.raft.lead_transferee.is_none()
             && self.applied_term == self.term()
+            && self.storage().applied_index() >= self.last_split_index
             && self.lease.is_valid(now)
     }
 

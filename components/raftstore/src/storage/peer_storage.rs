@@ -135,6 +135,15 @@ impl<EK: KvEngine> PeerStorage<EK> {
             .map_err(|source| Error::Engine { region_id, source })?
             .unwrap_or_else(|| initial_apply_state(&region));
 
+        // An initialized region whose raft state is an uninitialized peer's (created by a
+        // message, then initialized by a split here): start its log where a split region's
+        // starts, keeping the term and vote it may have given.
+        if is_initialized(&region) && raft_state.last_index < RAFT_INIT_LOG_INDEX {
+            let hs = raft_state.hard_state.get_or_insert_with(Default::default);
+            hs.term = hs.term.max(RAFT_INIT_LOG_TERM);
+            hs.commit = hs.commit.max(RAFT_INIT_LOG_INDEX);
+            raft_state.last_index = RAFT_INIT_LOG_INDEX;
+        }
         // Entries may have been applied under a commit index whose HardState never reached disk
         // (async ready): the apply state remembers it, so raise the hard state to match.
         let hard_state = raft_state.hard_state.get_or_insert_with(Default::default);
