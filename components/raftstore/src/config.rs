@@ -84,6 +84,11 @@ pub struct Config {
     /// Split keys one check may produce (a region far over the limit splits in one batch).
     /// Default 8; 1..=64.
     pub max_splits_per_check: usize,
+    /// How often a leader reports its region to the scheduler (also at once after an
+    /// election, a membership change or a split). Default 60 s; >= 1 tick.
+    pub region_heartbeat_tick_interval_ms: u64,
+    /// How often the store reports itself to the scheduler. Default 10 s; >= 1 tick.
+    pub store_heartbeat_interval_ms: u64,
     /// A leader compacts past a follower that is more than this many entries behind (it will
     /// catch up by snapshot instead of from the log). Default 10,000; >= `raft-log-gc-threshold`.
     pub raft_log_gc_count_limit: u64,
@@ -126,6 +131,8 @@ impl Default for Config {
             region_max_keys: 1_440_000,
             region_split_keys: 960_000,
             max_splits_per_check: 8,
+            region_heartbeat_tick_interval_ms: 60_000,
+            store_heartbeat_interval_ms: 10_000,
             raft_log_gc_count_limit: 10_000,
             proposal_timeout_ms: 10_000,
             read_index_timeout_ms: 5_000,
@@ -293,6 +300,18 @@ impl Config {
             u64::MAX,
         )?;
         bound("max-splits-per-check", self.max_splits_per_check, 1, 64)?;
+        bound(
+            "region-heartbeat-tick-interval-ms",
+            self.region_heartbeat_tick_interval_ms,
+            tick,
+            u64::MAX,
+        )?;
+        bound(
+            "store-heartbeat-interval-ms",
+            self.store_heartbeat_interval_ms,
+            tick,
+            u64::MAX,
+        )?;
         Ok(())
     }
 

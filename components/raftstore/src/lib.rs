@@ -48,6 +48,6 @@ pub use api::{Modify, StoreApi};
 pub use config::{Config, ConfigError};
 pub use error::{Error, Result};
 pub use router::RegionSnapshot;
-pub use scheduler::SchedulerClient;
+pub use scheduler::{RegionHeartbeat, SchedulerClient, SchedulerStep, StoreHeartbeat};
 pub use system::{bootstrap_region, bootstrap_store, StoreSystem};
 pub use transport::Transport;

@@ -1,10 +1,46 @@
 //! What the store needs from the placement scheduler, as a trait: the scheduler crate serves
 //! it in-process (test cluster) and the scheduler client over gRPC, and the store knows
-//! neither.
+//! neither. Calls come from the store's worker threads, never from the pollers, so an
+//! implementation may block.
 
-use proto::metapb::Region;
+use proto::metapb::{Peer, Region};
 
 use crate::Result;
+
+/// A leader's report on its region.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RegionHeartbeat {
+    pub region: Region,
+    pub leader: Peer,
+    /// Peers the leader has not heard from within an election timeout.
+    pub down_peers: Vec<Peer>,
+    /// Peers that need a snapshot or are far behind the log.
+    pub pending_peers: Vec<Peer>,
+    pub approximate_size: u64,
+    pub approximate_keys: u64,
+}
+
+/// A store's report on itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreHeartbeat {
+    pub store_id: u64,
+    /// Bytes of the disk holding the store, and free on it (0: unknown).
+    pub capacity: u64,
+    pub available: u64,
+    /// Approximate bytes of the regions' data.
+    pub used: u64,
+    pub region_count: u64,
+    pub leader_count: u64,
+}
+
+/// One step of a scheduler operator, for the region's leader to execute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchedulerStep {
+    AddLearner(Peer),
+    PromoteLearner(Peer),
+    RemovePeer(Peer),
+    TransferLeader(Peer),
+}
 
 pub trait SchedulerClient: Send + Sync + 'static {
     /// `count` ids for new regions and peers, never handed out before (across restarts too).
@@ -13,4 +49,13 @@ pub trait SchedulerClient: Send + Sync + 'static {
     /// A leader applied a split: the scheduler learns the new regions now rather than at the
     /// next heartbeat. Best effort.
     fn report_split(&self, _parent: &Region, _new_regions: &[Region]) {}
+
+    /// A leader's periodic report; the answer is what the scheduler wants done to the region.
+    fn region_heartbeat(&self, _heartbeat: RegionHeartbeat) -> Result<Option<SchedulerStep>> {
+        Ok(None)
+    }
+
+    fn store_heartbeat(&self, _heartbeat: StoreHeartbeat) -> Result<()> {
+        Ok(())
+    }
 }

@@ -22,10 +22,12 @@ use crate::fsm::{
 use crate::router::{PeerMsg, RaftRouter, StoreMsg};
 use crate::snap::{SnapKey, SnapKind, SnapManager};
 use crate::transport::Transport;
-use crate::worker::SplitTask;
+use crate::worker::{HeartbeatTask, SplitTask};
 
 /// Tasks the split checker holds at most; more are dropped (checks) or refused (splits).
 const SPLIT_QUEUE_CAPACITY: usize = 1024;
+/// Heartbeats the scheduler worker holds at most; more are dropped (the next tick resends).
+const HEARTBEAT_QUEUE_CAPACITY: usize = 4096;
 use crate::{Config, Error, Result};
 
 /// Marks a fresh data directory as store `store_id` of cluster `cluster_id`. An already
@@ -169,6 +171,8 @@ impl<EK: SstExt> StoreSystem<EK> {
         )?;
         let (gen_tx, gen_rx) = channel::unbounded::<GenTask<EK>>();
         let (split_tx, split_rx) = channel::bounded::<SplitTask>(SPLIT_QUEUE_CAPACITY);
+        let (heartbeat_tx, heartbeat_rx) =
+            channel::bounded::<HeartbeatTask>(HEARTBEAT_QUEUE_CAPACITY);
         let ctx = Arc::new(StoreContext {
             store_id,
             cache_budget: crate::storage::CacheBudget::from_config(&cfg),
@@ -195,6 +199,7 @@ impl<EK: SstExt> StoreSystem<EK> {
             },
             gen_tx: Mutex::new(Some(gen_tx)),
             split_tx: Mutex::new(Some(split_tx)),
+            heartbeat_tx: Mutex::new(Some(heartbeat_tx)),
             scheduler,
         });
         let mut loaded = 0;
@@ -237,35 +242,20 @@ impl<EK: SstExt> StoreSystem<EK> {
         let ticker = spawn_ticker(router, cfg.base_tick(), store_id)?;
         let mut workers = Vec::new();
         for i in 0..cfg.snap_generator_pool_size {
-            let (ctx, rx) = (ctx.clone(), gen_rx.clone());
-            let handle = std::thread::Builder::new()
-                .name(format!("store-{store_id}-snap-gen-{i}"))
-                .spawn(move || {
-                    for task in rx {
-                        ctx.run_gen_task(task);
-                    }
-                })
-                .map_err(|e| Error::Store {
-                    store_id,
-                    detail: format!("cannot spawn a snap-generator thread: {e}"),
-                })?;
-            workers.push(handle);
+            let c = ctx.clone();
+            let name = format!("store-{store_id}-snap-gen-{i}");
+            workers.push(spawn_worker(name, gen_rx.clone(), move |t| {
+                c.run_gen_task(t)
+            })?);
         }
-        let split_checker = {
-            let ctx = ctx.clone();
-            std::thread::Builder::new()
-                .name(format!("store-{store_id}-split-check"))
-                .spawn(move || {
-                    for task in split_rx {
-                        ctx.run_split_task(task);
-                    }
-                })
-                .map_err(|e| Error::Store {
-                    store_id,
-                    detail: format!("cannot spawn the split-check thread: {e}"),
-                })?
-        };
-        workers.push(split_checker);
+        let c = ctx.clone();
+        let name = format!("store-{store_id}-split-check");
+        workers.push(spawn_worker(name, split_rx, move |t| c.run_split_task(t))?);
+        let c = ctx.clone();
+        let name = format!("store-{store_id}-scheduler");
+        workers.push(spawn_worker(name, heartbeat_rx, move |t| {
+            c.run_heartbeat_task(t)
+        })?);
         Ok(StoreSystem {
             ctx,
             raft_system,
@@ -421,6 +411,11 @@ impl<EK: KvEngine> StoreSystem<EK> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        self.ctx
+            .heartbeat_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         for handle in self.workers.drain(..) {
             let _ = handle.join();
         }
@@ -433,6 +428,25 @@ impl<EK: KvEngine> Drop for StoreSystem<EK> {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// A thread that runs `run` on every task of `rx` until the queue's senders are gone.
+fn spawn_worker<T: Send + 'static>(
+    name: String,
+    rx: crossbeam::channel::Receiver<T>,
+    run: impl Fn(T) + Send + 'static,
+) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            for task in rx {
+                run(task);
+            }
+        })
+        .map_err(|e| Error::Store {
+            store_id: 0,
+            detail: format!("cannot spawn thread {name}: {e}"),
+        })
 }
 
 fn spawn_ticker<EK: KvEngine>(

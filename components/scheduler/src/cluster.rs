@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use proto::metapb::{Peer, Region, RegionEpoch, Store};
@@ -20,8 +21,32 @@ const REGION_PREFIX: &[u8] = b"regions/";
 pub struct RegionInfo {
     pub region: Region,
     pub leader: Option<Peer>,
+    /// Peers the leader has not heard from for a while.
+    pub down_peers: Vec<Peer>,
+    /// Peers far behind the leader's log (catching up by snapshot).
+    pub pending_peers: Vec<Peer>,
     pub approximate_size: u64,
     pub approximate_keys: u64,
+}
+
+/// What a store reports about itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub capacity: u64,
+    pub used: u64,
+    pub available: u64,
+    pub region_count: u64,
+    pub leader_count: u64,
+}
+
+/// A store as the scheduler knows it.
+#[derive(Clone, Debug)]
+pub struct StoreInfo {
+    pub store: Store,
+    pub stats: StoreStats,
+    /// The last heartbeat, or when this scheduler started (a store is not down just because
+    /// the scheduler restarted).
+    pub last_heartbeat: Instant,
 }
 
 /// The end of a range, ordered with "no end" last.
@@ -39,7 +64,7 @@ fn is_stale(a: &RegionEpoch, b: &RegionEpoch) -> bool {
 #[derive(Default)]
 struct State {
     first_region: Option<u64>,
-    stores: HashMap<u64, Store>,
+    stores: HashMap<u64, StoreInfo>,
     regions: HashMap<u64, RegionInfo>,
     ranges: BTreeMap<EndKey, u64>,
 }
@@ -86,6 +111,16 @@ impl State {
     }
 }
 
+impl StoreInfo {
+    fn new(store: Store) -> StoreInfo {
+        StoreInfo {
+            store,
+            stats: StoreStats::default(),
+            last_heartbeat: Instant::now(),
+        }
+    }
+}
+
 pub struct Cluster {
     store: Arc<dyn MetaStore>,
     state: RwLock<State>,
@@ -116,7 +151,7 @@ impl Cluster {
         }
         for (k, v) in store.scan_prefix(STORE_PREFIX)? {
             let s: Store = decode(&k, &v)?;
-            state.stores.insert(s.id, s);
+            state.stores.insert(s.id, StoreInfo::new(s));
         }
         // Newest versions first: an older region that overlaps one of them was replaced but
         // its removal may not have reached the disk (removals are not synced).
@@ -175,7 +210,7 @@ impl Cluster {
             true,
         )?;
         state.first_region = Some(region.id);
-        state.stores.insert(store.id, store);
+        state.stores.insert(store.id, StoreInfo::new(store));
         state.insert(region);
         Ok(())
     }
@@ -189,7 +224,13 @@ impl Cluster {
         }
         self.store
             .put_batch(&[(store_key(store.id), store.encode_to_vec())], true)?;
-        self.write().stores.insert(store.id, store);
+        let mut state = self.write();
+        match state.stores.get_mut(&store.id) {
+            Some(info) => info.store = store,
+            None => {
+                state.stores.insert(store.id, StoreInfo::new(store));
+            }
+        }
         Ok(())
     }
 
@@ -197,14 +238,40 @@ impl Cluster {
         self.read()
             .stores
             .get(&store_id)
-            .cloned()
+            .map(|s| s.store.clone())
             .ok_or(Error::StoreNotFound { store_id })
     }
 
     pub fn stores(&self) -> Vec<Store> {
+        self.store_infos().into_iter().map(|s| s.store).collect()
+    }
+
+    pub fn store_infos(&self) -> Vec<StoreInfo> {
         let mut stores: Vec<_> = self.read().stores.values().cloned().collect();
-        stores.sort_by_key(|s| s.id);
+        stores.sort_by_key(|s| s.store.id);
         stores
+    }
+
+    /// A store's heartbeat: its statistics, and that it is up.
+    pub fn store_heartbeat(&self, store_id: u64, stats: StoreStats) -> Result<()> {
+        let mut state = self.write();
+        let info = state
+            .stores
+            .get_mut(&store_id)
+            .ok_or(Error::StoreNotFound { store_id })?;
+        info.stats = stats;
+        info.last_heartbeat = Instant::now();
+        Ok(())
+    }
+
+    /// Stores not heard from for `max_down`.
+    pub fn down_stores(&self, max_down: Duration) -> Vec<u64> {
+        self.read()
+            .stores
+            .values()
+            .filter(|s| s.last_heartbeat.elapsed() > max_down)
+            .map(|s| s.store.id)
+            .collect()
     }
 
     /// A region heartbeat from its leader. Returns false if it was ignored as stale.
@@ -423,5 +490,12 @@ mod tests {
                 .conf_ver,
             2
         );
+        for (key, id) in [(&b"a"[..], 1), (b"m", 2), (b"s", 2), (b"t", 3), (b"zz", 3)] {
+            assert_eq!(
+                c.region_by_key(key).map(|r| r.region.id),
+                Some(id),
+                "{key:?}"
+            );
+        }
     }
 }

@@ -80,6 +80,8 @@ pub struct ClusterConfig {
     pub rocks: RocksConfig,
     /// raft-engine settings of every store (the directory is set per store).
     pub raft_log: RaftLogConfig,
+    /// The in-process scheduler's settings.
+    pub scheduler: scheduler::Config,
 }
 
 impl ClusterConfig {
@@ -100,7 +102,27 @@ impl ClusterConfig {
                 ..Default::default()
             },
             raft_log: RaftLogConfig::default(),
+            // No operators unless a test asks: most tests place replicas themselves.
+            scheduler: scheduler::Config {
+                replica_schedule_limit: 0,
+                leader_schedule_limit: 0,
+                region_schedule_limit: 0,
+                max_store_down_time: Duration::from_secs(2),
+                operator_timeout: Duration::from_secs(20),
+                ..Default::default()
+            },
         }
+    }
+
+    /// Lets the scheduler place replicas and balance leaders and regions (operators on).
+    pub fn with_scheduling(mut self) -> ClusterConfig {
+        let defaults = scheduler::Config::default();
+        self.scheduler.replica_schedule_limit = defaults.replica_schedule_limit;
+        self.scheduler.leader_schedule_limit = defaults.leader_schedule_limit;
+        self.scheduler.region_schedule_limit = defaults.region_schedule_limit;
+        self.raftstore.region_heartbeat_tick_interval_ms = 200;
+        self.raftstore.store_heartbeat_interval_ms = 200;
+        self
     }
 }
 
@@ -130,7 +152,7 @@ pub struct Cluster {
     pub cfg: ClusterConfig,
     dir: tempfile::TempDir,
     /// The real scheduler core, in-process, over RocksDB in the cluster's directory.
-    scheduler: Arc<scheduler::Scheduler>,
+    scheduler: scheduler_client::Slot,
     regions: Vec<Region>,
     stores: BTreeMap<u64, StoreSystem<RocksEngine>>,
     routers: transport::Routers,
@@ -172,7 +194,7 @@ impl Cluster {
         let routers: transport::Routers = Arc::default();
         let filters: transport::Filters = Arc::default();
         let transport = ChannelTransport::new(routers.clone(), filters.clone());
-        let scheduler = open_scheduler(dir.path(), &logger());
+        let scheduler = open_scheduler(dir.path(), &cfg.scheduler, &logger());
         // The static bootstrap's ids are taken: the allocator starts above them.
         let static_ids = (cfg.regions + 1) * 100;
         scheduler
@@ -200,7 +222,7 @@ impl Cluster {
         let cluster = Cluster {
             cfg,
             dir,
-            scheduler,
+            scheduler: Arc::new(std::sync::RwLock::new(Some(scheduler))),
             regions,
             stores: BTreeMap::new(),
             routers,
@@ -319,7 +341,7 @@ impl Cluster {
 
     /// The region as the scheduler knows it (as bootstrapped, until it changes).
     pub fn region(&self, region_id: u64) -> Region {
-        self.scheduler
+        self.scheduler()
             .cluster
             .region_by_id(region_id)
             .map(|info| info.region)
@@ -328,7 +350,7 @@ impl Cluster {
 
     /// The region holding `key` in the scheduler's routing table.
     pub fn region_for_key(&self, key: &[u8]) -> Region {
-        match self.scheduler.cluster.region_by_key(key) {
+        match self.scheduler().cluster.region_by_key(key) {
             Some(info) => info.region,
             None => self
                 .regions
@@ -339,9 +361,43 @@ impl Cluster {
         }
     }
 
-    /// The in-process scheduler.
-    pub fn scheduler(&self) -> &Arc<scheduler::Scheduler> {
-        &self.scheduler
+    /// The in-process scheduler (panics while it is being restarted).
+    pub fn scheduler(&self) -> Arc<scheduler::Scheduler> {
+        self.scheduler
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .expect("the scheduler is running")
+    }
+
+    /// Stops the scheduler and opens it again from its directory, under the running stores.
+    pub fn restart_scheduler(&self) {
+        let old = self
+            .scheduler
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // Its metadata store must be closed before it is opened again: wait for calls in
+        // flight to let go of it.
+        if let Some(old) = old {
+            let deadline = Instant::now() + WAIT;
+            let mut old = old;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(s) => {
+                        drop(s);
+                        break;
+                    }
+                    Err(still) => {
+                        assert!(Instant::now() < deadline, "the scheduler is still in use");
+                        old = still;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+        let new = open_scheduler(self.dir.path(), &self.cfg.scheduler, &self.logger);
+        *self.scheduler.write().unwrap_or_else(|e| e.into_inner()) = Some(new);
     }
 
     // ---- filters ----

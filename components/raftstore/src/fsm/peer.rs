@@ -14,7 +14,7 @@ use crate::raft::Peer;
 use crate::router::{send_internal, ApplyTask, Callback, PeerMsg, StoreMsg};
 use crate::snap::{SnapKey, SnapKind, SnapshotFiles};
 use crate::transport::Transport;
-use crate::worker::SplitTask;
+use crate::worker::{HeartbeatTask, SplitTask};
 use crate::Error;
 
 /// How long a received snapshot of a region that has no peer here is kept: its message may
@@ -194,6 +194,24 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         }
     }
 
+    fn store_heartbeat(&self) {
+        let (capacity, available) = disk_space(self.ctx.snap_mgr.dir()).unwrap_or((0, 0));
+        let leaders = self
+            .ctx
+            .stats
+            .leaders
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let hb = crate::StoreHeartbeat {
+            store_id: self.ctx.store_id,
+            capacity,
+            available,
+            used: capacity.saturating_sub(available),
+            region_count: self.ctx.meta().len() as u64,
+            leader_count: leaders.max(0) as u64,
+        };
+        self.ctx.send_heartbeat_task(HeartbeatTask::Store(hb));
+    }
+
     /// Lets raft-engine delete log files no region needs any more.
     fn purge_raft_log(&self) {
         match self.ctx.raft_log.purge_expired_files() {
@@ -211,6 +229,12 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
     fn destroy(&mut self, fsm: &mut PeerFsm<EK>, cb: crate::router::Callback<()>) {
         slog::info!(fsm.peer.logger(), "destroying peer");
         fsm.stopped = true;
+        if fsm.peer.counted_as_leader() {
+            self.ctx
+                .stats
+                .leaders
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let (region_id, store_id) = (fsm.peer.region_id(), fsm.peer.store_id());
         fsm.peer.fail_all(|| Error::StoreStopped {
             store_id,
@@ -354,6 +378,9 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                         self.purge_raft_log();
                         self.gc_snapshots();
                     }
+                    if store.ticks % cfg.ticks_of(cfg.store_heartbeat_interval_ms) == 0 {
+                        self.store_heartbeat();
+                    }
                 }
                 StoreMsg::RaftMessage(m) => {
                     if let Some(m) = self.ctx.maybe_create_peer(*m) {
@@ -434,6 +461,9 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                         (!res.conf_changes.is_empty()).then(|| fsm.peer.region().peers.clone());
                     let split_parent = (!res.new_regions.is_empty()).then(|| res.region.clone());
                     let mut outcome = fsm.peer.on_apply_res(res);
+                    if outcome.region_changed || !outcome.new_regions.is_empty() {
+                        fsm.peer.schedule_heartbeat();
+                    }
                     if let (Some(before), true) = (before, fsm.peer.is_leader()) {
                         // Removed peers may never hear of their removal otherwise (a learner
                         // does not campaign).
@@ -508,6 +538,10 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
             return;
         }
         self.maybe_gen_snapshot(fsm);
+        if let Some(hb) = fsm.peer.take_heartbeat() {
+            self.ctx
+                .send_heartbeat_task(HeartbeatTask::Region(Box::new(hb)));
+        }
         if !fsm.peer.has_ready() {
             return;
         }
@@ -537,6 +571,17 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
             );
         }
         self.maybe_gen_snapshot(fsm);
+        if let Some(leader) = ready.leadership {
+            let delta = if leader { 1 } else { -1 };
+            self.ctx
+                .stats
+                .leaders
+                .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(hb) = fsm.peer.take_heartbeat() {
+            self.ctx
+                .send_heartbeat_task(HeartbeatTask::Region(Box::new(hb)));
+        }
         self.round_needs_sync |= ready.needs_sync;
         if ready.entries_written > 0 {
             self.round_entries += ready.entries_written;
@@ -743,6 +788,19 @@ impl<EK: KvEngine> Drop for SnapshotReport<EK> {
             self.send(false, false);
         }
     }
+}
+
+/// Total and free bytes of the file system holding `path`.
+fn disk_space(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a properly sized out-parameter.
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    let block = stat.f_frsize as u64;
+    Some((stat.f_blocks as u64 * block, stat.f_bavail as u64 * block))
 }
 
 fn is_snapshot(msg: &RaftMessage) -> bool {

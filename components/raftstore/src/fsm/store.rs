@@ -133,6 +133,8 @@ pub struct StoreStats {
     pub regions_written: AtomicU64,
     pub apply_writes: AtomicU64,
     pub entries_applied: AtomicU64,
+    /// Peers of this store that lead their region now.
+    pub leaders: std::sync::atomic::AtomicI64,
 }
 
 impl StoreStats {
@@ -166,6 +168,8 @@ pub struct StoreContext<EK: KvEngine> {
     pub gen_tx: Mutex<Option<crossbeam::channel::Sender<GenTask<EK>>>>,
     /// The split checker's queue (bounded; taken at shutdown).
     pub split_tx: Mutex<Option<crossbeam::channel::Sender<crate::worker::SplitTask>>>,
+    /// The scheduler worker's queue (bounded; a full queue drops a heartbeat).
+    pub heartbeat_tx: Mutex<Option<crossbeam::channel::Sender<crate::worker::HeartbeatTask>>>,
     pub scheduler: Arc<dyn crate::SchedulerClient>,
 }
 
@@ -209,6 +213,17 @@ impl<EK: KvEngine> StoreContext<EK> {
         *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
         self.stopped_flag.store(true, Ordering::Release);
         panic!("store {} stopped: {reason}", self.store_id);
+    }
+
+    pub fn send_heartbeat_task(&self, task: crate::worker::HeartbeatTask) {
+        if let Some(tx) = self
+            .heartbeat_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let _ = tx.try_send(task);
+        }
     }
 
     /// Queues work for the split checker; a full queue drops a check (the next tick asks

@@ -45,6 +45,8 @@ pub struct ReadyOutput {
     /// A received snapshot whose raft side (steps 1-2) is durable: the ApplyFsm must put its
     /// data in, before `committed`.
     pub snapshot: Option<ReceivedSnapshot>,
+    /// The peer became leader (`Some(true)`) or stopped being one (`Some(false)`).
+    pub leadership: Option<bool>,
 }
 
 /// A snapshot this peer is applying.
@@ -81,6 +83,7 @@ struct Limits {
     gc_threshold: u64,
     gc_count_limit: u64,
     split_check_ticks: u64,
+    heartbeat_ticks: u64,
 }
 
 /// One peer of one region on this store: the raft node and everything that does not depend on
@@ -114,6 +117,9 @@ pub struct Peer<EK: KvEngine> {
     /// uninitialized peer knows no members): replies are addressed through it.
     peer_cache: std::collections::HashMap<u64, PeerMeta>,
     split_check_due: bool,
+    heartbeat_due: bool,
+    /// What the store's leader count last learnt of this peer (see `ReadyOutput::leadership`).
+    counted_leader: bool,
     /// The index of the last split this peer proposed as leader: until it is applied, the
     /// lease does not cover reads (followers may already serve the split-off range under a
     /// new region's leader).
@@ -168,6 +174,8 @@ impl<EK: KvEngine> Peer<EK> {
             compact_proposed: 0,
             peer_cache: Default::default(),
             split_check_due: false,
+            heartbeat_due: false,
+            counted_leader: false,
             last_split_index: 0,
             limits: Limits {
                 proposal_timeout: config.proposal_timeout(),
@@ -178,6 +186,7 @@ impl<EK: KvEngine> Peer<EK> {
                 gc_threshold: config.raft_log_gc_threshold,
                 gc_count_limit: config.raft_log_gc_count_limit,
                 split_check_ticks: config.ticks_of(config.split_region_check_tick_interval_ms),
+                heartbeat_ticks: config.ticks_of(config.region_heartbeat_tick_interval_ms),
             },
             logger,
         })
@@ -644,8 +653,19 @@ impl<EK: KvEngine> Peer<EK> {
             let snap = ready.snapshot().clone();
             Some(self.prepare_snapshot(&snap)?)
         };
+        let mut leadership = None;
         if let Some(ss) = ready.ss() {
+            let was_leader = self.counted_leader;
             self.on_role_changed(ss.raft_state, ss.leader_id, now);
+            let is_leader = ss.raft_state == StateRole::Leader;
+            if was_leader != is_leader {
+                leadership = Some(is_leader);
+                self.counted_leader = is_leader;
+            }
+            if is_leader {
+                // A new leader tells the scheduler at once, so clients find it quickly.
+                self.heartbeat_due = true;
+            }
         }
         let read_states = ready.take_read_states();
         if !read_states.is_empty() {
@@ -680,6 +700,7 @@ impl<EK: KvEngine> Peer<EK> {
             entries_written: entries.len(),
             needs_sync,
             committed: self.take_committed(committed),
+            leadership,
         })
     }
 
@@ -946,6 +967,9 @@ impl<EK: KvEngine> Peer<EK> {
         if self.is_leader() && self.ticks % self.limits.split_check_ticks == 0 {
             self.split_check_due = true;
         }
+        if self.is_leader() && self.ticks % self.limits.heartbeat_ticks == 0 {
+            self.heartbeat_due = true;
+        }
         self.expire_proposals(now);
         for read in self.pending_reads.take_expired(
             now.checked_sub(self.limits.read_index_timeout)
@@ -1088,6 +1112,48 @@ impl<EK: KvEngine> Peer<EK> {
             ..Default::default()
         };
         self.check_request(&request)
+    }
+
+    /// Whether this peer counts as a leader in the store's leader count.
+    pub fn counted_as_leader(&self) -> bool {
+        self.counted_leader
+    }
+
+    /// A region heartbeat is due (leaders only: periodically, after an election, a membership
+    /// change or a split): the report, and the flag cleared.
+    pub fn take_heartbeat(&mut self) -> Option<crate::RegionHeartbeat> {
+        if !std::mem::take(&mut self.heartbeat_due) || !self.is_leader() {
+            return None;
+        }
+        let region = self.region();
+        let meta = |id: u64| region.peers.iter().find(|p| p.id == id).copied();
+        let truncated = self.storage().truncated_index();
+        let mut down_peers = Vec::new();
+        let mut pending_peers = Vec::new();
+        for (id, pr) in self.raw.raft.prs().iter() {
+            if *id == self.peer_id {
+                continue;
+            }
+            let Some(peer) = meta(*id) else { continue };
+            if !pr.recent_active {
+                down_peers.push(peer);
+            }
+            if pr.state == raft::ProgressState::Snapshot || pr.matched < truncated {
+                pending_peers.push(peer);
+            }
+        }
+        Some(crate::RegionHeartbeat {
+            region: region.clone(),
+            leader: self.meta(),
+            down_peers,
+            pending_peers,
+            ..Default::default()
+        })
+    }
+
+    /// Asks for a heartbeat on the next round (after a membership change or a split).
+    pub fn schedule_heartbeat(&mut self) {
+        self.heartbeat_due = true;
     }
 
     /// The periodic split check is due (leaders only); clears it.

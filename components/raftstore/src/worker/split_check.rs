@@ -5,7 +5,7 @@
 
 use engine::{keys, KvEngine, DATA_CFS};
 use proto::metapb::{Peer as PeerMeta, Region};
-use proto::raft_cmdpb::{AdminCmdType, AdminRequest, RaftCmdRequest, RaftRequestHeader};
+use proto::raft_cmdpb::{AdminCmdType, AdminRequest};
 
 use crate::fsm::StoreContext;
 use crate::metrics::METRICS;
@@ -107,20 +107,12 @@ impl<EK: KvEngine> StoreContext<EK> {
                 return;
             }
         };
-        let request = RaftCmdRequest {
-            header: Some(RaftRequestHeader {
-                region_id,
-                peer: Some(leader),
-                region_epoch: region.region_epoch,
-                ..Default::default()
-            }),
-            requests: vec![],
-            admin_request: Some(AdminRequest {
-                cmd_type: AdminCmdType::BatchSplit as i32,
-                splits: Some(build_request(&region, split_keys, &ids)),
-                ..Default::default()
-            }),
+        let admin = AdminRequest {
+            cmd_type: AdminCmdType::BatchSplit as i32,
+            splits: Some(build_request(&region, split_keys, &ids)),
+            ..Default::default()
         };
+        let request = super::admin_command(&region, leader, admin);
         if let Err(e) = self
             .router
             .send(region_id, PeerMsg::Command { request, cb })

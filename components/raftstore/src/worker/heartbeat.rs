@@ -1,0 +1,88 @@
+//! The scheduler worker: sends region heartbeats (leaders, periodically and at once after an
+//! election, a membership change or a split) and store heartbeats, and executes the step a
+//! region heartbeat's answer carries by proposing it through the region's mailbox, like any
+//! command (a duplicate is refused by the usual checks and asked again next heartbeat).
+
+use engine::{keys, KvEngine, DATA_CFS};
+use proto::metapb::Peer;
+use proto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, ChangePeerRequest, ChangePeerV2Request, TransferLeaderRequest,
+};
+
+use crate::fsm::StoreContext;
+use crate::router::{Callback, PeerMsg};
+use crate::scheduler::{RegionHeartbeat, SchedulerStep, StoreHeartbeat};
+
+pub enum HeartbeatTask {
+    /// Sizes are filled in by the worker.
+    Region(Box<RegionHeartbeat>),
+    Store(StoreHeartbeat),
+}
+
+impl<EK: KvEngine> StoreContext<EK> {
+    pub fn run_heartbeat_task(&self, task: HeartbeatTask) {
+        match task {
+            HeartbeatTask::Store(hb) => {
+                if let Err(e) = self.scheduler.store_heartbeat(hb) {
+                    slog::debug!(self.logger, "store heartbeat failed"; "error" => %e);
+                }
+            }
+            HeartbeatTask::Region(mut hb) => {
+                let (start, end) = keys::region_data_bounds(&hb.region);
+                for cf in DATA_CFS {
+                    if let Ok(stats) = self.kv.approximate_range_stats(cf, &start, &end) {
+                        hb.approximate_size += stats.size;
+                        hb.approximate_keys += stats.keys;
+                    }
+                }
+                let region = hb.region.clone();
+                let leader = hb.leader;
+                match self.scheduler.region_heartbeat(*hb) {
+                    Ok(Some(step)) => self.execute_step(&region, leader, step),
+                    Ok(None) => {}
+                    Err(e) => slog::debug!(self.logger, "region heartbeat failed";
+                        "region_id" => region.id, "error" => %e),
+                }
+            }
+        }
+    }
+
+    fn execute_step(&self, region: &proto::metapb::Region, leader: Peer, step: SchedulerStep) {
+        let region_id = region.id;
+        slog::info!(self.logger, "executing a scheduler step"; "region_id" => region_id,
+            "step" => ?step);
+        let change = |kind: proto::eraftpb::ConfChangeType, peer: Peer| AdminRequest {
+            cmd_type: AdminCmdType::ChangePeerV2 as i32,
+            change_peer_v2: Some(ChangePeerV2Request {
+                changes: vec![ChangePeerRequest {
+                    change_type: kind as i32,
+                    peer: Some(peer),
+                }],
+            }),
+            ..Default::default()
+        };
+        use proto::eraftpb::ConfChangeType::*;
+        let admin = match step {
+            SchedulerStep::AddLearner(peer) => change(AddLearnerNode, peer),
+            SchedulerStep::PromoteLearner(peer) => change(AddNode, peer),
+            SchedulerStep::RemovePeer(peer) => change(RemoveNode, peer),
+            SchedulerStep::TransferLeader(peer) => AdminRequest {
+                cmd_type: AdminCmdType::TransferLeader as i32,
+                transfer_leader: Some(TransferLeaderRequest { peer: Some(peer) }),
+                ..Default::default()
+            },
+        };
+        let request = super::admin_command(region, leader, admin);
+        let logger = self.logger.clone();
+        let cb = Callback::new(move |r: crate::Result<()>| {
+            if let Err(e) = r {
+                slog::debug!(logger, "scheduler step not done"; "region_id" => region_id,
+                    "error" => %e);
+            }
+        });
+        // A full mailbox drops the step: the next heartbeat asks again.
+        let _ = self
+            .router
+            .send(region_id, PeerMsg::Command { request, cb });
+    }
+}

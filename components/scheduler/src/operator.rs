@@ -1,0 +1,190 @@
+//! Operators: what the scheduler asks of a region, as steps the region's leader executes one
+//! at a time. The scheduler hands the current step back in every heartbeat response until the
+//! region shows it done, then moves to the next; an operator that takes longer than its
+//! timeout is dropped (a later check starts afresh).
+
+use std::time::{Duration, Instant};
+
+use proto::metapb::{Peer, PeerRole};
+
+use crate::cluster::RegionInfo;
+
+/// One thing a leader does for an operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Adds `peer` as a learner.
+    AddLearner {
+        peer: Peer,
+    },
+    /// Makes learner `peer` a voter (once it has caught up).
+    PromoteLearner {
+        peer: Peer,
+    },
+    /// Removes `peer` (never the leader: a transfer comes first).
+    RemovePeer {
+        peer: Peer,
+    },
+    TransferLeader {
+        to: Peer,
+    },
+}
+
+/// Which limit an operator counts against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OperatorKind {
+    /// Brings a region to its replica count, or off a down store.
+    Replica,
+    BalanceLeader,
+    BalanceRegion,
+}
+
+#[derive(Clone, Debug)]
+pub struct Operator {
+    pub region_id: u64,
+    pub kind: OperatorKind,
+    pub description: String,
+    pub steps: Vec<Step>,
+    pub current: usize,
+    pub created: Instant,
+    pub timeout: Duration,
+}
+
+/// Where an operator stands after a heartbeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// The leader should execute this step (again, if it is still not done).
+    Run(Step),
+    /// The step cannot run yet (a learner still catching up): nothing to send.
+    Wait,
+    Finished,
+    TimedOut,
+}
+
+fn role_of(info: &RegionInfo, peer_id: u64) -> Option<PeerRole> {
+    info.region
+        .peers
+        .iter()
+        .find(|p| p.id == peer_id)
+        .map(|p| p.role())
+}
+
+impl Operator {
+    pub fn new(
+        region_id: u64,
+        kind: OperatorKind,
+        description: String,
+        steps: Vec<Step>,
+        timeout: Duration,
+    ) -> Operator {
+        Operator {
+            region_id,
+            kind,
+            description,
+            steps,
+            current: 0,
+            created: Instant::now(),
+            timeout,
+        }
+    }
+
+    fn done(step: &Step, info: &RegionInfo) -> bool {
+        match step {
+            Step::AddLearner { peer } => role_of(info, peer.id).is_some(),
+            Step::PromoteLearner { peer } => role_of(info, peer.id) == Some(PeerRole::Voter),
+            Step::RemovePeer { peer } => role_of(info, peer.id).is_none(),
+            Step::TransferLeader { to } => info.leader.is_some_and(|l| l.id == to.id),
+        }
+    }
+
+    /// Advances past the steps the region shows done, and says what to do next.
+    pub fn check(&mut self, info: &RegionInfo) -> Progress {
+        while let Some(step) = self.steps.get(self.current) {
+            if !Self::done(step, info) {
+                break;
+            }
+            self.current += 1;
+        }
+        let Some(step) = self.steps.get(self.current).copied() else {
+            return Progress::Finished;
+        };
+        if self.created.elapsed() > self.timeout {
+            return Progress::TimedOut;
+        }
+        if let Step::PromoteLearner { peer } = step {
+            if info.pending_peers.iter().any(|p| p.id == peer.id) {
+                return Progress::Wait;
+            }
+        }
+        Progress::Run(step)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::metapb::Region;
+
+    fn peer(id: u64, store_id: u64, role: PeerRole) -> Peer {
+        Peer {
+            id,
+            store_id,
+            role: role as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn steps_advance_as_the_region_shows_them_done() {
+        let new = peer(9, 4, PeerRole::Learner);
+        let old = peer(3, 3, PeerRole::Voter);
+        let mut op = Operator::new(
+            1,
+            OperatorKind::Replica,
+            "replace".into(),
+            vec![
+                Step::AddLearner { peer: new },
+                Step::PromoteLearner { peer: new },
+                Step::RemovePeer { peer: old },
+            ],
+            Duration::from_secs(60),
+        );
+        let mut info = RegionInfo {
+            region: Region {
+                id: 1,
+                peers: vec![peer(1, 1, PeerRole::Voter), old],
+                ..Default::default()
+            },
+            leader: Some(peer(1, 1, PeerRole::Voter)),
+            ..Default::default()
+        };
+        assert_eq!(
+            op.check(&info),
+            Progress::Run(Step::AddLearner { peer: new })
+        );
+        info.region.peers.push(new);
+        info.pending_peers.push(new);
+        assert_eq!(op.check(&info), Progress::Wait);
+        info.pending_peers.clear();
+        assert_eq!(
+            op.check(&info),
+            Progress::Run(Step::PromoteLearner { peer: new })
+        );
+        info.region.peers[2].role = PeerRole::Voter as i32;
+        assert_eq!(
+            op.check(&info),
+            Progress::Run(Step::RemovePeer { peer: old })
+        );
+        info.region.peers.remove(1);
+        assert_eq!(op.check(&info), Progress::Finished);
+        let mut late = Operator::new(
+            1,
+            OperatorKind::Replica,
+            "x".into(),
+            vec![Step::RemovePeer { peer: new }],
+            Duration::ZERO,
+        );
+        std::thread::sleep(Duration::from_millis(2));
+        info.region.peers.push(new);
+        assert_eq!(late.check(&info), Progress::TimedOut);
+    }
+}
