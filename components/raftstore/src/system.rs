@@ -200,6 +200,7 @@ impl<EK: SstExt> StoreSystem<EK> {
             gen_tx: Mutex::new(Some(gen_tx)),
             split_tx: Mutex::new(Some(split_tx)),
             heartbeat_tx: Mutex::new(Some(heartbeat_tx)),
+            split_checks_paused: Default::default(),
             scheduler,
         });
         let mut loaded = 0;
@@ -340,6 +341,15 @@ impl<EK: KvEngine> StoreSystem<EK> {
     /// (so the store's limit on concurrent receives applies).
     pub fn snap_manager(&self) -> &SnapManager {
         &self.ctx.snap_mgr
+    }
+
+    /// Pauses (or resumes) the periodic split checks of this store's leaders; splits asked
+    /// for explicitly still run.
+    pub fn pause_split_checks(&self, paused: bool) {
+        self.ctx
+            .split_checks_paused
+            .store(paused, std::sync::atomic::Ordering::Relaxed);
+        slog::info!(self.ctx.logger, "automatic split checks"; "paused" => paused);
     }
 
     /// Ids of the regions hosted here.

@@ -153,6 +153,7 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     /// The real scheduler core, in-process, over RocksDB in the cluster's directory.
     scheduler: scheduler_client::Slot,
+    allocations: scheduler_client::Allocations,
     regions: Vec<Region>,
     stores: BTreeMap<u64, StoreSystem<RocksEngine>>,
     routers: transport::Routers,
@@ -223,6 +224,7 @@ impl Cluster {
             cfg,
             dir,
             scheduler: Arc::new(std::sync::RwLock::new(Some(scheduler))),
+            allocations: Arc::default(),
             regions,
             stores: BTreeMap::new(),
             routers,
@@ -284,7 +286,10 @@ impl Cluster {
             raft,
             &self.store_dir(store_id).join("snap"),
             self.transport.clone(),
-            Arc::new(SchedulerHandle(self.scheduler.clone())),
+            Arc::new(SchedulerHandle {
+                slot: self.scheduler.clone(),
+                allocations: self.allocations.clone(),
+            }),
             &self.logger,
         )
         .expect("start store");
@@ -368,6 +373,93 @@ impl Cluster {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .expect("the scheduler is running")
+    }
+
+    /// When each batch of ids was handed out to a store, by its first id.
+    pub fn id_allocations(&self) -> Vec<(u64, Instant)> {
+        self.allocations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts `key` the way a client would: routed by the scheduler's table, to the leader it
+    /// last heard of (`leaders` caches region → store), retrying NotLeader, EpochNotMatch,
+    /// KeyNotInRegion, RegionNotFound, ServerIsBusy and the like with backoff until
+    /// [`WAIT`]. Returns how many retries it took, or the last error.
+    pub fn put_retrying(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        leaders: &mut HashMap<u64, u64>,
+    ) -> Result<u32, Error> {
+        let deadline = Instant::now() + WAIT;
+        let mut backoff = Duration::from_millis(1);
+        let mut retries = 0;
+        loop {
+            let info = self.scheduler().cluster.region_by_key(key);
+            let result = match info {
+                None => Err(Error::RegionNotFound {
+                    region_id: 0,
+                    store_id: 0,
+                }),
+                Some(info) => {
+                    let region = &info.region;
+                    let store = leaders
+                        .get(&region.id)
+                        .copied()
+                        .or(info.leader.map(|l| l.store_id))
+                        .or_else(|| self.leader_of(region.id))
+                        .unwrap_or(1);
+                    let ctx = Context {
+                        region_id: region.id,
+                        region_epoch: region.region_epoch,
+                        peer: region.peers.iter().find(|p| p.store_id == store).copied(),
+                        ..Default::default()
+                    };
+                    let put = vec![Modify::put(key.to_vec(), value.to_vec())];
+                    let r = match self.stores.get(&store) {
+                        Some(s) => block_on(s.api().write(&ctx, put)),
+                        None => Err(Error::StoreStopped {
+                            store_id: store,
+                            reason: "not running".into(),
+                        }),
+                    };
+                    match &r {
+                        Err(Error::NotLeader {
+                            leader: Some(l), ..
+                        }) => {
+                            leaders.insert(region.id, l.store_id);
+                        }
+                        Err(_) => {
+                            leaders.remove(&region.id);
+                        }
+                        Ok(()) => {
+                            leaders.insert(region.id, store);
+                        }
+                    }
+                    r
+                }
+            };
+            match result {
+                Ok(()) => return Ok(retries),
+                Err(e) if (is_retryable(&e) || is_stale_route(&e)) && Instant::now() < deadline => {
+                    retries += 1;
+                    // A leader hint is worth trying at once; the rest waits a little.
+                    if !matches!(
+                        e,
+                        Error::NotLeader {
+                            leader: Some(_),
+                            ..
+                        }
+                    ) {
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_millis(50));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Stops the scheduler and opens it again from its directory, under the running stores.

@@ -30,13 +30,20 @@ pub(crate) fn open_scheduler(
     Arc::new(scheduler)
 }
 
+/// When each batch of ids was handed out, by its first id (a split's first id is its first
+/// new region's): lets a bench time a split from its ask.
+pub(crate) type Allocations = Arc<std::sync::Mutex<Vec<(u64, std::time::Instant)>>>;
+
 /// A store's handle on the in-process scheduler.
 #[derive(Clone)]
-pub struct SchedulerHandle(pub(crate) Slot);
+pub struct SchedulerHandle {
+    pub(crate) slot: Slot,
+    pub(crate) allocations: Allocations,
+}
 
 impl SchedulerHandle {
     fn get(&self) -> Result<Arc<scheduler::Scheduler>> {
-        self.0
+        self.slot
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -54,7 +61,14 @@ fn scheduler_err(e: scheduler::Error) -> Error {
 
 impl SchedulerClient for SchedulerHandle {
     fn alloc_ids(&self, count: usize) -> Result<Vec<u64>> {
-        self.get()?.ids.alloc(count).map_err(scheduler_err)
+        let ids = self.get()?.ids.alloc(count).map_err(scheduler_err)?;
+        if let Some(first) = ids.first() {
+            self.allocations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((*first, std::time::Instant::now()));
+        }
+        Ok(ids)
     }
 
     fn report_split(&self, parent: &Region, new_regions: &[Region]) {

@@ -436,7 +436,11 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 PeerMsg::Read { request, cb } => fsm.peer.read(&request, cb, self.now),
                 PeerMsg::Tick => {
                     fsm.peer.tick(self.now);
-                    if fsm.peer.take_split_check_due() {
+                    let paused = self
+                        .ctx
+                        .split_checks_paused
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    if fsm.peer.take_split_check_due() && !paused {
                         self.ctx.send_split_task(SplitTask::Check {
                             region: fsm.peer.region().clone(),
                             leader: fsm.peer.meta(),

@@ -171,6 +171,8 @@ pub struct StoreContext<EK: KvEngine> {
     /// The scheduler worker's queue (bounded; a full queue drops a heartbeat).
     pub heartbeat_tx: Mutex<Option<crossbeam::channel::Sender<crate::worker::HeartbeatTask>>>,
     pub scheduler: Arc<dyn crate::SchedulerClient>,
+    /// Automatic split checks are off (maintenance, benchmarks); explicit splits still run.
+    pub split_checks_paused: std::sync::atomic::AtomicBool,
 }
 
 pub type SnapshotBuilder<EK> = Box<
