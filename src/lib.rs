@@ -17,9 +17,11 @@ pub fn status() -> String {
         "  raft-log      every region's raft log in one raft-engine, group-committed",
         "  raftstore     the store: region peers on the batch system, group commit, apply,",
         "                lease/ReadIndex reads, log GC, snapshots, leader transfer,",
-        "                membership changes (joint consensus), and the embedded async API",
-        "                (StoreApi)",
-        "Not yet: scheduler, split, network, playground, bench.",
+        "                membership changes (joint consensus), region split, and the embedded",
+        "                async API (StoreApi)",
+        "  scheduler     placement scheduler core: ids, TSO, routing, heartbeats, operators",
+        "  scheduler-client  the store's view of the scheduler (in-process), bootstrap",
+        "Not yet: network (gRPC), playground, bench.",
     ]
     .join("\n")
 }

@@ -2,7 +2,10 @@
 //! RocksDB and raft-engine in a temp dir, connected by a channel transport whose filters can
 //! partition, isolate, drop and delay messages.
 //!
-//! Regions are bootstrapped statically: region `i` of `K` has a peer on each of the first
+//! With `regions = 0` the cluster is bootstrapped through the scheduler: store 1 creates the
+//! first region (the whole key space, one peer), the others join empty, and the scheduler's
+//! operators place replicas. Otherwise regions are bootstrapped statically: region `i` of `K`
+//! has a peer on each of the first
 //! `replicas` stores (peer id `i * 100 + store`, the id membership changes use too) and covers
 //! `[key(i), key(i + 1))`, the first starting at `""` and the last ending at `""`, where
 //! `key(i)` is `format!("r{i:06}")` ([`region_key`]). The scheduler issue adds
@@ -18,7 +21,7 @@
 
 mod filter;
 mod logger;
-mod scheduler_client;
+mod scheduler;
 mod transport;
 
 use std::collections::{BTreeMap, HashMap};
@@ -37,8 +40,8 @@ use raftstore::{Error, Modify, StoreSystem};
 
 pub use filter::{Delay, DropMessages, Filter, FilterAction, Partition};
 pub use logger::logger;
-use scheduler_client::open_scheduler;
-pub use scheduler_client::SchedulerHandle;
+use scheduler::open_scheduler;
+pub use scheduler_client::InProcessClient;
 pub use transport::{ChannelTransport, SnapshotFaults};
 
 pub const CLUSTER_ID: u64 = 42;
@@ -81,7 +84,7 @@ pub struct ClusterConfig {
     /// raft-engine settings of every store (the directory is set per store).
     pub raft_log: RaftLogConfig,
     /// The in-process scheduler's settings.
-    pub scheduler: scheduler::Config,
+    pub scheduler: ::scheduler::Config,
 }
 
 impl ClusterConfig {
@@ -103,7 +106,7 @@ impl ClusterConfig {
             },
             raft_log: RaftLogConfig::default(),
             // No operators unless a test asks: most tests place replicas themselves.
-            scheduler: scheduler::Config {
+            scheduler: ::scheduler::Config {
                 replica_schedule_limit: 0,
                 leader_schedule_limit: 0,
                 region_schedule_limit: 0,
@@ -116,7 +119,7 @@ impl ClusterConfig {
 
     /// Lets the scheduler place replicas and balance leaders and regions (operators on).
     pub fn with_scheduling(mut self) -> ClusterConfig {
-        let defaults = scheduler::Config::default();
+        let defaults = ::scheduler::Config::default();
         self.scheduler.replica_schedule_limit = defaults.replica_schedule_limit;
         self.scheduler.leader_schedule_limit = defaults.leader_schedule_limit;
         self.scheduler.region_schedule_limit = defaults.region_schedule_limit;
@@ -152,8 +155,7 @@ pub struct Cluster {
     pub cfg: ClusterConfig,
     dir: tempfile::TempDir,
     /// The real scheduler core, in-process, over RocksDB in the cluster's directory.
-    scheduler: scheduler_client::Slot,
-    allocations: scheduler_client::Allocations,
+    scheduler: InProcessClient,
     regions: Vec<Region>,
     stores: BTreeMap<u64, StoreSystem<RocksEngine>>,
     routers: transport::Routers,
@@ -214,7 +216,7 @@ impl Cluster {
         for region in &regions {
             scheduler
                 .cluster
-                .region_heartbeat(scheduler::RegionInfo {
+                .region_heartbeat(::scheduler::RegionInfo {
                     region: region.clone(),
                     ..Default::default()
                 })
@@ -223,8 +225,7 @@ impl Cluster {
         let cluster = Cluster {
             cfg,
             dir,
-            scheduler: Arc::new(std::sync::RwLock::new(Some(scheduler))),
-            allocations: Arc::default(),
+            scheduler: InProcessClient::new(scheduler),
             regions,
             stores: BTreeMap::new(),
             routers,
@@ -234,6 +235,19 @@ impl Cluster {
         };
         for store_id in 1..=cluster.cfg.stores {
             let (kv, _) = cluster.open_engines(store_id);
+            if cluster.cfg.regions == 0 {
+                // The scheduler's way: store 1 bootstraps the cluster (the first region, one
+                // peer), the others join.
+                scheduler_client::bootstrap_store(
+                    &cluster.scheduler,
+                    &kv,
+                    CLUSTER_ID,
+                    Some(store_id),
+                    &format!("store-{store_id}"),
+                )
+                .expect("bootstrap through the scheduler");
+                continue;
+            }
             raftstore::bootstrap_store(&kv, CLUSTER_ID, store_id).expect("bootstrap store");
             for region in &cluster.regions {
                 if !region.peers.iter().any(|p| p.store_id == store_id) {
@@ -286,10 +300,7 @@ impl Cluster {
             raft,
             &self.store_dir(store_id).join("snap"),
             self.transport.clone(),
-            Arc::new(SchedulerHandle {
-                slot: self.scheduler.clone(),
-                allocations: self.allocations.clone(),
-            }),
+            Arc::new(self.scheduler.clone()),
             &self.logger,
         )
         .expect("start store");
@@ -367,20 +378,13 @@ impl Cluster {
     }
 
     /// The in-process scheduler (panics while it is being restarted).
-    pub fn scheduler(&self) -> Arc<scheduler::Scheduler> {
-        self.scheduler
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .expect("the scheduler is running")
+    pub fn scheduler(&self) -> Arc<::scheduler::Scheduler> {
+        self.scheduler.get().expect("the scheduler is running")
     }
 
     /// When each batch of ids was handed out to a store, by its first id.
     pub fn id_allocations(&self) -> Vec<(u64, Instant)> {
-        self.allocations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.scheduler.allocations()
     }
 
     /// Puts `key` the way a client would: routed by the scheduler's table, to the leader it
@@ -464,11 +468,7 @@ impl Cluster {
 
     /// Stops the scheduler and opens it again from its directory, under the running stores.
     pub fn restart_scheduler(&self) {
-        let old = self
-            .scheduler
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let old = self.scheduler.set(None);
         // Its metadata store must be closed before it is opened again: wait for calls in
         // flight to let go of it.
         if let Some(old) = old {
@@ -489,7 +489,7 @@ impl Cluster {
             }
         }
         let new = open_scheduler(self.dir.path(), &self.cfg.scheduler, &self.logger);
-        *self.scheduler.write().unwrap_or_else(|e| e.into_inner()) = Some(new);
+        self.scheduler.set(Some(new));
     }
 
     // ---- filters ----

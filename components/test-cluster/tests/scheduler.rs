@@ -77,9 +77,14 @@ fn voters_on(region: &proto::metapb::Region) -> Vec<u64> {
 
 #[test]
 fn the_scheduler_brings_every_region_to_three_replicas() {
-    let mut cfg = ClusterConfig::new(3, 4).with_scheduling();
-    cfg.replicas = 1;
+    // Store 1 bootstraps the cluster through the scheduler; stores 2 and 3 join empty.
+    let mut cfg = ClusterConfig::new(3, 0).with_scheduling();
+    cfg.raftstore.split_region_check_tick_interval_ms = 100;
+    cfg.raftstore.region_split_keys = 10;
+    cfg.raftstore.region_max_keys = 15;
     let cluster = Cluster::run(cfg);
+    assert_eq!(cluster.store_regions(1).len(), 1);
+    assert!(cluster.store_regions(2).is_empty());
     for i in 0..20u32 {
         cluster.must_put(format!("k{i:04}").as_bytes(), b"v");
     }
@@ -87,8 +92,15 @@ fn the_scheduler_brings_every_region_to_three_replicas() {
         &cluster,
         &[1, 2, 3],
         "three voters for every region",
-        |_, regions| regions.len() == 4 && regions.iter().all(|r| voters_on(r) == vec![1, 2, 3]),
+        |_, regions| !regions.is_empty() && regions.iter().all(|r| voters_on(r) == vec![1, 2, 3]),
     );
+    assert!(
+        cluster.scheduler().cluster.regions().len() > 1,
+        "the writes split the first region"
+    );
+    for store in 1..=3 {
+        cluster.assert_covers_key_space(store);
+    }
     for i in 0..20u32 {
         let k = format!("k{i:04}");
         for store in 2..=3 {

@@ -1,0 +1,234 @@
+//! The store's view of the placement scheduler. [`InProcessClient`] implements
+//! `raftstore::SchedulerClient` over a scheduler running in the same process (the test
+//! cluster, the playground's single process); the network issue adds a gRPC client with
+//! reconnection and backoff behind the same trait. [`bootstrap_store`] makes a fresh data
+//! directory a store of the scheduler's cluster (the first one bootstraps the cluster).
+//!
+//! # Invariants
+//! - While the scheduler is restarting every call fails with `Error::Scheduler`, which the
+//!   store treats as "try later" (a heartbeat is skipped, a split is asked again).
+//!
+//! # Must not depend on
+//! gRPC (that client comes with the network issue) or test-cluster.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use engine::{keys, KvEngine, WriteBatch, CF_RAFT};
+use proto::metapb::{Peer, Region, RegionEpoch, Store};
+use raftstore::{Error, RegionHeartbeat, Result, SchedulerClient, SchedulerStep, StoreHeartbeat};
+use scheduler::{RegionInfo, Scheduler, Step, StoreStats};
+
+/// Id batches handed out to stores, kept for diagnostics (and split-latency benches).
+const ALLOCATION_LOG: usize = 4096;
+
+/// A handle on an in-process scheduler that may be stopped and reopened under it.
+#[derive(Clone, Default)]
+pub struct InProcessClient {
+    slot: Arc<RwLock<Option<Arc<Scheduler>>>>,
+    allocations: Arc<Mutex<Vec<(u64, Instant)>>>,
+}
+
+fn scheduler_err(e: scheduler::Error) -> Error {
+    Error::Scheduler {
+        detail: e.to_string(),
+    }
+}
+
+impl InProcessClient {
+    pub fn new(scheduler: Arc<Scheduler>) -> InProcessClient {
+        let client = InProcessClient::default();
+        client.set(Some(scheduler));
+        client
+    }
+
+    /// The scheduler, unless it is being restarted.
+    pub fn get(&self) -> Result<Arc<Scheduler>> {
+        self.slot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| Error::Scheduler {
+                detail: "the scheduler is restarting".into(),
+            })
+    }
+
+    /// Takes the scheduler out (`None`) or puts one in.
+    pub fn set(&self, scheduler: Option<Arc<Scheduler>>) -> Option<Arc<Scheduler>> {
+        std::mem::replace(
+            &mut *self.slot.write().unwrap_or_else(|e| e.into_inner()),
+            scheduler,
+        )
+    }
+
+    /// When each batch of ids was handed out, by its first id (the most recent 4096).
+    pub fn allocations(&self) -> Vec<(u64, Instant)> {
+        self.allocations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl SchedulerClient for InProcessClient {
+    fn alloc_ids(&self, count: usize) -> Result<Vec<u64>> {
+        let ids = self.get()?.ids.alloc(count).map_err(scheduler_err)?;
+        if let Some(first) = ids.first() {
+            let mut log = self.allocations.lock().unwrap_or_else(|e| e.into_inner());
+            if log.len() >= ALLOCATION_LOG {
+                log.remove(0);
+            }
+            log.push((*first, Instant::now()));
+        }
+        Ok(ids)
+    }
+
+    fn report_split(&self, parent: &Region, new_regions: &[Region]) {
+        if let Ok(s) = self.get() {
+            let _ = s.cluster.report_split(parent, new_regions);
+        }
+    }
+
+    fn region_heartbeat(&self, hb: RegionHeartbeat) -> Result<Option<SchedulerStep>> {
+        let info = RegionInfo {
+            region: hb.region,
+            leader: Some(hb.leader),
+            down_peers: hb.down_peers,
+            pending_peers: hb.pending_peers,
+            approximate_size: hb.approximate_size,
+            approximate_keys: hb.approximate_keys,
+        };
+        let step = self.get()?.region_heartbeat(info).map_err(scheduler_err)?;
+        Ok(step.map(|step| match step {
+            Step::AddLearner { peer } => SchedulerStep::AddLearner(peer),
+            Step::PromoteLearner { peer } => SchedulerStep::PromoteLearner(peer),
+            Step::RemovePeer { peer } => SchedulerStep::RemovePeer(peer),
+            Step::TransferLeader { to } => SchedulerStep::TransferLeader(to),
+        }))
+    }
+
+    fn store_heartbeat(&self, hb: StoreHeartbeat) -> Result<()> {
+        let stats = StoreStats {
+            capacity: hb.capacity,
+            used: hb.used,
+            available: hb.available,
+            region_count: hb.region_count,
+            leader_count: hb.leader_count,
+        };
+        self.get()?
+            .store_heartbeat(hb.store_id, stats)
+            .map_err(scheduler_err)
+    }
+}
+
+/// Makes `kv` a store of the scheduler's cluster and returns its store id. A directory that
+/// is already a store keeps its id (and is registered again). A fresh one gets `store_id`, or
+/// an id from the scheduler; if the cluster is not bootstrapped yet, this store bootstraps it
+/// with the first region (the whole key space, one peer here). If another store bootstrapped
+/// first, the local first region is taken back and this store just joins.
+pub fn bootstrap_store<EK: KvEngine>(
+    client: &InProcessClient,
+    kv: &EK,
+    cluster_id: u64,
+    store_id: Option<u64>,
+    address: &str,
+) -> Result<u64> {
+    let scheduler = client.get()?;
+    let ident: Option<proto::raft_serverpb::StoreIdent> = kv
+        .get_msg_cf(CF_RAFT, keys::STORE_IDENT_KEY)
+        .map_err(|source| Error::Engine {
+            region_id: 0,
+            source,
+        })?;
+    if let Some(ident) = &ident {
+        if ident.cluster_id != cluster_id {
+            return Err(Error::Store {
+                store_id: ident.store_id,
+                detail: format!(
+                    "data directory belongs to cluster {}, not {cluster_id}",
+                    ident.cluster_id
+                ),
+            });
+        }
+    }
+    let existing = ident.map(|i| i.store_id);
+    let store_id = match (existing, store_id) {
+        (Some(id), _) => id,
+        (None, Some(id)) => id,
+        (None, None) => scheduler.ids.alloc_one().map_err(scheduler_err)?,
+    };
+    if existing.is_none() {
+        raftstore::bootstrap_store(kv, cluster_id, store_id)?;
+    }
+    let store = Store {
+        id: store_id,
+        address: address.to_string(),
+        ..Default::default()
+    };
+    if existing.is_none() && !scheduler.cluster.is_bootstrapped() {
+        let ids = scheduler.ids.alloc(2).map_err(scheduler_err)?;
+        let region = Region {
+            id: ids[0],
+            region_epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            peers: vec![Peer {
+                id: ids[1],
+                store_id,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        raftstore::bootstrap_region(kv, &region)?;
+        match scheduler.cluster.bootstrap(store.clone(), region.clone()) {
+            Ok(()) => return Ok(store_id),
+            Err(scheduler::Error::AlreadyBootstrapped { .. }) => {
+                // Another store won: this one joins with no region.
+                let mut wb = kv.write_batch();
+                let region_id = region.id;
+                wb.delete_cf(CF_RAFT, &keys::region_state_key(region_id))
+                    .and_then(|()| kv.write(&mut wb, true))
+                    .map_err(|source| Error::Engine { region_id, source })?;
+            }
+            Err(e) => return Err(scheduler_err(e)),
+        }
+    }
+    scheduler.cluster.put_store(store).map_err(scheduler_err)?;
+    Ok(store_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::MemEngine;
+
+    fn scheduler() -> Arc<Scheduler> {
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        Arc::new(Scheduler::open(Arc::new(MemEngine::new()), &Default::default(), &logger).unwrap())
+    }
+
+    #[test]
+    fn the_first_store_bootstraps_the_cluster_and_the_others_join() {
+        let client = InProcessClient::new(scheduler());
+        let (a, b) = (MemEngine::new(), MemEngine::new());
+        let first = bootstrap_store(&client, &a, 7, None, "a").unwrap();
+        let second = bootstrap_store(&client, &b, 7, None, "b").unwrap();
+        assert_ne!(first, second);
+        let s = client.get().unwrap();
+        assert!(s.cluster.is_bootstrapped());
+        let regions = s.cluster.regions();
+        assert_eq!(regions.len(), 1);
+        let region = &regions[0].region;
+        assert!(region.start_key.is_empty() && region.end_key.is_empty());
+        assert_eq!(region.peers[0].store_id, first);
+        assert_eq!(s.cluster.stores().len(), 2);
+        // Again: the ids stay.
+        assert_eq!(bootstrap_store(&client, &a, 7, None, "a").unwrap(), first);
+        // A restarting scheduler is a clear, retryable error.
+        let taken = client.set(None);
+        assert!(matches!(client.alloc_ids(1), Err(Error::Scheduler { .. })));
+        client.set(taken);
+        assert_eq!(client.alloc_ids(2).unwrap().len(), 2);
+    }
+}
