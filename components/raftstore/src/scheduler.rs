@@ -34,12 +34,14 @@ pub struct StoreHeartbeat {
 }
 
 /// One step of a scheduler operator, for the region's leader to execute.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SchedulerStep {
     AddLearner(Peer),
     PromoteLearner(Peer),
     RemovePeer(Peer),
     TransferLeader(Peer),
+    /// Split at these keys (ids come from `alloc_ids`, as for any split).
+    Split(Vec<Vec<u8>>),
 }
 
 pub trait SchedulerClient: Send + Sync + 'static {

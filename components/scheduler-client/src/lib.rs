@@ -104,6 +104,7 @@ impl SchedulerClient for InProcessClient {
             Step::PromoteLearner { peer } => SchedulerStep::PromoteLearner(peer),
             Step::RemovePeer { peer } => SchedulerStep::RemovePeer(peer),
             Step::TransferLeader { to } => SchedulerStep::TransferLeader(to),
+            Step::Split { keys, .. } => SchedulerStep::Split(keys),
         }))
     }
 

@@ -274,6 +274,41 @@ impl Scheduler {
         cached.1.clone()
     }
 
+    /// Asks for region `region_id` to be split at `keys` (an administrator, `ctl split`): the
+    /// region's leader gets it with its next heartbeat. Replaces no running operator.
+    pub fn ask_split(&self, region_id: u64, keys: Vec<Vec<u8>>) -> Result<()> {
+        let info = self
+            .cluster
+            .region_by_id(region_id)
+            .ok_or_else(|| Error::Invalid {
+                detail: format!("region {region_id} is not known"),
+            })?;
+        if keys.is_empty() {
+            return Err(Error::Invalid {
+                detail: "no split keys".into(),
+            });
+        }
+        let mut operators = self.operators.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = operators.get(&region_id) {
+            return Err(Error::Invalid {
+                detail: format!(
+                    "region {region_id} already has an operator: {}",
+                    running.description
+                ),
+            });
+        }
+        let version = info.region.region_epoch.unwrap_or_default().version;
+        let op = Operator::new(
+            region_id,
+            OperatorKind::Admin,
+            format!("split at {} keys", keys.len()),
+            vec![Step::Split { keys, version }],
+            self.config.operator_timeout,
+        );
+        operators.insert(region_id, op);
+        Ok(())
+    }
+
     /// Running operators, then the most recent ended ones.
     pub fn operators(&self) -> Vec<OperatorStatus> {
         let running = self.operators.lock().unwrap_or_else(|e| e.into_inner());

@@ -10,7 +10,7 @@ use proto::metapb::{Peer, PeerRole};
 use crate::cluster::RegionInfo;
 
 /// One thing a leader does for an operator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// Adds `peer` as a learner.
     AddLearner {
@@ -27,6 +27,11 @@ pub enum Step {
     TransferLeader {
         to: Peer,
     },
+    /// Splits the region at `keys`; done once its version is past `version`.
+    Split {
+        keys: Vec<Vec<u8>>,
+        version: u64,
+    },
 }
 
 /// Which limit an operator counts against.
@@ -34,6 +39,8 @@ pub enum Step {
 pub enum OperatorKind {
     /// Brings a region to its replica count, or off a down store.
     Replica,
+    /// Asked for by an administrator (split at given keys): no limit.
+    Admin,
     BalanceLeader,
     BalanceRegion,
 }
@@ -50,7 +57,7 @@ pub struct Operator {
 }
 
 /// Where an operator stands after a heartbeat.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Progress {
     /// The leader should execute this step (again, if it is still not done).
     Run(Step),
@@ -93,6 +100,9 @@ impl Operator {
             Step::PromoteLearner { peer } => role_of(info, peer.id) == Some(PeerRole::Voter),
             Step::RemovePeer { peer } => role_of(info, peer.id).is_none(),
             Step::TransferLeader { to } => info.leader.is_some_and(|l| l.id == to.id),
+            Step::Split { version, .. } => {
+                info.region.region_epoch.unwrap_or_default().version > *version
+            }
         }
     }
 
@@ -104,13 +114,13 @@ impl Operator {
             }
             self.current += 1;
         }
-        let Some(step) = self.steps.get(self.current).copied() else {
+        let Some(step) = self.steps.get(self.current).cloned() else {
             return Progress::Finished;
         };
         if self.created.elapsed() > self.timeout {
             return Progress::TimedOut;
         }
-        if let Step::PromoteLearner { peer } = step {
+        if let Step::PromoteLearner { peer } = &step {
             if info.pending_peers.iter().any(|p| p.id == peer.id) {
                 return Progress::Wait;
             }

@@ -224,3 +224,27 @@ fn after_a_scheduler_restart_ids_continue_and_time_does_not_go_back() {
     let newest = cluster.region_for_key(b"t");
     assert!(newest.id > next, "region id {} after {next}", newest.id);
 }
+
+#[test]
+fn a_split_asked_of_the_scheduler_reaches_the_region() {
+    let cluster = Cluster::run(ClusterConfig::new(3, 1).with_scheduling());
+    cluster.must_put(b"a", b"1");
+    cluster.must_put(b"z", b"2");
+    // The first heartbeat registers the leader; then the operator is handed out.
+    cluster
+        .scheduler()
+        .ask_split(1, vec![b"m".to_vec()])
+        .expect("ask for a split");
+    assert!(cluster
+        .scheduler()
+        .ask_split(1, vec![b"n".to_vec()])
+        .is_err());
+    wait_routing(&cluster, 2);
+    assert_eq!(cluster.region_for_key(b"z").start_key, b"m".to_vec());
+    assert_eq!(cluster.must_get(b"z").as_deref(), Some(&b"2"[..]));
+    let ops = cluster.scheduler().operators();
+    assert!(
+        ops.iter().any(|o| o.description.starts_with("split")),
+        "{ops:?}"
+    );
+}

@@ -62,7 +62,23 @@ impl<EK: KvEngine> StoreContext<EK> {
             ..Default::default()
         };
         use proto::eraftpb::ConfChangeType::*;
+        let logger = self.logger.clone();
+        let cb = Callback::new(move |r: crate::Result<()>| {
+            if let Err(e) = r {
+                slog::debug!(logger, "scheduler step not done"; "region_id" => region_id,
+                    "error" => %e);
+            }
+        });
         let admin = match step {
+            SchedulerStep::Split(split_keys) => {
+                let ask = PeerMsg::AskSplit {
+                    region_epoch: region.region_epoch,
+                    split_keys,
+                    cb,
+                };
+                let _ = self.router.send(region_id, ask);
+                return;
+            }
             SchedulerStep::AddLearner(peer) => change(AddLearnerNode, peer),
             SchedulerStep::PromoteLearner(peer) => change(AddNode, peer),
             SchedulerStep::RemovePeer(peer) => change(RemoveNode, peer),
@@ -73,13 +89,6 @@ impl<EK: KvEngine> StoreContext<EK> {
             },
         };
         let request = super::admin_command(region, leader, admin);
-        let logger = self.logger.clone();
-        let cb = Callback::new(move |r: crate::Result<()>| {
-            if let Err(e) = r {
-                slog::debug!(logger, "scheduler step not done"; "region_id" => region_id,
-                    "error" => %e);
-            }
-        });
         // A full mailbox drops the step: the next heartbeat asks again.
         let _ = self
             .router
