@@ -5,7 +5,8 @@
 //! latency (ids asked for → the new region present on every store), p50 and p99.
 //!
 //! `cargo bench -p test-cluster --bench split`; `BENCH_REGIONS`, `BENCH_WRITERS` (16),
-//! `BENCH_VALUE` (bytes, 512). Goals: ≥ 0.8 of steady state, 0 errors, split p99 < 1 s.
+//! `BENCH_VALUE` (bytes, 512), `BENCH_SPLIT_KEYS` (keys per region after a split, 500; the
+//! split threshold is 1.5 times that). Goals: ≥ 0.8 of steady state, 0 errors, split p99 < 1 s.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -43,8 +44,9 @@ fn main() {
     let value = vec![7u8; env("BENCH_VALUE", 512) as usize];
     let mut cfg = ClusterConfig::new(3, 1);
     cfg.raftstore.split_region_check_tick_interval_ms = 100;
-    cfg.raftstore.region_split_keys = 100;
-    cfg.raftstore.region_max_keys = 150;
+    let split_keys = env("BENCH_SPLIT_KEYS", if under_test { 100 } else { 500 });
+    cfg.raftstore.region_split_keys = split_keys;
+    cfg.raftstore.region_max_keys = split_keys * 3 / 2;
     cfg.raftstore.store_pool_size = 1;
     cfg.raftstore.apply_pool_size = 1;
     let cluster = Cluster::run(cfg);
@@ -148,7 +150,8 @@ fn main() {
     let rate2 = ops2 as f64 / phase2.as_secs_f64();
     let regions = cluster.scheduler().cluster.regions().len();
     println!(
-        "split workload: 3 stores, {writers} writers, {}-byte values, sequential keys",
+        "split workload: 3 stores, {writers} writers, {}-byte values, sequential keys, a \
+         split every {split_keys} keys",
         value.len()
     );
     println!(

@@ -402,6 +402,7 @@ impl Cluster {
         let mut retries = 0;
         loop {
             let info = self.scheduler().cluster.region_by_key(key);
+            let tried_epoch = info.as_ref().and_then(|i| i.region.region_epoch);
             let result = match info {
                 None => Err(Error::RegionNotFound {
                     region_id: 0,
@@ -449,14 +450,23 @@ impl Cluster {
                 Ok(()) => return Ok(retries),
                 Err(e) if (is_retryable(&e) || is_stale_route(&e)) && Instant::now() < deadline => {
                     retries += 1;
-                    // A leader hint is worth trying at once; the rest waits a little.
-                    if !matches!(
-                        e,
-                        Error::NotLeader {
-                            leader: Some(_),
-                            ..
-                        }
-                    ) {
+                    // A leader hint, or a routing table that has since moved (the leader reports
+                    // a split when it applies it), is worth trying at once; the rest waits.
+                    let route_moved = is_stale_route(&e)
+                        && self
+                            .scheduler()
+                            .cluster
+                            .region_by_key(key)
+                            .is_some_and(|now| now.region.region_epoch != tried_epoch);
+                    if !route_moved
+                        && !matches!(
+                            e,
+                            Error::NotLeader {
+                                leader: Some(_),
+                                ..
+                            }
+                        )
+                    {
                         std::thread::sleep(backoff);
                         backoff = (backoff * 2).min(Duration::from_millis(50));
                     }
