@@ -347,3 +347,21 @@ fn a_member_behind_a_change_follows_a_leader_it_does_not_know_yet() {
     assert_eq!(conf_ver(&region), 2);
     cluster.wait_applied(3, b"k2", Some(b"v2"));
 }
+
+#[test]
+fn a_learner_removed_while_cut_off_asks_and_goes() {
+    let mut cfg = ClusterConfig::new(3, 1);
+    cfg.replicas = 2;
+    let cluster = Cluster::run(cfg);
+    cluster.must_change_peer(1, &[(AddLearnerNode, 3)]);
+    cluster.must_put(b"k", b"v");
+    cluster.wait_applied(3, b"k", Some(b"v"));
+    // Cut off, it misses its removal and the leader's tombstone; a learner never campaigns.
+    cluster.isolate(3);
+    cluster.must_change_peer(1, &[(RemoveNode, 3)]);
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.clear_filters();
+    // After a few election timeouts without a leader it asks the members, who answer.
+    cluster.wait_peer_destroyed(3, 1);
+    assert_eq!(cluster.engine_get(3, b"k"), None);
+}

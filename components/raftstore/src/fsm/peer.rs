@@ -344,6 +344,28 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         });
     }
 
+    /// Sends every other member an empty message: a member that no longer counts this peer
+    /// answers with a tombstone (see `on_raft_message`), one that does ignores it.
+    fn probe_members(&mut self, peer: &Peer<EK>) {
+        let region = peer.region();
+        slog::info!(
+            peer.logger(),
+            "no leader for a long while; asking the members"
+        );
+        for to in region.peers.iter().filter(|p| p.id != peer.peer_id()) {
+            self.transport.send(RaftMessage {
+                region_id: region.id,
+                from_peer: Some(peer.meta()),
+                to_peer: Some(*to),
+                message: None,
+                region_epoch: region.region_epoch,
+                is_tombstone: false,
+                start_key: region.start_key.clone(),
+                end_key: region.end_key.clone(),
+            });
+        }
+    }
+
     /// A snapshot whose range overlaps another region here is not taken: applying it would
     /// clear that region's data. (The other region must go first, by removal or merge.)
     fn check_snapshot_range(&self, peer: &Peer<EK>, m: &Message) -> Result<(), &'static str> {
@@ -436,6 +458,9 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 PeerMsg::Read { request, cb } => fsm.peer.read(&request, cb, self.now),
                 PeerMsg::Tick => {
                     fsm.peer.tick(self.now);
+                    if fsm.peer.take_stale_probe_due() {
+                        self.probe_members(&fsm.peer);
+                    }
                     let paused = self
                         .ctx
                         .split_checks_paused

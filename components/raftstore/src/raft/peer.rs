@@ -58,6 +58,10 @@ pub struct ReceivedSnapshot {
     pub apply_state: RaftApplyState,
 }
 
+/// Election timeouts without hearing from a leader before a peer asks the members whether it
+/// is still one of them.
+const STALE_PEER_ELECTIONS: usize = 4;
+
 /// What an apply result changed for the store.
 #[derive(Debug, Default)]
 pub struct AppliedOutcome {
@@ -118,6 +122,8 @@ pub struct Peer<EK: KvEngine> {
     peer_cache: std::collections::HashMap<u64, PeerMeta>,
     split_check_due: bool,
     heartbeat_due: bool,
+    /// No leader heard from for a long while: ask the members whether this peer is still one.
+    stale_probe_due: bool,
     /// What the store's leader count last learnt of this peer (see `ReadyOutput::leadership`).
     counted_leader: bool,
     /// The index of the last split this peer proposed as leader: until it is applied, the
@@ -175,6 +181,7 @@ impl<EK: KvEngine> Peer<EK> {
             peer_cache: Default::default(),
             split_check_due: false,
             heartbeat_due: false,
+            stale_probe_due: false,
             counted_leader: false,
             last_split_index: 0,
             limits: Limits {
@@ -970,6 +977,17 @@ impl<EK: KvEngine> Peer<EK> {
         if self.is_leader() && self.ticks % self.limits.heartbeat_ticks == 0 {
             self.heartbeat_due = true;
         }
+        // A peer removed while cut off may never hear of it (a learner never campaigns): after
+        // STALE_PEER_ELECTIONS election timeouts without a leader, once per timeout, it asks.
+        let election = self.raw.raft.randomized_election_timeout().max(1);
+        let elapsed = self.raw.raft.election_elapsed;
+        if !self.is_leader()
+            && self.is_initialized()
+            && elapsed >= STALE_PEER_ELECTIONS * election
+            && elapsed % election == 0
+        {
+            self.stale_probe_due = true;
+        }
         self.expire_proposals(now);
         for read in self.pending_reads.take_expired(
             now.checked_sub(self.limits.read_index_timeout)
@@ -1149,6 +1167,11 @@ impl<EK: KvEngine> Peer<EK> {
             pending_peers,
             ..Default::default()
         })
+    }
+
+    /// Whether to ask the members if this peer is still one (see `tick`); clears it.
+    pub fn take_stale_probe_due(&mut self) -> bool {
+        std::mem::take(&mut self.stale_probe_due)
     }
 
     /// Asks for a heartbeat on the next round (after a membership change or a split).
