@@ -166,37 +166,84 @@ pub fn bootstrap_store<EK: KvEngine>(
         address: address.to_string(),
         ..Default::default()
     };
-    if existing.is_none() && !scheduler.cluster.is_bootstrapped() {
-        let ids = scheduler.ids.alloc(2).map_err(scheduler_err)?;
-        let region = Region {
-            id: ids[0],
-            region_epoch: Some(RegionEpoch {
-                conf_ver: 1,
-                version: 1,
-            }),
-            peers: vec![Peer {
-                id: ids[1],
-                store_id,
-                ..Default::default()
-            }],
-            ..Default::default()
+    // A first region written here earlier by a bootstrap that a crash cut short (before the
+    // scheduler recorded it, or before a lost race took it back).
+    let prepared = prepared_first_region(kv, store_id)?;
+    if let Some(region) = &prepared {
+        let recorded = scheduler.cluster.region_by_id(region.id).is_some();
+        if scheduler.cluster.is_bootstrapped() && !recorded {
+            delete_region_state(kv, region.id)?;
+        }
+    }
+    if !scheduler.cluster.is_bootstrapped() && (existing.is_none() || prepared.is_some()) {
+        let region = match prepared {
+            Some(region) => region,
+            None => {
+                let ids = scheduler.ids.alloc(2).map_err(scheduler_err)?;
+                let region = Region {
+                    id: ids[0],
+                    region_epoch: Some(RegionEpoch {
+                        conf_ver: 1,
+                        version: 1,
+                    }),
+                    peers: vec![Peer {
+                        id: ids[1],
+                        store_id,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                };
+                raftstore::bootstrap_region(kv, &region)?;
+                region
+            }
         };
-        raftstore::bootstrap_region(kv, &region)?;
         match scheduler.cluster.bootstrap(store.clone(), region.clone()) {
             Ok(()) => return Ok(store_id),
             Err(scheduler::Error::AlreadyBootstrapped { .. }) => {
                 // Another store won: this one joins with no region.
-                let mut wb = kv.write_batch();
-                let region_id = region.id;
-                wb.delete_cf(CF_RAFT, &keys::region_state_key(region_id))
-                    .and_then(|()| kv.write(&mut wb, true))
-                    .map_err(|source| Error::Engine { region_id, source })?;
+                delete_region_state(kv, region.id)?;
             }
             Err(e) => return Err(scheduler_err(e)),
         }
     }
     scheduler.cluster.put_store(store).map_err(scheduler_err)?;
     Ok(store_id)
+}
+
+fn delete_region_state<EK: KvEngine>(kv: &EK, region_id: u64) -> Result<()> {
+    let mut wb = kv.write_batch();
+    wb.delete_cf(CF_RAFT, &keys::region_state_key(region_id))
+        .and_then(|()| kv.write(&mut wb, true))
+        .map_err(|source| Error::Engine { region_id, source })
+}
+
+/// A bootstrap's first region on this store: the whole key space, version 1, one peer here,
+/// and nothing else hosted.
+fn prepared_first_region<EK: KvEngine>(kv: &EK, store_id: u64) -> Result<Option<Region>> {
+    let (start, end) = keys::region_state_range();
+    let mut regions = Vec::new();
+    kv.scan_cf(CF_RAFT, &start, &end, false, &mut |_, value| {
+        if let Ok(state) = <proto::raft_serverpb::RegionLocalState as prost::Message>::decode(value)
+        {
+            regions.push(state.region.unwrap_or_default());
+        }
+        Ok(regions.len() < 2)
+    })
+    .map_err(|source| Error::Engine {
+        region_id: 0,
+        source,
+    })?;
+    Ok(match regions.as_slice() {
+        [r] if r.start_key.is_empty()
+            && r.end_key.is_empty()
+            && r.region_epoch.unwrap_or_default().version == 1
+            && r.peers.len() == 1
+            && r.peers[0].store_id == store_id =>
+        {
+            Some(r.clone())
+        }
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -226,6 +273,29 @@ mod tests {
         assert_eq!(s.cluster.stores().len(), 2);
         // Again: the ids stay.
         assert_eq!(bootstrap_store(&client, &a, 7, None, "a").unwrap(), first);
+
+        // A bootstrap cut short after writing the first region locally finishes at restart.
+        let client2 = InProcessClient::new(scheduler());
+        let c = MemEngine::new();
+        raftstore::bootstrap_store(&c, 7, 50).unwrap();
+        let region = Region {
+            id: 60,
+            region_epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            peers: vec![Peer {
+                id: 61,
+                store_id: 50,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        raftstore::bootstrap_region(&c, &region).unwrap();
+        assert_eq!(bootstrap_store(&client2, &c, 7, None, "c").unwrap(), 50);
+        let s2 = client2.get().unwrap();
+        assert!(s2.cluster.is_bootstrapped());
+        assert_eq!(s2.cluster.regions()[0].region.id, 60);
         // A restarting scheduler is a clear, retryable error.
         let taken = client.set(None);
         assert!(matches!(client.alloc_ids(1), Err(Error::Scheduler { .. })));

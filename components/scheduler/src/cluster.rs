@@ -191,6 +191,9 @@ impl Cluster {
         if let Some(region_id) = state.first_region {
             return Err(Error::AlreadyBootstrapped { region_id });
         }
+        if let Some(known) = state.regions.keys().next() {
+            return Err(Error::AlreadyBootstrapped { region_id: *known });
+        }
         if !region.start_key.is_empty() || !region.end_key.is_empty() {
             return Err(Error::Invalid {
                 detail: "the first region must cover the whole key space".into(),

@@ -170,6 +170,7 @@ impl Scheduler {
                 }
             }
         }
+        self.expire(&mut operators);
         let Some(mut op) = self.plan(&info, &operators)? else {
             return Ok(None);
         };
@@ -181,6 +182,23 @@ impl Scheduler {
             Progress::Run(step) => Some(step),
             _ => None,
         })
+    }
+
+    /// Drops operators past their timeout, also of regions that stopped heartbeating (a
+    /// region without a quorum): they would hold their kind's limit forever.
+    fn expire(&self, operators: &mut HashMap<u64, Operator>) {
+        let expired: Vec<u64> = operators
+            .values()
+            .filter(|op| op.created.elapsed() > op.timeout)
+            .map(|op| op.region_id)
+            .collect();
+        for region_id in expired {
+            if let Some(op) = operators.remove(&region_id) {
+                slog::info!(self.logger, "operator timed out"; "region_id" => region_id,
+                    "operator" => &op.description);
+                self.record(OperatorStatus::of(&op, Some(false)));
+            }
+        }
     }
 
     fn record(&self, status: OperatorStatus) {

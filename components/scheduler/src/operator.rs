@@ -65,6 +65,9 @@ pub enum Progress {
     Wait,
     Finished,
     TimedOut,
+    /// The region moved so that the step can never run (the peer to remove leads now, the
+    /// learner to promote is gone): dropped, a later check plans afresh.
+    Cancelled,
 }
 
 fn role_of(info: &RegionInfo, peer_id: u64) -> Option<PeerRole> {
@@ -120,10 +123,17 @@ impl Operator {
         if self.created.elapsed() > self.timeout {
             return Progress::TimedOut;
         }
-        if let Step::PromoteLearner { peer } = &step {
-            if info.pending_peers.iter().any(|p| p.id == peer.id) {
-                return Progress::Wait;
+        match &step {
+            Step::PromoteLearner { peer } if role_of(info, peer.id).is_none() => {
+                return Progress::Cancelled
             }
+            Step::RemovePeer { peer } if info.leader.is_some_and(|l| l.id == peer.id) => {
+                return Progress::Cancelled
+            }
+            Step::PromoteLearner { peer } if info.pending_peers.iter().any(|p| p.id == peer.id) => {
+                return Progress::Wait
+            }
+            _ => {}
         }
         Progress::Run(step)
     }

@@ -173,7 +173,7 @@ fn average(counts: &HashMap<u64, u64>, stores: &[u64]) -> f64 {
 /// store leads more than average and more than one more than the target.
 pub fn balance_leader(info: &RegionInfo, ctx: &Context) -> Option<Plan> {
     let leader = info.leader?;
-    if is_joint(info) || !info.pending_peers.is_empty() {
+    if is_joint(info) || !info.pending_peers.is_empty() || !info.down_peers.is_empty() {
         return None;
     }
     let count = |s: u64| ctx.loads.leaders.get(&s).copied().unwrap_or(0);
@@ -204,7 +204,17 @@ pub fn balance_leader(info: &RegionInfo, ctx: &Context) -> Option<Plan> {
 /// without one, when the difference is more than one peer and the source is above average.
 pub fn balance_region(info: &RegionInfo, ctx: &Context) -> Option<Plan> {
     let leader = info.leader?;
-    if is_joint(info) || !info.pending_peers.is_empty() {
+    // Balancing is optional: never while a peer is down or behind (a new voter would need
+    // every other one to answer).
+    if is_joint(info)
+        || !info.pending_peers.is_empty()
+        || !info.down_peers.is_empty()
+        || info
+            .region
+            .peers
+            .iter()
+            .any(|p| ctx.down_stores.contains(&p.store_id))
+    {
         return None;
     }
     let count = |s: u64| ctx.loads.peers.get(&s).copied().unwrap_or(0);
@@ -222,7 +232,11 @@ pub fn balance_region(info: &RegionInfo, ctx: &Context) -> Option<Plan> {
     }
     let mut steps = add_steps(target);
     if source.id == leader.id {
-        let other = voters(info).into_iter().find(|p| p.id != leader.id)?;
+        let other = voters(info).into_iter().find(|p| {
+            p.id != leader.id
+                && ctx.up_stores.contains(&p.store_id)
+                && !info.pending_peers.iter().any(|q| q.id == p.id)
+        })?;
         steps.push(Step::TransferLeader { to: other });
     }
     steps.push(Step::RemovePeer { peer: *source });

@@ -285,7 +285,9 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
                 "from" => from.id, "conf_ver" => their_conf_ver);
             return;
         }
-        if !member {
+        if member {
+            fsm.peer.heard_from(from.id, self.now);
+        } else {
             // A newer membership than this peer has applied (or this peer knows none yet):
             // the sender may be the leader this peer must catch up from.
             fsm.peer.remember_peer(from);

@@ -62,6 +62,9 @@ pub struct ReceivedSnapshot {
 /// is still one of them.
 const STALE_PEER_ELECTIONS: usize = 4;
 
+/// A peer further behind the commit index than this is pending (not caught up).
+const PEER_CATCH_UP_LAG: u64 = 100;
+
 /// What an apply result changed for the store.
 #[derive(Debug, Default)]
 pub struct AppliedOutcome {
@@ -124,6 +127,9 @@ pub struct Peer<EK: KvEngine> {
     heartbeat_due: bool,
     /// No leader heard from for a long while: ask the members whether this peer is still one.
     stale_probe_due: bool,
+    /// When each member was last heard from (for down peers and the quorum check of
+    /// membership changes).
+    last_heard: std::collections::HashMap<u64, Instant>,
     /// What the store's leader count last learnt of this peer (see `ReadyOutput::leadership`).
     counted_leader: bool,
     /// The index of the last split this peer proposed as leader: until it is applied, the
@@ -182,6 +188,7 @@ impl<EK: KvEngine> Peer<EK> {
             split_check_due: false,
             heartbeat_due: false,
             stale_probe_due: false,
+            last_heard: Default::default(),
             counted_leader: false,
             last_split_index: 0,
             limits: Limits {
@@ -497,6 +504,36 @@ impl<EK: KvEngine> Peer<EK> {
                 detail: "ChangePeerV2 without its changes".into(),
             })?;
         let new = conf_change::region_after(region, &changes)?;
+        // The new configuration must have a quorum of voters that are up and caught up, or
+        // the region stops (adding a voter while another is down or behind needs every other
+        // one to answer).
+        let now = Instant::now();
+        let voters: Vec<u64> = new
+            .peers
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p.role(),
+                    proto::metapb::PeerRole::Voter | proto::metapb::PeerRole::IncomingVoter
+                )
+            })
+            .map(|p| p.id)
+            .collect();
+        let healthy = voters
+            .iter()
+            .filter(|id| self.is_healthy(**id, now, self.election_timeout * 2))
+            .count();
+        if healthy < voters.len() / 2 + 1 {
+            return Err(Error::ConfChange {
+                region_id,
+                detail: format!(
+                    "only {healthy} of the {} voters after the change are up and caught up; \
+                     a quorum needs {}",
+                    voters.len(),
+                    voters.len() / 2 + 1
+                ),
+            });
+        }
         let stays_voter = new.peers.iter().any(|p| {
             p.id == self.peer_id
                 && matches!(
@@ -1146,6 +1183,9 @@ impl<EK: KvEngine> Peer<EK> {
         let region = self.region();
         let meta = |id: u64| region.peers.iter().find(|p| p.id == id).copied();
         let truncated = self.storage().truncated_index();
+        let committed = self.raw.raft.raft_log.committed;
+        let now = Instant::now();
+        let down_after = self.election_timeout * 2;
         let mut down_peers = Vec::new();
         let mut pending_peers = Vec::new();
         for (id, pr) in self.raw.raft.prs().iter() {
@@ -1153,10 +1193,19 @@ impl<EK: KvEngine> Peer<EK> {
                 continue;
             }
             let Some(peer) = meta(*id) else { continue };
-            if !pr.recent_active {
+            // Not heard from since well before now (or ever, once this peer has been up long
+            // enough to have heard).
+            let silent = match self.last_heard.get(id) {
+                Some(t) => now.saturating_duration_since(*t) > down_after,
+                None => now.saturating_duration_since(self.started) > down_after,
+            };
+            if silent {
                 down_peers.push(peer);
             }
-            if pr.state == raft::ProgressState::Snapshot || pr.matched < truncated {
+            if pr.state == raft::ProgressState::Snapshot
+                || pr.matched < truncated
+                || pr.matched + PEER_CATCH_UP_LAG < committed
+            {
                 pending_peers.push(peer);
             }
         }
@@ -1167,6 +1216,28 @@ impl<EK: KvEngine> Peer<EK> {
             pending_peers,
             ..Default::default()
         })
+    }
+
+    /// A message from member `peer_id` arrived.
+    pub fn heard_from(&mut self, peer_id: u64, now: Instant) {
+        self.last_heard.insert(peer_id, now);
+    }
+
+    /// Member `peer_id` answered within `within`, and its log is within `PEER_CATCH_UP_LAG`
+    /// entries of the commit index (this peer itself always is).
+    fn is_healthy(&self, peer_id: u64, now: Instant, within: Duration) -> bool {
+        if peer_id == self.peer_id {
+            return true;
+        }
+        let heard = self
+            .last_heard
+            .get(&peer_id)
+            .is_some_and(|t| now.saturating_duration_since(*t) <= within);
+        let caught_up = self.raw.raft.prs().get(peer_id).is_some_and(|pr| {
+            pr.state != raft::ProgressState::Snapshot
+                && pr.matched + PEER_CATCH_UP_LAG >= self.raw.raft.raft_log.committed
+        });
+        heard && caught_up
     }
 
     /// Whether to ask the members if this peer is still one (see `tick`); clears it.
