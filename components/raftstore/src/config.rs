@@ -89,6 +89,16 @@ pub struct Config {
     pub region_heartbeat_tick_interval_ms: u64,
     /// How often the store reports itself to the scheduler. Default 10 s; >= 1 tick.
     pub store_heartbeat_interval_ms: u64,
+    /// Tasks the split checker queues; more are dropped (periodic checks, asked again next
+    /// tick) or refused with ServerIsBusy (explicit splits). Default 1024; 1..=1,048,576.
+    pub split_check_queue_capacity: usize,
+    /// Heartbeats the scheduler worker queues; more are dropped (the next tick resends).
+    /// Default 4096; 1..=1,048,576.
+    pub heartbeat_queue_capacity: usize,
+    /// A received snapshot of a region with no peer here is deleted once older than this (a
+    /// younger one may belong to a transfer about to create its peer). Default 10 min;
+    /// >= 1 min.
+    pub snap_received_gc_grace_ms: u64,
     /// A leader compacts past a follower that is more than this many entries behind (it will
     /// catch up by snapshot instead of from the log). Default 10,000; >= `raft-log-gc-threshold`.
     pub raft_log_gc_count_limit: u64,
@@ -133,6 +143,9 @@ impl Default for Config {
             max_splits_per_check: 8,
             region_heartbeat_tick_interval_ms: 60_000,
             store_heartbeat_interval_ms: 10_000,
+            split_check_queue_capacity: 1024,
+            heartbeat_queue_capacity: 4096,
+            snap_received_gc_grace_ms: 600_000,
             raft_log_gc_count_limit: 10_000,
             proposal_timeout_ms: 10_000,
             read_index_timeout_ms: 5_000,
@@ -310,6 +323,24 @@ impl Config {
             "store-heartbeat-interval-ms",
             self.store_heartbeat_interval_ms,
             tick,
+            u64::MAX,
+        )?;
+        bound(
+            "split-check-queue-capacity",
+            self.split_check_queue_capacity,
+            1,
+            1 << 20,
+        )?;
+        bound(
+            "heartbeat-queue-capacity",
+            self.heartbeat_queue_capacity,
+            1,
+            1 << 20,
+        )?;
+        bound(
+            "snap-received-gc-grace-ms",
+            self.snap_received_gc_grace_ms,
+            60_000,
             u64::MAX,
         )?;
         Ok(())

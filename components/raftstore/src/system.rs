@@ -24,10 +24,6 @@ use crate::snap::{SnapKey, SnapKind, SnapManager};
 use crate::transport::Transport;
 use crate::worker::{HeartbeatTask, SplitTask};
 
-/// Tasks the split checker holds at most; more are dropped (checks) or refused (splits).
-const SPLIT_QUEUE_CAPACITY: usize = 1024;
-/// Heartbeats the scheduler worker holds at most; more are dropped (the next tick resends).
-const HEARTBEAT_QUEUE_CAPACITY: usize = 4096;
 use crate::{Config, Error, Result};
 
 /// Marks a fresh data directory as store `store_id` of cluster `cluster_id`. An already
@@ -170,9 +166,9 @@ impl<EK: SstExt> StoreSystem<EK> {
             cfg.snap_max_concurrent_recvs,
         )?;
         let (gen_tx, gen_rx) = channel::unbounded::<GenTask<EK>>();
-        let (split_tx, split_rx) = channel::bounded::<SplitTask>(SPLIT_QUEUE_CAPACITY);
+        let (split_tx, split_rx) = channel::bounded::<SplitTask>(cfg.split_check_queue_capacity);
         let (heartbeat_tx, heartbeat_rx) =
-            channel::bounded::<HeartbeatTask>(HEARTBEAT_QUEUE_CAPACITY);
+            channel::bounded::<HeartbeatTask>(cfg.heartbeat_queue_capacity);
         let ctx = Arc::new(StoreContext {
             store_id,
             cache_budget: crate::storage::CacheBudget::from_config(&cfg),
@@ -245,16 +241,18 @@ impl<EK: SstExt> StoreSystem<EK> {
         for i in 0..cfg.snap_generator_pool_size {
             let c = ctx.clone();
             let name = format!("store-{store_id}-snap-gen-{i}");
-            workers.push(spawn_worker(name, gen_rx.clone(), move |t| {
+            workers.push(spawn_worker(store_id, name, gen_rx.clone(), move |t| {
                 c.run_gen_task(t)
             })?);
         }
         let c = ctx.clone();
         let name = format!("store-{store_id}-split-check");
-        workers.push(spawn_worker(name, split_rx, move |t| c.run_split_task(t))?);
+        workers.push(spawn_worker(store_id, name, split_rx, move |t| {
+            c.run_split_task(t)
+        })?);
         let c = ctx.clone();
         let name = format!("store-{store_id}-scheduler");
-        workers.push(spawn_worker(name, heartbeat_rx, move |t| {
+        workers.push(spawn_worker(store_id, name, heartbeat_rx, move |t| {
             c.run_heartbeat_task(t)
         })?);
         Ok(StoreSystem {
@@ -442,6 +440,7 @@ impl<EK: KvEngine> Drop for StoreSystem<EK> {
 
 /// A thread that runs `run` on every task of `rx` until the queue's senders are gone.
 fn spawn_worker<T: Send + 'static>(
+    store_id: u64,
     name: String,
     rx: crossbeam::channel::Receiver<T>,
     run: impl Fn(T) + Send + 'static,
@@ -454,7 +453,7 @@ fn spawn_worker<T: Send + 'static>(
             }
         })
         .map_err(|e| Error::Store {
-            store_id: 0,
+            store_id,
             detail: format!("cannot spawn thread {name}: {e}"),
         })
 }

@@ -29,6 +29,22 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Records when each region is first present on every store; true if every store hosts the
+/// same number of regions.
+fn watch(cluster: &Cluster, stores: &[u64], seen: &mut HashMap<u64, Instant>) -> bool {
+    let sets: Vec<HashSet<u64>> = stores
+        .iter()
+        .map(|s| cluster.store(*s).region_ids().into_iter().collect())
+        .collect();
+    let now = Instant::now();
+    for id in &sets[0] {
+        if sets.iter().all(|set| set.contains(id)) {
+            seen.entry(*id).or_insert(now);
+        }
+    }
+    sets.iter().all(|s| s.len() == sets[0].len())
+}
+
 struct Counters {
     next_key: AtomicU64,
     ops: AtomicU64,
@@ -81,23 +97,11 @@ fn main() {
                 }
             });
         }
-        let watch = |seen: &mut HashMap<u64, Instant>| {
-            let sets: Vec<HashSet<u64>> = stores
-                .iter()
-                .map(|s| cluster.store(*s).region_ids().into_iter().collect())
-                .collect();
-            let now = Instant::now();
-            for id in &sets[0] {
-                if sets.iter().all(|set| set.contains(id)) {
-                    seen.entry(*id).or_insert(now);
-                }
-            }
-        };
         let started = Instant::now();
         let limit = Duration::from_secs(if under_test { 60 } else { 600 });
         while cluster.scheduler().cluster.regions().len() < target {
             assert!(started.elapsed() < limit, "never reached {target} regions");
-            watch(&mut seen_everywhere);
+            watch(&cluster, &stores, &mut seen_everywhere);
             std::thread::sleep(Duration::from_millis(5));
         }
         let phase1 = started.elapsed();
@@ -108,7 +112,7 @@ fn main() {
         let steady_from = Instant::now();
         let steady_for = phase1.min(Duration::from_secs(30));
         while steady_from.elapsed() < steady_for {
-            watch(&mut seen_everywhere);
+            watch(&cluster, &stores, &mut seen_everywhere);
             std::thread::sleep(Duration::from_millis(5));
         }
         let ops2 = counters.ops.load(Relaxed) - ops1;
@@ -119,17 +123,7 @@ fn main() {
     // Splits still in flight when the writers stopped.
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let sets: Vec<HashSet<u64>> = stores
-            .iter()
-            .map(|s| cluster.store(*s).region_ids().into_iter().collect())
-            .collect();
-        let now = Instant::now();
-        for id in &sets[0] {
-            if sets.iter().all(|set| set.contains(id)) {
-                seen_everywhere.entry(*id).or_insert(now);
-            }
-        }
-        if sets.iter().all(|s| s.len() == sets[0].len()) {
+        if watch(&cluster, &stores, &mut seen_everywhere) {
             break;
         }
         std::thread::sleep(Duration::from_millis(10));

@@ -17,10 +17,6 @@ use crate::transport::Transport;
 use crate::worker::{HeartbeatTask, SplitTask};
 use crate::Error;
 
-/// How long a received snapshot of a region that has no peer here is kept: its message may
-/// still be on its way to create the peer.
-pub const RECEIVED_SNAPSHOT_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
-
 /// One region's peer in the batch system.
 pub struct PeerFsm<EK: KvEngine> {
     peer: Peer<EK>,
@@ -162,7 +158,7 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
 
     /// Deletes generated snapshots that a newer one of the same region replaced, and those of
     /// regions no longer here; received ones of regions not here once they are older than
-    /// [`RECEIVED_SNAPSHOT_GRACE`] (younger ones may be a transfer that is about to create its
+    /// `snap-received-gc-grace-ms` (younger ones may be a transfer that is about to create its
     /// peer). Received ones of regions here are deleted by their apply.
     fn gc_snapshots(&self) {
         let listed = self.ctx.snap_mgr.list();
@@ -178,15 +174,13 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         let here: std::collections::HashSet<u64> =
             self.ctx.meta().region_ids().into_iter().collect();
         let mgr = &self.ctx.snap_mgr;
+        let grace = std::time::Duration::from_millis(self.ctx.cfg.snap_received_gc_grace_ms);
         let removed = mgr.gc(|kind, key| match kind {
             SnapKind::Generated => {
                 here.contains(&key.region_id) && newest.get(&key.region_id) == Some(&key)
             }
             SnapKind::Received => {
-                here.contains(&key.region_id)
-                    || mgr
-                        .age(kind, key)
-                        .is_some_and(|age| age < RECEIVED_SNAPSHOT_GRACE)
+                here.contains(&key.region_id) || mgr.age(kind, key).is_some_and(|age| age < grace)
             }
         });
         if removed > 0 {
