@@ -1,5 +1,6 @@
-//! The `regionstore` library facade: re-exports the components that make up a store, so an
-//! embedding database depends on one crate. The binary in `src/main.rs` is built on it.
+//! The `regionstore` library facade and the binary's commands: re-exports the components that
+//! make up a store, so an embedding database depends on one crate, and holds what the
+//! `regionstore` binary runs (`scheduler`, `store`, `playground`, `ctl`).
 
 pub use batch_system;
 pub use engine;
@@ -7,21 +8,9 @@ pub use proto;
 pub use raft_log;
 pub use raftstore;
 
-/// What this build contains, for `regionstore` with no subcommand and for `make run`.
-pub fn status() -> String {
-    [
-        "Components in this build:",
-        "  proto         TiKV/PD-compatible client protocol + regionstore's raft wire messages",
-        "  batch-system  FSM mailboxes, router and poller pool that run region state machines",
-        "  engine        KV engine trait; RocksDB (ships) and in-memory (tests) implementations",
-        "  raft-log      every region's raft log in one raft-engine, group-committed",
-        "  raftstore     the store: region peers on the batch system, group commit, apply,",
-        "                lease/ReadIndex reads, log GC, snapshots, leader transfer,",
-        "                membership changes (joint consensus), region split, and the embedded",
-        "                async API (StoreApi)",
-        "  scheduler     placement scheduler core: ids, TSO, routing, heartbeats, operators",
-        "  scheduler-client  the store's view of the scheduler (in-process), bootstrap",
-        "Not yet: network (gRPC), playground, bench.",
-    ]
-    .join("\n")
-}
+pub mod config;
+pub mod ctl;
+pub mod logging;
+pub mod playground;
+pub mod scheduler;
+pub mod store;

@@ -1,7 +1,10 @@
-//! The `regionstore` binary. Subcommands (store, scheduler, playground, ctl, bench) are added by
-//! the issues that implement them; today it reports its version and what it contains.
+//! The `regionstore` binary: `scheduler`, `store`, `playground` and `ctl`.
 
-use clap::{CommandFactory, Parser};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use regionstore::{config, ctl, playground, scheduler, store};
 
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -9,16 +12,105 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// regionstore: a multi-raft region store engine.
 ///
 /// The key space is cut into regions, each replicated by its own Raft group across stores; a
-/// placement scheduler moves replicas and leaders, and regions split as they grow.
+/// placement scheduler moves replicas and leaders, and regions split as they grow. Clients
+/// speak TiKV's RawKV protocol: the tikv-client crate works unmodified.
 #[derive(Parser, Debug)]
 #[command(name = "regionstore", version, about, long_about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    // No subcommand exists yet: say what there is instead of exiting silently.
-    let mut cmd = Cli::command();
-    let _ = cmd.print_long_help();
-    println!();
-    println!("{}", regionstore::status());
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the placement scheduler (serves pdpb.PD to clients and stores).
+    Scheduler {
+        /// TOML config file; missing keys take their defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the default config, every field documented, and exit.
+        #[arg(long)]
+        print_default_config: bool,
+    },
+    /// Run one store.
+    Store {
+        /// TOML config file; missing keys take their defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the default config, every field documented, and exit.
+        #[arg(long)]
+        print_default_config: bool,
+    },
+    /// Start a scheduler and stores on loopback, each its own process; Ctrl-C stops them.
+    Playground {
+        /// Where configs, data and logs go; reused by the next run.
+        #[arg(long, default_value = "regionstore-playground")]
+        dir: PathBuf,
+        /// How many stores.
+        #[arg(long, default_value_t = 3)]
+        stores: usize,
+        /// Added to every port (scheduler 2379, stores 20160+i, status ports 2381 and
+        /// 20180+i), to run more than one playground.
+        #[arg(long, default_value_t = 0)]
+        port_offset: u16,
+    },
+    /// Talk to a running cluster: reads, writes and administration.
+    Ctl(ctl::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Scheduler {
+            print_default_config: true,
+            ..
+        } => {
+            print!(
+                "{}",
+                config::annotated(
+                    "scheduler",
+                    "regionstore scheduler config (regionstore scheduler --config FILE)",
+                    &config::SchedulerConfig::default()
+                )
+            );
+            Ok(())
+        }
+        Command::Store {
+            print_default_config: true,
+            ..
+        } => {
+            print!(
+                "{}",
+                config::annotated(
+                    "store",
+                    "regionstore store config (regionstore store --config FILE)",
+                    &config::StoreConfig::default()
+                )
+            );
+            Ok(())
+        }
+        Command::Scheduler { config: path, .. } => path
+            .map_or_else(|| Ok(Default::default()), |p| config::load(&p))
+            .and_then(scheduler::run),
+        Command::Store { config: path, .. } => path
+            .map_or_else(|| Ok(Default::default()), |p| config::load(&p))
+            .and_then(store::run),
+        Command::Playground {
+            dir,
+            stores,
+            port_offset,
+        } => playground::run(playground::Options {
+            dir,
+            stores,
+            port_offset,
+        }),
+        Command::Ctl(args) => ctl::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "pdpb",
     "raft_serverpb",
     "raft_cmdpb",
+    "schedulerpb",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

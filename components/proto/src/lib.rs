@@ -4,6 +4,7 @@
 //!   and field numbers): `metapb`, `errorpb`, `kvrpcpb`, `tikvpb` (raw KV methods of
 //!   `tikvpb.Tikv`), `pdpb` (the routing, TSO and heartbeat subset of `pdpb.PD`).
 //! - Ours: `raft_serverpb` (store-to-store raft messages, snapshot chunks, persisted states),
+//!   `schedulerpb` (the store's heartbeats and the administrator's operators, beside `pdpb`),
 //!   `raft_cmdpb` (what a proposal carries: writes per CF, checked again at apply) and
 //!   `eraftpb`, a prost mirror of raft-rs's `eraftpb` with identical field numbers.
 //!
@@ -41,5 +42,6 @@ generated!(
     tikvpb,
     pdpb,
     raft_serverpb,
-    raft_cmdpb
+    raft_cmdpb,
+    schedulerpb
 );

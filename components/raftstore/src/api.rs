@@ -98,6 +98,24 @@ impl<EK: KvEngine> StoreApi<EK> {
         self.ctx.store_id
     }
 
+    /// Ids of the regions hosted here, and how many of them this store leads now (for status
+    /// pages).
+    pub fn region_status(&self) -> (Vec<u64>, i64) {
+        let mut ids = self.ctx.meta().region_ids();
+        ids.sort_unstable();
+        let leaders = self
+            .ctx
+            .stats
+            .leaders
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (ids, leaders)
+    }
+
+    /// Why the store stopped, if a fatal error stopped it.
+    pub fn stopped_reason(&self) -> Option<String> {
+        self.ctx.stopped_reason()
+    }
+
     /// Replicates and applies `modifies` atomically in the region of `ctx`. `Ok` means applied
     /// on the leader and durable on a quorum. `Undetermined` and `StoreStopped` mean the
     /// outcome is unknown; every other error means nothing was written.

@@ -1,15 +1,25 @@
-//! The store's view of the placement scheduler. [`InProcessClient`] implements
-//! `raftstore::SchedulerClient` over a scheduler running in the same process (the test
-//! cluster, the playground's single process); the network issue adds a gRPC client with
-//! reconnection and backoff behind the same trait. [`bootstrap_store`] makes a fresh data
-//! directory a store of the scheduler's cluster (the first one bootstraps the cluster).
+//! The store's view of the placement scheduler, in two implementations of
+//! `raftstore::SchedulerClient` (and of [`ClusterControl`], what bootstrap needs):
+//!
+//! - [`InProcessClient`]: a scheduler running in the same process (the test cluster, the
+//!   playground's single process).
+//! - [`GrpcSchedulerClient`] ([`grpc`]): the scheduler over gRPC (`scheduler::service`), with
+//!   several endpoints tried in turn, per-call timeouts and lazily reconnecting channels. Its
+//!   trait methods wait for calls run on a tokio runtime (its own or one it was given), so
+//!   they must not be called from async context (they refuse to).
+//!
+//! [`bootstrap_store`] makes a fresh data directory a store of the scheduler's cluster over
+//! either (the first store bootstraps the cluster).
 //!
 //! # Invariants
-//! - While the scheduler is restarting every call fails with `Error::Scheduler`, which the
-//!   store treats as "try later" (a heartbeat is skipped, a split is asked again).
+//! - While the scheduler is restarting or unreachable every call fails with
+//!   `Error::Scheduler`, which the store treats as "try later" (a heartbeat is skipped, a split
+//!   is asked again).
 //!
 //! # Must not depend on
-//! gRPC (that client comes with the network issue) or test-cluster.
+//! test-cluster.
+
+pub mod grpc;
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -18,6 +28,28 @@ use engine::{keys, KvEngine, WriteBatch, CF_RAFT};
 use proto::metapb::{Peer, Region, RegionEpoch, Store};
 use raftstore::{Error, RegionHeartbeat, Result, SchedulerClient, SchedulerStep, StoreHeartbeat};
 use scheduler::{RegionInfo, Scheduler, Step, StoreStats};
+
+pub use grpc::{GrpcConfig, GrpcSchedulerClient};
+
+/// What [`ClusterControl::bootstrap`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootstrapOutcome {
+    /// This call bootstrapped the cluster.
+    Done,
+    /// Another store was first.
+    AlreadyBootstrapped,
+}
+
+/// What [`bootstrap_store`] asks of the scheduler, besides ids. The calls block.
+pub trait ClusterControl: SchedulerClient {
+    fn is_bootstrapped(&self) -> Result<bool>;
+    /// Records the first store and the first region, unless a bootstrap came first.
+    fn bootstrap(&self, store: Store, region: Region) -> Result<BootstrapOutcome>;
+    /// Adds or updates a store.
+    fn put_store(&self, store: Store) -> Result<()>;
+    /// Whether the scheduler knows region `region_id`.
+    fn region_recorded(&self, region_id: u64) -> Result<bool>;
+}
 
 /// Id batches handed out to stores, kept for diagnostics (and split-latency benches).
 const ALLOCATION_LOG: usize = 4096;
@@ -122,19 +154,42 @@ impl SchedulerClient for InProcessClient {
     }
 }
 
+impl ClusterControl for InProcessClient {
+    fn is_bootstrapped(&self) -> Result<bool> {
+        Ok(self.get()?.cluster.is_bootstrapped())
+    }
+
+    fn bootstrap(&self, store: Store, region: Region) -> Result<BootstrapOutcome> {
+        match self.get()?.cluster.bootstrap(store, region) {
+            Ok(()) => Ok(BootstrapOutcome::Done),
+            Err(scheduler::Error::AlreadyBootstrapped { .. }) => {
+                Ok(BootstrapOutcome::AlreadyBootstrapped)
+            }
+            Err(e) => Err(scheduler_err(e)),
+        }
+    }
+
+    fn put_store(&self, store: Store) -> Result<()> {
+        self.get()?.cluster.put_store(store).map_err(scheduler_err)
+    }
+
+    fn region_recorded(&self, region_id: u64) -> Result<bool> {
+        Ok(self.get()?.cluster.region_by_id(region_id).is_some())
+    }
+}
+
 /// Makes `kv` a store of the scheduler's cluster and returns its store id. A directory that
 /// is already a store keeps its id (and is registered again). A fresh one gets `store_id`, or
 /// an id from the scheduler; if the cluster is not bootstrapped yet, this store bootstraps it
 /// with the first region (the whole key space, one peer here). If another store bootstrapped
 /// first, the local first region is taken back and this store just joins.
-pub fn bootstrap_store<EK: KvEngine>(
-    client: &InProcessClient,
+pub fn bootstrap_store<EK: KvEngine, C: ClusterControl + ?Sized>(
+    client: &C,
     kv: &EK,
     cluster_id: u64,
     store_id: Option<u64>,
     address: &str,
 ) -> Result<u64> {
-    let scheduler = client.get()?;
     let ident: Option<proto::raft_serverpb::StoreIdent> = kv
         .get_msg_cf(CF_RAFT, keys::STORE_IDENT_KEY)
         .map_err(|source| Error::Engine {
@@ -156,7 +211,7 @@ pub fn bootstrap_store<EK: KvEngine>(
     let store_id = match (existing, store_id) {
         (Some(id), _) => id,
         (None, Some(id)) => id,
-        (None, None) => scheduler.ids.alloc_one().map_err(scheduler_err)?,
+        (None, None) => alloc_exactly::<_, 1>(client)?[0],
     };
     if existing.is_none() {
         raftstore::bootstrap_store(kv, cluster_id, store_id)?;
@@ -169,25 +224,25 @@ pub fn bootstrap_store<EK: KvEngine>(
     // A first region written here earlier by a bootstrap that a crash cut short (before the
     // scheduler recorded it, or before a lost race took it back).
     let prepared = prepared_first_region(kv, store_id)?;
+    let bootstrapped = client.is_bootstrapped()?;
     if let Some(region) = &prepared {
-        let recorded = scheduler.cluster.region_by_id(region.id).is_some();
-        if scheduler.cluster.is_bootstrapped() && !recorded {
+        if bootstrapped && !client.region_recorded(region.id)? {
             delete_region_state(kv, region.id)?;
         }
     }
-    if !scheduler.cluster.is_bootstrapped() && (existing.is_none() || prepared.is_some()) {
+    if !bootstrapped && (existing.is_none() || prepared.is_some()) {
         let region = match prepared {
             Some(region) => region,
             None => {
-                let ids = scheduler.ids.alloc(2).map_err(scheduler_err)?;
+                let [region_id, peer_id] = alloc_exactly::<_, 2>(client)?;
                 let region = Region {
-                    id: ids[0],
+                    id: region_id,
                     region_epoch: Some(RegionEpoch {
                         conf_ver: 1,
                         version: 1,
                     }),
                     peers: vec![Peer {
-                        id: ids[1],
+                        id: peer_id,
                         store_id,
                         ..Default::default()
                     }],
@@ -197,17 +252,23 @@ pub fn bootstrap_store<EK: KvEngine>(
                 region
             }
         };
-        match scheduler.cluster.bootstrap(store.clone(), region.clone()) {
-            Ok(()) => return Ok(store_id),
-            Err(scheduler::Error::AlreadyBootstrapped { .. }) => {
-                // Another store won: this one joins with no region.
-                delete_region_state(kv, region.id)?;
-            }
-            Err(e) => return Err(scheduler_err(e)),
+        match client.bootstrap(store.clone(), region.clone())? {
+            BootstrapOutcome::Done => return Ok(store_id),
+            // Another store won: this one joins with no region.
+            BootstrapOutcome::AlreadyBootstrapped => delete_region_state(kv, region.id)?,
         }
     }
-    scheduler.cluster.put_store(store).map_err(scheduler_err)?;
+    client.put_store(store)?;
     Ok(store_id)
+}
+
+/// `N` fresh ids (a remote scheduler's answer is checked, not trusted).
+fn alloc_exactly<C: ClusterControl + ?Sized, const N: usize>(client: &C) -> Result<[u64; N]> {
+    let ids = client.alloc_ids(N)?;
+    let got = ids.len();
+    <[u64; N]>::try_from(ids).map_err(|_| Error::Scheduler {
+        detail: format!("asked for {N} ids, got {got}"),
+    })
 }
 
 fn delete_region_state<EK: KvEngine>(kv: &EK, region_id: u64) -> Result<()> {

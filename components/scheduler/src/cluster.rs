@@ -245,6 +245,24 @@ impl Cluster {
             .ok_or(Error::StoreNotFound { store_id })
     }
 
+    /// A store with its last reported statistics.
+    pub fn store_info(&self, store_id: u64) -> Result<StoreInfo> {
+        self.read()
+            .stores
+            .get(&store_id)
+            .cloned()
+            .ok_or(Error::StoreNotFound { store_id })
+    }
+
+    /// Regions whose last heartbeat came from a leader on `store_id`.
+    pub fn leader_count(&self, store_id: u64) -> u64 {
+        self.read()
+            .regions
+            .values()
+            .filter(|r| r.leader.is_some_and(|l| l.store_id == store_id))
+            .count() as u64
+    }
+
     pub fn stores(&self) -> Vec<Store> {
         self.store_infos().into_iter().map(|s| s.store).collect()
     }

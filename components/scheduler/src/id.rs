@@ -1,12 +1,41 @@
 //! Ids for regions, peers and stores. The allocator persists an upper bound `batch` ids ahead
 //! and hands out ids below it; a restart continues from the persisted bound, so ids lost in a
-//! crash are skipped, never reused.
+//! crash are skipped, never reused. Also the cluster's own id, chosen once.
 
 use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::{Error, MetaStore, Result};
 
 const ALLOC_BOUND_KEY: &[u8] = b"meta/alloc_id_bound";
+const CLUSTER_ID_KEY: &[u8] = b"meta/cluster_id";
+
+/// The cluster id kept in `store`, or a new one (persisted, synced) if there is none yet. As
+/// PD does: seconds since the epoch in the high half, so clusters made on different days never
+/// share an id; the low half mixes the nanoseconds with the pid, so two schedulers started in
+/// the same second (tests, a script) differ too. Never 0: 0 means "unknown" on the wire.
+pub fn load_or_init_cluster_id(store: &dyn MetaStore) -> Result<u64> {
+    if let Some(v) = store.get(CLUSTER_ID_KEY)? {
+        let id = decode_u64(CLUSTER_ID_KEY, &v)?;
+        if id == 0 {
+            return Err(Error::Corrupt {
+                key: String::from_utf8_lossy(CLUSTER_ID_KEY).into_owned(),
+                detail: "cluster id 0".into(),
+            });
+        }
+        return Ok(id);
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let low = now.subsec_nanos() ^ std::process::id().rotate_left(16);
+    let id = ((now.as_secs() << 32) | u64::from(low)).max(1);
+    store.put_batch(
+        &[(CLUSTER_ID_KEY.to_vec(), id.to_be_bytes().to_vec())],
+        true,
+    )?;
+    Ok(id)
+}
 
 pub struct IdAllocator {
     store: Arc<dyn MetaStore>,
@@ -81,5 +110,20 @@ mod tests {
         let ids = IdAllocator::open(store, 10).unwrap();
         let after = ids.alloc_one().unwrap();
         assert!(after > last, "{after} <= {last}");
+    }
+
+    #[test]
+    fn the_cluster_id_is_chosen_once_and_kept() {
+        let store: Arc<dyn MetaStore> = Arc::new(MemEngine::new());
+        let id = load_or_init_cluster_id(store.as_ref()).unwrap();
+        assert_ne!(id, 0);
+        assert_eq!(load_or_init_cluster_id(store.as_ref()).unwrap(), id);
+        store
+            .put_batch(&[(CLUSTER_ID_KEY.to_vec(), vec![1, 2])], true)
+            .unwrap();
+        assert!(matches!(
+            load_or_init_cluster_id(store.as_ref()),
+            Err(Error::Corrupt { .. })
+        ));
     }
 }

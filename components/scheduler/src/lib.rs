@@ -1,12 +1,15 @@
 //! The placement scheduler's core (TiKV calls it PD): it knows every store and region, hands
 //! out ids and timestamps, and keeps the routing table that clients and stores consult. It is
-//! used in-process by the test cluster and served over gRPC by the server.
+//! used in-process by the test cluster and served over gRPC by [`service`].
 //!
 //! - [`storage`]: the durable metadata store behind a small trait ([`MetaStore`]); any
 //!   [`engine::KvEngine`] is one (RocksDB in the product, the in-memory engine in tests).
-//! - [`id`]: ids for regions, peers and stores, persisted in batches.
+//! - [`id`]: ids for regions, peers and stores, persisted in batches; the cluster id.
 //! - [`tso`]: hybrid timestamps `physical_ms << 18 | logical` with a persisted upper bound.
 //! - [`cluster`]: stores, regions and the routing table, updated by heartbeats.
+//! - [`operator`], [`schedule`]: what the scheduler (or an administrator) asks of a region.
+//! - [`service`]: the gRPC face: PD's `pdpb.PD` (what TiKV clients and stores speak) and our
+//!   `schedulerpb.Scheduler` (unary region heartbeats, operators).
 //!
 //! # Invariants
 //! - An id is never handed out twice, across restarts: the persisted bound is written
@@ -15,16 +18,18 @@
 //!   bound, which is always ahead of every timestamp handed out.
 //! - The routing table never holds two regions with overlapping ranges, and a region's entry
 //!   only moves to a newer epoch.
+//! - The cluster id is chosen once, is never 0, and never changes after.
 //!
 //! # Must not depend on
-//! raftstore or gRPC: stores reach the scheduler through `raftstore::SchedulerClient`, which
-//! the test cluster and the scheduler client implement over this crate.
+//! raftstore: stores reach the scheduler through `raftstore::SchedulerClient`, which the test
+//! cluster and the scheduler client implement over this crate (in-process or over gRPC).
 
 pub mod cluster;
 mod error;
 pub mod id;
 pub mod operator;
 pub mod schedule;
+pub mod service;
 pub mod storage;
 pub mod tso;
 
@@ -32,10 +37,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use proto::metapb::{Peer, PeerRole};
+
 pub use cluster::{Cluster, RegionInfo, StoreInfo, StoreStats};
 pub use error::{Error, Result};
 pub use id::IdAllocator;
-pub use operator::{Operator, OperatorKind, Progress, Step};
+pub use operator::{AdminOp, Operator, OperatorKind, Progress, Step};
 pub use storage::MetaStore;
 pub use tso::Tso;
 
@@ -108,6 +115,7 @@ impl OperatorStatus {
 /// The scheduler: ids, timestamps and the cluster model over one metadata store, and the
 /// operators it hands out in heartbeat responses.
 pub struct Scheduler {
+    cluster_id: u64,
     pub ids: IdAllocator,
     pub tso: Tso,
     pub cluster: Cluster,
@@ -129,6 +137,7 @@ impl Scheduler {
         logger: &slog::Logger,
     ) -> Result<Scheduler> {
         Ok(Scheduler {
+            cluster_id: id::load_or_init_cluster_id(store.as_ref())?,
             ids: IdAllocator::open(store.clone(), config.id_batch)?,
             tso: Tso::open(store.clone(), config.tso_window)?,
             cluster: Cluster::open(store, logger)?,
@@ -142,6 +151,15 @@ impl Scheduler {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The cluster's id: chosen at the first open, kept in the metadata store, never 0.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    pub fn logger(&self) -> &slog::Logger {
+        &self.logger
     }
 
     pub fn store_heartbeat(&self, store_id: u64, stats: StoreStats) -> Result<()> {
@@ -295,36 +313,127 @@ impl Scheduler {
     /// Asks for region `region_id` to be split at `keys` (an administrator, `ctl split`): the
     /// region's leader gets it with its next heartbeat. Replaces no running operator.
     pub fn ask_split(&self, region_id: u64, keys: Vec<Vec<u8>>) -> Result<()> {
+        self.add_admin_operator(region_id, AdminOp::Split(keys))
+            .map(|_| ())
+    }
+
+    /// Asks for an administrator's operator on region `region_id`; the region's leader gets
+    /// its first step with its next heartbeat. Refused (`Error::Invalid`, saying why) when the
+    /// region is not known, already has an operator, or the operator cannot apply to it.
+    /// Returns the operator's description.
+    pub fn add_admin_operator(&self, region_id: u64, op: AdminOp) -> Result<String> {
+        let invalid = |detail: String| Error::Invalid { detail };
         let info = self
             .cluster
             .region_by_id(region_id)
-            .ok_or_else(|| Error::Invalid {
-                detail: format!("region {region_id} is not known"),
-            })?;
-        if keys.is_empty() {
-            return Err(Error::Invalid {
-                detail: "no split keys".into(),
-            });
-        }
+            .ok_or_else(|| invalid(format!("region {region_id} is not known")))?;
+        let region = &info.region;
+        let on_store = |store: u64| region.peers.iter().find(|p| p.store_id == store).copied();
         let mut operators = self.operators.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(running) = operators.get(&region_id) {
-            return Err(Error::Invalid {
-                detail: format!(
-                    "region {region_id} already has an operator: {}",
-                    running.description
-                ),
-            });
+            return Err(invalid(format!(
+                "region {region_id} already has an operator: {}",
+                running.description
+            )));
         }
-        let version = info.region.region_epoch.unwrap_or_default().version;
-        let op = Operator::new(
+        let (description, steps) = match op {
+            AdminOp::Split(mut keys) => {
+                if keys.is_empty() {
+                    return Err(invalid("no split keys".into()));
+                }
+                keys.sort();
+                keys.dedup();
+                // A key at or outside the range would make the split fail at the leader,
+                // again at every heartbeat until the operator times out.
+                let inside = |k: &Vec<u8>| {
+                    k.as_slice() > region.start_key.as_slice()
+                        && (region.end_key.is_empty() || k.as_slice() < region.end_key.as_slice())
+                };
+                if let Some(k) = keys.iter().find(|k| !inside(k)) {
+                    return Err(invalid(format!(
+                        "split key {k:?} is not inside region {region_id} [{:?}, {:?})",
+                        region.start_key, region.end_key
+                    )));
+                }
+                let version = region.region_epoch.unwrap_or_default().version;
+                (
+                    format!("split at {} keys", keys.len()),
+                    vec![Step::Split { keys, version }],
+                )
+            }
+            AdminOp::TransferLeader { to_store } => {
+                let to = on_store(to_store)
+                    .filter(|p| p.role() == PeerRole::Voter)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "region {region_id} has no voter on store {to_store}"
+                        ))
+                    })?;
+                if info.leader.is_some_and(|l| l.id == to.id) {
+                    return Err(invalid(format!(
+                        "peer {} on store {to_store} already leads region {region_id}",
+                        to.id
+                    )));
+                }
+                (
+                    format!("transfer leader to peer {} on store {to_store}", to.id),
+                    vec![Step::TransferLeader { to }],
+                )
+            }
+            AdminOp::AddPeer { store } => {
+                match self.cluster.get_store(store) {
+                    Err(Error::StoreNotFound { .. }) => {
+                        return Err(invalid(format!("store {store} is not known")))
+                    }
+                    other => other?,
+                };
+                if let Some(p) = on_store(store) {
+                    return Err(invalid(format!(
+                        "region {region_id} already has peer {} on store {store}",
+                        p.id
+                    )));
+                }
+                let peer = Peer {
+                    id: self.ids.alloc_one()?,
+                    store_id: store,
+                    role: PeerRole::Learner as i32,
+                    ..Default::default()
+                };
+                (
+                    format!("add peer {} on store {store}", peer.id),
+                    vec![Step::AddLearner { peer }, Step::PromoteLearner { peer }],
+                )
+            }
+            AdminOp::RemovePeer { store } => {
+                let peer = on_store(store).ok_or_else(|| {
+                    invalid(format!("region {region_id} has no peer on store {store}"))
+                })?;
+                if info.leader.is_some_and(|l| l.id == peer.id) {
+                    return Err(invalid(format!(
+                        "peer {} on store {store} leads region {region_id}: transfer the \
+                         leader first",
+                        peer.id
+                    )));
+                }
+                (
+                    format!("remove peer {} on store {store}", peer.id),
+                    vec![Step::RemovePeer { peer }],
+                )
+            }
+        };
+        slog::info!(self.logger, "administrator's operator created"; "region_id" => region_id,
+            "operator" => &description);
+        operators.insert(
             region_id,
-            OperatorKind::Admin,
-            format!("split at {} keys", keys.len()),
-            vec![Step::Split { keys, version }],
-            self.config.operator_timeout,
+            Operator::new(
+                region_id,
+                OperatorKind::Admin,
+                description.clone(),
+                steps,
+                self.config.operator_timeout,
+            ),
         );
-        operators.insert(region_id, op);
-        Ok(())
+        Ok(description)
     }
 
     /// Running operators, then the most recent ended ones.
@@ -344,5 +453,161 @@ impl Scheduler {
                 .cloned(),
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::MemEngine;
+    use proto::metapb::{Region, RegionEpoch, Store};
+
+    fn peer(id: u64, store_id: u64) -> Peer {
+        Peer {
+            id,
+            store_id,
+            ..Default::default()
+        }
+    }
+
+    /// Stores 1-3 (and 4, known but holding nothing); region 1 [a, z) with voters on stores 1
+    /// and 2, led from store 1.
+    fn cluster() -> (Scheduler, RegionInfo) {
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        // No checker runs: only the administrator's operators.
+        let config = Config {
+            replica_schedule_limit: 0,
+            leader_schedule_limit: 0,
+            region_schedule_limit: 0,
+            ..Default::default()
+        };
+        let s = Scheduler::open(Arc::new(MemEngine::new()), &config, &logger).unwrap();
+        let store = |id| Store {
+            id,
+            ..Default::default()
+        };
+        let first = Region {
+            id: 1,
+            region_epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            peers: vec![peer(11, 1)],
+            ..Default::default()
+        };
+        s.cluster.bootstrap(store(1), first).unwrap();
+        for id in 2..=4 {
+            s.cluster.put_store(store(id)).unwrap();
+        }
+        let info = RegionInfo {
+            region: Region {
+                id: 1,
+                start_key: b"a".to_vec(),
+                end_key: b"z".to_vec(),
+                region_epoch: Some(RegionEpoch {
+                    conf_ver: 2,
+                    version: 2,
+                }),
+                peers: vec![peer(11, 1), peer(12, 2)],
+                ..Default::default()
+            },
+            leader: Some(peer(11, 1)),
+            ..Default::default()
+        };
+        assert_eq!(s.region_heartbeat(info.clone()).unwrap(), None);
+        (s, info)
+    }
+
+    fn refused(s: &Scheduler, op: AdminOp, why: &str) {
+        match s.add_admin_operator(1, op.clone()) {
+            Err(Error::Invalid { detail }) => assert!(detail.contains(why), "{op:?}: {detail}"),
+            other => panic!("{op:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn admin_operators_are_checked_against_the_region() {
+        let (s, _) = cluster();
+        assert!(matches!(
+            s.add_admin_operator(9, AdminOp::AddPeer { store: 3 }),
+            Err(Error::Invalid { .. })
+        ));
+        refused(&s, AdminOp::Split(vec![]), "no split keys");
+        refused(&s, AdminOp::Split(vec![b"a".to_vec()]), "not inside");
+        refused(&s, AdminOp::Split(vec![b"zz".to_vec()]), "not inside");
+        refused(&s, AdminOp::TransferLeader { to_store: 3 }, "no voter");
+        refused(&s, AdminOp::TransferLeader { to_store: 1 }, "already leads");
+        refused(&s, AdminOp::AddPeer { store: 9 }, "store 9 is not known");
+        refused(&s, AdminOp::AddPeer { store: 2 }, "already has peer 12");
+        refused(&s, AdminOp::RemovePeer { store: 3 }, "no peer on store 3");
+        refused(
+            &s,
+            AdminOp::RemovePeer { store: 1 },
+            "transfer the leader first",
+        );
+        assert!(s.operators().is_empty());
+    }
+
+    #[test]
+    fn admin_operators_reach_the_leader_one_step_at_a_time() {
+        let (s, mut info) = cluster();
+        let description = s
+            .add_admin_operator(1, AdminOp::AddPeer { store: 3 })
+            .unwrap();
+        assert!(description.starts_with("add peer"), "{description}");
+        refused(
+            &s,
+            AdminOp::RemovePeer { store: 2 },
+            "already has an operator",
+        );
+        let Some(Step::AddLearner { peer: new }) = s.region_heartbeat(info.clone()).unwrap() else {
+            panic!("no add-learner step");
+        };
+        assert_eq!((new.store_id, new.role()), (3, PeerRole::Learner));
+        assert!(![11, 12].contains(&new.id), "{new:?}");
+        info.region.peers.push(new);
+        assert_eq!(
+            s.region_heartbeat(info.clone()).unwrap(),
+            Some(Step::PromoteLearner { peer: new })
+        );
+        info.region.peers[2].role = PeerRole::Voter as i32;
+        assert_eq!(s.region_heartbeat(info.clone()).unwrap(), None);
+        let ops = s.operators();
+        assert_eq!(ops.len(), 1);
+        assert_eq!(
+            (ops[0].kind, ops[0].finished),
+            (OperatorKind::Admin, Some(true))
+        );
+
+        s.add_admin_operator(1, AdminOp::TransferLeader { to_store: 3 })
+            .unwrap();
+        assert_eq!(
+            s.region_heartbeat(info.clone()).unwrap(),
+            Some(Step::TransferLeader {
+                to: info.region.peers[2]
+            })
+        );
+        info.leader = Some(info.region.peers[2]);
+        assert_eq!(s.region_heartbeat(info.clone()).unwrap(), None);
+
+        s.add_admin_operator(1, AdminOp::RemovePeer { store: 1 })
+            .unwrap();
+        assert_eq!(
+            s.region_heartbeat(info.clone()).unwrap(),
+            Some(Step::RemovePeer { peer: peer(11, 1) })
+        );
+        info.region.peers.remove(0);
+        assert_eq!(s.region_heartbeat(info.clone()).unwrap(), None);
+
+        // Unsorted, repeated keys: asked once each, in order.
+        s.ask_split(1, vec![b"q".to_vec(), b"c".to_vec(), b"q".to_vec()])
+            .unwrap();
+        assert_eq!(
+            s.region_heartbeat(info.clone()).unwrap(),
+            Some(Step::Split {
+                keys: vec![b"c".to_vec(), b"q".to_vec()],
+                version: 2
+            })
+        );
     }
 }

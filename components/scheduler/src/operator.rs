@@ -39,10 +39,35 @@ pub enum Step {
 pub enum OperatorKind {
     /// Brings a region to its replica count, or off a down store.
     Replica,
-    /// Asked for by an administrator (split at given keys): no limit.
+    /// Asked for by an administrator ([`AdminOp`]): no limit.
     Admin,
     BalanceLeader,
     BalanceRegion,
+}
+
+impl OperatorKind {
+    /// The name the status page and `ListOperators` show.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OperatorKind::Replica => "replica",
+            OperatorKind::Admin => "admin",
+            OperatorKind::BalanceLeader => "balance-leader",
+            OperatorKind::BalanceRegion => "balance-region",
+        }
+    }
+}
+
+/// What an administrator may ask of one region (`Scheduler::add_admin_operator`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminOp {
+    /// Split at these keys (each strictly inside the region).
+    Split(Vec<Vec<u8>>),
+    /// Move the leadership to the region's voter on this store.
+    TransferLeader { to_store: u64 },
+    /// Add a voter on this store: a learner first, promoted once it has caught up.
+    AddPeer { store: u64 },
+    /// Remove the region's peer on this store (not the leader: transfer it first).
+    RemovePeer { store: u64 },
 }
 
 #[derive(Clone, Debug)]

@@ -1,0 +1,1264 @@
+//! The client: raw KV operations routed by the region cache, and the administrator's view.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use futures::stream::{self, StreamExt};
+use proto::kvrpcpb;
+use proto::metapb;
+use proto::pdpb::{self, RequestHeader};
+use proto::schedulerpb::{self, add_operator_request::Kind};
+use proto::tikvpb::tikv_client::TikvClient;
+use tonic::transport::Channel;
+
+use crate::config::ClientConfig;
+use crate::error::{Error, KeyDisplay, Result};
+use crate::kv::{key_error, KvRequest, KvResponse};
+use crate::net;
+use crate::pd::{self, Pd, PdLeader, PdResponse};
+use crate::region_cache::{describe, RegionCache, RegionErrorAction, Route};
+use crate::retry::{Failure, RetryState};
+use crate::shard::{self, KeyRange, Keys, Limits, Piece};
+
+/// A key and its value.
+pub type KvPair = (Vec<u8>, Vec<u8>);
+
+/// A region with its leader as PD knows them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegionInfo {
+    pub region: metapb::Region,
+    pub leader: Option<metapb::Peer>,
+}
+
+/// Regions asked of PD per `ScanRegions` call.
+const SCAN_REGIONS_PAGE: i32 = 1024;
+
+/// An async client of a regionstore cluster. Cheap to clone (clones share the caches,
+/// connections and retry counter); `Send + Sync`.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    pd: Pd,
+    cache: RwLock<RegionCache>,
+    stores: Mutex<StoreCache>,
+    retries: AtomicU64,
+}
+
+/// Store addresses from PD, and one channel per address shared by every request to it.
+#[derive(Default)]
+struct StoreCache {
+    addresses: HashMap<u64, String>,
+    channels: HashMap<String, Channel>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("cluster_id", &self.inner.pd.cluster_id())
+            .field("pd_leader", &self.inner.pd.leader().url)
+            .field("cached_regions", &self.inner.cache().len())
+            .field("retries", &self.retries())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects to the PD cluster: `GetMembers` on the endpoints in turn (`host:port` or
+    /// `http://host:port`) finds the cluster id and the leader. Stores are dialled lazily.
+    pub async fn connect(pd_endpoints: &[String], config: ClientConfig) -> Result<Client> {
+        config.validate()?;
+        let pd = Pd::connect(
+            pd_endpoints,
+            config.request_timeout,
+            config.max_message_size,
+            config.logger.clone(),
+        )
+        .await?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                config,
+                pd,
+                cache: RwLock::new(RegionCache::default()),
+                stores: Mutex::new(StoreCache::default()),
+                retries: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The id of the cluster, as PD reported it.
+    pub fn cluster_id(&self) -> u64 {
+        self.inner.pd.cluster_id()
+    }
+
+    /// Requests retried so far by this client and its clones (region errors, transport
+    /// failures, PD lookups), for benches and diagnostics.
+    pub fn retries(&self) -> u64 {
+        self.inner.retries.load(Ordering::Relaxed)
+    }
+
+    /// The value of `key`, or `None` if it has none.
+    pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Option<Vec<u8>>> {
+        let key = key.into();
+        let resp = self
+            .inner
+            .single("get", &key, true, || kvrpcpb::RawGetRequest {
+                key: key.clone(),
+                ..Default::default()
+            })
+            .await?;
+        Ok((!resp.not_found).then_some(resp.value))
+    }
+
+    /// The pairs of the keys that have a value, sorted by key; keys without one are absent.
+    /// Keys are grouped by region, one request (at most `max_batch_keys` keys) per group.
+    pub async fn batch_get(
+        &self,
+        keys: impl IntoIterator<Item = impl Into<Vec<u8>>>,
+    ) -> Result<Vec<KvPair>> {
+        let keys: Vec<Vec<u8>> = keys.into_iter().map(Into::into).collect();
+        let groups = self
+            .inner
+            .sharded(
+                "batch_get",
+                Keys(keys),
+                |piece: &Keys<Vec<u8>>| kvrpcpb::RawBatchGetRequest {
+                    keys: piece.0.clone(),
+                    ..Default::default()
+                },
+                |resp: kvrpcpb::RawBatchGetResponse, route: &Route| {
+                    check_pairs("RawBatchGet", route, &resp.pairs)?;
+                    Ok(resp.pairs)
+                },
+            )
+            .await?;
+        let mut pairs: Vec<KvPair> = groups
+            .into_iter()
+            .flatten()
+            .map(|p| (p.key, p.value))
+            .collect();
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(pairs)
+    }
+
+    /// Sets `key` to `value`.
+    pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<()> {
+        let (key, value) = (key.into(), value.into());
+        self.inner
+            .single("put", &key, true, || kvrpcpb::RawPutRequest {
+                key: key.clone(),
+                value: value.clone(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Sets every pair: one request per region, split into requests of at most
+    /// `max_batch_keys` pairs (and half `max_message_size` bytes). Atomic per request only:
+    /// on error, some pairs may have been written. A key given twice gets its last value.
+    pub async fn batch_put(
+        &self,
+        pairs: impl IntoIterator<Item = (impl Into<Vec<u8>>, impl Into<Vec<u8>>)>,
+    ) -> Result<()> {
+        let pairs: Vec<KvPair> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        self.inner
+            .sharded(
+                "batch_put",
+                Keys(pairs),
+                |piece: &Keys<KvPair>| kvrpcpb::RawBatchPutRequest {
+                    pairs: piece
+                        .0
+                        .iter()
+                        .map(|(key, value)| kvrpcpb::KvPair {
+                            key: key.clone(),
+                            value: value.clone(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                },
+                |_: kvrpcpb::RawBatchPutResponse, _: &Route| Ok(()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes `key` (no error if it has no value).
+    pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<()> {
+        let key = key.into();
+        self.inner
+            .single("delete", &key, true, || kvrpcpb::RawDeleteRequest {
+                key: key.clone(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes every key given, grouped by region like [`Client::batch_put`].
+    pub async fn batch_delete(
+        &self,
+        keys: impl IntoIterator<Item = impl Into<Vec<u8>>>,
+    ) -> Result<()> {
+        let keys: Vec<Vec<u8>> = keys.into_iter().map(Into::into).collect();
+        self.inner
+            .sharded(
+                "batch_delete",
+                Keys(keys),
+                |piece: &Keys<Vec<u8>>| kvrpcpb::RawBatchDeleteRequest {
+                    keys: piece.0.clone(),
+                    ..Default::default()
+                },
+                |_: kvrpcpb::RawBatchDeleteResponse, _: &Route| Ok(()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes every key in `[start, end)`; an empty `end` means the end of the key space.
+    /// One request per region, each clipped to its region.
+    pub async fn delete_range(
+        &self,
+        start: impl Into<Vec<u8>>,
+        end: impl Into<Vec<u8>>,
+    ) -> Result<()> {
+        let range = KeyRange {
+            start: start.into(),
+            end: end.into(),
+        };
+        if check_range("delete_range", &range.start, &range.end)? {
+            return Ok(());
+        }
+        self.inner
+            .sharded(
+                "delete_range",
+                range,
+                |piece: &KeyRange| kvrpcpb::RawDeleteRangeRequest {
+                    start_key: piece.start.clone(),
+                    end_key: piece.end.clone(),
+                    ..Default::default()
+                },
+                |_: kvrpcpb::RawDeleteRangeResponse, _: &Route| Ok(()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Up to `limit` pairs of `[start, end)` in ascending key order (empty `end`: no end),
+    /// region after region. With `key_only` the values are left empty.
+    pub async fn scan(
+        &self,
+        start: impl Into<Vec<u8>>,
+        end: impl Into<Vec<u8>>,
+        limit: u32,
+        key_only: bool,
+    ) -> Result<Vec<KvPair>> {
+        let (start, end) = (start.into(), end.into());
+        if limit == 0 || check_range("scan", &start, &end)? {
+            return Ok(Vec::new());
+        }
+        self.inner.scan(start, end, limit, key_only).await
+    }
+
+    /// Up to `limit` pairs of `[start, end)` in descending key order (empty `end`: no end),
+    /// starting from the largest key below `end`.
+    pub async fn scan_reverse(
+        &self,
+        start: impl Into<Vec<u8>>,
+        end: impl Into<Vec<u8>>,
+        limit: u32,
+        key_only: bool,
+    ) -> Result<Vec<KvPair>> {
+        let (start, end) = (start.into(), end.into());
+        if limit == 0 || check_range("scan_reverse", &start, &end)? {
+            return Ok(Vec::new());
+        }
+        self.inner.scan_reverse(start, end, limit, key_only).await
+    }
+
+    /// Sets `key` to `new` if its value is `previous` (`None`: if it has no value). Returns
+    /// the value before the call and whether the swap happened. Not retried after a failure
+    /// that may have reached the store ([`Error::Undetermined`]).
+    pub async fn compare_and_swap(
+        &self,
+        key: impl Into<Vec<u8>>,
+        previous: Option<Vec<u8>>,
+        new: impl Into<Vec<u8>>,
+    ) -> Result<(Option<Vec<u8>>, bool)> {
+        let (key, new) = (key.into(), new.into());
+        let resp = self
+            .inner
+            .single("compare_and_swap", &key, false, || kvrpcpb::RawCasRequest {
+                key: key.clone(),
+                value: new.clone(),
+                previous_not_exist: previous.is_none(),
+                previous_value: previous.clone().unwrap_or_default(),
+                ..Default::default()
+            })
+            .await?;
+        let before = (!resp.previous_not_exist).then_some(resp.previous_value);
+        Ok((before, resp.succeed))
+    }
+
+    /// Every region with its leader, in key order (`ScanRegions`, paged). Refreshes the cache.
+    pub async fn regions(&self) -> Result<Vec<RegionInfo>> {
+        let inner = &self.inner;
+        let mut state = inner.retry_state("regions");
+        let regions = inner.pd_scan_regions(b"", b"", &mut state).await?;
+        let mut cache = inner.cache_mut();
+        for info in &regions {
+            cache.insert(info.region.clone(), info.leader);
+        }
+        Ok(regions)
+    }
+
+    /// Every store PD knows, tombstones included (`GetAllStores`).
+    pub async fn stores(&self) -> Result<Vec<metapb::Store>> {
+        let inner = &self.inner;
+        let mut state = inner.retry_state("stores");
+        let resp = inner
+            .pd_call(
+                &mut state,
+                "GetAllStores",
+                true,
+                |leader, header, timeout| {
+                    let mut pd = leader.pd.clone();
+                    let req = pdpb::GetAllStoresRequest {
+                        header,
+                        exclude_tombstone_stores: false,
+                    };
+                    async move { pd.get_all_stores(net::request(req, timeout)).await }
+                },
+            )
+            .await?;
+        Ok(resp.stores)
+    }
+
+    /// The region holding `key` as PD knows it now (not from the cache).
+    pub async fn region_by_key(&self, key: impl Into<Vec<u8>>) -> Result<Option<RegionInfo>> {
+        let key = key.into();
+        let inner = &self.inner;
+        let mut state = inner.retry_state("region_by_key");
+        let info = inner.pd_get_region(&key, &mut state).await?;
+        if let Some(info) = &info {
+            inner.cache_mut().insert(info.region.clone(), info.leader);
+        }
+        Ok(info)
+    }
+
+    /// Asks the scheduler to split the region holding `key` at `key`. Returns the operator's
+    /// description; the split happens asynchronously (see [`Client::operators`]).
+    pub async fn split(&self, key: impl Into<Vec<u8>>) -> Result<String> {
+        let key = key.into();
+        let region = self
+            .region_by_key(key.clone())
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: format!("PD knows no region holding key {}", KeyDisplay(&key)),
+            })?
+            .region;
+        self.inner
+            .add_operator(
+                "split",
+                region.id,
+                Kind::Split(schedulerpb::SplitAt { keys: vec![key] }),
+            )
+            .await
+    }
+
+    /// Asks the scheduler to move the region's leadership to its peer on `store_id`.
+    pub async fn transfer_leader(&self, region_id: u64, store_id: u64) -> Result<String> {
+        self.inner
+            .add_operator(
+                "transfer_leader",
+                region_id,
+                Kind::TransferLeaderToStore(store_id),
+            )
+            .await
+    }
+
+    /// Asks the scheduler to add a voter of the region on `store_id`.
+    pub async fn add_peer(&self, region_id: u64, store_id: u64) -> Result<String> {
+        self.inner
+            .add_operator("add_peer", region_id, Kind::AddPeerOnStore(store_id))
+            .await
+    }
+
+    /// Asks the scheduler to remove the region's peer on `store_id` (not the leader's).
+    pub async fn remove_peer(&self, region_id: u64, store_id: u64) -> Result<String> {
+        self.inner
+            .add_operator("remove_peer", region_id, Kind::RemovePeerOnStore(store_id))
+            .await
+    }
+
+    /// Running operators, then the most recent ended ones.
+    pub async fn operators(&self) -> Result<Vec<schedulerpb::OperatorInfo>> {
+        let inner = &self.inner;
+        let mut state = inner.retry_state("operators");
+        let resp = inner
+            .pd_call(
+                &mut state,
+                "ListOperators",
+                true,
+                |leader, header, timeout| {
+                    let mut scheduler = leader.scheduler.clone();
+                    let req = schedulerpb::ListOperatorsRequest { header };
+                    async move { scheduler.list_operators(net::request(req, timeout)).await }
+                },
+            )
+            .await?;
+        Ok(resp.operators)
+    }
+}
+
+/// Checks a `[start, end)` argument; true when it is empty (nothing to do).
+fn check_range(op: &'static str, start: &[u8], end: &[u8]) -> Result<bool> {
+    if end.is_empty() {
+        return Ok(false);
+    }
+    if start > end {
+        return Err(Error::InvalidArgument {
+            op,
+            reason: format!(
+                "start {} is after end {}",
+                KeyDisplay(start),
+                KeyDisplay(end)
+            ),
+        });
+    }
+    Ok(start == end)
+}
+
+fn check_pairs(method: &'static str, route: &Route, pairs: &[kvrpcpb::KvPair]) -> Result<()> {
+    match key_error(pairs) {
+        Some(message) => Err(Error::Server {
+            method,
+            region_id: route.region_id(),
+            message,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The regions of a `ScanRegions` answer: the `regions` form if the server filled it, else
+/// the legacy parallel `region_metas`/`leaders` lists. A leader with id 0 means none.
+/// Most pairs asked of a store in one RawScan: what stores (and tikv-client) accept.
+const MAX_SCAN_PER_REQUEST: u32 = 10240;
+
+fn scan_regions_infos(resp: pdpb::ScanRegionsResponse) -> Vec<RegionInfo> {
+    let no_zero = |l: Option<metapb::Peer>| l.filter(|l| l.id != 0);
+    if !resp.regions.is_empty() {
+        return resp
+            .regions
+            .into_iter()
+            .filter_map(|r| {
+                Some(RegionInfo {
+                    region: r.region?,
+                    leader: no_zero(r.leader),
+                })
+            })
+            .collect();
+    }
+    let mut leaders = resp.leaders.into_iter();
+    resp.region_metas
+        .into_iter()
+        .map(|region| RegionInfo {
+            region,
+            leader: no_zero(leaders.next()),
+        })
+        .collect()
+}
+
+impl Inner {
+    fn cache(&self) -> RwLockReadGuard<'_, RegionCache> {
+        // A panic while holding the lock cannot leave the map half-updated in a way that
+        // matters more than a stale route, which requests correct anyway.
+        self.cache.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn cache_mut(&self) -> RwLockWriteGuard<'_, RegionCache> {
+        self.cache.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stores(&self) -> std::sync::MutexGuard<'_, StoreCache> {
+        self.stores.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn retry_state(&self, op: &'static str) -> RetryState<'_> {
+        RetryState::new(op, &self.config, &self.retries)
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_keys: self.config.max_batch_keys,
+            max_bytes: self.config.max_batch_bytes(),
+        }
+    }
+
+    // ---- PD ----
+
+    /// One PD RPC against the current leader; transport failures find the leader again and
+    /// retry (if `idempotent`, or if the request certainly never left), within the budget of
+    /// `state`. A header error fails at once.
+    async fn pd_call<T, F, Fut>(
+        &self,
+        state: &mut RetryState<'_>,
+        method: &'static str,
+        idempotent: bool,
+        call: F,
+    ) -> Result<T>
+    where
+        T: PdResponse,
+        F: Fn(Arc<PdLeader>, Option<RequestHeader>, std::time::Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let timeout = self.config.request_timeout;
+        loop {
+            let leader = self.pd.leader();
+            let outcome =
+                tokio::time::timeout(timeout, call(leader.clone(), self.pd.header(), timeout))
+                    .await;
+            let failure = match outcome {
+                Ok(Ok(resp)) => {
+                    let resp = resp.into_inner();
+                    pd::check_header(method, resp.header())?;
+                    return Ok(resp);
+                }
+                Ok(Err(status)) if net::is_transport(&status) => Failure::Transport {
+                    maybe_sent: !net::never_sent(&status),
+                    cause: Error::Grpc {
+                        method,
+                        target: leader.url.clone(),
+                        status: Box::new(status),
+                    },
+                },
+                Ok(Err(status)) => {
+                    return Err(Error::Grpc {
+                        method,
+                        target: leader.url.clone(),
+                        status: Box::new(status),
+                    })
+                }
+                Err(_) => Failure::Transport {
+                    maybe_sent: true,
+                    cause: Error::Timeout {
+                        method,
+                        target: leader.url.clone(),
+                        timeout,
+                    },
+                },
+            };
+            self.pd.reconnect(&leader).await;
+            let pause = state.admit(failure, idempotent)?;
+            state.pause([pause]).await?;
+        }
+    }
+
+    /// The region holding `key` according to PD; `None` if PD has none.
+    async fn pd_get_region(
+        &self,
+        key: &[u8],
+        state: &mut RetryState<'_>,
+    ) -> Result<Option<RegionInfo>> {
+        let result = self
+            .pd_call(state, "GetRegion", true, |leader, header, timeout| {
+                let mut pd = leader.pd.clone();
+                let req = pdpb::GetRegionRequest {
+                    header,
+                    region_key: key.to_vec(),
+                    need_buckets: false,
+                };
+                async move { pd.get_region(net::request(req, timeout)).await }
+            })
+            .await;
+        match result {
+            Ok(resp) => Ok(resp.region.map(|region| RegionInfo {
+                region,
+                leader: resp.leader.filter(|l| l.id != 0),
+            })),
+            Err(e) if pd::is_region_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every region overlapping `[start, end)` (empty `end`: no end), page by page.
+    async fn pd_scan_regions(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        state: &mut RetryState<'_>,
+    ) -> Result<Vec<RegionInfo>> {
+        let mut out = Vec::new();
+        let mut from = start.to_vec();
+        loop {
+            let resp = self
+                .pd_call(state, "ScanRegions", true, |leader, header, timeout| {
+                    let mut pd = leader.pd.clone();
+                    let req = pdpb::ScanRegionsRequest {
+                        header,
+                        start_key: from.clone(),
+                        limit: SCAN_REGIONS_PAGE,
+                        end_key: end.to_vec(),
+                    };
+                    async move { pd.scan_regions(net::request(req, timeout)).await }
+                })
+                .await?;
+            let page = scan_regions_infos(resp);
+            let full = page.len() >= SCAN_REGIONS_PAGE as usize;
+            let Some(last_end) = page.last().map(|r| r.region.end_key.clone()) else {
+                break;
+            };
+            out.extend(page);
+            let done = !full
+                || last_end.is_empty()
+                || (!end.is_empty() && last_end.as_slice() >= end)
+                // A page that does not move forward would loop forever.
+                || last_end <= from;
+            if done {
+                break;
+            }
+            from = last_end;
+        }
+        Ok(out)
+    }
+
+    /// The cached route for `key`, asking PD on a miss.
+    async fn locate(&self, key: &[u8], state: &mut RetryState<'_>) -> Result<Route> {
+        loop {
+            if let Some(route) = self.cache().locate(key) {
+                return Ok(route);
+            }
+            if let Err(failure) = self.load_region(key, state).await {
+                let pause = state.admit(failure, true)?;
+                state.pause([pause]).await?;
+            }
+        }
+    }
+
+    /// Caches the region holding `key` from PD.
+    async fn load_region(&self, key: &[u8], state: &mut RetryState<'_>) -> Result<(), Failure> {
+        let unusable = |reason: String| Failure::Retry {
+            cause: Error::NotFound { what: reason },
+            now: false,
+            hint: None,
+        };
+        let Some(info) = self.pd_get_region(key, state).await? else {
+            return Err(unusable(format!(
+                "PD knows no region holding key {}",
+                KeyDisplay(key)
+            )));
+        };
+        let region = &info.region;
+        let holds = region.start_key.as_slice() <= key
+            && (region.end_key.is_empty() || key < region.end_key.as_slice());
+        if !holds {
+            return Err(unusable(format!(
+                "PD answered region {} for key {}, which it does not hold",
+                region.id,
+                KeyDisplay(key)
+            )));
+        }
+        if !self.cache_mut().insert(info.region.clone(), info.leader) {
+            return Err(unusable(format!("region {} has no peers", info.region.id)));
+        }
+        Ok(())
+    }
+
+    /// The cached route of the keys just below `upper` (empty: the last region), asking PD
+    /// on a miss; `lower` bounds how far back a PD scan has to look.
+    async fn locate_before(
+        &self,
+        upper: &[u8],
+        lower: &[u8],
+        state: &mut RetryState<'_>,
+    ) -> Result<Route> {
+        loop {
+            if let Some(route) = self.cache().locate_before(upper) {
+                return Ok(route);
+            }
+            if let Err(failure) = self.load_region_before(upper, lower, state).await {
+                let pause = state.admit(failure, true)?;
+                state.pause([pause]).await?;
+            }
+        }
+    }
+
+    async fn load_region_before(
+        &self,
+        upper: &[u8],
+        lower: &[u8],
+        state: &mut RetryState<'_>,
+    ) -> Result<(), Failure> {
+        // Usually `upper` is inside the region wanted.
+        if !upper.is_empty() {
+            if let Some(info) = self.pd_get_region(upper, state).await? {
+                if info.region.start_key.as_slice() < upper {
+                    self.cache_mut().insert(info.region, info.leader);
+                    return Ok(());
+                }
+            }
+        }
+        // `upper` is a region's start (or the end of the key space): the region wanted ends
+        // there. The pdpb subset has no "previous region" call, so scan up to it.
+        let regions = self.pd_scan_regions(lower, upper, state).await?;
+        {
+            let mut cache = self.cache_mut();
+            for info in regions {
+                cache.insert(info.region, info.leader);
+            }
+        }
+        if self.cache().locate_before(upper).is_some() {
+            Ok(())
+        } else {
+            Err(Failure::Retry {
+                cause: Error::NotFound {
+                    what: format!("PD knows no region ending at {}", KeyDisplay(upper)),
+                },
+                now: false,
+                hint: None,
+            })
+        }
+    }
+
+    // ---- stores ----
+
+    /// A client for the store of `route.peer`: address from PD (cached), channel reused.
+    async fn store_client(
+        &self,
+        route: &Route,
+        state: &mut RetryState<'_>,
+    ) -> Result<(TikvClient<Channel>, String), Failure> {
+        let store_id = route.peer.store_id;
+        let cached = self.stores().addresses.get(&store_id).cloned();
+        let address = match cached {
+            Some(address) => address,
+            None => match self.fetch_store_address(store_id, state).await {
+                Ok(address) => address,
+                Err(failure) => {
+                    if matches!(failure, Failure::Transport { .. }) {
+                        self.cache_mut().on_send_failure(route);
+                    }
+                    return Err(failure);
+                }
+            },
+        };
+        let channel = {
+            let mut stores = self.stores();
+            match stores.channels.get(&address) {
+                Some(channel) => channel.clone(),
+                None => {
+                    let channel = net::lazy_channel(&address, self.config.request_timeout)?;
+                    stores.channels.insert(address.clone(), channel.clone());
+                    channel
+                }
+            }
+        };
+        let client = TikvClient::new(channel)
+            .max_decoding_message_size(self.config.max_message_size)
+            .max_encoding_message_size(self.config.max_message_size);
+        Ok((client, address))
+    }
+
+    /// The URL of a store from PD. A store without an address, or gone, fails like an
+    /// unreachable one: the request moves on to another peer.
+    async fn fetch_store_address(
+        &self,
+        store_id: u64,
+        state: &mut RetryState<'_>,
+    ) -> Result<String, Failure> {
+        let result = self
+            .pd_call(state, "GetStore", true, |leader, header, timeout| {
+                let mut pd = leader.pd.clone();
+                let req = pdpb::GetStoreRequest { header, store_id };
+                async move { pd.get_store(net::request(req, timeout)).await }
+            })
+            .await;
+        let unusable = |what: String| Failure::Transport {
+            cause: Error::NotFound { what },
+            maybe_sent: false,
+        };
+        let store = match result {
+            Ok(resp) => resp.store,
+            Err(Error::Pd { kind, message, .. })
+                if kind == pdpb::ErrorType::StoreTombstone.as_str_name() =>
+            {
+                return Err(unusable(format!(
+                    "store {store_id} is a tombstone: {message}"
+                )));
+            }
+            Err(e) => return Err(Failure::Fatal(e)),
+        };
+        let store = match store {
+            Some(s) if s.state != metapb::StoreState::Tombstone as i32 => s,
+            Some(_) => return Err(unusable(format!("store {store_id} is a tombstone"))),
+            None => return Err(unusable(format!("PD knows no store {store_id}"))),
+        };
+        if store.address.is_empty() {
+            return Err(unusable(format!("store {store_id} has no address")));
+        }
+        let url = net::endpoint_url(&store.address)?;
+        self.stores().addresses.insert(store_id, url.clone());
+        Ok(url)
+    }
+
+    /// The request could not reach `route.peer`: aim at another peer next time, and ask PD
+    /// for the store's address again (it may have moved).
+    fn on_send_failure(&self, route: &Route) {
+        self.cache_mut().on_send_failure(route);
+        self.stores().addresses.remove(&route.peer.store_id);
+    }
+
+    // ---- KV ----
+
+    /// Sends one request to `route` and sorts out the answer: a region error updates the
+    /// cache and becomes a retry (or a failure), an error string a failure.
+    async fn send_to<R: KvRequest>(
+        &self,
+        route: &Route,
+        client: TikvClient<Channel>,
+        address: &str,
+        mut req: R,
+    ) -> Result<R::Response, Failure> {
+        req.set_context(route.context());
+        let timeout = self.config.request_timeout;
+        let status = match tokio::time::timeout(timeout, req.call(client, timeout)).await {
+            Ok(Ok(mut resp)) => {
+                if let Some(err) = resp.take_region_error() {
+                    return Err(self.on_region_error(R::METHOD, route, &err));
+                }
+                if !resp.error().is_empty() {
+                    return Err(Failure::Fatal(Error::Server {
+                        method: R::METHOD,
+                        region_id: route.region_id(),
+                        message: resp.error().to_owned(),
+                    }));
+                }
+                return Ok(resp);
+            }
+            Ok(Err(status)) => status,
+            Err(_) => {
+                self.on_send_failure(route);
+                return Err(Failure::Transport {
+                    cause: Error::Timeout {
+                        method: R::METHOD,
+                        target: format!("store {} at {address}", route.peer.store_id),
+                        timeout,
+                    },
+                    maybe_sent: true,
+                });
+            }
+        };
+        let transport = net::is_transport(&status);
+        let maybe_sent = !net::never_sent(&status);
+        let cause = Error::Grpc {
+            method: R::METHOD,
+            target: format!("store {} at {address}", route.peer.store_id),
+            status: Box::new(status),
+        };
+        if transport {
+            self.on_send_failure(route);
+            Err(Failure::Transport { cause, maybe_sent })
+        } else {
+            Err(Failure::Fatal(cause))
+        }
+    }
+
+    fn on_region_error(
+        &self,
+        method: &'static str,
+        route: &Route,
+        err: &proto::errorpb::Error,
+    ) -> Failure {
+        let action = self.cache_mut().on_region_error(route, err);
+        if err.store_not_match.is_some() {
+            // The address led to another store: ask PD again.
+            self.stores().addresses.remove(&route.peer.store_id);
+        }
+        let cause = Error::Region {
+            method,
+            region_id: route.region_id(),
+            message: describe(err),
+        };
+        match action {
+            RegionErrorAction::RetryNow => Failure::Retry {
+                cause,
+                now: true,
+                hint: None,
+            },
+            RegionErrorAction::Backoff { hint } => Failure::Retry {
+                cause,
+                now: false,
+                hint,
+            },
+            RegionErrorAction::Fail => Failure::Fatal(cause),
+        }
+    }
+
+    /// One attempt at `route`: resolve the store, send.
+    async fn attempt<R: KvRequest>(
+        &self,
+        route: &Route,
+        req: R,
+        state: &mut RetryState<'_>,
+    ) -> Result<R::Response, Failure> {
+        let (client, address) = self.store_client(route, state).await?;
+        self.send_to(route, client, &address, req).await
+    }
+
+    /// A request for the region holding `key`, retried until it succeeds, fails for good or
+    /// runs out of retry time.
+    async fn single<R: KvRequest>(
+        &self,
+        op: &'static str,
+        key: &[u8],
+        idempotent: bool,
+        build: impl Fn() -> R,
+    ) -> Result<R::Response> {
+        let mut state = self.retry_state(op);
+        loop {
+            let route = self.locate(key, &mut state).await?;
+            match self.attempt(&route, build(), &mut state).await {
+                Ok(resp) => return Ok(resp),
+                Err(failure) => {
+                    let pause = state.admit(failure, idempotent)?;
+                    state.pause([pause]).await?;
+                }
+            }
+        }
+    }
+
+    /// Splits `work` by region, sends the parts (at most `max_concurrent_requests` at once),
+    /// and re-splits and resends the parts that failed with a retryable error. The results of
+    /// the parts, in no particular order. All requests of this kind are idempotent.
+    async fn sharded<W, R, T>(
+        &self,
+        op: &'static str,
+        work: W,
+        build: impl Fn(&W) -> R,
+        extract: impl Fn(R::Response, &Route) -> Result<T>,
+    ) -> Result<Vec<T>>
+    where
+        W: Piece,
+        R: KvRequest,
+    {
+        let mut state = self.retry_state(op);
+        let mut results = Vec::new();
+        let mut pending = vec![work];
+        while !pending.is_empty() {
+            let mut routed = Vec::new();
+            let mut pauses = Vec::new();
+            let mut failed = Vec::new();
+            for piece in pending {
+                for (route, part) in self.route_piece(piece, &mut state).await? {
+                    match self.store_client(&route, &mut state).await {
+                        Ok((client, address)) => routed.push((route, part, client, address)),
+                        Err(failure) => {
+                            pauses.push(state.admit(failure, true)?);
+                            failed.push(part);
+                        }
+                    }
+                }
+            }
+            let outcomes: Vec<_> = stream::iter(routed)
+                .map(|(route, part, client, address)| {
+                    let req = build(&part);
+                    async move {
+                        let outcome = self.send_to(&route, client, &address, req).await;
+                        (route, part, outcome)
+                    }
+                })
+                .buffer_unordered(self.config.max_concurrent_requests)
+                .collect()
+                .await;
+            let mut progressed = false;
+            for (route, part, outcome) in outcomes {
+                match outcome {
+                    Ok(resp) => {
+                        results.push(extract(resp, &route)?);
+                        progressed = true;
+                    }
+                    Err(failure) => {
+                        pauses.push(state.admit(failure, true)?);
+                        failed.push(part);
+                    }
+                }
+            }
+            if progressed {
+                state.progress();
+            }
+            if !failed.is_empty() {
+                state.pause(pauses).await?;
+            }
+            pending = failed;
+        }
+        Ok(results)
+    }
+
+    /// `piece` cut along the cached regions, loading the missing ones from PD.
+    async fn route_piece<W: Piece>(
+        &self,
+        mut piece: W,
+        state: &mut RetryState<'_>,
+    ) -> Result<Vec<(Route, W)>> {
+        loop {
+            let split = piece.split(&self.cache(), self.limits());
+            match split {
+                Ok(parts) => return Ok(parts),
+                Err((back, missing)) => {
+                    piece = back;
+                    self.locate(&missing, state).await?;
+                }
+            }
+        }
+    }
+
+    async fn scan(
+        &self,
+        mut start: Vec<u8>,
+        end: Vec<u8>,
+        limit: u32,
+        key_only: bool,
+    ) -> Result<Vec<KvPair>> {
+        let mut state = self.retry_state("scan");
+        let mut out: Vec<KvPair> = Vec::new();
+        loop {
+            let route = self.locate(&start, &mut state).await?;
+            let (send_end, next) = shard::forward_step(&route, &end);
+            let remaining = limit - out.len() as u32;
+            let ask = remaining.min(MAX_SCAN_PER_REQUEST);
+            let req = kvrpcpb::RawScanRequest {
+                start_key: start.clone(),
+                end_key: send_end,
+                limit: ask,
+                key_only,
+                ..Default::default()
+            };
+            match self.attempt(&route, req, &mut state).await {
+                Ok(resp) => {
+                    state.progress();
+                    check_pairs("RawScan", &route, &resp.kvs)?;
+                    let full = resp.kvs.len() >= ask as usize;
+                    out.extend(
+                        resp.kvs
+                            .into_iter()
+                            .take(ask as usize)
+                            .map(|p| (p.key, p.value)),
+                    );
+                    if out.len() >= limit as usize {
+                        return Ok(out);
+                    }
+                    // A full answer may have stopped inside the region: go on after its
+                    // last key, in the same region.
+                    if full {
+                        if let Some((last, _)) = out.last() {
+                            start = last.clone();
+                            start.push(0);
+                            continue;
+                        }
+                    }
+                    match next {
+                        Some(next) => start = next,
+                        None => return Ok(out),
+                    }
+                }
+                Err(failure) => {
+                    let pause = state.admit(failure, true)?;
+                    state.pause([pause]).await?;
+                }
+            }
+        }
+    }
+
+    /// Reverse scan, region by region from the top. TiKV's `RawScan` with `reverse` takes
+    /// the *upper* bound (exclusive) in `start_key` and the lower bound (inclusive) in
+    /// `end_key`; an empty `start_key` there means no upper bound.
+    async fn scan_reverse(
+        &self,
+        start: Vec<u8>,
+        mut upper: Vec<u8>,
+        limit: u32,
+        key_only: bool,
+    ) -> Result<Vec<KvPair>> {
+        let mut state = self.retry_state("scan_reverse");
+        let mut out: Vec<KvPair> = Vec::new();
+        loop {
+            let route = self.locate_before(&upper, &start, &mut state).await?;
+            let (send_lower, next) = shard::reverse_step(&route, &start);
+            let remaining = limit - out.len() as u32;
+            let ask = remaining.min(MAX_SCAN_PER_REQUEST);
+            let req = kvrpcpb::RawScanRequest {
+                start_key: upper.clone(),
+                end_key: send_lower,
+                limit: ask,
+                key_only,
+                reverse: true,
+                ..Default::default()
+            };
+            match self.attempt(&route, req, &mut state).await {
+                Ok(resp) => {
+                    state.progress();
+                    check_pairs("RawScan", &route, &resp.kvs)?;
+                    let full = resp.kvs.len() >= ask as usize;
+                    out.extend(
+                        resp.kvs
+                            .into_iter()
+                            .take(ask as usize)
+                            .map(|p| (p.key, p.value)),
+                    );
+                    if out.len() >= limit as usize {
+                        return Ok(out);
+                    }
+                    // The last key returned is the exclusive upper bound of what is left.
+                    if full {
+                        if let Some((last, _)) = out.last() {
+                            upper = last.clone();
+                            continue;
+                        }
+                    }
+                    match next {
+                        Some(next) => upper = next,
+                        None => return Ok(out),
+                    }
+                }
+                Err(failure) => {
+                    let pause = state.admit(failure, true)?;
+                    state.pause([pause]).await?;
+                }
+            }
+        }
+    }
+
+    // ---- scheduler ----
+
+    async fn add_operator(&self, op: &'static str, region_id: u64, kind: Kind) -> Result<String> {
+        let mut state = self.retry_state(op);
+        // Not idempotent (a second operator may be refused, or run twice): retried only if
+        // the request never left.
+        let resp = self
+            .pd_call(
+                &mut state,
+                "AddOperator",
+                false,
+                |leader, header, timeout| {
+                    let mut scheduler = leader.scheduler.clone();
+                    let req = schedulerpb::AddOperatorRequest {
+                        header,
+                        region_id,
+                        kind: Some(kind.clone()),
+                    };
+                    async move { scheduler.add_operator(net::request(req, timeout)).await }
+                },
+            )
+            .await?;
+        // The region is about to change: route its next request afresh.
+        self.cache_mut().invalidate(region_id);
+        Ok(resp.description)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::region_cache::tests::{peer, region};
+
+    #[test]
+    fn range_arguments() {
+        assert!(!check_range("scan", b"a", b"").unwrap());
+        assert!(!check_range("scan", b"a", b"b").unwrap());
+        assert!(check_range("scan", b"b", b"b").unwrap());
+        let err = check_range("delete_range", b"c", b"b").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("delete_range: invalid argument"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn scan_regions_answer_in_both_forms() {
+        let new_form = pdpb::ScanRegionsResponse {
+            regions: vec![
+                pdpb::Region {
+                    region: Some(region(1, b"", b"m", 1)),
+                    leader: Some(peer(11, 1)),
+                    ..Default::default()
+                },
+                pdpb::Region {
+                    region: Some(region(2, b"m", b"", 1)),
+                    leader: Some(metapb::Peer::default()),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let infos = scan_regions_infos(new_form);
+        assert_eq!(infos.len(), 2);
+        assert_eq!(infos[0].leader, Some(peer(11, 1)));
+        assert_eq!(infos[1].leader, None);
+
+        let legacy = pdpb::ScanRegionsResponse {
+            region_metas: vec![region(1, b"", b"m", 1), region(2, b"m", b"", 1)],
+            leaders: vec![peer(12, 2)],
+            ..Default::default()
+        };
+        let infos = scan_regions_infos(legacy);
+        assert_eq!(infos.len(), 2);
+        assert_eq!(infos[0].leader, Some(peer(12, 2)));
+        assert_eq!(infos[1].leader, None);
+    }
+
+    #[test]
+    fn key_errors_fail_with_the_key() {
+        let route = Route {
+            region: region(3, b"", b"", 1),
+            peer: peer(31, 1),
+        };
+        let pairs = vec![kvrpcpb::KvPair {
+            key: b"k".to_vec(),
+            error: Some(kvrpcpb::KeyError {
+                abort: "corrupted".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
+        let err = check_pairs("RawScan", &route, &pairs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "RawScan on region 3: store error: key \"k\": corrupted"
+        );
+        assert!(check_pairs("RawScan", &route, &[]).is_ok());
+    }
+
+    /// Compile-time only: the client and its futures can move between threads.
+    #[allow(dead_code)]
+    fn client_and_futures_are_send(client: &Client) {
+        fn send<T: Send>(_: T) {}
+        fn send_sync_clone<T: Send + Sync + Clone>() {}
+        send_sync_clone::<Client>();
+        send(Client::connect(&[], ClientConfig::default()));
+        send(client.get(b"k".to_vec()));
+        send(client.batch_get(vec![b"k".to_vec()]));
+        send(client.put(b"k".to_vec(), b"v".to_vec()));
+        send(client.batch_put(vec![(b"k".to_vec(), b"v".to_vec())]));
+        send(client.delete(b"k".to_vec()));
+        send(client.batch_delete(vec![b"k".to_vec()]));
+        send(client.delete_range(b"a".to_vec(), b"b".to_vec()));
+        send(client.scan(b"a".to_vec(), b"b".to_vec(), 10, false));
+        send(client.scan_reverse(b"a".to_vec(), b"b".to_vec(), 10, false));
+        send(client.compare_and_swap(b"k".to_vec(), None, b"v".to_vec()));
+        send(client.regions());
+        send(client.stores());
+        send(client.split(b"k"));
+        send(client.operators());
+    }
+}

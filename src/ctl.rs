@@ -1,0 +1,175 @@
+//! `regionstore ctl`: reads, writes and administration of a running cluster, through the
+//! `client` crate (region cache, retries) and the scheduler's operator RPCs.
+
+use std::time::Duration;
+
+use client::{Client, ClientConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The scheduler's endpoint (PD-compatible), host:port.
+    #[arg(long, default_value = "127.0.0.1:2379")]
+    pub pd: String,
+    /// Give up on a request after this many seconds of retries.
+    #[arg(long, default_value_t = 20)]
+    pub timeout_secs: u64,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum CtlCommand {
+    /// Write one key.
+    Put { key: String, value: String },
+    /// Read one key (prints the value, or "(not found)").
+    Get { key: String },
+    /// Delete one key.
+    Delete { key: String },
+    /// List keys in [start, end) (empty end: to the end of the key space).
+    Scan {
+        #[arg(default_value = "")]
+        start: String,
+        #[arg(default_value = "")]
+        end: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// The routing table: every region with its range, epoch, peers and leader.
+    Regions,
+    /// Every store with its address.
+    Stores,
+    /// Split the region holding `key` at `key`.
+    Split { key: String },
+    /// Move a region's leadership to its peer on a store.
+    TransferLeader { region_id: u64, store_id: u64 },
+    /// Add a voter of a region on a store (a learner first, promoted once caught up).
+    AddPeer { region_id: u64, store_id: u64 },
+    /// Remove a region's peer from a store.
+    RemovePeer { region_id: u64, store_id: u64 },
+    /// Running operators, then recent ended ones.
+    Operators,
+}
+
+fn show(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if !s.chars().any(char::is_control) => s.to_string(),
+        _ => format!(
+            "0x{}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+    }
+}
+
+fn bound(bytes: &[u8], open: &str) -> String {
+    if bytes.is_empty() {
+        open.to_string()
+    } else {
+        format!("{:?}", show(bytes))
+    }
+}
+
+pub fn run(args: Args) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    runtime.block_on(async move {
+        let config = ClientConfig {
+            max_retry_time: Duration::from_secs(args.timeout_secs),
+            ..Default::default()
+        };
+        let client = Client::connect(std::slice::from_ref(&args.pd), config)
+            .await
+            .map_err(|e| e.to_string())?;
+        execute(&client, args.command)
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+async fn execute(client: &Client, command: CtlCommand) -> client::Result<()> {
+    match command {
+        CtlCommand::Put { key, value } => {
+            client.put(key, value).await?;
+            println!("OK");
+        }
+        CtlCommand::Get { key } => match client.get(key).await? {
+            Some(value) => println!("{}", show(&value)),
+            None => println!("(not found)"),
+        },
+        CtlCommand::Delete { key } => {
+            client.delete(key).await?;
+            println!("OK");
+        }
+        CtlCommand::Scan { start, end, limit } => {
+            let pairs = client.scan(start, end, limit, false).await?;
+            for (key, value) in &pairs {
+                println!("{}\t{}", show(key), show(value));
+            }
+            println!("({} pairs)", pairs.len());
+        }
+        CtlCommand::Regions => {
+            let regions = client.regions().await?;
+            println!(
+                "{:<8} {:<20} {:<20} {:<10} {:<10} peers (id@store, * = leader)",
+                "region", "start", "end", "conf_ver", "version"
+            );
+            for info in &regions {
+                let r = &info.region;
+                let epoch = r.region_epoch.unwrap_or_default();
+                let peers: Vec<String> = r
+                    .peers
+                    .iter()
+                    .map(|p| {
+                        let leader = info.leader.is_some_and(|l| l.id == p.id);
+                        let learner = p.role() == proto::metapb::PeerRole::Learner;
+                        format!(
+                            "{}@{}{}{}",
+                            p.id,
+                            p.store_id,
+                            if leader { "*" } else { "" },
+                            if learner { "(learner)" } else { "" }
+                        )
+                    })
+                    .collect();
+                println!(
+                    "{:<8} {:<20} {:<20} {:<10} {:<10} {}",
+                    r.id,
+                    bound(&r.start_key, "-inf"),
+                    bound(&r.end_key, "+inf"),
+                    epoch.conf_ver,
+                    epoch.version,
+                    peers.join(" ")
+                );
+            }
+            println!("({} regions)", regions.len());
+        }
+        CtlCommand::Stores => {
+            for store in client.stores().await? {
+                println!("store {:<6} {}", store.id, store.address);
+            }
+        }
+        CtlCommand::Split { key } => println!("{}", client.split(key).await?),
+        CtlCommand::TransferLeader {
+            region_id,
+            store_id,
+        } => println!("{}", client.transfer_leader(region_id, store_id).await?),
+        CtlCommand::AddPeer {
+            region_id,
+            store_id,
+        } => println!("{}", client.add_peer(region_id, store_id).await?),
+        CtlCommand::RemovePeer {
+            region_id,
+            store_id,
+        } => println!("{}", client.remove_peer(region_id, store_id).await?),
+        CtlCommand::Operators => {
+            for op in client.operators().await? {
+                println!(
+                    "region {:<6} {:<14} {:<10} step {}/{} age {} ms: {}",
+                    op.region_id, op.kind, op.state, op.step, op.steps, op.age_ms, op.description
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! `regionstore playground`: a scheduler and N stores on loopback, each its own process (the
+//! same `scheduler` and `store` commands an operator runs), with configs, data and logs under
+//! one directory. Ctrl-C stops them all cleanly; running it again reuses the data.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::config::{SchedulerConfig, StoreConfig};
+
+pub struct Options {
+    pub dir: PathBuf,
+    pub stores: usize,
+    /// Added to every default port, to run several playgrounds on one machine.
+    pub port_offset: u16,
+}
+
+struct Process {
+    name: String,
+    child: Child,
+}
+
+fn write_config<T: serde::Serialize>(path: &Path, cfg: &T) -> Result<(), String> {
+    let text = toml::to_string(cfg).map_err(|e| format!("encode {}: {e}", path.display()))?;
+    std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+/// Starts `regionstore <args>` and waits for its "ready" line on stdout.
+fn spawn(name: &str, args: &[&str], ready_timeout: Duration) -> Result<(Process, String), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+    // A process group of its own: a terminal's Ctrl-C reaches only the playground, which then
+    // stops the processes in order.
+    let mut child = Command::new(exe)
+        .process_group(0)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+    let stdout = child.stdout.take();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let Some(stdout) = stdout else { return };
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if line.contains(" ready on ") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let process = Process {
+        name: name.to_string(),
+        child,
+    };
+    match rx.recv_timeout(ready_timeout) {
+        Ok(line) => Ok((process, line)),
+        Err(_) => {
+            let mut process = process;
+            let _ = process.child.kill();
+            let status = process.child.wait().ok();
+            Err(format!(
+                "{name} did not become ready within {ready_timeout:?} (exit: {status:?}); see its log"
+            ))
+        }
+    }
+}
+
+fn terminate(processes: &mut [Process]) {
+    for p in processes.iter() {
+        // SAFETY: kill(2) with a pid we spawned and have not reaped; no memory involved.
+        unsafe {
+            libc::kill(p.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for p in processes.iter_mut().rev() {
+        loop {
+            match p.child.try_wait() {
+                Ok(Some(status)) => {
+                    println!("{} stopped ({status})", p.name);
+                    break;
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => {
+                    println!("{} did not stop in time: killing it", p.name);
+                    let _ = p.child.kill();
+                    let _ = p.child.wait();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+pub fn run(opts: Options) -> Result<(), String> {
+    if opts.stores == 0 || opts.stores > 9 {
+        return Err("--stores must be 1..=9".into());
+    }
+    std::fs::create_dir_all(&opts.dir)
+        .map_err(|e| format!("cannot create {}: {e}", opts.dir.display()))?;
+    let dir = opts
+        .dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", opts.dir.display()))?;
+    let off = opts.port_offset;
+    let sched_addr = format!("127.0.0.1:{}", 2379 + off);
+    let sched_cfg = SchedulerConfig {
+        data_dir: dir.join("scheduler"),
+        addr: sched_addr.clone(),
+        status_addr: format!("127.0.0.1:{}", 2381 + off),
+        log: crate::config::LogConfig {
+            file: dir.join("scheduler.log").display().to_string(),
+            ..Default::default()
+        },
+        schedule: crate::config::ScheduleConfig {
+            max_replicas: opts.stores.min(3),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    write_config(&dir.join("scheduler.toml"), &sched_cfg)?;
+    let mut processes = Vec::new();
+    let result = start_all(&opts, &dir, &sched_cfg, &mut processes);
+    if let Err(e) = result {
+        terminate(&mut processes);
+        return Err(e);
+    }
+    let stores: Vec<String> = (0..opts.stores)
+        .map(|i| format!("127.0.0.1:{}", 20160 + off + i as u16))
+        .collect();
+    print_usage(&sched_addr, &stores, &dir);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    // Until Ctrl-C, or until a process dies on its own.
+    let exited = rt.block_on(async {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tokio::select! {
+            signal = crate::store::signalled() => { println!("\n{signal}: stopping the cluster"); None }
+            name = async {
+                loop {
+                    tick.tick().await;
+                    for p in processes.iter_mut() {
+                        if let Ok(Some(status)) = p.child.try_wait() {
+                            return format!("{} exited unexpectedly ({status})", p.name);
+                        }
+                    }
+                }
+            } => Some(name),
+        }
+    });
+    terminate(&mut processes);
+    match exited {
+        Some(why) => Err(format!("{why}; see the logs under {}", dir.display())),
+        None => {
+            println!("stopped; the data stays in {}", dir.display());
+            Ok(())
+        }
+    }
+}
+
+fn start_all(
+    opts: &Options,
+    dir: &Path,
+    sched_cfg: &SchedulerConfig,
+    processes: &mut Vec<Process>,
+) -> Result<(), String> {
+    let config = dir.join("scheduler.toml");
+    let (p, line) = spawn(
+        "scheduler",
+        &["scheduler", "--config", &config.display().to_string()],
+        Duration::from_secs(30),
+    )?;
+    processes.push(p);
+    println!("{line}");
+    for i in 0..opts.stores {
+        let name = format!("store-{}", i + 1);
+        let store_dir = dir.join(&name);
+        std::fs::create_dir_all(&store_dir)
+            .map_err(|e| format!("cannot create {}: {e}", store_dir.display()))?;
+        let mut cfg = StoreConfig {
+            data_dir: store_dir.clone(),
+            scheduler_endpoints: vec![sched_cfg.addr.clone()],
+            ..Default::default()
+        };
+        cfg.log.file = store_dir.join("store.log").display().to_string();
+        cfg.server.addr = format!("127.0.0.1:{}", 20160 + opts.port_offset + i as u16);
+        cfg.server.status_addr = format!("127.0.0.1:{}", 20180 + opts.port_offset + i as u16);
+        // Three stores share one small machine.
+        cfg.rocksdb.block_cache_size = 64 << 20;
+        cfg.rocksdb.max_background_jobs = 2;
+        cfg.raftstore.store_pool_size = 1;
+        cfg.raftstore.apply_pool_size = 1;
+        // Replicas and leaders settle within seconds rather than minutes.
+        cfg.raftstore.region_heartbeat_tick_interval_ms = 2000;
+        let path = store_dir.join("store.toml");
+        write_config(&path, &cfg)?;
+        let (p, line) = spawn(
+            &name,
+            &["store", "--config", &path.display().to_string()],
+            Duration::from_secs(60),
+        )?;
+        processes.push(p);
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn print_usage(scheduler: &str, stores: &[String], dir: &Path) {
+    println!(
+        r#"
+regionstore playground is running.
+  scheduler (PD endpoint): {scheduler}
+  stores:                  {stores}
+  data, configs and logs:  {dir}
+
+Try it (in another terminal):
+  regionstore ctl --pd {scheduler} put hello world
+  regionstore ctl --pd {scheduler} get hello
+  regionstore ctl --pd {scheduler} scan
+  regionstore ctl --pd {scheduler} regions
+  regionstore ctl --pd {scheduler} stores
+(from the source tree: cargo run --quiet -- ctl --pd {scheduler} ...)
+
+Or from Rust with the TiKV client (tikv-client = "0.4", tokio):
+  let client = tikv_client::RawClient::new(vec!["{scheduler}"]).await?;
+  client.put("hello".to_owned(), "world".to_owned()).await?;
+  assert_eq!(client.get("hello".to_owned()).await?, Some(b"world".to_vec()));
+
+Ctrl-C stops the cluster; running the playground again reuses the data."#,
+        stores = stores.join(", "),
+        dir = dir.display(),
+    );
+}

@@ -1,0 +1,227 @@
+//! `regionstore store`: one store process. Opens the engines, joins the scheduler's cluster
+//! (bootstrapping it if this is the first store), starts the raftstore and serves gRPC and
+//! the status port until SIGINT/SIGTERM or a fatal store error.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::RocksEngine;
+use futures::future::BoxFuture;
+use proto::raft_serverpb::raft_transport_server::RaftTransportServer;
+use proto::tikvpb::tikv_server::TikvServer;
+use raft_log::{RaftLogConfig, RaftLogEngine};
+use raftstore::StoreSystem;
+use scheduler_client::GrpcSchedulerClient;
+use server::kv::KvService;
+use server::service::RaftService;
+use server::transport::{GrpcTransport, StoreResolver};
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::StoreConfig;
+
+/// Resolves store addresses through the scheduler.
+struct SchedulerResolver(Arc<GrpcSchedulerClient>);
+
+impl StoreResolver for SchedulerResolver {
+    fn resolve(&self, store_id: u64) -> BoxFuture<'static, server::Result<String>> {
+        let client = self.0.clone();
+        Box::pin(async move {
+            client
+                .get_store(store_id)
+                .await
+                .map(|store| store.address)
+                .map_err(|e| server::Error::Resolve {
+                    store_id,
+                    detail: e.to_string(),
+                })
+        })
+    }
+}
+
+/// Completes once `stop` turns true.
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn signalled() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+pub fn run(cfg: StoreConfig) -> Result<(), String> {
+    cfg.validate()?;
+    let (logger, _log_guard) = crate::logging::init(&cfg.log, "store")?;
+    let result = run_with_logger(cfg, &logger);
+    if let Err(e) = &result {
+        slog::crit!(logger, "store failed"; "error" => e);
+    }
+    result
+}
+
+fn run_with_logger(cfg: StoreConfig, logger: &slog::Logger) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("grpc")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", cfg.data_dir.display()))?;
+    let kv = RocksEngine::open(&cfg.data_dir.join("kv"), &cfg.rocksdb)
+        .map_err(|e| format!("cannot open the KV engine: {e}"))?;
+    let raft = RaftLogEngine::open(&RaftLogConfig {
+        dir: cfg.data_dir.join("raft"),
+        ..cfg.raft_log.clone()
+    })
+    .map_err(|e| format!("cannot open the raft log: {e}"))?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(&cfg.server.addr))
+        .map_err(|e| format!("cannot listen on {} (server.addr): {e}", cfg.server.addr))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("listener address: {e}"))?;
+    let advertised = if cfg.server.advertise_addr.is_empty() {
+        local.to_string()
+    } else {
+        cfg.server.advertise_addr.clone()
+    };
+
+    let scheduler = Arc::new(
+        GrpcSchedulerClient::connect(
+            cfg.scheduler_endpoints.clone(),
+            runtime.handle().clone(),
+            logger,
+        )
+        .map_err(|e| format!("cannot reach the scheduler: {e}"))?,
+    );
+    let cluster_id = scheduler.cluster_id();
+    let store_id =
+        scheduler_client::bootstrap_store(scheduler.as_ref(), &kv, cluster_id, None, &advertised)
+            .map_err(|e| format!("cannot join cluster {cluster_id}: {e}"))?;
+    slog::info!(logger, "joined the cluster";
+        "store_id" => store_id, "cluster_id" => cluster_id, "address" => &advertised);
+
+    let transport = GrpcTransport::new(
+        store_id,
+        cfg.server.clone(),
+        Arc::new(SchedulerResolver(scheduler.clone())),
+        runtime.handle().clone(),
+        logger,
+    );
+    let mut system = StoreSystem::start(
+        store_id,
+        cfg.raftstore.clone(),
+        kv,
+        raft,
+        &cfg.data_dir.join("snap"),
+        transport,
+        scheduler.clone(),
+        logger,
+    )
+    .map_err(|e| format!("cannot start the store: {e}"))?;
+
+    let api = system.api();
+    let max_msg = cfg.server.grpc_max_message_size;
+    let kv_service = TikvServer::new(KvService::new(api.clone(), cfg.server.clone()))
+        .max_decoding_message_size(max_msg)
+        .max_encoding_message_size(max_msg);
+    let raft_service = RaftTransportServer::new(RaftService::new(
+        store_id,
+        system.router().clone(),
+        system.snap_manager().clone(),
+        logger,
+    ))
+    .max_decoding_message_size(max_msg)
+    .max_encoding_message_size(max_msg);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let grpc = runtime.spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(kv_service)
+            .add_service(raft_service)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                stopped(stop_rx.clone()),
+            ),
+    );
+    let status_addr = if cfg.server.status_addr.is_empty() {
+        None
+    } else {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(&cfg.server.status_addr))
+            .map_err(|e| {
+                format!(
+                    "cannot listen on {} (server.status-addr): {e}",
+                    cfg.server.status_addr
+                )
+            })?;
+        let addr = listener.local_addr().ok();
+        let status_api = api.clone();
+        let address = advertised.clone();
+        let status: server::status::StatusFn = Arc::new(move || {
+            let (regions, leaders) = status_api.region_status();
+            serde_json::json!({
+                "store_id": status_api.store_id(),
+                "cluster_id": cluster_id,
+                "address": address,
+                "regions": regions.len(),
+                "region_ids": regions,
+                "leaders": leaders,
+                "stopped": status_api.stopped_reason(),
+                "version": env!("CARGO_PKG_VERSION"),
+            })
+        });
+        runtime.spawn(server::status::serve(
+            listener,
+            status,
+            stopped(stop_rx.clone()),
+        ));
+        addr
+    };
+    slog::info!(logger, "store serving";
+        "grpc" => %local, "status" => ?status_addr, "data_dir" => %cfg.data_dir.display());
+    // The line the playground and tests wait for.
+    println!("store {store_id} ready on {advertised}");
+
+    let reason = runtime.block_on(async {
+        let mut check = tokio::time::interval(Duration::from_millis(500));
+        tokio::select! {
+            signal = signalled() => signal.to_string(),
+            reason = async {
+                loop {
+                    check.tick().await;
+                    if let Some(reason) = api.stopped_reason() {
+                        return format!("fatal store error: {reason}");
+                    }
+                }
+            } => reason,
+        }
+    });
+    slog::info!(logger, "shutting down"; "reason" => &reason);
+    let _ = stop_tx.send(true);
+    // Other stores' raft streams never end by themselves: a short grace for requests in
+    // flight, then the server is dropped.
+    let _ = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(1), grpc).await });
+    system.shutdown();
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    slog::info!(logger, "store process exiting"; "store_id" => store_id);
+    if reason.starts_with("fatal") {
+        return Err(reason);
+    }
+    Ok(())
+}

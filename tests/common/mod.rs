@@ -1,0 +1,245 @@
+//! A cluster of real `regionstore` processes on loopback: one scheduler and N stores, each
+//! with its own config, data directory and log file under a temporary directory. Processes
+//! are killed when the cluster is dropped; a failing test prints the tail of every log.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use regionstore::config::{SchedulerConfig, StoreConfig};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_regionstore");
+
+/// A free loopback port (bound, then released for the process to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Starts `regionstore <args>` and waits for its " ready on " line.
+pub fn spawn_ready(args: &[&str], timeout: Duration) -> Child {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start regionstore");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if line.contains(" ready on ") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    if rx.recv_timeout(timeout).is_err() {
+        let _ = child.kill();
+        panic!(
+            "regionstore {args:?} not ready within {timeout:?}: {:?}",
+            child.wait()
+        );
+    }
+    child
+}
+
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on a child we have not reaped.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, sig);
+    }
+}
+
+pub struct StoreProc {
+    pub config: PathBuf,
+    pub addr: String,
+    pub status_addr: String,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+}
+
+pub struct ProcCluster {
+    pub dir: tempfile::TempDir,
+    pub pd: String,
+    scheduler: Option<Child>,
+    scheduler_log: PathBuf,
+    pub stores: Vec<StoreProc>,
+}
+
+impl ProcCluster {
+    /// A scheduler and `n` stores; returns once every store is serving (not yet replicated:
+    /// see [`ProcCluster::wait_replicated`]).
+    pub fn start(n: usize) -> ProcCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pd = format!("127.0.0.1:{}", free_port());
+        let scheduler_log = dir.path().join("scheduler.log");
+        let sched = SchedulerConfig {
+            data_dir: dir.path().join("scheduler"),
+            addr: pd.clone(),
+            status_addr: String::new(),
+            log: regionstore::config::LogConfig {
+                file: scheduler_log.display().to_string(),
+                ..Default::default()
+            },
+            schedule: regionstore::config::ScheduleConfig {
+                max_replicas: n.min(3),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let sched_path = dir.path().join("scheduler.toml");
+        write(&sched_path, &sched);
+        let scheduler = spawn_ready(
+            &["scheduler", "--config", &sched_path.display().to_string()],
+            Duration::from_secs(30),
+        );
+        let mut cluster = ProcCluster {
+            dir,
+            pd,
+            scheduler: Some(scheduler),
+            scheduler_log,
+            stores: Vec::new(),
+        };
+        for i in 0..n {
+            let store_dir = cluster.dir.path().join(format!("store-{i}"));
+            std::fs::create_dir_all(&store_dir).expect("store dir");
+            let mut cfg = StoreConfig {
+                data_dir: store_dir.clone(),
+                scheduler_endpoints: vec![cluster.pd.clone()],
+                ..Default::default()
+            };
+            let log = store_dir.join("store.log");
+            cfg.log.file = log.display().to_string();
+            cfg.server.addr = format!("127.0.0.1:{}", free_port());
+            cfg.server.status_addr = format!("127.0.0.1:{}", free_port());
+            cfg.rocksdb.block_cache_size = 32 << 20;
+            cfg.rocksdb.max_background_jobs = 2;
+            cfg.raftstore.store_pool_size = 1;
+            cfg.raftstore.apply_pool_size = 1;
+            cfg.raftstore.region_heartbeat_tick_interval_ms = 500;
+            cfg.raftstore.store_heartbeat_interval_ms = 1000;
+            let config = store_dir.join("store.toml");
+            write(&config, &cfg);
+            cluster.stores.push(StoreProc {
+                config,
+                addr: cfg.server.addr.clone(),
+                status_addr: cfg.server.status_addr.clone(),
+                log,
+                child: None,
+            });
+            cluster.start_store(i);
+        }
+        cluster
+    }
+
+    pub fn start_store(&mut self, i: usize) {
+        assert!(self.stores[i].child.is_none(), "store {i} is running");
+        let config = self.stores[i].config.display().to_string();
+        self.stores[i].child = Some(spawn_ready(
+            &["store", "--config", &config],
+            Duration::from_secs(60),
+        ));
+    }
+
+    /// kill -9: no shutdown, no flush.
+    pub fn kill_store(&mut self, i: usize) {
+        if let Some(mut child) = self.stores[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop_store(&mut self, i: usize) -> std::process::ExitStatus {
+        let mut child = self.stores[i].child.take().expect("store running");
+        signal(&child, libc::SIGTERM);
+        child.wait().expect("wait for the store")
+    }
+
+    pub async fn client(&self) -> client::Client {
+        client::Client::connect(
+            std::slice::from_ref(&self.pd),
+            client::ClientConfig::default(),
+        )
+        .await
+        .expect("connect the admin client")
+    }
+
+    /// Waits until there are `regions` regions, each with `voters` voters, no learner and
+    /// a known leader.
+    pub async fn wait_replicated(&self, admin: &client::Client, regions: usize, voters: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let all = admin.regions().await.unwrap_or_default();
+            let done = all.len() == regions
+                && all.iter().all(|r| {
+                    r.leader.is_some()
+                        && r.region.peers.len() == voters
+                        && r.region
+                            .peers
+                            .iter()
+                            .all(|p| p.role() == proto::metapb::PeerRole::Voter)
+                });
+            if done {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not {regions} regions with {voters} voters within 60 s: {all:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The `/status` document of store `i`.
+    pub fn status(&self, i: usize) -> serde_json::Value {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(&self.stores[i].status_addr).expect("status");
+        conn.write_all(b"GET /status HTTP/1.1\r\n\r\n")
+            .expect("send");
+        let mut out = String::new();
+        conn.read_to_string(&mut out).expect("read");
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default();
+        serde_json::from_str(body).expect("status is JSON")
+    }
+
+    fn dump_logs(&self) {
+        let mut logs = vec![self.scheduler_log.clone()];
+        logs.extend(self.stores.iter().map(|s| s.log.clone()));
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("----- {} (last 40 lines) -----", log.display());
+            for line in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+impl Drop for ProcCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for i in 0..self.stores.len() {
+            self.kill_store(i);
+        }
+        if let Some(mut child) = self.scheduler.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn write<T: serde::Serialize>(path: &Path, cfg: &T) {
+    std::fs::write(path, toml::to_string(cfg).expect("encode config")).expect("write config");
+}

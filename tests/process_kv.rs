@@ -1,0 +1,373 @@
+//! The KV API of a real 3-store cluster (separate processes on loopback), through the real
+//! TiKV client and through raw gRPC for what a well-behaved client never sends.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::ProcCluster;
+use proto::kvrpcpb::{self, Context, KvPair};
+use proto::tikvpb::tikv_client::TikvClient;
+
+fn key(i: usize) -> String {
+    format!("k{i:04}")
+}
+
+/// Splits at `at` through the scheduler and waits for the routing table to show it.
+async fn split(cluster: &ProcCluster, admin: &client::Client, at: &str, regions: usize) {
+    admin
+        .split(at.as_bytes().to_vec())
+        .await
+        .expect("ask split");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while admin.regions().await.map(|r| r.len()).unwrap_or(0) < regions {
+        assert!(Instant::now() < deadline, "split at {at} not applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = cluster;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tikv_client_raw_api_across_region_splits() {
+    let cluster = ProcCluster::start(3);
+    let admin = cluster.client().await;
+    cluster.wait_replicated(&admin, 1, 3).await;
+
+    let raw = tikv_client::RawClient::new(vec![cluster.pd.clone()])
+        .await
+        .expect("tikv-client connects");
+    let cas = raw.with_atomic_for_cas();
+    // Written before the splits: the client's cached region goes stale under it.
+    let pairs: Vec<(String, String)> = (0..200).map(|i| (key(i), format!("v{i}"))).collect();
+    raw.batch_put(pairs.clone()).await.expect("batch put");
+    raw.put("k0001".to_owned(), "one".to_owned())
+        .await
+        .expect("put");
+
+    split(&cluster, &admin, "k0050", 2).await;
+    split(&cluster, &admin, "k0100", 3).await;
+    split(&cluster, &admin, "k0150", 4).await;
+    // tikv-client 0.4 scans into the last region (empty end key) loop back to the first key
+    // until the limit is used up (its `end_key <= next_key` never holds for an empty next
+    // key), with TiKV as with us: keep the keys out of the last region.
+    split(&cluster, &admin, "z", 5).await;
+    cluster.wait_replicated(&admin, 5, 3).await;
+
+    // Single keys in each region, through stale routing.
+    assert_eq!(raw.get(key(1)).await.unwrap(), Some(b"one".to_vec()));
+    for i in [0, 49, 50, 99, 100, 149, 150, 199] {
+        assert_eq!(
+            raw.get(key(i)).await.unwrap(),
+            Some(format!("v{i}").into_bytes()),
+            "{}",
+            key(i)
+        );
+    }
+    assert_eq!(raw.get("nope".to_owned()).await.unwrap(), None);
+    // Batches spanning every region.
+    let got = raw
+        .batch_get((0..200).step_by(7).map(key).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(got.len(), (0..200).step_by(7).count());
+    raw.batch_put(
+        (200..260)
+            .map(|i| (key(i), format!("v{i}")))
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    // Scans cross region boundaries, in order; the end key arrives unclipped.
+    let all = raw.scan(key(0)..key(9999), 1000).await.unwrap();
+    assert_eq!(all.len(), 260);
+    let keys: Vec<Vec<u8>> = all.iter().map(|p| Vec::from(p.key().clone())).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    let some = raw.scan(key(45)..key(155), 20).await.unwrap();
+    assert_eq!(some.len(), 20);
+    assert_eq!(Vec::<u8>::from(some[0].key().clone()), key(45).into_bytes());
+    let keys_only = raw.scan_keys(key(95)..key(105), 100).await.unwrap();
+    assert_eq!(keys_only.len(), 10);
+    // Reverse, inside one region (tikv-client 0.4 concatenates per-region reverse results
+    // in ascending region order).
+    let reverse = raw.scan_reverse(key(60)..key(80), 100).await.unwrap();
+    assert_eq!(reverse.len(), 20);
+    assert_eq!(
+        Vec::<u8>::from(reverse[0].key().clone()),
+        key(79).into_bytes()
+    );
+    assert_eq!(
+        Vec::<u8>::from(reverse[19].key().clone()),
+        key(60).into_bytes()
+    );
+    // Deletes.
+    raw.delete(key(3)).await.unwrap();
+    assert_eq!(raw.get(key(3)).await.unwrap(), None);
+    raw.batch_delete(vec![key(4), key(120)]).await.unwrap();
+    assert_eq!(raw.get(key(120)).await.unwrap(), None);
+    raw.delete_range(key(20)..key(130)).await.unwrap();
+    let left = raw.scan(key(0)..key(9999), 1000).await.unwrap();
+    // 260 keys, minus 3 and 4, minus [20, 130) (which held 120).
+    assert_eq!(left.len(), 260 - 2 - 110);
+    assert_eq!(raw.get(key(19)).await.unwrap(), Some(b"v19".to_vec()));
+    assert_eq!(raw.get(key(130)).await.unwrap(), Some(b"v130".to_vec()));
+    // Compare-and-swap, in two regions.
+    for k in ["cas-a", "k0175"] {
+        let _ = cas.delete(k.to_owned()).await;
+        let (prev, swapped) = cas
+            .compare_and_swap(k.to_owned(), None, b"1".to_vec())
+            .await
+            .unwrap();
+        assert_eq!((prev, swapped), (None, true));
+        let (prev, swapped) = cas
+            .compare_and_swap(k.to_owned(), None, b"2".to_vec())
+            .await
+            .unwrap();
+        assert_eq!((prev, swapped), (Some(b"1".to_vec()), false));
+        let (prev, swapped) = cas
+            .compare_and_swap(k.to_owned(), Some(b"1".to_vec()), b"3".to_vec())
+            .await
+            .unwrap();
+        assert_eq!((prev, swapped), (Some(b"1".to_vec()), true));
+        assert_eq!(cas.get(k.to_owned()).await.unwrap(), Some(b"3".to_vec()));
+    }
+    // Our own client agrees with what tikv-client wrote.
+    assert_eq!(admin.get(key(19)).await.unwrap(), Some(b"v19".to_vec()));
+    assert_eq!(
+        admin
+            .scan(key(0), key(9999), 1000, false)
+            .await
+            .unwrap()
+            .len(),
+        148
+    );
+}
+
+struct Target {
+    client: TikvClient<tonic::transport::Channel>,
+    follower: TikvClient<tonic::transport::Channel>,
+    follower_peer: proto::metapb::Peer,
+    ctx: Context,
+}
+
+async fn target(cluster: &ProcCluster, admin: &client::Client) -> Target {
+    let info = admin
+        .region_by_key(b"x".to_vec())
+        .await
+        .unwrap()
+        .expect("a region");
+    let leader = info.leader.expect("a leader");
+    let stores = admin.stores().await.unwrap();
+    let addr_of = |store_id: u64| {
+        stores
+            .iter()
+            .find(|s| s.id == store_id)
+            .map(|s| format!("http://{}", s.address))
+            .expect("store known")
+    };
+    let follower = info
+        .region
+        .peers
+        .iter()
+        .find(|p| p.id != leader.id)
+        .expect("a follower");
+    let connect = |addr: String| async move {
+        TikvClient::connect(addr)
+            .await
+            .expect("connect")
+            .max_encoding_message_size(64 << 20)
+            .max_decoding_message_size(64 << 20)
+    };
+    let _ = cluster;
+    Target {
+        client: connect(addr_of(leader.store_id)).await,
+        follower: connect(addr_of(follower.store_id)).await,
+        follower_peer: *follower,
+        ctx: Context {
+            region_id: info.region.id,
+            region_epoch: info.region.region_epoch,
+            peer: Some(leader),
+            ..Default::default()
+        },
+    }
+}
+
+fn put(ctx: &Context, key: &[u8], value: &[u8]) -> kvrpcpb::RawPutRequest {
+    kvrpcpb::RawPutRequest {
+        context: Some(ctx.clone()),
+        key: key.to_vec(),
+        value: value.to_vec(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_specific_errors_and_write_nothing() {
+    let cluster = ProcCluster::start(3);
+    let admin = cluster.client().await;
+    cluster.wait_replicated(&admin, 1, 3).await;
+    let Target {
+        mut client,
+        mut follower,
+        follower_peer,
+        ctx,
+    } = target(&cluster, &admin).await;
+
+    // A good put works, so the refusals below are about the request.
+    let ok = client
+        .raw_put(put(&ctx, b"good", b"1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ok.region_error.is_none() && ok.error.is_empty(), "{ok:?}");
+
+    let expect_error = |resp: kvrpcpb::RawPutResponse, what: &str| {
+        assert!(resp.region_error.is_none(), "{what}: {resp:?}");
+        assert!(
+            resp.error.contains(what),
+            "want {what:?} in {:?}",
+            resp.error
+        );
+    };
+    // API V2.
+    let mut v2 = ctx.clone();
+    v2.api_version = kvrpcpb::ApiVersion::V2 as i32;
+    expect_error(
+        client
+            .raw_put(put(&v2, b"bad-v2", b"x"))
+            .await
+            .unwrap()
+            .into_inner(),
+        "API version",
+    );
+    // Oversized key and value.
+    let long_key = vec![b'k'; 8 * 1024 + 1];
+    expect_error(
+        client
+            .raw_put(put(&ctx, &long_key, b"x"))
+            .await
+            .unwrap()
+            .into_inner(),
+        "max-key-size",
+    );
+    let big_value = vec![0u8; 3 * 1024 * 1024 + 1];
+    expect_error(
+        client
+            .raw_put(put(&ctx, b"bad-big", &big_value))
+            .await
+            .unwrap()
+            .into_inner(),
+        "max-value-size",
+    );
+    // A non-zero TTL, an unknown column family, an empty key, no context.
+    let mut ttl = put(&ctx, b"bad-ttl", b"x");
+    ttl.ttl = 60;
+    expect_error(client.raw_put(ttl).await.unwrap().into_inner(), "TTL");
+    let mut cf = put(&ctx, b"bad-cf", b"x");
+    cf.cf = "nope".into();
+    expect_error(
+        client.raw_put(cf).await.unwrap().into_inner(),
+        "column family",
+    );
+    expect_error(
+        client
+            .raw_put(put(&ctx, b"", b"x"))
+            .await
+            .unwrap()
+            .into_inner(),
+        "empty key",
+    );
+    let mut no_ctx = put(&ctx, b"bad-noctx", b"x");
+    no_ctx.context = None;
+    expect_error(
+        client.raw_put(no_ctx).await.unwrap().into_inner(),
+        "context",
+    );
+    // Too many keys in one batch.
+    let batch = kvrpcpb::RawBatchPutRequest {
+        context: Some(ctx.clone()),
+        pairs: (0..4097)
+            .map(|i| KvPair {
+                error: None,
+                key: format!("bad-batch-{i}").into_bytes(),
+                value: b"x".to_vec(),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let resp = client.raw_batch_put(batch).await.unwrap().into_inner();
+    assert!(resp.error.contains("max-batch-keys"), "{resp:?}");
+    // A message over the store's 16 MiB gRPC limit is refused by the transport.
+    let huge = put(&ctx, b"bad-huge", &vec![0u8; 17 << 20]);
+    let status = client.raw_put(huge).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+
+    // Routing errors come back as region errors a client acts on.
+    let mut unknown = ctx.clone();
+    unknown.region_id = 999_999;
+    let resp = client
+        .raw_put(put(&unknown, b"bad-region", b"x"))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = resp.region_error.expect("region error");
+    assert!(err.region_not_found.is_some(), "{err:?}");
+    let mut stale = ctx.clone();
+    stale.region_epoch = Some(proto::metapb::RegionEpoch {
+        conf_ver: 1,
+        version: 0,
+    });
+    let resp = client
+        .raw_put(put(&stale, b"bad-epoch", b"x"))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = resp.region_error.expect("region error");
+    let epoch = err.epoch_not_match.expect("epoch not match");
+    assert_eq!(epoch.current_regions.len(), 1);
+    assert_eq!(epoch.current_regions[0].region_epoch, ctx.region_epoch);
+    // A client whose cache names a follower as the leader.
+    let mut at_follower = ctx.clone();
+    at_follower.peer = Some(follower_peer);
+    let resp = follower
+        .raw_put(put(&at_follower, b"bad-follower", b"x"))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = resp.region_error.expect("region error");
+    let not_leader = err.not_leader.expect("not leader");
+    assert_eq!(not_leader.leader.map(|p| p.id), ctx.peer.map(|p| p.id));
+    // Bad reads too.
+    let resp = client
+        .raw_get(kvrpcpb::RawGetRequest {
+            context: Some(v2.clone()),
+            key: b"good".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.error.contains("API version"), "{resp:?}");
+    let status = client
+        .raw_scan(kvrpcpb::RawScanRequest {
+            context: Some(ctx.clone()),
+            start_key: b"a".to_vec(),
+            limit: 100_000, // over the 10240 pairs a scan may ask for
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    // Nothing of the refused requests was written.
+    let written = admin
+        .scan(b"bad".to_vec(), b"bae".to_vec(), 10_000, true)
+        .await
+        .unwrap();
+    assert!(written.is_empty(), "{written:?}");
+    assert_eq!(
+        admin.get(b"good".to_vec()).await.unwrap(),
+        Some(b"1".to_vec())
+    );
+}
