@@ -15,10 +15,7 @@ fn key(i: usize) -> String {
 
 /// Splits at `at` through the scheduler and waits for the routing table to show it.
 async fn split(cluster: &ProcCluster, admin: &client::Client, at: &str, regions: usize) {
-    admin
-        .split(at.as_bytes().to_vec())
-        .await
-        .expect("ask split");
+    admin.split(at).await.expect("ask split");
     let deadline = Instant::now() + Duration::from_secs(30);
     while admin.regions().await.map(|r| r.len()).unwrap_or(0) < regions {
         assert!(Instant::now() < deadline, "split at {at} not applied");
