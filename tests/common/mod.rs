@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod history;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -78,10 +80,15 @@ impl ProcCluster {
     /// A scheduler and `n` stores; returns once every store is serving (not yet replicated:
     /// see [`ProcCluster::wait_replicated`]).
     pub fn start(n: usize) -> ProcCluster {
+        Self::start_with(n, |_| {})
+    }
+
+    /// Like [`ProcCluster::start`], with the scheduler's config changed by `tune`.
+    pub fn start_with(n: usize, tune: impl FnOnce(&mut SchedulerConfig)) -> ProcCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let pd = format!("127.0.0.1:{}", free_port());
         let scheduler_log = dir.path().join("scheduler.log");
-        let sched = SchedulerConfig {
+        let mut sched = SchedulerConfig {
             data_dir: dir.path().join("scheduler"),
             addr: pd.clone(),
             status_addr: String::new(),
@@ -95,6 +102,7 @@ impl ProcCluster {
             },
             ..Default::default()
         };
+        tune(&mut sched);
         let sched_path = dir.path().join("scheduler.toml");
         write(&sched_path, &sched);
         let scheduler = spawn_ready(
@@ -199,16 +207,27 @@ impl ProcCluster {
         }
     }
 
-    /// The `/status` document of store `i`.
-    pub fn status(&self, i: usize) -> serde_json::Value {
+    fn http_get(&self, i: usize, path: &str) -> String {
         use std::io::{Read, Write};
         let mut conn = std::net::TcpStream::connect(&self.stores[i].status_addr).expect("status");
-        conn.write_all(b"GET /status HTTP/1.1\r\n\r\n")
+        conn.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes())
             .expect("send");
         let mut out = String::new();
         conn.read_to_string(&mut out).expect("read");
-        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default();
-        serde_json::from_str(body).expect("status is JSON")
+        out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()
+    }
+
+    /// The `/status` document of store `i`.
+    pub fn status(&self, i: usize) -> serde_json::Value {
+        serde_json::from_str(&self.http_get(i, "/status")).expect("status is JSON")
+    }
+
+    /// The value of one metric series (`name{labels}`) on store `i`'s `/metrics`.
+    pub fn metric(&self, i: usize, series: &str) -> f64 {
+        self.http_get(i, "/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     fn dump_logs(&self) {

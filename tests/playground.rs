@@ -1,0 +1,105 @@
+//! `regionstore playground` as a newcomer runs it: it starts, `ctl` puts and gets, Ctrl-C
+//! stops it cleanly, and a second run finds the data again.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::BIN;
+
+/// An offset whose ports (scheduler 2379+o and 2381+o, stores 20160+o.. and 20180+o..) are
+/// free now.
+fn free_offset() -> u16 {
+    let start = 100 + (std::process::id() % 90) as u16 * 10;
+    (0..90)
+        .map(|i| 100 + (start + i * 10) % 900)
+        .find(|o| {
+            [2379, 2381, 20160, 20161, 20162, 20180, 20181, 20182]
+                .iter()
+                .all(|p| std::net::TcpListener::bind(("127.0.0.1", p + o)).is_ok())
+        })
+        .expect("a free port range")
+}
+
+fn start(dir: &std::path::Path, offset: u16) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args(["playground", "--dir"])
+        .arg(dir)
+        .args(["--port-offset", &offset.to_string()])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start the playground");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the playground says it is running within 90 s");
+        if line.contains("playground is running") {
+            return (child, rx);
+        }
+    }
+}
+
+fn ctl(pd: &str, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["ctl", "--pd", pd])
+        .args(args)
+        .output()
+        .expect("run ctl");
+    assert!(
+        out.status.success(),
+        "ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn stop(mut child: Child, rx: mpsc::Receiver<String>) {
+    common::signal(&child, libc::SIGINT);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the playground did not stop within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let said: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "exit {status}: {said:?}");
+    assert!(
+        said.iter().any(|l| l.contains("stopped; the data stays")),
+        "{said:?}"
+    );
+    assert!(!said.iter().any(|l| l.contains("killing")), "{said:?}");
+}
+
+#[test]
+fn playground_starts_serves_ctl_and_stops_cleanly_then_reuses_its_data() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let offset = free_offset();
+    let pd = format!("127.0.0.1:{}", 2379 + offset);
+    let (child, rx) = start(dir.path(), offset);
+    assert_eq!(ctl(&pd, &["put", "hello", "world"]), "OK");
+    assert_eq!(ctl(&pd, &["get", "hello"]), "world");
+    assert_eq!(ctl(&pd, &["get", "nobody"]), "(not found)");
+    assert!(ctl(&pd, &["stores"]).lines().count() == 3);
+    stop(child, rx);
+
+    let (child, rx) = start(dir.path(), offset);
+    assert_eq!(ctl(&pd, &["get", "hello"]), "world");
+    stop(child, rx);
+}
