@@ -42,11 +42,14 @@ fn start(dir: &std::path::Path, offset: u16) -> (Child, mpsc::Receiver<String>) 
     });
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the playground says it is running within 90 s");
-        if line.contains("playground is running") {
-            return (child, rx);
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains("playground is running") => return (child, rx),
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("the playground did not say it is running within 90 s: {status:?}");
+            }
         }
     }
 }
