@@ -69,7 +69,7 @@ impl Workload {
             let (raw, stop, history) = (raw.clone(), stop.clone(), history.clone());
             tasks.push(tokio::spawn(async move {
                 // A key whose write failed is left alone: that write may still land.
-                let mut poisoned = vec![false; KEYS_PER_WRITER];
+                let mut poisoned = [false; KEYS_PER_WRITER];
                 let mut k = 0;
                 while !stop.load(Ordering::Relaxed) && poisoned.iter().any(|p| !p) {
                     k = (k + 1) % KEYS_PER_WRITER;
