@@ -19,9 +19,10 @@ deps:
 build: deps
 	$(CARGO) build --workspace --all-targets
 
-# Until the playground lands (network issue), show what the binary contains.
+# A scheduler and three stores on loopback, data under ./regionstore-playground; Ctrl-C stops.
 run: deps
-	$(CARGO) run --quiet --bin regionstore
+	$(CARGO) build --quiet --bin regionstore
+	$(CARGO) run --quiet --bin regionstore -- playground
 
 fmt:
 	$(CARGO) fmt --all
@@ -51,7 +52,7 @@ test: lint
 
 # Soak variants: larger stress runs, not part of CI.
 test-long: deps
-	$(CARGO) test --workspace --release -- --include-ignored
+	KILL_ITERATIONS=10 $(CARGO) test --workspace --release -- --include-ignored
 	$(CARGO) test --release -p test-cluster --features failpoints --test failpoints -- --test-threads 1
 
 bench: deps
