@@ -26,7 +26,6 @@ fn field_docs(source: &str, name: &str) -> Vec<(String, String)> {
         return out;
     };
     let mut doc: Vec<String> = Vec::new();
-    let mut last = String::new();
     for line in source[at + start.len()..].lines() {
         let line = line.trim();
         if line.starts_with('}') {
@@ -38,11 +37,9 @@ fn field_docs(source: &str, name: &str) -> Vec<(String, String)> {
             let Some((field, _)) = field.split_once(':') else {
                 continue;
             };
-            // A field without its own doc shares the one above (a min/max pair).
-            if !doc.is_empty() {
-                last = doc.join(" ");
-            }
-            out.push((field.trim().replace('_', "-"), last.clone()));
+            // Every field needs its own doc (the test of the printed config checks), and a
+            // skipped field's doc must not leak onto the next one.
+            out.push((field.trim().replace('_', "-"), doc.join(" ")));
             doc.clear();
         }
     }

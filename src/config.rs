@@ -62,7 +62,7 @@ pub fn annotated<T: Serialize>(top: &'static str, title: &str, default: &T) -> S
             sections.push((key, value));
             continue;
         }
-        if let Some(doc) = doc_of(top, key) {
+        if let Some(doc) = doc_of(top, key).filter(|d| !d.is_empty()) {
             comment(doc, &mut out);
         }
         out.push_str(&format!("{key} = {value}\n\n"));
@@ -72,7 +72,7 @@ pub fn annotated<T: Serialize>(top: &'static str, title: &str, default: &T) -> S
         let structure = section_struct(top, name);
         if let toml::Value::Table(fields) = value {
             for (key, value) in fields {
-                if let Some(doc) = doc_of(structure, key) {
+                if let Some(doc) = doc_of(structure, key).filter(|d| !d.is_empty()) {
                     comment(doc, &mut out);
                 }
                 out.push_str(&format!("{key} = {value}\n"));
@@ -149,6 +149,19 @@ impl StoreConfig {
         if self.data_dir.as_os_str().is_empty() {
             return Err("config field `data-dir`: must not be empty".into());
         }
+        if self
+            .server
+            .addr
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_unspecified())
+            && self.server.advertise_addr.is_empty()
+        {
+            return Err(format!(
+                "config field `server.advertise-addr`: must be set when `server.addr` ({}) \
+                 listens on every interface: other stores and clients connect to it",
+                self.server.addr
+            ));
+        }
         if self.scheduler_endpoints.is_empty() {
             return Err("config field `scheduler-endpoints`: name at least one endpoint".into());
         }
@@ -191,10 +204,14 @@ pub struct ScheduleConfig {
     pub max_store_down_time_ms: u64,
     /// An operator not finished after this long is dropped. Default 10 min; >= 10 s.
     pub operator_timeout_ms: u64,
-    /// Operators of each kind running at once (0 turns the kind off). Defaults 8 (replica),
-    /// 4 (leader balance), 4 (region balance); <= 1024.
+    /// Replica operators (add, replace, remove replicas) running at once; 0 turns the
+    /// replica checker off. Default 8; <= 1024.
     pub replica_schedule_limit: usize,
+    /// Leader-balance operators running at once; 0 turns leader balancing off. Default 4;
+    /// <= 1024.
     pub leader_schedule_limit: usize,
+    /// Region-balance operators running at once; 0 turns region balancing off. Default 4;
+    /// <= 1024.
     pub region_schedule_limit: usize,
     /// Ended operators kept for `ctl operators`. Default 256; <= 65536.
     pub operator_history: usize,
@@ -334,11 +351,21 @@ impl SchedulerConfig {
         if self.data_dir.as_os_str().is_empty() {
             return Err("config field `data-dir`: must not be empty".into());
         }
-        if self.addr.parse::<std::net::SocketAddr>().is_err() {
-            return Err(format!(
-                "config field `addr`: {:?} is not an ip:port address",
-                self.addr
-            ));
+        match self.addr.parse::<std::net::SocketAddr>() {
+            Err(_) => {
+                return Err(format!(
+                    "config field `addr`: {:?} is not an ip:port address",
+                    self.addr
+                ))
+            }
+            Ok(a) if a.ip().is_unspecified() && self.advertise_url.is_empty() => {
+                return Err(format!(
+                    "config field `advertise-url`: must be set when `addr` ({}) listens on \
+                     every interface: clients connect to the URL the scheduler names",
+                    self.addr
+                ))
+            }
+            Ok(_) => {}
         }
         if !self.status_addr.is_empty() && self.status_addr.parse::<std::net::SocketAddr>().is_err()
         {

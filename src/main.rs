@@ -50,7 +50,7 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         stores: usize,
         /// Added to every port (scheduler 2379, stores 20160+i, status ports 2381 and
-        /// 20180+i), to run more than one playground.
+        /// 20180+i), to run more than one playground: a multiple of 100, at most 40000.
         #[arg(long, default_value_t = 0)]
         port_offset: u16,
     },

@@ -33,7 +33,17 @@ fn spawn(name: &str, args: &[&str], ready_timeout: Duration) -> Result<(Process,
     let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
     // A process group of its own: a terminal's Ctrl-C reaches only the playground, which then
     // stops the processes in order.
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    // SAFETY: prctl(2) in the child before exec touches no memory of the parent. If the
+    // playground dies without stopping its children (killed, or Ctrl-C while starting up),
+    // each child gets SIGTERM and stops cleanly rather than holding ports and data.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let mut child = command
         .process_group(0)
         .args(args)
         .stdout(Stdio::piped())
@@ -100,6 +110,14 @@ fn terminate(processes: &mut [Process]) {
 pub fn run(opts: Options) -> Result<(), String> {
     if opts.stores == 0 || opts.stores > 9 {
         return Err("--stores must be 1..=9".into());
+    }
+    // Multiples of 100 keep two playgrounds' ports apart (a store's 20160+i never meets
+    // another's status 20180+i), and the sums below fit a port number.
+    if opts.port_offset % 100 != 0 || opts.port_offset > 40_000 {
+        return Err(format!(
+            "--port-offset must be a multiple of 100, at most 40000 (got {})",
+            opts.port_offset
+        ));
     }
     std::fs::create_dir_all(&opts.dir)
         .map_err(|e| format!("cannot create {}: {e}", opts.dir.display()))?;

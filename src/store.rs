@@ -17,6 +17,7 @@ use server::service::RaftService;
 use server::transport::{GrpcTransport, StoreResolver};
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 
 use crate::config::StoreConfig;
 
@@ -149,15 +150,20 @@ fn run_with_logger(cfg: StoreConfig, logger: &slog::Logger) -> Result<(), String
     .max_decoding_message_size(max_msg)
     .max_encoding_message_size(max_msg);
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Small raft messages and KV answers must not wait for Nagle.
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|c| {
+            let _ = c.set_nodelay(true);
+        })
+    });
     let grpc = runtime.spawn(
         tonic::transport::Server::builder()
-            .tcp_nodelay(true)
+            // A peer that vanished mid-stream (power loss) is noticed, and its streams end.
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(kv_service)
             .add_service(raft_service)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                stopped(stop_rx.clone()),
-            ),
+            .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
     );
     let status_addr = if cfg.server.status_addr.is_empty() {
         None

@@ -167,10 +167,13 @@ impl Client {
         &self,
         pairs: impl IntoIterator<Item = (impl Into<Vec<u8>>, impl Into<Vec<u8>>)>,
     ) -> Result<()> {
-        let pairs: Vec<KvPair> = pairs
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
+        // The last value of a key wins: a key twice could otherwise land in two requests
+        // that run, or retry, in either order.
+        let mut last: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
+        for (k, v) in pairs {
+            last.insert(k.into(), v.into());
+        }
+        let pairs: Vec<KvPair> = last.into_iter().collect();
         self.inner
             .sharded(
                 "batch_put",
@@ -452,6 +455,13 @@ fn check_pairs(method: &'static str, route: &Route, pairs: &[kvrpcpb::KvPair]) -
 
 /// The regions of a `ScanRegions` answer: the `regions` form if the server filled it, else
 /// the legacy parallel `region_metas`/`leaders` lists. A leader with id 0 means none.
+/// A store refused an answer as too large for one message (RESOURCE_EXHAUSTED): asking
+/// for fewer pairs helps.
+fn too_large(failure: &Failure) -> bool {
+    matches!(failure, Failure::Fatal(Error::Grpc { status, .. })
+        if status.code() == tonic::Code::ResourceExhausted)
+}
+
 /// Most pairs asked of a store in one RawScan: what stores (and tikv-client) accept.
 const MAX_SCAN_PER_REQUEST: u32 = 10240;
 
@@ -1031,11 +1041,13 @@ impl Inner {
     ) -> Result<Vec<KvPair>> {
         let mut state = self.retry_state("scan");
         let mut out: Vec<KvPair> = Vec::new();
+        // Halved when a store finds the answer too large for one message.
+        let mut cap = MAX_SCAN_PER_REQUEST;
         loop {
             let route = self.locate(&start, &mut state).await?;
             let (send_end, next) = shard::forward_step(&route, &end);
             let remaining = limit - out.len() as u32;
-            let ask = remaining.min(MAX_SCAN_PER_REQUEST);
+            let ask = remaining.min(cap);
             let req = kvrpcpb::RawScanRequest {
                 start_key: start.clone(),
                 end_key: send_end,
@@ -1071,6 +1083,7 @@ impl Inner {
                         None => return Ok(out),
                     }
                 }
+                Err(failure) if too_large(&failure) && ask > 1 => cap = (ask / 2).max(1),
                 Err(failure) => {
                     let pause = state.admit(failure, true)?;
                     state.pause([pause]).await?;
@@ -1091,11 +1104,12 @@ impl Inner {
     ) -> Result<Vec<KvPair>> {
         let mut state = self.retry_state("scan_reverse");
         let mut out: Vec<KvPair> = Vec::new();
+        let mut cap = MAX_SCAN_PER_REQUEST;
         loop {
             let route = self.locate_before(&upper, &start, &mut state).await?;
             let (send_lower, next) = shard::reverse_step(&route, &start);
             let remaining = limit - out.len() as u32;
-            let ask = remaining.min(MAX_SCAN_PER_REQUEST);
+            let ask = remaining.min(cap);
             let req = kvrpcpb::RawScanRequest {
                 start_key: upper.clone(),
                 end_key: send_lower,
@@ -1130,6 +1144,7 @@ impl Inner {
                         None => return Ok(out),
                     }
                 }
+                Err(failure) if too_large(&failure) && ask > 1 => cap = (ask / 2).max(1),
                 Err(failure) => {
                     let pause = state.admit(failure, true)?;
                     state.pause([pause]).await?;

@@ -25,6 +25,10 @@ pub struct RaftLogConfig {
     /// Directory of the log files (`<data>/raft-engine`).
     #[serde(skip)]
     pub dir: PathBuf,
+    /// What to do with a damaged log at start-up: "tolerate-tail-corruption" (the default:
+    /// drop a torn last batch, which a crash left unacknowledged; any other damage stops the
+    /// store), "absolute-consistency" (any damage stops it), or "tolerate-any-corruption"
+    /// (skips damaged batches anywhere and loses acknowledged writes: salvage only).
     pub recovery_mode: RecoveryMode,
     /// Threads replaying the log at start-up. Default 4.
     pub recovery_threads: usize,

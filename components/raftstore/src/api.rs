@@ -70,12 +70,16 @@ impl Modify {
 /// A handle to one store's embedded API. Cheap to clone.
 pub struct StoreApi<EK: KvEngine> {
     ctx: Arc<StoreContext<EK>>,
+    /// Whether a full region mailbox is waited on (blocking the calling thread) or answered
+    /// with ServerIsBusy at once, for callers on async threads that wait their own way.
+    wait_on_full_mailbox: bool,
 }
 
 impl<EK: KvEngine> Clone for StoreApi<EK> {
     fn clone(&self) -> Self {
         StoreApi {
             ctx: self.ctx.clone(),
+            wait_on_full_mailbox: self.wait_on_full_mailbox,
         }
     }
 }
@@ -91,7 +95,25 @@ fn header(ctx: &Context) -> RaftRequestHeader {
 
 impl<EK: KvEngine> StoreApi<EK> {
     pub(crate) fn new(ctx: Arc<StoreContext<EK>>) -> StoreApi<EK> {
-        StoreApi { ctx }
+        StoreApi {
+            ctx,
+            wait_on_full_mailbox: true,
+        }
+    }
+
+    /// This API, answering ServerIsBusy at once (nothing proposed) when a region's mailbox is
+    /// full instead of blocking the thread for up to `mailbox-full-wait-ms`: for async
+    /// servers, which must not block their threads and retry after a pause of their own.
+    pub fn without_mailbox_wait(&self) -> StoreApi<EK> {
+        StoreApi {
+            ctx: self.ctx.clone(),
+            wait_on_full_mailbox: false,
+        }
+    }
+
+    /// How long a request may wait for room in a full mailbox (`mailbox-full-wait-ms`).
+    pub fn mailbox_full_wait(&self) -> std::time::Duration {
+        self.ctx.cfg.mailbox_full_wait()
     }
 
     pub fn store_id(&self) -> u64 {
@@ -201,21 +223,24 @@ impl<EK: KvEngine> StoreApi<EK> {
         }
         let store_id = self.ctx.store_id;
         let result = match self.ctx.router.send(region_id, msg) {
-            Err(SendError::Full { msg, .. }) => {
-                self.ctx
-                    .router
-                    .send_timeout(region_id, msg, self.ctx.cfg.mailbox_full_wait())
-            }
+            Err(SendError::Full { msg, .. }) if self.wait_on_full_mailbox => self
+                .ctx
+                .router
+                .send_timeout(region_id, msg, self.ctx.cfg.mailbox_full_wait()),
             other => other,
         };
         match result {
             Ok(()) => Ok(()),
             Err(SendError::Full { capacity, .. }) => Err(Error::ServerIsBusy {
                 region_id,
-                reason: format!(
-                    "region mailbox stayed full ({capacity} messages) for {} ms",
-                    self.ctx.cfg.mailbox_full_wait_ms
-                ),
+                reason: if self.wait_on_full_mailbox {
+                    format!(
+                        "region mailbox stayed full ({capacity} messages) for {} ms",
+                        self.ctx.cfg.mailbox_full_wait_ms
+                    )
+                } else {
+                    format!("region mailbox is full ({capacity} messages)")
+                },
             }),
             Err(SendError::Disconnected { .. }) => Err(Error::RegionNotFound {
                 region_id,

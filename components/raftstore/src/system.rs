@@ -99,6 +99,8 @@ pub struct StoreSystem<EK: KvEngine> {
     apply_system: BatchSystem<ApplyFsm<EK>, ApplyControlFsm>,
     ticker: Option<(Sender<()>, JoinHandle<()>)>,
     workers: Vec<JoinHandle<()>>,
+    /// Tells the worker threads to drop what is still queued.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<EK: SstExt> StoreSystem<EK> {
@@ -238,29 +240,43 @@ impl<EK: SstExt> StoreSystem<EK> {
             .map_err(system_err)?;
         let ticker = spawn_ticker(router, cfg.base_tick(), store_id)?;
         let mut workers = Vec::new();
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for i in 0..cfg.snap_generator_pool_size {
             let c = ctx.clone();
             let name = format!("store-{store_id}-snap-gen-{i}");
-            workers.push(spawn_worker(store_id, name, gen_rx.clone(), move |t| {
-                c.run_gen_task(t)
-            })?);
+            workers.push(spawn_worker(
+                store_id,
+                name,
+                gen_rx.clone(),
+                stopping.clone(),
+                move |t| c.run_gen_task(t),
+            )?);
         }
         let c = ctx.clone();
         let name = format!("store-{store_id}-split-check");
-        workers.push(spawn_worker(store_id, name, split_rx, move |t| {
-            c.run_split_task(t)
-        })?);
+        workers.push(spawn_worker(
+            store_id,
+            name,
+            split_rx,
+            stopping.clone(),
+            move |t| c.run_split_task(t),
+        )?);
         let c = ctx.clone();
         let name = format!("store-{store_id}-scheduler");
-        workers.push(spawn_worker(store_id, name, heartbeat_rx, move |t| {
-            c.run_heartbeat_task(t)
-        })?);
+        workers.push(spawn_worker(
+            store_id,
+            name,
+            heartbeat_rx,
+            stopping.clone(),
+            move |t| c.run_heartbeat_task(t),
+        )?);
         Ok(StoreSystem {
             ctx,
             raft_system,
             apply_system,
             ticker: Some(ticker),
             workers,
+            stopping,
         })
     }
 }
@@ -408,6 +424,8 @@ impl<EK: KvEngine> StoreSystem<EK> {
             drop(stop);
             let _ = handle.join();
         }
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let panicked = self.raft_system.shutdown() + self.apply_system.shutdown();
         self.ctx
             .gen_tx
@@ -438,18 +456,23 @@ impl<EK: KvEngine> Drop for StoreSystem<EK> {
     }
 }
 
-/// A thread that runs `run` on every task of `rx` until the queue's senders are gone.
+/// A thread that runs `run` on every task of `rx` until the queue's senders are gone. Once
+/// `stopping` is set, queued tasks are dropped instead: a shutdown must not wait for a
+/// backlog of heartbeats or split checks to time out against an unreachable scheduler.
 fn spawn_worker<T: Send + 'static>(
     store_id: u64,
     name: String,
     rx: crossbeam::channel::Receiver<T>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     run: impl Fn(T) + Send + 'static,
 ) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
             for task in rx {
-                run(task);
+                if !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    run(task);
+                }
             }
         })
         .map_err(|e| Error::Store {

@@ -224,18 +224,18 @@ impl Inner {
     }
 
     async fn alloc_ids(&self, count: usize) -> Result<Vec<u64>> {
-        let mut ids = Vec::with_capacity(count);
-        for _ in 0..count {
-            let resp = self
-                .call(|mut t, h| async move {
-                    let req = pdpb::AllocIdRequest { header: Some(h) };
-                    t.pd.alloc_id(req).await
-                })
-                .await
-                .map_err(|f| f.into_error("AllocID"))?;
-            ids.push(resp.id);
-        }
-        Ok(ids)
+        // One id per call (pdpb's AllocID), all in flight at once: a split of 8 keys over 3
+        // peers needs 32.
+        let calls = (0..count).map(|_| async {
+            self.call(|mut t, h| async move {
+                let req = pdpb::AllocIdRequest { header: Some(h) };
+                t.pd.alloc_id(req).await
+            })
+            .await
+            .map(|resp| resp.id)
+            .map_err(|f| f.into_error("AllocID"))
+        });
+        futures::future::try_join_all(calls).await
     }
 
     async fn report_split(&self, parent: Region, new_regions: Vec<Region>) -> Result<()> {

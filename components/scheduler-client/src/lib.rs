@@ -255,7 +255,14 @@ pub fn bootstrap_store<EK: KvEngine, C: ClusterControl + ?Sized>(
         match client.bootstrap(store.clone(), region.clone())? {
             BootstrapOutcome::Done => return Ok(store_id),
             // Another store won: this one joins with no region.
-            BootstrapOutcome::AlreadyBootstrapped => delete_region_state(kv, region.id)?,
+            BootstrapOutcome::AlreadyBootstrapped => {
+                // Unless it was this store's own bootstrap, answered on another endpoint after
+                // the first one timed out: then the region is the cluster's, keep it.
+                if client.region_recorded(region.id)? {
+                    return Ok(store_id);
+                }
+                delete_region_state(kv, region.id)?
+            }
         }
     }
     client.put_store(store)?;

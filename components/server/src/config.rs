@@ -28,11 +28,16 @@ pub struct Config {
     /// Message batches queued for one peer store before new ones are dropped (metric
     /// `regionstore_raft_messages_dropped_total`). Default 1024; 16..=65536.
     pub raft_msg_queue_capacity: usize,
-    /// Most raft messages in one batch on a store-to-store stream. Default 256; 1..=4096.
+    /// Bytes of message batches queued for one peer store before new ones are dropped.
+    /// Default 128 MiB; 1 MiB..=16 GiB.
+    pub raft_msg_queue_bytes: usize,
+    /// Most raft messages in one batch on a store-to-store stream (a batch is also cut 1 MiB
+    /// below `grpc-max-message-size`). Default 256; 1..=4096.
     pub raft_msg_max_batch: usize,
-    /// Wait before reconnecting to a peer store, doubling per failure up to the max.
-    /// Defaults 100 ms and 5 s; min 10 ms..=max, max <= 60 s.
+    /// First wait before reconnecting to a peer store; it doubles per failure. Default
+    /// 100 ms; 10 ms..=`reconnect-backoff-max-ms`.
     pub reconnect_backoff_min_ms: u64,
+    /// Longest wait before reconnecting to a peer store. Default 5 s; 10 ms..=60 s.
     pub reconnect_backoff_max_ms: u64,
     /// How long a peer store's address is cached before it is asked of the scheduler again
     /// (a failed connection forgets it at once). Default 60 s; 1 s..=1 h.
@@ -52,6 +57,7 @@ impl Default for Config {
             max_batch_keys: 4096,
             grpc_max_message_size: 16 << 20,
             raft_msg_queue_capacity: 1024,
+            raft_msg_queue_bytes: 128 << 20,
             raft_msg_max_batch: 256,
             reconnect_backoff_min_ms: 100,
             reconnect_backoff_max_ms: 5000,
@@ -113,6 +119,12 @@ impl Config {
             65536,
         )?;
         bounded("raft-msg-max-batch", self.raft_msg_max_batch, 1, 4096)?;
+        bounded(
+            "raft-msg-queue-bytes",
+            self.raft_msg_queue_bytes,
+            1 << 20,
+            16 << 30,
+        )?;
         bounded(
             "reconnect-backoff-max-ms",
             self.reconnect_backoff_max_ms,

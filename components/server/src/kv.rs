@@ -30,15 +30,26 @@ pub const MAX_SCAN_LIMIT: usize = 10240;
 
 enum KvError {
     Region(Box<errorpb::Error>),
-    /// Bad input, or a failure that is not about routing: a clear message.
-    Other(String),
+    /// Bad input: a clear message; asking again will not help.
+    Invalid(String),
+    /// The answer would not fit a message: ask for less.
+    TooLarge(String),
+    /// The store cannot answer now (stopping, a read or write whose outcome is unknown).
+    Unavailable(String),
+    /// The engine failed.
+    Internal(String),
 }
 
 impl From<raftstore::Error> for KvError {
     fn from(e: raftstore::Error) -> Self {
-        match e.to_region_error() {
-            Some(region_error) => KvError::Region(Box::new(region_error)),
-            None => KvError::Other(e.to_string()),
+        if let Some(region_error) = e.to_region_error() {
+            return KvError::Region(Box::new(region_error));
+        }
+        match e {
+            raftstore::Error::StoreStopped { .. }
+            | raftstore::Error::ReadTimeout { .. }
+            | raftstore::Error::Undetermined { .. } => KvError::Unavailable(e.to_string()),
+            other => KvError::Internal(other.to_string()),
         }
     }
 }
@@ -51,7 +62,10 @@ impl KvError {
             KvError::Region(e) if e.region_not_found.is_some() => "region_not_found",
             KvError::Region(e) if e.server_is_busy.is_some() => "server_is_busy",
             KvError::Region(_) => "region_other",
-            KvError::Other(_) => "other",
+            KvError::Invalid(_) => "invalid",
+            KvError::TooLarge(_) => "too_large",
+            KvError::Unavailable(_) => "unavailable",
+            KvError::Internal(_) => "internal",
         }
     }
 
@@ -59,7 +73,10 @@ impl KvError {
     fn split(self) -> (Option<errorpb::Error>, String) {
         match self {
             KvError::Region(e) => (Some(*e), String::new()),
-            KvError::Other(msg) => (None, msg),
+            KvError::Invalid(msg)
+            | KvError::TooLarge(msg)
+            | KvError::Unavailable(msg)
+            | KvError::Internal(msg) => (None, msg),
         }
     }
 
@@ -67,7 +84,10 @@ impl KvError {
     fn region_or_status(self) -> Result<errorpb::Error, Status> {
         match self {
             KvError::Region(e) => Ok(*e),
-            KvError::Other(msg) => Err(Status::invalid_argument(msg)),
+            KvError::Invalid(msg) => Err(Status::invalid_argument(msg)),
+            KvError::TooLarge(msg) => Err(Status::resource_exhausted(msg)),
+            KvError::Unavailable(msg) => Err(Status::unavailable(msg)),
+            KvError::Internal(msg) => Err(Status::internal(msg)),
         }
     }
 }
@@ -75,7 +95,7 @@ impl KvError {
 type KvResult<T> = std::result::Result<T, KvError>;
 
 fn invalid(msg: String) -> KvError {
-    KvError::Other(msg)
+    KvError::Invalid(msg)
 }
 
 /// Serves raw KV requests for one store.
@@ -88,7 +108,8 @@ pub struct KvService<EK: KvEngine> {
 impl<EK: KvEngine> KvService<EK> {
     pub fn new(api: StoreApi<EK>, cfg: Config) -> KvService<EK> {
         KvService {
-            api,
+            // A full mailbox is waited on here, asynchronously, not on the runtime's threads.
+            api: api.without_mailbox_wait(),
             cfg,
             latches: (0..LATCHES).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
@@ -192,12 +213,47 @@ impl<EK: KvEngine> KvService<EK> {
         guards
     }
 
+    /// Runs `call` again while it answers ServerIsBusy (nothing proposed: a full mailbox or
+    /// too much uncommitted), pausing between tries, for up to `mailbox-full-wait-ms`.
+    async fn busy_retry<T, F, Fut>(&self, mut call: F) -> KvResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = raftstore::Result<T>>,
+    {
+        let start = Instant::now();
+        let wait = self.api.mailbox_full_wait();
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            match call().await {
+                Err(raftstore::Error::ServerIsBusy { .. }) if start.elapsed() + pause < wait => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
     async fn snapshot(&self, ctx: &Context) -> KvResult<RegionSnapshot<EK::Snapshot>> {
-        Ok(self.api.snapshot(ctx).await?)
+        self.busy_retry(|| self.api.snapshot(ctx)).await
     }
 
     async fn write(&self, ctx: &Context, modifies: Vec<Modify>) -> KvResult<()> {
-        Ok(self.api.write(ctx, modifies).await?)
+        if modifies.is_empty() {
+            return Ok(());
+        }
+        self.busy_retry(|| self.api.write(ctx, modifies.clone()))
+            .await
+    }
+
+    /// Runs an engine read off the runtime's threads: a scan may read a whole region.
+    async fn read<T: Send + 'static>(
+        snap: RegionSnapshot<EK::Snapshot>,
+        f: impl FnOnce(&RegionSnapshot<EK::Snapshot>) -> KvResult<T> + Send + 'static,
+    ) -> KvResult<T> {
+        tokio::task::spawn_blocking(move || f(&snap))
+            .await
+            .map_err(|e| KvError::Internal(format!("read task: {e}")))?
     }
 
     fn observe<T>(&self, method: &'static str, start: Instant, result: &KvResult<T>) {
@@ -219,7 +275,7 @@ impl<EK: KvEngine> KvService<EK> {
         // Half the message limit leaves room for framing; a client asks again with a lower
         // limit rather than getting a truncated answer it could mistake for the end.
         if bytes > self.cfg.grpc_max_message_size / 2 {
-            return Err(invalid(format!(
+            return Err(KvError::TooLarge(format!(
                 "scan result of {bytes} bytes is over half the message limit ({} bytes): \
                  ask for fewer pairs",
                 self.cfg.grpc_max_message_size
@@ -264,16 +320,21 @@ impl<EK: KvEngine> KvService<EK> {
             self.key(key)?;
         }
         let snap = self.snapshot(&ctx).await?;
-        let mut pairs = Vec::new();
-        for key in &req.keys {
-            if let Some(value) = snap.get_cf(&cf, key)? {
-                pairs.push(KvPair {
-                    error: None,
-                    key: key.clone(),
-                    value,
-                });
+        let keys = req.keys.clone();
+        let pairs = Self::read(snap, move |snap| {
+            let mut pairs = Vec::new();
+            for key in keys {
+                if let Some(value) = snap.get_cf(&cf, &key)? {
+                    pairs.push(KvPair {
+                        error: None,
+                        key,
+                        value,
+                    });
+                }
             }
-        }
+            Ok(pairs)
+        })
+        .await?;
         self.check_scan_size(&pairs)?;
         Ok(pairs)
     }
@@ -389,9 +450,7 @@ impl<EK: KvEngine> KvService<EK> {
         let (lower, upper) = if req.reverse {
             (&req.end_key, &req.start_key)
         } else {
-            if !engine::keys::region_contains(snap.region(), &req.start_key)
-                && req.start_key.as_slice() >= snap.region().start_key.as_slice()
-            {
+            if !engine::keys::region_contains(snap.region(), &req.start_key) {
                 return Err(raftstore::Error::KeyNotInRegion {
                     key: req.start_key.clone(),
                     region_id: snap.region().id,
@@ -402,7 +461,12 @@ impl<EK: KvEngine> KvService<EK> {
             }
             (&req.start_key, &req.end_key)
         };
-        let kvs = Self::scan_region(&snap, &cf, lower, upper, limit, req.key_only, req.reverse)?;
+        let (lower, upper, key_only, reverse) =
+            (lower.clone(), upper.clone(), req.key_only, req.reverse);
+        let kvs = Self::read(snap, move |snap| {
+            Self::scan_region(snap, &cf, &lower, &upper, limit, key_only, reverse)
+        })
+        .await?;
         self.check_scan_size(&kvs)?;
         Ok(kvs)
     }
@@ -414,24 +478,32 @@ impl<EK: KvEngine> KvService<EK> {
         let limit = req.each_limit as usize;
         self.scan_limit(limit)?;
         let snap = self.snapshot(&ctx).await?;
-        let mut kvs = Vec::new();
-        for range in &req.ranges {
-            let (lower, upper) = if req.reverse {
-                (&range.end_key, &range.start_key)
-            } else {
-                (&range.start_key, &range.end_key)
-            };
-            kvs.extend(Self::scan_region(
-                &snap,
-                &cf,
-                lower,
-                upper,
-                limit,
-                req.key_only,
-                req.reverse,
-            )?);
-            self.check_scan_size(&kvs)?;
-        }
+        let (ranges, key_only, reverse) = (req.ranges.clone(), req.key_only, req.reverse);
+        let max_bytes = self.cfg.grpc_max_message_size / 2;
+        let kvs = Self::read(snap, move |snap| {
+            let mut kvs = Vec::new();
+            let mut bytes = 0;
+            for range in &ranges {
+                let (lower, upper) = if reverse {
+                    (&range.end_key, &range.start_key)
+                } else {
+                    (&range.start_key, &range.end_key)
+                };
+                let found = Self::scan_region(snap, &cf, lower, upper, limit, key_only, reverse)?;
+                bytes += found
+                    .iter()
+                    .map(|p| p.key.len() + p.value.len() + 8)
+                    .sum::<usize>();
+                kvs.extend(found);
+                // Over the limit already: the size check below refuses the whole answer.
+                if bytes > max_bytes {
+                    break;
+                }
+            }
+            Ok(kvs)
+        })
+        .await?;
+        self.check_scan_size(&kvs)?;
         Ok(kvs)
     }
 

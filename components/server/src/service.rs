@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::METRICS;
+use crate::transport::SNAPSHOT_IDLE;
 
 /// Serves the `RaftTransport` streams of one store.
 pub struct RaftService<EK: KvEngine> {
@@ -80,11 +81,17 @@ impl<EK: KvEngine> RaftTransport for RaftService<EK> {
                 .inc_by(batch.msgs.len() as u64);
             for msg in batch.msgs {
                 if !self.addressed_here(&msg) {
+                    // The sender's address for that store is stale (another store serves
+                    // here now): fail the stream so it asks the scheduler again.
                     METRICS
                         .raft_messages_dropped
                         .with_label_values(&["wrong_store"])
                         .inc();
-                    continue;
+                    return Err(Status::failed_precondition(format!(
+                        "this is store {}, not store {}",
+                        self.store_id,
+                        msg.to_peer.map_or(0, |p| p.store_id)
+                    )));
                 }
                 deliver_raft_message(&self.router, msg);
             }
@@ -119,13 +126,19 @@ impl<EK: KvEngine> RaftTransport for RaftService<EK> {
             mgr.receive(key, &meta, std::iter::from_fn(|| rx.blocking_recv()))
         });
         loop {
-            let item = match stream.message().await {
-                Ok(Some(chunk)) => Ok(chunk.data),
-                Ok(None) => break,
-                Err(status) => Err(raftstore::Error::Snapshot {
+            let next = tokio::time::timeout(SNAPSHOT_IDLE, stream.message()).await;
+            let item = match next {
+                Ok(Ok(Some(chunk))) => Ok(chunk.data),
+                Ok(Ok(None)) => break,
+                Ok(Err(status)) => Err(raftstore::Error::Snapshot {
                     region_id: key.region_id,
                     key: key.to_string(),
                     detail: format!("stream broke: {status}"),
+                }),
+                Err(_) => Err(raftstore::Error::Snapshot {
+                    region_id: key.region_id,
+                    key: key.to_string(),
+                    detail: format!("no data for {SNAPSHOT_IDLE:?}"),
                 }),
             };
             let failed = item.is_err();
@@ -143,7 +156,13 @@ impl<EK: KvEngine> RaftTransport for RaftService<EK> {
                 METRICS.snapshots_received.with_label_values(&["ok"]).inc();
                 slog::info!(self.logger, "snapshot received";
                     "region_id" => key.region_id, "snapshot" => %key);
-                deliver_raft_message(&self.router, msg);
+                // The files stay: a retry finds them complete and does not copy them again.
+                if !deliver_raft_message(&self.router, msg) {
+                    return Err(Status::resource_exhausted(format!(
+                        "region {} cannot take the snapshot message now",
+                        key.region_id
+                    )));
+                }
                 Ok(Response::new(SnapshotDone {}))
             }
             Err(e) => {

@@ -13,20 +13,28 @@ use tokio::net::{TcpListener, TcpStream};
 pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 const MAX_REQUEST: usize = 8 << 10;
+/// Status connections served at once.
+const MAX_CONNECTIONS: usize = 16;
 
 /// Serves until `shutdown` completes.
 pub async fn serve(listener: TcpListener, status: StatusFn, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
-            accepted = listener.accept() => {
-                if let Ok((conn, _)) = accepted {
+            accepted = listener.accept() => match accepted {
+                Ok((conn, _)) => {
+                    // A scraper or two at a time is the use; more wait their turn.
+                    let Ok(permit) = limit.clone().acquire_owned().await else { return };
                     let status = status.clone();
                     tokio::spawn(async move {
                         let _ = tokio::time::timeout(Duration::from_secs(10), handle(conn, status)).await;
+                        drop(permit);
                     });
                 }
+                // Out of file descriptors and the like: do not spin.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     }

@@ -4,10 +4,12 @@
 //! when the stream breaks. Snapshots go on a stream of their own, one per snapshot.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use prost::Message;
 use proto::raft_serverpb::raft_transport_client::RaftTransportClient;
 use proto::raft_serverpb::{BatchRaftMessage, RaftMessage, SnapshotChunk, SnapshotHeader};
 use raftstore::router::Callback;
@@ -66,19 +68,37 @@ impl AddressCache {
     }
 }
 
+/// The send queue of one peer store: batches with their sizes, and the bytes queued.
+#[derive(Clone)]
+struct StoreQueue {
+    tx: mpsc::Sender<(BatchRaftMessage, usize)>,
+    bytes: Arc<AtomicUsize>,
+}
+
 struct Shared {
     store_id: u64,
     cfg: Config,
     runtime: tokio::runtime::Handle,
     addresses: AddressCache,
-    queues: Mutex<HashMap<u64, mpsc::Sender<BatchRaftMessage>>>,
+    queues: Mutex<HashMap<u64, StoreQueue>>,
     logger: slog::Logger,
 }
+
+/// A queue idle this long (nothing to send) is closed with its task; the next message to
+/// that store opens a new one. Stores that left the cluster stop costing a task.
+const IDLE_QUEUE: Duration = Duration::from_secs(300);
+
+/// Room kept below the gRPC message limit for a batch's framing.
+const BATCH_HEADROOM: usize = 1 << 20;
+
+/// How long a snapshot receiver may go without a chunk before the transfer is abandoned.
+pub const SNAPSHOT_IDLE: Duration = Duration::from_secs(30);
 
 /// The gRPC transport of one store. Cheap to clone; each clone batches its own messages.
 pub struct GrpcTransport {
     shared: Arc<Shared>,
-    pending: HashMap<u64, Vec<RaftMessage>>,
+    /// Per target store: messages of this round and their encoded bytes.
+    pending: HashMap<u64, (Vec<RaftMessage>, usize)>,
 }
 
 impl Clone for GrpcTransport {
@@ -117,24 +137,40 @@ impl GrpcTransport {
         }
     }
 
-    fn queue(&self, to_store: u64) -> mpsc::Sender<BatchRaftMessage> {
+    fn queue(&self, to_store: u64) -> StoreQueue {
         let mut queues = self.shared.queues.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = queues.get(&to_store) {
-            if !tx.is_closed() {
-                return tx.clone();
+        if let Some(q) = queues.get(&to_store) {
+            if !q.tx.is_closed() {
+                return q.clone();
             }
         }
         let (tx, rx) = mpsc::channel(self.shared.cfg.raft_msg_queue_capacity);
+        let queue = StoreQueue {
+            tx,
+            bytes: Arc::default(),
+        };
         let shared = self.shared.clone();
-        self.shared.runtime.spawn(run_stream(shared, to_store, rx));
-        queues.insert(to_store, tx.clone());
-        tx
+        self.shared
+            .runtime
+            .spawn(run_stream(shared, to_store, rx, queue.bytes.clone()));
+        queues.insert(to_store, queue.clone());
+        queue
     }
 
-    fn send_batch(&self, to_store: u64, msgs: Vec<RaftMessage>) {
+    fn send_batch(&self, to_store: u64, msgs: Vec<RaftMessage>, bytes: usize) {
         let count = msgs.len() as u64;
-        match self.queue(to_store).try_send(BatchRaftMessage { msgs }) {
+        let queue = self.queue(to_store);
+        let queued = queue.bytes.load(Ordering::Relaxed);
+        if queued + bytes > self.shared.cfg.raft_msg_queue_bytes {
+            METRICS
+                .raft_messages_dropped
+                .with_label_values(&["queue_bytes"])
+                .inc_by(count);
+            return;
+        }
+        match queue.tx.try_send((BatchRaftMessage { msgs }, bytes)) {
             Ok(()) => {
+                queue.bytes.fetch_add(bytes, Ordering::Relaxed);
                 METRICS.raft_batches_queued.inc();
                 METRICS.raft_messages_sent.inc_by(count);
             }
@@ -148,6 +184,14 @@ impl GrpcTransport {
                 .inc_by(count),
         }
     }
+
+    fn max_batch_bytes(&self) -> usize {
+        self.shared
+            .cfg
+            .grpc_max_message_size
+            .saturating_sub(BATCH_HEADROOM)
+            .max(1)
+    }
 }
 
 impl Transport for GrpcTransport {
@@ -160,22 +204,32 @@ impl Transport for GrpcTransport {
                 .inc();
             return;
         }
-        let pending = self.pending.entry(to_store).or_default();
-        pending.push(msg);
-        if pending.len() >= self.shared.cfg.raft_msg_max_batch {
-            let msgs = std::mem::take(pending);
-            self.send_batch(to_store, msgs);
+        let size = msg.encoded_len() + 8;
+        let max_bytes = self.max_batch_bytes();
+        let max_msgs = self.shared.cfg.raft_msg_max_batch;
+        let (msgs, bytes) = self.pending.entry(to_store).or_default();
+        // A batch must fit one gRPC message: cut it before it would not.
+        if !msgs.is_empty() && *bytes + size > max_bytes {
+            let (full, full_bytes) = (std::mem::take(msgs), std::mem::take(bytes));
+            self.send_batch(to_store, full, full_bytes);
+        }
+        let (msgs, bytes) = self.pending.entry(to_store).or_default();
+        msgs.push(msg);
+        *bytes += size;
+        if msgs.len() >= max_msgs {
+            let (full, full_bytes) = (std::mem::take(msgs), std::mem::take(bytes));
+            self.send_batch(to_store, full, full_bytes);
         }
     }
 
     fn flush(&mut self) {
         let mut pending = std::mem::take(&mut self.pending);
-        for (to_store, msgs) in pending.iter_mut() {
+        for (to_store, (msgs, bytes)) in pending.iter_mut() {
             if !msgs.is_empty() {
-                self.send_batch(*to_store, std::mem::take(msgs));
+                let (full, full_bytes) = (std::mem::take(msgs), std::mem::take(bytes));
+                self.send_batch(*to_store, full, full_bytes);
             }
         }
-        // Keeps the per-store vectors (and their capacity) for the next round.
         self.pending = pending;
     }
 
@@ -185,17 +239,17 @@ impl Transport for GrpcTransport {
             let region_id = msg.region_id;
             let key = files.key.to_string();
             let result = send_snapshot(&shared, msg, files).await;
-            let label = if result.is_ok() { "ok" } else { "failed" };
+            let label = match &result {
+                Ok(()) => "ok",
+                Err(raftstore::Error::ServerIsBusy { .. }) => "busy",
+                Err(_) => "failed",
+            };
             METRICS.snapshots_sent.with_label_values(&[label]).inc();
-            done.invoke(result.map_err(|e| {
+            if let Err(e) = &result {
                 slog::warn!(shared.logger, "snapshot not sent";
                     "region_id" => region_id, "snapshot" => &key, "error" => %e);
-                raftstore::Error::Snapshot {
-                    region_id,
-                    key,
-                    detail: e.to_string(),
-                }
-            }));
+            }
+            done.invoke(result);
         });
     }
 }
@@ -237,22 +291,53 @@ fn client(shared: &Shared, channel: Channel) -> RaftTransportClient<Channel> {
         .max_encoding_message_size(shared.cfg.grpc_max_message_size)
 }
 
-/// Drains one target store's queue into a stream, reconnecting with backoff. Ends when every
-/// sender of the queue is gone (the transport was dropped).
-async fn run_stream(
-    shared: Arc<Shared>,
-    to_store: u64,
-    mut queue: mpsc::Receiver<BatchRaftMessage>,
-) {
+type Queue = mpsc::Receiver<(BatchRaftMessage, usize)>;
+
+fn dequeued(bytes: &AtomicUsize, size: usize) {
+    bytes.fetch_sub(size, Ordering::Relaxed);
+    METRICS.raft_batches_queued.dec();
+}
+
+/// Takes the queue out of the transport if it is still this task's and empty. Messages
+/// queued after this are sent by a new task.
+fn retire(shared: &Shared, to_store: u64, bytes: &Arc<AtomicUsize>, queue: &Queue) -> bool {
+    let mut queues = shared.queues.lock().unwrap_or_else(|e| e.into_inner());
+    let ours = queues
+        .get(&to_store)
+        .is_some_and(|q| Arc::ptr_eq(&q.bytes, bytes));
+    if ours && queue.is_empty() {
+        queues.remove(&to_store);
+        return true;
+    }
+    !ours
+}
+
+/// Drains one target store's queue into a stream, connecting when there is something to
+/// send and reconnecting with backoff. Ends when the queue has been idle for a while.
+async fn run_stream(shared: Arc<Shared>, to_store: u64, mut queue: Queue, bytes: Arc<AtomicUsize>) {
     let min = Duration::from_millis(shared.cfg.reconnect_backoff_min_ms);
     let max = Duration::from_millis(shared.cfg.reconnect_backoff_max_ms);
     let mut backoff = min;
     let logger = shared.logger.new(slog::o!("to_store" => to_store));
     loop {
+        let first = match tokio::time::timeout(IDLE_QUEUE, queue.recv()).await {
+            Ok(Some(first)) => first,
+            Ok(None) => return,
+            Err(_) => {
+                if retire(&shared, to_store, &bytes, &queue) {
+                    return;
+                }
+                continue;
+            }
+        };
+        dequeued(&bytes, first.1);
         let sent = match connect(&shared, to_store).await {
             Ok(channel) => {
                 METRICS.store_connections.inc();
-                let sent = stream_batches(&shared, channel, &mut queue, &logger).await;
+                let sent = stream_batches(
+                    &shared, to_store, channel, first.0, &mut queue, &bytes, &logger,
+                )
+                .await;
                 METRICS.store_connections.dec();
                 match sent {
                     None => return,
@@ -261,11 +346,15 @@ async fn run_stream(
             }
             Err(e) => {
                 slog::info!(logger, "store unreachable"; "error" => %e, "retry_in_ms" => backoff.as_millis() as u64);
+                METRICS
+                    .raft_messages_dropped
+                    .with_label_values(&["unreachable"])
+                    .inc_by(first.0.msgs.len() as u64);
                 0
             }
         };
         METRICS.store_reconnects.inc();
-        if sent > 0 {
+        if sent > 1 {
             backoff = min;
         }
         // Messages queued while the store is unreachable are stale by the time it is back;
@@ -275,8 +364,8 @@ async fn run_stream(
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
                 batch = queue.recv() => match batch {
-                    Some(b) => {
-                        METRICS.raft_batches_queued.dec();
+                    Some((b, size)) => {
+                        dequeued(&bytes, size);
                         METRICS
                             .raft_messages_dropped
                             .with_label_values(&["unreachable"])
@@ -290,31 +379,43 @@ async fn run_stream(
     }
 }
 
-/// Forwards batches on one stream until it breaks. `None` when the queue is closed for good,
-/// otherwise how many batches went out.
+/// Sends `first`, then forwards batches on one stream until it breaks. `None` when the queue
+/// is closed for good, otherwise how many batches went out.
 async fn stream_batches(
     shared: &Shared,
+    to_store: u64,
     channel: Channel,
-    queue: &mut mpsc::Receiver<BatchRaftMessage>,
+    first: BatchRaftMessage,
+    queue: &mut Queue,
+    bytes: &AtomicUsize,
     logger: &slog::Logger,
 ) -> Option<u64> {
-    let (tx, rx) = mpsc::channel::<BatchRaftMessage>(64);
+    let (tx, rx) = mpsc::channel::<BatchRaftMessage>(16);
     let mut client = client(shared, channel);
     let call = client.raft(ReceiverStream::new(rx));
     tokio::pin!(call);
-    let mut sent = 0u64;
+    if tx.send(first).await.is_err() {
+        return Some(0);
+    }
+    let mut sent = 1u64;
     loop {
         tokio::select! {
             result = &mut call => {
                 match result {
                     Ok(_) => slog::info!(logger, "raft stream closed by the peer store"),
-                    Err(status) => slog::info!(logger, "raft stream broke"; "status" => %status),
+                    Err(status) => {
+                        slog::info!(logger, "raft stream broke"; "status" => %status);
+                        // Another store answers at that address now.
+                        if status.code() == tonic::Code::FailedPrecondition {
+                            shared.addresses.forget(to_store);
+                        }
+                    }
                 }
                 return Some(sent);
             }
             batch = queue.recv() => {
-                let batch = batch?;
-                METRICS.raft_batches_queued.dec();
+                let (batch, size) = batch?;
+                dequeued(bytes, size);
                 if tx.send(batch).await.is_err() {
                     return Some(sent);
                 }
@@ -324,19 +425,33 @@ async fn stream_batches(
     }
 }
 
-async fn send_snapshot(shared: &Shared, msg: RaftMessage, files: SnapshotFiles) -> Result<()> {
+async fn send_snapshot(
+    shared: &Shared,
+    msg: RaftMessage,
+    files: SnapshotFiles,
+) -> raftstore::Result<()> {
     let to_store = msg.to_peer.map_or(0, |p| p.store_id);
-    let channel = connect(shared, to_store).await?;
+    let region_id = msg.region_id;
+    let key = files.key.to_string();
+    let failed = |detail: String| raftstore::Error::Snapshot {
+        region_id,
+        key: key.clone(),
+        detail,
+    };
+    let total: u64 = files.meta.cf_files.iter().map(|f| f.size).sum();
+    // Generous: a stalled receiver must not hold the send slot forever.
+    let deadline = Duration::from_secs(60) + Duration::from_millis(total / 1024);
+    let channel = connect(shared, to_store)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
     let header = SnapshotChunk {
         header: Some(SnapshotHeader { message: Some(msg) }),
         data: Vec::new(),
     };
-    tx.send(header).await.map_err(|_| Error::Connect {
-        store_id: to_store,
-        addr: String::new(),
-        detail: "snapshot stream closed".into(),
-    })?;
+    tx.send(header)
+        .await
+        .map_err(|_| failed("snapshot stream closed".into()))?;
     // File reads block: a blocking thread feeds the stream.
     let reader = tokio::task::spawn_blocking(move || -> raftstore::Result<()> {
         for chunk in files.chunks() {
@@ -351,17 +466,25 @@ async fn send_snapshot(shared: &Shared, msg: RaftMessage, files: SnapshotFiles) 
         }
         Ok(())
     });
-    let answer = client(shared, channel)
-        .snapshot(ReceiverStream::new(rx))
-        .await;
-    let read = reader.await.map_err(|e| Error::Io {
-        what: "snapshot reader task".into(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    let mut client = client(shared, channel);
+    let answer = tokio::time::timeout(deadline, client.snapshot(ReceiverStream::new(rx))).await;
+    let read = reader
+        .await
+        .map_err(|e| failed(format!("snapshot reader task: {e}")))?;
     read?;
-    answer.map(|_| ()).map_err(|status| Error::Connect {
-        store_id: to_store,
-        addr: String::new(),
-        detail: format!("snapshot refused: {}", status.message()),
-    })
+    match answer {
+        Err(_) => Err(failed(format!("not done within {deadline:?}"))),
+        Ok(Ok(_)) => Ok(()),
+        // The receiver has no room now: keep the snapshot and try again later.
+        Ok(Err(status)) if status.code() == tonic::Code::ResourceExhausted => {
+            Err(raftstore::Error::ServerIsBusy {
+                region_id,
+                reason: format!("store {to_store}: {}", status.message()),
+            })
+        }
+        Ok(Err(status)) => Err(failed(format!(
+            "store {to_store} refused it: {}",
+            status.message()
+        ))),
+    }
 }

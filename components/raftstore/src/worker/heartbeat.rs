@@ -24,7 +24,7 @@ impl<EK: KvEngine> StoreContext<EK> {
         match task {
             HeartbeatTask::Store(hb) => {
                 if let Err(e) = self.scheduler.store_heartbeat(hb) {
-                    slog::debug!(self.logger, "store heartbeat failed"; "error" => %e);
+                    slog::warn!(self.logger, "store heartbeat failed"; "error" => %e);
                 }
             }
             HeartbeatTask::Region(mut hb) => {
@@ -40,7 +40,7 @@ impl<EK: KvEngine> StoreContext<EK> {
                 match self.scheduler.region_heartbeat(*hb) {
                     Ok(Some(step)) => self.execute_step(&region, leader, step),
                     Ok(None) => {}
-                    Err(e) => slog::debug!(self.logger, "region heartbeat failed";
+                    Err(e) => slog::warn!(self.logger, "region heartbeat failed";
                         "region_id" => region.id, "error" => %e),
                 }
             }
