@@ -521,6 +521,10 @@ impl<EK: KvEngine> KvService<EK> {
             Some(v) => !req.previous_not_exist && *v == req.previous_value,
         };
         if matches {
+            // Proposed only in the term it read in (StaleCommand otherwise, nothing written):
+            // a leader in between could have changed the key without this store's latch.
+            let mut ctx = ctx;
+            ctx.term = snap.term();
             self.write(
                 &ctx,
                 vec![Modify::Put {

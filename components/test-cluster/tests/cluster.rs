@@ -255,6 +255,20 @@ fn bad_requests_get_specific_errors_and_write_nothing() {
         Err(Error::InvalidCommand { .. })
     ));
 
+    // A write made for another term than the leader's (a compare-and-swap that read under
+    // an earlier leader) is refused; one for the current term goes through.
+    let read_term = block_on(api.snapshot(&ctx)).expect("read").term();
+    assert!(read_term > 0);
+    let mut old_term = ctx.clone();
+    old_term.term = read_term - 1;
+    assert!(matches!(
+        block_on(api.write(&old_term, put(&in_region_1, b"x"))),
+        Err(Error::StaleCommand { region_id: 1, .. })
+    ));
+    let mut this_term = ctx.clone();
+    this_term.term = read_term;
+    block_on(api.write(&this_term, put(b"a-term-key", b"1"))).expect("a write for this term");
+
     let follower = (1..=3).find(|s| *s != leader).unwrap();
     match cluster.write_on(follower, 1, put(&in_region_1, b"x")) {
         Err(Error::NotLeader {

@@ -349,6 +349,16 @@ impl<EK: KvEngine> Peer<EK> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
+        // A request made for one term (a compare-and-swap that read at that term) must not
+        // be proposed in another: a leader elected in between may have written the key.
+        if header.term != 0 && header.term != self.term() {
+            return Err(Error::StaleCommand {
+                region_id: self.region_id(),
+                index: 0,
+                term: self.term(),
+                detail: format!("the request was made for term {}", header.term),
+            });
+        }
         if self.raw.raft.lead_transferee.is_some() {
             // Leadership is moving: no hint, so a client retries and finds the new leader.
             return Err(Error::NotLeader {
@@ -673,7 +683,7 @@ impl<EK: KvEngine> Peer<EK> {
 
     fn snapshot(&self) -> RegionSnapshot<EK::Snapshot> {
         let kv = self.storage().kv_engine();
-        RegionSnapshot::new(Arc::new(kv.snapshot()), self.region().clone())
+        RegionSnapshot::new(Arc::new(kv.snapshot()), self.region().clone()).with_term(self.term())
     }
 
     /// Takes this peer's part of a poll round: its new entries and hard state go into `batch`

@@ -36,6 +36,7 @@ pub type ReadCallback<S> = Callback<RegionSnapshot<S>>;
 pub struct RegionSnapshot<S> {
     snapshot: std::sync::Arc<S>,
     region: Region,
+    term: u64,
 }
 
 impl<S> Clone for RegionSnapshot<S> {
@@ -43,17 +44,34 @@ impl<S> Clone for RegionSnapshot<S> {
         RegionSnapshot {
             snapshot: self.snapshot.clone(),
             region: self.region.clone(),
+            term: self.term,
         }
     }
 }
 
 impl<S: Snapshot> RegionSnapshot<S> {
     pub fn new(snapshot: std::sync::Arc<S>, region: Region) -> RegionSnapshot<S> {
-        RegionSnapshot { snapshot, region }
+        RegionSnapshot {
+            snapshot,
+            region,
+            term: 0,
+        }
+    }
+
+    /// This view, marked as read by the leader of `term`.
+    pub fn with_term(mut self, term: u64) -> RegionSnapshot<S> {
+        self.term = term;
+        self
     }
 
     pub fn region(&self) -> &Region {
         &self.region
+    }
+
+    /// The term of the leader that served the read (0 if unknown). A write that depends on
+    /// this read (compare-and-swap) carries it, and is refused if leadership moved since.
+    pub fn term(&self) -> u64 {
+        self.term
     }
 
     fn check_key(&self, key: &[u8]) -> Result<()> {
