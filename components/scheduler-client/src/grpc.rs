@@ -235,7 +235,10 @@ impl Inner {
             .map(|resp| resp.id)
             .map_err(|f| f.into_error("AllocID"))
         });
-        futures::future::try_join_all(calls).await
+        let mut ids = futures::future::try_join_all(calls).await?;
+        // Answers arrive in any order; callers get them ascending, as from one batch.
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     async fn report_split(&self, parent: Region, new_regions: Vec<Region>) -> Result<()> {
