@@ -129,6 +129,10 @@ async fn tikv_client_raw_api_across_region_splits() {
         assert_eq!((prev, swapped), (Some(b"1".to_vec()), true));
         assert_eq!(cas.get(k.to_owned()).await.unwrap(), Some(b"3".to_vec()));
     }
+    // Several ranges in one request, per region.
+    let ranges = vec![key(130)..key(135), key(140)..key(142)];
+    let scanned = raw.batch_scan(ranges, 10).await.unwrap();
+    assert_eq!(scanned.len(), 7);
     // Our own client agrees with what tikv-client wrote.
     assert_eq!(admin.get(key(19)).await.unwrap(), Some(b"v19".to_vec()));
     assert_eq!(
@@ -141,7 +145,60 @@ async fn tikv_client_raw_api_across_region_splits() {
     );
 }
 
+/// Sends `body` as the request of `method` without encoding it: what a broken client would.
+async fn raw_call(
+    addr: &str,
+    method: &'static str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, tonic::Status> {
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    #[derive(Clone, Copy, Default)]
+    struct Raw;
+    impl Codec for Raw {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = Raw;
+        type Decoder = Raw;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Raw {
+            Raw
+        }
+    }
+    impl Encoder for Raw {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            bytes::BufMut::put_slice(buf, &item);
+            Ok(())
+        }
+    }
+    impl Decoder for Raw {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+            let out = bytes::Buf::chunk(buf).to_vec();
+            bytes::Buf::advance(buf, out.len());
+            Ok(Some(out))
+        }
+    }
+    let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
+        .expect("address")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
+    grpc.unary(tonic::Request::new(body), path, Raw)
+        .await
+        .map(|r| r.into_inner())
+}
+
 struct Target {
+    leader_addr: String,
     client: TikvClient<tonic::transport::Channel>,
     follower: TikvClient<tonic::transport::Channel>,
     follower_peer: proto::metapb::Peer,
@@ -178,6 +235,7 @@ async fn target(cluster: &ProcCluster, admin: &client::Client) -> Target {
     };
     let _ = cluster;
     Target {
+        leader_addr: addr_of(leader.store_id),
         client: connect(addr_of(leader.store_id)).await,
         follower: connect(addr_of(follower.store_id)).await,
         follower_peer: *follower,
@@ -209,6 +267,7 @@ async fn bad_requests_get_specific_errors_and_write_nothing() {
         mut follower,
         follower_peer,
         ctx,
+        leader_addr,
     } = target(&cluster, &admin).await;
 
     // A good put works, so the refusals below are about the request.
@@ -299,6 +358,14 @@ async fn bad_requests_get_specific_errors_and_write_nothing() {
     let huge = put(&ctx, b"bad-huge", &vec![0u8; 17 << 20]);
     let status = client.raw_put(huge).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+
+    // Bytes that are not a protobuf message at all.
+    for garbage in [vec![0xff, 0xff, 0xff, 0xff], vec![0x0a, 0x80]] {
+        let status = raw_call(&leader_addr, "/tikvpb.Tikv/RawPut", garbage)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    }
 
     // Routing errors come back as region errors a client acts on.
     let mut unknown = ctx.clone();
