@@ -8,6 +8,7 @@ pub use proto;
 pub use raft_log;
 pub use raftstore;
 
+pub mod bench;
 pub mod config;
 pub mod ctl;
 pub mod logging;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use regionstore::{config, ctl, playground, scheduler, store};
+use regionstore::{bench, config, ctl, playground, scheduler, store};
 
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -56,6 +56,8 @@ enum Command {
     },
     /// Talk to a running cluster: reads, writes and administration.
     Ctl(ctl::Args),
+    /// Benchmarks: `kv` and `split` workloads against regionstore or etcd, and `compare`.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -105,6 +107,7 @@ fn main() -> ExitCode {
             port_offset,
         }),
         Command::Ctl(args) => ctl::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -78,7 +78,7 @@ fn spawn(name: &str, args: &[&str], ready_timeout: Duration) -> Result<(Process,
     }
 }
 
-fn terminate(processes: &mut [Process]) {
+fn terminate(processes: &mut Vec<Process>) {
     for p in processes.iter() {
         // SAFETY: kill(2) with a pid we spawned and have not reaped; no memory involved.
         unsafe {
@@ -105,49 +105,86 @@ fn terminate(processes: &mut [Process]) {
             }
         }
     }
+    processes.clear();
+}
+
+/// A running playground: its processes stop when it is dropped.
+pub struct Playground {
+    pub dir: PathBuf,
+    /// The scheduler's (PD) endpoint.
+    pub pd: String,
+    processes: Vec<Process>,
+}
+
+impl Playground {
+    /// Starts the scheduler and the stores, each store's config first changed by `tune`;
+    /// returns once every process is serving.
+    pub fn start(opts: &Options, tune: &dyn Fn(&mut StoreConfig)) -> Result<Playground, String> {
+        if opts.stores == 0 || opts.stores > 9 {
+            return Err("--stores must be 1..=9".into());
+        }
+        // Multiples of 100 keep two playgrounds' ports apart (a store's 20160+i never meets
+        // another's status 20180+i), and the sums below fit a port number.
+        if opts.port_offset % 100 != 0 || opts.port_offset > 40_000 {
+            return Err(format!(
+                "--port-offset must be a multiple of 100, at most 40000 (got {})",
+                opts.port_offset
+            ));
+        }
+        std::fs::create_dir_all(&opts.dir)
+            .map_err(|e| format!("cannot create {}: {e}", opts.dir.display()))?;
+        let dir = opts
+            .dir
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", opts.dir.display()))?;
+        let off = opts.port_offset;
+        let sched_addr = format!("127.0.0.1:{}", 2379 + off);
+        let sched_cfg = SchedulerConfig {
+            data_dir: dir.join("scheduler"),
+            addr: sched_addr.clone(),
+            status_addr: format!("127.0.0.1:{}", 2381 + off),
+            log: crate::config::LogConfig {
+                file: dir.join("scheduler.log").display().to_string(),
+                ..Default::default()
+            },
+            schedule: crate::config::ScheduleConfig {
+                max_replicas: opts.stores.min(3),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        write_config(&dir.join("scheduler.toml"), &sched_cfg)?;
+        let mut processes = Vec::new();
+        if let Err(e) = start_all(opts, &dir, &sched_cfg, tune, &mut processes) {
+            terminate(&mut processes);
+            return Err(e);
+        }
+        Ok(Playground {
+            dir,
+            pd: sched_addr,
+            processes,
+        })
+    }
+
+    /// Stops every process (SIGTERM, then SIGKILL after 20 s).
+    pub fn stop(mut self) {
+        terminate(&mut self.processes);
+    }
+}
+
+impl Drop for Playground {
+    fn drop(&mut self) {
+        if !self.processes.is_empty() {
+            terminate(&mut self.processes);
+        }
+    }
 }
 
 pub fn run(opts: Options) -> Result<(), String> {
-    if opts.stores == 0 || opts.stores > 9 {
-        return Err("--stores must be 1..=9".into());
-    }
-    // Multiples of 100 keep two playgrounds' ports apart (a store's 20160+i never meets
-    // another's status 20180+i), and the sums below fit a port number.
-    if opts.port_offset % 100 != 0 || opts.port_offset > 40_000 {
-        return Err(format!(
-            "--port-offset must be a multiple of 100, at most 40000 (got {})",
-            opts.port_offset
-        ));
-    }
-    std::fs::create_dir_all(&opts.dir)
-        .map_err(|e| format!("cannot create {}: {e}", opts.dir.display()))?;
-    let dir = opts
-        .dir
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", opts.dir.display()))?;
+    let mut playground = Playground::start(&opts, &|_| {})?;
+    let (dir, sched_addr) = (playground.dir.clone(), playground.pd.clone());
     let off = opts.port_offset;
-    let sched_addr = format!("127.0.0.1:{}", 2379 + off);
-    let sched_cfg = SchedulerConfig {
-        data_dir: dir.join("scheduler"),
-        addr: sched_addr.clone(),
-        status_addr: format!("127.0.0.1:{}", 2381 + off),
-        log: crate::config::LogConfig {
-            file: dir.join("scheduler.log").display().to_string(),
-            ..Default::default()
-        },
-        schedule: crate::config::ScheduleConfig {
-            max_replicas: opts.stores.min(3),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    write_config(&dir.join("scheduler.toml"), &sched_cfg)?;
-    let mut processes = Vec::new();
-    let result = start_all(&opts, &dir, &sched_cfg, &mut processes);
-    if let Err(e) = result {
-        terminate(&mut processes);
-        return Err(e);
-    }
+    let processes = &mut playground.processes;
     let stores: Vec<String> = (0..opts.stores)
         .map(|i| format!("127.0.0.1:{}", 20160 + off + i as u16))
         .collect();
@@ -173,7 +210,7 @@ pub fn run(opts: Options) -> Result<(), String> {
             } => Some(name),
         }
     });
-    terminate(&mut processes);
+    terminate(processes);
     match exited {
         Some(why) => Err(format!("{why}; see the logs under {}", dir.display())),
         None => {
@@ -187,6 +224,7 @@ fn start_all(
     opts: &Options,
     dir: &Path,
     sched_cfg: &SchedulerConfig,
+    tune: &dyn Fn(&mut StoreConfig),
     processes: &mut Vec<Process>,
 ) -> Result<(), String> {
     let config = dir.join("scheduler.toml");
@@ -217,6 +255,7 @@ fn start_all(
         cfg.raftstore.apply_pool_size = 1;
         // Replicas and leaders settle within seconds rather than minutes.
         cfg.raftstore.region_heartbeat_tick_interval_ms = 2000;
+        tune(&mut cfg);
         let path = store_dir.join("store.toml");
         write_config(&path, &cfg)?;
         let (p, line) = spawn(

@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "raft_serverpb",
     "raft_cmdpb",
     "schedulerpb",
+    "etcdserverpb",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

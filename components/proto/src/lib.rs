@@ -3,6 +3,8 @@
 //! - Client-facing and wire-compatible with TiKV and PD (same packages, services, method names
 //!   and field numbers): `metapb`, `errorpb`, `kvrpcpb`, `tikvpb` (raw KV methods of
 //!   `tikvpb.Tikv`), `pdpb` (the routing, TSO and heartbeat subset of `pdpb.PD`).
+//! - `etcdserverpb`: the Range and Put subset of etcd's v3 KV API, for the benchmark's etcd
+//!   driver only.
 //! - Ours: `raft_serverpb` (store-to-store raft messages, snapshot chunks, persisted states),
 //!   `schedulerpb` (the store's heartbeats and the administrator's operators, beside `pdpb`),
 //!   `raft_cmdpb` (what a proposal carries: writes per CF, checked again at apply) and
@@ -43,5 +45,6 @@ generated!(
     pdpb,
     raft_serverpb,
     raft_cmdpb,
-    schedulerpb
+    schedulerpb,
+    etcdserverpb
 );
