@@ -85,6 +85,47 @@ pub struct Common {
     /// No progress bar (for logs).
     #[arg(long)]
     pub quiet: bool,
+    /// A TOML file of store settings laid over the defaults of a cluster the bench starts
+    /// (any keys of `regionstore store --print-default-config`), to compare tunings.
+    #[arg(long)]
+    pub store_config: Option<PathBuf>,
+}
+
+/// Lays `overlay` over `cfg`, key by key (tables merged, other values replaced).
+fn overlay_config(cfg: &mut StoreConfig, overlay: &toml::Value) -> Result<(), String> {
+    fn merge(base: &mut toml::Value, over: &toml::Value) {
+        match (base, over) {
+            (toml::Value::Table(b), toml::Value::Table(o)) => {
+                for (k, v) in o {
+                    match b.get_mut(k) {
+                        Some(slot) => merge(slot, v),
+                        None => {
+                            b.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            (slot, v) => *slot = v.clone(),
+        }
+    }
+    let mut value = toml::Value::try_from(&*cfg).map_err(|e| format!("store config: {e}"))?;
+    merge(&mut value, overlay);
+    *cfg = value
+        .try_into()
+        .map_err(|e| format!("--store-config: {e}"))?;
+    cfg.validate()
+}
+
+/// The `--store-config` overlay, read once.
+fn store_overlay(common: &Common) -> Result<Option<toml::Value>, String> {
+    let Some(path) = &common.store_config else {
+        return Ok(None);
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -164,6 +205,19 @@ struct Cluster {
 }
 
 fn start_cluster(common: &Common, tune: &dyn Fn(&mut StoreConfig)) -> Result<Cluster, String> {
+    let overlay = store_overlay(common)?;
+    if let Some(overlay) = &overlay {
+        // Checked once here, so a bad file fails before any process starts.
+        overlay_config(&mut StoreConfig::default(), overlay)?;
+    }
+    let tune = |cfg: &mut StoreConfig| {
+        tune(cfg);
+        if let Some(overlay) = &overlay {
+            // Valid: checked above against the defaults.
+            let _ = overlay_config(cfg, overlay);
+        }
+    };
+    let tune: &dyn Fn(&mut StoreConfig) = &tune;
     if let Some(pd) = &common.pd {
         return Ok(Cluster {
             pd: pd.clone(),
@@ -490,15 +544,23 @@ async fn run_kv(args: KvArgs) -> Result<(), String> {
     report.write(&common.out)
 }
 
-async fn run_split(args: SplitArgs) -> Result<(), String> {
-    let common = &args.common;
-    if common.target != Target::Regionstore {
-        return Err("the split workload runs against regionstore only".into());
-    }
-    let split_size = args.split_size_kib << 10;
+/// One run of the sequential-write workload on a fresh cluster with `split_size`: until
+/// `stop_regions` regions (if any) or `secs` seconds.
+struct SplitPhase {
+    samples: Vec<Sample>,
+    summary: Summary,
+    last_error: Option<String>,
+}
+
+async fn split_phase(
+    common: &Common,
+    split_size: u64,
+    stop_regions: Option<u64>,
+    secs: u64,
+) -> Result<SplitPhase, String> {
     let cluster = start_cluster(common, &|cfg| {
         cfg.raftstore.region_split_size = split_size;
-        cfg.raftstore.region_max_size = split_size * 3 / 2;
+        cfg.raftstore.region_max_size = split_size / 2 * 3;
         cfg.raftstore.split_region_check_tick_interval_ms = 1000;
     })?;
     let driver = connect(common, Some(&cluster.pd)).await?;
@@ -525,26 +587,16 @@ async fn run_split(args: SplitArgs) -> Result<(), String> {
             while !stop.load(Ordering::Relaxed) {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let start = Instant::now();
-                match driver
-                    .put(w, format!("split-{i:012}").into_bytes(), value.clone())
-                    .await
-                {
+                let key = format!("split-{i:012}").into_bytes();
+                match driver.put(w, key, value.clone()).await {
                     Ok(()) => rec.ok(start.elapsed()),
                     Err(e) => rec.error(e),
                 }
             }
         }));
     }
-    let bar = progress(common, args.duration_secs);
-    let samples = sample(
-        &rec,
-        &driver,
-        Some(&admin),
-        args.duration_secs,
-        &bar,
-        Some(args.regions),
-    )
-    .await;
+    let bar = progress(common, secs);
+    let samples = sample(&rec, &driver, Some(&admin), secs, &bar, stop_regions).await;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         let _ = w.await;
@@ -552,25 +604,57 @@ async fn run_split(args: SplitArgs) -> Result<(), String> {
     let mut summary = summarize(&rec, &driver, &samples, 0);
     summary.regions_start = Some(regions_start);
     summary.regions_end = samples.last().and_then(|s| s.regions);
-    // Seconds in which the region count grew, against the others (after 2 s of warm-up).
-    let (mut splitting, mut steady) = (Vec::new(), Vec::new());
-    let mut prev = regions_start;
-    for s in &samples {
-        let regions = s.regions.unwrap_or(prev);
-        if regions > prev {
-            splitting.push(s.ops_per_sec);
-        } else if s.t > 2.0 {
-            steady.push(s.ops_per_sec);
-        }
-        prev = regions;
+    Ok(SplitPhase {
+        samples,
+        summary,
+        last_error: rec.last_error(),
+    })
+}
+
+async fn run_split(args: SplitArgs) -> Result<(), String> {
+    let common = &args.common;
+    if common.target != Target::Regionstore {
+        return Err("the split workload runs against regionstore only".into());
     }
-    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
-    summary.splitting_ops_per_sec = mean(&splitting);
-    summary.steady_ops_per_sec = mean(&steady);
-    summary.splitting_ratio = match (summary.splitting_ops_per_sec, summary.steady_ops_per_sec) {
-        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-        _ => None,
-    };
+    let split_size = args.split_size_kib << 10;
+    println!(
+        "splitting run: until {} regions or {} s",
+        args.regions, args.duration_secs
+    );
+    let splitting = split_phase(common, split_size, Some(args.regions), args.duration_secs).await?;
+    let mut summary = splitting.summary.clone();
+    // The baseline, side by side: the same workload for as long on a fresh cluster whose
+    // regions never split. Only for a cluster the bench starts itself.
+    if common.pd.is_none() {
+        let secs = splitting.summary.duration_secs.ceil().max(1.0) as u64;
+        println!("baseline run: {secs} s without splits");
+        let steady = split_phase(common, 1 << 40, None, secs).await?;
+        summary.splitting_ops_per_sec = Some(splitting.summary.ops_per_sec);
+        summary.steady_ops_per_sec = Some(steady.summary.ops_per_sec);
+        summary.splitting_ratio = (steady.summary.ops_per_sec > 0.0)
+            .then(|| splitting.summary.ops_per_sec / steady.summary.ops_per_sec);
+        let baseline = RunReport {
+            name: format!(
+                "{}-baseline",
+                common
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| "split-regionstore".into())
+            ),
+            workload: "split (baseline, no splits)".into(),
+            target: "regionstore".into(),
+            settings: serde_json::json!({
+                "concurrency": common.concurrency,
+                "value_size": common.value_size,
+                "duration_secs": secs,
+            }),
+            machine: report::machine(),
+            summary: steady.summary,
+            samples: steady.samples,
+        };
+        baseline.print_summary();
+        baseline.write(&common.out)?;
+    }
     let report = RunReport {
         name: common
             .name
@@ -587,10 +671,10 @@ async fn run_split(args: SplitArgs) -> Result<(), String> {
         }),
         machine: report::machine(),
         summary,
-        samples,
+        samples: splitting.samples,
     };
     report.print_summary();
-    if let Some(e) = rec.last_error() {
+    if let Some(e) = splitting.last_error {
         println!("  last error: {e}");
     }
     report.write(&common.out)

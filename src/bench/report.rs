@@ -140,8 +140,8 @@ pub struct Summary {
     /// Split workload: regions at the start and the end.
     pub regions_start: Option<u64>,
     pub regions_end: Option<u64>,
-    /// Split workload: mean ops/s of the seconds in which the region count grew, over the
-    /// mean of the other seconds (after warm-up).
+    /// Split workload: ops/s of this run (regions splitting), of the same workload on a
+    /// cluster whose regions never split (the baseline, run right after), and their ratio.
     pub splitting_ops_per_sec: Option<f64>,
     pub steady_ops_per_sec: Option<f64>,
     pub splitting_ratio: Option<f64>,
@@ -218,8 +218,8 @@ impl RunReport {
             s.splitting_ratio,
         ) {
             println!("  {:<24} {:>12.0}", "ops/s while splitting", split);
-            println!("  {:<24} {:>12.0}", "ops/s steady", steady);
-            println!("  {:<24} {:>12.2}", "splitting / steady", ratio);
+            println!("  {:<24} {:>12.0}", "ops/s without splits", steady);
+            println!("  {:<24} {:>12.2}", "splitting / baseline", ratio);
         }
     }
 
