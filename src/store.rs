@@ -21,6 +21,9 @@ use tokio_stream::StreamExt;
 
 use crate::config::StoreConfig;
 
+/// How long a starting store waits for its scheduler to answer.
+const SCHEDULER_WAIT: Duration = Duration::from_secs(60);
+
 /// Resolves store addresses through the scheduler.
 struct SchedulerResolver(Arc<GrpcSchedulerClient>);
 
@@ -102,14 +105,28 @@ fn run_with_logger(cfg: StoreConfig, logger: &slog::Logger) -> Result<(), String
         cfg.server.advertise_addr.clone()
     };
 
-    let scheduler = Arc::new(
-        GrpcSchedulerClient::connect(
+    // A store started before its scheduler (a machine reboot, a service manager without
+    // ordering) waits a while for it rather than exiting at once.
+    let connect_deadline = std::time::Instant::now() + SCHEDULER_WAIT;
+    let scheduler = loop {
+        match GrpcSchedulerClient::connect(
             cfg.scheduler_endpoints.clone(),
             runtime.handle().clone(),
             logger,
-        )
-        .map_err(|e| format!("cannot reach the scheduler: {e}"))?,
-    );
+        ) {
+            Ok(client) => break Arc::new(client),
+            Err(e) if std::time::Instant::now() < connect_deadline => {
+                slog::warn!(logger, "scheduler not reachable yet, retrying"; "error" => %e);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot reach the scheduler within {} s: {e}",
+                    SCHEDULER_WAIT.as_secs()
+                ))
+            }
+        }
+    };
     let cluster_id = scheduler.cluster_id();
     let store_id =
         scheduler_client::bootstrap_store(scheduler.as_ref(), &kv, cluster_id, None, &advertised)
@@ -213,6 +230,10 @@ fn run_with_logger(cfg: StoreConfig, logger: &slog::Logger) -> Result<(), String
                     check.tick().await;
                     if let Some(reason) = api.stopped_reason() {
                         return format!("fatal store error: {reason}");
+                    }
+                    // A store that cannot be reached must not look alive.
+                    if grpc.is_finished() {
+                        return "fatal: the gRPC server stopped".to_string();
                     }
                 }
             } => reason,

@@ -8,21 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::BIN;
-
-/// An offset whose ports (scheduler 2379+o and 2381+o, stores 20160+o.. and 20180+o..) are
-/// free now.
-fn free_offset() -> u16 {
-    let start = (std::process::id() % 50) as u16;
-    (0..50)
-        .map(|i| 100 * (1 + (start + i) % 50))
-        .find(|o| {
-            [2379, 2381, 20160, 20161, 20162, 20180, 20181, 20182]
-                .iter()
-                .all(|p| std::net::TcpListener::bind(("127.0.0.1", p + o)).is_ok())
-        })
-        .expect("a free port range")
-}
+use common::{free_offset, BIN};
 
 fn start(dir: &std::path::Path, offset: u16) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)

@@ -53,6 +53,20 @@ pub fn spawn_ready(args: &[&str], timeout: Duration) -> Child {
     child
 }
 
+/// An offset whose ports (scheduler 2379+o and 2381+o, stores 20160+o.. and 20180+o..) are
+/// free now.
+pub fn free_offset() -> u16 {
+    let start = (std::process::id() % 50) as u16;
+    (0..50)
+        .map(|i| 100 * (1 + (start + i) % 50))
+        .find(|o| {
+            [2379, 2381, 20160, 20161, 20162, 20180, 20181, 20182]
+                .iter()
+                .all(|p| std::net::TcpListener::bind(("127.0.0.1", p + o)).is_ok())
+        })
+        .expect("a free port range")
+}
+
 pub fn signal(child: &Child, sig: i32) {
     // SAFETY: kill(2) on a child we have not reaped.
     unsafe {
