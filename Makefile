@@ -61,7 +61,7 @@ bench: deps
 # The same kv workload against a 3-member etcd and a 3-store regionstore, side by side
 # (installs etcd-server from Debian when missing); results and plots in target/bench/.
 bench-compare: deps
-	./scripts/bench-compare.sh
+	CARGO=$(CARGO) ./scripts/bench-compare.sh
 
 clean:
 	$(CARGO) clean

@@ -34,6 +34,8 @@ impl Driver {
             let channel = tonic::transport::Endpoint::from_shared(url.clone())
                 .map_err(|e| format!("etcd endpoint {url}: {e}"))?
                 .connect_timeout(Duration::from_secs(5))
+                // A stalled member must not hold a worker (and the run) forever.
+                .timeout(Duration::from_secs(10))
                 .tcp_nodelay(true)
                 // Connected on first use: a member just started may not listen yet.
                 .connect_lazy();
@@ -43,17 +45,26 @@ impl Driver {
             return Err("no etcd endpoint given (--etcd)".into());
         }
         let driver = Driver::Etcd(clients);
-        // A cluster just started may still be electing its leader.
+        // A cluster just started may still be electing its leader; and every member must
+        // answer, or the workers sent to a dead one would only measure errors.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            match driver.put(0, b"bench-ready".to_vec(), b"1".to_vec()).await {
-                Ok(()) => return Ok(driver),
-                Err(e) if std::time::Instant::now() > deadline => {
-                    return Err(format!("etcd does not take writes after 30 s: {e}"))
+        for (member, endpoint) in endpoints.iter().enumerate() {
+            loop {
+                match driver
+                    .put(member, b"bench-ready".to_vec(), b"1".to_vec())
+                    .await
+                {
+                    Ok(()) => break,
+                    Err(e) if std::time::Instant::now() > deadline => {
+                        return Err(format!(
+                            "etcd member {endpoint} does not take writes after 30 s: {e}"
+                        ))
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
+        Ok(driver)
     }
 
     pub async fn put(&self, worker: usize, key: Vec<u8>, value: Vec<u8>) -> Result<(), String> {

@@ -210,12 +210,13 @@ fn start_cluster(common: &Common, tune: &dyn Fn(&mut StoreConfig)) -> Result<Clu
         // Checked once here, so a bad file fails before any process starts.
         overlay_config(&mut StoreConfig::default(), overlay)?;
     }
+    // The workload's own settings (split sizes) win over the overlay.
     let tune = |cfg: &mut StoreConfig| {
-        tune(cfg);
         if let Some(overlay) = &overlay {
             // Valid: checked above against the defaults.
             let _ = overlay_config(cfg, overlay);
         }
+        tune(cfg);
     };
     let tune: &dyn Fn(&mut StoreConfig) = &tune;
     if let Some(pd) = &common.pd {
@@ -276,6 +277,7 @@ fn kv_key(i: u64) -> Vec<u8> {
 /// Zipfian ranks over `0..n` (YCSB's generator, theta 0.99), scattered over the key space so
 /// the hot keys do not all sit in one region.
 struct Zipf {
+    perm: Vec<u64>,
     n: u64,
     theta: f64,
     alpha: f64,
@@ -289,7 +291,10 @@ impl Zipf {
         let zeta = |n: u64| (1..=n).map(|i| 1.0 / (i as f64).powf(theta)).sum::<f64>();
         let zetan = zeta(n);
         let zeta2 = zeta(2);
+        let mut perm: Vec<u64> = (0..n).collect();
+        rand::seq::SliceRandom::shuffle(&mut perm[..], &mut rand::rngs::StdRng::seed_from_u64(7));
         Zipf {
+            perm,
             n,
             theta,
             alpha: 1.0 / (1.0 - theta),
@@ -308,8 +313,9 @@ impl Zipf {
         } else {
             (self.n as f64 * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as u64
         };
-        // Scatter: rank r lands on a pseudo-random key.
-        rank.min(self.n - 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) % self.n
+        // Scatter: rank r lands on a pseudo-random key (a fixed permutation, so every key
+        // can be drawn and the hot ones are spread over the regions).
+        self.perm[rank.min(self.n - 1) as usize]
     }
 }
 
@@ -349,6 +355,8 @@ async fn sample(
         (rec.ops(), rec.errors(), driver.retries());
     let mut last = start;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // A slow second (a stalled region lookup) must not be followed by a burst of short ones.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     for _ in 0..secs {
         tick.tick().await;
@@ -361,12 +369,13 @@ async fn sample(
             now.duration_since(last).as_secs_f64(),
             &h,
         );
-        s.errors = rec.errors() - last_errors;
-        s.retries = driver.retries() - last_retries;
+        let (errors, retries) = (rec.errors(), driver.retries());
+        s.errors = errors - last_errors;
+        s.retries = retries - last_retries;
         if let Some(admin) = admin {
             s.regions = admin.regions().await.ok().map(|r| r.len() as u64);
         }
-        (last_ops, last_errors, last_retries, last) = (ops, rec.errors(), driver.retries(), now);
+        (last_ops, last_errors, last_retries, last) = (ops, errors, retries, now);
         bar.inc(1);
         bar.set_message(format!(
             "{:.0} ops/s  p99 {:.1} ms{}{}",
@@ -391,20 +400,21 @@ async fn sample(
     samples
 }
 
-fn summarize(rec: &Recorder, driver: &Driver, samples: &[Sample], retries_start: u64) -> Summary {
+/// The whole measured window: the sampled seconds only (ops, errors and retries after the
+/// last sample are not counted), throughput as operations over elapsed time.
+fn summarize(rec: &Recorder, samples: &[Sample]) -> Summary {
     let total = rec.total();
     let duration = samples.last().map_or(0.0, |s| s.t);
-    let ops: f64 = samples.iter().map(|s| s.ops_per_sec).sum::<f64>();
     Summary {
         duration_secs: duration,
         ops: total.len(),
-        ops_per_sec: ops / samples.len().max(1) as f64,
+        ops_per_sec: total.len() as f64 / duration.max(1e-9),
         p50_us: total.value_at_quantile(0.50),
         p99_us: total.value_at_quantile(0.99),
         p999_us: total.value_at_quantile(0.999),
         max_us: total.max(),
-        errors: rec.errors(),
-        retries: driver.retries() - retries_start,
+        errors: samples.iter().map(|s| s.errors).sum(),
+        retries: samples.iter().map(|s| s.retries).sum(),
         ..Default::default()
     }
 }
@@ -416,6 +426,9 @@ async fn run_kv(args: KvArgs) -> Result<(), String> {
     }
     if args.keys == 0 || common.concurrency == 0 {
         return Err("--keys and --concurrency must be positive".into());
+    }
+    if args.regions as u64 > args.keys {
+        return Err("--regions must not exceed --keys (split points are keys)".into());
     }
     let cluster = match common.target {
         Target::Regionstore => Some(start_cluster(common, &|_| {})?),
@@ -444,6 +457,15 @@ async fn run_kv(args: KvArgs) -> Result<(), String> {
             wait_replicated(admin, args.regions).await?;
             // Let leader balancing spread the leaders.
             tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    }
+    // Where the leaders are when the run starts (recorded with the results).
+    let mut leaders_per_store = std::collections::BTreeMap::<u64, u64>::new();
+    if let Driver::Regionstore(admin) = &driver {
+        for r in admin.regions().await.unwrap_or_default() {
+            if let Some(l) = r.leader {
+                *leaders_per_store.entry(l.store_id).or_default() += 1;
+            }
         }
     }
     let value = vec![b'v'; common.value_size];
@@ -499,7 +521,11 @@ async fn run_kv(args: KvArgs) -> Result<(), String> {
                 };
                 match result {
                     Ok(()) => rec.ok(start.elapsed()),
-                    Err(e) => rec.error(e),
+                    Err(e) => {
+                        rec.error(e);
+                        // Failing fast in a loop would only burn the cores the servers need.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
                 }
             }
         }));
@@ -507,14 +533,13 @@ async fn run_kv(args: KvArgs) -> Result<(), String> {
     // Warm-up, not measured.
     tokio::time::sleep(Duration::from_secs(2)).await;
     rec.reset();
-    let retries_start = driver.retries();
     let bar = progress(common, args.duration_secs);
     let samples = sample(&rec, &driver, None, args.duration_secs, &bar, None).await;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         let _ = w.await;
     }
-    let summary = summarize(&rec, &driver, &samples, retries_start);
+    let summary = summarize(&rec, &samples);
     let name = common
         .name
         .clone()
@@ -530,7 +555,12 @@ async fn run_kv(args: KvArgs) -> Result<(), String> {
             "read_ratio": args.read_ratio,
             "distribution": args.distribution,
             "duration_secs": args.duration_secs,
-            "regions": if common.target == Target::Regionstore { Some(args.regions) } else { None },
+            "regions": if common.target == Target::Regionstore && common.pd.is_none() {
+                Some(args.regions)
+            } else {
+                None
+            },
+            "leaders_per_store": leaders_per_store,
             "etcd": common.etcd,
         }),
         machine: report::machine(),
@@ -561,6 +591,11 @@ async fn split_phase(
     let cluster = start_cluster(common, &|cfg| {
         cfg.raftstore.region_split_size = split_size;
         cfg.raftstore.region_max_size = split_size / 2 * 3;
+        if split_size >= 1 << 40 {
+            // The baseline: no split by key count either.
+            cfg.raftstore.region_split_keys = u64::MAX / 4;
+            cfg.raftstore.region_max_keys = u64::MAX / 2;
+        }
         cfg.raftstore.split_region_check_tick_interval_ms = 1000;
     })?;
     let driver = connect(common, Some(&cluster.pd)).await?;
@@ -590,7 +625,10 @@ async fn split_phase(
                 let key = format!("split-{i:012}").into_bytes();
                 match driver.put(w, key, value.clone()).await {
                     Ok(()) => rec.ok(start.elapsed()),
-                    Err(e) => rec.error(e),
+                    Err(e) => {
+                        rec.error(e);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
                 }
             }
         }));
@@ -601,7 +639,7 @@ async fn split_phase(
     for w in workers {
         let _ = w.await;
     }
-    let mut summary = summarize(&rec, &driver, &samples, 0);
+    let mut summary = summarize(&rec, &samples);
     summary.regions_start = Some(regions_start);
     summary.regions_end = samples.last().and_then(|s| s.regions);
     Ok(SplitPhase {

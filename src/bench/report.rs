@@ -60,6 +60,7 @@ impl Recorder {
             .unwrap_or_else(|e| e.into_inner())
             .reset();
         self.total.lock().unwrap_or_else(|e| e.into_inner()).reset();
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     pub fn ops(&self) -> u64 {
@@ -350,12 +351,17 @@ pub fn compare(baseline: &RunReport, candidate: &RunReport) {
         "", baseline.name, candidate.name, "ratio"
     );
     let row = |what: &str, x: f64, y: f64, unit: &str| {
+        let ratio = if x > 0.0 {
+            format!("{:.2}", y / x)
+        } else {
+            "-".to_string()
+        };
         println!(
-            "{:<16} {:>16} {:>16} {:>10.2}",
+            "{:<16} {:>16} {:>16} {:>10}",
             what,
             format!("{x:.1}{unit}"),
             format!("{y:.1}{unit}"),
-            y / x.max(1e-9)
+            ratio
         );
     };
     row("ops/s", b.ops_per_sec, c.ops_per_sec, "");
