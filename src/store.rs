@@ -79,7 +79,7 @@ pub fn run(cfg: StoreConfig) -> Result<(), String> {
 
 fn run_with_logger(cfg: StoreConfig, logger: &slog::Logger) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(cfg.server.grpc_threads)
         .thread_name("grpc")
         .enable_all()
         .build()

@@ -15,6 +15,9 @@ pub struct Config {
     /// Where the status HTTP port (`/metrics`, `/status`) listens. Default "127.0.0.1:20180";
     /// "" turns it off.
     pub status_addr: String,
+    /// Threads of the store's async runtime (gRPC, store-to-store streams). Default 2;
+    /// 1..=64.
+    pub grpc_threads: usize,
     /// Largest key a client may write or read. Default 8 KiB; 1 B..=64 KiB.
     pub max_key_size: usize,
     /// Largest value a client may write. Default 3 MiB, so a RawGet response fits the 4 MiB
@@ -52,6 +55,7 @@ impl Default for Config {
             addr: "127.0.0.1:20160".into(),
             advertise_addr: String::new(),
             status_addr: "127.0.0.1:20180".into(),
+            grpc_threads: 2,
             max_key_size: 8 << 10,
             max_value_size: 3 << 20,
             max_batch_keys: 4096,
@@ -98,6 +102,7 @@ impl Config {
                 detail: format!("{:?} is not an ip:port address", self.status_addr),
             });
         }
+        bounded("grpc-threads", self.grpc_threads, 1, 64)?;
         bounded("max-key-size", self.max_key_size, 1, 64 << 10)?;
         bounded(
             "grpc-max-message-size",
