@@ -143,6 +143,14 @@ async fn tikv_client_raw_api_across_region_splits() {
             .len(),
         148
     );
+    // Down from the top, across every region, in one descending run.
+    let down = admin
+        .scan_reverse(key(0), key(9999), 1000, true)
+        .await
+        .unwrap();
+    assert_eq!(down.len(), 148);
+    assert!(down.windows(2).all(|w| w[0].0 > w[1].0));
+    assert_eq!(down[0].0, key(259).into_bytes());
 }
 
 /// Sends `body` as the request of `method` without encoding it: what a broken client would.

@@ -270,7 +270,7 @@ impl Client {
         if limit == 0 || check_range("scan", &start, &end)? {
             return Ok(Vec::new());
         }
-        self.inner.scan(start, end, limit, key_only).await
+        self.inner.scan(start, end, limit, key_only, false).await
     }
 
     /// Up to `limit` pairs of `[start, end)` in descending key order (empty `end`: no end),
@@ -286,7 +286,7 @@ impl Client {
         if limit == 0 || check_range("scan_reverse", &start, &end)? {
             return Ok(Vec::new());
         }
-        self.inner.scan_reverse(start, end, limit, key_only).await
+        self.inner.scan(start, end, limit, key_only, true).await
     }
 
     /// Sets `key` to `new` if its value is `previous` (`None`: if it has no value). Returns
@@ -1032,27 +1032,46 @@ impl Inner {
         }
     }
 
+    /// Scans `[lower, upper)` (empty `upper`: no end) region by region, up from `lower` or,
+    /// if `reverse`, down from `upper`. TiKV's `RawScan` with `reverse` takes the *upper*
+    /// bound (exclusive) in `start_key` and the lower bound (inclusive) in `end_key`; an empty
+    /// `start_key` there means no upper bound.
     async fn scan(
         &self,
-        mut start: Vec<u8>,
-        end: Vec<u8>,
+        mut lower: Vec<u8>,
+        mut upper: Vec<u8>,
         limit: u32,
         key_only: bool,
+        reverse: bool,
     ) -> Result<Vec<KvPair>> {
-        let mut state = self.retry_state("scan");
+        let mut state = self.retry_state(if reverse { "scan_reverse" } else { "scan" });
         let mut out: Vec<KvPair> = Vec::new();
         // Halved when a store finds the answer too large for one message.
         let mut cap = MAX_SCAN_PER_REQUEST;
         loop {
-            let route = self.locate(&start, &mut state).await?;
-            let (send_end, next) = shard::forward_step(&route, &end);
+            let route = if reverse {
+                self.locate_before(&upper, &lower, &mut state).await?
+            } else {
+                self.locate(&lower, &mut state).await?
+            };
+            // The request's far bound in this region, and where the next region starts.
+            let (bound, next) = if reverse {
+                shard::reverse_step(&route, &lower)
+            } else {
+                shard::forward_step(&route, &upper)
+            };
             let remaining = limit - out.len() as u32;
             let ask = remaining.min(cap);
             let req = kvrpcpb::RawScanRequest {
-                start_key: start.clone(),
-                end_key: send_end,
+                start_key: if reverse {
+                    upper.clone()
+                } else {
+                    lower.clone()
+                },
+                end_key: bound,
                 limit: ask,
                 key_only,
+                reverse,
                 ..Default::default()
             };
             match self.attempt(&route, req, &mut state).await {
@@ -1069,78 +1088,23 @@ impl Inner {
                     if out.len() >= limit as usize {
                         return Ok(out);
                     }
-                    // A full answer may have stopped inside the region: go on after its
-                    // last key, in the same region.
+                    // A full answer may have stopped inside the region: go on past its last
+                    // key, in the same region (after it going up; below it going down, where
+                    // it is the exclusive upper bound).
                     if full {
                         if let Some((last, _)) = out.last() {
-                            start = last.clone();
-                            start.push(0);
+                            if reverse {
+                                upper = last.clone();
+                            } else {
+                                lower = last.clone();
+                                lower.push(0);
+                            }
                             continue;
                         }
                     }
                     match next {
-                        Some(next) => start = next,
-                        None => return Ok(out),
-                    }
-                }
-                Err(failure) if too_large(&failure) && ask > 1 => cap = (ask / 2).max(1),
-                Err(failure) => {
-                    let pause = state.admit(failure, true)?;
-                    state.pause([pause]).await?;
-                }
-            }
-        }
-    }
-
-    /// Reverse scan, region by region from the top. TiKV's `RawScan` with `reverse` takes
-    /// the *upper* bound (exclusive) in `start_key` and the lower bound (inclusive) in
-    /// `end_key`; an empty `start_key` there means no upper bound.
-    async fn scan_reverse(
-        &self,
-        start: Vec<u8>,
-        mut upper: Vec<u8>,
-        limit: u32,
-        key_only: bool,
-    ) -> Result<Vec<KvPair>> {
-        let mut state = self.retry_state("scan_reverse");
-        let mut out: Vec<KvPair> = Vec::new();
-        let mut cap = MAX_SCAN_PER_REQUEST;
-        loop {
-            let route = self.locate_before(&upper, &start, &mut state).await?;
-            let (send_lower, next) = shard::reverse_step(&route, &start);
-            let remaining = limit - out.len() as u32;
-            let ask = remaining.min(cap);
-            let req = kvrpcpb::RawScanRequest {
-                start_key: upper.clone(),
-                end_key: send_lower,
-                limit: ask,
-                key_only,
-                reverse: true,
-                ..Default::default()
-            };
-            match self.attempt(&route, req, &mut state).await {
-                Ok(resp) => {
-                    state.progress();
-                    check_pairs("RawScan", &route, &resp.kvs)?;
-                    let full = resp.kvs.len() >= ask as usize;
-                    out.extend(
-                        resp.kvs
-                            .into_iter()
-                            .take(ask as usize)
-                            .map(|p| (p.key, p.value)),
-                    );
-                    if out.len() >= limit as usize {
-                        return Ok(out);
-                    }
-                    // The last key returned is the exclusive upper bound of what is left.
-                    if full {
-                        if let Some((last, _)) = out.last() {
-                            upper = last.clone();
-                            continue;
-                        }
-                    }
-                    match next {
-                        Some(next) => upper = next,
+                        Some(next) if reverse => upper = next,
+                        Some(next) => lower = next,
                         None => return Ok(out),
                     }
                 }

@@ -662,12 +662,7 @@ mod tests {
             .build()
             .unwrap();
         // No checker runs: only the operator this test asks for.
-        let config = scheduler::Config {
-            replica_schedule_limit: 0,
-            leader_schedule_limit: 0,
-            region_schedule_limit: 0,
-            ..Default::default()
-        };
+        let config = scheduler::Config::without_checkers();
         let scheduler =
             Arc::new(Scheduler::open(Arc::new(MemEngine::new()), &config, &logger()).unwrap());
         let listener = rt
@@ -719,19 +714,7 @@ mod tests {
         // A first region left by a bootstrap that lost the race (and crashed) is taken back.
         let c = MemEngine::new();
         raftstore::bootstrap_store(&c, 7, 50).unwrap();
-        let lost = Region {
-            id: 60,
-            region_epoch: Some(RegionEpoch {
-                conf_ver: 1,
-                version: 1,
-            }),
-            peers: vec![Peer {
-                id: 61,
-                store_id: 50,
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
+        let lost = crate::first_region(60, 61, 50);
         raftstore::bootstrap_region(&c, &lost).unwrap();
         assert_eq!(bootstrap_store(&client, &c, 7, None, "c").unwrap(), 50);
         assert_eq!(crate::prepared_first_region(&c, 50).unwrap(), None);

@@ -314,6 +314,24 @@ fn prepared_first_region<EK: KvEngine>(kv: &EK, store_id: u64) -> Result<Option<
     })
 }
 
+/// A bootstrap's first region (whole key space, version 1, one peer), for tests.
+#[cfg(test)]
+pub(crate) fn first_region(region_id: u64, peer_id: u64, store_id: u64) -> Region {
+    Region {
+        id: region_id,
+        region_epoch: Some(RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        }),
+        peers: vec![Peer {
+            id: peer_id,
+            store_id,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,19 +364,7 @@ mod tests {
         let client2 = InProcessClient::new(scheduler());
         let c = MemEngine::new();
         raftstore::bootstrap_store(&c, 7, 50).unwrap();
-        let region = Region {
-            id: 60,
-            region_epoch: Some(RegionEpoch {
-                conf_ver: 1,
-                version: 1,
-            }),
-            peers: vec![Peer {
-                id: 61,
-                store_id: 50,
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
+        let region = first_region(60, 61, 50);
         raftstore::bootstrap_region(&c, &region).unwrap();
         assert_eq!(bootstrap_store(&client2, &c, 7, None, "c").unwrap(), 50);
         let s2 = client2.get().unwrap();

@@ -85,6 +85,19 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The defaults with every checker off (all schedule limits 0): only operators an
+    /// administrator asks for run.
+    pub fn without_checkers() -> Config {
+        Config {
+            replica_schedule_limit: 0,
+            leader_schedule_limit: 0,
+            region_schedule_limit: 0,
+            ..Default::default()
+        }
+    }
+}
+
 /// An operator as the status page shows it.
 #[derive(Clone, Debug)]
 pub struct OperatorStatus {
@@ -475,12 +488,7 @@ mod tests {
     fn cluster() -> (Scheduler, RegionInfo) {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         // No checker runs: only the administrator's operators.
-        let config = Config {
-            replica_schedule_limit: 0,
-            leader_schedule_limit: 0,
-            region_schedule_limit: 0,
-            ..Default::default()
-        };
+        let config = Config::without_checkers();
         let s = Scheduler::open(Arc::new(MemEngine::new()), &config, &logger).unwrap();
         let store = |id| Store {
             id,

@@ -780,12 +780,7 @@ mod tests {
     async fn both_services_answer_over_loopback() {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         // No checker runs (a second store would get a replica): only the operators asked for.
-        let config = crate::Config {
-            replica_schedule_limit: 0,
-            leader_schedule_limit: 0,
-            region_schedule_limit: 0,
-            ..Default::default()
-        };
+        let config = crate::Config::without_checkers();
         let scheduler =
             Arc::new(Scheduler::open(Arc::new(MemEngine::new()), &config, &logger).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -41,12 +41,6 @@ pub enum Error {
         addr: String,
         detail: String,
     },
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error(transparent)]
     Store(#[from] raftstore::Error),
 }

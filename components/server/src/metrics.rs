@@ -9,6 +9,7 @@ pub struct Metrics {
     pub raft_messages_dropped: IntCounterVec,
     pub raft_messages_received: IntCounter,
     pub raft_batches_queued: IntGauge,
+    pub raft_bytes_queued: IntGauge,
     pub store_connections: IntGauge,
     pub store_reconnects: IntCounter,
     pub snapshots_sent: IntCounterVec,
@@ -52,6 +53,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         IntGauge::new(
             "regionstore_raft_batches_queued",
             "Message batches waiting in the per-store send queues.",
+        )
+        .expect("valid metric"),
+    ),
+    raft_bytes_queued: register(
+        IntGauge::new(
+            "regionstore_raft_bytes_queued",
+            "Bytes of message batches waiting in the per-store send queues \
+             (bounded per store by raft-msg-queue-bytes).",
         )
         .expect("valid metric"),
     ),

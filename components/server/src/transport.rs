@@ -172,6 +172,7 @@ impl GrpcTransport {
             Ok(()) => {
                 queue.bytes.fetch_add(bytes, Ordering::Relaxed);
                 METRICS.raft_batches_queued.inc();
+                METRICS.raft_bytes_queued.add(bytes as i64);
                 METRICS.raft_messages_sent.inc_by(count);
             }
             Err(mpsc::error::TrySendError::Full(_)) => METRICS
@@ -296,6 +297,7 @@ type Queue = mpsc::Receiver<(BatchRaftMessage, usize)>;
 fn dequeued(bytes: &AtomicUsize, size: usize) {
     bytes.fetch_sub(size, Ordering::Relaxed);
     METRICS.raft_batches_queued.dec();
+    METRICS.raft_bytes_queued.sub(size as i64);
 }
 
 /// Takes the queue out of the transport if it is still this task's and empty. Messages

@@ -107,12 +107,9 @@ impl ClusterConfig {
             raft_log: RaftLogConfig::default(),
             // No operators unless a test asks: most tests place replicas themselves.
             scheduler: ::scheduler::Config {
-                replica_schedule_limit: 0,
-                leader_schedule_limit: 0,
-                region_schedule_limit: 0,
                 max_store_down_time: Duration::from_secs(2),
                 operator_timeout: Duration::from_secs(20),
-                ..Default::default()
+                ..::scheduler::Config::without_checkers()
             },
         }
     }
