@@ -235,19 +235,7 @@ pub fn bootstrap_store<EK: KvEngine, C: ClusterControl + ?Sized>(
             Some(region) => region,
             None => {
                 let [region_id, peer_id] = alloc_exactly::<_, 2>(client)?;
-                let region = Region {
-                    id: region_id,
-                    region_epoch: Some(RegionEpoch {
-                        conf_ver: 1,
-                        version: 1,
-                    }),
-                    peers: vec![Peer {
-                        id: peer_id,
-                        store_id,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                };
+                let region = first_region(region_id, peer_id, store_id);
                 raftstore::bootstrap_region(kv, &region)?;
                 region
             }
@@ -314,8 +302,7 @@ fn prepared_first_region<EK: KvEngine>(kv: &EK, store_id: u64) -> Result<Option<
     })
 }
 
-/// A bootstrap's first region (whole key space, version 1, one peer), for tests.
-#[cfg(test)]
+/// A bootstrap's first region: the whole key space, version 1, one peer on `store_id`.
 pub(crate) fn first_region(region_id: u64, peer_id: u64, store_id: u64) -> Region {
     Region {
         id: region_id,
