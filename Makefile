@@ -6,15 +6,10 @@ CARGO ?= cargo
 
 all: build
 
-# RocksDB's bindings need libclang. Install it only when missing; quiet when present.
+# What building needs (libclang for RocksDB's bindings, a C/C++ compiler): installed only when
+# missing, quiet when present. The logic and its knobs are in scripts/deps.sh.
 deps:
-	@if ! ldconfig -p 2>/dev/null | grep -q 'libclang\(-[0-9.]*\)\?\.so' && \
-	    ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then \
-	    echo "installing libclang-dev (needed by RocksDB's bindings)"; \
-	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libclang-dev >/dev/null; \
-	fi
-	@command -v cargo-nextest >/dev/null 2>&1 || echo "note: cargo-nextest not found; tests run with cargo test"
+	@./scripts/deps.sh
 
 build: deps
 	$(CARGO) build --workspace --all-targets
@@ -28,32 +23,31 @@ fmt:
 	$(CARGO) fmt --all
 
 clippy: deps
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets $(TEST_FEATURES) -- -D warnings
+
+# One feature set for lint and tests, so cargo builds the workspace twice (check and test), not
+# four times: failpoints are compiled in but inert until a test configures them. Failpoint tests
+# serialize on fail::FailScenario's lock under cargo test; nextest runs each test in its own
+# process (and .config/nextest.toml keeps them to one at a time).
+TEST_FEATURES := --features test-cluster/failpoints
 
 lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p test-cluster --features failpoints --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets $(TEST_FEATURES) -- -D warnings
 
 # The whole suite. Doc tests first (nextest does not run them), so the last line is the
 # runner's summary: nextest's "Summary [...] N tests run: N passed", or cargo test's lines.
-# Failpoint crash tests first (their own build with `--features failpoints`, one test at a time:
-# failpoints are process-wide), then the whole suite, whose summary line ends the output.
 test: lint
-	$(CARGO) test --workspace --doc --quiet
+	$(CARGO) test --workspace --doc --quiet $(TEST_FEATURES)
 	@if command -v cargo-nextest >/dev/null 2>&1; then \
-	    $(CARGO) nextest run -p test-cluster --features failpoints --test failpoints \
-	        --no-fail-fast --test-threads 1 && \
-	    $(CARGO) nextest run --workspace --no-fail-fast; \
+	    $(CARGO) nextest run --workspace $(TEST_FEATURES) --no-fail-fast; \
 	else \
-	    $(CARGO) test -p test-cluster --features failpoints --test failpoints -- --test-threads 1 && \
-	    $(CARGO) test --workspace --no-fail-fast; \
+	    $(CARGO) test --workspace $(TEST_FEATURES) --no-fail-fast; \
 	fi
 
 # Soak variants: larger stress runs, not part of CI.
 test-long: deps
-	KILL_ITERATIONS=10 $(CARGO) test --workspace --release -- --include-ignored
-	$(CARGO) test --release -p test-cluster --features failpoints --test failpoints -- --test-threads 1
+	KILL_ITERATIONS=10 $(CARGO) test --workspace --release $(TEST_FEATURES) -- --include-ignored
 
 bench: deps
 	$(CARGO) bench --workspace --benches

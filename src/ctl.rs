@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use client::{Client, ClientConfig};
+use std::future::Future;
+
+use client::{Client, ClientConfig, Operator};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -13,6 +15,14 @@ pub struct Args {
     /// Give up on a request after this many seconds of retries.
     #[arg(long, default_value_t = 20)]
     pub timeout_secs: u64,
+    /// Operators (split, transfer-leader, add-peer, remove-peer): return once the scheduler
+    /// accepted it, without waiting for it to finish (`ctl operators` shows its progress).
+    #[arg(long, global = true)]
+    pub no_wait: bool,
+    /// Operators: how long to wait for the region's running operator to end, and then for
+    /// this one to finish.
+    #[arg(long, global = true, default_value_t = 120)]
+    pub wait_secs: u64,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -81,13 +91,18 @@ pub fn run(args: Args) -> Result<(), String> {
         let client = Client::connect(std::slice::from_ref(&args.pd), config)
             .await
             .map_err(|e| e.to_string())?;
-        execute(&client, args.command)
+        let wait = (!args.no_wait).then(|| Duration::from_secs(args.wait_secs));
+        execute(&client, args.command, wait)
             .await
             .map_err(|e| e.to_string())
     })
 }
 
-async fn execute(client: &Client, command: CtlCommand) -> client::Result<()> {
+async fn execute(
+    client: &Client,
+    command: CtlCommand,
+    wait: Option<Duration>,
+) -> client::Result<()> {
     match command {
         CtlCommand::Put { key, value } => {
             client.put(key, value).await?;
@@ -149,19 +164,36 @@ async fn execute(client: &Client, command: CtlCommand) -> client::Result<()> {
                 println!("store {:<6} {}", store.id, store.address);
             }
         }
-        CtlCommand::Split { key } => println!("{}", client.split(key).await?),
+        CtlCommand::Split { key } => {
+            let region_id = client.region_of(key.as_bytes()).await?;
+            operate(client, region_id, wait, client.split(key)).await?
+        }
         CtlCommand::TransferLeader {
             region_id,
             store_id,
-        } => println!("{}", client.transfer_leader(region_id, store_id).await?),
+        } => {
+            let op = client.transfer_leader(region_id, store_id);
+            operate(client, region_id, wait, op).await?
+        }
         CtlCommand::AddPeer {
             region_id,
             store_id,
-        } => println!("{}", client.add_peer(region_id, store_id).await?),
+        } => {
+            operate(
+                client,
+                region_id,
+                wait,
+                client.add_peer(region_id, store_id),
+            )
+            .await?
+        }
         CtlCommand::RemovePeer {
             region_id,
             store_id,
-        } => println!("{}", client.remove_peer(region_id, store_id).await?),
+        } => {
+            let op = client.remove_peer(region_id, store_id);
+            operate(client, region_id, wait, op).await?
+        }
         CtlCommand::Operators => {
             for op in client.operators().await? {
                 println!(
@@ -171,5 +203,29 @@ async fn execute(client: &Client, command: CtlCommand) -> client::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Submits an operator on `region_id` and, unless `wait` is `None`, first waits for the
+/// region's running operator to end (the scheduler runs one per region) and then for this one
+/// to finish.
+async fn operate(
+    client: &Client,
+    region_id: u64,
+    wait: Option<Duration>,
+    submit: impl Future<Output = client::Result<Operator>>,
+) -> client::Result<()> {
+    let Some(wait) = wait else {
+        println!(
+            "{}: submitted (ctl operators shows its progress)",
+            submit.await?
+        );
+        return Ok(());
+    };
+    client.wait_region_idle(region_id, wait).await?;
+    let op = submit.await?;
+    println!("{op}: submitted");
+    client.wait_operator(&op, wait).await?;
+    println!("{op}: finished");
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The `regionstore` library facade and the binary's commands: re-exports the components that
 //! make up a store, so an embedding database depends on one crate, and holds what the
-//! `regionstore` binary runs (`scheduler`, `store`, `playground`, `ctl`).
+//! `regionstore` binary runs (`scheduler`, `store`, `playground`, `ctl`, `bench`).
 
 pub use batch_system;
 pub use engine;

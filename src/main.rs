@@ -1,4 +1,4 @@
-//! The `regionstore` binary: `scheduler`, `store`, `playground` and `ctl`.
+//! The `regionstore` binary: `scheduler`, `store`, `playground`, `ctl` and `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

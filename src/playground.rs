@@ -188,11 +188,44 @@ pub fn run(opts: Options) -> Result<(), String> {
     let stores: Vec<String> = (0..opts.stores)
         .map(|i| format!("127.0.0.1:{}", 20160 + off + i as u16))
         .collect();
-    print_usage(&sched_addr, &stores, &dir);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
+    // "Running" means ready for operators too: the first region has all its replicas and no
+    // operator of the scheduler's own is still at work on it (one runs per region).
+    println!("waiting for every region's replicas...");
+    let replicas = opts.stores.min(3);
+    let ready = rt.block_on(async {
+        let wait = async {
+            let admin = client::Client::connect(
+                std::slice::from_ref(&sched_addr),
+                client::ClientConfig::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            wait_replicated(&admin, 1, replicas, Duration::from_secs(120)).await
+        };
+        tokio::select! {
+            r = wait => Some(r),
+            signal = crate::store::signalled() => {
+                println!("\n{signal}: stopping the cluster");
+                None
+            }
+        }
+    });
+    match ready {
+        None => {
+            terminate(processes);
+            println!("stopped; the data stays in {}", dir.display());
+            return Ok(());
+        }
+        Some(Err(e)) => {
+            println!("warning: {e}; the cluster runs, but operators may be refused for now")
+        }
+        Some(Ok(())) => {}
+    }
+    print_usage(&sched_addr, &stores, &dir);
     // Until Ctrl-C, or until a process dies on its own.
     let exited = rt.block_on(async {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -217,6 +250,42 @@ pub fn run(opts: Options) -> Result<(), String> {
             println!("stopped; the data stays in {}", dir.display());
             Ok(())
         }
+    }
+}
+
+/// Waits until there are at least `regions` regions, each with `replicas` voters and a leader,
+/// and no operator is running, for at most `timeout`.
+pub async fn wait_replicated(
+    admin: &client::Client,
+    regions: usize,
+    replicas: usize,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let all = admin.regions().await.unwrap_or_default();
+        let replicated = all.len() >= regions
+            && all.iter().all(|r| {
+                r.leader.is_some()
+                    && r.region.peers.len() == replicas
+                    && r.region
+                        .peers
+                        .iter()
+                        .all(|p| p.role() == proto::metapb::PeerRole::Voter)
+            });
+        if replicated {
+            let operators = admin.operators().await.unwrap_or_default();
+            if operators.iter().all(|o| o.state != "running") {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the cluster did not reach {regions} regions of {replicas} replicas, with no \
+                 operator running, within {timeout:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -282,6 +351,7 @@ Try it (in another terminal):
   regionstore ctl --pd {scheduler} get hello
   regionstore ctl --pd {scheduler} scan
   regionstore ctl --pd {scheduler} regions
+  regionstore ctl --pd {scheduler} split m      (returns once the split is done)
   regionstore ctl --pd {scheduler} stores
 (from the source tree: cargo run --quiet -- ctl --pd {scheduler} ...)
 

@@ -34,8 +34,13 @@ fn run_with_logger(cfg: SchedulerConfig, logger: &slog::Logger) -> Result<(), St
     let meta = RocksEngine::open(&cfg.data_dir.join("meta"), &cfg.rocksdb)
         .map_err(|e| format!("cannot open the metadata store: {e}"))?;
     let scheduler = Arc::new(
-        Scheduler::open(Arc::new(meta), &cfg.schedule.to_scheduler(), logger)
-            .map_err(|e| format!("cannot open the scheduler: {e}"))?,
+        Scheduler::open(
+            Arc::new(meta),
+            &cfg.schedule.to_scheduler(),
+            util::SystemClock::shared(),
+            logger,
+        )
+        .map_err(|e| format!("cannot open the scheduler: {e}"))?,
     );
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(&cfg.addr))

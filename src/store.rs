@@ -141,17 +141,11 @@ fn run_with_logger(cfg: StoreConfig, logger: &slog::Logger) -> Result<(), String
         runtime.handle().clone(),
         logger,
     );
-    let mut system = StoreSystem::start(
-        store_id,
-        cfg.raftstore.clone(),
-        kv,
-        raft,
-        &cfg.data_dir.join("snap"),
-        transport,
-        scheduler.clone(),
-        logger,
-    )
-    .map_err(|e| format!("cannot start the store: {e}"))?;
+    let mut system = StoreSystem::builder(store_id, kv, raft, &cfg.data_dir.join("snap"))
+        .config(cfg.raftstore.clone())
+        .logger(logger)
+        .start(transport, scheduler.clone())
+        .map_err(|e| format!("cannot start the store: {e}"))?;
 
     let api = system.api();
     let max_msg = cfg.server.grpc_max_message_size;

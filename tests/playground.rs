@@ -82,6 +82,17 @@ fn playground_starts_serves_ctl_and_stops_cleanly_then_reuses_its_data() {
     let offset = free_offset();
     let pd = format!("127.0.0.1:{}", 2379 + offset);
     let (child, rx) = start(dir.path(), offset);
+    // As a newcomer would, right after "running": operators are accepted at once, and each
+    // `ctl split` returns only once its split has happened.
+    for key in ["g", "m", "t"] {
+        let said = ctl(&pd, &["split", key]);
+        assert!(said.ends_with("finished"), "split {key}: {said}");
+    }
+    assert!(
+        ctl(&pd, &["regions"]).ends_with("(4 regions)"),
+        "{}",
+        ctl(&pd, &["regions"])
+    );
     assert_eq!(ctl(&pd, &["put", "hello", "world"]), "OK");
     assert_eq!(ctl(&pd, &["get", "hello"]), "world");
     assert_eq!(ctl(&pd, &["get", "nobody"]), "(not found)");
@@ -90,5 +101,6 @@ fn playground_starts_serves_ctl_and_stops_cleanly_then_reuses_its_data() {
 
     let (child, rx) = start(dir.path(), offset);
     assert_eq!(ctl(&pd, &["get", "hello"]), "world");
+    assert!(ctl(&pd, &["regions"]).ends_with("(4 regions)"));
     stop(child, rx);
 }

@@ -244,30 +244,9 @@ fn start_cluster(common: &Common, tune: &dyn Fn(&mut StoreConfig)) -> Result<Clu
     })
 }
 
-/// Waits until every region has three voters and a leader.
+/// Waits until every region has three voters and a leader, and no operator runs.
 async fn wait_replicated(admin: &client::Client, regions: usize) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let all = admin.regions().await.unwrap_or_default();
-        if all.len() >= regions
-            && all.iter().all(|r| {
-                r.leader.is_some()
-                    && r.region.peers.len() == 3
-                    && r.region
-                        .peers
-                        .iter()
-                        .all(|p| p.role() == proto::metapb::PeerRole::Voter)
-            })
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "the cluster did not reach {regions} replicated regions in 120 s"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    crate::playground::wait_replicated(admin, regions, 3, Duration::from_secs(120)).await
 }
 
 fn kv_key(i: u64) -> Vec<u8> {

@@ -39,28 +39,21 @@ impl Recorder {
     pub fn ok(&self, latency: Duration) {
         let us = (latency.as_micros() as u64).clamp(1, 60_000_000);
         self.ops.fetch_add(1, Ordering::Relaxed);
-        let _ = self
-            .interval
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record(us);
+        let _ = util::lock(&self.interval).record(us);
     }
 
     pub fn error(&self, e: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+        *util::lock(&self.last_error) = Some(e);
     }
 
     /// Forgets everything recorded so far (the warm-up).
     pub fn reset(&self) {
         self.ops.store(0, Ordering::Relaxed);
         self.errors.store(0, Ordering::Relaxed);
-        self.interval
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .reset();
-        self.total.lock().unwrap_or_else(|e| e.into_inner()).reset();
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        util::lock(&self.interval).reset();
+        util::lock(&self.total).reset();
+        *util::lock(&self.last_error) = None;
     }
 
     pub fn ops(&self) -> u64 {
@@ -72,28 +65,18 @@ impl Recorder {
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        util::lock(&self.last_error).clone()
     }
 
     /// The latencies since the last call; they also go into the whole-run histogram.
     pub fn take_interval(&self) -> Histogram<u64> {
-        let taken = std::mem::replace(
-            &mut *self.interval.lock().unwrap_or_else(|e| e.into_inner()),
-            histogram(),
-        );
-        let _ = self
-            .total
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .add(&taken);
+        let taken = std::mem::replace(&mut *util::lock(&self.interval), histogram());
+        let _ = util::lock(&self.total).add(&taken);
         taken
     }
 
     pub fn total(&self) -> Histogram<u64> {
-        self.total.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        util::lock(&self.total).clone()
     }
 }
 

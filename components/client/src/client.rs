@@ -10,7 +10,6 @@ use futures::stream::{self, StreamExt};
 use proto::kvrpcpb;
 use proto::metapb;
 use proto::pdpb::{self, RequestHeader};
-use proto::schedulerpb::{self, add_operator_request::Kind};
 use proto::tikvpb::tikv_client::TikvClient;
 use tonic::transport::Channel;
 
@@ -40,10 +39,10 @@ const SCAN_REGIONS_PAGE: i32 = 1024;
 /// connections and retry counter); `Send + Sync`.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: ClientConfig,
     pd: Pd,
     cache: RwLock<RegionCache>,
@@ -358,70 +357,6 @@ impl Client {
         }
         Ok(info)
     }
-
-    /// Asks the scheduler to split the region holding `key` at `key`. Returns the operator's
-    /// description; the split happens asynchronously (see [`Client::operators`]).
-    pub async fn split(&self, key: impl Into<Vec<u8>>) -> Result<String> {
-        let key = key.into();
-        let region = self
-            .region_by_key(key.clone())
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                what: format!("PD knows no region holding key {}", KeyDisplay(&key)),
-            })?
-            .region;
-        self.inner
-            .add_operator(
-                "split",
-                region.id,
-                Kind::Split(schedulerpb::SplitAt { keys: vec![key] }),
-            )
-            .await
-    }
-
-    /// Asks the scheduler to move the region's leadership to its peer on `store_id`.
-    pub async fn transfer_leader(&self, region_id: u64, store_id: u64) -> Result<String> {
-        self.inner
-            .add_operator(
-                "transfer_leader",
-                region_id,
-                Kind::TransferLeaderToStore(store_id),
-            )
-            .await
-    }
-
-    /// Asks the scheduler to add a voter of the region on `store_id`.
-    pub async fn add_peer(&self, region_id: u64, store_id: u64) -> Result<String> {
-        self.inner
-            .add_operator("add_peer", region_id, Kind::AddPeerOnStore(store_id))
-            .await
-    }
-
-    /// Asks the scheduler to remove the region's peer on `store_id` (not the leader's).
-    pub async fn remove_peer(&self, region_id: u64, store_id: u64) -> Result<String> {
-        self.inner
-            .add_operator("remove_peer", region_id, Kind::RemovePeerOnStore(store_id))
-            .await
-    }
-
-    /// Running operators, then the most recent ended ones.
-    pub async fn operators(&self) -> Result<Vec<schedulerpb::OperatorInfo>> {
-        let inner = &self.inner;
-        let mut state = inner.retry_state("operators");
-        let resp = inner
-            .pd_call(
-                &mut state,
-                "ListOperators",
-                true,
-                |leader, header, timeout| {
-                    let mut scheduler = leader.scheduler.clone();
-                    let req = schedulerpb::ListOperatorsRequest { header };
-                    async move { scheduler.list_operators(net::request(req, timeout)).await }
-                },
-            )
-            .await?;
-        Ok(resp.operators)
-    }
 }
 
 /// Checks a `[start, end)` argument; true when it is empty (nothing to do).
@@ -496,7 +431,7 @@ impl Inner {
         self.cache.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn cache_mut(&self) -> RwLockWriteGuard<'_, RegionCache> {
+    pub(crate) fn cache_mut(&self) -> RwLockWriteGuard<'_, RegionCache> {
         self.cache.write().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -504,7 +439,7 @@ impl Inner {
         self.stores.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn retry_state(&self, op: &'static str) -> RetryState<'_> {
+    pub(crate) fn retry_state(&self, op: &'static str) -> RetryState<'_> {
         RetryState::new(op, &self.config, &self.retries)
     }
 
@@ -520,7 +455,7 @@ impl Inner {
     /// One PD RPC against the current leader; transport failures find the leader again and
     /// retry (if `idempotent`, or if the request certainly never left), within the budget of
     /// `state`. A header error fails at once.
-    async fn pd_call<T, F, Fut>(
+    pub(crate) async fn pd_call<T, F, Fut>(
         &self,
         state: &mut RetryState<'_>,
         method: &'static str,
@@ -643,7 +578,7 @@ impl Inner {
     }
 
     /// The cached route for `key`, asking PD on a miss.
-    async fn locate(&self, key: &[u8], state: &mut RetryState<'_>) -> Result<Route> {
+    pub(crate) async fn locate(&self, key: &[u8], state: &mut RetryState<'_>) -> Result<Route> {
         loop {
             if let Some(route) = self.cache().locate(key) {
                 return Ok(route);
@@ -656,7 +591,11 @@ impl Inner {
     }
 
     /// Caches the region holding `key` from PD.
-    async fn load_region(&self, key: &[u8], state: &mut RetryState<'_>) -> Result<(), Failure> {
+    pub(crate) async fn load_region(
+        &self,
+        key: &[u8],
+        state: &mut RetryState<'_>,
+    ) -> Result<(), Failure> {
         let unusable = |reason: String| Failure::Retry {
             cause: Error::NotFound { what: reason },
             now: false,
@@ -1118,31 +1057,6 @@ impl Inner {
     }
 
     // ---- scheduler ----
-
-    async fn add_operator(&self, op: &'static str, region_id: u64, kind: Kind) -> Result<String> {
-        let mut state = self.retry_state(op);
-        // Not idempotent (a second operator may be refused, or run twice): retried only if
-        // the request never left.
-        let resp = self
-            .pd_call(
-                &mut state,
-                "AddOperator",
-                false,
-                |leader, header, timeout| {
-                    let mut scheduler = leader.scheduler.clone();
-                    let req = schedulerpb::AddOperatorRequest {
-                        header,
-                        region_id,
-                        kind: Some(kind.clone()),
-                    };
-                    async move { scheduler.add_operator(net::request(req, timeout)).await }
-                },
-            )
-            .await?;
-        // The region is about to change: route its next request afresh.
-        self.cache_mut().invalidate(region_id);
-        Ok(resp.description)
-    }
 }
 
 #[cfg(test)]

@@ -100,6 +100,23 @@ pub enum Error {
     /// The caller's arguments cannot make a valid request.
     #[error("{op}: invalid argument: {reason}")]
     InvalidArgument { op: &'static str, reason: String },
+
+    /// An operator ended without finishing (the scheduler gave it up: timed out or
+    /// cancelled because a step could never run).
+    #[error("operator on region {region_id} ({description}) did not finish: {state}")]
+    OperatorFailed {
+        region_id: u64,
+        description: String,
+        state: String,
+    },
+
+    /// An operator was still running when the caller stopped waiting; it may still finish.
+    #[error("operator on region {region_id} ({description}) still running after {timeout:?}")]
+    OperatorWait {
+        region_id: u64,
+        description: String,
+        timeout: Duration,
+    },
 }
 
 /// Displays a key readably: printable ASCII as is, other bytes as `\xNN`, long keys cut.

@@ -24,6 +24,7 @@
 //! raftstore, engine, scheduler, server or any other regionstore crate but `proto`: a client
 //! is built from the protocol alone, so it works against any wire-compatible server.
 
+mod admin;
 mod client;
 mod config;
 mod error;
@@ -34,6 +35,7 @@ mod region_cache;
 mod retry;
 mod shard;
 
+pub use admin::Operator;
 pub use client::{Client, KvPair, RegionInfo};
 pub use config::ClientConfig;
 pub use error::{Error, Result};

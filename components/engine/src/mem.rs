@@ -67,14 +67,14 @@ impl MemEngine {
     }
 
     fn cfs(&self) -> Vec<Arc<CfMap>> {
-        self.cfs.read().unwrap_or_else(|e| e.into_inner()).clone()
+        util::read(&self.cfs).clone()
     }
 }
 
 impl Peekable for MemEngine {
     fn get_value_cf(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let idx = cf_index(cf)?;
-        let cfs = self.cfs.read().unwrap_or_else(|e| e.into_inner());
+        let cfs = util::read(&self.cfs);
         Ok(cfs[idx].get(key).cloned())
     }
 
@@ -172,7 +172,7 @@ impl KvEngine for MemEngine {
     }
 
     fn write(&self, batch: &mut MemWriteBatch, _sync: bool) -> Result<()> {
-        let mut cfs = self.cfs.write().unwrap_or_else(|e| e.into_inner());
+        let mut cfs = util::write(&self.cfs);
         batch.size = 0;
         for op in batch.ops.drain(..) {
             match op {

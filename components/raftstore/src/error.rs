@@ -94,8 +94,12 @@ pub enum Error {
     ConfChange { region_id: u64, detail: String },
     #[error("region {region_id}: invalid command: {detail}")]
     InvalidCommand { region_id: u64, detail: String },
-    #[error("region {region_id}: raft: {detail}")]
-    Raft { region_id: u64, detail: String },
+    #[error("region {region_id}: raft: {source}")]
+    Raft {
+        region_id: u64,
+        #[source]
+        source: raft::Error,
+    },
     /// Persisted states contradict each other; the store must not start this region.
     #[error("region {region_id}: inconsistent persisted state: {detail}")]
     InvalidState { region_id: u64, detail: String },
@@ -124,6 +128,31 @@ pub enum Error {
 }
 
 impl Error {
+    /// Asking again (after finding the leader, or after a pause) may succeed: nothing says the
+    /// request itself is wrong. `Undetermined` and `StoreStopped` are among them, and mean the
+    /// outcome is unknown: only an idempotent request may simply be sent again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::NotLeader { .. }
+                | Error::StaleCommand { .. }
+                | Error::Undetermined { .. }
+                | Error::ServerIsBusy { .. }
+                | Error::ReadTimeout { .. }
+                | Error::StoreStopped { .. }
+                | Error::RegionNotFound { .. }
+        )
+    }
+
+    /// The request was routed with a region that changed since (a split): look the region
+    /// up again and send it there.
+    pub fn is_stale_route(&self) -> bool {
+        matches!(
+            self,
+            Error::EpochNotMatch { .. } | Error::KeyNotInRegion { .. }
+        )
+    }
+
     /// The region error a TiKV-compatible client understands, or `None` for errors that are
     /// not about routing (they travel as a plain message).
     pub fn to_region_error(&self) -> Option<errorpb::Error> {

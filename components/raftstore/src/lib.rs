@@ -1,16 +1,22 @@
 //! The multi-raft store: one peer per region hosted here, each a raft-rs `RawNode` over a
 //! [`storage::PeerStorage`], driven by the batch system.
 //!
-//! - `raft/`: [`raft::Peer`] — the raft node, proposals, lease and pending reads; no
-//!   batch-system types.
+//! - `raft/`: [`raft::Peer`]'s raft core — the `RawNode`, its ready (what a round persists and
+//!   sends), apply results, tick and status; no batch-system types.
+//! - `operation/`: one module per command (write, read, conf_change, split, log_gc, snapshot,
+//!   transfer_leader, destroy, heartbeat), each with its propose-time checks (`impl Peer`), its
+//!   apply, and its on-applied handling (`impl RaftPoller`).
 //! - `storage/`: `PeerStorage` (raft-rs's `Storage` over the shared raft log), the entry cache.
-//! - `operation/`: one module per command (write, admin, read rules, apply dispatch).
-//! - `fsm/`: PeerFsm, ApplyFsm, StoreFsm and the raft / apply poll handlers.
+//! - `fsm/`: PeerFsm, ApplyFsm, StoreFsm, the raft / apply poll handlers that dispatch to
+//!   `operation/`, and the store-level periodic work (raft-engine purge, snapshot GC, store
+//!   heartbeat).
 //! - `router/`: the messages between them and the callbacks that answer requests.
 //! - `snap/`: snapshot files (SST per CF, crc32c, tmp-then-rename) and their apply.
-//! - `worker/`: threads beside the pollers (split check).
-//! - [`SchedulerClient`]: what the store asks of the placement scheduler (ids, split reports).
-//! - [`StoreSystem`] starts a store; [`StoreApi`] is the embedded async API.
+//! - `worker/`: threads beside the pollers (split check, scheduler reports).
+//! - [`SchedulerClient`]: what the store asks of and tells the placement scheduler (ids,
+//!   heartbeats, split reports).
+//! - [`StoreSystem::builder`] starts a store; [`StoreApi`] is the embedded async API. All time
+//!   is read through the injected `util::Clock`.
 //!
 //! # Invariants
 //! - Per raft round, the entries and hard states of every region in the round go into one
@@ -49,5 +55,5 @@ pub use config::{Config, ConfigError};
 pub use error::{Error, Result};
 pub use router::RegionSnapshot;
 pub use scheduler::{RegionHeartbeat, SchedulerClient, SchedulerStep, StoreHeartbeat};
-pub use system::{bootstrap_region, bootstrap_store, StoreSystem};
+pub use system::{bootstrap_region, bootstrap_store, StoreBuilder, StoreSystem};
 pub use transport::Transport;

@@ -12,7 +12,7 @@ use crate::Result;
 pub struct RegionHeartbeat {
     pub region: Region,
     pub leader: Peer,
-    /// Peers the leader has not heard from within an election timeout.
+    /// Peers the leader has not heard from within two election timeouts.
     pub down_peers: Vec<Peer>,
     /// Peers that need a snapshot or are far behind the log.
     pub pending_peers: Vec<Peer>,

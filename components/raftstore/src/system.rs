@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use batch_system::{create_system, BatchSystem};
 use crossbeam::channel::{self, RecvTimeoutError, Sender};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use engine::{keys, KvEngine, SstExt, CF_RAFT};
 use proto::metapb::Region;
@@ -23,6 +23,8 @@ use crate::router::{PeerMsg, RaftRouter, StoreMsg};
 use crate::snap::{SnapKey, SnapKind, SnapManager};
 use crate::transport::Transport;
 use crate::worker::{HeartbeatTask, SplitTask};
+
+use util::ClockRef;
 
 use crate::{Config, Error, Result};
 
@@ -103,22 +105,87 @@ pub struct StoreSystem<EK: KvEngine> {
     stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl<EK: SstExt> StoreSystem<EK> {
-    /// Starts store `store_id` over its engines: every region recorded in `kv` gets its peer
-    /// back (hard state, log and applied index from disk; committed entries not yet applied
-    /// are applied again from the log; a snapshot apply cut short is redone from its files).
-    /// Snapshot files live in `snap_dir`; `scheduler` hands out ids for splits.
-    #[allow(clippy::too_many_arguments)]
+/// How to start a store ([`StoreSystem::builder`]): its id, engines and snapshot directory
+/// are required; the config, clock and logger have defaults.
+pub struct StoreBuilder<EK: KvEngine> {
+    store_id: u64,
+    kv: EK,
+    raft_log: RaftLogEngine,
+    snap_dir: PathBuf,
+    cfg: Config,
+    clock: ClockRef,
+    logger: slog::Logger,
+}
+
+impl<EK: SstExt> StoreBuilder<EK> {
+    /// The store's settings (default: [`Config::default`]).
+    pub fn config(mut self, cfg: Config) -> Self {
+        self.cfg = cfg;
+        self
+    }
+
+    /// Where the store reads time (default: the system's clocks).
+    pub fn clock(mut self, clock: ClockRef) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Where the store logs (default: nowhere).
+    pub fn logger(mut self, logger: &slog::Logger) -> Self {
+        self.logger = logger.clone();
+        self
+    }
+
+    /// Starts the store, talking to other stores through `transport` and to the placement
+    /// scheduler through `scheduler` (which hands out ids for splits). See
+    /// [`StoreSystem::builder`].
     pub fn start<T: Transport + Clone>(
+        self,
+        transport: T,
+        scheduler: Arc<dyn crate::SchedulerClient>,
+    ) -> Result<StoreSystem<EK>> {
+        StoreSystem::start(self, transport, scheduler)
+    }
+}
+
+impl<EK: SstExt> StoreSystem<EK> {
+    /// Prepares store `store_id` over its engines: every region recorded in `kv` gets its peer
+    /// back at [`StoreBuilder::start`] (hard state, log and applied index from disk; committed
+    /// entries not yet applied are applied again from the log; a snapshot apply cut short is
+    /// redone from its files). Snapshot files live in `snap_dir`.
+    pub fn builder(
         store_id: u64,
-        cfg: Config,
         kv: EK,
         raft_log: RaftLogEngine,
         snap_dir: &Path,
+    ) -> StoreBuilder<EK> {
+        StoreBuilder {
+            store_id,
+            kv,
+            raft_log,
+            snap_dir: snap_dir.to_path_buf(),
+            cfg: Config::default(),
+            clock: util::SystemClock::shared(),
+            logger: slog::Logger::root(slog::Discard, slog::o!()),
+        }
+    }
+
+    fn start<T: Transport + Clone>(
+        builder: StoreBuilder<EK>,
         transport: T,
         scheduler: Arc<dyn crate::SchedulerClient>,
-        logger: &slog::Logger,
     ) -> Result<StoreSystem<EK>> {
+        let StoreBuilder {
+            store_id,
+            kv,
+            raft_log,
+            snap_dir,
+            cfg,
+            clock,
+            logger,
+        } = builder;
+        let snap_dir = snap_dir.as_path();
+        let logger = &logger;
         cfg.validate()?;
         let logger = logger.new(slog::o!("store_id" => store_id));
         match kv.get_msg_cf::<StoreIdent>(CF_RAFT, keys::STORE_IDENT_KEY) {
@@ -199,6 +266,7 @@ impl<EK: SstExt> StoreSystem<EK> {
             split_tx: Mutex::new(Some(split_tx)),
             heartbeat_tx: Mutex::new(Some(heartbeat_tx)),
             split_checks_paused: Default::default(),
+            clock: clock.clone(),
             scheduler,
         });
         let mut loaded = 0;
@@ -427,21 +495,9 @@ impl<EK: KvEngine> StoreSystem<EK> {
         self.stopping
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let panicked = self.raft_system.shutdown() + self.apply_system.shutdown();
-        self.ctx
-            .gen_tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        self.ctx
-            .split_tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        self.ctx
-            .heartbeat_tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        util::lock(&self.ctx.gen_tx).take();
+        util::lock(&self.ctx.split_tx).take();
+        util::lock(&self.ctx.heartbeat_tx).take();
         for handle in self.workers.drain(..) {
             let _ = handle.join();
         }

@@ -1,7 +1,7 @@
 //! Regions replicated across three in-process stores by real raft-rs `RawNode`s over
 //! `PeerStorage`, driven the way the store drives them: per store and per round, every region's
 //! ready goes into one raft-log batch with one fsync (group commit), leader appends leave at
-//! once, everything else after the fsync. No batch system or network yet: messages are handed
+//! once, everything else after the fsync. Without the batch system or a network: messages are handed
 //! over directly, and a test can cut a store off.
 
 use std::collections::{BTreeMap, HashSet};
@@ -95,7 +95,15 @@ impl Store {
                     raft_log_gc_tick_interval_ms: 1 << 40,
                     ..Default::default()
                 };
-                let peer = Peer::new(&config, id, peer_id(r, id), storage, &logger).expect("peer");
+                let peer = Peer::new(
+                    &config,
+                    id,
+                    peer_id(r, id),
+                    storage,
+                    Instant::now(),
+                    &logger,
+                )
+                .expect("peer");
                 (r, peer)
             })
             .collect();

@@ -663,8 +663,15 @@ mod tests {
             .unwrap();
         // No checker runs: only the operator this test asks for.
         let config = scheduler::Config::without_checkers();
-        let scheduler =
-            Arc::new(Scheduler::open(Arc::new(MemEngine::new()), &config, &logger()).unwrap());
+        let scheduler = Arc::new(
+            Scheduler::open(
+                Arc::new(MemEngine::new()),
+                &config,
+                util::SystemClock::shared(),
+                &logger(),
+            )
+            .unwrap(),
+        );
         let listener = rt
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();

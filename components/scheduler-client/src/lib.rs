@@ -76,9 +76,7 @@ impl InProcessClient {
 
     /// The scheduler, unless it is being restarted.
     pub fn get(&self) -> Result<Arc<Scheduler>> {
-        self.slot
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        util::read(&self.slot)
             .clone()
             .ok_or_else(|| Error::Scheduler {
                 detail: "the scheduler is restarting".into(),
@@ -87,18 +85,12 @@ impl InProcessClient {
 
     /// Takes the scheduler out (`None`) or puts one in.
     pub fn set(&self, scheduler: Option<Arc<Scheduler>>) -> Option<Arc<Scheduler>> {
-        std::mem::replace(
-            &mut *self.slot.write().unwrap_or_else(|e| e.into_inner()),
-            scheduler,
-        )
+        std::mem::replace(&mut *util::write(&self.slot), scheduler)
     }
 
     /// When each batch of ids was handed out, by its first id (the most recent 4096).
     pub fn allocations(&self) -> Vec<(u64, Instant)> {
-        self.allocations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        util::lock(&self.allocations).clone()
     }
 }
 
@@ -106,7 +98,7 @@ impl SchedulerClient for InProcessClient {
     fn alloc_ids(&self, count: usize) -> Result<Vec<u64>> {
         let ids = self.get()?.ids.alloc(count).map_err(scheduler_err)?;
         if let Some(first) = ids.first() {
-            let mut log = self.allocations.lock().unwrap_or_else(|e| e.into_inner());
+            let mut log = util::lock(&self.allocations);
             if log.len() >= ALLOCATION_LOG {
                 log.remove(0);
             }
@@ -326,7 +318,15 @@ mod tests {
 
     fn scheduler() -> Arc<Scheduler> {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        Arc::new(Scheduler::open(Arc::new(MemEngine::new()), &Default::default(), &logger).unwrap())
+        Arc::new(
+            Scheduler::open(
+                Arc::new(MemEngine::new()),
+                &Default::default(),
+                util::SystemClock::shared(),
+                &logger,
+            )
+            .unwrap(),
+        )
     }
 
     #[test]

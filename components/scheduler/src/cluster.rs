@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use proto::metapb::{Peer, Region, RegionEpoch, Store};
 
+use util::ClockRef;
+
 use crate::{Error, MetaStore, Result};
 
 const BOOTSTRAP_KEY: &[u8] = b"meta/bootstrapped";
@@ -112,11 +114,11 @@ impl State {
 }
 
 impl StoreInfo {
-    fn new(store: Store) -> StoreInfo {
+    fn new(store: Store, now: Instant) -> StoreInfo {
         StoreInfo {
             store,
             stats: StoreStats::default(),
-            last_heartbeat: Instant::now(),
+            last_heartbeat: now,
         }
     }
 }
@@ -124,6 +126,7 @@ impl StoreInfo {
 pub struct Cluster {
     store: Arc<dyn MetaStore>,
     state: RwLock<State>,
+    clock: ClockRef,
     logger: slog::Logger,
 }
 
@@ -144,14 +147,18 @@ fn decode<M: prost::Message + Default>(key: &[u8], value: &[u8]) -> Result<M> {
 
 impl Cluster {
     /// Loads what the metadata store holds (stores, regions, bootstrap state).
-    pub fn open(store: Arc<dyn MetaStore>, logger: &slog::Logger) -> Result<Cluster> {
+    pub fn open(
+        store: Arc<dyn MetaStore>,
+        clock: ClockRef,
+        logger: &slog::Logger,
+    ) -> Result<Cluster> {
         let mut state = State::default();
         if let Some(v) = store.get(BOOTSTRAP_KEY)? {
             state.first_region = Some(crate::id::decode_u64(BOOTSTRAP_KEY, &v)?);
         }
         for (k, v) in store.scan_prefix(STORE_PREFIX)? {
             let s: Store = decode(&k, &v)?;
-            state.stores.insert(s.id, StoreInfo::new(s));
+            state.stores.insert(s.id, StoreInfo::new(s, clock.now()));
         }
         // Newest versions first: an older region that overlaps one of them was replaced but
         // its removal may not have reached the disk (removals are not synced).
@@ -169,16 +176,17 @@ impl Cluster {
         Ok(Cluster {
             store,
             state: RwLock::new(state),
+            clock,
             logger: logger.new(slog::o!("component" => "scheduler")),
         })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|e| e.into_inner())
+        util::read(&self.state)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|e| e.into_inner())
+        util::write(&self.state)
     }
 
     pub fn is_bootstrapped(&self) -> bool {
@@ -213,7 +221,9 @@ impl Cluster {
             true,
         )?;
         state.first_region = Some(region.id);
-        state.stores.insert(store.id, StoreInfo::new(store));
+        state
+            .stores
+            .insert(store.id, StoreInfo::new(store, self.clock.now()));
         state.insert(region);
         Ok(())
     }
@@ -231,7 +241,9 @@ impl Cluster {
         match state.stores.get_mut(&store.id) {
             Some(info) => info.store = store,
             None => {
-                state.stores.insert(store.id, StoreInfo::new(store));
+                state
+                    .stores
+                    .insert(store.id, StoreInfo::new(store, self.clock.now()));
             }
         }
         Ok(())
@@ -281,16 +293,17 @@ impl Cluster {
             .get_mut(&store_id)
             .ok_or(Error::StoreNotFound { store_id })?;
         info.stats = stats;
-        info.last_heartbeat = Instant::now();
+        info.last_heartbeat = self.clock.now();
         Ok(())
     }
 
     /// Stores not heard from for `max_down`.
     pub fn down_stores(&self, max_down: Duration) -> Vec<u64> {
+        let now = self.clock.now();
         self.read()
             .stores
             .values()
-            .filter(|s| s.last_heartbeat.elapsed() > max_down)
+            .filter(|s| now.saturating_duration_since(s.last_heartbeat) > max_down)
             .map(|s| s.store.id)
             .collect()
     }
@@ -448,7 +461,7 @@ mod tests {
     #[test]
     fn routing_follows_splits_and_ignores_stale_heartbeats() {
         let meta: Arc<dyn MetaStore> = Arc::new(MemEngine::new());
-        let c = Cluster::open(meta.clone(), &logger()).unwrap();
+        let c = Cluster::open(meta.clone(), util::SystemClock::shared(), &logger()).unwrap();
         assert!(!c.is_bootstrapped());
         let store = Store {
             id: 1,
@@ -499,7 +512,7 @@ mod tests {
 
         // A restart reloads the routing table.
         drop(c);
-        let c = Cluster::open(meta, &logger()).unwrap();
+        let c = Cluster::open(meta, util::SystemClock::shared(), &logger()).unwrap();
         assert!(c.is_bootstrapped());
         assert_eq!(ids(&c), vec![1, 2, 3]);
         assert_eq!(

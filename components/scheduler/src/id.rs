@@ -14,7 +14,7 @@ const CLUSTER_ID_KEY: &[u8] = b"meta/cluster_id";
 /// PD does: seconds since the epoch in the high half, so clusters made on different days never
 /// share an id; the low half mixes the nanoseconds with the pid, so two schedulers started in
 /// the same second (tests, a script) differ too. Never 0: 0 means "unknown" on the wire.
-pub fn load_or_init_cluster_id(store: &dyn MetaStore) -> Result<u64> {
+pub fn load_or_init_cluster_id(store: &dyn MetaStore, wall: SystemTime) -> Result<u64> {
     if let Some(v) = store.get(CLUSTER_ID_KEY)? {
         let id = decode_u64(CLUSTER_ID_KEY, &v)?;
         if id == 0 {
@@ -25,9 +25,7 @@ pub fn load_or_init_cluster_id(store: &dyn MetaStore) -> Result<u64> {
         }
         return Ok(id);
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
     let low = now.subsec_nanos() ^ std::process::id().rotate_left(16);
     let id = ((now.as_secs() << 32) | u64::from(low)).max(1);
     store.put_batch(
@@ -61,7 +59,7 @@ impl IdAllocator {
     /// `count` new ids, ascending.
     pub fn alloc(&self, count: usize) -> Result<Vec<u64>> {
         let count = count as u64;
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = util::lock(&self.state);
         let (next, bound) = *state;
         if next + count > bound {
             let new_bound = next + count + self.batch;
@@ -115,14 +113,17 @@ mod tests {
     #[test]
     fn the_cluster_id_is_chosen_once_and_kept() {
         let store: Arc<dyn MetaStore> = Arc::new(MemEngine::new());
-        let id = load_or_init_cluster_id(store.as_ref()).unwrap();
+        let id = load_or_init_cluster_id(store.as_ref(), SystemTime::now()).unwrap();
         assert_ne!(id, 0);
-        assert_eq!(load_or_init_cluster_id(store.as_ref()).unwrap(), id);
+        assert_eq!(
+            load_or_init_cluster_id(store.as_ref(), SystemTime::now()).unwrap(),
+            id
+        );
         store
             .put_batch(&[(CLUSTER_ID_KEY.to_vec(), vec![1, 2])], true)
             .unwrap();
         assert!(matches!(
-            load_or_init_cluster_id(store.as_ref()),
+            load_or_init_cluster_id(store.as_ref(), SystemTime::now()),
             Err(Error::Corrupt { .. })
         ));
     }

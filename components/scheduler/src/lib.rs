@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use proto::metapb::{Peer, PeerRole};
+use util::ClockRef;
 
 pub use cluster::{Cluster, RegionInfo, StoreInfo, StoreStats};
 pub use error::{Error, Result};
@@ -112,14 +113,14 @@ pub struct OperatorStatus {
 }
 
 impl OperatorStatus {
-    fn of(op: &Operator, finished: Option<bool>) -> OperatorStatus {
+    fn of(op: &Operator, finished: Option<bool>, now: Instant) -> OperatorStatus {
         OperatorStatus {
             region_id: op.region_id,
             kind: op.kind,
             description: op.description.clone(),
             step: op.current,
             steps: op.steps.len(),
-            age: op.created.elapsed(),
+            age: now.saturating_duration_since(op.created),
             finished,
         }
     }
@@ -135,29 +136,33 @@ pub struct Scheduler {
     config: Config,
     operators: Mutex<HashMap<u64, Operator>>,
     history: Mutex<VecDeque<OperatorStatus>>,
-    /// Peers and leaders per store, recomputed at most every `LOADS_TTL`.
-    loads: Mutex<(Instant, schedule::Loads)>,
+    /// Peers and leaders per store, recomputed at most every `LOADS_TTL` (`None`: now).
+    loads: Mutex<(Option<Instant>, schedule::Loads)>,
+    clock: ClockRef,
     logger: slog::Logger,
 }
 
 const LOADS_TTL: Duration = Duration::from_millis(100);
 
 impl Scheduler {
-    /// Opens the scheduler over `store`, continuing from what it holds.
+    /// Opens the scheduler over `store`, continuing from what it holds. Every time it reads
+    /// (TSO, heartbeat ages, operator timeouts) comes from `clock`.
     pub fn open(
         store: Arc<dyn MetaStore>,
         config: &Config,
+        clock: ClockRef,
         logger: &slog::Logger,
     ) -> Result<Scheduler> {
         Ok(Scheduler {
-            cluster_id: id::load_or_init_cluster_id(store.as_ref())?,
+            cluster_id: id::load_or_init_cluster_id(store.as_ref(), clock.wall())?,
             ids: IdAllocator::open(store.clone(), config.id_batch)?,
-            tso: Tso::open(store.clone(), config.tso_window)?,
-            cluster: Cluster::open(store, logger)?,
+            tso: Tso::open(store.clone(), config.tso_window, clock.clone())?,
+            cluster: Cluster::open(store, clock.clone(), logger)?,
             config: config.clone(),
             operators: Mutex::default(),
             history: Mutex::default(),
-            loads: Mutex::new((Instant::now() - LOADS_TTL * 2, schedule::Loads::default())),
+            loads: Mutex::new((None, schedule::Loads::default())),
+            clock,
             logger: logger.new(slog::o!("component" => "scheduler")),
         })
     }
@@ -186,26 +191,27 @@ impl Scheduler {
         if !self.cluster.region_heartbeat(info.clone())? {
             return Ok(None);
         }
-        let mut operators = self.operators.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.clock.now();
+        let mut operators = util::lock(&self.operators);
         if let Some(op) = operators.get_mut(&region_id) {
-            match op.check(&info) {
+            match op.check(&info, now) {
                 Progress::Run(step) => return Ok(Some(step)),
                 Progress::Wait => return Ok(None),
                 outcome => {
                     let finished = outcome == Progress::Finished;
                     slog::info!(self.logger, "operator ended"; "region_id" => region_id,
                         "operator" => &op.description, "finished" => finished);
-                    let status = OperatorStatus::of(op, Some(finished));
+                    let status = OperatorStatus::of(op, Some(finished), now);
                     operators.remove(&region_id);
                     self.record(status);
                 }
             }
         }
-        self.expire(&mut operators);
+        self.expire(&mut operators, now);
         let Some(mut op) = self.plan(&info, &operators)? else {
             return Ok(None);
         };
-        let progress = op.check(&info);
+        let progress = op.check(&info, now);
         slog::info!(self.logger, "operator created"; "region_id" => region_id,
             "operator" => &op.description);
         operators.insert(region_id, op);
@@ -217,23 +223,23 @@ impl Scheduler {
 
     /// Drops operators past their timeout, also of regions that stopped heartbeating (a
     /// region without a quorum): they would hold their kind's limit forever.
-    fn expire(&self, operators: &mut HashMap<u64, Operator>) {
+    fn expire(&self, operators: &mut HashMap<u64, Operator>, now: Instant) {
         let expired: Vec<u64> = operators
             .values()
-            .filter(|op| op.created.elapsed() > op.timeout)
+            .filter(|op| now.saturating_duration_since(op.created) > op.timeout)
             .map(|op| op.region_id)
             .collect();
         for region_id in expired {
             if let Some(op) = operators.remove(&region_id) {
                 slog::info!(self.logger, "operator timed out"; "region_id" => region_id,
                     "operator" => &op.description);
-                self.record(OperatorStatus::of(&op, Some(false)));
+                self.record(OperatorStatus::of(&op, Some(false), now));
             }
         }
     }
 
     fn record(&self, status: OperatorStatus) {
-        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let mut history = util::lock(&self.history);
         if history.len() >= self.config.operator_history {
             history.pop_front();
         }
@@ -302,21 +308,26 @@ impl Scheduler {
             }
         }
         // Counted at once, so the next heartbeats see the load this operator will add.
-        self.loads.lock().unwrap_or_else(|e| e.into_inner()).0 = Instant::now() - LOADS_TTL * 2;
+        util::lock(&self.loads).0 = None;
         Ok(Some(Operator::new(
             info.region.id,
             plan.kind,
             plan.description,
             plan.steps,
             self.config.operator_timeout,
+            self.clock.now(),
         )))
     }
 
     fn loads(&self, up: &[u64]) -> schedule::Loads {
-        let mut cached = self.loads.lock().unwrap_or_else(|e| e.into_inner());
-        if cached.0.elapsed() > LOADS_TTL {
+        let now = self.clock.now();
+        let mut cached = util::lock(&self.loads);
+        let fresh = cached
+            .0
+            .is_some_and(|at| now.saturating_duration_since(at) <= LOADS_TTL);
+        if !fresh {
             *cached = (
-                Instant::now(),
+                Some(now),
                 schedule::Loads::from_regions(&self.cluster.regions(), up),
             );
         }
@@ -342,7 +353,7 @@ impl Scheduler {
             .ok_or_else(|| invalid(format!("region {region_id} is not known")))?;
         let region = &info.region;
         let on_store = |store: u64| region.peers.iter().find(|p| p.store_id == store).copied();
-        let mut operators = self.operators.lock().unwrap_or_else(|e| e.into_inner());
+        let mut operators = util::lock(&self.operators);
         if let Some(running) = operators.get(&region_id) {
             return Err(invalid(format!(
                 "region {region_id} already has an operator: {}",
@@ -444,6 +455,7 @@ impl Scheduler {
                 description.clone(),
                 steps,
                 self.config.operator_timeout,
+                self.clock.now(),
             ),
         );
         Ok(description)
@@ -451,20 +463,14 @@ impl Scheduler {
 
     /// Running operators, then the most recent ended ones.
     pub fn operators(&self) -> Vec<OperatorStatus> {
-        let running = self.operators.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.clock.now();
+        let running = util::lock(&self.operators);
         let mut out: Vec<_> = running
             .values()
-            .map(|o| OperatorStatus::of(o, None))
+            .map(|o| OperatorStatus::of(o, None, now))
             .collect();
         out.sort_by_key(|o| o.region_id);
-        out.extend(
-            self.history
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .rev()
-                .cloned(),
-        );
+        out.extend(util::lock(&self.history).iter().rev().cloned());
         out
     }
 }
@@ -489,7 +495,13 @@ mod tests {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         // No checker runs: only the administrator's operators.
         let config = Config::without_checkers();
-        let s = Scheduler::open(Arc::new(MemEngine::new()), &config, &logger).unwrap();
+        let s = Scheduler::open(
+            Arc::new(MemEngine::new()),
+            &config,
+            util::SystemClock::shared(),
+            &logger,
+        )
+        .unwrap();
         let store = |id| Store {
             id,
             ..Default::default()

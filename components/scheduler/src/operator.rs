@@ -110,6 +110,7 @@ impl Operator {
         description: String,
         steps: Vec<Step>,
         timeout: Duration,
+        now: Instant,
     ) -> Operator {
         Operator {
             region_id,
@@ -117,7 +118,7 @@ impl Operator {
             description,
             steps,
             current: 0,
-            created: Instant::now(),
+            created: now,
             timeout,
         }
     }
@@ -134,8 +135,8 @@ impl Operator {
         }
     }
 
-    /// Advances past the steps the region shows done, and says what to do next.
-    pub fn check(&mut self, info: &RegionInfo) -> Progress {
+    /// Advances past the steps the region shows done, and says what to do next (at `now`).
+    pub fn check(&mut self, info: &RegionInfo, now: Instant) -> Progress {
         while let Some(step) = self.steps.get(self.current) {
             if !Self::done(step, info) {
                 break;
@@ -145,7 +146,7 @@ impl Operator {
         let Some(step) = self.steps.get(self.current).cloned() else {
             return Progress::Finished;
         };
-        if self.created.elapsed() > self.timeout {
+        if now.saturating_duration_since(self.created) > self.timeout {
             return Progress::TimedOut;
         }
         match &step {
@@ -180,6 +181,7 @@ mod tests {
 
     #[test]
     fn steps_advance_as_the_region_shows_them_done() {
+        let t0 = Instant::now();
         let new = peer(9, 4, PeerRole::Learner);
         let old = peer(3, 3, PeerRole::Voter);
         let mut op = Operator::new(
@@ -192,6 +194,7 @@ mod tests {
                 Step::RemovePeer { peer: old },
             ],
             Duration::from_secs(60),
+            t0,
         );
         let mut info = RegionInfo {
             region: Region {
@@ -203,33 +206,38 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            op.check(&info),
+            op.check(&info, t0),
             Progress::Run(Step::AddLearner { peer: new })
         );
         info.region.peers.push(new);
         info.pending_peers.push(new);
-        assert_eq!(op.check(&info), Progress::Wait);
+        assert_eq!(op.check(&info, t0), Progress::Wait);
         info.pending_peers.clear();
         assert_eq!(
-            op.check(&info),
+            op.check(&info, t0),
             Progress::Run(Step::PromoteLearner { peer: new })
         );
         info.region.peers[2].role = PeerRole::Voter as i32;
         assert_eq!(
-            op.check(&info),
+            op.check(&info, t0),
             Progress::Run(Step::RemovePeer { peer: old })
         );
         info.region.peers.remove(1);
-        assert_eq!(op.check(&info), Progress::Finished);
+        assert_eq!(op.check(&info, t0), Progress::Finished);
         let mut late = Operator::new(
             1,
             OperatorKind::Replica,
             "x".into(),
             vec![Step::RemovePeer { peer: new }],
             Duration::ZERO,
+            t0,
         );
-        std::thread::sleep(Duration::from_millis(2));
         info.region.peers.push(new);
-        assert_eq!(late.check(&info), Progress::TimedOut);
+        assert_eq!(
+            late.check(&info, t0),
+            Progress::Run(Step::RemovePeer { peer: new })
+        );
+        let later = t0 + Duration::from_millis(2);
+        assert_eq!(late.check(&info, later), Progress::TimedOut);
     }
 }

@@ -781,8 +781,15 @@ mod tests {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         // No checker runs (a second store would get a replica): only the operators asked for.
         let config = crate::Config::without_checkers();
-        let scheduler =
-            Arc::new(Scheduler::open(Arc::new(MemEngine::new()), &config, &logger).unwrap());
+        let scheduler = Arc::new(
+            Scheduler::open(
+                Arc::new(MemEngine::new()),
+                &config,
+                util::SystemClock::shared(),
+                &logger,
+            )
+            .unwrap(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

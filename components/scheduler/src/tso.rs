@@ -4,7 +4,9 @@
 //! above the persisted bound, so it never repeats or goes back even if the clock did.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
+
+use util::{Clock, ClockRef};
 
 use crate::id::decode_u64;
 use crate::{Error, MetaStore, Result};
@@ -16,6 +18,7 @@ const TSO_BOUND_KEY: &[u8] = b"meta/tso_bound_ms";
 pub struct Tso {
     store: Arc<dyn MetaStore>,
     window_ms: u64,
+    clock: ClockRef,
     state: Mutex<State>,
 }
 
@@ -27,24 +30,26 @@ struct State {
     bound: u64,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
+fn now_ms(clock: &dyn Clock) -> u64 {
+    clock
+        .wall()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64
 }
 
 impl Tso {
-    pub fn open(store: Arc<dyn MetaStore>, window: Duration) -> Result<Tso> {
+    pub fn open(store: Arc<dyn MetaStore>, window: Duration, clock: ClockRef) -> Result<Tso> {
         let persisted = match store.get(TSO_BOUND_KEY)? {
             Some(v) => decode_u64(TSO_BOUND_KEY, &v)?,
             None => 0,
         };
         let window_ms = (window.as_millis() as u64).max(1);
-        let physical = now_ms().max(persisted + 1);
+        let physical = now_ms(clock.as_ref()).max(persisted + 1);
         let tso = Tso {
             store,
             window_ms,
+            clock,
             state: Mutex::new(State {
                 physical,
                 logical: 0,
@@ -52,7 +57,7 @@ impl Tso {
             }),
         };
         {
-            let mut state = tso.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = util::lock(&tso.state);
             tso.persist_bound(&mut state)?;
         }
         Ok(tso)
@@ -77,8 +82,8 @@ impl Tso {
                 detail: format!("count {count} must be 1 to {}", MAX_LOGICAL - 1),
             });
         }
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let now = now_ms();
+        let mut state = util::lock(&self.state);
+        let now = now_ms(self.clock.as_ref());
         if now > state.physical {
             state.physical = now;
             state.logical = 0;
@@ -103,7 +108,12 @@ mod tests {
     #[test]
     fn timestamps_increase_across_batches_and_restarts() {
         let store: Arc<dyn MetaStore> = Arc::new(MemEngine::new());
-        let tso = Tso::open(store.clone(), Duration::from_secs(3)).unwrap();
+        let tso = Tso::open(
+            store.clone(),
+            Duration::from_secs(3),
+            util::SystemClock::shared(),
+        )
+        .unwrap();
         let mut last = 0;
         for count in [1, 5, 100_000, 200_000, 1, 1] {
             let ts = tso.get(count).unwrap();
@@ -113,7 +123,7 @@ mod tests {
         assert!(tso.get(0).is_err());
         assert!(tso.get(1 << 18).is_err());
         drop(tso);
-        let tso = Tso::open(store, Duration::from_secs(3)).unwrap();
+        let tso = Tso::open(store, Duration::from_secs(3), util::SystemClock::shared()).unwrap();
         let ts = tso.get(1).unwrap();
         // Past the whole window the old oracle could have used.
         assert!(

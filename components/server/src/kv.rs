@@ -539,148 +539,165 @@ impl<EK: KvEngine> KvService<EK> {
     }
 }
 
+/// How a response carries a failure. Region errors always go in `region_error`; the rest go
+/// in the response's `error` string where it has one, otherwise they become a gRPC status.
+trait KvResponse: Default {
+    fn fail(&mut self, e: KvError) -> Result<(), Status>;
+}
+
+macro_rules! kv_response {
+    (with_error: $($t:ty),*) => {$(
+        impl KvResponse for $t {
+            fn fail(&mut self, e: KvError) -> Result<(), Status> {
+                (self.region_error, self.error) = e.split();
+                Ok(())
+            }
+        }
+    )*};
+    (region_error_only: $($t:ty),*) => {$(
+        impl KvResponse for $t {
+            fn fail(&mut self, e: KvError) -> Result<(), Status> {
+                self.region_error = Some(e.region_or_status()?);
+                Ok(())
+            }
+        }
+    )*};
+}
+
+kv_response!(with_error: RawGetResponse, RawPutResponse, RawBatchPutResponse,
+    RawDeleteResponse, RawBatchDeleteResponse, RawDeleteRangeResponse, RawCasResponse);
+kv_response!(region_error_only: RawBatchGetResponse, RawScanResponse, RawBatchScanResponse);
+
+impl<EK: KvEngine> KvService<EK> {
+    /// Every handler's frame: runs `work`, records its metrics under `method`, and builds the
+    /// response, with `ok` filling in a success and [`KvResponse::fail`] a failure.
+    async fn handle<T, R: KvResponse>(
+        &self,
+        method: &'static str,
+        work: impl std::future::Future<Output = KvResult<T>>,
+        ok: impl FnOnce(&mut R, T),
+    ) -> Result<Response<R>, Status> {
+        let start = Instant::now();
+        let result = work.await;
+        self.observe(method, start, &result);
+        let mut resp = R::default();
+        match result {
+            Ok(value) => ok(&mut resp, value),
+            Err(e) => resp.fail(e)?,
+        }
+        Ok(Response::new(resp))
+    }
+}
+
 #[tonic::async_trait]
 impl<EK: KvEngine> Tikv for KvService<EK> {
     async fn raw_get(
         &self,
         request: Request<RawGetRequest>,
     ) -> Result<Response<RawGetResponse>, Status> {
-        let start = Instant::now();
-        let result = self.do_get(request.get_ref()).await;
-        self.observe("raw_get", start, &result);
-        let mut resp = RawGetResponse::default();
-        match result {
-            Ok(Some(value)) => resp.value = value,
-            Ok(None) => resp.not_found = true,
-            Err(e) => (resp.region_error, resp.error) = e.split(),
-        }
-        Ok(Response::new(resp))
+        let work = self.do_get(request.get_ref());
+        self.handle(
+            "raw_get",
+            work,
+            |resp: &mut RawGetResponse, value| match value {
+                Some(value) => resp.value = value,
+                None => resp.not_found = true,
+            },
+        )
+        .await
     }
 
     async fn raw_batch_get(
         &self,
         request: Request<RawBatchGetRequest>,
     ) -> Result<Response<RawBatchGetResponse>, Status> {
-        let start = Instant::now();
-        let result = self.do_batch_get(request.get_ref()).await;
-        self.observe("raw_batch_get", start, &result);
-        let mut resp = RawBatchGetResponse::default();
-        match result {
-            Ok(pairs) => resp.pairs = pairs,
-            Err(e) => resp.region_error = Some(e.region_or_status()?),
-        }
-        Ok(Response::new(resp))
+        let work = self.do_batch_get(request.get_ref());
+        self.handle(
+            "raw_batch_get",
+            work,
+            |resp: &mut RawBatchGetResponse, pairs| resp.pairs = pairs,
+        )
+        .await
     }
 
     async fn raw_put(
         &self,
         request: Request<RawPutRequest>,
     ) -> Result<Response<RawPutResponse>, Status> {
-        let start = Instant::now();
-        let result = self.do_put(request.get_ref()).await;
-        self.observe("raw_put", start, &result);
-        let mut resp = RawPutResponse::default();
-        if let Err(e) = result {
-            (resp.region_error, resp.error) = e.split();
-        }
-        Ok(Response::new(resp))
+        let work = self.do_put(request.get_ref());
+        self.handle("raw_put", work, |_: &mut RawPutResponse, ()| {})
+            .await
     }
 
     async fn raw_batch_put(
         &self,
         request: Request<RawBatchPutRequest>,
     ) -> Result<Response<RawBatchPutResponse>, Status> {
-        let start = Instant::now();
-        let result = self.do_batch_put(request.get_ref()).await;
-        self.observe("raw_batch_put", start, &result);
-        let mut resp = RawBatchPutResponse::default();
-        if let Err(e) = result {
-            (resp.region_error, resp.error) = e.split();
-        }
-        Ok(Response::new(resp))
+        let work = self.do_batch_put(request.get_ref());
+        self.handle("raw_batch_put", work, |_: &mut RawBatchPutResponse, ()| {})
+            .await
     }
 
     async fn raw_delete(
         &self,
         request: Request<RawDeleteRequest>,
     ) -> Result<Response<RawDeleteResponse>, Status> {
-        let start = Instant::now();
         let req = request.get_ref();
-        let result = self
-            .do_delete(
-                req.context.as_ref(),
-                &req.cf,
-                std::slice::from_ref(&req.key),
-                req.for_cas,
-            )
-            .await;
-        self.observe("raw_delete", start, &result);
-        let mut resp = RawDeleteResponse::default();
-        if let Err(e) = result {
-            (resp.region_error, resp.error) = e.split();
-        }
-        Ok(Response::new(resp))
+        let keys = std::slice::from_ref(&req.key);
+        let work = self.do_delete(req.context.as_ref(), &req.cf, keys, req.for_cas);
+        self.handle("raw_delete", work, |_: &mut RawDeleteResponse, ()| {})
+            .await
     }
 
     async fn raw_batch_delete(
         &self,
         request: Request<RawBatchDeleteRequest>,
     ) -> Result<Response<RawBatchDeleteResponse>, Status> {
-        let start = Instant::now();
         let req = request.get_ref();
-        let result = self
-            .do_delete(req.context.as_ref(), &req.cf, &req.keys, req.for_cas)
-            .await;
-        self.observe("raw_batch_delete", start, &result);
-        let mut resp = RawBatchDeleteResponse::default();
-        if let Err(e) = result {
-            (resp.region_error, resp.error) = e.split();
-        }
-        Ok(Response::new(resp))
+        let work = self.do_delete(req.context.as_ref(), &req.cf, &req.keys, req.for_cas);
+        self.handle(
+            "raw_batch_delete",
+            work,
+            |_: &mut RawBatchDeleteResponse, ()| {},
+        )
+        .await
     }
 
     async fn raw_scan(
         &self,
         request: Request<RawScanRequest>,
     ) -> Result<Response<RawScanResponse>, Status> {
-        let start = Instant::now();
-        let result = self.do_scan(request.get_ref()).await;
-        self.observe("raw_scan", start, &result);
-        let mut resp = RawScanResponse::default();
-        match result {
-            Ok(kvs) => resp.kvs = kvs,
-            Err(e) => resp.region_error = Some(e.region_or_status()?),
-        }
-        Ok(Response::new(resp))
+        let work = self.do_scan(request.get_ref());
+        self.handle("raw_scan", work, |resp: &mut RawScanResponse, kvs| {
+            resp.kvs = kvs
+        })
+        .await
     }
 
     async fn raw_delete_range(
         &self,
         request: Request<RawDeleteRangeRequest>,
     ) -> Result<Response<RawDeleteRangeResponse>, Status> {
-        let start = Instant::now();
-        let result = self.do_delete_range(request.get_ref()).await;
-        self.observe("raw_delete_range", start, &result);
-        let mut resp = RawDeleteRangeResponse::default();
-        if let Err(e) = result {
-            (resp.region_error, resp.error) = e.split();
-        }
-        Ok(Response::new(resp))
+        let work = self.do_delete_range(request.get_ref());
+        self.handle(
+            "raw_delete_range",
+            work,
+            |_: &mut RawDeleteRangeResponse, ()| {},
+        )
+        .await
     }
 
     async fn raw_batch_scan(
         &self,
         request: Request<RawBatchScanRequest>,
     ) -> Result<Response<RawBatchScanResponse>, Status> {
-        let start = Instant::now();
-        let result = self.do_batch_scan(request.get_ref()).await;
-        self.observe("raw_batch_scan", start, &result);
-        let mut resp = RawBatchScanResponse::default();
-        match result {
-            Ok(kvs) => resp.kvs = kvs,
-            Err(e) => resp.region_error = Some(e.region_or_status()?),
-        }
-        Ok(Response::new(resp))
+        let work = self.do_batch_scan(request.get_ref());
+        self.handle(
+            "raw_batch_scan",
+            work,
+            |resp: &mut RawBatchScanResponse, kvs| resp.kvs = kvs,
+        )
+        .await
     }
 
     async fn raw_get_key_ttl(
@@ -697,19 +714,17 @@ impl<EK: KvEngine> Tikv for KvService<EK> {
         &self,
         request: Request<RawCasRequest>,
     ) -> Result<Response<RawCasResponse>, Status> {
-        let start = Instant::now();
-        let result = self.do_cas(request.get_ref()).await;
-        self.observe("raw_compare_and_swap", start, &result);
-        let mut resp = RawCasResponse::default();
-        match result {
-            Ok((succeed, previous)) => {
+        let work = self.do_cas(request.get_ref());
+        self.handle(
+            "raw_compare_and_swap",
+            work,
+            |resp: &mut RawCasResponse, (succeed, previous)| {
                 resp.succeed = succeed;
                 resp.previous_not_exist = previous.is_none();
                 resp.previous_value = previous.unwrap_or_default();
-            }
-            Err(e) => (resp.region_error, resp.error) = e.split(),
-        }
-        Ok(Response::new(resp))
+            },
+        )
+        .await
     }
 
     async fn raw_checksum(

@@ -36,12 +36,7 @@ struct AddressCache {
 
 impl AddressCache {
     async fn resolve(&self, store_id: u64) -> Result<String> {
-        if let Some((addr, at)) = self
-            .cached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&store_id)
-        {
+        if let Some((addr, at)) = util::lock(&self.cached).get(&store_id) {
             if at.elapsed() < self.ttl {
                 return Ok(addr.clone());
             }
@@ -53,18 +48,12 @@ impl AddressCache {
                 detail: "the scheduler has no address for it".into(),
             });
         }
-        self.cached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(store_id, (addr.clone(), Instant::now()));
+        util::lock(&self.cached).insert(store_id, (addr.clone(), Instant::now()));
         Ok(addr)
     }
 
     fn forget(&self, store_id: u64) {
-        self.cached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&store_id);
+        util::lock(&self.cached).remove(&store_id);
     }
 }
 
@@ -138,7 +127,7 @@ impl GrpcTransport {
     }
 
     fn queue(&self, to_store: u64) -> StoreQueue {
-        let mut queues = self.shared.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queues = util::lock(&self.shared.queues);
         if let Some(q) = queues.get(&to_store) {
             if !q.tx.is_closed() {
                 return q.clone();
@@ -303,7 +292,7 @@ fn dequeued(bytes: &AtomicUsize, size: usize) {
 /// Takes the queue out of the transport if it is still this task's and empty. Messages
 /// queued after this are sent by a new task.
 fn retire(shared: &Shared, to_store: u64, bytes: &Arc<AtomicUsize>, queue: &Queue) -> bool {
-    let mut queues = shared.queues.lock().unwrap_or_else(|e| e.into_inner());
+    let mut queues = util::lock(&shared.queues);
     let ours = queues
         .get(&to_store)
         .is_some_and(|q| Arc::ptr_eq(&q.bytes, bytes));

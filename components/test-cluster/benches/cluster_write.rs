@@ -102,10 +102,7 @@ fn run(regions: u64, secs: u64) -> Outcome {
                     }
                     i += 1;
                 }
-                latencies
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(local);
+                util::lock(&latencies).extend(local);
             })
         })
         .collect();
@@ -116,7 +113,7 @@ fn run(regions: u64, secs: u64) -> Outcome {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let (fsyncs1, entries1) = totals(&cluster);
-    let mut lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut lat = std::mem::take(&mut *util::lock(&latencies));
     lat.sort_unstable();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))

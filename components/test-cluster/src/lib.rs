@@ -8,8 +8,7 @@
 //! has a peer on each of the first
 //! `replicas` stores (peer id `i * 100 + store`, the id membership changes use too) and covers
 //! `[key(i), key(i + 1))`, the first starting at `""` and the last ending at `""`, where
-//! `key(i)` is `format!("r{i:06}")` ([`region_key`]). The scheduler issue adds
-//! scheduler-driven bootstrap; this mode stays for these tests.
+//! `key(i)` is `format!("r{i:06}")` ([`region_key`]), for tests that want a fixed layout.
 //!
 //! # Invariants
 //! - Every helper that waits is bounded (it panics with what it waited for), so a broken
@@ -17,7 +16,8 @@
 //! - A store that is shut down is unreachable: messages to it are lost, as on a network.
 //!
 //! # Must not depend on
-//! gRPC or the scheduler: this is the store on its own.
+//! gRPC or the server: the stores talk over channels, and the scheduler runs in-process
+//! (through `scheduler-client`'s in-process client).
 
 mod filter;
 mod logger;
@@ -124,28 +124,6 @@ impl ClusterConfig {
         self.raftstore.store_heartbeat_interval_ms = 200;
         self
     }
-}
-
-/// Whether an error means "try again" for an idempotent test write or a read.
-pub fn is_retryable(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::NotLeader { .. }
-            | Error::StaleCommand { .. }
-            | Error::Undetermined { .. }
-            | Error::ServerIsBusy { .. }
-            | Error::ReadTimeout { .. }
-            | Error::StoreStopped { .. }
-            | Error::RegionNotFound { .. }
-    )
-}
-
-/// The request was routed with a region that changed since (split): look it up again.
-pub fn is_stale_route(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::EpochNotMatch { .. } | Error::KeyNotInRegion { .. }
-    )
 }
 
 pub struct Cluster {
@@ -290,40 +268,21 @@ impl Cluster {
             "store {store_id} is running"
         );
         let (kv, raft) = self.open_engines(store_id);
-        let store = StoreSystem::start(
-            store_id,
-            self.cfg.raftstore.clone(),
-            kv,
-            raft,
-            &self.store_dir(store_id).join("snap"),
-            self.transport.clone(),
-            Arc::new(self.scheduler.clone()),
-            &self.logger,
-        )
-        .expect("start store");
-        self.routers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(store_id, store.router().clone());
-        self.transport
-            .snap_mgrs
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(store_id, store.snap_manager().clone());
+        let snap_dir = self.store_dir(store_id).join("snap");
+        let store = StoreSystem::builder(store_id, kv, raft, &snap_dir)
+            .config(self.cfg.raftstore.clone())
+            .logger(&self.logger)
+            .start(self.transport.clone(), Arc::new(self.scheduler.clone()))
+            .expect("start store");
+        util::write(&self.routers).insert(store_id, store.router().clone());
+        util::write(&self.transport.snap_mgrs).insert(store_id, store.snap_manager().clone());
         self.stores.insert(store_id, store);
     }
 
     /// Stops a store (its engines are closed). Returns how many of its pollers had panicked.
     pub fn shutdown_store(&mut self, store_id: u64) -> usize {
-        self.routers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&store_id);
-        self.transport
-            .snap_mgrs
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&store_id);
+        util::write(&self.routers).remove(&store_id);
+        util::write(&self.transport.snap_mgrs).remove(&store_id);
         match self.stores.remove(&store_id) {
             Some(mut store) => store.shutdown(),
             None => 0,
@@ -445,11 +404,11 @@ impl Cluster {
             };
             match result {
                 Ok(()) => return Ok(retries),
-                Err(e) if (is_retryable(&e) || is_stale_route(&e)) && Instant::now() < deadline => {
+                Err(e) if (e.is_retryable() || e.is_stale_route()) && Instant::now() < deadline => {
                     retries += 1;
                     // A leader hint, or a routing table that has since moved (the leader reports
                     // a split when it applies it), is worth trying at once; the rest waits.
-                    let route_moved = is_stale_route(&e)
+                    let route_moved = e.is_stale_route()
                         && self
                             .scheduler()
                             .cluster
@@ -502,17 +461,11 @@ impl Cluster {
     // ---- filters ----
 
     pub fn add_filter(&self, filter: impl Filter + 'static) {
-        self.filters
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::new(filter));
+        util::write(&self.filters).push(Arc::new(filter));
     }
 
     pub fn clear_filters(&self) {
-        self.filters
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        util::write(&self.filters).clear();
     }
 
     pub fn partition(&self, left: &[u64], right: &[u64]) {
@@ -658,7 +611,7 @@ impl Cluster {
             match self.write_on(leader, region_id, modifies.clone()) {
                 Ok(()) => return,
                 // The routing table or the epoch moved under it (a split): route again.
-                Err(e) if is_retryable(&e) || is_stale_route(&e) => last = Some(e),
+                Err(e) if e.is_retryable() || e.is_stale_route() => last = Some(e),
                 Err(e) => panic!("write of {key:?} failed: {e}"),
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -683,7 +636,7 @@ impl Cluster {
             if let Some(leader) = self.leader_of(region_id) {
                 match self.get_on(leader, key) {
                     Ok(v) => return v,
-                    Err(e) if is_retryable(&e) || is_stale_route(&e) => last = Some(e),
+                    Err(e) if e.is_retryable() || e.is_stale_route() => last = Some(e),
                     Err(e) => panic!("read of {key:?} failed: {e}"),
                 }
             }
@@ -846,7 +799,7 @@ impl Cluster {
         while Instant::now() < deadline {
             match self.change_peer_ids(region_id, changes) {
                 Ok(()) => return,
-                Err(e) if is_retryable(&e) || matches!(e, Error::ConfChange { .. }) => {
+                Err(e) if e.is_retryable() || matches!(e, Error::ConfChange { .. }) => {
                     last = Some(e)
                 }
                 Err(e) => panic!("membership change {changes:?} of region {region_id}: {e}"),

@@ -20,6 +20,7 @@ pub(crate) fn open_scheduler(
     };
     let meta = RocksEngine::open(&dir.join("scheduler"), &rocks).expect("open scheduler store");
     let scheduler =
-        ::scheduler::Scheduler::open(Arc::new(meta), config, logger).expect("open scheduler");
+        ::scheduler::Scheduler::open(Arc::new(meta), config, util::SystemClock::shared(), logger)
+            .expect("open scheduler");
     Arc::new(scheduler)
 }

@@ -21,11 +21,7 @@ pub(crate) type Filters = Arc<RwLock<Vec<Arc<dyn Filter>>>>;
 
 fn deliver(routers: &Routers, msg: RaftMessage) {
     let to = msg.to_peer.map_or(0, |p| p.store_id);
-    let router = routers
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&to)
-        .cloned();
+    let router = util::read(routers).get(&to).cloned();
     // A stopped store is an unreachable one: the message is lost, as on a network.
     if let Some(router) = router {
         deliver_raft_message(&router, msg);
@@ -99,11 +95,7 @@ impl ChannelTransport {
     }
 
     fn action(&self, msg: &RaftMessage) -> FilterAction {
-        let filters = self
-            .filters
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let filters = util::read(&self.filters).clone();
         for filter in &filters {
             match filter.action(msg) {
                 FilterAction::Pass => {}
@@ -137,12 +129,7 @@ impl Transport for ChannelTransport {
             return;
         }
         let to = msg.to_peer.map_or(0, |p| p.store_id);
-        let target = self
-            .snap_mgrs
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&to)
-            .cloned();
+        let target = util::read(&self.snap_mgrs).get(&to).cloned();
         let Some(target) = target else {
             done.invoke(Err(raftstore::Error::Snapshot {
                 region_id: msg.region_id,

@@ -1,6 +1,7 @@
 //! Crash safety at every durability step of the store, with the `fail` crate's failpoints.
-//! Built only with `--features failpoints` and run serially by `make test` (failpoints are
-//! process-wide).
+//! Built only with `--features failpoints` (`make test` turns it on for the whole suite).
+//! Failpoints are process-wide, so every test holds `fail::FailScenario`'s lock for its whole
+//! run: under `cargo test` they run one at a time; nextest gives each its own process.
 //!
 //! In-process restarts keep the OS page cache, so these tests show that the store's state
 //! machine recovers from a crash at each point; that unsynced data is really lost on a power
@@ -9,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use raftstore::Error;
-use test_cluster::{is_retryable, Cluster, ClusterConfig};
+use test_cluster::{Cluster, ClusterConfig};
 
 fn key(i: u32) -> Vec<u8> {
     format!("key-{i:04}").into_bytes()
@@ -22,7 +23,7 @@ fn try_put(cluster: &Cluster, k: &[u8], deadline: Instant) -> bool {
         if let Some(leader) = cluster.leader_of(region_id) {
             match cluster.write_on(leader, region_id, vec![raftstore::Modify::put(k, k)]) {
                 Ok(()) => return true,
-                Err(e) if is_retryable(&e) => {}
+                Err(e) if e.is_retryable() => {}
                 Err(e) => panic!("write of {k:?}: {e}"),
             }
         }

@@ -296,7 +296,7 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
             return;
         }
         self.write_batch();
-        let now = Instant::now();
+        let now = self.ctx.clock.now();
         for (cb, result, proposed) in self.callbacks.drain(..) {
             METRICS
                 .propose_to_apply

@@ -7,7 +7,7 @@ mod peer;
 mod store;
 
 pub use apply::{ApplyControlFsm, ApplyFsm, ApplyPollerBuilder};
-pub use peer::{PeerFsm, RaftPollerBuilder};
+pub use peer::{PeerFsm, RaftPoller, RaftPollerBuilder};
 pub use store::{
     write_region_state, GenTask, SnapshotBuilder, SnapshotIngester, StoreContext, StoreFsm,
     StoreMeta, StoreStats,

@@ -6,16 +6,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use batch_system::Fsm;
 use engine::{keys, KvEngine, WriteBatch, CF_RAFT};
 use proto::metapb::Region;
-use proto::raft_serverpb::{
-    PeerState, RaftApplyState, RaftMessage, RegionLocalState, SnapshotData, SnapshotMeta,
-};
+use proto::raft_serverpb::{PeerState, RaftApplyState, RaftMessage, SnapshotData, SnapshotMeta};
 use raft_log::RaftLogEngine;
 
 use super::{ApplyFsm, PeerFsm};
 use crate::raft::Peer;
 use crate::router::{ApplyRouter, PeerMsg, RaftRouter};
 use crate::snap::{SnapKey, SnapKind, SnapManager};
-use crate::storage::{CacheBudget, PeerStorage};
+use crate::storage::{put_region_state, CacheBudget, PeerStorage};
 use crate::{Config, Error, Result};
 
 /// The store's control FSM. Its messages are handled by the raft poller with the
@@ -173,6 +171,8 @@ pub struct StoreContext<EK: KvEngine> {
     pub scheduler: Arc<dyn crate::SchedulerClient>,
     /// Automatic split checks are off (maintenance, benchmarks); explicit splits still run.
     pub split_checks_paused: std::sync::atomic::AtomicBool,
+    /// Where every time the store decides by comes from.
+    pub clock: util::ClockRef,
 }
 
 pub type SnapshotBuilder<EK> = Box<
@@ -192,7 +192,7 @@ impl<EK: KvEngine> StoreContext<EK> {
     pub fn meta(&self) -> MutexGuard<'_, StoreMeta> {
         // A poisoned lock means a poller panicked mid-update; the meta itself stays usable
         // and the store is being stopped anyway.
-        self.meta.lock().unwrap_or_else(|e| e.into_inner())
+        util::lock(&self.meta)
     }
 
     pub fn is_stopped(&self) -> bool {
@@ -200,10 +200,7 @@ impl<EK: KvEngine> StoreContext<EK> {
     }
 
     pub fn stopped_reason(&self) -> Option<String> {
-        self.stopped
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        util::lock(&self.stopped).clone()
     }
 
     /// Stops the store on an error it must not retry or ignore (a failed fsync or write):
@@ -212,18 +209,13 @@ impl<EK: KvEngine> StoreContext<EK> {
         let reason = format!("{what}: {err}");
         slog::crit!(self.logger, "fatal error, stopping the store"; "store_id" => self.store_id,
             "error" => &reason);
-        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
+        *util::lock(&self.stopped) = Some(reason.clone());
         self.stopped_flag.store(true, Ordering::Release);
         panic!("store {} stopped: {reason}", self.store_id);
     }
 
     pub fn send_heartbeat_task(&self, task: crate::worker::HeartbeatTask) {
-        if let Some(tx) = self
-            .heartbeat_tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
+        if let Some(tx) = util::lock(&self.heartbeat_tx).as_ref() {
             let _ = tx.try_send(task);
         }
     }
@@ -232,10 +224,7 @@ impl<EK: KvEngine> StoreContext<EK> {
     /// again) and fails an explicit split with ServerIsBusy.
     pub fn send_split_task(&self, task: crate::worker::SplitTask) {
         use crate::worker::SplitTask;
-        let sent = self
-            .split_tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let sent = util::lock(&self.split_tx)
             .as_ref()
             .map(|tx| tx.try_send(task).map_err(|e| Box::new(e.into_inner())));
         let refused = match sent {
@@ -251,48 +240,9 @@ impl<EK: KvEngine> StoreContext<EK> {
         }
     }
 
-    /// Creates this store's peers of regions a split made (the parent's range already
-    /// narrowed in the meta). The new peer beside the parent's leader campaigns at once; the
-    /// others have no earlier leader whose lease they must wait out, so they take votes now.
-    pub fn create_split_peers(&self, parent: &Region, new_regions: Vec<Region>, leader: bool) {
-        if leader && !new_regions.is_empty() {
-            self.scheduler.report_split(parent, &new_regions);
-        }
-        for region in new_regions {
-            let region_id = region.id;
-            if self.meta().region(region_id).is_some() {
-                slog::info!(self.logger, "split region already here"; "region_id" => region_id);
-                continue;
-            }
-            let peer_id = match region.peers.iter().find(|p| p.store_id == self.store_id) {
-                Some(p) => p.id,
-                None => continue,
-            };
-            match self.create_peer_as(region, PeerState::Normal, peer_id, true) {
-                Ok(()) => {
-                    crate::metrics::METRICS.regions_split.inc();
-                    if leader {
-                        let _ = self.router.force_send(region_id, PeerMsg::Campaign);
-                    }
-                    let votes = self.meta().take_votes(region_id);
-                    for vote in votes {
-                        let _ = self
-                            .router
-                            .force_send(region_id, PeerMsg::RaftMessage(Box::new(vote)));
-                    }
-                }
-                Err(e) => slog::error!(self.logger, "cannot create a split region's peer";
-                    "region_id" => region_id, "parent_id" => parent.id, "error" => %e),
-            }
-        }
-    }
-
     pub fn send_gen_task(&self, task: GenTask<EK>) {
         let region_id = task.region.id;
-        let sent = self
-            .gen_tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let sent = util::lock(&self.gen_tx)
             .as_ref()
             .is_some_and(|tx| tx.send(task).is_ok());
         if !sent {
@@ -350,7 +300,7 @@ impl<EK: KvEngine> StoreContext<EK> {
         (self.ingest_snapshot)(region, key, meta)?;
         fail::fail_point!("snapshot_after_ingest");
         let mut wb = self.kv.write_batch();
-        put_region_state(&mut wb, region, PeerState::Normal)
+        put_region_state(&mut wb, region, PeerState::Normal, None)
             .and_then(|()| wb.put_msg_cf(CF_RAFT, &keys::apply_state_key(region_id), apply_state))
             .and_then(|()| self.kv.write(&mut wb, true))
             .map_err(|source| Error::Engine { region_id, source })?;
@@ -375,7 +325,7 @@ impl<EK: KvEngine> StoreContext<EK> {
     /// Called when a poller unwinds (a panic inside raft-rs, raft-engine's own fsync panic, a
     /// failpoint): the regions it held are gone, so the whole store stops, with a fatal line.
     pub fn on_poller_panic(&self, poller: &str) {
-        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stopped = util::lock(&self.stopped);
         if stopped.is_none() {
             let reason = format!("{poller} poller panicked");
             slog::crit!(self.logger, "fatal error, stopping the store"; "store_id" => self.store_id,
@@ -401,7 +351,7 @@ impl<EK: KvEngine> StoreContext<EK> {
 
     /// [`Self::create_peer`] for a given peer id: an uninitialized region lists no peers.
     /// `split` marks a peer born by a split (it takes votes at once).
-    fn create_peer_as(
+    pub(crate) fn create_peer_as(
         &self,
         region: Region,
         peer_state: PeerState,
@@ -419,8 +369,15 @@ impl<EK: KvEngine> StoreContext<EK> {
         )
         .and_then(|storage| {
             let apply_state = *storage.apply_state();
-            Peer::new(&self.cfg, self.store_id, peer_id, storage, &self.logger)
-                .map(|peer| (peer, apply_state))
+            Peer::new(
+                &self.cfg,
+                self.store_id,
+                peer_id,
+                storage,
+                self.clock.now(),
+                &self.logger,
+            )
+            .map(|peer| (peer, apply_state))
         });
         let (mut peer, apply_state) = match opened {
             Ok(opened) => opened,
@@ -433,7 +390,7 @@ impl<EK: KvEngine> StoreContext<EK> {
         // acknowledged a leader whose lease still runs.
         let voted_before = self.raft_log.raft_state(region_id).ok().flatten().is_some();
         if split && !voted_before {
-            peer.take_votes_now();
+            peer.take_votes_now(self.clock.now());
         }
         let apply = ApplyFsm::new(region, apply_state, peer.logger().clone());
         self.apply_router.register(region_id, Box::new(apply));
@@ -589,7 +546,7 @@ impl<EK: KvEngine> StoreContext<EK> {
         }
         let engine_err = |source| Error::Engine { region_id, source };
         let mut wb = self.kv.write_batch();
-        put_region_state(&mut wb, region, PeerState::Tombstone).map_err(engine_err)?;
+        put_region_state(&mut wb, region, PeerState::Tombstone, None).map_err(engine_err)?;
         wb.delete_cf(CF_RAFT, &keys::apply_state_key(region_id))
             .map_err(engine_err)?;
         let (start, end) = keys::region_data_bounds(region);
@@ -619,27 +576,88 @@ impl<EK: KvEngine> StoreContext<EK> {
     }
 }
 
-/// Puts `region`'s `RegionLocalState` (not Applying) into `wb`.
-fn put_region_state<WB: WriteBatch>(
-    wb: &mut WB,
-    region: &Region,
-    state: PeerState,
-) -> engine::Result<()> {
-    let local = RegionLocalState {
-        state: state as i32,
-        region: Some(region.clone()),
-        applying_snapshot: None,
-    };
-    wb.put_msg_cf(CF_RAFT, &keys::region_state_key(region.id), &local)
-}
-
 /// Durably records `region` as hosted here in `state`.
 pub fn write_region_state<EK: KvEngine>(kv: &EK, region: &Region, state: PeerState) -> Result<()> {
     let region_id = region.id;
     let mut wb = kv.write_batch();
-    put_region_state(&mut wb, region, state)
+    put_region_state(&mut wb, region, state, None)
         .and_then(|()| kv.write(&mut wb, true))
         .map_err(|source| Error::Engine { region_id, source })
+}
+
+/// Store-level periodic work, run on the store's control FSM ticks.
+impl<EK: KvEngine> StoreContext<EK> {
+    /// Deletes generated snapshots that a newer one of the same region replaced, and those of
+    /// regions no longer here; received ones of regions not here once they are older than
+    /// `snap-received-gc-grace-ms` (younger ones may be a transfer that is about to create its
+    /// peer). Received ones of regions here are deleted by their apply.
+    pub(crate) fn gc_snapshots(&self) {
+        let listed = self.snap_mgr.list();
+        let mut newest = std::collections::HashMap::new();
+        for (kind, key) in &listed {
+            if *kind == SnapKind::Generated {
+                let n = newest.entry(key.region_id).or_insert(*key);
+                if (key.term, key.index) > (n.term, n.index) {
+                    *n = *key;
+                }
+            }
+        }
+        let here: std::collections::HashSet<u64> = self.meta().region_ids().into_iter().collect();
+        let mgr = &self.snap_mgr;
+        let grace = std::time::Duration::from_millis(self.cfg.snap_received_gc_grace_ms);
+        let now = self.clock.wall();
+        let removed = mgr.gc(|kind, key| match kind {
+            SnapKind::Generated => {
+                here.contains(&key.region_id) && newest.get(&key.region_id) == Some(&key)
+            }
+            SnapKind::Received => {
+                here.contains(&key.region_id)
+                    || mgr.age(kind, key, now).is_some_and(|age| age < grace)
+            }
+        });
+        if removed > 0 {
+            slog::info!(self.logger, "removed stale snapshots"; "count" => removed);
+        }
+    }
+
+    pub(crate) fn store_heartbeat(&self) {
+        let (capacity, available) = disk_space(self.snap_mgr.dir()).unwrap_or((0, 0));
+        let leaders = self.stats.leaders.load(Ordering::Relaxed);
+        let hb = crate::StoreHeartbeat {
+            store_id: self.store_id,
+            capacity,
+            available,
+            used: capacity.saturating_sub(available),
+            region_count: self.meta().len() as u64,
+            leader_count: leaders.max(0) as u64,
+        };
+        self.send_heartbeat_task(crate::worker::HeartbeatTask::Store(hb));
+    }
+
+    /// Lets raft-engine delete log files no region needs any more.
+    pub(crate) fn purge_raft_log(&self) {
+        match self.raft_log.purge_expired_files() {
+            Ok(lagging) if !lagging.is_empty() => {
+                slog::info!(self.logger, "raft-engine asks these regions to compact";
+                    "regions" => ?lagging)
+            }
+            Ok(_) => {}
+            Err(e) => slog::warn!(self.logger, "raft-engine purge failed"; "error" => %e),
+        }
+    }
+}
+
+/// Total and free bytes of the file system holding `path`.
+fn disk_space(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a properly sized out-parameter.
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    let block = stat.f_frsize as u64;
+    Some((stat.f_blocks as u64 * block, stat.f_bavail as u64 * block))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use proto::raft_cmdpb::{AdminCmdType, AdminRequest, BatchSplitRequest};
 use proto::raft_serverpb::{PeerState, RaftApplyState, RegionLocalState};
 
 use super::{log_gc, split};
-use crate::storage::initial_apply_state;
+use crate::storage::{initial_apply_state, put_region_state};
 use crate::{Error, Result};
 
 /// What an applied admin command asks of the apply round.
@@ -81,14 +81,8 @@ fn apply_split<EK: KvEngine>(
     let (parent, new_regions) = split::split_regions(region, req)?;
     let region_id = region.id;
     let engine_err = |source| Error::Engine { region_id, source };
-    let put_state = |wb: &mut EK::WriteBatch, r: &Region| {
-        let state = RegionLocalState {
-            state: PeerState::Normal as i32,
-            region: Some(r.clone()),
-            applying_snapshot: None,
-        };
-        wb.put_msg_cf(CF_RAFT, &keys::region_state_key(r.id), &state)
-    };
+    let put_state =
+        |wb: &mut EK::WriteBatch, r: &Region| put_region_state(wb, r, PeerState::Normal, None);
     let mut created = Vec::with_capacity(new_regions.len());
     for new in new_regions {
         let existing: Option<RegionLocalState> = kv

@@ -5,10 +5,11 @@ use engine::{keys, KvEngine, WriteBatch, CF_RAFT};
 use prost::Message as _;
 use proto::metapb::Region;
 use proto::raft_cmdpb::RaftCmdRequest;
-use proto::raft_serverpb::{PeerState, RaftApplyState, RegionLocalState};
+use proto::raft_serverpb::{PeerState, RaftApplyState};
 use raft::eraftpb::{ConfChangeV2, Entry, EntryType};
 
 use super::{admin, conf_change, write};
+use crate::storage::put_region_state;
 use crate::{Error, Result};
 
 /// The outcome of one applied entry, for the proposal's callback.
@@ -103,16 +104,10 @@ fn apply_conf_change<EK: KvEngine>(
     wb: &mut EK::WriteBatch,
 ) -> Result<ConfChangeV2> {
     let (new, cc) = conf_change::apply_entry(region, entry)?;
-    let state = RegionLocalState {
-        state: PeerState::Normal as i32,
-        region: Some(new.clone()),
-        applying_snapshot: None,
-    };
-    wb.put_msg_cf(CF_RAFT, &keys::region_state_key(region.id), &state)
-        .map_err(|source| Error::Engine {
-            region_id: region.id,
-            source,
-        })?;
+    put_region_state(wb, &new, PeerState::Normal, None).map_err(|source| Error::Engine {
+        region_id: region.id,
+        source,
+    })?;
     *region = new;
     Ok(cc)
 }

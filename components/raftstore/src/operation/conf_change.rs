@@ -12,12 +12,21 @@
 //! Every check here is a pure function of the region, so all replicas decide the same way at
 //! apply time. A change that fails at apply changes nothing and raft-rs is not told of it.
 
+use std::time::{Duration, Instant};
+
+use engine::KvEngine;
+use prost::Message as _;
 use proto::eraftpb::ConfChangeType;
 use proto::metapb::{Peer as PeerMeta, PeerRole, Region};
 use proto::raft_cmdpb::{ChangePeerRequest, RaftCmdRequest};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChangeSingle, ConfChangeV2, Entry};
 
+use crate::fsm::{PeerFsm, RaftPoller};
+use crate::operation::heartbeat::PEER_CATCH_UP_LAG;
+use crate::raft::Peer;
+use crate::router::WriteCallback;
+use crate::transport::Transport;
 use crate::{Error, Result};
 
 /// More changes than this in one request are refused: a region has a handful of peers.
@@ -279,6 +288,192 @@ pub fn apply_entry(region: &Region, entry: &Entry) -> Result<(Region, ConfChange
         ));
     }
     Ok((region_after(region, changes)?, cc))
+}
+
+impl<EK: KvEngine> Peer<EK> {
+    /// Proposes a membership change; `cb` is answered once it is applied.
+    pub(crate) fn propose_conf_change(
+        &mut self,
+        request: RaftCmdRequest,
+        cb: WriteCallback,
+        now: Instant,
+    ) {
+        let changes = match self.check_conf_change(&request, now) {
+            Ok(changes) => changes,
+            Err(e) => {
+                cb.invoke(Err(e));
+                return;
+            }
+        };
+        let cc = to_raft_conf_change(&changes, request.encode_to_vec());
+        let before = self.raw.raft.raft_log.last_index();
+        // raft-rs replaces a conf change it refuses by an empty normal entry.
+        let proposed = self.raw.propose_conf_change(vec![], cc).is_ok()
+            && self
+                .raw
+                .raft
+                .raft_log
+                .unstable
+                .entries
+                .last()
+                .is_some_and(|e| e.get_entry_type() == raft::eraftpb::EntryType::EntryConfChangeV2);
+        let refused = |region_id| Error::ConfChange {
+            region_id,
+            detail: "raft refused the change (a membership change is pending)".into(),
+        };
+        if self.track_proposal(before, proposed, cb, now, refused) {
+            slog::info!(self.logger, "proposed membership change";
+                "index" => self.raw.raft.raft_log.last_index(), "changes" => ?changes);
+        }
+    }
+
+    /// A membership change is decided against the membership the client saw, one at a time,
+    /// and never removes or demotes the leader (transfer leadership first).
+    pub(crate) fn check_conf_change(
+        &self,
+        request: &RaftCmdRequest,
+        now: Instant,
+    ) -> Result<Vec<proto::raft_cmdpb::ChangePeerRequest>> {
+        self.check_request(request)?;
+        let region = self.region();
+        let region_id = region.id;
+        let current = region.region_epoch.unwrap_or_default();
+        let requested = request
+            .header
+            .and_then(|h| h.region_epoch)
+            .unwrap_or_default();
+        if requested.conf_ver != current.conf_ver {
+            return Err(Error::EpochNotMatch {
+                region_id,
+                request_conf_ver: requested.conf_ver,
+                request_version: requested.version,
+                current_regions: vec![region.clone()],
+            });
+        }
+        if self.raw.raft.has_pending_conf() {
+            return Err(Error::ConfChange {
+                region_id,
+                detail: format!(
+                    "another membership change (at index {}) is not applied yet; retry after it",
+                    self.raw.raft.pending_conf_index
+                ),
+            });
+        }
+        let changes = request
+            .admin_request
+            .as_ref()
+            .and_then(|a| a.change_peer_v2.as_ref())
+            .map(|c| c.changes.clone())
+            .ok_or_else(|| Error::InvalidCommand {
+                region_id,
+                detail: "ChangePeerV2 without its changes".into(),
+            })?;
+        let new = region_after(region, &changes)?;
+        // The new configuration must have a quorum of voters that are up and caught up, or
+        // the region stops (adding a voter while another is down or behind needs every other
+        // one to answer).
+        let voters: Vec<u64> = new
+            .peers
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p.role(),
+                    proto::metapb::PeerRole::Voter | proto::metapb::PeerRole::IncomingVoter
+                )
+            })
+            .map(|p| p.id)
+            .collect();
+        let healthy = voters
+            .iter()
+            .filter(|id| self.is_healthy(**id, now, self.election_timeout * 2))
+            .count();
+        if healthy < voters.len() / 2 + 1 {
+            return Err(Error::ConfChange {
+                region_id,
+                detail: format!(
+                    "only {healthy} of the {} voters after the change are up and caught up; \
+                     a quorum needs {}",
+                    voters.len(),
+                    voters.len() / 2 + 1
+                ),
+            });
+        }
+        let stays_voter = new.peers.iter().any(|p| {
+            p.id == self.peer_id
+                && matches!(
+                    p.role(),
+                    proto::metapb::PeerRole::Voter | proto::metapb::PeerRole::IncomingVoter
+                )
+        });
+        if !stays_voter {
+            return Err(Error::ConfChange {
+                region_id,
+                detail: format!(
+                    "the change removes or demotes the leader (peer {}); transfer leadership first",
+                    self.peer_id
+                ),
+            });
+        }
+        let size = request.encoded_len() as u64;
+        if size > self.limits.entry_max_size {
+            return Err(Error::RaftEntryTooLarge {
+                region_id,
+                entry_size: size,
+                limit: self.limits.entry_max_size,
+            });
+        }
+        Ok(changes)
+    }
+
+    /// A leader of a joint region with no membership change in flight proposes the leave: raft-rs
+    /// only does it when the entering entry is applied under the same leader.
+    pub(crate) fn maybe_leave_joint(&mut self) -> bool {
+        if !self.is_leader() || self.raw.raft.has_pending_conf() || !is_joint(self.region()) {
+            return false;
+        }
+        slog::info!(self.logger, "proposing to leave the joint configuration");
+        let leave = raft::eraftpb::ConfChangeV2::default();
+        if let Err(e) = self.raw.propose_conf_change(vec![], leave) {
+            slog::warn!(self.logger, "leaving the joint configuration failed"; "error" => %e);
+            return false;
+        }
+        true
+    }
+
+    /// Member `peer_id` answered within `within`, and its log is within `PEER_CATCH_UP_LAG`
+    /// entries of the commit index (this peer itself always is).
+    pub(crate) fn is_healthy(&self, peer_id: u64, now: Instant, within: Duration) -> bool {
+        if peer_id == self.peer_id {
+            return true;
+        }
+        let heard = self
+            .last_heard
+            .get(&peer_id)
+            .is_some_and(|t| now.saturating_duration_since(*t) <= within);
+        let caught_up = self.raw.raft.prs().get(peer_id).is_some_and(|pr| {
+            pr.state != raft::ProgressState::Snapshot
+                && pr.matched + PEER_CATCH_UP_LAG >= self.raw.raft.raft_log.committed
+        });
+        heard && caught_up
+    }
+}
+
+impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
+    /// A membership change was applied (`before`: the members until then). A leader tells the
+    /// removed peers: they may never hear of their removal otherwise (a learner does not
+    /// campaign).
+    pub(crate) fn on_membership_applied(&mut self, fsm: &PeerFsm<EK>, before: Vec<PeerMeta>) {
+        if !fsm.peer.is_leader() {
+            return;
+        }
+        let removed: Vec<_> = before
+            .into_iter()
+            .filter(|p| !fsm.peer.region().peers.iter().any(|q| q.id == p.id))
+            .collect();
+        for peer in removed {
+            self.send_tombstone(&fsm.peer, peer);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,10 +2,20 @@
 //! records the new truncated state (with a synced KV write, since the log below it is about
 //! to be deleted); the peer then compacts raft-engine and its entry cache.
 
+use std::time::Instant;
+
+use engine::KvEngine;
 use proto::metapb::Region;
-use proto::raft_cmdpb::CompactLogRequest;
+use proto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, CompactLogRequest, RaftCmdRequest, RaftRequestHeader,
+};
 use proto::raft_serverpb::{RaftApplyState, RaftTruncatedState};
 
+use crate::fsm::{PeerFsm, RaftPoller};
+use crate::metrics::METRICS;
+use crate::raft::Peer;
+use crate::router::Callback;
+use crate::transport::Transport;
 use crate::{Error, Result};
 
 /// Where a leader may compact its region's log to, or `None` if not worth it yet.
@@ -66,6 +76,79 @@ pub fn apply_compact_log(
         term: req.compact_term,
     });
     Ok(true)
+}
+
+impl<EK: KvEngine> Peer<EK> {
+    /// Proposes a log compaction when enough applied entries are in the log and every
+    /// follower has them. Returns true if it proposed.
+    pub(crate) fn maybe_compact_log(&mut self, now: Instant) -> bool {
+        let me = self.peer_id;
+        let matched: Vec<u64> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(_, pr)| pr.matched)
+            .collect();
+        let first = self.storage().truncated_index() + 1;
+        let applied = self.storage().applied_index();
+        let Some(target) = compact_target(
+            first,
+            applied,
+            matched,
+            self.limits.gc_threshold,
+            self.limits.gc_count_limit,
+        ) else {
+            return false;
+        };
+        if target <= self.compact_proposed {
+            return false;
+        }
+        let Ok(term) = self.raw.raft.raft_log.term(target) else {
+            return false;
+        };
+        let region = self.region();
+        let request = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: region.id,
+                region_epoch: region.region_epoch,
+                ..Default::default()
+            }),
+            requests: vec![],
+            admin_request: Some(AdminRequest {
+                cmd_type: AdminCmdType::CompactLog as i32,
+                compact_log: Some(CompactLogRequest {
+                    compact_index: target,
+                    compact_term: term,
+                }),
+                ..Default::default()
+            }),
+        };
+        slog::debug!(self.logger, "proposing log compaction"; "compact_index" => target);
+        self.compact_proposed = target;
+        let logger = self.logger.clone();
+        self.propose_write(
+            request,
+            Callback::new(move |r| {
+                if let Err(e) = r {
+                    slog::debug!(logger, "log compaction not applied"; "error" => %e);
+                }
+            }),
+            now,
+        );
+        true
+    }
+}
+
+impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
+    /// A CompactLog was applied up to `index`: the raft-log entries up to it go with this
+    /// round's write. Losing this (a crash before the write) only leaves entries that the next
+    /// compaction or raft-engine's purge removes.
+    pub(crate) fn on_log_compacted(&mut self, fsm: &PeerFsm<EK>, index: u64) {
+        self.batch.compact_to(fsm.peer.region_id(), index + 1);
+        METRICS.log_compactions.inc();
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,15 @@
 //! leader, so no other leader can serve writes before it expires.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use engine::KvEngine;
+use proto::raft_cmdpb::RaftCmdRequest;
+
+use crate::raft::Peer;
+use crate::router::{ReadCallback, RegionSnapshot};
+use crate::Error;
 
 #[derive(Debug)]
 pub struct Lease {
@@ -176,6 +184,128 @@ impl<C> PendingReads<C> {
 
     pub fn take_all(&mut self) -> Vec<PendingRead<C>> {
         self.queue.drain(..).collect()
+    }
+}
+
+impl<EK: KvEngine> Peer<EK> {
+    /// The reads' part of a tick: times out reads that waited too long, asks raft-rs again
+    /// for ReadIndex rounds it dropped, and renews the lease ahead of expiry while the region
+    /// is being read. Returns true if raft has something to do.
+    pub(crate) fn tick_reads(&mut self, now: Instant) -> bool {
+        let mut work = false;
+        for read in self.pending_reads.take_expired(
+            now.checked_sub(self.limits.read_index_timeout)
+                .unwrap_or(now),
+        ) {
+            for cb in read.waiters {
+                cb.invoke(Err(Error::ReadTimeout {
+                    region_id: self.region_id(),
+                    waited_ms: self.limits.read_index_timeout.as_millis() as u64,
+                    reason: "leadership could not be confirmed by a quorum".into(),
+                }));
+            }
+        }
+        if self.is_leader() {
+            // raft-rs drops a ReadIndex until this term has a committed entry: ask again.
+            let before = now.checked_sub(self.limits.base_tick).unwrap_or(now);
+            for id in self.pending_reads.to_resend(before, now) {
+                self.raw.read_index(id.to_be_bytes().to_vec());
+                work = true;
+            }
+            // Renew the lease ahead of expiry for regions that are being read.
+            let reading = self
+                .last_read
+                .is_some_and(|t| now.saturating_duration_since(t) < self.limits.read_index_timeout);
+            let transferring = self.raw.raft.lead_transferee.is_some();
+            if reading
+                && !transferring
+                && self.pending_reads.is_empty()
+                && self.lease.needs_renewal(now)
+            {
+                let id = self.pending_reads.start(now);
+                self.raw.read_index(id.to_be_bytes().to_vec());
+                work = true;
+            }
+        }
+        work
+    }
+
+    /// A linearizable read: served at once under a valid lease, otherwise after a ReadIndex
+    /// round confirms leadership and the apply reaches the confirmed index. `now` must be
+    /// read from the clock just before (not the round's start): the lease's margin is small.
+    pub fn read(&mut self, request: &RaftCmdRequest, cb: ReadCallback<EK::Snapshot>, now: Instant) {
+        if let Err(e) = self.check_request(request) {
+            cb.invoke(Err(e));
+            return;
+        }
+        self.last_read = Some(now);
+        if self.can_read_locally(now) {
+            cb.invoke(Ok(self.snapshot()));
+            return;
+        }
+        if let Some(id) = self.pending_reads.push(cb, now) {
+            self.raw.read_index(id.to_be_bytes().to_vec());
+        }
+    }
+
+    /// The lease holds and every write committed before this term is applied here. A leader
+    /// transfer suspends the lease: the target may become leader before it would expire.
+    pub fn can_read_locally(&self, now: Instant) -> bool {
+        self.is_leader()
+            && self.raw.raft.lead_transferee.is_none()
+            && self.applied_term == self.term()
+            && self.storage().applied_index() >= self.last_split_index
+            && self.lease.is_valid(now)
+    }
+
+    pub(crate) fn snapshot(&self) -> RegionSnapshot<EK::Snapshot> {
+        let kv = self.storage().kv_engine();
+        RegionSnapshot::new(Arc::new(kv.snapshot()), self.region().clone()).with_term(self.term())
+    }
+
+    pub(crate) fn serve_reads(&mut self) {
+        let ready = self
+            .pending_reads
+            .take_ready(self.storage().applied_index());
+        if ready.iter().all(|r| r.waiters.is_empty()) {
+            return;
+        }
+        let snapshot = self.snapshot();
+        for read in ready {
+            for cb in read.waiters {
+                cb.invoke(Ok(snapshot.clone()));
+            }
+        }
+    }
+
+    /// Extends the lease to `sent + max lease`, except while leadership is being transferred
+    /// (the target may win by a forced campaign that ignores followers' leases) and for
+    /// anything sent before the end of the last transfer.
+    pub(crate) fn renew_lease(&mut self, sent: Instant, now: Instant) {
+        if self.raw.raft.lead_transferee.is_some() {
+            return;
+        }
+        if self.transferring {
+            self.transferring = false;
+            self.renew_floor = Some(now);
+        }
+        if self.renew_floor.is_some_and(|floor| sent < floor) {
+            return;
+        }
+        self.lease.renew(sent);
+    }
+
+    pub(crate) fn on_read_confirmed(&mut self, ctx: &[u8], index: u64, now: Instant) {
+        let Ok(id) = <[u8; 8]>::try_from(ctx).map(u64::from_be_bytes) else {
+            slog::warn!(self.logger, "read state with a foreign context"; "len" => ctx.len());
+            return;
+        };
+        if let Some(issued) = self.pending_reads.confirm(id, index) {
+            if self.is_leader() {
+                // The heartbeats a quorum answered were sent after the request was issued.
+                self.renew_lease(issued, now);
+            }
+        }
     }
 }
 

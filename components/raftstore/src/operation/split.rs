@@ -7,12 +7,21 @@
 //! (the new regions would inherit a state they never entered through raft).
 
 use std::collections::HashSet;
+use std::time::Instant;
 
+use engine::KvEngine;
 use engine::{keys, CF_DEFAULT, CF_LOCK, CF_WRITE};
 use proto::metapb::Region;
 use proto::raft_cmdpb::{BatchSplitRequest, SplitRequest};
+use proto::raft_cmdpb::{RaftCmdRequest, RaftRequestHeader};
+use proto::raft_serverpb::PeerState;
 
 use super::conf_change::is_joint;
+use crate::fsm::{PeerFsm, RaftPoller, StoreContext};
+use crate::raft::Peer;
+use crate::router::PeerMsg;
+use crate::transport::Transport;
+use crate::worker::SplitTask;
 use crate::{Error, Result};
 
 /// More split keys than this in one request are refused.
@@ -204,6 +213,108 @@ pub fn find_split_keys<S: engine::Snapshot>(
         }
     }
     Ok(found)
+}
+
+impl<EK: KvEngine> Peer<EK> {
+    /// A peer born by a split: its region never had another leader, so there is no lease to
+    /// wait out before voting.
+    pub fn take_votes_now(&mut self, now: Instant) {
+        self.started = now
+            .checked_sub(self.election_timeout)
+            .unwrap_or(self.started);
+    }
+
+    /// An explicit split may go ahead: this peer leads and the caller saw this version.
+    pub fn check_split_ask(&self, region_epoch: Option<proto::metapb::RegionEpoch>) -> Result<()> {
+        let request = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: self.region_id(),
+                region_epoch,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.check_request(&request)
+    }
+}
+
+impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
+    /// An explicit split request (the scheduler's, or an administrator's): checked on the
+    /// leader, then the split checker finds the keys' ids and proposes it.
+    pub(crate) fn on_ask_split(
+        &mut self,
+        fsm: &PeerFsm<EK>,
+        region_epoch: Option<proto::metapb::RegionEpoch>,
+        split_keys: Vec<Vec<u8>>,
+        cb: crate::router::Callback<()>,
+    ) {
+        match fsm.peer.check_split_ask(region_epoch) {
+            Ok(()) => self.ctx.send_split_task(SplitTask::Split {
+                region: fsm.peer.region().clone(),
+                leader: fsm.peer.meta(),
+                split_keys,
+                cb,
+            }),
+            Err(e) => cb.invoke(Err(e)),
+        }
+    }
+
+    /// A split was applied: record the parent's narrowed range and create the new regions'
+    /// peers on this store.
+    pub(crate) fn on_split_applied(
+        &mut self,
+        fsm: &PeerFsm<EK>,
+        parent: Region,
+        new_regions: Vec<Region>,
+    ) {
+        // The parent's narrowed range, even if the peer ignored the result (a snapshot in
+        // flight): the new regions' ranges must be free.
+        if let Err(e) = self.ctx.meta().insert(parent.clone()) {
+            slog::error!(fsm.peer.logger(), "store meta refused the split parent"; "error" => %e);
+        }
+        slog::info!(fsm.peer.logger(), "region split";
+            "region" => ?parent, "new_regions" => new_regions.len());
+        self.ctx
+            .create_split_peers(&parent, new_regions, fsm.peer.is_leader());
+    }
+}
+
+impl<EK: KvEngine> StoreContext<EK> {
+    /// Creates this store's peers of regions a split made (the parent's range already
+    /// narrowed in the meta). The new peer beside the parent's leader campaigns at once; the
+    /// others have no earlier leader whose lease they must wait out, so they take votes now.
+    pub fn create_split_peers(&self, parent: &Region, new_regions: Vec<Region>, leader: bool) {
+        if leader && !new_regions.is_empty() {
+            self.scheduler.report_split(parent, &new_regions);
+        }
+        for region in new_regions {
+            let region_id = region.id;
+            if self.meta().region(region_id).is_some() {
+                slog::info!(self.logger, "split region already here"; "region_id" => region_id);
+                continue;
+            }
+            let peer_id = match region.peers.iter().find(|p| p.store_id == self.store_id) {
+                Some(p) => p.id,
+                None => continue,
+            };
+            match self.create_peer_as(region, PeerState::Normal, peer_id, true) {
+                Ok(()) => {
+                    crate::metrics::METRICS.regions_split.inc();
+                    if leader {
+                        let _ = self.router.force_send(region_id, PeerMsg::Campaign);
+                    }
+                    let votes = self.meta().take_votes(region_id);
+                    for vote in votes {
+                        let _ = self
+                            .router
+                            .force_send(region_id, PeerMsg::RaftMessage(Box::new(vote)));
+                    }
+                }
+                Err(e) => slog::error!(self.logger, "cannot create a split region's peer";
+                    "region_id" => region_id, "parent_id" => parent.id, "error" => %e),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,19 @@
-//! Writes (put, delete, delete-range per CF): the apply half. A command is checked completely
-//! before anything goes into the batch, so a rejected command writes nothing.
+//! Writes (put, delete, delete-range per CF), and proposing any command that enters the log:
+//! the propose half (checks, tracking the proposal until its entry applies or times out) and
+//! the apply half. A command is checked completely before anything goes into the batch, so a
+//! rejected command writes nothing.
 
-use engine::{keys, WriteBatch, CF_DEFAULT, DATA_CFS};
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use engine::{keys, KvEngine, WriteBatch, CF_DEFAULT, DATA_CFS};
+use prost::Message as _;
 use proto::metapb::Region;
-use proto::raft_cmdpb::{request::Cmd, RaftCmdRequest};
+use proto::raft_cmdpb::{request::Cmd, AdminCmdType, RaftCmdRequest};
 
+use crate::operation::admin;
+use crate::raft::Peer;
+use crate::router::{Proposal, WriteCallback};
 use crate::{Error, Result};
 
 fn cf_name(cf: &str) -> Option<&'static str> {
@@ -119,6 +128,122 @@ pub(crate) fn write_cmd<WB: WriteBatch>(
         }
     }
     Ok(())
+}
+
+impl<EK: KvEngine> Peer<EK> {
+    /// Proposes a write; `cb` is answered when its entry is applied, found superseded, or
+    /// undetermined after `proposal-timeout-ms`. A request failing a check answers at once and
+    /// proposes nothing.
+    pub fn propose_write(&mut self, request: RaftCmdRequest, cb: WriteCallback, now: Instant) {
+        let is_transfer = request
+            .admin_request
+            .as_ref()
+            .is_some_and(|a| a.cmd_type == AdminCmdType::TransferLeader as i32);
+        if is_transfer {
+            let result = self.transfer_leader(&request);
+            cb.invoke(result);
+            return;
+        }
+        let is_conf_change = request
+            .admin_request
+            .as_ref()
+            .is_some_and(|a| a.cmd_type == AdminCmdType::ChangePeerV2 as i32);
+        if is_conf_change {
+            self.propose_conf_change(request, cb, now);
+            return;
+        }
+        if let Err(e) = self.check_write(&request) {
+            cb.invoke(Err(e));
+            return;
+        }
+        let is_split = request
+            .admin_request
+            .as_ref()
+            .is_some_and(|a| a.cmd_type == AdminCmdType::BatchSplit as i32);
+        let data = request.encode_to_vec();
+        let before = self.raw.raft.raft_log.last_index();
+        let proposed = self.raw.propose(vec![], data).is_ok();
+        // Dropped by raft while leading: too many bytes are uncommitted.
+        let tracked =
+            self.track_proposal(before, proposed, cb, now, |region_id| Error::ServerIsBusy {
+                region_id,
+                reason: "too many uncommitted entries (raft-max-uncommitted-size)".into(),
+            });
+        if tracked && is_split {
+            self.last_split_index = self.raw.raft.raft_log.last_index();
+        }
+    }
+
+    /// Waits for the entry raft just appended, or, if raft appended nothing, answers `cb` with
+    /// `refused` while this peer still leads (and no transfer is under way), NotLeader
+    /// otherwise. Returns whether the proposal is in the log.
+    pub(crate) fn track_proposal(
+        &mut self,
+        before: u64,
+        proposed: bool,
+        cb: WriteCallback,
+        now: Instant,
+        refused: impl FnOnce(u64) -> Error,
+    ) -> bool {
+        let index = self.raw.raft.raft_log.last_index();
+        if !proposed || index == before {
+            let err = if self.is_leader() && self.raw.raft.lead_transferee.is_none() {
+                refused(self.region_id())
+            } else {
+                self.not_leader()
+            };
+            cb.invoke(Err(err));
+            return false;
+        }
+        self.proposals.push_back(Proposal {
+            index,
+            term: self.term(),
+            propose_time: now,
+            cb,
+        });
+        true
+    }
+
+    pub(crate) fn check_write(&self, request: &RaftCmdRequest) -> Result<()> {
+        self.check_request(request)?;
+        match &request.admin_request {
+            Some(a) => admin::check_admin(self.region(), a)?,
+            None => check_write(self.region(), request)?,
+        }
+        let size = request.encoded_len() as u64;
+        if size > self.limits.entry_max_size {
+            return Err(Error::RaftEntryTooLarge {
+                region_id: self.region_id(),
+                entry_size: size,
+                limit: self.limits.entry_max_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Fails proposals whose fate is still unknown after the proposal timeout. They are not
+    /// StaleCommand: the entry may still commit under the next leader.
+    pub(crate) fn expire_proposals(&mut self, now: Instant) {
+        let Some(deadline) = now.checked_sub(self.limits.proposal_timeout) else {
+            return;
+        };
+        let mut kept = VecDeque::with_capacity(self.proposals.len());
+        for p in self.proposals.drain(..) {
+            if p.propose_time < deadline {
+                slog::warn!(self.logger, "proposal undetermined after timeout";
+                    "index" => p.index, "term" => p.term);
+                p.cb.invoke(Err(Error::Undetermined {
+                    region_id: self.raw.store().region_id(),
+                    index: p.index,
+                    term: p.term,
+                    waited_ms: now.saturating_duration_since(p.propose_time).as_millis() as u64,
+                }));
+            } else {
+                kept.push_back(p);
+            }
+        }
+        self.proposals = kept;
+    }
 }
 
 #[cfg(test)]

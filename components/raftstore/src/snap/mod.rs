@@ -1,6 +1,5 @@
 //! Snapshot files: what a region's snapshot is on disk, independent of how it is generated,
-//! sent or scheduled (the snapshot issue wires it to the snap-generator pool, the transport and
-//! the apply).
+//! sent or scheduled (the snap-generator pool, the transport and the apply use it).
 //!
 //! A snapshot `{region}_{term}_{index}` is one SST per non-empty data CF and a meta file listing
 //! each file's CF, size and crc32c. Every file is written as `*.tmp`, fsynced, then renamed
@@ -515,12 +514,16 @@ impl SnapManager {
         found
     }
 
-    /// How long ago the newest file of a snapshot was written (`None`: no file, or no
-    /// modification time).
-    pub fn age(&self, kind: SnapKind, key: SnapKey) -> Option<std::time::Duration> {
+    /// How long before `now` (wall time) the newest file of a snapshot was written (`None`:
+    /// no file, or no modification time).
+    pub fn age(
+        &self,
+        kind: SnapKind,
+        key: SnapKey,
+        now: std::time::SystemTime,
+    ) -> Option<std::time::Duration> {
         let files = format!("{}_{key}_", kind.prefix());
         let meta = format!("{}_{key}.", kind.prefix());
-        let now = std::time::SystemTime::now();
         fs::read_dir(&self.dir)
             .ok()?
             .flatten()

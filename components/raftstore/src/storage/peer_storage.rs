@@ -12,6 +12,22 @@ use raft_log::{RaftLogBatch, RaftLogEngine};
 use super::entry_cache::{CacheBudget, EntryCache};
 use crate::{Error, Result};
 
+/// Puts `region`'s `RegionLocalState` into `wb`: the one place a region's state record is
+/// written. `applying` is the snapshot being applied (with `PeerState::Applying`).
+pub fn put_region_state<WB: engine::WriteBatch>(
+    wb: &mut WB,
+    region: &Region,
+    state: PeerState,
+    applying: Option<RaftTruncatedState>,
+) -> engine::Result<()> {
+    let local = proto::raft_serverpb::RegionLocalState {
+        state: state as i32,
+        region: Some(region.clone()),
+        applying_snapshot: applying,
+    };
+    wb.put_msg_cf(CF_RAFT, &keys::region_state_key(region.id), &local)
+}
+
 /// A region created by bootstrap or split starts its log here rather than at 0, so that a peer
 /// created later from a raft message (log at 0) needs a snapshot: it cannot hold the data.
 pub const RAFT_INIT_LOG_INDEX: u64 = 5;
@@ -481,37 +497,29 @@ impl<EK: KvEngine> PeerStorage<EK> {
         *self.gen.get_mut() = snapshot.map_or(GenState::Idle, GenState::Ready);
     }
 
-    /// Steps 1 and 2 of applying a received snapshot, durably: the region is marked Applying
-    /// with the snapshot's index and term (KV, synced), then its raft log is replaced by an
-    /// empty one that starts after the snapshot (raft-engine, synced). The in-memory state
-    /// follows; the data (steps 3-4) is the ApplyFsm's job. Returns the apply state the region
-    /// will have once the data is in.
-    pub fn prepare_snapshot(&mut self, snap: &Snapshot, region: Region) -> Result<RaftApplyState> {
-        let region_id = self.region.id;
+    /// Takes in a received snapshot's raft side, in memory only: the region (as Applying), its
+    /// log now ending at the snapshot, its apply state at the snapshot. Returns the apply state
+    /// the region will have once the data is in, and steps 1-2 of the apply, which the caller
+    /// must make durable ([`persist_snapshot_steps`]) before anything else of the round; the
+    /// data (steps 3-4) is the ApplyFsm's job.
+    pub fn prepare_snapshot(
+        &mut self,
+        snap: &Snapshot,
+        region: Region,
+    ) -> (RaftApplyState, SnapshotSteps) {
         let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
         let truncated = RaftTruncatedState { index, term };
-        let local = proto::raft_serverpb::RegionLocalState {
-            state: PeerState::Applying as i32,
-            region: Some(region.clone()),
-            applying_snapshot: Some(truncated),
-        };
-        let mut wb = self.kv.write_batch();
-        engine::WriteBatch::put_msg_cf(
-            &mut wb,
-            CF_RAFT,
-            &keys::region_state_key(region_id),
-            &local,
-        )
-        .and_then(|()| self.kv.write(&mut wb, true))
-        .map_err(|source| Error::Engine { region_id, source })?;
-        fail::fail_point!("snapshot_after_applying_state");
         let mut hs = self.raft_state.hard_state.unwrap_or_default();
         hs.commit = hs.commit.max(index);
         self.raft_state = RaftLocalState {
             hard_state: Some(hs),
             last_index: index,
         };
-        write_snapshot_raft_state(&self.raft, region_id, &self.raft_state)?;
+        let steps = SnapshotSteps {
+            region: region.clone(),
+            truncated,
+            raft_state: self.raft_state,
+        };
         self.apply_state = RaftApplyState {
             applied_index: index,
             truncated_state: Some(truncated),
@@ -523,7 +531,7 @@ impl<EK: KvEngine> PeerStorage<EK> {
         self.cache.on_persisted(index, term);
         self.region = region;
         self.peer_state = PeerState::Applying;
-        Ok(self.apply_state)
+        (self.apply_state, steps)
     }
 
     /// The ApplyFsm finished steps 3-4 of a snapshot.
@@ -539,6 +547,41 @@ impl<EK: KvEngine> PeerStorage<EK> {
         kv.get_msg_cf(CF_RAFT, &keys::region_state_key(region_id))
             .map_err(|source| Error::Engine { region_id, source })
     }
+}
+
+/// Steps 1 and 2 of applying a received snapshot, as [`PeerStorage::prepare_snapshot`] hands
+/// them to the poller to make durable.
+#[derive(Clone, Debug)]
+pub struct SnapshotSteps {
+    /// The region as the snapshot describes it.
+    pub region: Region,
+    /// The snapshot's index and term.
+    pub truncated: RaftTruncatedState,
+    /// The raft state of the log that starts after the snapshot.
+    pub raft_state: RaftLocalState,
+}
+
+/// Makes steps 1-2 of a snapshot apply durable, in this order: the region marked Applying with
+/// the snapshot's index and term (KV, synced), then its raft log replaced by an empty one that
+/// starts after the snapshot (raft-engine, synced). A crash after step 1 is resumed at start
+/// (the region is found Applying).
+pub fn persist_snapshot_steps<EK: KvEngine>(
+    kv: &EK,
+    raft: &RaftLogEngine,
+    steps: &SnapshotSteps,
+) -> Result<()> {
+    let region_id = steps.region.id;
+    let mut wb = kv.write_batch();
+    put_region_state(
+        &mut wb,
+        &steps.region,
+        PeerState::Applying,
+        Some(steps.truncated),
+    )
+    .and_then(|()| kv.write(&mut wb, true))
+    .map_err(|source| Error::Engine { region_id, source })?;
+    fail::fail_point!("snapshot_after_applying_state");
+    write_snapshot_raft_state(raft, region_id, &steps.raft_state)
 }
 
 /// Replaces a region's raft log with an empty one ending at `state.last_index` (snapshot apply
