@@ -83,6 +83,71 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         }
     }
 
+    /// A tick: the peer's time limits, then the periodic work it asked for.
+    fn on_tick(&mut self, fsm: &mut PeerFsm<EK>) {
+        fsm.peer.tick(self.now);
+        if fsm.peer.take_stale_probe_due() {
+            self.probe_members(&fsm.peer);
+        }
+        let paused = self
+            .ctx
+            .split_checks_paused
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if fsm.peer.take_split_check_due() && !paused {
+            self.ctx.send_split_task(SplitTask::Check {
+                region: fsm.peer.region().clone(),
+                leader: fsm.peer.meta(),
+            });
+        }
+    }
+
+    /// Takes the peer's part of the round: its ready's entries and hard state go into the
+    /// round's batch, a received snapshot's steps 1-2 are made durable and its data handed to
+    /// the ApplyFsm, committed entries go to the ApplyFsm, and messages wait in `early` (a
+    /// leader's appends) or until the round's write.
+    fn handle_ready(&mut self, fsm: &mut PeerFsm<EK>) {
+        if !fsm.peer.has_ready() {
+            return;
+        }
+        let ready = match fsm
+            .peer
+            .handle_ready(&mut self.batch, &mut self.raft_msgs, self.now)
+        {
+            Ok(ready) => ready,
+            Err(e) => self.ctx.fatal("handling a raft ready", &e),
+        };
+        Self::wrap(&fsm.peer, &mut self.raft_msgs, &mut self.early);
+        if let Some(snap) = ready.snapshot {
+            self.on_snapshot_ready(fsm, snap);
+        }
+        self.maybe_gen_snapshot(fsm);
+        if let Some(leader) = ready.leadership {
+            let delta = if leader { 1 } else { -1 };
+            self.ctx
+                .stats
+                .leaders
+                .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(hb) = fsm.peer.take_heartbeat(self.now) {
+            self.ctx
+                .send_heartbeat_task(HeartbeatTask::Region(Box::new(hb)));
+        }
+        self.round_needs_sync |= ready.needs_sync;
+        if ready.entries_written > 0 {
+            self.round_entries += ready.entries_written;
+            self.round_regions += 1;
+        }
+        if let Some(committed) = ready.committed {
+            let region_id = committed.region_id;
+            send_internal(
+                &self.ctx.apply_router,
+                region_id,
+                ApplyTask::Apply(committed),
+                &self.ctx.logger,
+            );
+        }
+    }
+
     /// The ApplyFsm applied entries: the peer records it, then each command's on-applied
     /// half runs. Returns true if the peer is gone (destroyed by its own removal).
     fn on_apply_res(&mut self, fsm: &mut PeerFsm<EK>, res: ApplyRes) -> bool {
@@ -244,22 +309,7 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 // The lease is checked against the clock now, not the round's start: a
                 // round can run long, and the lease's margin is small.
                 PeerMsg::Read { request, cb } => fsm.peer.read(&request, cb, self.ctx.clock.now()),
-                PeerMsg::Tick => {
-                    fsm.peer.tick(self.now);
-                    if fsm.peer.take_stale_probe_due() {
-                        self.probe_members(&fsm.peer);
-                    }
-                    let paused = self
-                        .ctx
-                        .split_checks_paused
-                        .load(std::sync::atomic::Ordering::Relaxed);
-                    if fsm.peer.take_split_check_due() && !paused {
-                        self.ctx.send_split_task(SplitTask::Check {
-                            region: fsm.peer.region().clone(),
-                            leader: fsm.peer.meta(),
-                        });
-                    }
-                }
+                PeerMsg::Tick => self.on_tick(fsm),
                 PeerMsg::AskSplit {
                     region_epoch,
                     split_keys,
@@ -302,46 +352,7 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
             self.ctx
                 .send_heartbeat_task(HeartbeatTask::Region(Box::new(hb)));
         }
-        if !fsm.peer.has_ready() {
-            return;
-        }
-        let ready = match fsm
-            .peer
-            .handle_ready(&mut self.batch, &mut self.raft_msgs, self.now)
-        {
-            Ok(ready) => ready,
-            Err(e) => self.ctx.fatal("handling a raft ready", &e),
-        };
-        Self::wrap(&fsm.peer, &mut self.raft_msgs, &mut self.early);
-        if let Some(snap) = ready.snapshot {
-            self.on_snapshot_ready(fsm, snap);
-        }
-        self.maybe_gen_snapshot(fsm);
-        if let Some(leader) = ready.leadership {
-            let delta = if leader { 1 } else { -1 };
-            self.ctx
-                .stats
-                .leaders
-                .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
-        }
-        if let Some(hb) = fsm.peer.take_heartbeat(self.now) {
-            self.ctx
-                .send_heartbeat_task(HeartbeatTask::Region(Box::new(hb)));
-        }
-        self.round_needs_sync |= ready.needs_sync;
-        if ready.entries_written > 0 {
-            self.round_entries += ready.entries_written;
-            self.round_regions += 1;
-        }
-        if let Some(committed) = ready.committed {
-            let region_id = committed.region_id;
-            send_internal(
-                &self.ctx.apply_router,
-                region_id,
-                ApplyTask::Apply(committed),
-                &self.ctx.logger,
-            );
-        }
+        self.handle_ready(fsm);
     }
 
     fn end(&mut self, normals: &mut [Box<PeerFsm<EK>>]) {
