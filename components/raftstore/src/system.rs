@@ -17,7 +17,7 @@ use raft_log::RaftLogEngine;
 use crate::api::StoreApi;
 use crate::fsm::{
     ApplyControlFsm, ApplyFsm, ApplyPollerBuilder, GenTask, PeerFsm, RaftPollerBuilder,
-    StoreContext, StoreFsm, StoreStats,
+    StoreContext, StoreFsm, StoreStats, WorkerQueues,
 };
 use crate::router::{PeerMsg, RaftRouter, StoreMsg};
 use crate::snap::{SnapKey, SnapKind, SnapManager};
@@ -248,8 +248,7 @@ impl<EK: SstExt> StoreSystem<EK> {
             router: router.clone(),
             apply_router,
             stats: StoreStats::default(),
-            stopped: Mutex::new(None),
-            stopped_flag: Default::default(),
+            stop: Default::default(),
             logger: logger.clone(),
             snap_mgr: snap_mgr.clone(),
             build_snapshot: {
@@ -262,9 +261,11 @@ impl<EK: SstExt> StoreSystem<EK> {
                     mgr.apply(&kv, region, SnapKind::Received, key, meta)
                 })
             },
-            gen_tx: Mutex::new(Some(gen_tx)),
-            split_tx: Mutex::new(Some(split_tx)),
-            heartbeat_tx: Mutex::new(Some(heartbeat_tx)),
+            workers: WorkerQueues {
+                gen: Mutex::new(Some(gen_tx)),
+                split: Mutex::new(Some(split_tx)),
+                heartbeat: Mutex::new(Some(heartbeat_tx)),
+            },
             split_checks_paused: Default::default(),
             clock: clock.clone(),
             scheduler,
@@ -495,9 +496,7 @@ impl<EK: KvEngine> StoreSystem<EK> {
         self.stopping
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let panicked = self.raft_system.shutdown() + self.apply_system.shutdown();
-        util::lock(&self.ctx.gen_tx).take();
-        util::lock(&self.ctx.split_tx).take();
-        util::lock(&self.ctx.heartbeat_tx).take();
+        self.ctx.workers.close();
         for handle in self.workers.drain(..) {
             let _ = handle.join();
         }

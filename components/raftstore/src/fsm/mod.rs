@@ -9,6 +9,6 @@ mod store;
 pub use apply::{ApplyControlFsm, ApplyFsm, ApplyPollerBuilder};
 pub use peer::{PeerFsm, RaftPoller, RaftPollerBuilder};
 pub use store::{
-    write_region_state, GenTask, SnapshotBuilder, SnapshotIngester, StoreContext, StoreFsm,
-    StoreMeta, StoreStats,
+    write_region_state, GenTask, SnapshotBuilder, SnapshotIngester, StopState, StoreContext,
+    StoreFsm, StoreMeta, StoreStats, WorkerQueues,
 };

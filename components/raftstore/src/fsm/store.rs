@@ -152,22 +152,16 @@ pub struct StoreContext<EK: KvEngine> {
     pub router: RaftRouter<EK>,
     pub apply_router: ApplyRouter<EK>,
     pub stats: StoreStats,
-    /// Set when a fatal error stopped the store: requests are refused from then on.
-    pub stopped: Mutex<Option<String>>,
-    /// Mirrors `stopped` for the hot paths.
-    pub stopped_flag: std::sync::atomic::AtomicBool,
+    /// Whether (and why) a fatal error stopped the store.
+    pub stop: StopState,
     pub logger: slog::Logger,
     pub snap_mgr: SnapManager,
     /// `SnapManager::build` and `apply` need `SstExt`; these are made where the engine type is
     /// known, so the FSMs stay generic over any `KvEngine`.
     pub build_snapshot: SnapshotBuilder<EK>,
     pub ingest_snapshot: SnapshotIngester,
-    /// The snap-generator pool's queue (taken at shutdown so the pool ends).
-    pub gen_tx: Mutex<Option<crossbeam::channel::Sender<GenTask<EK>>>>,
-    /// The split checker's queue (bounded; taken at shutdown).
-    pub split_tx: Mutex<Option<crossbeam::channel::Sender<crate::worker::SplitTask>>>,
-    /// The scheduler worker's queue (bounded; a full queue drops a heartbeat).
-    pub heartbeat_tx: Mutex<Option<crossbeam::channel::Sender<crate::worker::HeartbeatTask>>>,
+    /// The queues of the threads beside the pollers.
+    pub workers: WorkerQueues<EK>,
     pub scheduler: Arc<dyn crate::SchedulerClient>,
     /// Automatic split checks are off (maintenance, benchmarks); explicit splits still run.
     pub split_checks_paused: std::sync::atomic::AtomicBool,
@@ -180,6 +174,56 @@ pub type SnapshotBuilder<EK> = Box<
 >;
 pub type SnapshotIngester =
     Box<dyn Fn(&Region, SnapKey, &SnapshotMeta) -> Result<()> + Send + Sync>;
+
+/// Whether a fatal error stopped the store, and why: requests are refused from then on.
+#[derive(Default)]
+pub struct StopState {
+    reason: Mutex<Option<String>>,
+    /// Mirrors `reason` for the hot paths.
+    flag: std::sync::atomic::AtomicBool,
+}
+
+impl StopState {
+    pub fn is_stopped(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        util::lock(&self.reason).clone()
+    }
+
+    /// Records the store as stopped; returns false if it already was (the first reason
+    /// stays).
+    fn stop(&self, reason: String) -> bool {
+        let mut current = util::lock(&self.reason);
+        let first = current.is_none();
+        if first {
+            *current = Some(reason);
+        }
+        self.flag.store(true, Ordering::Release);
+        first
+    }
+}
+
+/// The queues of the threads beside the pollers; each is taken at shutdown so its thread ends.
+pub struct WorkerQueues<EK: KvEngine> {
+    /// The snap-generator pool's queue.
+    pub gen: Mutex<Option<crossbeam::channel::Sender<GenTask<EK>>>>,
+    /// The split checker's queue (bounded: `split-check-queue-capacity`).
+    pub split: Mutex<Option<crossbeam::channel::Sender<crate::worker::SplitTask>>>,
+    /// The scheduler worker's queue (bounded: `heartbeat-queue-capacity`; a full queue drops
+    /// a heartbeat).
+    pub heartbeat: Mutex<Option<crossbeam::channel::Sender<crate::worker::HeartbeatTask>>>,
+}
+
+impl<EK: KvEngine> WorkerQueues<EK> {
+    /// Closes every queue: the threads end once they have drained them.
+    pub fn close(&self) {
+        util::lock(&self.gen).take();
+        util::lock(&self.split).take();
+        util::lock(&self.heartbeat).take();
+    }
+}
 
 /// A snapshot to write as files, for the snap-generator pool.
 pub struct GenTask<EK: KvEngine> {
@@ -196,11 +240,11 @@ impl<EK: KvEngine> StoreContext<EK> {
     }
 
     pub fn is_stopped(&self) -> bool {
-        self.stopped_flag.load(Ordering::Acquire)
+        self.stop.is_stopped()
     }
 
     pub fn stopped_reason(&self) -> Option<String> {
-        util::lock(&self.stopped).clone()
+        self.stop.reason()
     }
 
     /// Stops the store on an error it must not retry or ignore (a failed fsync or write):
@@ -209,13 +253,12 @@ impl<EK: KvEngine> StoreContext<EK> {
         let reason = format!("{what}: {err}");
         slog::crit!(self.logger, "fatal error, stopping the store"; "store_id" => self.store_id,
             "error" => &reason);
-        *util::lock(&self.stopped) = Some(reason.clone());
-        self.stopped_flag.store(true, Ordering::Release);
+        self.stop.stop(reason.clone());
         panic!("store {} stopped: {reason}", self.store_id);
     }
 
     pub fn send_heartbeat_task(&self, task: crate::worker::HeartbeatTask) {
-        if let Some(tx) = util::lock(&self.heartbeat_tx).as_ref() {
+        if let Some(tx) = util::lock(&self.workers.heartbeat).as_ref() {
             let _ = tx.try_send(task);
         }
     }
@@ -224,7 +267,7 @@ impl<EK: KvEngine> StoreContext<EK> {
     /// again) and fails an explicit split with ServerIsBusy.
     pub fn send_split_task(&self, task: crate::worker::SplitTask) {
         use crate::worker::SplitTask;
-        let sent = util::lock(&self.split_tx)
+        let sent = util::lock(&self.workers.split)
             .as_ref()
             .map(|tx| tx.try_send(task).map_err(|e| Box::new(e.into_inner())));
         let refused = match sent {
@@ -242,7 +285,7 @@ impl<EK: KvEngine> StoreContext<EK> {
 
     pub fn send_gen_task(&self, task: GenTask<EK>) {
         let region_id = task.region.id;
-        let sent = util::lock(&self.gen_tx)
+        let sent = util::lock(&self.workers.gen)
             .as_ref()
             .is_some_and(|tx| tx.send(task).is_ok());
         if !sent {
@@ -325,14 +368,11 @@ impl<EK: KvEngine> StoreContext<EK> {
     /// Called when a poller unwinds (a panic inside raft-rs, raft-engine's own fsync panic, a
     /// failpoint): the regions it held are gone, so the whole store stops, with a fatal line.
     pub fn on_poller_panic(&self, poller: &str) {
-        let mut stopped = util::lock(&self.stopped);
-        if stopped.is_none() {
-            let reason = format!("{poller} poller panicked");
+        let reason = format!("{poller} poller panicked");
+        if self.stop.stop(reason.clone()) {
             slog::crit!(self.logger, "fatal error, stopping the store"; "store_id" => self.store_id,
                 "error" => &reason);
-            *stopped = Some(reason);
         }
-        self.stopped_flag.store(true, Ordering::Release);
     }
 
     /// Creates the peer and apply FSMs of `region` from its persisted state (or the initial
