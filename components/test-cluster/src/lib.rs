@@ -49,6 +49,25 @@ pub const CLUSTER_ID: u64 = 42;
 /// How long a `must_*` or `wait_*` helper keeps trying before it fails the test.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// Polls `poll` every 10 ms until it gives a value; panics saying what was awaited if
+/// `timeout` passes first.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut poll: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = poll() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds; panics saying what was awaited if `timeout`
+/// passes first.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    wait_for(what, timeout, || cond().then_some(()))
+}
+
 pub fn peer_id(region_id: u64, store_id: u64) -> u64 {
     region_id * 100 + store_id
 }
@@ -515,31 +534,21 @@ impl Cluster {
 
     /// Waits until `region_id` has a leader among running stores, and returns its store.
     pub fn wait_leader(&self, region_id: u64) -> u64 {
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if let Some(store) = self.leader_of(region_id) {
-                return store;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("region {region_id} elected no leader within {WAIT:?}");
+        let what = format!("region {region_id} elects a leader");
+        wait_for(&what, WAIT, || self.leader_of(region_id))
     }
 
     /// Waits until a store other than `old` leads `region_id`.
     pub fn wait_new_leader(&self, region_id: u64, old: u64) -> u64 {
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            for store_id in self.stores.keys().filter(|s| **s != old) {
-                if self
-                    .peer_status(*store_id, region_id)
-                    .is_some_and(|s| s.is_leader)
-                {
-                    return *store_id;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("region {region_id}: no store but {old} became leader within {WAIT:?}");
+        let what = format!("region {region_id}: a store other than {old} becomes leader");
+        wait_for(&what, WAIT, || {
+            self.stores.keys().copied().find(|store_id| {
+                *store_id != old
+                    && self
+                        .peer_status(*store_id, region_id)
+                        .is_some_and(|s| s.is_leader)
+            })
+        })
     }
 
     /// Asks `region_id`'s peer on `store_id` to campaign.

@@ -1,9 +1,9 @@
 //! Raft log GC and leader transfer.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use raftstore::Error;
-use test_cluster::{Cluster, ClusterConfig};
+use test_cluster::{wait_until, Cluster, ClusterConfig};
 
 fn gc_config() -> ClusterConfig {
     let mut cfg = ClusterConfig::new(3, 1);
@@ -101,11 +101,9 @@ fn the_log_is_not_compacted_past_a_lagging_follower() {
     // It catches up from the log (there is no snapshot to send yet).
     cluster.wait_applied(follower, &key(299), Some(b"x"));
     // Then the log can go.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while cluster.peer_status(leader, 1).unwrap().truncated_index <= reached {
-        assert!(Instant::now() < deadline, "the log was never compacted");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the log is compacted", Duration::from_secs(10), || {
+        cluster.peer_status(leader, 1).unwrap().truncated_index > reached
+    });
 }
 
 #[test]
@@ -116,14 +114,10 @@ fn leadership_moves_to_a_caught_up_peer_on_request() {
     let target = (1..=3).find(|s| *s != old).unwrap();
     cluster.wait_applied(target, b"k", Some(b"v1"));
     cluster.transfer_leader(1, target).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cluster.peer_status(target, 1).is_some_and(|s| s.is_leader) {
-        assert!(
-            Instant::now() < deadline,
-            "store {target} never became leader"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let what = format!("store {target} becomes leader");
+    wait_until(&what, Duration::from_secs(10), || {
+        cluster.peer_status(target, 1).is_some_and(|s| s.is_leader)
+    });
     match cluster.write_on(old, 1, vec![raftstore::Modify::put(*b"k", *b"v2")]) {
         Err(Error::NotLeader { .. }) => {}
         other => panic!("the old leader must refuse writes, got {other:?}"),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use proto::metapb::PeerRole;
-use test_cluster::{Cluster, ClusterConfig, WAIT};
+use test_cluster::{wait_until, Cluster, ClusterConfig, WAIT};
 
 const LONG_WAIT: Duration = Duration::from_secs(60);
 
@@ -54,14 +54,10 @@ fn wait_stores(
 /// Waits until the scheduler's routing table has `count` regions (split reports arrive just
 /// after the split's own answer).
 fn wait_routing(cluster: &Cluster, count: usize) {
-    let deadline = Instant::now() + WAIT;
-    while cluster.scheduler().cluster.regions().len() != count {
-        assert!(
-            Instant::now() < deadline,
-            "the routing table never had {count} regions"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let what = format!("the routing table has {count} regions");
+    wait_until(&what, WAIT, || {
+        cluster.scheduler().cluster.regions().len() == count
+    });
 }
 
 fn voters_on(region: &proto::metapb::Region) -> Vec<u64> {

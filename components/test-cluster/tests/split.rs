@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use raft::eraftpb::MessageType;
 use raftstore::Error;
-use test_cluster::{Cluster, ClusterConfig, ConfChangeType, DropMessages, WAIT};
+use test_cluster::{wait_until, Cluster, ClusterConfig, ConfChangeType, DropMessages, WAIT};
 
 fn key(i: u32) -> Vec<u8> {
     format!("k{i:08}").into_bytes()
@@ -13,22 +13,15 @@ fn key(i: u32) -> Vec<u8> {
 
 /// Waits until every running store hosts `count` regions.
 fn wait_region_count(cluster: &Cluster, count: usize) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let counts: Vec<usize> = cluster
+    let counts = || -> Vec<usize> {
+        cluster
             .running_stores()
             .into_iter()
             .map(|s| cluster.store_regions(s).len())
-            .collect();
-        if counts.iter().all(|c| *c == count) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "region counts {counts:?}, want {count}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+            .collect()
+    };
+    let what = format!("every store hosts {count} regions");
+    wait_until(&what, WAIT, || counts().iter().all(|c| *c == count));
 }
 
 /// Every store's regions cover the key space and equal the scheduler's routing table.
@@ -139,21 +132,12 @@ fn sequential_writes_split_the_key_space_into_fifty_regions() {
     }
     let regions = cluster.scheduler().cluster.regions().len();
     // Let the last splits reach every store.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let done = cluster
+    wait_until("the stores catch up with the splits", WAIT, || {
+        cluster
             .running_stores()
             .into_iter()
-            .all(|s| cluster.store_regions(s).len() == cluster.scheduler().cluster.regions().len());
-        if done {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stores never caught up with the splits"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            .all(|s| cluster.store_regions(s).len() == cluster.scheduler().cluster.regions().len())
+    });
     assert_consistent(&cluster);
     for i in 0..written {
         assert_eq!(
