@@ -40,9 +40,10 @@ libclang_dirs() {
         tr ':' '\n' <<<"$DEPS_LIBCLANG_DIRS"
         return
     fi
-    # The places clang-sys looks, in its order.
+    # The places clang-sys looks, in its order; a set LIBCLANG_PATH is the only place it looks.
     if [ -n "${LIBCLANG_PATH:-}" ]; then
         if [ -f "$LIBCLANG_PATH" ]; then dirname "$LIBCLANG_PATH"; else echo "$LIBCLANG_PATH"; fi
+        return
     fi
     local llvm_config=${LLVM_CONFIG_PATH:-llvm-config}
     if command -v "$llvm_config" >/dev/null 2>&1; then
@@ -55,18 +56,34 @@ libclang_dirs() {
     done
 }
 
+# The version in a libclang file's real name (libclang-16.so.16.0.6 -> 16, libclang.so.1 -> 1).
+libclang_version() {
+    local base
+    base=$(basename "$(readlink -f "$1")")
+    if [[ $base =~ ^libclang-([0-9][0-9.]*)\.so ]] || [[ $base =~ ^libclang\.so\.([0-9.]+)$ ]]; then
+        echo "${BASH_REMATCH[1]%.}"
+    else
+        echo 0
+    fi
+}
+
+# clang-sys loads the highest version it finds: that version must come with its headers.
 has_libclang() {
-    local dir f
+    local dir f candidates=() best="" found=1
     while IFS= read -r dir; do
         [ -n "$dir" ] && [ -d "$dir" ] || continue
         for f in "$dir"/libclang*; do
-            [ -e "$f" ] || continue
-            if is_libclang_name "$(basename "$f")" && has_builtin_headers "$f"; then
-                return 0
-            fi
+            [ -e "$f" ] && is_libclang_name "$(basename "$f")" && candidates+=("$f")
         done
     done < <(libclang_dirs)
-    return 1
+    [ "${#candidates[@]}" -gt 0 ] || return 1
+    best=$(for f in "${candidates[@]}"; do libclang_version "$f"; done | sort -V | tail -n 1)
+    for f in "${candidates[@]}"; do
+        if [ "$(libclang_version "$f")" = "$best" ] && has_builtin_headers "$f"; then
+            found=0
+        fi
+    done
+    return "$found"
 }
 
 has_libclang || missing+=(libclang-dev)
@@ -80,10 +97,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
         echo "installing ${missing[*]} (needed to build RocksDB)"
         sudo=()
         [ "$(id -u)" = 0 ] || sudo=(sudo)
-        "${sudo[@]}" apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+        # dpkg runs ldconfig and start-stop-daemon, which live in the sbin directories.
+        "${sudo[@]}" env PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" apt-get update -qq
+        "${sudo[@]}" env PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" \
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
         if ! has_libclang; then
-            echo "error: libclang is still not found after installing ${missing[*]}" >&2
+            echo "error: after installing ${missing[*]}, the newest libclang found still has no" \
+                "builtin headers (clang/<version>/include/stddef.h beside it): install that" \
+                "version's libclang-common-*-dev, or point LIBCLANG_PATH at a complete one" >&2
             exit 1
         fi
     fi

@@ -166,32 +166,27 @@ async fn execute(
         }
         CtlCommand::Split { key } => {
             let region_id = client.region_of(key.as_bytes()).await?;
-            operate(client, region_id, wait, client.split(key)).await?
+            operate(client, region_id, wait, || client.split(key.clone())).await?
         }
         CtlCommand::TransferLeader {
             region_id,
             store_id,
         } => {
-            let op = client.transfer_leader(region_id, store_id);
+            let op = || client.transfer_leader(region_id, store_id);
             operate(client, region_id, wait, op).await?
         }
         CtlCommand::AddPeer {
             region_id,
             store_id,
         } => {
-            operate(
-                client,
-                region_id,
-                wait,
-                client.add_peer(region_id, store_id),
-            )
-            .await?
+            let op = || client.add_peer(region_id, store_id);
+            operate(client, region_id, wait, op).await?
         }
         CtlCommand::RemovePeer {
             region_id,
             store_id,
         } => {
-            let op = client.remove_peer(region_id, store_id);
+            let op = || client.remove_peer(region_id, store_id);
             operate(client, region_id, wait, op).await?
         }
         CtlCommand::Operators => {
@@ -209,21 +204,30 @@ async fn execute(
 /// Submits an operator on `region_id` and, unless `wait` is `None`, first waits for the
 /// region's running operator to end (the scheduler runs one per region) and then for this one
 /// to finish.
-async fn operate(
+async fn operate<F: Future<Output = client::Result<Operator>>>(
     client: &Client,
     region_id: u64,
     wait: Option<Duration>,
-    submit: impl Future<Output = client::Result<Operator>>,
+    submit: impl Fn() -> F,
 ) -> client::Result<()> {
     let Some(wait) = wait else {
         println!(
             "{}: submitted (ctl operators shows its progress)",
-            submit.await?
+            submit().await?
         );
         return Ok(());
     };
-    client.wait_region_idle(region_id, wait).await?;
-    let op = submit.await?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let op = loop {
+        client.wait_region_idle(region_id, wait).await?;
+        match submit().await {
+            // A checker of the scheduler's own started one in between: wait for it too.
+            Err(e)
+                if e.to_string().contains("already has an operator")
+                    && tokio::time::Instant::now() < deadline => {}
+            other => break other?,
+        }
+    };
     println!("{op}: submitted");
     client.wait_operator(&op, wait).await?;
     println!("{op}: finished");

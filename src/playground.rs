@@ -207,40 +207,35 @@ pub fn run(opts: Options) -> Result<(), String> {
             wait_replicated(&admin, 1, replicas, Duration::from_secs(120)).await
         };
         tokio::select! {
-            r = wait => Some(r),
+            r = wait => Ok(Some(r)),
             signal = crate::store::signalled() => {
                 println!("\n{signal}: stopping the cluster");
-                None
+                Ok(None)
             }
+            died = first_exit(processes) => Err(died),
         }
     });
     match ready {
-        None => {
+        Ok(None) => {
             terminate(processes);
             println!("stopped; the data stays in {}", dir.display());
             return Ok(());
         }
-        Some(Err(e)) => {
+        Err(why) => {
+            terminate(processes);
+            return Err(format!("{why}; see the logs under {}", dir.display()));
+        }
+        Ok(Some(Err(e))) => {
             println!("warning: {e}; the cluster runs, but operators may be refused for now")
         }
-        Some(Ok(())) => {}
+        Ok(Some(Ok(()))) => {}
     }
     print_usage(&sched_addr, &stores, &dir);
     // Until Ctrl-C, or until a process dies on its own.
     let exited = rt.block_on(async {
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
         tokio::select! {
             signal = crate::store::signalled() => { println!("\n{signal}: stopping the cluster"); None }
-            name = async {
-                loop {
-                    tick.tick().await;
-                    for p in processes.iter_mut() {
-                        if let Ok(Some(status)) = p.child.try_wait() {
-                            return format!("{} exited unexpectedly ({status})", p.name);
-                        }
-                    }
-                }
-            } => Some(name),
+            died = first_exit(processes) => Some(died),
         }
     });
     terminate(processes);
@@ -249,6 +244,19 @@ pub fn run(opts: Options) -> Result<(), String> {
         None => {
             println!("stopped; the data stays in {}", dir.display());
             Ok(())
+        }
+    }
+}
+
+/// Resolves once one of `processes` has exited, saying which and how.
+async fn first_exit(processes: &mut [Process]) -> String {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        for p in processes.iter_mut() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return format!("{} exited unexpectedly ({status})", p.name);
+            }
         }
     }
 }

@@ -95,6 +95,27 @@ fn no_directory_at_all_leads_to_an_install() {
 }
 
 #[test]
+fn the_highest_libclang_version_must_have_its_headers() {
+    // clang-sys loads the highest version it finds: an older one with headers does not help.
+    let old = lib_dir(&["libclang-14.so.1"], true);
+    let new = lib_dir(&["libclang-16.so.1"], false);
+    let dirs = format!("{}:{}", old.path().display(), new.path().display());
+    let out = dry_run(&[("DEPS_LIBCLANG_DIRS", &dirs)]);
+    assert_eq!(would_install(&out), vec!["libclang-dev"]);
+    let new_with_headers = lib_dir(&["libclang-16.so.1"], true);
+    let dirs = format!("{}:{}", new.path().display(), new_with_headers.path().display());
+    let out = dry_run(&[("DEPS_LIBCLANG_DIRS", &dirs)]);
+    assert!(would_install(&out).is_empty(), "{out}");
+}
+
+#[test]
+fn a_set_libclang_path_is_the_only_place_searched() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = dry_run(&[("LIBCLANG_PATH", empty.path().to_str().expect("utf-8 path"))]);
+    assert_eq!(would_install(&out), vec!["libclang-dev"]);
+}
+
+#[test]
 fn missing_compilers_lead_to_an_install() {
     let dir = lib_dir(&["libclang.so.1"], true);
     let dirs = dir.path().to_str().expect("utf-8 path");

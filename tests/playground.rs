@@ -26,7 +26,9 @@ fn start(dir: &std::path::Path, offset: u16) -> (Child, mpsc::Receiver<String>) 
             let _ = tx.send(line);
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(90);
+    // Longer than the playground's own wait for replicas (120 s), so a slow machine shows as
+    // its warning, not as this timeout.
+    let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) if line.contains("playground is running") => return (child, rx),
@@ -34,7 +36,7 @@ fn start(dir: &std::path::Path, offset: u16) -> (Child, mpsc::Receiver<String>) 
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait();
-                panic!("the playground did not say it is running within 90 s: {status:?}");
+                panic!("the playground did not say it is running within 180 s: {status:?}");
             }
         }
     }

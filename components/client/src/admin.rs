@@ -125,7 +125,9 @@ impl Client {
                     return Err(Error::OperatorFailed {
                         region_id: op.region_id,
                         description: op.description.clone(),
-                        state: "unknown to the scheduler".into(),
+                        state: "the scheduler no longer knows it (it restarted, or the operator \
+                                ended long ago); `ctl regions` shows whether it took effect"
+                            .into(),
                     })
                 }
             }

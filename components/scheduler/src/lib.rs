@@ -380,8 +380,20 @@ impl Scheduler {
                     )));
                 }
                 let version = region.region_epoch.unwrap_or_default().version;
+                // The keys, readably, so that an operator's description tells it apart from
+                // another split of the same region.
+                let shown: Vec<String> = keys
+                    .iter()
+                    .take(4)
+                    .map(|k| String::from_utf8_lossy(k).escape_debug().to_string())
+                    .collect();
+                let more = if keys.len() > 4 { ", ..." } else { "" };
                 (
-                    format!("split at {} keys", keys.len()),
+                    format!(
+                        "split at {} keys [{}{more}] (version {version})",
+                        keys.len(),
+                        shown.join(", ")
+                    ),
                     vec![Step::Split { keys, version }],
                 )
             }

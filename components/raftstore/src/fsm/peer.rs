@@ -308,7 +308,10 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 PeerMsg::Command { request, cb } => fsm.peer.propose_write(request, cb, self.now),
                 // The lease is checked against the clock now, not the round's start: a
                 // round can run long, and the lease's margin is small.
-                PeerMsg::Read { request, cb } => fsm.peer.read(&request, cb, self.ctx.clock.now()),
+                PeerMsg::Read { request, cb } => {
+                    let lease_now = self.ctx.clock.now();
+                    fsm.peer.read(&request, cb, self.now, lease_now)
+                }
                 PeerMsg::Tick => self.on_tick(fsm),
                 PeerMsg::AskSplit {
                     region_epoch,

@@ -231,15 +231,22 @@ impl<EK: KvEngine> Peer<EK> {
     }
 
     /// A linearizable read: served at once under a valid lease, otherwise after a ReadIndex
-    /// round confirms leadership and the apply reaches the confirmed index. `now` must be
-    /// read from the clock just before (not the round's start): the lease's margin is small.
-    pub fn read(&mut self, request: &RaftCmdRequest, cb: ReadCallback<EK::Snapshot>, now: Instant) {
+    /// round confirms leadership and the apply reaches the confirmed index. `now` is the
+    /// round's time, shared by every read of the round so they share one ReadIndex request;
+    /// `lease_now` is read from the clock just before (the lease's margin is small).
+    pub fn read(
+        &mut self,
+        request: &RaftCmdRequest,
+        cb: ReadCallback<EK::Snapshot>,
+        now: Instant,
+        lease_now: Instant,
+    ) {
         if let Err(e) = self.check_request(request) {
             cb.invoke(Err(e));
             return;
         }
         self.last_read = Some(now);
-        if self.can_read_locally(now) {
+        if self.can_read_locally(lease_now) {
             cb.invoke(Ok(self.snapshot()));
             return;
         }

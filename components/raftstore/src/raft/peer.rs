@@ -29,8 +29,10 @@ pub(crate) struct Unpersisted {
     messages: Vec<Message>,
 }
 
-/// What one ready produced for the store.
+/// What one ready produced for the store. The caller must act on all of it; a received
+/// snapshot's steps 1-2 in particular are not durable until it persists them.
 #[derive(Debug, Default)]
+#[must_use]
 pub struct ReadyOutput {
     /// Entries added to the round's raft-log batch.
     pub entries_written: usize,
