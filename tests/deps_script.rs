@@ -103,7 +103,11 @@ fn the_highest_libclang_version_must_have_its_headers() {
     let out = dry_run(&[("DEPS_LIBCLANG_DIRS", &dirs)]);
     assert_eq!(would_install(&out), vec!["libclang-dev"]);
     let new_with_headers = lib_dir(&["libclang-16.so.1"], true);
-    let dirs = format!("{}:{}", new.path().display(), new_with_headers.path().display());
+    let dirs = format!(
+        "{}:{}",
+        new.path().display(),
+        new_with_headers.path().display()
+    );
     let out = dry_run(&[("DEPS_LIBCLANG_DIRS", &dirs)]);
     assert!(would_install(&out).is_empty(), "{out}");
 }

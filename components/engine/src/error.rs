@@ -10,12 +10,6 @@ pub enum Error {
     Open { path: PathBuf, detail: String },
     #[error("KV engine at {path} has no column family {cf:?}: it was not created by regionstore or is damaged")]
     MissingCf { path: PathBuf, cf: String },
-    #[error("KV engine at {path} belongs to cluster {found}, not {expected}")]
-    ClusterMismatch {
-        path: PathBuf,
-        expected: u64,
-        found: u64,
-    },
     #[error("corrupted {what}: {detail}")]
     Corruption { what: String, detail: String },
     #[error("invalid range [{start:?}, {end:?})")]

@@ -30,7 +30,7 @@ mod rocks;
 use std::path::{Path, PathBuf};
 
 pub use error::{Error, Result};
-pub use ident::{check_store_ident, write_store_ident};
+pub use ident::{read_store_ident, write_store_ident};
 pub use mem::{MemEngine, MemSnapshot, MemWriteBatch};
 pub use rocks::{
     Compression, RocksConfig, RocksEngine, RocksSnapshot, RocksSstWriter, RocksWriteBatch,

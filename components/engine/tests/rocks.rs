@@ -5,8 +5,8 @@ use std::fs;
 use std::path::Path;
 
 use engine::{
-    check_store_ident, keys, write_store_ident, Error, KvEngine, Peekable, RocksConfig,
-    RocksEngine, SstExt, SstWriter, WriteBatch, CF_DEFAULT, CF_WRITE,
+    keys, read_store_ident, write_store_ident, Error, KvEngine, Peekable, RocksConfig, RocksEngine,
+    SstExt, SstWriter, WriteBatch, CF_DEFAULT, CF_WRITE,
 };
 use proto::raft_serverpb::StoreIdent;
 
@@ -111,11 +111,11 @@ fn corrupted_manifest_is_a_clear_open_error() {
 }
 
 #[test]
-fn another_clusters_store_ident_is_refused() {
+fn the_store_ident_survives_a_reopen_and_a_damaged_one_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let engine = RocksEngine::open(&path, &config()).unwrap();
-    assert_eq!(check_store_ident(&engine, &path, 7).unwrap(), None);
+    assert_eq!(read_store_ident(&engine).unwrap(), None);
     let ident = StoreIdent {
         cluster_id: 7,
         store_id: 3,
@@ -123,15 +123,7 @@ fn another_clusters_store_ident_is_refused() {
     write_store_ident(&engine, &ident).unwrap();
     drop(engine);
     let engine = RocksEngine::open(&path, &config()).unwrap();
-    assert_eq!(check_store_ident(&engine, &path, 7).unwrap(), Some(ident));
-    let err = check_store_ident(&engine, &path, 8).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "KV engine at {} belongs to cluster 7, not 8",
-            path.display()
-        )
-    );
+    assert_eq!(read_store_ident(&engine).unwrap(), Some(ident));
     // A value that is not a StoreIdent is reported as corruption, naming the key.
     put(
         &engine,
@@ -139,7 +131,7 @@ fn another_clusters_store_ident_is_refused() {
         keys::STORE_IDENT_KEY,
         &[0xff, 0xff, 0xff],
     );
-    let err = check_store_ident(&engine, &path, 7).unwrap_err();
+    let err = read_store_ident(&engine).unwrap_err();
     assert!(matches!(err, Error::Corruption { .. }), "{err}");
 }
 

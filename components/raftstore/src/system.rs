@@ -28,26 +28,43 @@ use util::ClockRef;
 
 use crate::{Config, Error, Result};
 
+/// The one check of a data directory's store ident: it must name store `store_id` (and
+/// cluster `cluster_id`, when given). `Ok(None)`: the directory is not bootstrapped.
+fn check_store_ident<EK: KvEngine>(
+    kv: &EK,
+    store_id: u64,
+    cluster_id: Option<u64>,
+) -> Result<Option<StoreIdent>> {
+    let store_err = |detail: String| Error::Store { store_id, detail };
+    let ident = engine::read_store_ident(kv)
+        .map_err(|e| store_err(format!("reading the store ident: {e}")))?;
+    match ident {
+        Some(ident)
+            if ident.store_id != store_id || cluster_id.is_some_and(|c| c != ident.cluster_id) =>
+        {
+            Err(store_err(format!(
+                "data directory belongs to store {} of cluster {}",
+                ident.store_id, ident.cluster_id
+            )))
+        }
+        other => Ok(other),
+    }
+}
+
 /// Marks a fresh data directory as store `store_id` of cluster `cluster_id`. An already
 /// bootstrapped directory must carry the same ids.
 pub fn bootstrap_store<EK: KvEngine>(kv: &EK, cluster_id: u64, store_id: u64) -> Result<()> {
-    let store_err = |detail: String| Error::Store { store_id, detail };
-    match kv.get_msg_cf::<StoreIdent>(CF_RAFT, keys::STORE_IDENT_KEY) {
-        Ok(Some(ident)) if ident.cluster_id == cluster_id && ident.store_id == store_id => Ok(()),
-        Ok(Some(ident)) => Err(store_err(format!(
-            "data directory belongs to store {} of cluster {}",
-            ident.store_id, ident.cluster_id
-        ))),
-        Ok(None) => engine::write_store_ident(
-            kv,
-            &StoreIdent {
-                cluster_id,
-                store_id,
-            },
-        )
-        .map_err(|e| store_err(format!("writing the store ident: {e}"))),
-        Err(e) => Err(store_err(format!("reading the store ident: {e}"))),
+    if check_store_ident(kv, store_id, Some(cluster_id))?.is_some() {
+        return Ok(());
     }
+    let ident = StoreIdent {
+        cluster_id,
+        store_id,
+    };
+    engine::write_store_ident(kv, &ident).map_err(|e| Error::Store {
+        store_id,
+        detail: format!("writing the store ident: {e}"),
+    })
 }
 
 /// Records `region` as hosted on this store, if it is not already (static bootstrap of the
@@ -188,26 +205,11 @@ impl<EK: SstExt> StoreSystem<EK> {
         let logger = &logger;
         cfg.validate()?;
         let logger = logger.new(slog::o!("store_id" => store_id));
-        match kv.get_msg_cf::<StoreIdent>(CF_RAFT, keys::STORE_IDENT_KEY) {
-            Ok(Some(ident)) if ident.store_id == store_id => {}
-            Ok(Some(ident)) => {
-                return Err(Error::Store {
-                    store_id,
-                    detail: format!("data directory belongs to store {}", ident.store_id),
-                })
-            }
-            Ok(None) => {
-                return Err(Error::Store {
-                    store_id,
-                    detail: "data directory is not bootstrapped (no store ident)".into(),
-                })
-            }
-            Err(e) => {
-                return Err(Error::Store {
-                    store_id,
-                    detail: format!("reading the store ident: {e}"),
-                })
-            }
+        if check_store_ident(&kv, store_id, None)?.is_none() {
+            return Err(Error::Store {
+                store_id,
+                detail: "data directory is not bootstrapped (no store ident)".into(),
+            });
         }
         let system_err = |e: batch_system::Error| Error::Store {
             store_id,
@@ -558,4 +560,30 @@ fn spawn_ticker<EK: KvEngine>(
             detail: format!("cannot spawn the tick thread: {e}"),
         })?;
     Ok((stop, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use engine::MemEngine;
+
+    use super::*;
+
+    #[test]
+    fn a_data_directory_serves_only_the_store_and_cluster_it_was_made_for() {
+        let kv = MemEngine::new();
+        assert_eq!(check_store_ident(&kv, 3, None).unwrap(), None);
+        bootstrap_store(&kv, 7, 3).unwrap();
+        // Again with the same ids: nothing to do.
+        bootstrap_store(&kv, 7, 3).unwrap();
+        assert!(check_store_ident(&kv, 3, None).unwrap().is_some());
+        for (cluster, store) in [(8, 3), (7, 4)] {
+            let err = bootstrap_store(&kv, cluster, store).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("store {store}: data directory belongs to store 3 of cluster 7")
+            );
+        }
+        let err = check_store_ident(&kv, 4, None).unwrap_err();
+        assert!(err.to_string().contains("belongs to store 3"), "{err}");
+    }
 }
