@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/deps.sh")
+    // The runner's directory first: a binary reused from another checkout sharing the
+    // target dir has that checkout's path compiled in.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("scripts/deps.sh")
 }
 
 /// Runs the script in dry-run mode with `envs`; returns what it printed.

@@ -43,6 +43,10 @@ impl<EK: KvEngine> Drop for PeerFsm<EK> {
             store_id,
             reason: "the region's peer was stopped".into(),
         });
+        // Answers decided before the stop are delivered as decided.
+        for reply in self.peer.take_effects().replies {
+            reply.deliver();
+        }
     }
 }
 
@@ -83,21 +87,31 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         }
     }
 
-    /// A tick: the peer's time limits, then the periodic work it asked for.
-    fn on_tick(&mut self, fsm: &mut PeerFsm<EK>) {
-        fsm.peer.tick(self.now);
-        if fsm.peer.take_stale_probe_due() {
+    /// Executes what the peer asked for this round: answers its callers, then the work for the
+    /// store's workers and other stores. The one place a peer's queued effects leave it.
+    fn run_effects(&mut self, fsm: &mut PeerFsm<EK>) {
+        let effects = fsm.peer.take_effects();
+        for reply in effects.replies {
+            reply.deliver();
+        }
+        if effects.probe_members {
             self.probe_members(&fsm.peer);
         }
         let paused = self
             .ctx
             .split_checks_paused
             .load(std::sync::atomic::Ordering::Relaxed);
-        if fsm.peer.take_split_check_due() && !paused {
+        if effects.split_check && !paused {
             self.ctx.send_split_task(SplitTask::Check {
                 region: fsm.peer.region().clone(),
                 leader: fsm.peer.meta(),
             });
+        }
+        if effects.heartbeat {
+            if let Some(hb) = fsm.peer.region_heartbeat(self.now) {
+                self.ctx
+                    .send_heartbeat_task(HeartbeatTask::Region(Box::new(hb)));
+            }
         }
     }
 
@@ -127,10 +141,6 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
                 .stats
                 .leaders
                 .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
-        }
-        if let Some(hb) = fsm.peer.take_heartbeat(self.now) {
-            self.ctx
-                .send_heartbeat_task(HeartbeatTask::Region(Box::new(hb)));
         }
         self.round_needs_sync |= ready.needs_sync;
         if ready.entries_written > 0 {
@@ -312,7 +322,9 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                     let lease_now = self.ctx.clock.now();
                     fsm.peer.read(&request, cb, self.now, lease_now)
                 }
-                PeerMsg::Tick => self.on_tick(fsm),
+                PeerMsg::Tick => {
+                    fsm.peer.tick(self.now);
+                }
                 PeerMsg::AskSplit {
                     region_epoch,
                     split_keys,
@@ -348,14 +360,15 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
             }
         }
         if fsm.stopped {
+            // Its callers learn now; the rest of its effects went with it.
+            for reply in fsm.peer.take_effects().replies {
+                reply.deliver();
+            }
             return;
         }
         self.maybe_gen_snapshot(fsm);
-        if let Some(hb) = fsm.peer.take_heartbeat(self.now) {
-            self.ctx
-                .send_heartbeat_task(HeartbeatTask::Region(Box::new(hb)));
-        }
         self.handle_ready(fsm);
+        self.run_effects(fsm);
     }
 
     fn end(&mut self, normals: &mut [Box<PeerFsm<EK>>]) {

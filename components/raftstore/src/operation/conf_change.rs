@@ -301,7 +301,7 @@ impl<EK: KvEngine> Peer<EK> {
         let changes = match self.check_conf_change(&request, now) {
             Ok(changes) => changes,
             Err(e) => {
-                cb.invoke(Err(e));
+                self.reply_write(cb, Err(e));
                 return;
             }
         };

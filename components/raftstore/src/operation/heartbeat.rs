@@ -11,10 +11,9 @@ use crate::raft::Peer;
 pub(crate) const PEER_CATCH_UP_LAG: u64 = 100;
 
 impl<EK: KvEngine> Peer<EK> {
-    /// A region heartbeat is due (leaders only: periodically, after an election, a membership
-    /// change or a split): the report, and the flag cleared.
-    pub fn take_heartbeat(&mut self, now: Instant) -> Option<crate::RegionHeartbeat> {
-        if !std::mem::take(&mut self.heartbeat_due) || !self.is_leader() {
+    /// The region heartbeat this peer would send now: `None` unless it leads.
+    pub fn region_heartbeat(&self, now: Instant) -> Option<crate::RegionHeartbeat> {
+        if !self.is_leader() {
             return None;
         }
         let region = self.region();
@@ -56,6 +55,6 @@ impl<EK: KvEngine> Peer<EK> {
 
     /// Asks for a heartbeat on the next round (after a membership change or a split).
     pub fn schedule_heartbeat(&mut self) {
-        self.heartbeat_due = true;
+        self.effects.heartbeat = true;
     }
 }

@@ -198,11 +198,12 @@ impl<EK: KvEngine> Peer<EK> {
                 .unwrap_or(now),
         ) {
             for cb in read.waiters {
-                cb.invoke(Err(Error::ReadTimeout {
+                let err = Error::ReadTimeout {
                     region_id: self.region_id(),
                     waited_ms: self.limits.read_index_timeout.as_millis() as u64,
                     reason: "leadership could not be confirmed by a quorum".into(),
-                }));
+                };
+                self.reply_read(cb, Err(err));
             }
         }
         if self.is_leader() {
@@ -242,12 +243,13 @@ impl<EK: KvEngine> Peer<EK> {
         lease_now: Instant,
     ) {
         if let Err(e) = self.check_request(request) {
-            cb.invoke(Err(e));
+            self.reply_read(cb, Err(e));
             return;
         }
         self.last_read = Some(now);
         if self.can_read_locally(lease_now) {
-            cb.invoke(Ok(self.snapshot()));
+            let snapshot = self.snapshot();
+            self.reply_read(cb, Ok(snapshot));
             return;
         }
         if let Some(id) = self.pending_reads.push(cb, now) {
@@ -280,7 +282,7 @@ impl<EK: KvEngine> Peer<EK> {
         let snapshot = self.snapshot();
         for read in ready {
             for cb in read.waiters {
-                cb.invoke(Ok(snapshot.clone()));
+                self.reply_read(cb, Ok(snapshot.clone()));
             }
         }
     }

@@ -141,7 +141,7 @@ impl<EK: KvEngine> Peer<EK> {
             .is_some_and(|a| a.cmd_type == AdminCmdType::TransferLeader as i32);
         if is_transfer {
             let result = self.transfer_leader(&request);
-            cb.invoke(result);
+            self.reply_write(cb, result);
             return;
         }
         let is_conf_change = request
@@ -153,7 +153,7 @@ impl<EK: KvEngine> Peer<EK> {
             return;
         }
         if let Err(e) = self.check_write(&request) {
-            cb.invoke(Err(e));
+            self.reply_write(cb, Err(e));
             return;
         }
         let is_split = request
@@ -192,7 +192,7 @@ impl<EK: KvEngine> Peer<EK> {
             } else {
                 self.not_leader()
             };
-            cb.invoke(Err(err));
+            self.reply_write(cb, Err(err));
             return false;
         }
         self.proposals.push_back(Proposal {
@@ -228,16 +228,17 @@ impl<EK: KvEngine> Peer<EK> {
             return;
         };
         let mut kept = VecDeque::with_capacity(self.proposals.len());
-        for p in self.proposals.drain(..) {
+        for p in std::mem::take(&mut self.proposals) {
             if p.propose_time < deadline {
                 slog::warn!(self.logger, "proposal undetermined after timeout";
                     "index" => p.index, "term" => p.term);
-                p.cb.invoke(Err(Error::Undetermined {
+                let err = Error::Undetermined {
                     region_id: self.raw.store().region_id(),
                     index: p.index,
                     term: p.term,
                     waited_ms: now.saturating_duration_since(p.propose_time).as_millis() as u64,
-                }));
+                };
+                self.reply_write(p.cb, Err(err));
             } else {
                 kept.push_back(p);
             }

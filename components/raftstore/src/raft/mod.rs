@@ -1,6 +1,9 @@
 //! A region's raft peer: `RawNode` over `PeerStorage`, with the async-ready bookkeeping that lets
-//! many regions share one raft-log write per round. Nothing here knows the batch system.
+//! many regions share one raft-log write per round, and the effects it leaves for the poller to
+//! execute. Nothing here knows the batch system.
 
+mod effects;
 mod peer;
 
+pub use effects::{Effects, Reply};
 pub use peer::{Peer, ReadyOutput, ReceivedSnapshot};

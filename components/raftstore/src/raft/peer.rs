@@ -16,7 +16,10 @@ use raft_log::RaftLogBatch;
 use crate::operation::read::{Lease, PendingReads};
 pub use crate::operation::snapshot::ReceivedSnapshot;
 use crate::operation::write;
-use crate::router::{ApplyRes, CommittedEntries, PeerStatus, Proposal, ReadCallback};
+use crate::raft::{Effects, Reply};
+use crate::router::{
+    ApplyRes, CommittedEntries, PeerStatus, Proposal, ReadCallback, RegionSnapshot, WriteCallback,
+};
 use crate::storage::PeerStorage;
 use crate::{Config, Error, Result};
 
@@ -111,10 +114,8 @@ pub struct Peer<EK: KvEngine> {
     /// Peers that sent messages but are not in the region as this peer knows it (an
     /// uninitialized peer knows no members): replies are addressed through it.
     pub(crate) peer_cache: std::collections::HashMap<u64, PeerMeta>,
-    pub(crate) split_check_due: bool,
-    pub(crate) heartbeat_due: bool,
-    /// No leader heard from for a long while: ask the members whether this peer is still one.
-    pub(crate) stale_probe_due: bool,
+    /// What this peer asked the store to do, for the poller to execute (see [`Effects`]).
+    pub(crate) effects: Effects<EK::Snapshot>,
     /// When each member was last heard from (for down peers and the quorum check of
     /// membership changes).
     pub(crate) last_heard: std::collections::HashMap<u64, Instant>,
@@ -172,9 +173,7 @@ impl<EK: KvEngine> Peer<EK> {
             ticks: 0,
             compact_proposed: 0,
             peer_cache: Default::default(),
-            split_check_due: false,
-            heartbeat_due: false,
-            stale_probe_due: false,
+            effects: Effects::default(),
             last_heard: Default::default(),
             counted_leader: false,
             last_split_index: 0,
@@ -385,7 +384,7 @@ impl<EK: KvEngine> Peer<EK> {
             }
             if is_leader {
                 // A new leader tells the scheduler at once, so clients find it quickly.
-                self.heartbeat_due = true;
+                self.effects.heartbeat = true;
             }
         }
         let read_states = ready.take_read_states();
@@ -441,10 +440,11 @@ impl<EK: KvEngine> Peer<EK> {
         let err_leader = self.leader_meta();
         for read in self.pending_reads.take_all() {
             for cb in read.waiters {
-                cb.invoke(Err(Error::NotLeader {
+                let err = Error::NotLeader {
                     region_id: self.region_id(),
                     leader: err_leader,
-                }));
+                };
+                self.reply_read(cb, Err(err));
             }
         }
     }
@@ -588,10 +588,10 @@ impl<EK: KvEngine> Peer<EK> {
         }
         work |= self.maybe_leave_joint();
         if self.is_leader() && self.ticks % self.limits.split_check_ticks == 0 {
-            self.split_check_due = true;
+            self.effects.split_check = true;
         }
         if self.is_leader() && self.ticks % self.limits.heartbeat_ticks == 0 {
-            self.heartbeat_due = true;
+            self.effects.heartbeat = true;
         }
         // A peer removed while cut off may never hear of it (a learner never campaigns): after
         // STALE_PEER_ELECTIONS election timeouts without a leader, once per timeout, it asks.
@@ -602,7 +602,7 @@ impl<EK: KvEngine> Peer<EK> {
             && elapsed >= STALE_PEER_ELECTIONS * election
             && elapsed % election == 0
         {
-            self.stale_probe_due = true;
+            self.effects.probe_members = true;
         }
         self.expire_proposals(now);
         work |= self.tick_reads(now);
@@ -619,14 +619,21 @@ impl<EK: KvEngine> Peer<EK> {
         self.last_heard.insert(peer_id, now);
     }
 
-    /// Whether to ask the members if this peer is still one (see `tick`); clears it.
-    pub fn take_stale_probe_due(&mut self) -> bool {
-        std::mem::take(&mut self.stale_probe_due)
+    /// The effects recorded since the last call, for the caller to execute.
+    pub fn take_effects(&mut self) -> Effects<EK::Snapshot> {
+        std::mem::take(&mut self.effects)
     }
 
-    /// The periodic split check is due (leaders only); clears it.
-    pub fn take_split_check_due(&mut self) -> bool {
-        std::mem::take(&mut self.split_check_due)
+    pub(crate) fn reply_write(&mut self, cb: WriteCallback, result: Result<()>) {
+        self.effects.replies.push(Reply::Write(cb, result));
+    }
+
+    pub(crate) fn reply_read(
+        &mut self,
+        cb: ReadCallback<EK::Snapshot>,
+        result: Result<RegionSnapshot<EK::Snapshot>>,
+    ) {
+        self.effects.replies.push(Reply::Read(cb, result));
     }
 
     /// A peer that just (re)started does not know whether a leader's lease is running: raft-rs
@@ -672,15 +679,16 @@ impl<EK: KvEngine> Peer<EK> {
         })
     }
 
-    /// Answers every waiting request with `make()`: the peer is going away. For writes the
-    /// error must mean "outcome unknown" (`StoreStopped`), as their entries may still commit.
+    /// Queues an answer of `make()` for every waiting request: the peer is going away. For
+    /// writes the error must mean "outcome unknown" (`StoreStopped`), as their entries may
+    /// still commit.
     pub fn fail_all(&mut self, make: impl Fn() -> Error) {
-        for p in self.proposals.drain(..) {
-            p.cb.invoke(Err(make()));
+        for p in std::mem::take(&mut self.proposals) {
+            self.reply_write(p.cb, Err(make()));
         }
         for read in self.pending_reads.take_all() {
             for cb in read.waiters {
-                cb.invoke(Err(make()));
+                self.reply_read(cb, Err(make()));
             }
         }
     }
