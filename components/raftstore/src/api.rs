@@ -222,10 +222,11 @@ impl<EK: KvEngine> StoreApi<EK> {
             return Err(self.stopped());
         }
         let store_id = self.ctx.store_id;
-        let result = match self.ctx.router.send(region_id, msg) {
+        let result = match self.ctx.routers.raft.send(region_id, msg) {
             Err(SendError::Full { msg, .. }) if self.wait_on_full_mailbox => self
                 .ctx
-                .router
+                .routers
+                .raft
                 .send_timeout(region_id, msg, self.ctx.cfg.mailbox_full_wait()),
             other => other,
         };

@@ -16,8 +16,8 @@ use raft_log::RaftLogEngine;
 
 use crate::api::StoreApi;
 use crate::fsm::{
-    ApplyControlFsm, ApplyFsm, ApplyPollerBuilder, GenTask, PeerFsm, RaftPollerBuilder,
-    StoreContext, StoreFsm, StoreStats, WorkerQueues,
+    ApplyControlFsm, ApplyFsm, ApplyPollerBuilder, Engines, GenTask, PeerFsm, RaftPollerBuilder,
+    Routers, Snapshots, StoreContext, StoreFsm, StoreStats, WorkerQueues,
 };
 use crate::router::{PeerMsg, RaftRouter, StoreMsg};
 use crate::snap::{SnapKey, SnapKind, SnapManager};
@@ -242,35 +242,41 @@ impl<EK: SstExt> StoreSystem<EK> {
             channel::bounded::<HeartbeatTask>(cfg.heartbeat_queue_capacity);
         let ctx = Arc::new(StoreContext {
             store_id,
-            cache_budget: crate::storage::CacheBudget::from_config(&cfg),
             cfg: cfg.clone(),
-            kv: kv.clone(),
-            raft_log,
+            logger: logger.clone(),
+            clock: clock.clone(),
+            engines: Engines {
+                kv: kv.clone(),
+                raft_log,
+                cache_budget: crate::storage::CacheBudget::from_config(&cfg),
+            },
+            routers: Routers {
+                raft: router.clone(),
+                apply: apply_router,
+            },
+            snaps: Snapshots {
+                mgr: snap_mgr.clone(),
+                build: {
+                    let (kv, mgr) = (kv.clone(), snap_mgr.clone());
+                    Box::new(move |snapshot, region, key| mgr.build(&kv, snapshot, region, key))
+                },
+                ingest: {
+                    let (kv, mgr) = (kv.clone(), snap_mgr.clone());
+                    Box::new(move |region, key, meta| {
+                        mgr.apply(&kv, region, SnapKind::Received, key, meta)
+                    })
+                },
+            },
             meta: Mutex::default(),
-            router: router.clone(),
-            apply_router,
             stats: StoreStats::default(),
             stop: Default::default(),
-            logger: logger.clone(),
-            snap_mgr: snap_mgr.clone(),
-            build_snapshot: {
-                let (kv, mgr) = (kv.clone(), snap_mgr.clone());
-                Box::new(move |snapshot, region, key| mgr.build(&kv, snapshot, region, key))
-            },
-            ingest_snapshot: {
-                let (kv, mgr) = (kv.clone(), snap_mgr.clone());
-                Box::new(move |region, key, meta| {
-                    mgr.apply(&kv, region, SnapKind::Received, key, meta)
-                })
-            },
             workers: WorkerQueues {
                 gen: Mutex::new(Some(gen_tx)),
                 split: Mutex::new(Some(split_tx)),
                 heartbeat: Mutex::new(Some(heartbeat_tx)),
             },
-            split_checks_paused: Default::default(),
-            clock: clock.clone(),
             scheduler,
+            split_checks_paused: Default::default(),
         });
         let mut loaded = 0;
         for state in load_regions(&kv)? {
@@ -372,6 +378,7 @@ fn resume_snapshot_apply<EK: KvEngine>(
     slog::info!(ctx.logger, "resuming an interrupted snapshot apply"; "region_id" => region_id,
         "index" => snap.index);
     let raft_state = ctx
+        .engines
         .raft_log
         .raft_state(region_id)
         .map_err(|source| Error::RaftLog { region_id, source })?
@@ -384,16 +391,17 @@ fn resume_snapshot_apply<EK: KvEngine>(
             hard_state: Some(hs),
             last_index: snap.index,
         };
-        crate::storage::write_snapshot_raft_state(&ctx.raft_log, region_id, &state)?;
+        crate::storage::write_snapshot_raft_state(&ctx.engines.raft_log, region_id, &state)?;
     }
     let meta = ctx
-        .snap_mgr
+        .snaps
+        .mgr
         .read_meta(SnapKind::Received, key)?
         .ok_or_else(|| Error::InvalidState {
             region_id,
             detail: format!(
                 "snapshot {key} was being applied but its files are gone from {}",
-                ctx.snap_mgr.dir().display()
+                ctx.snaps.mgr.dir().display()
             ),
         })?;
     let apply_state = RaftApplyState {
@@ -411,7 +419,7 @@ impl<EK: KvEngine> StoreSystem<EK> {
     }
 
     pub fn router(&self) -> &RaftRouter<EK> {
-        &self.ctx.router
+        &self.ctx.routers.raft
     }
 
     pub fn stats(&self) -> &StoreStats {
@@ -419,13 +427,13 @@ impl<EK: KvEngine> StoreSystem<EK> {
     }
 
     pub fn kv(&self) -> &EK {
-        &self.ctx.kv
+        &self.ctx.engines.kv
     }
 
     /// The store's snapshot directory: a transport receives snapshots for this store into it
     /// (so the store's limit on concurrent receives applies).
     pub fn snap_manager(&self) -> &SnapManager {
-        &self.ctx.snap_mgr
+        &self.ctx.snaps.mgr
     }
 
     /// Pauses (or resumes) the periodic split checks of this store's leaders; splits asked
@@ -474,7 +482,8 @@ impl<EK: KvEngine> StoreSystem<EK> {
         });
         let store_id = self.ctx.store_id;
         self.ctx
-            .router
+            .routers
+            .raft
             .send_control_timeout(make(cb), Duration::from_secs(5))
             .map_err(|e| Error::Store {
                 store_id,

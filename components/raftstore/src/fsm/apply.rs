@@ -165,7 +165,7 @@ impl<EK: KvEngine> ApplyPoller<EK> {
         // compaction is in it: the entries below the new truncated index are about to be
         // deleted, so what they wrote must be durable first.
         let sync = std::mem::take(&mut self.sync);
-        if let Err(e) = write_kv(&self.ctx.kv, &mut self.wb, sync) {
+        if let Err(e) = write_kv(&self.ctx.engines.kv, &mut self.wb, sync) {
             self.ctx
                 .fatal("writing applied entries to the KV engine", &e);
         }
@@ -189,7 +189,7 @@ impl<EK: KvEngine> ApplyPoller<EK> {
         self.ctx.send_gen_task(GenTask {
             region: fsm.region.clone(),
             key,
-            snapshot: self.ctx.kv.snapshot(),
+            snapshot: self.ctx.engines.kv.snapshot(),
         });
     }
 
@@ -236,7 +236,7 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
                 ApplyTask::Apply(committed) => {
                     self.round_entries += committed.entries.len();
                     let applied = fsm.apply(
-                        &self.ctx.kv,
+                        &self.ctx.engines.kv,
                         committed,
                         &mut self.wb,
                         &mut self.applied,
@@ -312,7 +312,7 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
         }
         for (region_id, res) in self.results.drain(..) {
             send_internal(
-                &self.ctx.router,
+                &self.ctx.routers.raft,
                 region_id,
                 PeerMsg::ApplyRes(res),
                 &self.ctx.logger,
@@ -331,7 +331,7 @@ impl<EK: KvEngine> HandlerBuilder<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller
     fn build(&mut self) -> ApplyPoller<EK> {
         ApplyPoller {
             ctx: self.ctx.clone(),
-            wb: self.ctx.kv.write_batch(),
+            wb: self.ctx.engines.kv.write_batch(),
             applied: Vec::new(),
             callbacks: Vec::new(),
             results: Vec::new(),

@@ -9,6 +9,6 @@ mod store;
 pub use apply::{ApplyControlFsm, ApplyFsm, ApplyPollerBuilder};
 pub use peer::{PeerFsm, RaftPoller, RaftPollerBuilder};
 pub use store::{
-    write_region_state, GenTask, SnapshotBuilder, SnapshotIngester, StopState, StoreContext,
-    StoreFsm, StoreMeta, StoreStats, WorkerQueues,
+    write_region_state, Engines, GenTask, Routers, SnapshotBuilder, SnapshotIngester, Snapshots,
+    StopState, StoreContext, StoreFsm, StoreMeta, StoreStats, WorkerQueues,
 };

@@ -150,7 +150,7 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         if let Some(committed) = ready.committed {
             let region_id = committed.region_id;
             send_internal(
-                &self.ctx.apply_router,
+                &self.ctx.routers.apply,
                 region_id,
                 ApplyTask::Apply(committed),
                 &self.ctx.logger,
@@ -269,7 +269,7 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                     if let Some(m) = self.ctx.maybe_create_peer(*m) {
                         let region_id = m.region_id;
                         let msg = PeerMsg::RaftMessage(Box::new(m));
-                        if let Err(e) = self.ctx.router.force_send(region_id, msg) {
+                        if let Err(e) = self.ctx.routers.raft.force_send(region_id, msg) {
                             slog::info!(self.ctx.logger, "new peer did not take its message";
                                 "region_id" => region_id, "error" => %e);
                         }
@@ -277,7 +277,7 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 }
                 StoreMsg::DestroyPeer { region_id, cb } => {
                     let msg = PeerMsg::Destroy { cb };
-                    if let Err(e) = self.ctx.router.force_send(region_id, msg) {
+                    if let Err(e) = self.ctx.routers.raft.force_send(region_id, msg) {
                         let store_id = self.ctx.store_id;
                         if let PeerMsg::Destroy { cb } = e.into_inner() {
                             cb.invoke(Err(crate::Error::RegionNotFound {
@@ -374,7 +374,7 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
     fn end(&mut self, normals: &mut [Box<PeerFsm<EK>>]) {
         METRICS.ready_rounds.inc();
         if self.ctx.is_stopped() {
-            self.batch = self.ctx.raft_log.batch();
+            self.batch = self.ctx.engines.raft_log.batch();
             self.early.clear();
             return;
         }
@@ -391,7 +391,7 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
         if !self.batch.is_empty() {
             fail::fail_point!("raft_before_log_write");
             let sync = self.round_needs_sync;
-            if let Err(e) = write_raft_log(&self.ctx.raft_log, &mut self.batch, sync) {
+            if let Err(e) = write_raft_log(&self.ctx.engines.raft_log, &mut self.batch, sync) {
                 self.ctx.fatal("writing the raft log", &e);
             }
             fail::fail_point!("raft_after_log_write");
@@ -416,7 +416,11 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
             if fsm.peer.has_ready() {
                 // Persistence may have produced more work (commits, messages): come back next
                 // round. A full mailbox already guarantees that.
-                let _ = self.ctx.router.send(fsm.peer.region_id(), PeerMsg::Wake);
+                let _ = self
+                    .ctx
+                    .routers
+                    .raft
+                    .send(fsm.peer.region_id(), PeerMsg::Wake);
             }
         }
         // Taken and put back so the buffer keeps its capacity across rounds.
@@ -447,7 +451,7 @@ impl<EK: KvEngine, T: Transport + Clone> HandlerBuilder<PeerFsm<EK>, StoreFsm>
         RaftPoller {
             ctx: self.ctx.clone(),
             transport: self.transport.clone(),
-            batch: self.ctx.raft_log.batch(),
+            batch: self.ctx.engines.raft_log.batch(),
             early: Vec::new(),
             late: Vec::new(),
             raft_msgs: Vec::new(),

@@ -145,28 +145,44 @@ impl StoreStats {
 pub struct StoreContext<EK: KvEngine> {
     pub store_id: u64,
     pub cfg: Arc<Config>,
-    pub kv: EK,
-    pub raft_log: RaftLogEngine,
-    pub cache_budget: Arc<CacheBudget>,
+    pub logger: slog::Logger,
+    /// Where every time the store decides by comes from.
+    pub clock: util::ClockRef,
+    pub engines: Engines<EK>,
+    pub routers: Routers<EK>,
+    pub snaps: Snapshots<EK>,
+    /// The regions of this store by id and by range.
     pub meta: Mutex<StoreMeta>,
-    pub router: RaftRouter<EK>,
-    pub apply_router: ApplyRouter<EK>,
     pub stats: StoreStats,
     /// Whether (and why) a fatal error stopped the store.
     pub stop: StopState,
-    pub logger: slog::Logger,
-    pub snap_mgr: SnapManager,
-    /// `SnapManager::build` and `apply` need `SstExt`; these are made where the engine type is
-    /// known, so the FSMs stay generic over any `KvEngine`.
-    pub build_snapshot: SnapshotBuilder<EK>,
-    pub ingest_snapshot: SnapshotIngester,
     /// The queues of the threads beside the pollers.
     pub workers: WorkerQueues<EK>,
     pub scheduler: Arc<dyn crate::SchedulerClient>,
     /// Automatic split checks are off (maintenance, benchmarks); explicit splits still run.
     pub split_checks_paused: std::sync::atomic::AtomicBool,
-    /// Where every time the store decides by comes from.
-    pub clock: util::ClockRef,
+}
+
+/// The store's two engines, and the memory budget of the entry caches over the second.
+pub struct Engines<EK: KvEngine> {
+    pub kv: EK,
+    pub raft_log: RaftLogEngine,
+    pub cache_budget: Arc<CacheBudget>,
+}
+
+/// The mailboxes of this store's peers: their raft FSMs and their apply FSMs.
+pub struct Routers<EK: KvEngine> {
+    pub raft: RaftRouter<EK>,
+    pub apply: ApplyRouter<EK>,
+}
+
+/// Snapshot files: where they live, and how the engine builds and ingests them.
+pub struct Snapshots<EK: KvEngine> {
+    pub mgr: SnapManager,
+    /// `SnapManager::build` and `apply` need `SstExt`; these are made where the engine type is
+    /// known, so the FSMs stay generic over any `KvEngine`.
+    pub build: SnapshotBuilder<EK>,
+    pub ingest: SnapshotIngester,
 }
 
 pub type SnapshotBuilder<EK> = Box<
@@ -301,7 +317,7 @@ impl<EK: KvEngine> StoreContext<EK> {
             key,
             snapshot,
         } = task;
-        let built = (self.build_snapshot)(&snapshot, &region, key).map(|meta| {
+        let built = (self.snaps.build)(&snapshot, &region, key).map(|meta| {
             let data = SnapshotData {
                 region: Some(region.clone()),
                 file_size: meta.cf_files.iter().map(|f| f.size).sum(),
@@ -327,7 +343,7 @@ impl<EK: KvEngine> StoreContext<EK> {
                 PeerMsg::SnapshotGenerated(None)
             }
         };
-        let _ = self.router.force_send(region.id, msg);
+        let _ = self.routers.raft.force_send(region.id, msg);
     }
 
     /// Steps 3-4 of a snapshot apply: the region's data replaced by the received files, then
@@ -340,12 +356,12 @@ impl<EK: KvEngine> StoreContext<EK> {
         apply_state: &RaftApplyState,
     ) -> Result<()> {
         let region_id = region.id;
-        (self.ingest_snapshot)(region, key, meta)?;
+        (self.snaps.ingest)(region, key, meta)?;
         fail::fail_point!("snapshot_after_ingest");
-        let mut wb = self.kv.write_batch();
+        let mut wb = self.engines.kv.write_batch();
         put_region_state(&mut wb, region, PeerState::Normal, None)
             .and_then(|()| wb.put_msg_cf(CF_RAFT, &keys::apply_state_key(region_id), apply_state))
-            .and_then(|()| self.kv.write(&mut wb, true))
+            .and_then(|()| self.engines.kv.write(&mut wb, true))
             .map_err(|source| Error::Engine { region_id, source })?;
         fail::fail_point!("snapshot_after_normal_state");
         // This one and any older one received for the region are of no use now.
@@ -357,10 +373,10 @@ impl<EK: KvEngine> StoreContext<EK> {
 
     /// Deletes the received snapshots of `region_id` (up to `upto`, if given).
     pub fn delete_received_snapshots(&self, region_id: u64, upto: Option<SnapKey>) {
-        for (kind, key) in self.snap_mgr.list() {
+        for (kind, key) in self.snaps.mgr.list() {
             let older = upto.is_none_or(|u| (key.term, key.index) <= (u.term, u.index));
             if kind == SnapKind::Received && key.region_id == region_id && older {
-                self.snap_mgr.delete(kind, key);
+                self.snaps.mgr.delete(kind, key);
             }
         }
     }
@@ -401,11 +417,11 @@ impl<EK: KvEngine> StoreContext<EK> {
         let region_id = region.id;
         self.meta().insert(region.clone())?;
         let opened = PeerStorage::open(
-            self.kv.clone(),
-            self.raft_log.clone(),
+            self.engines.kv.clone(),
+            self.engines.raft_log.clone(),
             region.clone(),
             peer_state,
-            self.cache_budget.clone(),
+            self.engines.cache_budget.clone(),
         )
         .and_then(|storage| {
             let apply_state = *storage.apply_state();
@@ -428,13 +444,20 @@ impl<EK: KvEngine> StoreContext<EK> {
         };
         // Unless it voted before (a restart that applies the split again): then it may have
         // acknowledged a leader whose lease still runs.
-        let voted_before = self.raft_log.raft_state(region_id).ok().flatten().is_some();
+        let voted_before = self
+            .engines
+            .raft_log
+            .raft_state(region_id)
+            .ok()
+            .flatten()
+            .is_some();
         if split && !voted_before {
             peer.take_votes_now(self.clock.now());
         }
         let apply = ApplyFsm::new(region, apply_state, peer.logger().clone());
-        self.apply_router.register(region_id, Box::new(apply));
-        self.router
+        self.routers.apply.register(region_id, Box::new(apply));
+        self.routers
+            .raft
             .register(region_id, Box::new(PeerFsm::new(peer)));
         Ok(())
     }
@@ -454,7 +477,7 @@ impl<EK: KvEngine> StoreContext<EK> {
                 detail: format!("range overlaps region {}", other.id),
             });
         }
-        write_region_state(&self.kv, &region, PeerState::Normal)?;
+        write_region_state(&self.engines.kv, &region, PeerState::Normal)?;
         self.create_peer(region, PeerState::Normal)
     }
 }
@@ -515,7 +538,7 @@ impl<EK: KvEngine> StoreContext<EK> {
             }
         }
         let their_conf_ver = msg.region_epoch.unwrap_or_default().conf_ver;
-        match PeerStorage::<EK>::load_region_state(&self.kv, region_id) {
+        match PeerStorage::<EK>::load_region_state(&self.engines.kv, region_id) {
             Ok(Some(state)) if state.state == PeerState::Tombstone as i32 => {
                 let removed_at = state
                     .region
@@ -585,7 +608,7 @@ impl<EK: KvEngine> StoreContext<EK> {
             return Ok(());
         }
         let engine_err = |source| Error::Engine { region_id, source };
-        let mut wb = self.kv.write_batch();
+        let mut wb = self.engines.kv.write_batch();
         put_region_state(&mut wb, region, PeerState::Tombstone, None).map_err(engine_err)?;
         wb.delete_cf(CF_RAFT, &keys::apply_state_key(region_id))
             .map_err(engine_err)?;
@@ -593,7 +616,7 @@ impl<EK: KvEngine> StoreContext<EK> {
         for cf in engine::DATA_CFS {
             wb.delete_range_cf(cf, &start, &end).map_err(engine_err)?;
         }
-        self.kv.write(&mut wb, true).map_err(engine_err)?;
+        self.engines.kv.write(&mut wb, true).map_err(engine_err)?;
         self.clean_tombstone_log(region_id)?;
         self.meta().remove(region_id);
         slog::info!(self.logger, "region destroyed"; "region_id" => region_id);
@@ -602,14 +625,21 @@ impl<EK: KvEngine> StoreContext<EK> {
 
     /// Deletes what the raft log still holds of a tombstone region.
     pub fn clean_tombstone_log(&self, region_id: u64) -> Result<()> {
-        if self.raft_log.raft_state(region_id).ok().flatten().is_none()
-            && self.raft_log.last_index(region_id).is_none()
+        if self
+            .engines
+            .raft_log
+            .raft_state(region_id)
+            .ok()
+            .flatten()
+            .is_none()
+            && self.engines.raft_log.last_index(region_id).is_none()
         {
             return Ok(());
         }
-        let mut batch = self.raft_log.batch();
+        let mut batch = self.engines.raft_log.batch();
         batch.clean_region(region_id);
-        self.raft_log
+        self.engines
+            .raft_log
             .write(&mut batch, true)
             .map(|_| ())
             .map_err(|source| Error::RaftLog { region_id, source })
@@ -632,7 +662,7 @@ impl<EK: KvEngine> StoreContext<EK> {
     /// `snap-received-gc-grace-ms` (younger ones may be a transfer that is about to create its
     /// peer). Received ones of regions here are deleted by their apply.
     pub(crate) fn gc_snapshots(&self) {
-        let listed = self.snap_mgr.list();
+        let listed = self.snaps.mgr.list();
         let mut newest = std::collections::HashMap::new();
         for (kind, key) in &listed {
             if *kind == SnapKind::Generated {
@@ -643,7 +673,7 @@ impl<EK: KvEngine> StoreContext<EK> {
             }
         }
         let here: std::collections::HashSet<u64> = self.meta().region_ids().into_iter().collect();
-        let mgr = &self.snap_mgr;
+        let mgr = &self.snaps.mgr;
         let grace = std::time::Duration::from_millis(self.cfg.snap_received_gc_grace_ms);
         let now = self.clock.wall();
         let removed = mgr.gc(|kind, key| match kind {
@@ -661,7 +691,7 @@ impl<EK: KvEngine> StoreContext<EK> {
     }
 
     pub(crate) fn store_heartbeat(&self) {
-        let (capacity, available) = disk_space(self.snap_mgr.dir()).unwrap_or((0, 0));
+        let (capacity, available) = disk_space(self.snaps.mgr.dir()).unwrap_or((0, 0));
         let leaders = self.stats.leaders.load(Ordering::Relaxed);
         let hb = crate::StoreHeartbeat {
             store_id: self.store_id,
@@ -676,7 +706,7 @@ impl<EK: KvEngine> StoreContext<EK> {
 
     /// Lets raft-engine delete log files no region needs any more.
     pub(crate) fn purge_raft_log(&self) {
-        match self.raft_log.purge_expired_files() {
+        match self.engines.raft_log.purge_expired_files() {
             Ok(lagging) if !lagging.is_empty() => {
                 slog::info!(self.logger, "raft-engine asks these regions to compact";
                     "regions" => ?lagging)

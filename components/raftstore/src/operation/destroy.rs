@@ -75,7 +75,7 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
             reason: format!("region {region_id}'s peer is being removed from this store"),
         });
         send_internal(
-            &self.ctx.apply_router,
+            &self.ctx.routers.apply,
             region_id,
             ApplyTask::Destroy { cb },
             &self.ctx.logger,

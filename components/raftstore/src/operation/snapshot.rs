@@ -97,7 +97,7 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
     pub(crate) fn maybe_gen_snapshot(&self, fsm: &mut PeerFsm<EK>) {
         if fsm.peer.storage_mut().take_gen_request() {
             send_internal(
-                &self.ctx.apply_router,
+                &self.ctx.routers.apply,
                 fsm.peer.region_id(),
                 ApplyTask::GenSnapshot,
                 &self.ctx.logger,
@@ -121,7 +121,7 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
                 ok: false,
                 busy: false,
             };
-            let _ = self.ctx.router.force_send(region_id, status);
+            let _ = self.ctx.routers.raft.force_send(region_id, status);
             return;
         };
         let (term, index) = snap
@@ -129,7 +129,7 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
             .as_ref()
             .map_or((0, 0), |md| (md.term, md.index));
         let files = SnapshotFiles {
-            mgr: self.ctx.snap_mgr.clone(),
+            mgr: self.ctx.snaps.mgr.clone(),
             key: SnapKey {
                 region_id,
                 term,
@@ -138,12 +138,12 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
             meta: data.meta.unwrap_or_default(),
         };
         let report = SnapshotReport {
-            router: self.ctx.router.clone(),
+            router: self.ctx.routers.raft.clone(),
             region_id,
             to_peer_id,
             reported: false,
         };
-        let slot = match self.ctx.snap_mgr.try_start_send(files.key) {
+        let slot = match self.ctx.snaps.mgr.try_start_send(files.key) {
             Ok(slot) => slot,
             Err(e) => {
                 slog::info!(self.ctx.logger, "snapshot send deferred"; "region_id" => region_id,
@@ -187,7 +187,11 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
     /// data to the ApplyFsm, ahead of any committed entries of the same ready.
     pub(crate) fn on_snapshot_ready(&mut self, fsm: &PeerFsm<EK>, snap: ReceivedSnapshot) {
         let region_id = fsm.peer.region_id();
-        if let Err(e) = persist_snapshot_steps(&self.ctx.kv, &self.ctx.raft_log, &snap.steps) {
+        if let Err(e) = persist_snapshot_steps(
+            &self.ctx.engines.kv,
+            &self.ctx.engines.raft_log,
+            &snap.steps,
+        ) {
             self.ctx
                 .fatal("persisting a received snapshot's raft state", &e);
         }
@@ -195,7 +199,7 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
             slog::warn!(fsm.peer.logger(), "snapshot region not recorded"; "error" => %e);
         }
         send_internal(
-            &self.ctx.apply_router,
+            &self.ctx.routers.apply,
             region_id,
             ApplyTask::ApplySnapshot {
                 region: Box::new(snap.region),

@@ -301,12 +301,13 @@ impl<EK: KvEngine> StoreContext<EK> {
                 Ok(()) => {
                     crate::metrics::METRICS.regions_split.inc();
                     if leader {
-                        let _ = self.router.force_send(region_id, PeerMsg::Campaign);
+                        let _ = self.routers.raft.force_send(region_id, PeerMsg::Campaign);
                     }
                     let votes = self.meta().take_votes(region_id);
                     for vote in votes {
                         let _ = self
-                            .router
+                            .routers
+                            .raft
                             .force_send(region_id, PeerMsg::RaftMessage(Box::new(vote)));
                     }
                 }

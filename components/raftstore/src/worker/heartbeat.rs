@@ -30,7 +30,7 @@ impl<EK: KvEngine> StoreContext<EK> {
             HeartbeatTask::Region(mut hb) => {
                 let (start, end) = keys::region_data_bounds(&hb.region);
                 for cf in DATA_CFS {
-                    if let Ok(stats) = self.kv.approximate_range_stats(cf, &start, &end) {
+                    if let Ok(stats) = self.engines.kv.approximate_range_stats(cf, &start, &end) {
                         hb.approximate_size += stats.size;
                         hb.approximate_keys += stats.keys;
                     }
@@ -76,7 +76,7 @@ impl<EK: KvEngine> StoreContext<EK> {
                     split_keys,
                     cb,
                 };
-                let _ = self.router.send(region_id, ask);
+                let _ = self.routers.raft.send(region_id, ask);
                 return;
             }
             SchedulerStep::AddLearner(peer) => change(AddLearnerNode, peer),
@@ -91,7 +91,8 @@ impl<EK: KvEngine> StoreContext<EK> {
         let request = super::admin_command(region, leader, admin);
         // A full mailbox drops the step: the next heartbeat asks again.
         let _ = self
-            .router
+            .routers
+            .raft
             .send(region_id, PeerMsg::Command { request, cb });
     }
 }

@@ -63,6 +63,7 @@ impl<EK: KvEngine> StoreContext<EK> {
         let (mut size, mut key_count) = (0, 0);
         for cf in DATA_CFS {
             let stats = self
+                .engines
                 .kv
                 .approximate_range_stats(cf, &start, &end)
                 .map_err(|source| Error::Engine {
@@ -81,7 +82,12 @@ impl<EK: KvEngine> StoreContext<EK> {
             split_keys: cfg.region_split_keys,
             max_splits: cfg.max_splits_per_check,
         };
-        find_split_keys(&self.kv.snapshot(), region, (size, key_count), &thresholds)
+        find_split_keys(
+            &self.engines.kv.snapshot(),
+            region,
+            (size, key_count),
+            &thresholds,
+        )
     }
 
     /// Asks the scheduler for the new regions' and peers' ids and proposes the split.
@@ -114,7 +120,8 @@ impl<EK: KvEngine> StoreContext<EK> {
         };
         let request = super::admin_command(&region, leader, admin);
         if let Err(e) = self
-            .router
+            .routers
+            .raft
             .send(region_id, PeerMsg::Command { request, cb })
         {
             if let PeerMsg::Command { cb, .. } = e.into_inner() {
