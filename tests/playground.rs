@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{free_offset, BIN};
+use test_cluster::wait_for;
 
 fn start(dir: &std::path::Path, offset: u16) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
@@ -58,17 +59,9 @@ fn ctl(pd: &str, args: &[&str]) -> String {
 
 fn stop(mut child: Child, rx: mpsc::Receiver<String>) {
     common::signal(&child, libc::SIGINT);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the playground did not stop within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait_for("the playground stops", Duration::from_secs(60), || {
+        child.try_wait().expect("wait")
+    });
     let said: Vec<String> = rx.try_iter().collect();
     assert!(status.success(), "exit {status}: {said:?}");
     assert!(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::history::{History, Op};
-use common::ProcCluster;
+use common::{wait_ok, ProcCluster};
 use tikv_client::{Backoff, RawClient};
 
 const WRITERS: usize = 4;
@@ -157,19 +157,17 @@ fn check_durable(history: &History, finals: &[Vec<u64>]) {
 }
 
 async fn wait_hosts_all_regions(cluster: &ProcCluster, admin: &client::Client, i: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let what = format!("store {i} hosts every region");
+    wait_ok(&what, Duration::from_secs(60), || async {
         let regions = admin.regions().await.map(|r| r.len()).unwrap_or(0);
         let hosted = cluster.status(i)["regions"].as_u64().unwrap_or(0) as usize;
         if regions > 0 && hosted == regions {
-            return;
+            Ok(())
+        } else {
+            Err(format!("store {i} hosts {hosted} of {regions} regions"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "store {i} hosts {hosted} of {regions} regions"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

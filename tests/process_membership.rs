@@ -3,21 +3,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::ProcCluster;
+use common::{wait_until, ProcCluster};
 
-async fn wait_for<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+/// How long each step of the move may take.
+const STEP: Duration = Duration::from_secs(60);
 
 async fn voters(admin: &client::Client) -> Vec<u64> {
     let regions = admin.regions().await.unwrap_or_default();
@@ -67,7 +58,7 @@ async fn a_peer_added_on_a_new_store_gets_the_data_by_snapshot_and_serves_it() {
     // Each new peer starts empty and gets the 4 MiB as a snapshot over gRPC.
     for (added, store) in stores.iter().filter(|s| **s != first).enumerate() {
         admin.add_peer(region.id, *store).await.expect("add peer");
-        wait_for("the new voter", || async {
+        wait_until("the new voter", STEP, || async {
             voters(&admin).await.len() == added + 2
         })
         .await;
@@ -81,7 +72,7 @@ async fn a_peer_added_on_a_new_store_gets_the_data_by_snapshot_and_serves_it() {
         .transfer_leader(region.id, new_store)
         .await
         .expect("transfer leader");
-    wait_for("the new peer to lead", || async {
+    wait_until("the new peer to lead", STEP, || async {
         admin
             .regions()
             .await
@@ -115,12 +106,15 @@ async fn a_peer_added_on_a_new_store_gets_the_data_by_snapshot_and_serves_it() {
         .remove_peer(region.id, first)
         .await
         .expect("remove peer");
-    wait_for("the removal", || async { voters(&admin).await.len() == 3 }).await;
+    wait_until("the removal", STEP, || async {
+        voters(&admin).await.len() == 3
+    })
+    .await;
     let index = stores
         .iter()
         .position(|s| *s == first)
         .expect("store index");
-    wait_for("the removed peer to go", || async {
+    wait_until("the removed peer to go", STEP, || async {
         cluster.status(index)["regions"].as_u64() == Some(0)
     })
     .await;

@@ -53,6 +53,44 @@ pub fn spawn_ready(args: &[&str], timeout: Duration) -> Child {
     child
 }
 
+/// How often [`wait_until`] and [`wait_ok`] look again.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Polls `check` every 200 ms until it holds; panics saying what was awaited if `timeout`
+/// passes first. The async twin of `test_cluster::wait_until`, for tests that run in tokio.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Polls `poll` every 200 ms until it gives `Ok`; panics saying what was awaited and the last
+/// `Err` if `timeout` passes first. The async twin of `test_cluster::wait_ok`.
+pub async fn wait_ok<T, E, F, Fut>(what: &str, timeout: Duration, mut poll: F) -> T
+where
+    E: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match poll().await {
+            Ok(value) => return value,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "{what}: not within {timeout:?}; last: {last:?}"
+            ),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// An offset whose ports (scheduler 2379+o and 2381+o, stores 20160+o.. and 20180+o..) are
 /// free now.
 pub fn free_offset() -> u16 {
@@ -198,8 +236,9 @@ impl ProcCluster {
     /// Waits until there are `regions` regions, each with `voters` voters, no learner and
     /// a known leader.
     pub async fn wait_replicated(&self, admin: &client::Client, regions: usize, voters: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        let what = format!("{regions} regions with {voters} voters each");
+        // The last routing table seen.
+        wait_ok(&what, Duration::from_secs(60), || async {
             let all = admin.regions().await.unwrap_or_default();
             let done = all.len() == regions
                 && all.iter().all(|r| {
@@ -211,14 +250,12 @@ impl ProcCluster {
                             .all(|p| p.role() == proto::metapb::PeerRole::Voter)
                 });
             if done {
-                return;
+                Ok(())
+            } else {
+                Err(all)
             }
-            assert!(
-                Instant::now() < deadline,
-                "not {regions} regions with {voters} voters within 60 s: {all:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        })
+        .await
     }
 
     fn http_get(&self, i: usize, path: &str) -> String {

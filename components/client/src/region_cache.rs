@@ -398,29 +398,17 @@ pub(crate) fn describe(err: &errorpb::Error) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::*;
+    pub use proto::build::peer;
 
-    pub fn peer(id: u64, store_id: u64) -> metapb::Peer {
-        metapb::Peer {
-            id,
-            store_id,
-            ..Default::default()
-        }
-    }
+    use super::*;
 
     /// Region `id` over [start, end) with peers `id*10+s` on stores 1..=3, epoch version `ver`.
     pub fn region(id: u64, start: &[u8], end: &[u8], ver: u64) -> metapb::Region {
-        metapb::Region {
-            id,
-            start_key: start.to_vec(),
-            end_key: end.to_vec(),
-            region_epoch: Some(metapb::RegionEpoch {
-                conf_ver: 1,
-                version: ver,
-            }),
-            peers: (1..=3).map(|s| peer(id * 10 + s, s)).collect(),
-            ..Default::default()
-        }
+        proto::build::region(id)
+            .range(start, end)
+            .epoch(1, ver)
+            .peers((1..=3).map(|s| peer(id * 10 + s, s)))
+            .build()
     }
 
     /// Regions 1 [.., b), 2 [b, d), 3 [d, ..) with leaders on stores 1, 2, 3.

@@ -98,16 +98,9 @@ pub fn region_data_bounds(region: &Region) -> (Vec<u8>, Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use proto::build::region;
 
-    fn region(start: &[u8], end: &[u8]) -> Region {
-        Region {
-            id: 1,
-            start_key: start.to_vec(),
-            end_key: end.to_vec(),
-            ..Default::default()
-        }
-    }
+    use super::*;
 
     #[test]
     fn data_keys_sort_after_local_keys_and_before_max() {
@@ -145,12 +138,12 @@ mod tests {
 
     #[test]
     fn region_range_helpers() {
-        let r = region(b"b", b"d");
+        let r = region(1).range(b"b", b"d").build();
         assert!(!region_contains(&r, b"a"));
         assert!(region_contains(&r, b"b"));
         assert!(region_contains(&r, b"c\xff"));
         assert!(!region_contains(&r, b"d"));
-        let all = region(b"", b"");
+        let all = region(1).build();
         assert!(region_contains(&all, b""));
         assert!(region_contains(&all, &[0xff; 8]));
         assert_eq!(region_data_bounds(&r), (b"zb".to_vec(), b"zd".to_vec()));

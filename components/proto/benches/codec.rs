@@ -4,8 +4,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use prost::Message as _;
+use proto::build::{epoch, peer};
 use proto::eraftpb::{Entry, Message, MessageType};
-use proto::metapb::{Peer, RegionEpoch};
 use proto::raft_serverpb::{BatchRaftMessage, RaftMessage};
 
 const MESSAGES: usize = 64;
@@ -16,16 +16,8 @@ fn batch() -> BatchRaftMessage {
     let msgs = (0..MESSAGES as u64)
         .map(|i| RaftMessage {
             region_id: i + 1,
-            from_peer: Some(Peer {
-                id: 10 * i + 1,
-                store_id: 1,
-                ..Default::default()
-            }),
-            to_peer: Some(Peer {
-                id: 10 * i + 2,
-                store_id: 2,
-                ..Default::default()
-            }),
+            from_peer: Some(peer(10 * i + 1, 1)),
+            to_peer: Some(peer(10 * i + 2, 2)),
             message: Some(Message {
                 msg_type: MessageType::MsgAppend as i32,
                 to: 10 * i + 2,
@@ -44,10 +36,7 @@ fn batch() -> BatchRaftMessage {
                     .collect(),
                 ..Default::default()
             }),
-            region_epoch: Some(RegionEpoch {
-                conf_ver: 1,
-                version: 1,
-            }),
+            region_epoch: Some(epoch(1, 1)),
             ..Default::default()
         })
         .collect();

@@ -10,6 +10,9 @@
 //!   `raft_cmdpb` (what a proposal carries: writes per CF, checked again at apply) and
 //!   `eraftpb`, a prost mirror of raft-rs's `eraftpb` with identical field numbers.
 //!
+//! Beside the generated modules: [`codec`] (bounded decoding), [`convert`] (raft-rs ↔ wire)
+//! and [`build`], short builders of `metapb` peers and regions for tests and benches.
+//!
 //! # Invariants
 //! - Bytes from the network are decoded only by prost ([`codec::decode_bounded`], which also
 //!   bounds the input size), then converted field by field into raft-rs types ([`convert`]).
@@ -17,8 +20,10 @@
 //! - Converting from the wire never panics: an unknown enum value is an error.
 //!
 //! # Must not depend on
-//! Any other regionstore crate. Only generated code and conversions live here.
+//! Any other regionstore crate. Only generated code, conversions, bounded decoding and the
+//! `metapb` builders live here.
 
+pub mod build;
 pub mod codec;
 pub mod convert;
 

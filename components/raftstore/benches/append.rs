@@ -6,7 +6,7 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use engine::MemEngine;
 use prost::Message as _;
-use proto::metapb::{Peer, Region};
+use proto::build::{peer, region};
 use proto::raft_serverpb::{PeerState, RaftLocalState};
 use raft::eraftpb::{Entry, HardState};
 use raft_engine::LogBatch;
@@ -28,18 +28,6 @@ fn entries(first: u64) -> Vec<Entry> {
         .collect()
 }
 
-fn region(id: u64) -> Region {
-    Region {
-        id,
-        peers: vec![Peer {
-            id,
-            store_id: 1,
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-}
-
 fn bench_append(c: &mut Criterion) {
     let mut group = c.benchmark_group("append_1000_regions_x10x256B");
     group.throughput(Throughput::Elements(REGIONS * ENTRIES_PER_REGION));
@@ -56,7 +44,7 @@ fn bench_append(c: &mut Criterion) {
                 PeerStorage::open(
                     kv.clone(),
                     log.clone(),
-                    region(id),
+                    region(id).peers([peer(id, 1)]).build(),
                     PeerState::Normal,
                     budget.clone(),
                 )

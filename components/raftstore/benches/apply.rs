@@ -6,7 +6,8 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use engine::{keys, KvEngine, RocksConfig, RocksEngine, WriteBatch, CF_DEFAULT};
 use prost::Message as _;
-use proto::metapb::{Peer, Region, RegionEpoch};
+use proto::build::{self, peer};
+use proto::metapb::Region;
 use proto::raft_cmdpb::{request::Cmd, PutRequest, RaftCmdRequest, RaftRequestHeader, Request};
 use proto::raft_serverpb::RaftApplyState;
 use raft::eraftpb::Entry;
@@ -17,19 +18,7 @@ const PUTS_PER_ENTRY: u64 = 4;
 const VALUE: usize = 256;
 
 fn region() -> Region {
-    Region {
-        id: 2,
-        region_epoch: Some(RegionEpoch {
-            conf_ver: 1,
-            version: 1,
-        }),
-        peers: vec![Peer {
-            id: 3,
-            store_id: 1,
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
+    build::region(2).epoch(1, 1).peers([peer(3, 1)]).build()
 }
 
 fn key(entry: u64, put: u64) -> Vec<u8> {

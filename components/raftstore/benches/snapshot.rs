@@ -13,30 +13,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use engine::{keys, KvEngine, RocksConfig, RocksEngine, SstExt, SstWriter, CF_DEFAULT};
-use proto::metapb::{Peer, Region, RegionEpoch};
+use proto::build::{peer, region};
 use raftstore::snap::{SnapKey, SnapKind, SnapManager};
 
 const VALUE_SIZE: usize = 1024;
 /// Bytes per SST used to load the source engine.
 const LOAD_FILE_BYTES: usize = 64 << 20;
-
-fn region() -> Region {
-    Region {
-        id: 1,
-        start_key: b"k".to_vec(),
-        end_key: b"l".to_vec(),
-        region_epoch: Some(RegionEpoch {
-            conf_ver: 1,
-            version: 1,
-        }),
-        peers: vec![Peer {
-            id: 1,
-            store_id: 1,
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-}
 
 /// Incompressible values, so the files are as big as the data.
 struct Noise(u64);
@@ -137,7 +119,11 @@ fn main() {
         term: 6,
         index: 100,
     };
-    let region = region();
+    let region = region(1)
+        .range(b"k", b"l")
+        .epoch(1, 1)
+        .peers([peer(1, 1)])
+        .build();
     let started = Instant::now();
     let meta = mgr
         .build(&source, &source.snapshot(), &region, key)

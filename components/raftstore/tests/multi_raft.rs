@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use engine::{keys, KvEngine, MemEngine, Peekable, WriteBatch, CF_DEFAULT};
 use prost::Message as _;
-use proto::metapb::{Peer as PeerMeta, Region};
+use proto::build;
+use proto::metapb::Region;
 use proto::raft_cmdpb::{request::Cmd, PutRequest, RaftCmdRequest, RaftRequestHeader, Request};
 use proto::raft_serverpb::PeerState;
 use raft::eraftpb::{EntryType, Message};
@@ -29,19 +30,10 @@ fn peer_id(region_id: u64, store_id: u64) -> u64 {
 }
 
 fn region(id: u64) -> Region {
-    Region {
-        id,
-        start_key: format!("r{id:04}").into_bytes(),
-        end_key: format!("r{:04}", id + 1).into_bytes(),
-        peers: (1..=STORES)
-            .map(|store_id| PeerMeta {
-                id: peer_id(id, store_id),
-                store_id,
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    }
+    build::region(id)
+        .range(format!("r{id:04}"), format!("r{:04}", id + 1))
+        .peers((1..=STORES).map(|store_id| build::peer(peer_id(id, store_id), store_id)))
+        .build()
 }
 
 /// A put of `key` = `key` in `region_id`, as a proposal carries it.

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use engine::MemEngine;
-use proto::metapb::{Peer as PeerMeta, Region, RegionEpoch};
+use proto::build::{peer, region};
+use proto::metapb::RegionEpoch;
 use proto::raft_cmdpb::{RaftCmdRequest, RaftRequestHeader};
 use proto::raft_serverpb::PeerState;
 use raft_log::{RaftLogConfig, RaftLogEngine};
@@ -26,16 +27,10 @@ const EPOCH: RegionEpoch = RegionEpoch {
 /// A one-voter region's peer on store 1, elected leader, with its effects so far drained.
 fn leader(dir: &std::path::Path, now: Instant) -> Peer<MemEngine> {
     let log = RaftLogEngine::open(&RaftLogConfig::new(dir.join("raft"))).expect("open raft log");
-    let region = Region {
-        id: REGION,
-        peers: vec![PeerMeta {
-            id: PEER,
-            store_id: 1,
-            ..Default::default()
-        }],
-        region_epoch: Some(EPOCH),
-        ..Default::default()
-    };
+    let region = region(REGION)
+        .epoch(EPOCH.conf_ver, EPOCH.version)
+        .peers([peer(PEER, 1)])
+        .build();
     let storage = PeerStorage::open(
         MemEngine::new(),
         log.clone(),

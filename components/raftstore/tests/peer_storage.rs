@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use engine::{keys, KvEngine, MemEngine, RocksConfig, RocksEngine, WriteBatch, CF_RAFT};
-use proto::metapb::{Peer, PeerRole, Region};
+use proto::build::{self, peer_with_role};
+use proto::metapb::{PeerRole, Region};
 use proto::raft_serverpb::{PeerState, RaftApplyState, RaftTruncatedState};
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, HardState};
@@ -13,21 +14,15 @@ use raft_log::{RaftLogConfig, RaftLogEngine};
 use raftstore::storage::{conf_state_from_region, CacheBudget, PeerStorage, RAFT_INIT_LOG_INDEX};
 use raftstore::Error;
 
+/// Region `id` with peer `i` on store `i` in the `i`th role (from 1).
 fn region(id: u64, roles: &[PeerRole]) -> Region {
-    Region {
-        id,
-        peers: roles
-            .iter()
-            .enumerate()
-            .map(|(i, role)| Peer {
-                id: i as u64 + 1,
-                store_id: i as u64 + 1,
-                role: *role as i32,
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    }
+    build::region(id)
+        .peers(
+            (1..)
+                .zip(roles)
+                .map(|(i, role)| peer_with_role(i, i, *role)),
+        )
+        .build()
 }
 
 fn voters(id: u64) -> Region {

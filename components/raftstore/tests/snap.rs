@@ -5,18 +5,14 @@ use std::path::Path;
 use engine::{
     keys, KvEngine, Peekable, RocksConfig, RocksEngine, WriteBatch, CF_DEFAULT, CF_LOCK, CF_WRITE,
 };
+use proto::build;
 use proto::metapb::Region;
 use proto::raft_serverpb::SnapshotMeta;
 use raftstore::snap::{SnapKey, SnapKind, SnapManager};
 use raftstore::Error;
 
 fn region() -> Region {
-    Region {
-        id: 7,
-        start_key: b"b".to_vec(),
-        end_key: b"m".to_vec(),
-        ..Default::default()
-    }
+    build::region(7).range(b"b", b"m").build()
 }
 
 fn open(dir: &Path) -> RocksEngine {

@@ -427,20 +427,15 @@ impl Cluster {
 mod tests {
     use super::*;
     use engine::MemEngine;
+    use proto::build;
 
+    /// Region `id` over [start, end) with peer `id * 10` on store 1 (note: version first).
     fn region(id: u64, start: &[u8], end: &[u8], version: u64, conf_ver: u64) -> Region {
-        Region {
-            id,
-            start_key: start.to_vec(),
-            end_key: end.to_vec(),
-            region_epoch: Some(RegionEpoch { conf_ver, version }),
-            peers: vec![Peer {
-                id: id * 10,
-                store_id: 1,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }
+        build::region(id)
+            .range(start, end)
+            .epoch(conf_ver, version)
+            .peers([build::peer(id * 10, 1)])
+            .build()
     }
 
     fn info(r: Region) -> RegionInfo {

@@ -168,22 +168,13 @@ impl Operator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::metapb::Region;
-
-    fn peer(id: u64, store_id: u64, role: PeerRole) -> Peer {
-        Peer {
-            id,
-            store_id,
-            role: role as i32,
-            ..Default::default()
-        }
-    }
+    use proto::build::{learner, peer, region};
 
     #[test]
     fn steps_advance_as_the_region_shows_them_done() {
         let t0 = Instant::now();
-        let new = peer(9, 4, PeerRole::Learner);
-        let old = peer(3, 3, PeerRole::Voter);
+        let new = learner(9, 4);
+        let old = peer(3, 3);
         let mut op = Operator::new(
             1,
             OperatorKind::Replica,
@@ -197,12 +188,8 @@ mod tests {
             t0,
         );
         let mut info = RegionInfo {
-            region: Region {
-                id: 1,
-                peers: vec![peer(1, 1, PeerRole::Voter), old],
-                ..Default::default()
-            },
-            leader: Some(peer(1, 1, PeerRole::Voter)),
+            region: region(1).peers([peer(1, 1), old]).build(),
+            leader: Some(peer(1, 1)),
             ..Default::default()
         };
         assert_eq!(

@@ -31,9 +31,10 @@ use std::time::{Duration, Instant};
 
 use engine::{keys, Peekable, RocksConfig, RocksEngine, CF_DEFAULT};
 use futures::executor::block_on;
+use proto::build;
 pub use proto::eraftpb::ConfChangeType;
 use proto::kvrpcpb::Context;
-use proto::metapb::{Peer as PeerMeta, Region, RegionEpoch};
+use proto::metapb::Region;
 use raft_log::{RaftLogConfig, RaftLogEngine};
 use raftstore::router::{Callback, PeerMsg, PeerStatus};
 use raftstore::{Error, Modify, StoreSystem};
@@ -52,13 +53,37 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// Polls `poll` every 10 ms until it gives a value; panics saying what was awaited if
 /// `timeout` passes first.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut poll: impl FnMut() -> Option<T>) -> T {
+    match poll_every_10ms(timeout, || poll().ok_or(())) {
+        Ok(value) => value,
+        Err(()) => panic!("{what}: not within {timeout:?}"),
+    }
+}
+
+/// [`wait_for`] for a poll that says why it is not done yet: polls every 10 ms until `poll`
+/// gives `Ok`; panics saying what was awaited and the last `Err` if `timeout` passes first.
+pub fn wait_ok<T, E: std::fmt::Debug>(
+    what: &str,
+    timeout: Duration,
+    poll: impl FnMut() -> Result<T, E>,
+) -> T {
+    match poll_every_10ms(timeout, poll) {
+        Ok(value) => value,
+        Err(last) => panic!("{what}: not within {timeout:?}; last: {last:?}"),
+    }
+}
+
+/// `poll`'s first `Ok`, or its `Err` from the first poll at or past `timeout`.
+fn poll_every_10ms<T, E>(
+    timeout: Duration,
+    mut poll: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(value) = poll() {
-            return value;
+        match poll() {
+            Ok(value) => return Ok(value),
+            Err(last) if Instant::now() >= deadline => return Err(last),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -166,26 +191,20 @@ impl Cluster {
             .tempdir()
             .expect("create the cluster's temp dir");
         let regions: Vec<Region> = (1..=cfg.regions)
-            .map(|i| Region {
-                id: i,
-                start_key: if i == 1 { vec![] } else { region_key(i) },
-                end_key: if i == cfg.regions {
+            .map(|i| {
+                let start = if i == 1 { vec![] } else { region_key(i) };
+                let end = if i == cfg.regions {
                     vec![]
                 } else {
                     region_key(i + 1)
-                },
-                region_epoch: Some(RegionEpoch {
-                    conf_ver: 1,
-                    version: 1,
-                }),
-                peers: (1..=cfg.replicas.min(cfg.stores))
-                    .map(|s| PeerMeta {
-                        id: peer_id(i, s),
-                        store_id: s,
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
+                };
+                build::region(i)
+                    .range(start, end)
+                    .epoch(1, 1)
+                    .peers(
+                        (1..=cfg.replicas.min(cfg.stores)).map(|s| build::peer(peer_id(i, s), s)),
+                    )
+                    .build()
             })
             .collect();
         let routers: transport::Routers = Arc::default();
@@ -457,21 +476,13 @@ impl Cluster {
         // Its metadata store must be closed before it is opened again: wait for calls in
         // flight to let go of it.
         if let Some(old) = old {
-            let deadline = Instant::now() + WAIT;
-            let mut old = old;
-            loop {
-                match Arc::try_unwrap(old) {
-                    Ok(s) => {
-                        drop(s);
-                        break;
-                    }
-                    Err(still) => {
-                        assert!(Instant::now() < deadline, "the scheduler is still in use");
-                        old = still;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                }
-            }
+            let mut old = Some(old);
+            let unshared = wait_for("calls in flight let go of the scheduler", WAIT, || {
+                Arc::try_unwrap(old.take()?)
+                    .map_err(|still| old = Some(still))
+                    .ok()
+            });
+            drop(unshared);
         }
         let new = open_scheduler(self.dir.path(), &self.cfg.scheduler, &self.logger);
         self.scheduler.set(Some(new));
@@ -569,11 +580,7 @@ impl Cluster {
         Context {
             region_id,
             region_epoch: region.region_epoch,
-            peer: Some(PeerMeta {
-                id: peer_id(region_id, store_id),
-                store_id,
-                ..Default::default()
-            }),
+            peer: Some(build::peer(peer_id(region_id, store_id), store_id)),
             ..Default::default()
         }
     }
@@ -609,23 +616,20 @@ impl Cluster {
 
     /// Writes `modifies` (all in `key`'s region) until acknowledged, following leader changes.
     pub fn must_write(&self, key: &[u8], modifies: Vec<Modify>) {
-        let deadline = Instant::now() + WAIT;
-        let mut last = None;
-        while Instant::now() < deadline {
+        let what = format!("write of {key:?} is acknowledged");
+        // The last attempt's error (`None`: there was no leader to ask).
+        wait_ok(&what, WAIT, || {
             let region_id = self.region_for_key(key).id;
             let Some(leader) = self.leader_of(region_id) else {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
+                return Err(None);
             };
             match self.write_on(leader, region_id, modifies.clone()) {
-                Ok(()) => return,
+                Ok(()) => Ok(()),
                 // The routing table or the epoch moved under it (a split): route again.
-                Err(e) if e.is_retryable() || e.is_stale_route() => last = Some(e),
+                Err(e) if e.is_retryable() || e.is_stale_route() => Err(Some(e)),
                 Err(e) => panic!("write of {key:?} failed: {e}"),
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("write of {key:?} not acknowledged within {WAIT:?}; last error: {last:?}");
+        })
     }
 
     /// A linearizable read through `store_id`'s peer (one attempt).
@@ -638,20 +642,19 @@ impl Cluster {
 
     /// A linearizable read through the leader, retried until it is served.
     pub fn must_get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let deadline = Instant::now() + WAIT;
-        let mut last = None;
-        while Instant::now() < deadline {
+        let what = format!("read of {key:?} is served");
+        // The last attempt's error (`None`: there was no leader to ask).
+        wait_ok(&what, WAIT, || {
             let region_id = self.region_for_key(key).id;
-            if let Some(leader) = self.leader_of(region_id) {
-                match self.get_on(leader, key) {
-                    Ok(v) => return v,
-                    Err(e) if e.is_retryable() || e.is_stale_route() => last = Some(e),
-                    Err(e) => panic!("read of {key:?} failed: {e}"),
-                }
+            let Some(leader) = self.leader_of(region_id) else {
+                return Err(None);
+            };
+            match self.get_on(leader, key) {
+                Ok(v) => Ok(v),
+                Err(e) if e.is_retryable() || e.is_stale_route() => Err(Some(e)),
+                Err(e) => panic!("read of {key:?} failed: {e}"),
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("read of {key:?} not served within {WAIT:?}; last error: {last:?}");
+        })
     }
 
     /// What `store_id`'s KV engine holds for `key` (applied data, not a linearizable read).
@@ -664,17 +667,16 @@ impl Cluster {
 
     /// Waits until `store_id` has applied `key` = `value` (`None`: deleted).
     pub fn wait_applied(&self, store_id: u64, key: &[u8], value: Option<&[u8]>) {
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if self.engine_get(store_id, key).as_deref() == value {
-                return;
+        let what = format!("store {store_id} applies {key:?} = {value:?}");
+        // What the store has.
+        wait_ok(&what, WAIT, || {
+            let has = self.engine_get(store_id, key);
+            if has.as_deref() == value {
+                Ok(())
+            } else {
+                Err(has)
             }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!(
-            "store {store_id} did not apply {key:?} = {value:?} within {WAIT:?}; it has {:?}",
-            self.engine_get(store_id, key)
-        );
+        })
     }
 
     /// Cuts `follower` off and puts `key(i)` = `key(i)` for i = 0, 1, ... until the leader of
@@ -735,11 +737,7 @@ impl Cluster {
         let admin = AdminRequest {
             cmd_type: AdminCmdType::TransferLeader as i32,
             transfer_leader: Some(TransferLeaderRequest {
-                peer: Some(PeerMeta {
-                    id: peer_id(region_id, to_store),
-                    store_id: to_store,
-                    ..Default::default()
-                }),
+                peer: Some(build::peer(peer_id(region_id, to_store), to_store)),
             }),
             ..Default::default()
         };
@@ -778,11 +776,7 @@ impl Cluster {
                     .iter()
                     .map(|(kind, store_id, id)| ChangePeerRequest {
                         change_type: *kind as i32,
-                        peer: Some(PeerMeta {
-                            id: *id,
-                            store_id: *store_id,
-                            ..Default::default()
-                        }),
+                        peer: Some(build::peer(*id, *store_id)),
                     })
                     .collect(),
             }),
@@ -803,19 +797,14 @@ impl Cluster {
 
     /// [`Self::must_change_peer`] with explicit peer ids.
     pub fn must_change_peer_ids(&self, region_id: u64, changes: &[(ConfChangeType, u64, u64)]) {
-        let deadline = Instant::now() + WAIT;
-        let mut last = None;
-        while Instant::now() < deadline {
+        let what = format!("membership change {changes:?} of region {region_id} is applied");
+        wait_ok(&what, WAIT, || {
             match self.change_peer_ids(region_id, changes) {
-                Ok(()) => return,
-                Err(e) if e.is_retryable() || matches!(e, Error::ConfChange { .. }) => {
-                    last = Some(e)
-                }
+                Ok(()) => Ok(()),
+                Err(e) if e.is_retryable() || matches!(e, Error::ConfChange { .. }) => Err(e),
                 Err(e) => panic!("membership change {changes:?} of region {region_id}: {e}"),
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("membership change {changes:?} of region {region_id} not applied; last: {last:?}");
+        })
     }
 
     /// Waits until `store_id`'s peer of `region_id` sees the region satisfy `pred`, and
@@ -826,38 +815,30 @@ impl Cluster {
         region_id: u64,
         pred: impl Fn(&Region) -> bool,
     ) -> Region {
-        let deadline = Instant::now() + WAIT;
-        let mut seen = None;
-        while Instant::now() < deadline {
-            if let Some(s) = self.peer_status(store_id, region_id) {
-                if pred(&s.region) {
-                    return s.region;
-                }
-                seen = Some(s.region);
+        let what = format!("store {store_id}: region {region_id} reaches the expected state");
+        // The region as the store last saw it (`None`: no peer there).
+        wait_ok(&what, WAIT, || {
+            match self.peer_status(store_id, region_id) {
+                Some(s) if pred(&s.region) => Ok(s.region),
+                seen => Err(seen.map(|s| s.region)),
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("store {store_id}: region {region_id} never reached the expected state; last seen {seen:?}");
+        })
     }
 
     /// Waits until `store_id` no longer has a peer of `region_id` and its state there is a
     /// tombstone.
     pub fn wait_peer_destroyed(&self, store_id: u64, region_id: u64) {
         use proto::raft_serverpb::{PeerState, RegionLocalState};
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
+        let what = format!("store {store_id} no longer hosts region {region_id}");
+        wait_until(&what, WAIT, || {
             let state: Option<RegionLocalState> = self
                 .store(store_id)
                 .kv()
                 .get_msg_cf(engine::CF_RAFT, &keys::region_state_key(region_id))
                 .expect("read the region state");
             let tombstone = state.is_some_and(|s| s.state == PeerState::Tombstone as i32);
-            if tombstone && self.peer_status(store_id, region_id).is_none() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("store {store_id} still hosts region {region_id} after {WAIT:?}");
+            tombstone && self.peer_status(store_id, region_id).is_none()
+        })
     }
 
     /// Makes `to_store` the leader of `region_id`, retrying the transfer until it is.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures::executor::block_on;
 use proto::metapb::RegionEpoch;
 use raftstore::{Error, Modify};
-use test_cluster::{peer_id, region_key, Cluster, ClusterConfig};
+use test_cluster::{peer_id, region_key, wait_until, Cluster, ClusterConfig};
 
 fn key(i: u32) -> Vec<u8> {
     format!("key-{i:05}").into_bytes()
@@ -219,11 +219,7 @@ fn bad_requests_get_specific_errors_and_write_nothing() {
     ));
 
     let mut wrong_store = ctx.clone();
-    wrong_store.peer = Some(proto::metapb::Peer {
-        id: peer_id(1, 9),
-        store_id: 9,
-        ..Default::default()
-    });
+    wrong_store.peer = Some(proto::build::peer(peer_id(1, 9), 9));
     assert!(matches!(
         block_on(api.write(&wrong_store, put(&in_region_1, b"x"))),
         Err(Error::StoreNotMatch {
@@ -293,14 +289,10 @@ fn lease_reads_stop_when_the_lease_expires_under_partition() {
     let old = cluster.wait_leader(1);
     cluster.must_put(b"k", b"v1");
     // Reads keep the lease renewed: the leader ends up serving them locally.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    wait_until("the leader holds a lease", Duration::from_secs(10), || {
         assert_eq!(cluster.get_on(old, b"k").unwrap(), Some(b"v1".to_vec()));
-        if cluster.peer_status(old, 1).unwrap().lease_valid {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the leader never held a lease");
-    }
+        cluster.peer_status(old, 1).unwrap().lease_valid
+    });
     cluster.isolate(old);
     std::thread::sleep(Duration::from_millis(
         cluster.cfg.raftstore.max_leader_lease_ms + 50,
@@ -486,11 +478,7 @@ fn malformed_or_foreign_raft_messages_are_dropped_without_harm() {
     let leader = cluster.wait_leader(1);
     let follower = (1..=3).find(|s| *s != leader).unwrap();
     let region = cluster.region(1).clone();
-    let peer = |store: u64| proto::metapb::Peer {
-        id: peer_id(1, store),
-        store_id: store,
-        ..Default::default()
-    };
+    let peer = |store: u64| proto::build::peer(peer_id(1, store), store);
     let message = |msg_type: MessageType, from: u64, to: u64| RaftMessage {
         region_id: 1,
         from_peer: Some(peer(from)),
@@ -555,11 +543,7 @@ fn a_restarted_peer_ignores_votes_for_an_election_timeout() {
     let candidate = (1..=3).find(|s| *s != leader && *s != follower).unwrap();
     cluster.restart_store(follower);
     let term = cluster.peer_status(follower, 1).unwrap().term;
-    let peer = |store: u64| proto::metapb::Peer {
-        id: peer_id(1, store),
-        store_id: store,
-        ..Default::default()
-    };
+    let peer = |store: u64| proto::build::peer(peer_id(1, store), store);
     let last = cluster.peer_status(leader, 1).unwrap().commit_index;
     let vote = RaftMessage {
         region_id: 1,

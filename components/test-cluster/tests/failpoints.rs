@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use raftstore::Error;
-use test_cluster::{Cluster, ClusterConfig};
+use test_cluster::{wait_until, Cluster, ClusterConfig};
 
 fn key(i: u32) -> Vec<u8> {
     format!("key-{i:04}").into_bytes()
@@ -58,10 +58,10 @@ fn crash_at(failpoint: &str) {
             .filter(|s| cluster.store(*s).stopped_reason().is_some())
             .collect()
     };
-    let wait = Instant::now() + Duration::from_secs(20);
-    while stopped_stores().is_empty() && Instant::now() < wait {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let what = format!("a store hits {failpoint} and stops");
+    wait_until(&what, Duration::from_secs(20), || {
+        !stopped_stores().is_empty()
+    });
     let stopped = stopped_stores();
     assert_eq!(
         stopped.len(),
@@ -232,14 +232,10 @@ fn crash_during_snapshot_apply(failpoint: &str) {
     let written = cluster.leave_behind(1, follower, key);
     fail::cfg(failpoint, "1*panic").unwrap();
     cluster.clear_filters();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while cluster.store(follower).stopped_reason().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the follower never reached {failpoint}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let what = format!("the follower reaches {failpoint}");
+    wait_until(&what, Duration::from_secs(20), || {
+        cluster.store(follower).stopped_reason().is_some()
+    });
     fail::remove(failpoint);
     assert_eq!(
         cluster.shutdown_store(follower),

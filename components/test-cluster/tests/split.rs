@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use raft::eraftpb::MessageType;
 use raftstore::Error;
-use test_cluster::{wait_until, Cluster, ClusterConfig, ConfChangeType, DropMessages, WAIT};
+use test_cluster::{
+    wait_ok, wait_until, Cluster, ClusterConfig, ConfChangeType, DropMessages, WAIT,
+};
 
 fn key(i: u32) -> Vec<u8> {
     format!("k{i:08}").into_bytes()
@@ -202,11 +204,7 @@ fn a_split_racing_a_membership_change_stays_consistent() {
     let err = split.expect_err("the split must not apply to the new membership");
     assert!(err.to_string().contains("peer ids"), "{err}");
     // Asked again, it goes through, and every store (the learner too) agrees.
-    let deadline = Instant::now() + WAIT;
-    while let Err(e) = cluster.split(&key(20)) {
-        assert!(Instant::now() < deadline, "split never went through: {e}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_ok("the split goes through", WAIT, || cluster.split(&key(20)));
     wait_region_count(&cluster, 2);
     assert_consistent(&cluster);
     for i in 0..40 {

@@ -15,6 +15,10 @@
 //! - [`admin`]: the apply-side dispatch of admin commands that enter the log (CompactLog,
 //!   BatchSplit), shared by `log_gc` and `split`.
 //! - [`apply`]: the dispatch from a committed entry to the operation that applies it.
+//!
+//! `admin` and `apply` are not commands but the two dispatch tables over them (entry kind →
+//! operation, admin type → operation). They stay apart so that a module per command never
+//! needs to know the others; each holds only the match and the apply state's bookkeeping.
 
 pub mod admin;
 pub mod apply;
