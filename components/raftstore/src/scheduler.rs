@@ -60,4 +60,8 @@ pub trait SchedulerClient: Send + Sync + 'static {
     fn store_heartbeat(&self, _heartbeat: StoreHeartbeat) -> Result<()> {
         Ok(())
     }
+
+    /// The cluster's GC safe point: MVCC versions below it that are not the newest may be
+    /// dropped. 0 before anyone set it.
+    fn gc_safe_point(&self) -> Result<u64>;
 }

@@ -124,6 +124,7 @@ has_header!(
     pdpb::RegionHeartbeatResponse,
     pdpb::GetRegionResponse,
     pdpb::ReportBatchSplitResponse,
+    pdpb::GetGcSafePointResponse,
 );
 
 /// A gRPC status with its chain of causes ("transport error: tcp connect error: refused").
@@ -356,6 +357,16 @@ impl Inner {
         .await
         .map(|_| ())
         .map_err(|f| f.into_error("PutStore"))
+    }
+
+    async fn gc_safe_point(&self) -> Result<u64> {
+        self.call(|mut t, h| async move {
+            let req = pdpb::GetGcSafePointRequest { header: Some(h) };
+            t.pd.get_gc_safe_point(req).await
+        })
+        .await
+        .map(|r| r.safe_point)
+        .map_err(|f| f.into_error("GetGCSafePoint"))
     }
 
     async fn region_recorded(&self, region_id: u64) -> Result<bool> {
@@ -620,6 +631,10 @@ impl SchedulerClient for GrpcSchedulerClient {
     fn store_heartbeat(&self, heartbeat: StoreHeartbeat) -> Result<()> {
         self.block(|inner| async move { inner.store_heartbeat(heartbeat).await })
     }
+
+    fn gc_safe_point(&self) -> Result<u64> {
+        self.block(|inner| async move { inner.gc_safe_point().await })
+    }
 }
 
 impl ClusterControl for GrpcSchedulerClient {
@@ -643,6 +658,7 @@ impl ClusterControl for GrpcSchedulerClient {
 #[cfg(test)]
 mod tests {
     use engine::MemEngine;
+    use proto::build;
     use proto::metapb::{Peer, RegionEpoch};
     use scheduler::{AdminOp, Scheduler};
 
@@ -784,27 +800,22 @@ mod tests {
         let stats = scheduler.cluster.store_info(first).unwrap().stats;
         assert_eq!((stats.used, stats.leader_count), (40, 1));
 
+        // Stores read the GC safe point someone else moved.
+        assert_eq!(client.gc_safe_point().unwrap(), 0);
+        scheduler.gc_safe_point.update(42).unwrap();
+        assert_eq!(client.gc_safe_point().unwrap(), 42);
+
         // A split report reaches the routing table.
         let ids = client.alloc_ids(2).unwrap();
         assert!(ids[0] < ids[1], "{ids:?}");
-        let epoch = Some(RegionEpoch {
-            conf_ver: 2,
-            version: 2,
-        });
-        let right = Region {
-            id: ids[0],
-            start_key: b"m".to_vec(),
-            region_epoch: epoch,
-            peers: vec![Peer {
-                id: ids[1],
-                store_id: first,
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
+        let right = build::region(ids[0])
+            .range(b"m", b"")
+            .epoch(2, 2)
+            .peers([build::peer(ids[1], first)])
+            .build();
         let left = Region {
             end_key: b"m".to_vec(),
-            region_epoch: epoch,
+            region_epoch: right.region_epoch,
             ..grown.clone()
         };
         client.report_split(&left, std::slice::from_ref(&right));
@@ -831,13 +842,7 @@ mod tests {
 
     #[test]
     fn heartbeat_answers_map_back_to_steps() {
-        use proto::metapb::PeerRole;
-        let peer = Peer {
-            id: 5,
-            store_id: 2,
-            role: PeerRole::Learner as i32,
-            ..Default::default()
-        };
+        let peer = build::learner(5, 2);
         let change = |kind: ConfChangeType| pdpb::RegionHeartbeatResponse {
             change_peer: Some(pdpb::ChangePeer {
                 peer: Some(peer),

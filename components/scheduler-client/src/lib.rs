@@ -144,6 +144,10 @@ impl SchedulerClient for InProcessClient {
             .store_heartbeat(hb.store_id, stats)
             .map_err(scheduler_err)
     }
+
+    fn gc_safe_point(&self) -> Result<u64> {
+        Ok(self.get()?.gc_safe_point.get())
+    }
 }
 
 impl ClusterControl for InProcessClient {

@@ -7,6 +7,7 @@
 //! - [`id`]: ids for regions, peers and stores, persisted in batches; the cluster id.
 //! - [`tso`]: hybrid timestamps `physical_ms << 18 | logical` with a persisted upper bound.
 //! - [`cluster`]: stores, regions and the routing table, updated by heartbeats.
+//! - [`gc`]: the cluster's GC safe point, monotone and persisted.
 //! - [`operator`], [`schedule`]: what the scheduler (or an administrator) asks of a region.
 //! - [`service`]: the gRPC face: PD's `pdpb.PD` (what TiKV clients and stores speak) and our
 //!   `schedulerpb.Scheduler` (unary region heartbeats, operators).
@@ -26,6 +27,7 @@
 
 pub mod cluster;
 mod error;
+pub mod gc;
 pub mod id;
 pub mod operator;
 pub mod schedule;
@@ -42,6 +44,7 @@ use util::ClockRef;
 
 pub use cluster::{Cluster, RegionInfo, StoreInfo, StoreStats};
 pub use error::{Error, Result};
+pub use gc::GcSafePoint;
 pub use id::IdAllocator;
 pub use operator::{AdminOp, Operator, OperatorKind, Progress, Step};
 pub use storage::MetaStore;
@@ -133,6 +136,7 @@ pub struct Scheduler {
     pub ids: IdAllocator,
     pub tso: Tso,
     pub cluster: Cluster,
+    pub gc_safe_point: GcSafePoint,
     config: Config,
     operators: Mutex<HashMap<u64, Operator>>,
     history: Mutex<VecDeque<OperatorStatus>>,
@@ -157,6 +161,7 @@ impl Scheduler {
             cluster_id: id::load_or_init_cluster_id(store.as_ref(), clock.wall())?,
             ids: IdAllocator::open(store.clone(), config.id_batch)?,
             tso: Tso::open(store.clone(), config.tso_window, clock.clone())?,
+            gc_safe_point: GcSafePoint::open(store.clone())?,
             cluster: Cluster::open(store, clock.clone(), logger)?,
             config: config.clone(),
             operators: Mutex::default(),
@@ -491,15 +496,8 @@ impl Scheduler {
 mod tests {
     use super::*;
     use engine::MemEngine;
-    use proto::metapb::{Region, RegionEpoch, Store};
-
-    fn peer(id: u64, store_id: u64) -> Peer {
-        Peer {
-            id,
-            store_id,
-            ..Default::default()
-        }
-    }
+    use proto::build::{peer, region};
+    use proto::metapb::Store;
 
     /// Stores 1-3 (and 4, known but holding nothing); region 1 [a, z) with voters on stores 1
     /// and 2, led from store 1.
@@ -518,31 +516,17 @@ mod tests {
             id,
             ..Default::default()
         };
-        let first = Region {
-            id: 1,
-            region_epoch: Some(RegionEpoch {
-                conf_ver: 1,
-                version: 1,
-            }),
-            peers: vec![peer(11, 1)],
-            ..Default::default()
-        };
+        let first = region(1).epoch(1, 1).peers([peer(11, 1)]).build();
         s.cluster.bootstrap(store(1), first).unwrap();
         for id in 2..=4 {
             s.cluster.put_store(store(id)).unwrap();
         }
         let info = RegionInfo {
-            region: Region {
-                id: 1,
-                start_key: b"a".to_vec(),
-                end_key: b"z".to_vec(),
-                region_epoch: Some(RegionEpoch {
-                    conf_ver: 2,
-                    version: 2,
-                }),
-                peers: vec![peer(11, 1), peer(12, 2)],
-                ..Default::default()
-            },
+            region: region(1)
+                .range(b"a", b"z")
+                .epoch(2, 2)
+                .peers([peer(11, 1), peer(12, 2)])
+                .build(),
             leader: Some(peer(11, 1)),
             ..Default::default()
         };

@@ -94,6 +94,8 @@ reply!(
     pdpb::AskBatchSplitResponse,
     pdpb::ReportBatchSplitResponse,
     pdpb::GetClusterConfigResponse,
+    pdpb::GetGcSafePointResponse,
+    pdpb::UpdateGcSafePointResponse,
     schedulerpb::AddOperatorResponse,
     schedulerpb::ListOperatorsResponse,
 );
@@ -630,6 +632,42 @@ impl Pd for SchedulerService {
             })
         })
     }
+
+    async fn get_gc_safe_point(
+        &self,
+        request: Request<pdpb::GetGcSafePointRequest>,
+    ) -> Result<Response<pdpb::GetGcSafePointResponse>, Status> {
+        let req = request.into_inner();
+        self.reply("GetGCSafePoint", req.header.as_ref(), |s| {
+            Ok(pdpb::GetGcSafePointResponse {
+                header: None,
+                safe_point: s.gc_safe_point.get(),
+            })
+        })
+    }
+
+    /// Monotone, as PD's: an update below the safe point in force changes nothing and
+    /// answers the one in force.
+    async fn update_gc_safe_point(
+        &self,
+        request: Request<pdpb::UpdateGcSafePointRequest>,
+    ) -> Result<Response<pdpb::UpdateGcSafePointResponse>, Status> {
+        let req = request.into_inner();
+        let asked = req.safe_point;
+        self.reply_blocking("UpdateGCSafePoint", req.header.as_ref(), move |s| {
+            let before = s.gc_safe_point.get();
+            let new_safe_point = s.gc_safe_point.update(asked)?;
+            if new_safe_point != before {
+                slog::info!(s.logger(), "GC safe point advanced"; "from" => before,
+                    "to" => new_safe_point);
+            }
+            Ok(pdpb::UpdateGcSafePointResponse {
+                header: None,
+                new_safe_point,
+            })
+        })
+        .await
+    }
 }
 
 #[tonic::async_trait]
@@ -748,7 +786,8 @@ mod tests {
     use std::time::Duration;
 
     use engine::MemEngine;
-    use proto::metapb::{Region, RegionEpoch, Store};
+    use proto::build::{self, peer};
+    use proto::metapb::{Region, Store};
     use proto::pdpb::pd_client::PdClient;
     use proto::schedulerpb::scheduler_client::SchedulerClient;
 
@@ -766,14 +805,6 @@ mod tests {
         h.as_ref()
             .and_then(|h| h.error.as_ref())
             .map_or(ErrorType::Ok, |e| e.r#type())
-    }
-
-    fn peer(id: u64, store_id: u64) -> Peer {
-        Peer {
-            id,
-            store_id,
-            ..Default::default()
-        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -831,6 +862,23 @@ mod tests {
         assert_eq!(leader.client_urls, vec![url.to_string()]);
         assert_eq!(members.etcd_leader, Some(leader));
 
+        // The GC safe point only moves forward and answers the one in force.
+        let update = |safe_point| pdpb::UpdateGcSafePointRequest {
+            header: header(id),
+            safe_point,
+        };
+        let moved = pd.update_gc_safe_point(update(200)).await.unwrap();
+        assert_eq!(moved.into_inner().new_safe_point, 200);
+        let back = pd.update_gc_safe_point(update(100)).await.unwrap();
+        assert_eq!(back.into_inner().new_safe_point, 200);
+        let got = pd
+            .get_gc_safe_point(pdpb::GetGcSafePointRequest { header: header(id) })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.safe_point, 200);
+        assert_eq!(scheduler.gc_safe_point.get(), 200);
+
         // Another cluster's request is refused in the header.
         let other = pd
             .is_bootstrapped(pdpb::IsBootstrappedRequest {
@@ -881,15 +929,10 @@ mod tests {
             address: "127.0.0.1:20160".into(),
             ..Default::default()
         };
-        let region = Region {
-            id: region_id,
-            region_epoch: Some(RegionEpoch {
-                conf_ver: 1,
-                version: 1,
-            }),
-            peers: vec![peer(peer_id, store_id)],
-            ..Default::default()
-        };
+        let region = build::region(region_id)
+            .epoch(1, 1)
+            .peers([peer(peer_id, store_id)])
+            .build();
         let bootstrap = pdpb::BootstrapRequest {
             header: header(id),
             store: Some(store.clone()),
@@ -1117,20 +1160,14 @@ mod tests {
         assert_eq!(r.ids.len(), 2);
         assert!(r.ids.iter().all(|s| s.new_peer_ids.len() == 1));
         let split_id = &r.ids[0];
-        let epoch = Some(RegionEpoch {
-            conf_ver: 1,
-            version: 2,
-        });
-        let right = Region {
-            id: split_id.new_region_id,
-            start_key: b"m".to_vec(),
-            region_epoch: epoch,
-            peers: vec![peer(split_id.new_peer_ids[0], store_id)],
-            ..Default::default()
-        };
+        let right = build::region(split_id.new_region_id)
+            .range(b"m", b"")
+            .epoch(1, 2)
+            .peers([peer(split_id.new_peer_ids[0], store_id)])
+            .build();
         let left = Region {
             end_key: b"m".to_vec(),
-            region_epoch: epoch,
+            region_epoch: right.region_epoch,
             ..region.clone()
         };
         let r = pd
