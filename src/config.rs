@@ -120,6 +120,11 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// The scheduler's gRPC endpoints (host:port). Default ["127.0.0.1:2379"].
     pub scheduler_endpoints: Vec<String>,
+    /// The cluster's API version, as TiKV's: "1" (raw or transactional clients, no TTL),
+    /// "1ttl" (raw clients with TTL) or "2" (keyspaces: raw and transactional clients
+    /// together, TTL). Chosen by the cluster's first store; every store must match it and
+    /// its data directory. Default "1".
+    pub api_version: api_version::ApiVersion,
     pub log: LogConfig,
     pub server: server::Config,
     pub raftstore: raftstore::Config,
@@ -132,6 +137,7 @@ impl Default for StoreConfig {
         StoreConfig {
             data_dir: "data/store".into(),
             scheduler_endpoints: vec!["127.0.0.1:2379".into()],
+            api_version: api_version::ApiVersion::default(),
             log: LogConfig::default(),
             server: server::Config::default(),
             raftstore: raftstore::Config::default(),

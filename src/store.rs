@@ -67,6 +67,30 @@ pub async fn signalled() -> &'static str {
     }
 }
 
+/// Under a TTL version, compaction drops raw values that have expired. Reads already skip
+/// them (by the reader's clock), so no answer depends on when, or on which replica, a value
+/// is dropped. Under V2 only raw keys ('r', the first byte of their encoding too) carry an
+/// expiry; a value that does not decode is kept, for a read to report.
+fn expired_value_filter(
+    version: api_version::ApiVersion,
+    clock: util::ClockRef,
+) -> Option<engine::DropFilter> {
+    use api_version::{keyspace::KeyMode, ttl, ApiVersion};
+    if !version.has_ttl() {
+        return None;
+    }
+    Some(Arc::new(move |key: &[u8], value: &[u8]| {
+        if version == ApiVersion::V2 && key.first() != Some(&KeyMode::Raw.byte()) {
+            return false;
+        }
+        let now = clock
+            .wall()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        ttl::decode(value).is_ok_and(|v| v.is_expired(now))
+    }))
+}
+
 pub fn run(cfg: StoreConfig) -> Result<(), String> {
     cfg.validate()?;
     let (logger, _log_guard) = crate::logging::init(&cfg.log, "store")?;
@@ -86,8 +110,12 @@ fn run_with_logger(cfg: StoreConfig, logger: &slog::Logger) -> Result<(), String
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", cfg.data_dir.display()))?;
-    let kv = RocksEngine::open(&cfg.data_dir.join("kv"), &cfg.rocksdb)
-        .map_err(|e| format!("cannot open the KV engine: {e}"))?;
+    let kv = RocksEngine::open_with_filter(
+        &cfg.data_dir.join("kv"),
+        &cfg.rocksdb,
+        expired_value_filter(cfg.api_version, util::SystemClock::shared()),
+    )
+    .map_err(|e| format!("cannot open the KV engine: {e}"))?;
     let raft = RaftLogEngine::open(&RaftLogConfig {
         dir: cfg.data_dir.join("raft"),
         ..cfg.raft_log.clone()
@@ -128,11 +156,18 @@ fn run_with_logger(cfg: StoreConfig, logger: &slog::Logger) -> Result<(), String
         }
     };
     let cluster_id = scheduler.cluster_id();
-    let store_id =
-        scheduler_client::bootstrap_store(scheduler.as_ref(), &kv, cluster_id, None, &advertised)
-            .map_err(|e| format!("cannot join cluster {cluster_id}: {e}"))?;
+    let store_id = scheduler_client::bootstrap_store(
+        scheduler.as_ref(),
+        &kv,
+        cluster_id,
+        None,
+        &advertised,
+        cfg.api_version,
+    )
+    .map_err(|e| format!("cannot join cluster {cluster_id}: {e}"))?;
     slog::info!(logger, "joined the cluster";
-        "store_id" => store_id, "cluster_id" => cluster_id, "address" => &advertised);
+        "store_id" => store_id, "cluster_id" => cluster_id, "address" => &advertised,
+        "api_version" => %cfg.api_version);
 
     let transport = GrpcTransport::new(
         store_id,
@@ -149,9 +184,13 @@ fn run_with_logger(cfg: StoreConfig, logger: &slog::Logger) -> Result<(), String
 
     let api = system.api();
     let max_msg = cfg.server.grpc_max_message_size;
-    let kv_service = TikvServer::new(KvService::new(api.clone(), cfg.server.clone()))
-        .max_decoding_message_size(max_msg)
-        .max_encoding_message_size(max_msg);
+    let kv_service = TikvServer::new(KvService::new(
+        api.clone(),
+        cfg.server.clone(),
+        cfg.api_version,
+    ))
+    .max_decoding_message_size(max_msg)
+    .max_encoding_message_size(max_msg);
     let raft_service = RaftTransportServer::new(RaftService::new(
         store_id,
         system.router().clone(),

@@ -443,3 +443,109 @@ async fn bad_requests_get_specific_errors_and_write_nothing() {
         Some(b"1".to_vec())
     );
 }
+
+/// Under `api-version = "1ttl"`, tikv-client's TTL calls work unmodified: the TTL it reads
+/// back is the one it wrote, less the time gone by, and an expired key is gone from every
+/// read (get, batch get, scan, CAS) while keys without a TTL stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tikv_client_raw_ttl_under_api_version_1ttl() {
+    let cluster = ProcCluster::start_with_stores(1, |cfg| {
+        cfg.api_version = api_version::ApiVersion::V1Ttl;
+    });
+    let admin = cluster.client().await;
+    cluster.wait_replicated(&admin, 1, 1).await;
+    // tikv-client 0.4's V1 scans must not reach the last region (see the test above).
+    split(&cluster, &admin, "z", 2).await;
+    let raw = tikv_client::RawClient::new(vec![cluster.pd.clone()])
+        .await
+        .expect("tikv-client connects");
+
+    raw.put_with_ttl("t-short".to_owned(), "s".to_owned(), 2)
+        .await
+        .unwrap();
+    raw.put_with_ttl("t-long".to_owned(), "l".to_owned(), 600)
+        .await
+        .unwrap();
+    raw.put("t-forever".to_owned(), "f".to_owned())
+        .await
+        .unwrap();
+    raw.batch_put_with_ttl(
+        vec![
+            ("t-batch-short".to_owned(), "bs".to_owned()),
+            ("t-batch-long".to_owned(), "bl".to_owned()),
+        ],
+        vec![2, 600],
+    )
+    .await
+    .unwrap();
+    let long = raw.get_key_ttl_secs("t-long".to_owned()).await.unwrap();
+    assert!(matches!(long, Some(599..=600)), "{long:?}");
+    let batch_long = raw
+        .get_key_ttl_secs("t-batch-long".to_owned())
+        .await
+        .unwrap();
+    assert!(matches!(batch_long, Some(599..=600)), "{batch_long:?}");
+    assert_eq!(
+        raw.get_key_ttl_secs("t-forever".to_owned()).await.unwrap(),
+        Some(0),
+        "no TTL reads as 0, as TiKV answers"
+    );
+    assert_eq!(
+        raw.get_key_ttl_secs("t-missing".to_owned()).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        raw.get("t-short".to_owned()).await.unwrap(),
+        Some(b"s".to_vec())
+    );
+
+    // Expiry: the short-lived keys vanish from every read.
+    wait_until("the 2 s keys expire", Duration::from_secs(10), || async {
+        raw.get("t-short".to_owned()).await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(raw.get("t-batch-short".to_owned()).await.unwrap(), None);
+    assert_eq!(
+        raw.get_key_ttl_secs("t-short".to_owned()).await.unwrap(),
+        None
+    );
+    let scanned: Vec<Vec<u8>> = raw
+        .scan("t-".to_owned().."t.".to_owned(), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| Vec::from(p.key().clone()))
+        .collect();
+    assert_eq!(
+        scanned,
+        vec![
+            b"t-batch-long".to_vec(),
+            b"t-forever".to_vec(),
+            b"t-long".to_vec()
+        ]
+    );
+    // A scan's limit counts live keys only.
+    assert_eq!(
+        raw.scan("t-".to_owned().."t.".to_owned(), 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let got = raw
+        .batch_get(vec!["t-short".to_owned(), "t-long".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    // CAS sees an expired key as absent.
+    let cas = raw.with_atomic_for_cas();
+    let (prev, swapped) = cas
+        .compare_and_swap("t-short".to_owned(), None, b"new".to_vec())
+        .await
+        .unwrap();
+    assert_eq!((prev, swapped), (None, true));
+    assert_eq!(
+        raw.get("t-short".to_owned()).await.unwrap(),
+        Some(b"new".to_vec())
+    );
+}

@@ -137,6 +137,19 @@ impl ProcCluster {
 
     /// Like [`ProcCluster::start`], with the scheduler's config changed by `tune`.
     pub fn start_with(n: usize, tune: impl FnOnce(&mut SchedulerConfig)) -> ProcCluster {
+        Self::start_tuned(n, tune, |_| {})
+    }
+
+    /// Like [`ProcCluster::start`], with every store's config changed by `tune_store`.
+    pub fn start_with_stores(n: usize, tune_store: impl Fn(&mut StoreConfig)) -> ProcCluster {
+        Self::start_tuned(n, |_| {}, tune_store)
+    }
+
+    fn start_tuned(
+        n: usize,
+        tune: impl FnOnce(&mut SchedulerConfig),
+        tune_store: impl Fn(&mut StoreConfig),
+    ) -> ProcCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let pd = format!("127.0.0.1:{}", free_port());
         let scheduler_log = dir.path().join("scheduler.log");
@@ -186,6 +199,7 @@ impl ProcCluster {
             cfg.raftstore.apply_pool_size = 1;
             cfg.raftstore.region_heartbeat_tick_interval_ms = 500;
             cfg.raftstore.store_heartbeat_interval_ms = 1000;
+            tune_store(&mut cfg);
             let config = store_dir.join("store.toml");
             write(&config, &cfg);
             cluster.stores.push(StoreProc {

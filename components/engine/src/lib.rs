@@ -33,7 +33,8 @@ pub use error::{Error, Result};
 pub use ident::{read_store_ident, write_store_ident};
 pub use mem::{MemEngine, MemSnapshot, MemWriteBatch};
 pub use rocks::{
-    Compression, RocksConfig, RocksEngine, RocksSnapshot, RocksSstWriter, RocksWriteBatch,
+    Compression, DropFilter, RocksConfig, RocksEngine, RocksSnapshot, RocksSstWriter,
+    RocksWriteBatch,
 };
 
 pub const CF_DEFAULT: &str = "default";

@@ -11,8 +11,8 @@ use rocksdb::{
 };
 
 use crate::{
-    check_range, Error, KvEngine, Peekable, RangeStats, Result, ScanCallback, Snapshot, SstExt,
-    SstInfo, SstWriter, WriteBatch, ALL_CFS, CF_RAFT,
+    check_range, keys, Error, KvEngine, Peekable, RangeStats, Result, ScanCallback, Snapshot,
+    SstExt, SstInfo, SstWriter, WriteBatch, ALL_CFS, CF_RAFT, DATA_CFS,
 };
 
 /// Compression of one LSM level.
@@ -138,6 +138,11 @@ struct RocksInner {
     sst_opts: Vec<Options>,
 }
 
+/// Decides during compaction whether a pair of a data CF may be dropped: `(user key, value)`
+/// → drop. It must only drop what no read can see any more, since when (and on which
+/// replica) compaction runs is not replicated.
+pub type DropFilter = Arc<dyn Fn(&[u8], &[u8]) -> bool + Send + Sync>;
+
 /// A RocksDB instance with CFs default, lock, write and raft. Cheap to clone; the DB closes when
 /// the last clone and the last snapshot are dropped.
 #[derive(Clone)]
@@ -149,11 +154,36 @@ impl RocksEngine {
     /// Opens (or creates) the engine at `path`. An existing DB must have every CF; a missing CF
     /// or a damaged file is an error naming the path and the problem.
     pub fn open(path: &Path, config: &RocksConfig) -> Result<RocksEngine> {
+        Self::open_with_filter(path, config, None)
+    }
+
+    /// Like [`RocksEngine::open`], with `drop_filter` deciding during compaction which pairs
+    /// of the data CFs may go (expired values, say). Only data keys reach it, with their
+    /// data prefix removed; local keys (region states, the raft CF) are never offered.
+    pub fn open_with_filter(
+        path: &Path,
+        config: &RocksConfig,
+        drop_filter: Option<DropFilter>,
+    ) -> Result<RocksEngine> {
         let exists = path.join("CURRENT").exists();
         let cache = Cache::new_lru_cache(config.block_cache_size);
         let cf_opts: Vec<Options> = ALL_CFS
             .iter()
-            .map(|cf| config.cf_options(cf, &cache))
+            .map(|cf| {
+                let mut opts = config.cf_options(cf, &cache);
+                if let Some(filter) = drop_filter.as_ref().filter(|_| DATA_CFS.contains(cf)) {
+                    let filter = filter.clone();
+                    opts.set_compaction_filter("regionstore-drop-filter", move |_, key, value| {
+                        match keys::origin_key(key) {
+                            Some(user_key) if filter(user_key, value) => {
+                                rocksdb::compaction_filter::Decision::Remove
+                            }
+                            _ => rocksdb::compaction_filter::Decision::Keep,
+                        }
+                    });
+                }
+                opts
+            })
             .collect();
         let sst_opts: Vec<Options> = cf_opts
             .iter()

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use engine::{
     keys, read_store_ident, write_store_ident, Error, KvEngine, Peekable, RocksConfig, RocksEngine,
-    SstExt, SstWriter, WriteBatch, CF_DEFAULT, CF_WRITE,
+    SstExt, SstWriter, WriteBatch, CF_DEFAULT, CF_RAFT, CF_WRITE,
 };
 use proto::raft_serverpb::StoreIdent;
 
@@ -119,6 +119,7 @@ fn the_store_ident_survives_a_reopen_and_a_damaged_one_is_corruption() {
     let ident = StoreIdent {
         cluster_id: 7,
         store_id: 3,
+        api_version: 2,
     };
     write_store_ident(&engine, &ident).unwrap();
     drop(engine);
@@ -221,4 +222,50 @@ fn range_stats_after_flush_and_compaction() {
         first_fifth.keys < in_files.keys / 2,
         "{first_fifth:?} vs {in_files:?}"
     );
+}
+
+/// A drop filter removes, at compaction, the data pairs it names, in every data CF, and is
+/// never offered local keys.
+#[test]
+fn a_drop_filter_removes_what_it_names_at_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let offered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = offered.clone();
+    let filter: engine::DropFilter = std::sync::Arc::new(move |key: &[u8], value: &[u8]| {
+        seen.lock().unwrap().push(key.to_vec());
+        value == b"expired"
+    });
+    let engine =
+        RocksEngine::open_with_filter(&dir.path().join("db"), &config(), Some(filter)).unwrap();
+    let mut wb = engine.write_batch();
+    for cf in [CF_DEFAULT, CF_WRITE] {
+        wb.put_cf(cf, &keys::data_key(b"a"), b"expired").unwrap();
+        wb.put_cf(cf, &keys::data_key(b"b"), b"live").unwrap();
+    }
+    wb.put_cf(CF_RAFT, &keys::region_state_key(1), b"expired")
+        .unwrap();
+    engine.write(&mut wb, true).unwrap();
+    for cf in [CF_DEFAULT, CF_WRITE, CF_RAFT] {
+        engine.flush_cf(cf).unwrap();
+        engine.compact_range_cf(cf, b"", b"").unwrap();
+    }
+    for cf in [CF_DEFAULT, CF_WRITE] {
+        assert_eq!(
+            engine.get_value_cf(cf, &keys::data_key(b"a")).unwrap(),
+            None
+        );
+        assert_eq!(
+            engine.get_value_cf(cf, &keys::data_key(b"b")).unwrap(),
+            Some(b"live".to_vec())
+        );
+    }
+    assert!(engine
+        .get_value_cf(CF_RAFT, &keys::region_state_key(1))
+        .unwrap()
+        .is_some());
+    assert!(offered
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|k| k == b"a" || k == b"b"));
 }

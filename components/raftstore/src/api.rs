@@ -120,6 +120,11 @@ impl<EK: KvEngine> StoreApi<EK> {
         self.ctx.store_id
     }
 
+    /// The store's clock (the server reads expiries through it).
+    pub fn clock(&self) -> &util::ClockRef {
+        &self.ctx.clock
+    }
+
     /// Ids of the regions hosted here, and how many of them this store leads now (for status
     /// pages).
     pub fn region_status(&self) -> (Vec<u64>, i64) {

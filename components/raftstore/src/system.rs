@@ -51,15 +51,21 @@ fn check_store_ident<EK: KvEngine>(
     }
 }
 
-/// Marks a fresh data directory as store `store_id` of cluster `cluster_id`. An already
-/// bootstrapped directory must carry the same ids.
-pub fn bootstrap_store<EK: KvEngine>(kv: &EK, cluster_id: u64, store_id: u64) -> Result<()> {
+/// Marks a fresh data directory as store `store_id` of cluster `cluster_id`, holding data
+/// of `api_version`. An already bootstrapped directory must carry the same ids.
+pub fn bootstrap_store<EK: KvEngine>(
+    kv: &EK,
+    cluster_id: u64,
+    store_id: u64,
+    api_version: proto::kvrpcpb::ApiVersion,
+) -> Result<()> {
     if check_store_ident(kv, store_id, Some(cluster_id))?.is_some() {
         return Ok(());
     }
     let ident = StoreIdent {
         cluster_id,
         store_id,
+        api_version: api_version as i32,
     };
     engine::write_store_ident(kv, &ident).map_err(|e| Error::Store {
         store_id,
@@ -574,6 +580,7 @@ fn spawn_ticker<EK: KvEngine>(
 #[cfg(test)]
 mod tests {
     use engine::MemEngine;
+    use proto::kvrpcpb::ApiVersion::V1;
 
     use super::*;
 
@@ -581,12 +588,12 @@ mod tests {
     fn a_data_directory_serves_only_the_store_and_cluster_it_was_made_for() {
         let kv = MemEngine::new();
         assert_eq!(check_store_ident(&kv, 3, None).unwrap(), None);
-        bootstrap_store(&kv, 7, 3).unwrap();
+        bootstrap_store(&kv, 7, 3, V1).unwrap();
         // Again with the same ids: nothing to do.
-        bootstrap_store(&kv, 7, 3).unwrap();
+        bootstrap_store(&kv, 7, 3, V1).unwrap();
         assert!(check_store_ident(&kv, 3, None).unwrap().is_some());
         for (cluster, store) in [(8, 3), (7, 4)] {
-            let err = bootstrap_store(&kv, cluster, store).unwrap_err();
+            let err = bootstrap_store(&kv, cluster, store, V1).unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!("store {store}: data directory belongs to store 3 of cluster 7")

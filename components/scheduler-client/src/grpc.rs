@@ -23,12 +23,13 @@ use proto::eraftpb::ConfChangeType;
 use proto::metapb::{Region, Store};
 use proto::pdpb::pd_client::PdClient;
 use proto::pdpb::{self, ErrorType};
+use proto::schedulerpb;
 use proto::schedulerpb::scheduler_client::SchedulerClient as SchedulerRpcClient;
 use raftstore::{Error, RegionHeartbeat, Result, SchedulerClient, SchedulerStep, StoreHeartbeat};
 use tokio::runtime::{Handle, Runtime};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::{BootstrapOutcome, ClusterControl};
+use crate::{ApiVersion, BootstrapOutcome, ClusterControl};
 
 /// How the gRPC client calls the scheduler.
 #[derive(Clone, Debug)]
@@ -125,6 +126,7 @@ has_header!(
     pdpb::GetRegionResponse,
     pdpb::ReportBatchSplitResponse,
     pdpb::GetGcSafePointResponse,
+    schedulerpb::CheckApiVersionResponse,
 );
 
 /// A gRPC status with its chain of causes ("transport error: tcp connect error: refused").
@@ -367,6 +369,19 @@ impl Inner {
         .await
         .map(|r| r.safe_point)
         .map_err(|f| f.into_error("GetGCSafePoint"))
+    }
+
+    async fn check_api_version(&self, asked: ApiVersion) -> Result<ApiVersion> {
+        self.call(|mut t, h| async move {
+            let req = schedulerpb::CheckApiVersionRequest {
+                header: Some(h),
+                api_version: asked.to_proto() as i32,
+            };
+            t.sched.check_api_version(req).await
+        })
+        .await
+        .map(|r| ApiVersion::from_proto(r.api_version()))
+        .map_err(|f| f.into_error("CheckApiVersion"))
     }
 
     async fn region_recorded(&self, region_id: u64) -> Result<bool> {
@@ -653,6 +668,10 @@ impl ClusterControl for GrpcSchedulerClient {
     fn region_recorded(&self, region_id: u64) -> Result<bool> {
         self.block(|inner| async move { inner.region_recorded(region_id).await })
     }
+
+    fn check_api_version(&self, asked: ApiVersion) -> Result<ApiVersion> {
+        self.block(|inner| async move { inner.check_api_version(asked).await })
+    }
 }
 
 #[cfg(test)]
@@ -722,8 +741,8 @@ mod tests {
 
         // The first store bootstraps the cluster, the second joins; ids stay on a restart.
         let (a, b) = (MemEngine::new(), MemEngine::new());
-        let first = bootstrap_store(&client, &a, 7, None, "a").unwrap();
-        let second = bootstrap_store(&client, &b, 7, None, "b").unwrap();
+        let first = bootstrap_store(&client, &a, 7, None, "a", ApiVersion::V1).unwrap();
+        let second = bootstrap_store(&client, &b, 7, None, "b", ApiVersion::V1).unwrap();
         assert_ne!(first, second);
         assert!(scheduler.cluster.is_bootstrapped());
         let regions = scheduler.cluster.regions();
@@ -732,14 +751,23 @@ mod tests {
         assert!(region.start_key.is_empty() && region.end_key.is_empty());
         assert_eq!(region.peers[0].store_id, first);
         assert_eq!(scheduler.cluster.stores().len(), 2);
-        assert_eq!(bootstrap_store(&client, &a, 7, None, "a").unwrap(), first);
-        assert_eq!(bootstrap_store(&client, &b, 7, None, "b").unwrap(), second);
+        assert_eq!(
+            bootstrap_store(&client, &a, 7, None, "a", ApiVersion::V1).unwrap(),
+            first
+        );
+        assert_eq!(
+            bootstrap_store(&client, &b, 7, None, "b", ApiVersion::V1).unwrap(),
+            second
+        );
         // A first region left by a bootstrap that lost the race (and crashed) is taken back.
         let c = MemEngine::new();
-        raftstore::bootstrap_store(&c, 7, 50).unwrap();
+        raftstore::bootstrap_store(&c, 7, 50, ApiVersion::V1.to_proto()).unwrap();
         let lost = crate::first_region(60, 61, 50);
         raftstore::bootstrap_region(&c, &lost).unwrap();
-        assert_eq!(bootstrap_store(&client, &c, 7, None, "c").unwrap(), 50);
+        assert_eq!(
+            bootstrap_store(&client, &c, 7, None, "c", ApiVersion::V1).unwrap(),
+            50
+        );
         assert_eq!(crate::prepared_first_region(&c, 50).unwrap(), None);
         assert_eq!(scheduler.cluster.regions().len(), 1);
 

@@ -24,6 +24,7 @@ pub mod grpc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
+pub use api_version::ApiVersion;
 use engine::{keys, KvEngine, WriteBatch, CF_RAFT};
 use proto::metapb::{Peer, Region, RegionEpoch, Store};
 use raftstore::{Error, RegionHeartbeat, Result, SchedulerClient, SchedulerStep, StoreHeartbeat};
@@ -49,6 +50,8 @@ pub trait ClusterControl: SchedulerClient {
     fn put_store(&self, store: Store) -> Result<()>;
     /// Whether the scheduler knows region `region_id`.
     fn region_recorded(&self, region_id: u64) -> Result<bool>;
+    /// A joining store's API version; the answer is the cluster's (the first store's).
+    fn check_api_version(&self, asked: ApiVersion) -> Result<ApiVersion>;
 }
 
 /// Id batches handed out to stores, kept for diagnostics (and split-latency benches).
@@ -172,6 +175,10 @@ impl ClusterControl for InProcessClient {
     fn region_recorded(&self, region_id: u64) -> Result<bool> {
         Ok(self.get()?.cluster.region_by_id(region_id).is_some())
     }
+
+    fn check_api_version(&self, asked: ApiVersion) -> Result<ApiVersion> {
+        self.get()?.check_api_version(asked).map_err(scheduler_err)
+    }
 }
 
 /// Makes `kv` a store of the scheduler's cluster and returns its store id. A directory that
@@ -179,12 +186,16 @@ impl ClusterControl for InProcessClient {
 /// an id from the scheduler; if the cluster is not bootstrapped yet, this store bootstraps it
 /// with the first region (the whole key space, one peer here). If another store bootstrapped
 /// first, the local first region is taken back and this store just joins.
+///
+/// `api_version` must be the cluster's (the first store's choice) and, for a directory
+/// already in use, the one its data was written under; nothing is written otherwise.
 pub fn bootstrap_store<EK: KvEngine, C: ClusterControl + ?Sized>(
     client: &C,
     kv: &EK,
     cluster_id: u64,
     store_id: Option<u64>,
     address: &str,
+    api_version: ApiVersion,
 ) -> Result<u64> {
     let ident: Option<proto::raft_serverpb::StoreIdent> = kv
         .get_msg_cf(CF_RAFT, keys::STORE_IDENT_KEY)
@@ -202,6 +213,27 @@ pub fn bootstrap_store<EK: KvEngine, C: ClusterControl + ?Sized>(
                 ),
             });
         }
+        let written = ApiVersion::from_proto(ident.api_version());
+        if written != api_version {
+            return Err(Error::Store {
+                store_id: ident.store_id,
+                detail: format!(
+                    "the data directory was written under API version {written} and the \
+                     config asks for {api_version} (api-version): a store never serves data \
+                     written under another version"
+                ),
+            });
+        }
+    }
+    let cluster_version = client.check_api_version(api_version)?;
+    if cluster_version != api_version {
+        return Err(Error::Store {
+            store_id: ident.as_ref().map_or(0, |i| i.store_id),
+            detail: format!(
+                "the cluster runs API version {cluster_version} (its first store's choice) and \
+                 this store's config asks for {api_version} (api-version)"
+            ),
+        });
     }
     let existing = ident.map(|i| i.store_id);
     let store_id = match (existing, store_id) {
@@ -210,7 +242,7 @@ pub fn bootstrap_store<EK: KvEngine, C: ClusterControl + ?Sized>(
         (None, None) => alloc_exactly::<_, 1>(client)?[0],
     };
     if existing.is_none() {
-        raftstore::bootstrap_store(kv, cluster_id, store_id)?;
+        raftstore::bootstrap_store(kv, cluster_id, store_id, api_version.to_proto())?;
     }
     let store = Store {
         id: store_id,
@@ -334,11 +366,37 @@ mod tests {
     }
 
     #[test]
+    fn a_store_runs_the_cluster_s_api_version_and_its_directory_s() {
+        let client = InProcessClient::new(scheduler());
+        let (a, b) = (MemEngine::new(), MemEngine::new());
+        let first = bootstrap_store(&client, &a, 7, None, "a", ApiVersion::V2).unwrap();
+        assert_eq!(
+            client.get().unwrap().keyspaces.api_version(),
+            Some(ApiVersion::V2)
+        );
+        // Another version is refused before anything is written.
+        let err = bootstrap_store(&client, &b, 7, None, "b", ApiVersion::V1).unwrap_err();
+        assert!(err.to_string().contains("runs API version 2"), "{err}");
+        assert_eq!(engine::read_store_ident(&b).unwrap(), None);
+        // A directory written under V2 does not open as V1, even in a cluster of V1.
+        let other = InProcessClient::new(scheduler());
+        let err = bootstrap_store(&other, &a, 7, None, "a", ApiVersion::V1).unwrap_err();
+        assert!(
+            err.to_string().contains("written under API version 2"),
+            "{err}"
+        );
+        assert_eq!(
+            bootstrap_store(&client, &a, 7, None, "a", ApiVersion::V2).unwrap(),
+            first
+        );
+    }
+
+    #[test]
     fn the_first_store_bootstraps_the_cluster_and_the_others_join() {
         let client = InProcessClient::new(scheduler());
         let (a, b) = (MemEngine::new(), MemEngine::new());
-        let first = bootstrap_store(&client, &a, 7, None, "a").unwrap();
-        let second = bootstrap_store(&client, &b, 7, None, "b").unwrap();
+        let first = bootstrap_store(&client, &a, 7, None, "a", ApiVersion::V1).unwrap();
+        let second = bootstrap_store(&client, &b, 7, None, "b", ApiVersion::V1).unwrap();
         assert_ne!(first, second);
         let s = client.get().unwrap();
         assert!(s.cluster.is_bootstrapped());
@@ -349,15 +407,21 @@ mod tests {
         assert_eq!(region.peers[0].store_id, first);
         assert_eq!(s.cluster.stores().len(), 2);
         // Again: the ids stay.
-        assert_eq!(bootstrap_store(&client, &a, 7, None, "a").unwrap(), first);
+        assert_eq!(
+            bootstrap_store(&client, &a, 7, None, "a", ApiVersion::V1).unwrap(),
+            first
+        );
 
         // A bootstrap cut short after writing the first region locally finishes at restart.
         let client2 = InProcessClient::new(scheduler());
         let c = MemEngine::new();
-        raftstore::bootstrap_store(&c, 7, 50).unwrap();
+        raftstore::bootstrap_store(&c, 7, 50, ApiVersion::V1.to_proto()).unwrap();
         let region = first_region(60, 61, 50);
         raftstore::bootstrap_region(&c, &region).unwrap();
-        assert_eq!(bootstrap_store(&client2, &c, 7, None, "c").unwrap(), 50);
+        assert_eq!(
+            bootstrap_store(&client2, &c, 7, None, "c", ApiVersion::V1).unwrap(),
+            50
+        );
         let s2 = client2.get().unwrap();
         assert!(s2.cluster.is_bootstrapped());
         assert_eq!(s2.cluster.regions()[0].region.id, 60);

@@ -8,6 +8,7 @@
 //! - [`tso`]: hybrid timestamps `physical_ms << 18 | logical` with a persisted upper bound.
 //! - [`cluster`]: stores, regions and the routing table, updated by heartbeats.
 //! - [`gc`]: the cluster's GC safe point, monotone and persisted.
+//! - [`keyspace`]: the cluster's API version (chosen by its first store).
 //! - [`operator`], [`schedule`]: what the scheduler (or an administrator) asks of a region.
 //! - [`service`]: the gRPC face: PD's `pdpb.PD` (what TiKV clients and stores speak) and our
 //!   `schedulerpb.Scheduler` (unary region heartbeats, operators).
@@ -29,6 +30,7 @@ pub mod cluster;
 mod error;
 pub mod gc;
 pub mod id;
+pub mod keyspace;
 pub mod operator;
 pub mod schedule;
 pub mod service;
@@ -46,6 +48,7 @@ pub use cluster::{Cluster, RegionInfo, StoreInfo, StoreStats};
 pub use error::{Error, Result};
 pub use gc::GcSafePoint;
 pub use id::IdAllocator;
+pub use keyspace::Keyspaces;
 pub use operator::{AdminOp, Operator, OperatorKind, Progress, Step};
 pub use storage::MetaStore;
 pub use tso::Tso;
@@ -137,6 +140,7 @@ pub struct Scheduler {
     pub tso: Tso,
     pub cluster: Cluster,
     pub gc_safe_point: GcSafePoint,
+    pub keyspaces: Keyspaces,
     config: Config,
     operators: Mutex<HashMap<u64, Operator>>,
     history: Mutex<VecDeque<OperatorStatus>>,
@@ -162,6 +166,7 @@ impl Scheduler {
             ids: IdAllocator::open(store.clone(), config.id_batch)?,
             tso: Tso::open(store.clone(), config.tso_window, clock.clone())?,
             gc_safe_point: GcSafePoint::open(store.clone())?,
+            keyspaces: Keyspaces::open(store.clone())?,
             cluster: Cluster::open(store, clock.clone(), logger)?,
             config: config.clone(),
             operators: Mutex::default(),
@@ -183,6 +188,21 @@ impl Scheduler {
 
     pub fn logger(&self) -> &slog::Logger {
         &self.logger
+    }
+
+    /// A joining store's API version; answers the cluster's, which the store must match.
+    pub fn check_api_version(
+        &self,
+        asked: api_version::ApiVersion,
+    ) -> Result<api_version::ApiVersion> {
+        let chosen = self
+            .keyspaces
+            .check_api_version(asked, self.cluster.is_bootstrapped())?;
+        if chosen != asked {
+            slog::warn!(self.logger, "a store asks for another API version than the cluster's";
+                "asked" => %asked, "cluster" => %chosen);
+        }
+        Ok(chosen)
     }
 
     pub fn store_heartbeat(&self, store_id: u64, stats: StoreStats) -> Result<()> {

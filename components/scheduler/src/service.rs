@@ -13,6 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use api_version::ApiVersion;
 use futures::{Stream, StreamExt};
 use proto::metapb::{self, Peer, PeerRole};
 use proto::pdpb::pd_server::{Pd, PdServer};
@@ -98,6 +99,7 @@ reply!(
     pdpb::UpdateGcSafePointResponse,
     schedulerpb::AddOperatorResponse,
     schedulerpb::ListOperatorsResponse,
+    schedulerpb::CheckApiVersionResponse,
 );
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -747,6 +749,22 @@ impl SchedulerRpc for SchedulerService {
                 operators: s.operators().into_iter().map(operator_info).collect(),
             })
         })
+    }
+
+    async fn check_api_version(
+        &self,
+        request: Request<schedulerpb::CheckApiVersionRequest>,
+    ) -> Result<Response<schedulerpb::CheckApiVersionResponse>, Status> {
+        let req = request.into_inner();
+        let asked = ApiVersion::from_proto(req.api_version());
+        self.reply_blocking("CheckApiVersion", req.header.as_ref(), move |s| {
+            let chosen = s.check_api_version(asked)?;
+            Ok(schedulerpb::CheckApiVersionResponse {
+                header: None,
+                api_version: chosen.to_proto() as i32,
+            })
+        })
+        .await
     }
 }
 

@@ -1,4 +1,6 @@
-//! The raw methods of TiKV's `tikvpb.Tikv`, served over the store's embedded API.
+//! The raw methods of TiKV's `tikvpb.Tikv`, served over the store's embedded API. Keys and
+//! values take the stored form of the cluster's API version on the way in and back
+//! ([`crate::codec`]); everything below this module sees only stored keys.
 //!
 //! Region errors (NotLeader, EpochNotMatch with the current regions, KeyNotInRegion, ...)
 //! travel in `region_error` as a TiKV client expects; anything else is a clear message in the
@@ -17,6 +19,7 @@ use raftstore::router::RegionSnapshot;
 use raftstore::{Modify, StoreApi};
 use tonic::{Request, Response, Status};
 
+use crate::codec::{CodecError, RawCodec};
 use crate::metrics::METRICS;
 use crate::Config;
 
@@ -92,6 +95,15 @@ impl KvError {
     }
 }
 
+impl From<CodecError> for KvError {
+    fn from(e: CodecError) -> Self {
+        match e {
+            CodecError::Invalid(msg) => KvError::Invalid(msg),
+            CodecError::Corrupt(msg) => KvError::Internal(msg),
+        }
+    }
+}
+
 type KvResult<T> = std::result::Result<T, KvError>;
 
 fn invalid(msg: String) -> KvError {
@@ -102,29 +114,37 @@ fn invalid(msg: String) -> KvError {
 pub struct KvService<EK: KvEngine> {
     api: StoreApi<EK>,
     cfg: Config,
+    /// Keys and values as the cluster's API version stores them.
+    codec: RawCodec,
     latches: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl<EK: KvEngine> KvService<EK> {
-    pub fn new(api: StoreApi<EK>, cfg: Config) -> KvService<EK> {
+    /// `api_version` is the cluster's (checked against the scheduler and the data directory
+    /// before the store starts).
+    pub fn new(api: StoreApi<EK>, cfg: Config, api_version: api_version::ApiVersion) -> Self {
         KvService {
             // A full mailbox is waited on here, asynchronously, not on the runtime's threads.
             api: api.without_mailbox_wait(),
             cfg,
+            codec: RawCodec::new(api_version),
             latches: (0..LATCHES).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
     }
 
     fn context(&self, ctx: Option<&Context>) -> KvResult<Context> {
         let ctx = ctx.ok_or_else(|| invalid("request without a context".into()))?;
-        if ctx.api_version != ApiVersion::V1 as i32 {
-            return Err(invalid(format!(
-                "API version {} is not supported: regionstore serves API V1 (raw keys as \
-                 given, no TTL)",
-                ctx.api_version
-            )));
-        }
+        self.codec.check_request_version(ctx.api_version)?;
         Ok(ctx.clone())
+    }
+
+    /// Unix seconds by the store's clock: what TTLs count from and expiries compare with.
+    fn now_secs(&self) -> u64 {
+        self.api
+            .clock()
+            .wall()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
     }
 
     fn cf(&self, cf: &str) -> KvResult<String> {
@@ -139,7 +159,8 @@ impl<EK: KvEngine> KvService<EK> {
         Ok(cf.into())
     }
 
-    fn key(&self, key: &[u8]) -> KvResult<()> {
+    /// Checks a key a request names; returns its stored form.
+    fn key(&self, key: &[u8]) -> KvResult<Vec<u8>> {
         if key.is_empty() {
             return Err(invalid("empty key".into()));
         }
@@ -150,7 +171,18 @@ impl<EK: KvEngine> KvService<EK> {
                 self.cfg.max_key_size
             )));
         }
-        Ok(())
+        Ok(self.codec.key(key)?)
+    }
+
+    /// Checks a range a request names (`upper` empty: unbounded); returns its stored form.
+    fn range(&self, lower: &[u8], upper: &[u8]) -> KvResult<(Vec<u8>, Vec<u8>)> {
+        if lower.len() > self.cfg.max_key_size || upper.len() > self.cfg.max_key_size {
+            return Err(invalid(format!(
+                "range bound over the key limit of {} bytes (server.max-key-size)",
+                self.cfg.max_key_size
+            )));
+        }
+        Ok(self.codec.range(lower, upper)?)
     }
 
     fn value(&self, value: &[u8]) -> KvResult<()> {
@@ -184,12 +216,7 @@ impl<EK: KvEngine> KvService<EK> {
     }
 
     fn ttl(&self, ttl: u64) -> KvResult<()> {
-        if ttl != 0 {
-            return Err(invalid(
-                "TTL is not supported: send ttl = 0 (keys never expire)".into(),
-            ));
-        }
-        Ok(())
+        Ok(self.codec.check_ttl(ttl)?)
     }
 
     fn latch_index(cf: &str, key: &[u8]) -> usize {
@@ -200,10 +227,10 @@ impl<EK: KvEngine> KvService<EK> {
     }
 
     /// Holds the latches of `keys` (in index order, so two holders never wait on each other).
-    async fn latch<'a>(
+    async fn latch<'a, 'k>(
         &'a self,
         cf: &str,
-        keys: impl Iterator<Item = &'a [u8]>,
+        keys: impl Iterator<Item = &'k [u8]>,
     ) -> Vec<tokio::sync::MutexGuard<'a, ()>> {
         let indexes: BTreeSet<usize> = keys.map(|k| Self::latch_index(cf, k)).collect();
         let mut guards = Vec::with_capacity(indexes.len());
@@ -284,51 +311,105 @@ impl<EK: KvEngine> KvService<EK> {
         Ok(())
     }
 
+    /// Up to `limit` live pairs of `[lower, upper)` (stored form) in the region, with the
+    /// keys a client sees. Expired values are skipped without counting towards the limit: a
+    /// short answer tells a client the region has no more.
+    #[allow(clippy::too_many_arguments)]
     fn scan_region(
+        codec: RawCodec,
         snap: &RegionSnapshot<EK::Snapshot>,
         cf: &str,
-        lower: &[u8],
-        upper: &[u8],
+        (lower, upper): (&[u8], &[u8]),
         limit: usize,
         key_only: bool,
         reverse: bool,
+        now: u64,
     ) -> KvResult<Vec<KvPair>> {
-        let pairs = snap.scan_cf(cf, lower, upper, limit, reverse)?;
-        Ok(pairs
-            .into_iter()
-            .map(|(key, value)| KvPair {
-                error: None,
-                key,
-                value: if key_only { Vec::new() } else { value },
-            })
-            .collect())
+        let mut pairs = Vec::new();
+        if limit == 0 {
+            return Ok(pairs);
+        }
+        let mut bad = None;
+        snap.scan_cf_with(cf, lower, upper, reverse, |key, stored| {
+            let pair = codec.read_value(stored, now).and_then(|value| {
+                value
+                    .map(|value| {
+                        Ok(KvPair {
+                            error: None,
+                            key: codec.user_key(key)?,
+                            value: if key_only { Vec::new() } else { value.to_vec() },
+                        })
+                    })
+                    .transpose()
+            });
+            match pair {
+                Ok(Some(pair)) => pairs.push(pair),
+                Ok(None) => {}
+                Err(e) => {
+                    bad = Some(e);
+                    return Ok(false);
+                }
+            }
+            Ok(pairs.len() < limit)
+        })?;
+        match bad {
+            Some(e) => Err(e.into()),
+            None => Ok(pairs),
+        }
     }
 
     async fn do_get(&self, req: &RawGetRequest) -> KvResult<Option<Vec<u8>>> {
         let ctx = self.context(req.context.as_ref())?;
         let cf = self.cf(&req.cf)?;
-        self.key(&req.key)?;
+        let key = self.key(&req.key)?;
         let snap = self.snapshot(&ctx).await?;
-        Ok(snap.get_cf(&cf, &req.key)?)
+        let now = self.now_secs();
+        match snap.get_cf(&cf, &key)? {
+            Some(stored) => Ok(self.codec.read_value(&stored, now)?.map(<[u8]>::to_vec)),
+            None => Ok(None),
+        }
+    }
+
+    async fn do_get_key_ttl(&self, req: &RawGetKeyTtlRequest) -> KvResult<Option<u64>> {
+        let ctx = self.context(req.context.as_ref())?;
+        let cf = self.cf(&req.cf)?;
+        let key = self.key(&req.key)?;
+        if !self.codec.version().has_ttl() {
+            return Err(invalid(format!(
+                "RawGetKeyTTL needs a TTL version: this cluster runs API version {} (start it \
+                 with api-version = \"1ttl\" or \"2\")",
+                self.codec.version()
+            )));
+        }
+        let snap = self.snapshot(&ctx).await?;
+        let now = self.now_secs();
+        match snap.get_cf(&cf, &key)? {
+            Some(stored) => Ok(self.codec.ttl_left(&stored, now)?),
+            None => Ok(None),
+        }
     }
 
     async fn do_batch_get(&self, req: &RawBatchGetRequest) -> KvResult<Vec<KvPair>> {
         let ctx = self.context(req.context.as_ref())?;
         let cf = self.cf(&req.cf)?;
         self.batch("keys", req.keys.len())?;
+        let mut keys = Vec::with_capacity(req.keys.len());
         for key in &req.keys {
-            self.key(key)?;
+            keys.push((self.key(key)?, key.clone()));
         }
         let snap = self.snapshot(&ctx).await?;
-        let keys = req.keys.clone();
+        let (codec, now) = (self.codec, self.now_secs());
         let pairs = Self::read(snap, move |snap| {
             let mut pairs = Vec::new();
-            for key in keys {
-                if let Some(value) = snap.get_cf(&cf, &key)? {
+            for (stored_key, key) in keys {
+                let Some(stored) = snap.get_cf(&cf, &stored_key)? else {
+                    continue;
+                };
+                if let Some(value) = codec.read_value(&stored, now)? {
                     pairs.push(KvPair {
                         error: None,
                         key,
-                        value,
+                        value: value.to_vec(),
                     });
                 }
             }
@@ -342,18 +423,18 @@ impl<EK: KvEngine> KvService<EK> {
     async fn do_put(&self, req: &RawPutRequest) -> KvResult<()> {
         let ctx = self.context(req.context.as_ref())?;
         let cf = self.cf(&req.cf)?;
-        self.key(&req.key)?;
+        let key = self.key(&req.key)?;
         self.value(&req.value)?;
         self.ttl(req.ttl)?;
-        let modify = Modify::Put {
-            cf: cf.clone(),
-            key: req.key.clone(),
-            value: req.value.clone(),
-        };
         let _latch = if req.for_cas {
-            self.latch(&cf, std::iter::once(req.key.as_slice())).await
+            self.latch(&cf, std::iter::once(key.as_slice())).await
         } else {
             Vec::new()
+        };
+        let modify = Modify::Put {
+            cf,
+            value: self.codec.value(&req.value, req.ttl, self.now_secs()),
+            key,
         };
         self.write(&ctx, vec![modify]).await
     }
@@ -362,28 +443,44 @@ impl<EK: KvEngine> KvService<EK> {
         let ctx = self.context(req.context.as_ref())?;
         let cf = self.cf(&req.cf)?;
         self.batch("pairs", req.pairs.len())?;
-        #[allow(deprecated)] // Old clients still send the single TTL.
-        let ttl = req.ttl;
-        self.ttl(ttl)?;
-        for ttl in &req.ttls {
+        // One TTL per pair, or none and the single (deprecated) `ttl` for every pair.
+        let ttls = if req.ttls.is_empty() {
+            #[allow(deprecated)] // Old clients still send the single TTL.
+            let ttl = req.ttl;
+            vec![ttl; req.pairs.len()]
+        } else if req.ttls.len() == req.pairs.len() {
+            req.ttls.clone()
+        } else {
+            return Err(invalid(format!(
+                "{} TTLs for {} pairs: send one per pair, or none",
+                req.ttls.len(),
+                req.pairs.len()
+            )));
+        };
+        for ttl in &ttls {
             self.ttl(*ttl)?;
         }
-        let mut modifies = Vec::with_capacity(req.pairs.len());
+        let mut keys = Vec::with_capacity(req.pairs.len());
         for pair in &req.pairs {
-            self.key(&pair.key)?;
+            keys.push(self.key(&pair.key)?);
             self.value(&pair.value)?;
-            modifies.push(Modify::Put {
-                cf: cf.clone(),
-                key: pair.key.clone(),
-                value: pair.value.clone(),
-            });
         }
         let _latch = if req.for_cas {
-            self.latch(&cf, req.pairs.iter().map(|p| p.key.as_slice()))
-                .await
+            self.latch(&cf, keys.iter().map(Vec::as_slice)).await
         } else {
             Vec::new()
         };
+        let now = self.now_secs();
+        let modifies = keys
+            .into_iter()
+            .zip(&req.pairs)
+            .zip(ttls)
+            .map(|((key, pair), ttl)| Modify::Put {
+                cf: cf.clone(),
+                key,
+                value: self.codec.value(&pair.value, ttl, now),
+            })
+            .collect();
         self.write(&ctx, modifies).await
     }
 
@@ -397,46 +494,36 @@ impl<EK: KvEngine> KvService<EK> {
         let ctx = self.context(ctx)?;
         let cf = self.cf(cf)?;
         self.batch("keys", keys.len())?;
-        let mut modifies = Vec::with_capacity(keys.len());
+        let mut stored = Vec::with_capacity(keys.len());
         for key in keys {
-            self.key(key)?;
-            modifies.push(Modify::Delete {
-                cf: cf.clone(),
-                key: key.clone(),
-            });
+            stored.push(self.key(key)?);
         }
         let _latch = if for_cas {
-            self.latch(&cf, keys.iter().map(|k| k.as_slice())).await
+            self.latch(&cf, stored.iter().map(Vec::as_slice)).await
         } else {
             Vec::new()
         };
+        let modifies = stored
+            .into_iter()
+            .map(|key| Modify::Delete {
+                cf: cf.clone(),
+                key,
+            })
+            .collect();
         self.write(&ctx, modifies).await
     }
 
     async fn do_delete_range(&self, req: &RawDeleteRangeRequest) -> KvResult<()> {
         let ctx = self.context(req.context.as_ref())?;
         let cf = self.cf(&req.cf)?;
-        if req.start_key.len() > self.cfg.max_key_size || req.end_key.len() > self.cfg.max_key_size
-        {
-            return Err(invalid(format!(
-                "range bound over the key limit of {} bytes",
-                self.cfg.max_key_size
-            )));
-        }
-        if !req.end_key.is_empty() && req.start_key >= req.end_key {
+        let (start, end) = self.range(&req.start_key, &req.end_key)?;
+        if !end.is_empty() && start >= end {
             return Err(invalid(
                 "delete range: start key is not below the end key".into(),
             ));
         }
-        self.write(
-            &ctx,
-            vec![Modify::DeleteRange {
-                cf,
-                start: req.start_key.clone(),
-                end: req.end_key.clone(),
-            }],
-        )
-        .await
+        self.write(&ctx, vec![Modify::DeleteRange { cf, start, end }])
+            .await
     }
 
     async fn do_scan(&self, req: &RawScanRequest) -> KvResult<Vec<KvPair>> {
@@ -444,27 +531,28 @@ impl<EK: KvEngine> KvService<EK> {
         let cf = self.cf(&req.cf)?;
         let limit = req.limit as usize;
         self.scan_limit(limit)?;
-        let snap = self.snapshot(&ctx).await?;
         // A reverse scan reads [end_key, start_key) from the top (TiKV's convention). Either
         // way the range is clipped to the region: clients send the end unclipped.
         let (lower, upper) = if req.reverse {
-            (&req.end_key, &req.start_key)
+            self.range(&req.end_key, &req.start_key)?
         } else {
-            if !engine::keys::region_contains(snap.region(), &req.start_key) {
-                return Err(raftstore::Error::KeyNotInRegion {
-                    key: req.start_key.clone(),
-                    region_id: snap.region().id,
-                    start_key: snap.region().start_key.clone(),
-                    end_key: snap.region().end_key.clone(),
-                }
-                .into());
-            }
-            (&req.start_key, &req.end_key)
+            self.range(&req.start_key, &req.end_key)?
         };
-        let (lower, upper, key_only, reverse) =
-            (lower.clone(), upper.clone(), req.key_only, req.reverse);
+        let snap = self.snapshot(&ctx).await?;
+        if !req.reverse && !engine::keys::region_contains(snap.region(), &lower) {
+            return Err(raftstore::Error::KeyNotInRegion {
+                key: req.start_key.clone(),
+                region_id: snap.region().id,
+                start_key: snap.region().start_key.clone(),
+                end_key: snap.region().end_key.clone(),
+            }
+            .into());
+        }
+        let (codec, now, key_only, reverse) =
+            (self.codec, self.now_secs(), req.key_only, req.reverse);
         let kvs = Self::read(snap, move |snap| {
-            Self::scan_region(snap, &cf, &lower, &upper, limit, key_only, reverse)
+            let range = (lower.as_slice(), upper.as_slice());
+            Self::scan_region(codec, snap, &cf, range, limit, key_only, reverse, now)
         })
         .await?;
         self.check_scan_size(&kvs)?;
@@ -477,19 +565,25 @@ impl<EK: KvEngine> KvService<EK> {
         self.batch("ranges", req.ranges.len())?;
         let limit = req.each_limit as usize;
         self.scan_limit(limit)?;
+        let (key_only, reverse) = (req.key_only, req.reverse);
+        let mut ranges = Vec::with_capacity(req.ranges.len());
+        for range in &req.ranges {
+            ranges.push(if reverse {
+                self.range(&range.end_key, &range.start_key)?
+            } else {
+                self.range(&range.start_key, &range.end_key)?
+            });
+        }
         let snap = self.snapshot(&ctx).await?;
-        let (ranges, key_only, reverse) = (req.ranges.clone(), req.key_only, req.reverse);
+        let (codec, now) = (self.codec, self.now_secs());
         let max_bytes = self.cfg.grpc_max_message_size / 2;
         let kvs = Self::read(snap, move |snap| {
             let mut kvs = Vec::new();
             let mut bytes = 0;
-            for range in &ranges {
-                let (lower, upper) = if reverse {
-                    (&range.end_key, &range.start_key)
-                } else {
-                    (&range.start_key, &range.end_key)
-                };
-                let found = Self::scan_region(snap, &cf, lower, upper, limit, key_only, reverse)?;
+            for (lower, upper) in &ranges {
+                let range = (lower.as_slice(), upper.as_slice());
+                let found =
+                    Self::scan_region(codec, snap, &cf, range, limit, key_only, reverse, now)?;
                 bytes += found
                     .iter()
                     .map(|p| p.key.len() + p.value.len() + 8)
@@ -510,12 +604,17 @@ impl<EK: KvEngine> KvService<EK> {
     async fn do_cas(&self, req: &RawCasRequest) -> KvResult<(bool, Option<Vec<u8>>)> {
         let ctx = self.context(req.context.as_ref())?;
         let cf = self.cf(&req.cf)?;
-        self.key(&req.key)?;
+        let key = self.key(&req.key)?;
         self.value(&req.value)?;
         self.ttl(req.ttl)?;
-        let _latch = self.latch(&cf, std::iter::once(req.key.as_slice())).await;
+        let _latch = self.latch(&cf, std::iter::once(key.as_slice())).await;
         let snap = self.snapshot(&ctx).await?;
-        let current = snap.get_cf(&cf, &req.key)?;
+        // Expiry is judged once, here, by the leader: the write below is what replicas apply.
+        let now = self.now_secs();
+        let current = match snap.get_cf(&cf, &key)? {
+            Some(stored) => self.codec.read_value(&stored, now)?.map(<[u8]>::to_vec),
+            None => None,
+        };
         let matches = match &current {
             None => req.previous_not_exist,
             Some(v) => !req.previous_not_exist && *v == req.previous_value,
@@ -525,15 +624,9 @@ impl<EK: KvEngine> KvService<EK> {
             // a leader in between could have changed the key without this store's latch.
             let mut ctx = ctx;
             ctx.term = snap.term();
-            self.write(
-                &ctx,
-                vec![Modify::Put {
-                    cf,
-                    key: req.key.clone(),
-                    value: req.value.clone(),
-                }],
-            )
-            .await?;
+            let value = self.codec.value(&req.value, req.ttl, now);
+            self.write(&ctx, vec![Modify::Put { cf, key, value }])
+                .await?;
         }
         Ok((matches, current))
     }
@@ -565,7 +658,8 @@ macro_rules! kv_response {
 }
 
 kv_response!(with_error: RawGetResponse, RawPutResponse, RawBatchPutResponse,
-    RawDeleteResponse, RawBatchDeleteResponse, RawDeleteRangeResponse, RawCasResponse);
+    RawDeleteResponse, RawBatchDeleteResponse, RawDeleteRangeResponse, RawCasResponse,
+    RawGetKeyTtlResponse);
 kv_response!(region_error_only: RawBatchGetResponse, RawScanResponse, RawBatchScanResponse);
 
 impl<EK: KvEngine> KvService<EK> {
@@ -702,12 +796,18 @@ impl<EK: KvEngine> Tikv for KvService<EK> {
 
     async fn raw_get_key_ttl(
         &self,
-        _request: Request<RawGetKeyTtlRequest>,
+        request: Request<RawGetKeyTtlRequest>,
     ) -> Result<Response<RawGetKeyTtlResponse>, Status> {
-        Ok(Response::new(RawGetKeyTtlResponse {
-            error: "TTL is not supported: regionstore keys never expire".into(),
-            ..Default::default()
-        }))
+        let work = self.do_get_key_ttl(request.get_ref());
+        self.handle(
+            "raw_get_key_ttl",
+            work,
+            |resp: &mut RawGetKeyTtlResponse, ttl| match ttl {
+                Some(ttl) => resp.ttl = ttl,
+                None => resp.not_found = true,
+            },
+        )
+        .await
     }
 
     async fn raw_compare_and_swap(

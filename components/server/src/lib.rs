@@ -4,7 +4,8 @@
 //! - [`service::RaftService`] receives those streams and hands messages to the store's router
 //!   (snapshots are written and verified before their message is delivered);
 //! - [`kv::KvService`] serves the raw methods of TiKV's `tikvpb.Tikv` over the embedded
-//!   `StoreApi`, so TiKV clients work unmodified;
+//!   `StoreApi`, so TiKV clients work unmodified; [`codec`] turns its keys and values into
+//!   their stored form under the cluster's API version (keyspaces, TTL);
 //! - [`status`] serves `/metrics` and `/status` over plain HTTP.
 //!
 //! # Invariants
@@ -18,6 +19,7 @@
 //! The scheduler's internals or the test cluster: the scheduler is reached through
 //! [`transport::StoreResolver`] (addresses), implemented by whoever assembles the store.
 
+pub mod codec;
 pub mod config;
 pub mod kv;
 pub mod metrics;

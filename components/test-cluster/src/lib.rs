@@ -33,7 +33,7 @@ use engine::{keys, Peekable, RocksConfig, RocksEngine, CF_DEFAULT};
 use futures::executor::block_on;
 use proto::build;
 pub use proto::eraftpb::ConfChangeType;
-use proto::kvrpcpb::Context;
+use proto::kvrpcpb::{ApiVersion, Context};
 use proto::metapb::Region;
 use raft_log::{RaftLogConfig, RaftLogEngine};
 use raftstore::router::{Callback, PeerMsg, PeerStatus};
@@ -257,11 +257,13 @@ impl Cluster {
                     CLUSTER_ID,
                     Some(store_id),
                     &format!("store-{store_id}"),
+                    scheduler_client::ApiVersion::V1,
                 )
                 .expect("bootstrap through the scheduler");
                 continue;
             }
-            raftstore::bootstrap_store(&kv, CLUSTER_ID, store_id).expect("bootstrap store");
+            raftstore::bootstrap_store(&kv, CLUSTER_ID, store_id, ApiVersion::V1)
+                .expect("bootstrap store");
             for region in &cluster.regions {
                 if !region.peers.iter().any(|p| p.store_id == store_id) {
                     continue;

@@ -107,6 +107,30 @@ impl<S: Snapshot> RegionSnapshot<S> {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.scan_cf_with(cf, start, end, reverse, |key, value| {
+            out.push((key.to_vec(), value.to_vec()));
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
+    }
+
+    /// Visits the pairs of `[start, end)` (end empty: unbounded) clipped to the region, in
+    /// order (descending if `reverse`), with user keys, until `f` answers false.
+    pub fn scan_cf_with<F>(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        mut f: F,
+    ) -> Result<()>
+    where
+        F: FnMut(&[u8], &[u8]) -> Result<bool>,
+    {
         let start = start.max(self.region.start_key.as_slice());
         let end = if end.is_empty()
             || (!self.region.end_key.is_empty() && end > self.region.end_key.as_slice())
@@ -115,24 +139,34 @@ impl<S: Snapshot> RegionSnapshot<S> {
         } else {
             end
         };
-        let mut out = Vec::new();
-        if limit == 0 || (!end.is_empty() && start >= end) {
-            return Ok(out);
+        if !end.is_empty() && start >= end {
+            return Ok(());
         }
         let data_start = keys::data_key(start);
         let data_end = keys::data_end_key(end);
+        // The visitor's own error is kept apart from the engine's, and returned as it was.
+        let mut failed = None;
         self.snapshot
             .scan_cf(cf, &data_start, &data_end, reverse, &mut |k, v| {
-                if let Some(user_key) = keys::origin_key(k) {
-                    out.push((user_key.to_vec(), v.to_vec()));
+                let Some(user_key) = keys::origin_key(k) else {
+                    return Ok(true);
+                };
+                match f(user_key, v) {
+                    Ok(more) => Ok(more),
+                    Err(e) => {
+                        failed = Some(e);
+                        Ok(false)
+                    }
                 }
-                Ok(out.len() < limit)
             })
             .map_err(|source| Error::Engine {
                 region_id: self.region.id,
                 source,
             })?;
-        Ok(out)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
