@@ -549,3 +549,121 @@ async fn tikv_client_raw_ttl_under_api_version_1ttl() {
         Some(b"new".to_vec())
     );
 }
+
+/// Under `api-version = "2"`, tikv-client 0.4 with `with_default_keyspace()` works unmodified:
+/// it loads keyspace DEFAULT from the scheduler, routes by encoded keys, and every raw call
+/// (scans across regions included) sees only its keyspace. The scheduler cuts regions at the
+/// keyspace's boundaries by itself, so no raw range ends in the last region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tikv_client_raw_api_with_a_keyspace_under_api_version_2() {
+    use api_version::keyspace::split_keys;
+    use api_version::memcomparable::{decode_exact, encode};
+
+    let cluster = ProcCluster::start_with_stores(3, |cfg| {
+        cfg.api_version = api_version::ApiVersion::V2;
+    });
+    let admin = cluster.client().await;
+    // The first region and its four splits at keyspace 0's boundaries.
+    cluster.wait_replicated(&admin, 5, 3).await;
+    let regions = admin.regions().await.unwrap();
+    let mut boundaries: Vec<Vec<u8>> = regions
+        .iter()
+        .map(|r| r.region.start_key.clone())
+        .filter(|k| !k.is_empty())
+        .collect();
+    boundaries.sort();
+    assert_eq!(boundaries, split_keys(0));
+
+    let raw = tikv_client::RawClient::new_with_config(
+        vec![cluster.pd.clone()],
+        tikv_client::Config::default().with_default_keyspace(),
+    )
+    .await
+    .expect("tikv-client with a keyspace connects");
+    let pairs: Vec<(String, String)> = (0..200).map(|i| (key(i), format!("v{i}"))).collect();
+    raw.batch_put(pairs).await.expect("batch put");
+    // Splits inside the keyspace, at encoded keys, as the split checker would make them.
+    let ks_key = |k: &str| encode(&[b"r\0\0\0", k.as_bytes()].concat());
+    admin.split(ks_key(&key(50))).await.unwrap();
+    wait_until(
+        "split inside the keyspace",
+        Duration::from_secs(30),
+        || async { admin.regions().await.map(|r| r.len()).unwrap_or(0) >= 6 },
+    )
+    .await;
+    admin.split(ks_key(&key(150))).await.unwrap();
+    cluster.wait_replicated(&admin, 7, 3).await;
+    // Every boundary the scheduler reports decodes.
+    for r in admin.regions().await.unwrap() {
+        for k in [&r.region.start_key, &r.region.end_key] {
+            if !k.is_empty() {
+                decode_exact("boundary", k).expect("every boundary decodes");
+            }
+        }
+    }
+
+    raw.put(key(1), "one".to_owned()).await.unwrap();
+    assert_eq!(raw.get(key(1)).await.unwrap(), Some(b"one".to_vec()));
+    for i in [0, 49, 50, 149, 150, 199] {
+        assert_eq!(
+            raw.get(key(i)).await.unwrap(),
+            Some(format!("v{i}").into_bytes())
+        );
+    }
+    let got = raw
+        .batch_get((0..200).step_by(7).map(key).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(got.len(), (0..200).step_by(7).count());
+    // A scan of the whole keyspace crosses its regions and ends at the keyspace's end.
+    let all = raw.scan(.., 1000).await.unwrap();
+    assert_eq!(all.len(), 200);
+    assert_eq!(Vec::<u8>::from(all[0].key().clone()), key(0).into_bytes());
+    let keys: Vec<Vec<u8>> = all.iter().map(|p| Vec::from(p.key().clone())).collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]));
+    let some = raw.scan(key(45)..key(155), 20).await.unwrap();
+    assert_eq!(some.len(), 20);
+    let reverse = raw.scan_reverse(key(60)..key(80), 100).await.unwrap();
+    assert_eq!(reverse.len(), 20);
+    assert_eq!(
+        Vec::<u8>::from(reverse[0].key().clone()),
+        key(79).into_bytes()
+    );
+    let scanned = raw
+        .batch_scan(vec![key(130)..key(135), key(140)..key(142)], 10)
+        .await
+        .unwrap();
+    assert_eq!(scanned.len(), 7);
+    // TTL is always on under V2.
+    raw.put_with_ttl("ttl".to_owned(), "t".to_owned(), 600)
+        .await
+        .unwrap();
+    let ttl = raw.get_key_ttl_secs("ttl".to_owned()).await.unwrap();
+    assert!(matches!(ttl, Some(599..=600)), "{ttl:?}");
+    // Compare-and-swap.
+    let cas = raw.with_atomic_for_cas();
+    let (prev, swapped) = cas
+        .compare_and_swap("cas".to_owned(), None, b"1".to_vec())
+        .await
+        .unwrap();
+    assert_eq!((prev, swapped), (None, true));
+    let (prev, swapped) = cas
+        .compare_and_swap("cas".to_owned(), Some(b"1".to_vec()), b"2".to_vec())
+        .await
+        .unwrap();
+    assert_eq!((prev, swapped), (Some(b"1".to_vec()), true));
+    // Deletes, then everything.
+    raw.batch_delete(vec![key(3), key(4)]).await.unwrap();
+    assert_eq!(raw.get(key(3)).await.unwrap(), None);
+    raw.delete_range(key(20)..key(130)).await.unwrap();
+    assert_eq!(raw.scan(.., 1000).await.unwrap().len(), 200 - 2 - 110 + 2);
+    raw.delete_range(..).await.unwrap();
+    assert!(raw.scan(.., 1000).await.unwrap().is_empty());
+
+    // A client without a keyspace is told what the cluster needs.
+    let v1 = tikv_client::RawClient::new(vec![cluster.pd.clone()])
+        .await
+        .unwrap();
+    let err = v1.put("k".to_owned(), "v".to_owned()).await.unwrap_err();
+    assert!(err.to_string().contains("API version 2"), "{err}");
+}

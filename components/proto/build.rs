@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "kvrpcpb",
     "tikvpb",
     "pdpb",
+    "keyspacepb",
     "raft_serverpb",
     "raft_cmdpb",
     "schedulerpb",

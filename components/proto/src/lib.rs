@@ -2,7 +2,8 @@
 //!
 //! - Client-facing and wire-compatible with TiKV and PD (same packages, services, method names
 //!   and field numbers): `metapb`, `errorpb`, `kvrpcpb`, `tikvpb` (raw KV methods of
-//!   `tikvpb.Tikv`), `pdpb` (the routing, TSO and heartbeat subset of `pdpb.PD`).
+//!   `tikvpb.Tikv`), `pdpb` (the routing, TSO, GC safe point and heartbeat subset of `pdpb.PD`),
+//!   `keyspacepb` (LoadKeyspace, GetAllKeyspaces).
 //! - `etcdserverpb`: the Range and Put subset of etcd's v3 KV API, for the benchmark's etcd
 //!   driver only.
 //! - Ours: `raft_serverpb` (store-to-store raft messages, snapshot chunks, persisted states),
@@ -48,6 +49,7 @@ generated!(
     kvrpcpb,
     tikvpb,
     pdpb,
+    keyspacepb,
     raft_serverpb,
     raft_cmdpb,
     schedulerpb,

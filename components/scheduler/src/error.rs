@@ -14,6 +14,13 @@ pub enum Error {
     StoreNotFound { store_id: u64 },
     #[error("invalid request: {detail}")]
     Invalid { detail: String },
+    #[error(
+        "keyspaces need API version 2; this cluster runs {api_version} (its first store's \
+         api-version)"
+    )]
+    KeyspacesNeedV2 { api_version: String },
+    #[error("keyspace {name:?} does not exist")]
+    KeyspaceNotFound { name: String },
     #[error("timestamp oracle: {detail}")]
     Tso { detail: String },
 }

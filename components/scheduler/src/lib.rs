@@ -8,7 +8,7 @@
 //! - [`tso`]: hybrid timestamps `physical_ms << 18 | logical` with a persisted upper bound.
 //! - [`cluster`]: stores, regions and the routing table, updated by heartbeats.
 //! - [`gc`]: the cluster's GC safe point, monotone and persisted.
-//! - [`keyspace`]: the cluster's API version (chosen by its first store).
+//! - [`keyspace`]: the cluster's API version (chosen by its first store) and its keyspaces.
 //! - [`operator`], [`schedule`]: what the scheduler (or an administrator) asks of a region.
 //! - [`service`]: the gRPC face: PD's `pdpb.PD` (what TiKV clients and stores speak) and our
 //!   `schedulerpb.Scheduler` (unary region heartbeats, operators).
@@ -195,14 +195,24 @@ impl Scheduler {
         &self,
         asked: api_version::ApiVersion,
     ) -> Result<api_version::ApiVersion> {
-        let chosen = self
-            .keyspaces
-            .check_api_version(asked, self.cluster.is_bootstrapped())?;
+        let chosen = self.keyspaces.check_api_version(
+            asked,
+            self.cluster.is_bootstrapped(),
+            self.now_secs(),
+        )?;
         if chosen != asked {
             slog::warn!(self.logger, "a store asks for another API version than the cluster's";
                 "asked" => %asked, "cluster" => %chosen);
         }
         Ok(chosen)
+    }
+
+    /// Unix seconds by the scheduler's clock (keyspaces' creation times).
+    pub fn now_secs(&self) -> i64 {
+        self.clock
+            .wall()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
     }
 
     pub fn store_heartbeat(&self, store_id: u64, stats: StoreStats) -> Result<()> {
@@ -297,7 +307,8 @@ impl Scheduler {
         };
         let running_of = |kind| running.values().filter(|o| o.kind == kind).count();
         let c = &self.config;
-        let plan = None
+        let plan = self
+            .keyspace_split(info)
             .or_else(|| {
                 (running_of(OperatorKind::Replica) < c.replica_schedule_limit)
                     .then(|| schedule::replica_check(info, &ctx))
@@ -342,6 +353,27 @@ impl Scheduler {
             self.config.operator_timeout,
             self.clock.now(),
         )))
+    }
+
+    /// Under API V2, a region that straddles a keyspace boundary splits there first: a client
+    /// with a keyspace must find its keyspace's last region ending at the next keyspace.
+    fn keyspace_split(&self, info: &RegionInfo) -> Option<schedule::Plan> {
+        let region = &info.region;
+        let keys = self
+            .keyspaces
+            .split_keys_inside(&region.start_key, &region.end_key);
+        if keys.is_empty() {
+            return None;
+        }
+        let version = region.region_epoch.unwrap_or_default().version;
+        Some(schedule::Plan {
+            kind: OperatorKind::KeyspaceSplit,
+            description: format!(
+                "split at {} keyspace boundaries (version {version})",
+                keys.len()
+            ),
+            steps: vec![Step::Split { keys, version }],
+        })
     }
 
     fn loads(&self, up: &[u64]) -> schedule::Loads {

@@ -41,6 +41,8 @@ pub enum OperatorKind {
     Replica,
     /// Asked for by an administrator ([`AdminOp`]): no limit.
     Admin,
+    /// Splits a region at the keyspace boundaries it straddles (API V2): no limit.
+    KeyspaceSplit,
     BalanceLeader,
     BalanceRegion,
 }
@@ -51,6 +53,7 @@ impl OperatorKind {
         match self {
             OperatorKind::Replica => "replica",
             OperatorKind::Admin => "admin",
+            OperatorKind::KeyspaceSplit => "keyspace-split",
             OperatorKind::BalanceLeader => "balance-leader",
             OperatorKind::BalanceRegion => "balance-region",
         }

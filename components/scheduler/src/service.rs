@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 use api_version::ApiVersion;
 use futures::{Stream, StreamExt};
+use proto::keyspacepb;
+use proto::keyspacepb::keyspace_server::{Keyspace, KeyspaceServer};
 use proto::metapb::{self, Peer, PeerRole};
 use proto::pdpb::pd_server::{Pd, PdServer};
 use proto::pdpb::{self, ErrorType};
@@ -56,8 +58,10 @@ impl From<Error> for Failure {
         let kind = match &e {
             Error::NotBootstrapped => ErrorType::NotBootstrapped,
             Error::AlreadyBootstrapped { .. } => ErrorType::AlreadyBootstrapped,
-            Error::StoreNotFound { .. } => ErrorType::EntryNotFound,
-            Error::Invalid { .. } => ErrorType::InvalidValue,
+            Error::StoreNotFound { .. } | Error::KeyspaceNotFound { .. } => {
+                ErrorType::EntryNotFound
+            }
+            Error::Invalid { .. } | Error::KeyspacesNeedV2 { .. } => ErrorType::InvalidValue,
             Error::Storage { .. } | Error::Corrupt { .. } | Error::Tso { .. } => ErrorType::Unknown,
         };
         failure(kind, e.to_string())
@@ -100,6 +104,9 @@ reply!(
     schedulerpb::AddOperatorResponse,
     schedulerpb::ListOperatorsResponse,
     schedulerpb::CheckApiVersionResponse,
+    schedulerpb::CreateKeyspaceResponse,
+    keyspacepb::LoadKeyspaceResponse,
+    keyspacepb::GetAllKeyspacesResponse,
 );
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -766,6 +773,56 @@ impl SchedulerRpc for SchedulerService {
         })
         .await
     }
+
+    /// Creates a keyspace; the regions it falls in split at its boundaries with their next
+    /// heartbeats.
+    async fn create_keyspace(
+        &self,
+        request: Request<schedulerpb::CreateKeyspaceRequest>,
+    ) -> Result<Response<schedulerpb::CreateKeyspaceResponse>, Status> {
+        let req = request.into_inner();
+        let name = req.name;
+        self.reply_blocking("CreateKeyspace", req.header.as_ref(), move |s| {
+            let keyspace = s.keyspaces.create(&name, s.now_secs())?;
+            slog::info!(s.logger(), "keyspace created"; "name" => &keyspace.name,
+                "id" => keyspace.id);
+            Ok(schedulerpb::CreateKeyspaceResponse {
+                header: None,
+                keyspace: Some(keyspace),
+            })
+        })
+        .await
+    }
+}
+
+/// PD's keyspace service: what a client with a keyspace (API V2) asks first.
+#[tonic::async_trait]
+impl Keyspace for SchedulerService {
+    async fn load_keyspace(
+        &self,
+        request: Request<keyspacepb::LoadKeyspaceRequest>,
+    ) -> Result<Response<keyspacepb::LoadKeyspaceResponse>, Status> {
+        let req = request.into_inner();
+        self.reply("LoadKeyspace", req.header.as_ref(), |s| {
+            Ok(keyspacepb::LoadKeyspaceResponse {
+                header: None,
+                keyspace: Some(s.keyspaces.load(&req.name)?),
+            })
+        })
+    }
+
+    async fn get_all_keyspaces(
+        &self,
+        request: Request<keyspacepb::GetAllKeyspacesRequest>,
+    ) -> Result<Response<keyspacepb::GetAllKeyspacesResponse>, Status> {
+        let req = request.into_inner();
+        self.reply("GetAllKeyspaces", req.header.as_ref(), |s| {
+            Ok(keyspacepb::GetAllKeyspacesResponse {
+                header: None,
+                keyspaces: s.keyspaces.list(req.start_id, req.limit as usize)?,
+            })
+        })
+    }
 }
 
 /// Serves `pdpb.PD` and `schedulerpb.Scheduler` over `scheduler` on `listener` until
@@ -782,6 +839,9 @@ pub async fn serve(
     let pd = PdServer::from_arc(service.clone())
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
+    let keyspace = KeyspaceServer::from_arc(service.clone())
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
     let sched = SchedulerServer::from_arc(service)
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
@@ -794,6 +854,7 @@ pub async fn serve(
     });
     tonic::transport::Server::builder()
         .add_service(pd)
+        .add_service(keyspace)
         .add_service(sched)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
