@@ -392,6 +392,57 @@ impl SchedulerConfig {
 }
 
 /// Reads and checks a config file; a missing file is an error, a missing key its default.
+/// A TOML file of store settings laid over a generated store config (`--store-config` of
+/// `playground` and `bench`): any keys of `regionstore store --print-default-config`.
+#[derive(Clone, Debug)]
+pub struct StoreOverlay {
+    path: PathBuf,
+    value: toml::Value,
+}
+
+impl StoreOverlay {
+    /// Reads `path`, and checks it against the defaults so a bad file fails before any
+    /// process starts.
+    pub fn read(path: &Path) -> Result<StoreOverlay, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let value = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let overlay = StoreOverlay {
+            path: path.to_owned(),
+            value,
+        };
+        overlay.apply(&mut StoreConfig::default())?;
+        Ok(overlay)
+    }
+
+    /// Lays the overlay over `cfg`, key by key (tables merged, other values replaced), and
+    /// validates the result.
+    pub fn apply(&self, cfg: &mut StoreConfig) -> Result<(), String> {
+        fn merge(base: &mut toml::Value, over: &toml::Value) {
+            match (base, over) {
+                (toml::Value::Table(b), toml::Value::Table(o)) => {
+                    for (k, v) in o {
+                        match b.get_mut(k) {
+                            Some(slot) => merge(slot, v),
+                            None => {
+                                b.insert(k.clone(), v.clone());
+                            }
+                        }
+                    }
+                }
+                (slot, v) => *slot = v.clone(),
+            }
+        }
+        let mut value = toml::Value::try_from(&*cfg).map_err(|e| format!("store config: {e}"))?;
+        merge(&mut value, &self.value);
+        *cfg = value
+            .try_into()
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        cfg.validate()
+            .map_err(|e| format!("{}: {e}", self.path.display()))
+    }
+}
+
 pub fn load<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;

@@ -53,6 +53,11 @@ enum Command {
         /// 20180+i), to run more than one playground: a multiple of 100, at most 40000.
         #[arg(long, default_value_t = 0)]
         port_offset: u16,
+        /// A TOML file of store settings laid over the playground's (any keys of `regionstore
+        /// store --print-default-config`, e.g. api-version = "2"); the playground keeps its
+        /// own data dirs, addresses and log files.
+        #[arg(long)]
+        store_config: Option<PathBuf>,
     },
     /// Talk to a running cluster: reads, writes and administration.
     Ctl(ctl::Args),
@@ -101,10 +106,12 @@ fn main() -> ExitCode {
             dir,
             stores,
             port_offset,
+            store_config,
         } => playground::run(playground::Options {
             dir,
             stores,
             port_offset,
+            store_config,
         }),
         Command::Ctl(args) => ctl::run(args),
         Command::Bench(args) => bench::run(args),

@@ -9,13 +9,17 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::config::{SchedulerConfig, StoreConfig};
+use api_version::ApiVersion;
+
+use crate::config::{SchedulerConfig, StoreConfig, StoreOverlay};
 
 pub struct Options {
     pub dir: PathBuf,
     pub stores: usize,
     /// Added to every default port, to run several playgrounds on one machine.
     pub port_offset: u16,
+    /// Store settings laid over the playground's (`--store-config`).
+    pub store_config: Option<PathBuf>,
 }
 
 struct Process {
@@ -181,7 +185,28 @@ impl Drop for Playground {
 }
 
 pub fn run(opts: Options) -> Result<(), String> {
-    let mut playground = Playground::start(&opts, &|_| {})?;
+    let overlay = opts
+        .store_config
+        .as_deref()
+        .map(StoreOverlay::read)
+        .transpose()?;
+    let mut effective = StoreConfig::default();
+    if let Some(overlay) = &overlay {
+        overlay.apply(&mut effective)?;
+    }
+    let api_version = effective.api_version;
+    println!(
+        "store configs ({}/store-N/store.toml) are written anew at every start: put your \
+         settings in a file and pass it with --store-config FILE",
+        opts.dir.display()
+    );
+    let tune = |cfg: &mut StoreConfig| {
+        if let Some(overlay) = &overlay {
+            // Valid: checked when read.
+            let _ = overlay.apply(cfg);
+        }
+    };
+    let mut playground = Playground::start(&opts, &tune)?;
     let (dir, sched_addr) = (playground.dir.clone(), playground.pd.clone());
     let off = opts.port_offset;
     let processes = &mut playground.processes;
@@ -230,7 +255,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         }
         Ok(Some(Ok(()))) => {}
     }
-    print_usage(&sched_addr, &stores, &dir);
+    print_usage(&sched_addr, &stores, &dir, api_version);
     // Until Ctrl-C, or until a process dies on its own.
     let exited = rt.block_on(async {
         tokio::select! {
@@ -317,14 +342,7 @@ fn start_all(
         let store_dir = dir.join(&name);
         std::fs::create_dir_all(&store_dir)
             .map_err(|e| format!("cannot create {}: {e}", store_dir.display()))?;
-        let mut cfg = StoreConfig {
-            data_dir: store_dir.clone(),
-            scheduler_endpoints: vec![sched_cfg.addr.clone()],
-            ..Default::default()
-        };
-        cfg.log.file = store_dir.join("store.log").display().to_string();
-        cfg.server.addr = format!("127.0.0.1:{}", 20160 + opts.port_offset + i as u16);
-        cfg.server.status_addr = format!("127.0.0.1:{}", 20180 + opts.port_offset + i as u16);
+        let mut cfg = StoreConfig::default();
         // Three stores share one small machine.
         cfg.rocksdb.block_cache_size = 64 << 20;
         cfg.rocksdb.max_background_jobs = 2;
@@ -333,6 +351,12 @@ fn start_all(
         // Replicas and leaders settle within seconds rather than minutes.
         cfg.raftstore.region_heartbeat_tick_interval_ms = 2000;
         tune(&mut cfg);
+        // Where things are is the playground's to say, whatever `tune` (an overlay) asked.
+        cfg.data_dir = store_dir.clone();
+        cfg.scheduler_endpoints = vec![sched_cfg.addr.clone()];
+        cfg.log.file = store_dir.join("store.log").display().to_string();
+        cfg.server.addr = format!("127.0.0.1:{}", 20160 + opts.port_offset + i as u16);
+        cfg.server.status_addr = format!("127.0.0.1:{}", 20180 + opts.port_offset + i as u16);
         let path = store_dir.join("store.toml");
         write_config(&path, &cfg)?;
         let (p, line) = spawn(
@@ -346,15 +370,41 @@ fn start_all(
     Ok(())
 }
 
-fn print_usage(scheduler: &str, stores: &[String], dir: &Path) {
+fn print_usage(scheduler: &str, stores: &[String], dir: &Path, api_version: ApiVersion) {
     println!(
         r#"
-regionstore playground is running.
+regionstore playground is running (API version {api_version}: {serves}).
   scheduler (PD endpoint): {scheduler}
   stores:                  {stores}
   data, configs and logs:  {dir}
+"#,
+        serves = match api_version {
+            ApiVersion::V1 => "raw clients without a keyspace, no TTL",
+            ApiVersion::V1Ttl => "raw clients without a keyspace, with TTL",
+            ApiVersion::V2 => "clients with a keyspace, with TTL",
+        },
+        stores = stores.join(", "),
+        dir = dir.display(),
+    );
+    if api_version == ApiVersion::V2 {
+        println!(
+            r#"Try it (in another terminal):
+  regionstore ctl --pd {scheduler} regions      (five: keyspace DEFAULT's boundaries)
+  regionstore ctl --pd {scheduler} stores
+(ctl's get/put/scan speak API V1 only for now)
 
-Try it (in another terminal):
+From Rust with the TiKV client (tikv-client = "0.4", tokio):
+  let client = tikv_client::RawClient::new_with_config(
+      vec!["{scheduler}"],
+      tikv_client::Config::default().with_default_keyspace(),
+  ).await?;
+  client.put("hello".to_owned(), "world".to_owned()).await?;
+  client.put_with_ttl("brief".to_owned(), "gone soon".to_owned(), 60).await?;
+  assert_eq!(client.get("hello".to_owned()).await?, Some(b"world".to_vec()));"#
+        );
+    } else {
+        println!(
+            r#"Try it (in another terminal):
   regionstore ctl --pd {scheduler} put hello world
   regionstore ctl --pd {scheduler} get hello
   regionstore ctl --pd {scheduler} scan
@@ -363,13 +413,25 @@ Try it (in another terminal):
   regionstore ctl --pd {scheduler} stores
 (from the source tree: cargo run --quiet -- ctl --pd {scheduler} ...)
 
-Or from Rust with the TiKV client (tikv-client = "0.4", tokio):
+From Rust with the TiKV client (tikv-client = "0.4", tokio):
   let client = tikv_client::RawClient::new(vec!["{scheduler}"]).await?;
   client.put("hello".to_owned(), "world".to_owned()).await?;
-  assert_eq!(client.get("hello".to_owned()).await?, Some(b"world".to_vec()));
-
-Ctrl-C stops the cluster; running the playground again reuses the data."#,
-        stores = stores.join(", "),
-        dir = dir.display(),
+  assert_eq!(client.get("hello".to_owned()).await?, Some(b"world".to_vec()));"#
+        );
+        if api_version == ApiVersion::V1Ttl {
+            println!(
+                r#"  client.put_with_ttl("brief".to_owned(), "gone soon".to_owned(), 60).await?;"#
+            );
+        }
+        println!(
+            "(tikv-client 0.4's raw scans loop at the last region: split at a key above \
+             yours first, e.g. `ctl split z`)"
+        );
+    }
+    println!(
+        r#"
+Other API versions: pass a file with e.g. api-version = "2" as --store-config FILE to a new
+--dir (a cluster keeps the version it was made with).
+Ctrl-C stops the cluster; running the playground again reuses the data."#
     );
 }

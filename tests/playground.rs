@@ -12,16 +12,28 @@ use common::{free_offset, BIN};
 use test_cluster::wait_for;
 
 fn start(dir: &std::path::Path, offset: u16) -> (Child, mpsc::Receiver<String>) {
+    start_with(dir, offset, &[])
+}
+
+/// The playground with `args` added, once it says it is running; its lines so far are the
+/// first ones `rx` gives.
+fn start_with(
+    dir: &std::path::Path,
+    offset: u16,
+    args: &[&str],
+) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .args(["playground", "--dir"])
         .arg(dir)
         .args(["--port-offset", &offset.to_string()])
+        .args(args)
         .stdout(Stdio::piped())
         .stdin(Stdio::null())
         .spawn()
         .expect("start the playground");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel();
+    let (seen_tx, seen) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = tx.send(line);
@@ -32,7 +44,18 @@ fn start(dir: &std::path::Path, offset: u16) -> (Child, mpsc::Receiver<String>) 
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) if line.contains("playground is running") => return (child, rx),
+            Ok(line) if line.contains("playground is running") => {
+                let _ = seen_tx.send(line);
+                // The rest of the usage text, then whatever comes later.
+                std::thread::spawn(move || {
+                    for line in rx {
+                        if seen_tx.send(line).is_err() {
+                            return;
+                        }
+                    }
+                });
+                return (child, seen);
+            }
             Ok(_) => {}
             Err(_) => {
                 let _ = child.kill();
@@ -62,7 +85,9 @@ fn stop(mut child: Child, rx: mpsc::Receiver<String>) {
     let status = wait_for("the playground stops", Duration::from_secs(60), || {
         child.try_wait().expect("wait")
     });
-    let said: Vec<String> = rx.try_iter().collect();
+    // Its last lines, until its stdout closes (bounded: 10 s without a line).
+    let said: Vec<String> =
+        std::iter::from_fn(|| rx.recv_timeout(Duration::from_secs(10)).ok()).collect();
     assert!(status.success(), "exit {status}: {said:?}");
     assert!(
         said.iter().any(|l| l.contains("stopped; the data stays")),
@@ -97,5 +122,69 @@ fn playground_starts_serves_ctl_and_stops_cleanly_then_reuses_its_data() {
     let (child, rx) = start(dir.path(), offset);
     assert_eq!(ctl(&pd, &["get", "hello"]), "world");
     assert!(ctl(&pd, &["regions"]).ends_with("(4 regions)"));
+    stop(child, rx);
+}
+
+/// `--store-config` lays settings over the playground's: here API version 1ttl, which
+/// tikv-client's TTL calls then use; the usage text names the version and its example; a bad
+/// file stops the playground before anything starts.
+#[test]
+fn a_store_config_overlay_chooses_the_api_version() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let overlay = dir.path().join("overlay.toml");
+    std::fs::write(
+        &overlay,
+        "api-version = \"1ttl\"\n[raftstore]\nstore-pool-size = 1\n",
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "api-version = \"3\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["playground", "--dir"])
+        .arg(dir.path().join("never"))
+        .args(["--store-config"])
+        .arg(&bad)
+        .output()
+        .expect("run the playground");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("unknown API version"),
+        "{err}"
+    );
+    assert!(!dir.path().join("never").exists(), "nothing started");
+
+    let offset = free_offset();
+    let pd = format!("127.0.0.1:{}", 2379 + offset);
+    let data = dir.path().join("cluster");
+    let overlay_arg = overlay.display().to_string();
+    let (child, rx) = start_with(
+        &data,
+        offset,
+        &["--stores", "1", "--store-config", &overlay_arg],
+    );
+    let usage: Vec<String> = (0..30)
+        .map_while(|_| rx.recv_timeout(Duration::from_secs(5)).ok())
+        .take_while(|l| !l.contains("Ctrl-C stops"))
+        .collect();
+    assert!(usage[0].contains("API version 1ttl"), "{usage:?}");
+    assert!(
+        usage.iter().any(|l| l.contains("put_with_ttl")),
+        "{usage:?}"
+    );
+    let written = std::fs::read_to_string(data.join("store-1/store.toml")).unwrap();
+    assert!(written.contains("api-version = \"1ttl\""), "{written}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let raw = tikv_client::RawClient::new(vec![pd.clone()]).await.unwrap();
+        raw.put_with_ttl("k".to_owned(), "v".to_owned(), 100)
+            .await
+            .unwrap();
+        let ttl = raw.get_key_ttl_secs("k".to_owned()).await.unwrap();
+        assert!(matches!(ttl, Some(99..=100)), "{ttl:?}");
+    });
     stop(child, rx);
 }

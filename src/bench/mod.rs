@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
-use crate::config::StoreConfig;
+use crate::config::{StoreConfig, StoreOverlay};
 use crate::playground::{Options as PlaygroundOptions, Playground};
 use driver::Driver;
 use report::{Recorder, RunReport, Sample, Summary};
@@ -89,43 +89,6 @@ pub struct Common {
     /// (any keys of `regionstore store --print-default-config`), to compare tunings.
     #[arg(long)]
     pub store_config: Option<PathBuf>,
-}
-
-/// Lays `overlay` over `cfg`, key by key (tables merged, other values replaced).
-fn overlay_config(cfg: &mut StoreConfig, overlay: &toml::Value) -> Result<(), String> {
-    fn merge(base: &mut toml::Value, over: &toml::Value) {
-        match (base, over) {
-            (toml::Value::Table(b), toml::Value::Table(o)) => {
-                for (k, v) in o {
-                    match b.get_mut(k) {
-                        Some(slot) => merge(slot, v),
-                        None => {
-                            b.insert(k.clone(), v.clone());
-                        }
-                    }
-                }
-            }
-            (slot, v) => *slot = v.clone(),
-        }
-    }
-    let mut value = toml::Value::try_from(&*cfg).map_err(|e| format!("store config: {e}"))?;
-    merge(&mut value, overlay);
-    *cfg = value
-        .try_into()
-        .map_err(|e| format!("--store-config: {e}"))?;
-    cfg.validate()
-}
-
-/// The `--store-config` overlay, read once.
-fn store_overlay(common: &Common) -> Result<Option<toml::Value>, String> {
-    let Some(path) = &common.store_config else {
-        return Ok(None);
-    };
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
-    toml::from_str(&text)
-        .map(Some)
-        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -205,16 +168,17 @@ struct Cluster {
 }
 
 fn start_cluster(common: &Common, tune: &dyn Fn(&mut StoreConfig)) -> Result<Cluster, String> {
-    let overlay = store_overlay(common)?;
-    if let Some(overlay) = &overlay {
-        // Checked once here, so a bad file fails before any process starts.
-        overlay_config(&mut StoreConfig::default(), overlay)?;
-    }
+    // Read and checked once here, so a bad file fails before any process starts.
+    let overlay = common
+        .store_config
+        .as_deref()
+        .map(StoreOverlay::read)
+        .transpose()?;
     // The workload's own settings (split sizes) win over the overlay.
     let tune = |cfg: &mut StoreConfig| {
         if let Some(overlay) = &overlay {
-            // Valid: checked above against the defaults.
-            let _ = overlay_config(cfg, overlay);
+            // Valid: checked when read.
+            let _ = overlay.apply(cfg);
         }
         tune(cfg);
     };
@@ -235,6 +199,7 @@ fn start_cluster(common: &Common, tune: &dyn Fn(&mut StoreConfig)) -> Result<Clu
             dir: common.cluster_dir.clone(),
             stores: 3,
             port_offset: common.port_offset,
+            store_config: None,
         },
         tune,
     )?;
