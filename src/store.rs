@@ -16,6 +16,7 @@ use server::kv::KvService;
 use server::service::RaftService;
 use server::transport::{GrpcTransport, StoreResolver};
 use tokio::sync::watch;
+use tonic::codec::CompressionEncoding;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
@@ -184,11 +185,15 @@ fn run_with_logger(cfg: StoreConfig, logger: &slog::Logger) -> Result<(), String
 
     let api = system.api();
     let max_msg = cfg.server.grpc_max_message_size;
+    // gzip-compressed requests are accepted, and answers are compressed for a client that
+    // asks (TiKV's own CI runs its clients with gzip).
     let kv_service = TikvServer::new(KvService::new(
         api.clone(),
         cfg.server.clone(),
         cfg.api_version,
     ))
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip)
     .max_decoding_message_size(max_msg)
     .max_encoding_message_size(max_msg);
     let raft_service = RaftTransportServer::new(RaftService::new(

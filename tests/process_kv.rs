@@ -285,6 +285,26 @@ async fn bad_requests_get_specific_errors_and_write_nothing() {
         .unwrap()
         .into_inner();
     assert!(ok.region_error.is_none() && ok.error.is_empty(), "{ok:?}");
+    // gzip both ways, as TiKV's CI runs its clients: accepted, and answered compressed.
+    let mut gzip = client
+        .clone()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let got = gzip
+        .raw_get(kvrpcpb::RawGetRequest {
+            context: Some(ctx.clone()),
+            key: b"good".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        got.metadata()
+            .get("grpc-encoding")
+            .map(|v| v.to_str().unwrap()),
+        Some("gzip")
+    );
+    assert_eq!(got.into_inner().value, b"1");
 
     let expect_error = |resp: kvrpcpb::RawPutResponse, what: &str| {
         assert!(resp.region_error.is_none(), "{what}: {resp:?}");

@@ -23,6 +23,7 @@ use proto::pdpb::{self, ErrorType};
 use proto::schedulerpb::add_operator_request::Kind;
 use proto::schedulerpb::scheduler_server::{Scheduler as SchedulerRpc, SchedulerServer};
 use proto::schedulerpb::{self, OperatorInfo};
+use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::tso::LOGICAL_BITS;
@@ -836,10 +837,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let service = Arc::new(SchedulerService::new(scheduler, advertise_url));
+    // gzip: accepted, and used for answers to a client that asks for it.
     let pd = PdServer::from_arc(service.clone())
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
     let keyspace = KeyspaceServer::from_arc(service.clone())
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
     let sched = SchedulerServer::from_arc(service)
@@ -924,15 +930,28 @@ mod tests {
     }
 
     async fn exercise(scheduler: &Scheduler, url: &str) {
-        let mut pd = PdClient::connect(url.to_string()).await.unwrap();
+        // gzip both ways, as TiKV's CI runs its clients: every call below is compressed.
+        let mut pd = PdClient::connect(url.to_string())
+            .await
+            .unwrap()
+            .send_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Gzip);
         let mut sched = SchedulerClient::connect(url.to_string()).await.unwrap();
 
         // Discovery: cluster id 0 is accepted and learns the id.
         let members = pd
             .get_members(pdpb::GetMembersRequest { header: header(0) })
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
+        assert_eq!(
+            members
+                .metadata()
+                .get("grpc-encoding")
+                .map(|v| v.to_str().unwrap()),
+            Some("gzip"),
+            "the answer is compressed for a client that asks"
+        );
+        let members = members.into_inner();
         let id = members.header.as_ref().unwrap().cluster_id;
         assert_eq!(id, scheduler.cluster_id());
         assert_ne!(id, 0);
