@@ -16,9 +16,9 @@ use server::kv::KvService;
 use server::service::RaftService;
 use server::transport::{GrpcTransport, StoreResolver};
 use tokio::sync::watch;
-use tonic::codec::CompressionEncoding;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
+use tonic::codec::CompressionEncoding;
 
 use crate::config::StoreConfig;
 
@@ -71,16 +71,21 @@ pub async fn signalled() -> &'static str {
 /// Under a TTL version, compaction drops raw values that have expired. Reads already skip
 /// them (by the reader's clock), so no answer depends on when, or on which replica, a value
 /// is dropped. Under V2 only raw keys ('r', the first byte of their encoding too) carry an
-/// expiry; a value that does not decode is kept, for a read to report.
+/// expiry; a value that does not decode is kept, for a read to report. Nothing is dropped
+/// until `checked` is set: the directory and the cluster agree on `version`.
 fn expired_value_filter(
     version: api_version::ApiVersion,
     clock: util::ClockRef,
+    checked: Arc<std::sync::atomic::AtomicBool>,
 ) -> Option<engine::DropFilter> {
     use api_version::{keyspace::KeyMode, ttl, ApiVersion};
     if !version.has_ttl() {
         return None;
     }
     Some(Arc::new(move |key: &[u8], value: &[u8]| {
+        if !checked.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
         if version == ApiVersion::V2 && key.first() != Some(&KeyMode::Raw.byte()) {
             return false;
         }
@@ -111,10 +116,17 @@ fn run_with_logger(cfg: StoreConfig, logger: &slog::Logger) -> Result<(), String
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", cfg.data_dir.display()))?;
+    // Off until the data directory and the cluster are known to run this version: a
+    // compaction before that must not read another version's values as expiring ones.
+    let ttl_checked = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let kv = RocksEngine::open_with_filter(
         &cfg.data_dir.join("kv"),
         &cfg.rocksdb,
-        expired_value_filter(cfg.api_version, util::SystemClock::shared()),
+        expired_value_filter(
+            cfg.api_version,
+            util::SystemClock::shared(),
+            ttl_checked.clone(),
+        ),
     )
     .map_err(|e| format!("cannot open the KV engine: {e}"))?;
     let raft = RaftLogEngine::open(&RaftLogConfig {
@@ -166,6 +178,7 @@ fn run_with_logger(cfg: StoreConfig, logger: &slog::Logger) -> Result<(), String
         cfg.api_version,
     )
     .map_err(|e| format!("cannot join cluster {cluster_id}: {e}"))?;
+    ttl_checked.store(true, std::sync::atomic::Ordering::Release);
     slog::info!(logger, "joined the cluster";
         "store_id" => store_id, "cluster_id" => cluster_id, "address" => &advertised,
         "api_version" => %cfg.api_version);

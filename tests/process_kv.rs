@@ -451,6 +451,19 @@ async fn bad_requests_get_specific_errors_and_write_nothing() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    // A batch read carries its refusal as TiKV does: one pair whose error aborts.
+    let resp = client
+        .raw_batch_get(kvrpcpb::RawBatchGetRequest {
+            context: Some(ctx.clone()),
+            keys: vec![b"good".to_vec(), Vec::new()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let abort = resp.pairs[0].error.as_ref().map(|e| e.abort.as_str());
+    assert_eq!(resp.pairs.len(), 1, "{resp:?}");
+    assert!(abort.is_some_and(|a| a.contains("empty key")), "{resp:?}");
 
     // Nothing of the refused requests was written.
     let written = admin
@@ -613,6 +626,13 @@ async fn tikv_client_raw_api_with_a_keyspace_under_api_version_2() {
     .await;
     admin.split(ks_key(&key(150))).await.unwrap();
     cluster.wait_replicated(&admin, 7, 3).await;
+    // PD's HTTP API on the PD port counts the same regions.
+    let (status, body) = common::http_get_json(&cluster.pd, "/pd/api/v1/regions").await;
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(
+        body["count"].as_u64(),
+        Some(admin.regions().await.unwrap().len() as u64)
+    );
     // Every boundary the scheduler reports decodes.
     for r in admin.regions().await.unwrap() {
         for k in [&r.region.start_key, &r.region.end_key] {

@@ -327,3 +327,17 @@ impl Drop for ProcCluster {
 fn write<T: serde::Serialize>(path: &Path, cfg: &T) {
     std::fs::write(path, toml::to_string(cfg).expect("encode config")).expect("write config");
 }
+
+/// `GET path` over plain HTTP/1.1 at `addr` (host:port): the status line and the JSON body.
+pub async fn http_get_json(addr: &str, path: &str) -> (String, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.expect("send");
+    let mut out = String::new();
+    conn.read_to_string(&mut out).await.expect("read");
+    let (head, body) = out.split_once("\r\n\r\n").expect("a header");
+    let status = head.lines().next().unwrap_or_default().to_string();
+    let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    (status, body)
+}

@@ -153,10 +153,12 @@ impl Keyspaces {
             )));
         }
         let id = state.keyspaces.keys().next_back().map_or(0, |id| id + 1);
-        if id > ks::MAX_KEYSPACE_ID {
+        // The last id is never handed out: a client's "to the end of keyspace id" is the
+        // prefix of id + 1, which for the last id wraps to keyspace 0 (tikv-client 0.4).
+        if id >= ks::MAX_KEYSPACE_ID {
             return Err(invalid(format!(
                 "no keyspace id left: ids go up to {}",
-                ks::MAX_KEYSPACE_ID
+                ks::MAX_KEYSPACE_ID - 1
             )));
         }
         let m = meta(id, name, now_secs);
@@ -167,8 +169,9 @@ impl Keyspaces {
     }
 
     /// The keyspace boundaries (stored, encoded form) strictly inside `[start, end)` (`end`
-    /// empty: unbounded), in order: where a region must still split. Empty unless V2.
-    pub fn split_keys_inside(&self, start: &[u8], end: &[u8]) -> Vec<Vec<u8>> {
+    /// empty: unbounded), in order: where a region must still split. Empty unless V2. At
+    /// most `max` (the rest split later). Work grows with the number of keyspaces.
+    pub fn split_keys_inside(&self, start: &[u8], end: &[u8], max: usize) -> Vec<Vec<u8>> {
         let state = util::lock(&self.state);
         if state.api_version != Some(ApiVersion::V2) {
             return Vec::new();
@@ -181,6 +184,7 @@ impl Keyspaces {
             .collect();
         keys.sort();
         keys.dedup();
+        keys.truncate(max);
         keys
     }
 }
@@ -247,7 +251,7 @@ mod tests {
             ks.load("DEFAULT"),
             Err(Error::KeyspacesNeedV2 { .. })
         ));
-        assert!(ks.split_keys_inside(b"", b"").is_empty());
+        assert!(ks.split_keys_inside(b"", b"", 64).is_empty());
     }
 
     #[test]
@@ -287,7 +291,7 @@ mod tests {
     fn regions_split_at_every_keyspace_boundary_they_straddle() {
         let (_, ks) = open();
         ks.check_api_version(ApiVersion::V2, false, 0).unwrap();
-        let all = ks.split_keys_inside(b"", b"");
+        let all = ks.split_keys_inside(b"", b"", 64);
         assert_eq!(
             all,
             [
@@ -299,10 +303,11 @@ mod tests {
         );
         // A region already cut at them has nothing left to split.
         assert!(ks
-            .split_keys_inside(&encode(b"r\0\0\0"), &encode(b"r\0\0\x01"))
+            .split_keys_inside(&encode(b"r\0\0\0"), &encode(b"r\0\0\x01"), 64)
             .is_empty());
         ks.create("one", 0).unwrap();
-        let inside = ks.split_keys_inside(&encode(b"r\0\0\x01"), &encode(b"x"));
+        let inside = ks.split_keys_inside(&encode(b"r\0\0\x01"), &encode(b"x"), 64);
         assert_eq!(inside, [encode(b"r\0\0\x02")]);
+        assert_eq!(ks.split_keys_inside(b"", b"", 2).len(), 2, "at most max");
     }
 }

@@ -10,6 +10,7 @@
 //! - [`gc`]: the cluster's GC safe point, monotone and persisted.
 //! - [`keyspace`]: the cluster's API version (chosen by its first store) and its keyspaces.
 //! - [`operator`], [`schedule`]: what the scheduler (or an administrator) asks of a region.
+//! - [`http`]: PD's HTTP API (regions, stores), served on the PD port beside gRPC.
 //! - [`service`]: the gRPC face: PD's `pdpb.PD` (what TiKV clients and stores speak) and our
 //!   `schedulerpb.Scheduler` (unary region heartbeats, operators).
 //!
@@ -29,6 +30,7 @@
 pub mod cluster;
 mod error;
 pub mod gc;
+pub mod http;
 pub mod id;
 pub mod keyspace;
 pub mod operator;
@@ -152,6 +154,10 @@ pub struct Scheduler {
 
 const LOADS_TTL: Duration = Duration::from_millis(100);
 
+/// Most keys in one split operator: what a store accepts in one split request (raftstore's
+/// `MAX_SPLITS_PER_REQUEST`). More would be refused at every heartbeat, for ever.
+pub const MAX_SPLIT_KEYS: usize = 64;
+
 impl Scheduler {
     /// Opens the scheduler over `store`, continuing from what it holds. Every time it reads
     /// (TSO, heartbeat ages, operator timeouts) comes from `clock`.
@@ -205,6 +211,11 @@ impl Scheduler {
                 "asked" => %asked, "cluster" => %chosen);
         }
         Ok(chosen)
+    }
+
+    /// The scheduler's monotonic time (heartbeat ages).
+    pub fn clock_now(&self) -> Instant {
+        self.clock.now()
     }
 
     /// Unix seconds by the scheduler's clock (keyspaces' creation times).
@@ -359,9 +370,9 @@ impl Scheduler {
     /// with a keyspace must find its keyspace's last region ending at the next keyspace.
     fn keyspace_split(&self, info: &RegionInfo) -> Option<schedule::Plan> {
         let region = &info.region;
-        let keys = self
-            .keyspaces
-            .split_keys_inside(&region.start_key, &region.end_key);
+        let keys =
+            self.keyspaces
+                .split_keys_inside(&region.start_key, &region.end_key, MAX_SPLIT_KEYS);
         if keys.is_empty() {
             return None;
         }
@@ -421,6 +432,22 @@ impl Scheduler {
             AdminOp::Split(mut keys) => {
                 if keys.is_empty() {
                     return Err(invalid("no split keys".into()));
+                }
+                if keys.len() > MAX_SPLIT_KEYS {
+                    return Err(invalid(format!(
+                        "{} split keys: a store takes at most {MAX_SPLIT_KEYS} in one split",
+                        keys.len()
+                    )));
+                }
+                // Under V2 boundaries are encoded keys, which clients decode.
+                if self.keyspaces.api_version() == Some(api_version::ApiVersion::V2) {
+                    if let Some(bad) = keys.iter().find_map(|k| {
+                        api_version::memcomparable::decode_exact("split key", k).err()
+                    }) {
+                        return Err(invalid(format!(
+                            "{bad}: under API version 2 region boundaries are encoded keys"
+                        )));
+                    }
                 }
                 keys.sort();
                 keys.dedup();
@@ -591,6 +618,30 @@ mod tests {
             Err(Error::Invalid { detail }) => assert!(detail.contains(why), "{op:?}: {detail}"),
             other => panic!("{op:?}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn split_keys_are_bounded_and_encoded_under_v2() {
+        let (s, info) = cluster();
+        let many: Vec<Vec<u8>> = (0..=MAX_SPLIT_KEYS)
+            .map(|i| format!("k{i:03}").into_bytes())
+            .collect();
+        refused(&s, AdminOp::Split(many), "at most 64");
+        // As if the first store had chosen V2 before the bootstrap.
+        s.keyspaces
+            .check_api_version(api_version::ApiVersion::V2, false, 0)
+            .unwrap();
+        refused(&s, AdminOp::Split(vec![b"k".to_vec()]), "encoded keys");
+        let encoded = api_version::memcomparable::encode(b"k");
+        s.add_admin_operator(1, AdminOp::Split(vec![encoded]))
+            .unwrap();
+        // Without an operator in the way, the region is cut at keyspace 0's boundaries
+        // inside it ([a, z) holds r and x's).
+        util::lock(&s.operators).clear();
+        let Some(Step::Split { keys, .. }) = s.region_heartbeat(info).unwrap() else {
+            panic!("no keyspace split");
+        };
+        assert_eq!(keys, api_version::keyspace::split_keys(0));
     }
 
     #[test]

@@ -836,6 +836,7 @@ pub async fn serve(
     max_message_bytes: usize,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    let http = crate::http::PdHttp::new(scheduler.clone());
     let service = Arc::new(SchedulerService::new(scheduler, advertise_url));
     // gzip: accepted, and used for answers to a client that asks for it.
     let pd = PdServer::from_arc(service.clone())
@@ -859,6 +860,9 @@ pub async fn serve(
         conn
     });
     tonic::transport::Server::builder()
+        // PD's HTTP API shares the port; curl and browsers speak HTTP/1.1.
+        .accept_http1(true)
+        .add_service(http)
         .add_service(pd)
         .add_service(keyspace)
         .add_service(sched)
@@ -1299,5 +1303,30 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unimplemented);
+
+        // PD's HTTP API on the same port, over plain HTTP/1.1, agrees with the routing table.
+        let get = |path: &'static str| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let addr = url.trim_start_matches("http://");
+            let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            conn.write_all(request.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            conn.read_to_string(&mut out).await.unwrap();
+            let (head, body) = out.split_once("\r\n\r\n").unwrap();
+            (
+                head.to_string(),
+                serde_json::from_str::<serde_json::Value>(body).unwrap(),
+            )
+        };
+        let (head, regions) = get("/pd/api/v1/regions").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(
+            regions["count"].as_u64(),
+            Some(scheduler.cluster.regions().len() as u64)
+        );
+        let (head, body) = get("/pd/api/v1/region/id/nope").await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+        assert!(body["error"].is_string());
     }
 }

@@ -660,7 +660,32 @@ macro_rules! kv_response {
 kv_response!(with_error: RawGetResponse, RawPutResponse, RawBatchPutResponse,
     RawDeleteResponse, RawBatchDeleteResponse, RawDeleteRangeResponse, RawCasResponse,
     RawGetKeyTtlResponse);
-kv_response!(region_error_only: RawBatchGetResponse, RawScanResponse, RawBatchScanResponse);
+kv_response!(region_error_only: RawScanResponse);
+
+/// Batch reads carry a failure as TiKV does: one pair whose `error` aborts, which a TiKV
+/// client reports at once. A store that cannot answer now stays a status, so the client
+/// tries elsewhere.
+macro_rules! kv_response_pairs {
+    ($($t:ty => $field:ident),*) => {$(
+        impl KvResponse for $t {
+            fn fail(&mut self, e: KvError) -> Result<(), Status> {
+                match e {
+                    KvError::Region(e) => self.region_error = Some(*e),
+                    KvError::Unavailable(msg) => return Err(Status::unavailable(msg)),
+                    KvError::Invalid(msg) | KvError::TooLarge(msg) | KvError::Internal(msg) => {
+                        self.$field = vec![KvPair {
+                            error: Some(KeyError { abort: msg, ..Default::default() }),
+                            ..Default::default()
+                        }];
+                    }
+                }
+                Ok(())
+            }
+        }
+    )*};
+}
+
+kv_response_pairs!(RawBatchGetResponse => pairs, RawBatchScanResponse => kvs);
 
 impl<EK: KvEngine> KvService<EK> {
     /// Every handler's frame: runs `work`, records its metrics under `method`, and builds the
