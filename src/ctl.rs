@@ -29,8 +29,15 @@ pub struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum CtlCommand {
-    /// Write one key.
-    Put { key: String, value: String },
+    /// Write one key; `--ttl SECS` makes it expire (API version 1ttl or 2 clusters).
+    Put {
+        key: String,
+        value: String,
+        #[arg(long, default_value_t = 0)]
+        ttl: u64,
+    },
+    /// Seconds a key has left to live (0: never expires), or "(not found)".
+    Ttl { key: String },
     /// Read one key (prints the value, or "(not found)").
     Get { key: String },
     /// Delete one key.
@@ -58,6 +65,17 @@ pub enum CtlCommand {
     RemovePeer { region_id: u64, store_id: u64 },
     /// Running operators, then recent ended ones.
     Operators,
+    /// Keyspaces (API version 2 clusters).
+    #[command(subcommand)]
+    Keyspace(KeyspaceCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum KeyspaceCommand {
+    /// Create a keyspace; regions split at its boundaries within a heartbeat or two.
+    Create { name: String },
+    /// Every keyspace with its id.
+    List,
 }
 
 fn show(bytes: &[u8]) -> String {
@@ -104,10 +122,18 @@ async fn execute(
     wait: Option<Duration>,
 ) -> client::Result<()> {
     match command {
-        CtlCommand::Put { key, value } => {
-            client.put(key, value).await?;
+        CtlCommand::Put { key, value, ttl } => {
+            if ttl == 0 {
+                client.put(key, value).await?;
+            } else {
+                client.put_with_ttl(key, value, ttl).await?;
+            }
             println!("OK");
         }
+        CtlCommand::Ttl { key } => match client.ttl(key).await? {
+            Some(secs) => println!("{secs}"),
+            None => println!("(not found)"),
+        },
         CtlCommand::Get { key } => match client.get(key).await? {
             Some(value) => println!("{}", show(&value)),
             None => println!("(not found)"),
@@ -188,6 +214,15 @@ async fn execute(
         } => {
             let op = || client.remove_peer(region_id, store_id);
             operate(client, region_id, wait, op).await?
+        }
+        CtlCommand::Keyspace(KeyspaceCommand::Create { name }) => {
+            let ks = client.create_keyspace(&name).await?;
+            println!("keyspace {:?} created with id {}", ks.name, ks.id);
+        }
+        CtlCommand::Keyspace(KeyspaceCommand::List) => {
+            for ks in client.keyspaces().await? {
+                println!("keyspace {:<8} {}", ks.id, ks.name);
+            }
         }
         CtlCommand::Operators => {
             for op in client.operators().await? {

@@ -511,6 +511,12 @@ async fn tikv_client_raw_ttl_under_api_version_1ttl() {
     )
     .await
     .unwrap();
+    // Our own client speaks TTL too.
+    admin.put_with_ttl("t-ours", "o", 300).await.unwrap();
+    let ours = admin.ttl("t-ours").await.unwrap();
+    assert!(matches!(ours, Some(299..=300)), "{ours:?}");
+    admin.delete("t-ours").await.unwrap();
+    assert_eq!(admin.ttl("t-ours").await.unwrap(), None);
     let long = raw.get_key_ttl_secs("t-long".to_owned()).await.unwrap();
     assert!(matches!(long, Some(599..=600)), "{long:?}");
     let batch_long = raw
@@ -700,10 +706,88 @@ async fn tikv_client_raw_api_with_a_keyspace_under_api_version_2() {
     raw.delete_range(..).await.unwrap();
     assert!(raw.scan(.., 1000).await.unwrap().is_empty());
 
+    // A second keyspace: created by name, its boundaries become region boundaries, and a
+    // client of it neither sees nor is seen by DEFAULT's.
+    let before = admin.regions().await.unwrap().len();
+    let alpha = admin.create_keyspace("alpha").await.unwrap();
+    assert_eq!(alpha.id, 1);
+    let names: Vec<String> = admin
+        .keyspaces()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    assert_eq!(names, ["DEFAULT", "alpha"]);
+    assert!(admin.create_keyspace("alpha").await.is_err());
+    // r\0\0\x02 and x\0\0\x02 are new boundaries.
+    cluster.wait_replicated(&admin, before + 2, 3).await;
+    let in_alpha = tikv_client::RawClient::new_with_config(
+        vec![cluster.pd.clone()],
+        tikv_client::Config::default().with_keyspace("alpha"),
+    )
+    .await
+    .unwrap();
+    in_alpha
+        .put("shared-name".to_owned(), "alpha".to_owned())
+        .await
+        .unwrap();
+    raw.put("shared-name".to_owned(), "default".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(
+        in_alpha.get("shared-name".to_owned()).await.unwrap(),
+        Some(b"alpha".to_vec())
+    );
+    assert_eq!(in_alpha.scan(.., 100).await.unwrap().len(), 1);
+    assert_eq!(raw.scan(.., 100).await.unwrap().len(), 1);
+
     // A client without a keyspace is told what the cluster needs.
     let v1 = tikv_client::RawClient::new(vec![cluster.pd.clone()])
         .await
         .unwrap();
     let err = v1.put("k".to_owned(), "v".to_owned()).await.unwrap_err();
     assert!(err.to_string().contains("API version 2"), "{err}");
+}
+
+/// Under API V2, regions split by size inside a keyspace at stored keys, which are encoded:
+/// every boundary still decodes, and a client with a keyspace reads everything back across
+/// the new regions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_splits_inside_a_keyspace_keep_boundaries_encoded() {
+    let cluster = ProcCluster::start_with_stores(1, |cfg| {
+        cfg.api_version = api_version::ApiVersion::V2;
+        cfg.raftstore.region_split_size = 16 << 10;
+        cfg.raftstore.region_max_size = 24 << 10;
+        cfg.raftstore.split_region_check_tick_interval_ms = 200;
+    });
+    let admin = cluster.client().await;
+    cluster.wait_replicated(&admin, 5, 1).await;
+    let raw = tikv_client::RawClient::new_with_config(
+        vec![cluster.pd.clone()],
+        tikv_client::Config::default().with_default_keyspace(),
+    )
+    .await
+    .unwrap();
+    let value = "v".repeat(1024);
+    for chunk in (0..300).collect::<Vec<_>>().chunks(50) {
+        let pairs: Vec<(String, String)> = chunk.iter().map(|i| (key(*i), value.clone())).collect();
+        raw.batch_put(pairs).await.unwrap();
+    }
+    wait_until(
+        "size splits in the keyspace",
+        Duration::from_secs(30),
+        || async { admin.regions().await.map(|r| r.len()).unwrap_or(0) >= 8 },
+    )
+    .await;
+    for r in admin.regions().await.unwrap() {
+        for k in [&r.region.start_key, &r.region.end_key] {
+            if !k.is_empty() {
+                api_version::memcomparable::decode_exact("boundary", k)
+                    .expect("every boundary decodes");
+            }
+        }
+    }
+    let all = raw.scan(.., 1000).await.unwrap();
+    assert_eq!(all.len(), 300);
 }

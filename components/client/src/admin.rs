@@ -5,6 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use proto::keyspacepb;
 use proto::schedulerpb::{self, add_operator_request::Kind};
 use tokio::time::Instant;
 
@@ -75,6 +76,54 @@ impl Client {
     pub async fn remove_peer(&self, region_id: u64, store_id: u64) -> Result<Operator> {
         self.add_operator("remove_peer", region_id, Kind::RemovePeerOnStore(store_id))
             .await
+    }
+
+    /// Creates keyspace `name` (API V2 clusters); regions split at its boundaries with their
+    /// next heartbeats.
+    pub async fn create_keyspace(&self, name: &str) -> Result<keyspacepb::KeyspaceMeta> {
+        let inner = &self.inner;
+        let mut state = inner.retry_state("create_keyspace");
+        let resp = inner
+            .pd_call(
+                &mut state,
+                "CreateKeyspace",
+                false,
+                |leader, header, timeout| {
+                    let mut scheduler = leader.scheduler.clone();
+                    let req = schedulerpb::CreateKeyspaceRequest {
+                        header,
+                        name: name.to_string(),
+                    };
+                    async move { scheduler.create_keyspace(net::request(req, timeout)).await }
+                },
+            )
+            .await?;
+        resp.keyspace.ok_or_else(|| Error::NotFound {
+            what: format!("keyspace {name:?} in the scheduler's answer"),
+        })
+    }
+
+    /// Every keyspace (API V2 clusters), by id.
+    pub async fn keyspaces(&self) -> Result<Vec<keyspacepb::KeyspaceMeta>> {
+        let inner = &self.inner;
+        let mut state = inner.retry_state("keyspaces");
+        let resp = inner
+            .pd_call(
+                &mut state,
+                "GetAllKeyspaces",
+                true,
+                |leader, header, timeout| {
+                    let mut keyspace = leader.keyspace.clone();
+                    let req = keyspacepb::GetAllKeyspacesRequest {
+                        header,
+                        start_id: 0,
+                        limit: 0,
+                    };
+                    async move { keyspace.get_all_keyspaces(net::request(req, timeout)).await }
+                },
+            )
+            .await?;
+        Ok(resp.keyspaces)
     }
 
     /// Running operators, then the most recent ended ones.

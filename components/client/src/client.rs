@@ -159,6 +159,40 @@ impl Client {
         Ok(())
     }
 
+    /// Sets `key` to `value` for `ttl_secs` seconds (0: for ever). Needs a cluster of API
+    /// version 1ttl or 2; others refuse a TTL.
+    pub async fn put_with_ttl(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        ttl_secs: u64,
+    ) -> Result<()> {
+        let (key, value) = (key.into(), value.into());
+        self.inner
+            .single("put_with_ttl", &key, true, || kvrpcpb::RawPutRequest {
+                key: key.clone(),
+                value: value.clone(),
+                ttl: ttl_secs,
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Seconds `key` has left to live: `None` if it has no value (or it expired), `Some(0)`
+    /// if it never expires. Needs a cluster of API version 1ttl or 2.
+    pub async fn ttl(&self, key: impl Into<Vec<u8>>) -> Result<Option<u64>> {
+        let key = key.into();
+        let resp = self
+            .inner
+            .single("ttl", &key, true, || kvrpcpb::RawGetKeyTtlRequest {
+                key: key.clone(),
+                ..Default::default()
+            })
+            .await?;
+        Ok((!resp.not_found).then_some(resp.ttl))
+    }
+
     /// Sets every pair: one request per region, split into requests of at most
     /// `max_batch_keys` pairs (and half `max_message_size` bytes). Atomic per request only:
     /// on error, some pairs may have been written. A key given twice gets its last value.

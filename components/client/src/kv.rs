@@ -92,6 +92,7 @@ kv_request!(RawBatchDeleteRequest => RawBatchDeleteResponse, "RawBatchDelete", r
 kv_request!(RawScanRequest => RawScanResponse, "RawScan", raw_scan);
 kv_request!(RawDeleteRangeRequest => RawDeleteRangeResponse, "RawDeleteRange", raw_delete_range);
 kv_request!(RawCasRequest => RawCasResponse, "RawCompareAndSwap", raw_compare_and_swap);
+kv_request!(RawGetKeyTtlRequest => RawGetKeyTtlResponse, "RawGetKeyTTL", raw_get_key_ttl);
 
 kv_response!(RawGetResponse, with_error);
 kv_response!(RawBatchGetResponse);
@@ -102,6 +103,7 @@ kv_response!(RawBatchDeleteResponse, with_error);
 kv_response!(RawScanResponse);
 kv_response!(RawDeleteRangeResponse, with_error);
 kv_response!(RawCasResponse, with_error);
+kv_response!(RawGetKeyTtlResponse, with_error);
 
 /// The first per-key error among returned pairs (raw requests only use the string forms).
 pub(crate) fn key_error(pairs: &[kvrpcpb::KvPair]) -> Option<String> {

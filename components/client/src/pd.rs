@@ -3,6 +3,7 @@
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use proto::keyspacepb::{self, keyspace_client::KeyspaceClient};
 use proto::pdpb::pd_client::PdClient;
 use proto::pdpb::{self, GetMembersRequest, RequestHeader, ResponseHeader};
 use proto::schedulerpb::{self, scheduler_client::SchedulerClient};
@@ -17,6 +18,7 @@ pub(crate) struct PdLeader {
     pub url: String,
     pub pd: PdClient<Channel>,
     pub scheduler: SchedulerClient<Channel>,
+    pub keyspace: KeyspaceClient<Channel>,
 }
 
 /// Connection to the PD cluster: its id, the current leader, and how to find a new one.
@@ -147,7 +149,10 @@ impl NetSettings {
             pd: PdClient::new(channel.clone())
                 .max_decoding_message_size(self.max_message_size)
                 .max_encoding_message_size(self.max_message_size),
-            scheduler: SchedulerClient::new(channel)
+            scheduler: SchedulerClient::new(channel.clone())
+                .max_decoding_message_size(self.max_message_size)
+                .max_encoding_message_size(self.max_message_size),
+            keyspace: KeyspaceClient::new(channel)
                 .max_decoding_message_size(self.max_message_size)
                 .max_encoding_message_size(self.max_message_size),
         })
@@ -270,6 +275,8 @@ pd_responses!(
     pdpb::GetAllStoresResponse,
     schedulerpb::AddOperatorResponse,
     schedulerpb::ListOperatorsResponse,
+    schedulerpb::CreateKeyspaceResponse,
+    keyspacepb::GetAllKeyspacesResponse,
 );
 
 /// The error a response header carries, if any.
