@@ -12,6 +12,10 @@ pub struct Args {
     /// The scheduler's endpoint (PD-compatible), host:port.
     #[arg(long, default_value = "127.0.0.1:2379")]
     pub pd: String,
+    /// Work in this keyspace (a cluster of API version 2), e.g. DEFAULT: keys are the
+    /// keyspace's, and `regions` shows decoded boundaries.
+    #[arg(long)]
+    pub keyspace: Option<String>,
     /// Give up on a request after this many seconds of retries.
     #[arg(long, default_value_t = 20)]
     pub timeout_secs: u64,
@@ -104,6 +108,7 @@ pub fn run(args: Args) -> Result<(), String> {
     runtime.block_on(async move {
         let config = ClientConfig {
             max_retry_time: Duration::from_secs(args.timeout_secs),
+            keyspace: args.keyspace.clone(),
             ..Default::default()
         };
         let client = Client::connect(std::slice::from_ref(&args.pd), config)

@@ -389,9 +389,13 @@ regionstore playground is running (API version {api_version}: {serves}).
     if api_version == ApiVersion::V2 {
         println!(
             r#"Try it (in another terminal):
+  regionstore ctl --pd {scheduler} --keyspace DEFAULT put hello world
+  regionstore ctl --pd {scheduler} --keyspace DEFAULT put --ttl 60 brief gone-soon
+  regionstore ctl --pd {scheduler} --keyspace DEFAULT get hello
+  regionstore ctl --pd {scheduler} --keyspace DEFAULT scan
   regionstore ctl --pd {scheduler} regions      (five: keyspace DEFAULT's boundaries)
-  regionstore ctl --pd {scheduler} stores
-(ctl's get/put/scan speak API V1 only for now)
+  regionstore ctl --pd {scheduler} keyspace create mine
+(from the source tree: cargo run --quiet -- ctl --pd {scheduler} ...)
 
 From Rust with the TiKV client (tikv-client = "0.4", tokio):
   let client = tikv_client::RawClient::new_with_config(

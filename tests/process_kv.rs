@@ -698,6 +698,63 @@ async fn tikv_client_raw_api_with_a_keyspace_under_api_version_2() {
         .await
         .unwrap();
     assert_eq!((prev, swapped), (Some(b"1".to_vec()), true));
+    // Our own client in the same keyspace sees and writes the same keys, and splits at a
+    // key of the keyspace.
+    let ours = client::Client::connect(
+        std::slice::from_ref(&cluster.pd),
+        client::ClientConfig {
+            keyspace: Some("DEFAULT".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(ours.keyspace_id(), Some(0));
+    assert_eq!(ours.get(key(1)).await.unwrap(), Some(b"one".to_vec()));
+    let everything = ours.scan("", "", 1000, false).await.unwrap();
+    assert_eq!(everything.len(), 202, "200 keys, ttl and cas");
+    assert_eq!(everything[0].0, b"cas");
+    let top = ours.scan_reverse("", "", 1, true).await.unwrap();
+    assert_eq!(top[0].0, b"ttl");
+    ours.put("ours", "1").await.unwrap();
+    assert_eq!(
+        raw.get("ours".to_owned()).await.unwrap(),
+        Some(b"1".to_vec())
+    );
+    let ttl = ours.ttl("ttl").await.unwrap();
+    assert!(matches!(ttl, Some(590..=600)), "{ttl:?}");
+    let op = ours.split(key(100)).await.unwrap();
+    ours.wait_operator(&op, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        ours.batch_get(vec![key(99), key(100)]).await.unwrap().len(),
+        2
+    );
+    ours.delete("ours").await.unwrap();
+    assert_eq!(raw.scan(.., 1000).await.unwrap().len(), 202);
+    // And so does ctl.
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(common::BIN)
+            .args(["ctl", "--pd", &cluster.pd, "--keyspace", "DEFAULT"])
+            .args(args)
+            .output()
+            .expect("run ctl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(ctl(&["get", &key(1)]), "one");
+    assert_eq!(ctl(&["put", "--ttl", "60", "from-ctl", "x"]), "OK");
+    assert_eq!(
+        raw.get("from-ctl".to_owned()).await.unwrap(),
+        Some(b"x".to_vec())
+    );
+    raw.delete("from-ctl".to_owned()).await.unwrap();
+
     // Deletes, then everything.
     raw.batch_delete(vec![key(3), key(4)]).await.unwrap();
     assert_eq!(raw.get(key(3)).await.unwrap(), None);

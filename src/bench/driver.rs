@@ -16,8 +16,13 @@ pub enum Driver {
 }
 
 impl Driver {
-    pub async fn regionstore(pd: &str) -> Result<Driver, String> {
-        let client = client::Client::connect(&[pd.to_string()], client::ClientConfig::default())
+    /// A regionstore client, in `keyspace` when given (API V2 clusters).
+    pub async fn regionstore(pd: &str, keyspace: Option<String>) -> Result<Driver, String> {
+        let config = client::ClientConfig {
+            keyspace,
+            ..Default::default()
+        };
+        let client = client::Client::connect(&[pd.to_string()], config)
             .await
             .map_err(|e| format!("cannot connect to the cluster at {pd}: {e}"))?;
         Ok(Driver::Regionstore(client))

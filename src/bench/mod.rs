@@ -89,6 +89,9 @@ pub struct Common {
     /// (any keys of `regionstore store --print-default-config`), to compare tunings.
     #[arg(long)]
     pub store_config: Option<PathBuf>,
+    /// Work in this keyspace (a cluster of API version 2, e.g. "DEFAULT").
+    #[arg(long)]
+    pub keyspace: Option<String>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -265,7 +268,9 @@ impl Zipf {
 
 async fn connect(common: &Common, pd: Option<&str>) -> Result<Driver, String> {
     match common.target {
-        Target::Regionstore => Driver::regionstore(pd.unwrap_or("127.0.0.1:2379")).await,
+        Target::Regionstore => {
+            Driver::regionstore(pd.unwrap_or("127.0.0.1:2379"), common.keyspace.clone()).await
+        }
         Target::Etcd => Driver::etcd(&common.etcd).await,
     }
 }

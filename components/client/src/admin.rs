@@ -35,10 +35,15 @@ impl Client {
     pub async fn split(&self, key: impl Into<Vec<u8>>) -> Result<Operator> {
         let key = key.into();
         let region = self.region_of(&key).await?;
+        // The scheduler splits at stored keys: under a keyspace, the encoded prefixed key.
+        let at = match self.keyspace_id() {
+            Some(_) => crate::keyspace::Keyspace::to_pd(&self.req_key(key)),
+            None => key,
+        };
         self.add_operator(
             "split",
             region,
-            Kind::Split(schedulerpb::SplitAt { keys: vec![key] }),
+            Kind::Split(schedulerpb::SplitAt { keys: vec![at] }),
         )
         .await
     }
@@ -47,6 +52,7 @@ impl Client {
     /// operator must name the region the scheduler knows). Right after a split PD may not know
     /// the new region yet; that gap is retried like any routing miss.
     pub async fn region_of(&self, key: &[u8]) -> Result<u64> {
+        let key = &self.req_key(key);
         let inner = &self.inner;
         let mut state = inner.retry_state("region_of");
         while let Err(failure) = inner.load_region(key, &mut state).await {

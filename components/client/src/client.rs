@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 
 use crate::config::ClientConfig;
 use crate::error::{Error, KeyDisplay, Result};
+use crate::keyspace::Keyspace;
 use crate::kv::{key_error, KvRequest, KvResponse};
 use crate::net;
 use crate::pd::{self, Pd, PdLeader, PdResponse};
@@ -45,6 +46,8 @@ pub struct Client {
 pub(crate) struct Inner {
     config: ClientConfig,
     pd: Pd,
+    /// Set once at connect when the config names a keyspace (API V2).
+    keyspace: std::sync::OnceLock<Keyspace>,
     cache: RwLock<RegionCache>,
     stores: Mutex<StoreCache>,
     retries: AtomicU64,
@@ -80,15 +83,74 @@ impl Client {
             config.logger.clone(),
         )
         .await?;
-        Ok(Client {
+        let name = config.keyspace.clone();
+        let client = Client {
             inner: Arc::new(Inner {
                 config,
                 pd,
+                keyspace: std::sync::OnceLock::new(),
                 cache: RwLock::new(RegionCache::default()),
                 stores: Mutex::new(StoreCache::default()),
                 retries: AtomicU64::new(0),
             }),
-        })
+        };
+        if let Some(name) = name {
+            let inner = &client.inner;
+            let mut state = inner.retry_state("load_keyspace");
+            let resp = inner
+                .pd_call(
+                    &mut state,
+                    "LoadKeyspace",
+                    true,
+                    |leader, header, timeout| {
+                        let mut keyspace = leader.keyspace.clone();
+                        let req = proto::keyspacepb::LoadKeyspaceRequest {
+                            header,
+                            name: name.clone(),
+                        };
+                        async move { keyspace.load_keyspace(net::request(req, timeout)).await }
+                    },
+                )
+                .await?;
+            let meta = resp.keyspace.ok_or_else(|| Error::NotFound {
+                what: format!("keyspace {name:?}"),
+            })?;
+            let _ = inner.keyspace.set(Keyspace::new(meta.id));
+        }
+        Ok(client)
+    }
+
+    /// The id of the keyspace this client works in (`ClientConfig::keyspace`), if any.
+    pub fn keyspace_id(&self) -> Option<u32> {
+        self.inner.keyspace.get().map(|ks| ks.id)
+    }
+
+    /// The key a request carries for `key`: prefixed with the keyspace, if any.
+    pub(crate) fn req_key(&self, key: impl Into<Vec<u8>>) -> Vec<u8> {
+        let key = key.into();
+        match self.inner.keyspace.get() {
+            Some(ks) => ks.key(&key),
+            None => key,
+        }
+    }
+
+    /// The range a request covers for `[start, end)` (empty `end`: to the end of the key
+    /// space, or of the keyspace).
+    fn req_range(&self, start: Vec<u8>, end: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+        match self.inner.keyspace.get() {
+            Some(ks) => ks.range(&start, &end),
+            None => (start, end),
+        }
+    }
+
+    /// The caller's form of keys a store returned.
+    fn user_pairs(&self, mut pairs: Vec<KvPair>) -> Vec<KvPair> {
+        if let Some(ks) = self.inner.keyspace.get() {
+            for pair in &mut pairs {
+                pair.0 = ks.user_key(std::mem::take(&mut pair.0));
+            }
+        }
+        pairs
     }
 
     /// The id of the cluster, as PD reported it.
@@ -104,7 +166,7 @@ impl Client {
 
     /// The value of `key`, or `None` if it has none.
     pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Option<Vec<u8>>> {
-        let key = key.into();
+        let key = self.req_key(key);
         let resp = self
             .inner
             .single("get", &key, true, || kvrpcpb::RawGetRequest {
@@ -121,7 +183,7 @@ impl Client {
         &self,
         keys: impl IntoIterator<Item = impl Into<Vec<u8>>>,
     ) -> Result<Vec<KvPair>> {
-        let keys: Vec<Vec<u8>> = keys.into_iter().map(Into::into).collect();
+        let keys: Vec<Vec<u8>> = keys.into_iter().map(|k| self.req_key(k)).collect();
         let groups = self
             .inner
             .sharded(
@@ -143,12 +205,12 @@ impl Client {
             .map(|p| (p.key, p.value))
             .collect();
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(pairs)
+        Ok(self.user_pairs(pairs))
     }
 
     /// Sets `key` to `value`.
     pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<()> {
-        let (key, value) = (key.into(), value.into());
+        let (key, value) = (self.req_key(key), value.into());
         self.inner
             .single("put", &key, true, || kvrpcpb::RawPutRequest {
                 key: key.clone(),
@@ -167,7 +229,7 @@ impl Client {
         value: impl Into<Vec<u8>>,
         ttl_secs: u64,
     ) -> Result<()> {
-        let (key, value) = (key.into(), value.into());
+        let (key, value) = (self.req_key(key), value.into());
         self.inner
             .single("put_with_ttl", &key, true, || kvrpcpb::RawPutRequest {
                 key: key.clone(),
@@ -182,7 +244,7 @@ impl Client {
     /// Seconds `key` has left to live: `None` if it has no value (or it expired), `Some(0)`
     /// if it never expires. Needs a cluster of API version 1ttl or 2.
     pub async fn ttl(&self, key: impl Into<Vec<u8>>) -> Result<Option<u64>> {
-        let key = key.into();
+        let key = self.req_key(key);
         let resp = self
             .inner
             .single("ttl", &key, true, || kvrpcpb::RawGetKeyTtlRequest {
@@ -204,7 +266,7 @@ impl Client {
         // that run, or retry, in either order.
         let mut last: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
         for (k, v) in pairs {
-            last.insert(k.into(), v.into());
+            last.insert(self.req_key(k), v.into());
         }
         let pairs: Vec<KvPair> = last.into_iter().collect();
         self.inner
@@ -231,7 +293,7 @@ impl Client {
 
     /// Deletes `key` (no error if it has no value).
     pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<()> {
-        let key = key.into();
+        let key = self.req_key(key);
         self.inner
             .single("delete", &key, true, || kvrpcpb::RawDeleteRequest {
                 key: key.clone(),
@@ -246,7 +308,7 @@ impl Client {
         &self,
         keys: impl IntoIterator<Item = impl Into<Vec<u8>>>,
     ) -> Result<()> {
-        let keys: Vec<Vec<u8>> = keys.into_iter().map(Into::into).collect();
+        let keys: Vec<Vec<u8>> = keys.into_iter().map(|k| self.req_key(k)).collect();
         self.inner
             .sharded(
                 "batch_delete",
@@ -268,13 +330,12 @@ impl Client {
         start: impl Into<Vec<u8>>,
         end: impl Into<Vec<u8>>,
     ) -> Result<()> {
-        let range = KeyRange {
-            start: start.into(),
-            end: end.into(),
-        };
-        if check_range("delete_range", &range.start, &range.end)? {
+        let (start, end) = (start.into(), end.into());
+        if check_range("delete_range", &start, &end)? {
             return Ok(());
         }
+        let (start, end) = self.req_range(start, end);
+        let range = KeyRange { start, end };
         self.inner
             .sharded(
                 "delete_range",
@@ -303,7 +364,9 @@ impl Client {
         if limit == 0 || check_range("scan", &start, &end)? {
             return Ok(Vec::new());
         }
-        self.inner.scan(start, end, limit, key_only, false).await
+        let (start, end) = self.req_range(start, end);
+        let pairs = self.inner.scan(start, end, limit, key_only, false).await?;
+        Ok(self.user_pairs(pairs))
     }
 
     /// Up to `limit` pairs of `[start, end)` in descending key order (empty `end`: no end),
@@ -319,7 +382,9 @@ impl Client {
         if limit == 0 || check_range("scan_reverse", &start, &end)? {
             return Ok(Vec::new());
         }
-        self.inner.scan(start, end, limit, key_only, true).await
+        let (start, end) = self.req_range(start, end);
+        let pairs = self.inner.scan(start, end, limit, key_only, true).await?;
+        Ok(self.user_pairs(pairs))
     }
 
     /// Sets `key` to `new` if its value is `previous` (`None`: if it has no value). Returns
@@ -331,7 +396,7 @@ impl Client {
         previous: Option<Vec<u8>>,
         new: impl Into<Vec<u8>>,
     ) -> Result<(Option<Vec<u8>>, bool)> {
-        let (key, new) = (key.into(), new.into());
+        let (key, new) = (self.req_key(key), new.into());
         let resp = self
             .inner
             .single("compare_and_swap", &key, false, || kvrpcpb::RawCasRequest {
@@ -381,8 +446,9 @@ impl Client {
     }
 
     /// The region holding `key` as PD knows it now (not from the cache).
+    /// With a keyspace, `key` is the caller's, and the region's boundaries are decoded.
     pub async fn region_by_key(&self, key: impl Into<Vec<u8>>) -> Result<Option<RegionInfo>> {
-        let key = key.into();
+        let key = self.req_key(key);
         let inner = &self.inner;
         let mut state = inner.retry_state("region_by_key");
         let info = inner.pd_get_region(&key, &mut state).await?;
@@ -549,6 +615,14 @@ impl Inner {
         key: &[u8],
         state: &mut RetryState<'_>,
     ) -> Result<Option<RegionInfo>> {
+        let pd_key;
+        let key = match self.keyspace.get() {
+            Some(_) => {
+                pd_key = Keyspace::to_pd(key);
+                pd_key.as_slice()
+            }
+            None => key,
+        };
         let result = self
             .pd_call(state, "GetRegion", true, |leader, header, timeout| {
                 let mut pd = leader.pd.clone();
@@ -561,10 +635,15 @@ impl Inner {
             })
             .await;
         match result {
-            Ok(resp) => Ok(resp.region.map(|region| RegionInfo {
-                region,
-                leader: resp.leader.filter(|l| l.id != 0),
-            })),
+            Ok(resp) => resp
+                .region
+                .map(|region| {
+                    Ok(RegionInfo {
+                        region: self.cached_form(region)?,
+                        leader: resp.leader.filter(|l| l.id != 0),
+                    })
+                })
+                .transpose(),
             Err(e) if pd::is_region_not_found(&e) => Ok(None),
             Err(e) => Err(e),
         }
@@ -578,7 +657,14 @@ impl Inner {
         state: &mut RetryState<'_>,
     ) -> Result<Vec<RegionInfo>> {
         let mut out = Vec::new();
-        let mut from = start.to_vec();
+        // PD's table holds encoded keys under a keyspace: ask in its form, page in its form,
+        // and decode what it answers.
+        let (start, end) = match self.keyspace.get() {
+            Some(_) => (Keyspace::to_pd(start), Keyspace::to_pd(end)),
+            None => (start.to_vec(), end.to_vec()),
+        };
+        let end = end.as_slice();
+        let mut from = start;
         loop {
             let resp = self
                 .pd_call(state, "ScanRegions", true, |leader, header, timeout| {
@@ -608,7 +694,23 @@ impl Inner {
             }
             from = last_end;
         }
-        Ok(out)
+        out.into_iter()
+            .map(|info| {
+                Ok(RegionInfo {
+                    region: self.cached_form(info.region)?,
+                    leader: info.leader,
+                })
+            })
+            .collect()
+    }
+
+    /// A region as PD or a store reported it, in the form the cache holds: boundaries decoded
+    /// under a keyspace.
+    fn cached_form(&self, region: metapb::Region) -> Result<metapb::Region> {
+        match self.keyspace.get() {
+            Some(_) => Keyspace::decode_region(region),
+            None => Ok(region),
+        }
     }
 
     /// The cached route for `key`, asking PD on a miss.
@@ -812,11 +914,25 @@ impl Inner {
         address: &str,
         mut req: R,
     ) -> Result<R::Response, Failure> {
-        req.set_context(route.context());
+        let mut ctx = route.context();
+        if self.keyspace.get().is_some() {
+            ctx.api_version = kvrpcpb::ApiVersion::V2 as i32;
+        }
+        req.set_context(ctx);
         let timeout = self.config.request_timeout;
         let status = match tokio::time::timeout(timeout, req.call(client, timeout)).await {
             Ok(Ok(mut resp)) => {
-                if let Some(err) = resp.take_region_error() {
+                if let Some(mut err) = resp.take_region_error() {
+                    if let Some(e) = err.epoch_not_match.as_mut() {
+                        // In the cache's form; one that does not decode drops them all, and
+                        // the cache asks PD instead.
+                        let regions = std::mem::take(&mut e.current_regions);
+                        e.current_regions = regions
+                            .into_iter()
+                            .map(|r| self.cached_form(r))
+                            .collect::<Result<_>>()
+                            .unwrap_or_default();
+                    }
                     return Err(self.on_region_error(R::METHOD, route, &err));
                 }
                 if !resp.error().is_empty() {

@@ -25,6 +25,9 @@ pub struct ClientConfig {
     pub max_concurrent_requests: usize,
     /// Where retries and reconnections are logged (at debug and info); discards by default.
     pub logger: slog::Logger,
+    /// The keyspace to work in (API V2 clusters), by name, e.g. "DEFAULT"; `None` (the
+    /// default) speaks API V1, keys as given.
+    pub keyspace: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -38,6 +41,7 @@ impl Default for ClientConfig {
             max_batch_keys: 4096,
             max_concurrent_requests: 16,
             logger: slog::Logger::root(slog::Discard, slog::o!()),
+            keyspace: None,
         }
     }
 }

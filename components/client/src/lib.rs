@@ -10,7 +10,9 @@
 //!
 //! # Invariants
 //! - Every KV request carries a `kvrpcpb::Context` with the region id, the cached epoch and
-//!   the peer it is sent to, API V1; every PD request carries the cluster id.
+//!   the peer it is sent to, and API V1, or V2 with a keyspace ([`ClientConfig::keyspace`]:
+//!   keys prefixed, routed by their encoding, boundaries decoded); every PD request carries
+//!   the cluster id.
 //! - The region cache never holds overlapping regions; a store's answer (NotLeader hint,
 //!   EpochNotMatch regions) overrides what PD said.
 //! - An operation retries only while retrying is safe and useful: region errors that name a
@@ -21,13 +23,15 @@
 //! - No `unwrap` on anything from the network or the caller.
 //!
 //! # Must not depend on
-//! raftstore, engine, scheduler, server or any other regionstore crate but `proto`: a client
-//! is built from the protocol alone, so it works against any wire-compatible server.
+//! raftstore, engine, scheduler, server or any other regionstore crate but `proto` and
+//! `api-version` (the protocol's byte rules, no I/O): a client is built from the protocol
+//! alone, so it works against any wire-compatible server.
 
 mod admin;
 mod client;
 mod config;
 mod error;
+mod keyspace;
 mod kv;
 mod net;
 mod pd;

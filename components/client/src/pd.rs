@@ -277,6 +277,7 @@ pd_responses!(
     schedulerpb::ListOperatorsResponse,
     schedulerpb::CreateKeyspaceResponse,
     keyspacepb::GetAllKeyspacesResponse,
+    keyspacepb::LoadKeyspaceResponse,
 );
 
 /// The error a response header carries, if any.
