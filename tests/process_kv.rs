@@ -848,3 +848,74 @@ async fn size_splits_inside_a_keyspace_keep_boundaries_encoded() {
     let all = raw.scan(.., 1000).await.unwrap();
     assert_eq!(all.len(), 300);
 }
+
+/// Under API V2, requests outside the raw keyspace rules are refused with a specific error
+/// and write nothing: a transactional key, a key in no keyspace, a V1 request, an absurd TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_v2_requests_get_specific_errors_and_write_nothing() {
+    use api_version::memcomparable::encode;
+
+    let cluster = ProcCluster::start_with_stores(1, |cfg| {
+        cfg.api_version = api_version::ApiVersion::V2;
+    });
+    let admin = cluster.client().await;
+    cluster.wait_replicated(&admin, 5, 1).await;
+    // The region of keyspace 0's raw keys, as PD holds it (encoded).
+    let info = admin
+        .region_by_key(encode(b"r\0\0\0k"))
+        .await
+        .unwrap()
+        .expect("a region");
+    let leader = info.leader.expect("a leader");
+    let store = admin.stores().await.unwrap()[0].address.clone();
+    let mut client = TikvClient::connect(format!("http://{store}"))
+        .await
+        .unwrap();
+    let v2 = Context {
+        region_id: info.region.id,
+        region_epoch: info.region.region_epoch,
+        peer: Some(leader),
+        api_version: kvrpcpb::ApiVersion::V2 as i32,
+        ..Default::default()
+    };
+    let refused = |resp: kvrpcpb::RawPutResponse, what: &str| {
+        assert!(resp.region_error.is_none(), "{what}: {resp:?}");
+        assert!(
+            resp.error.contains(what),
+            "want {what:?} in {:?}",
+            resp.error
+        );
+    };
+    // A good put first, so the refusals are about the request.
+    let ok = client
+        .raw_put(put(&v2, b"r\0\0\0good", b"1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ok.region_error.is_none() && ok.error.is_empty(), "{ok:?}");
+    let resp = client.raw_put(put(&v2, b"x\0\0\0k", b"1")).await.unwrap();
+    refused(resp.into_inner(), "transactional");
+    let resp = client.raw_put(put(&v2, b"k", b"1")).await.unwrap();
+    refused(resp.into_inner(), "not in any keyspace");
+    let mut v1 = v2.clone();
+    v1.api_version = kvrpcpb::ApiVersion::V1 as i32;
+    let resp = client.raw_put(put(&v1, b"r\0\0\0k", b"1")).await.unwrap();
+    refused(resp.into_inner(), "API version 2");
+    let mut ttl = put(&v2, b"r\0\0\0ttl", b"1");
+    ttl.ttl = u64::MAX;
+    refused(client.raw_put(ttl).await.unwrap().into_inner(), "TTL");
+
+    // Nothing but the good put was written, in any form.
+    let ours = client::Client::connect(
+        std::slice::from_ref(&cluster.pd),
+        client::ClientConfig {
+            keyspace: Some("DEFAULT".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let all = ours.scan("", "", 100, true).await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].0, b"good");
+}
