@@ -46,7 +46,8 @@ pub enum CtlCommand {
     Get { key: String },
     /// Delete one key.
     Delete { key: String },
-    /// List keys in [start, end) (empty end: to the end of the key space).
+    /// List keys in [start, end) (empty end: to the end of the key space, or of the keyspace
+    /// with --keyspace).
     Scan {
         #[arg(default_value = "")]
         start: String,

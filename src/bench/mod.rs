@@ -388,13 +388,20 @@ async fn run_kv(args: KvArgs) -> Result<(), String> {
         if cluster._own.is_some() && args.regions > 1 {
             // Even split points over the key space, then wait for replicas and leaders.
             wait_replicated(admin, 1).await?;
+            // Counted from what the cluster starts with: five regions under API V2 (the
+            // keyspace boundaries), one otherwise.
+            let base = admin.regions().await.map(|r| r.len()).unwrap_or(1);
             for i in 1..args.regions as u64 {
                 let at = kv_key(args.keys * i / args.regions as u64);
-                admin
+                let op = admin
                     .split(at)
                     .await
                     .map_err(|e| format!("pre-split: {e}"))?;
-                let want = i as usize + 1;
+                admin
+                    .wait_operator(&op, Duration::from_secs(30))
+                    .await
+                    .map_err(|e| format!("pre-split: {e}"))?;
+                let want = base + i as usize;
                 let deadline = Instant::now() + Duration::from_secs(30);
                 while admin.regions().await.map(|r| r.len()).unwrap_or(0) < want {
                     if Instant::now() > deadline {

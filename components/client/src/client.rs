@@ -115,6 +115,14 @@ impl Client {
             let meta = resp.keyspace.ok_or_else(|| Error::NotFound {
                 what: format!("keyspace {name:?}"),
             })?;
+            if meta.id >= api_version::keyspace::MAX_KEYSPACE_ID {
+                return Err(Error::NotFound {
+                    what: format!(
+                        "keyspace {name:?} with a usable id (PD answered {})",
+                        meta.id
+                    ),
+                });
+            }
             let _ = inner.keyspace.set(Keyspace::new(meta.id));
         }
         Ok(client)
@@ -412,6 +420,7 @@ impl Client {
     }
 
     /// Every region with its leader, in key order (`ScanRegions`, paged). Refreshes the cache.
+    /// With a keyspace the boundaries come back decoded (keyspace-prefixed keys).
     pub async fn regions(&self) -> Result<Vec<RegionInfo>> {
         let inner = &self.inner;
         let mut state = inner.retry_state("regions");

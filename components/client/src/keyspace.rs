@@ -61,16 +61,27 @@ impl Keyspace {
         }
     }
 
-    /// A region from PD or a store with its boundaries decoded into request form.
+    /// A region from PD or a store with its boundaries decoded into request form. Stricter
+    /// than tikv-client, which ignores bytes after an encoded key: our stores never make such
+    /// boundaries, and one would be a bug to surface, not to route around. A boundary that
+    /// decodes to the empty key would read as "no bound" and is refused too.
     pub fn decode_region(mut region: metapb::Region) -> Result<metapb::Region> {
+        let id = region.id;
         for key in [&mut region.start_key, &mut region.end_key] {
-            if !key.is_empty() {
-                *key = memcomparable::decode_exact("region boundary", key).map_err(|e| {
-                    Error::NotFound {
-                        what: format!("a usable boundary of region {}: {e}", region.id),
-                    }
-                })?;
+            if key.is_empty() {
+                continue;
             }
+            let decoded = memcomparable::decode_exact("region boundary", key).map_err(|e| {
+                Error::NotFound {
+                    what: format!("a usable boundary of region {id}: {e}"),
+                }
+            })?;
+            if decoded.is_empty() {
+                return Err(Error::NotFound {
+                    what: format!("a usable boundary of region {id}: one decodes to the empty key"),
+                });
+            }
+            *key = decoded;
         }
         Ok(region)
     }
@@ -103,5 +114,10 @@ mod tests {
             ..Default::default()
         };
         assert!(Keyspace::decode_region(bad).is_err());
+        let empty = metapb::Region {
+            end_key: memcomparable::encode(b""),
+            ..Default::default()
+        };
+        assert!(Keyspace::decode_region(empty).is_err());
     }
 }

@@ -441,12 +441,23 @@ impl Scheduler {
                 }
                 // Under V2 boundaries are encoded keys, which clients decode.
                 if self.keyspaces.api_version() == Some(api_version::ApiVersion::V2) {
-                    if let Some(bad) = keys.iter().find_map(|k| {
-                        api_version::memcomparable::decode_exact("split key", k).err()
-                    }) {
-                        return Err(invalid(format!(
-                            "{bad}: under API version 2 region boundaries are encoded keys"
-                        )));
+                    for k in &keys {
+                        match api_version::memcomparable::decode_exact("split key", k) {
+                            Err(bad) => {
+                                return Err(invalid(format!(
+                                    "{bad}: under API version 2 region boundaries are encoded \
+                                     keys"
+                                )))
+                            }
+                            // It would read as "no bound" once a client decodes it.
+                            Ok(decoded) if decoded.is_empty() => {
+                                return Err(invalid(
+                                    "split key: the encoding of the empty key is no boundary"
+                                        .into(),
+                                ))
+                            }
+                            Ok(_) => {}
+                        }
                     }
                 }
                 keys.sort();
@@ -632,6 +643,8 @@ mod tests {
             .check_api_version(api_version::ApiVersion::V2, false, 0)
             .unwrap();
         refused(&s, AdminOp::Split(vec![b"k".to_vec()]), "encoded keys");
+        let empty = api_version::memcomparable::encode(b"");
+        refused(&s, AdminOp::Split(vec![empty]), "empty key");
         let encoded = api_version::memcomparable::encode(b"k");
         s.add_admin_operator(1, AdminOp::Split(vec![encoded]))
             .unwrap();
