@@ -680,12 +680,34 @@ async fn tikv_client_raw_api_with_a_keyspace_under_api_version_2() {
         .await
         .unwrap();
     assert_eq!(scanned.len(), 7);
-    // TTL is always on under V2.
+    // TTL is always on under V2, and expiry hides a key from every read.
     raw.put_with_ttl("ttl".to_owned(), "t".to_owned(), 600)
         .await
         .unwrap();
     let ttl = raw.get_key_ttl_secs("ttl".to_owned()).await.unwrap();
     assert!(matches!(ttl, Some(599..=600)), "{ttl:?}");
+    raw.batch_put_with_ttl(
+        vec![
+            ("brief-a".to_owned(), "a".to_owned()),
+            ("brief-b".to_owned(), "b".to_owned()),
+        ],
+        vec![1, 1],
+    )
+    .await
+    .unwrap();
+    wait_until("the 1 s keys expire", Duration::from_secs(10), || async {
+        raw.get("brief-a".to_owned()).await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(
+        raw.get_key_ttl_secs("brief-b".to_owned()).await.unwrap(),
+        None
+    );
+    assert!(raw
+        .scan("brief".to_owned().."brieg".to_owned(), 10)
+        .await
+        .unwrap()
+        .is_empty());
     // Compare-and-swap.
     let cas = raw.with_atomic_for_cas();
     let (prev, swapped) = cas
