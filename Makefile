@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps build run test test-long lint fmt clippy bench bench-compare clean
+.PHONY: all deps prune build run test test-long lint fmt clippy bench bench-compare clean
 
 all: build
 
@@ -10,6 +10,11 @@ all: build
 # missing, quiet when present. The logic and its knobs are in scripts/deps.sh.
 deps:
 	@./scripts/deps.sh
+
+# Stale test binaries and old incremental caches out of a persistent target dir (see the
+# script); cargo rebuilds what it still needs.
+prune:
+	@./scripts/prune-target.sh
 
 build: deps
 	$(CARGO) build --workspace --all-targets
@@ -37,7 +42,7 @@ lint: deps
 
 # The whole suite. Doc tests first (nextest does not run them), so the last line is the
 # runner's summary: nextest's "Summary [...] N tests run: N passed", or cargo test's lines.
-test: lint
+test: prune lint
 	$(CARGO) test --workspace --doc --quiet $(TEST_FEATURES)
 	@if command -v cargo-nextest >/dev/null 2>&1; then \
 	    $(CARGO) nextest run --workspace $(TEST_FEATURES) --no-fail-fast; \
