@@ -89,11 +89,7 @@ fn expired_value_filter(
         if version == ApiVersion::V2 && key.first() != Some(&KeyMode::Raw.byte()) {
             return false;
         }
-        let now = clock
-            .wall()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        ttl::decode(value).is_ok_and(|v| v.is_expired(now))
+        ttl::decode(value).is_ok_and(|v| v.is_expired(clock.unix_secs()))
     }))
 }
 

@@ -27,6 +27,29 @@ async fn split_when_idle(client: &client::Client, at: impl Into<Vec<u8>>) -> cli
     .await
 }
 
+/// tikv-client 0.4 in keyspace DEFAULT (API V2), unmodified.
+async fn tikv_in_default(cluster: &ProcCluster) -> tikv_client::RawClient {
+    tikv_client::RawClient::new_with_config(
+        vec![cluster.pd.clone()],
+        tikv_client::Config::default().with_default_keyspace(),
+    )
+    .await
+    .expect("tikv-client with a keyspace connects")
+}
+
+/// Our own client in keyspace DEFAULT (API V2).
+async fn ours_in_default(cluster: &ProcCluster) -> client::Client {
+    client::Client::connect(
+        std::slice::from_ref(&cluster.pd),
+        client::ClientConfig {
+            keyspace: Some("DEFAULT".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("our client with a keyspace connects")
+}
+
 /// Splits at `at` through the scheduler and waits for the routing table to show it.
 async fn split(cluster: &ProcCluster, admin: &client::Client, at: &str, regions: usize) {
     split_when_idle(admin, at).await;
@@ -627,12 +650,7 @@ async fn tikv_client_raw_api_with_a_keyspace_under_api_version_2() {
     boundaries.sort();
     assert_eq!(boundaries, split_keys(0));
 
-    let raw = tikv_client::RawClient::new_with_config(
-        vec![cluster.pd.clone()],
-        tikv_client::Config::default().with_default_keyspace(),
-    )
-    .await
-    .expect("tikv-client with a keyspace connects");
+    let raw = tikv_in_default(&cluster).await;
     let pairs: Vec<(String, String)> = (0..200).map(|i| (key(i), format!("v{i}"))).collect();
     raw.batch_put(pairs).await.expect("batch put");
     // Splits inside the keyspace, at encoded keys, as the split checker would make them.
@@ -736,15 +754,7 @@ async fn tikv_client_raw_api_with_a_keyspace_under_api_version_2() {
     assert_eq!((prev, swapped), (Some(b"1".to_vec()), true));
     // Our own client in the same keyspace sees and writes the same keys, and splits at a
     // key of the keyspace.
-    let ours = client::Client::connect(
-        std::slice::from_ref(&cluster.pd),
-        client::ClientConfig {
-            keyspace: Some("DEFAULT".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let ours = ours_in_default(&cluster).await;
     assert_eq!(ours.keyspace_id(), Some(0));
     assert_eq!(ours.get(key(1)).await.unwrap(), Some(b"one".to_vec()));
     let everything = ours.scan("", "", 1000, false).await.unwrap();
@@ -856,12 +866,7 @@ async fn size_splits_inside_a_keyspace_keep_boundaries_encoded() {
     });
     let admin = cluster.client().await;
     cluster.wait_replicated(&admin, 5, 1).await;
-    let raw = tikv_client::RawClient::new_with_config(
-        vec![cluster.pd.clone()],
-        tikv_client::Config::default().with_default_keyspace(),
-    )
-    .await
-    .unwrap();
+    let raw = tikv_in_default(&cluster).await;
     let value = "v".repeat(1024);
     for chunk in (0..300).collect::<Vec<_>>().chunks(50) {
         let pairs: Vec<(String, String)> = chunk.iter().map(|i| (key(*i), value.clone())).collect();
@@ -942,15 +947,7 @@ async fn bad_v2_requests_get_specific_errors_and_write_nothing() {
     refused(client.raw_put(ttl).await.unwrap().into_inner(), "TTL");
 
     // Nothing but the good put was written, in any form.
-    let ours = client::Client::connect(
-        std::slice::from_ref(&cluster.pd),
-        client::ClientConfig {
-            keyspace: Some("DEFAULT".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let ours = ours_in_default(&cluster).await;
     let all = ours.scan("", "", 100, true).await.unwrap();
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0].0, b"good");

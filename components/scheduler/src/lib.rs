@@ -220,10 +220,7 @@ impl Scheduler {
 
     /// Unix seconds by the scheduler's clock (keyspaces' creation times).
     pub fn now_secs(&self) -> i64 {
-        self.clock
-            .wall()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        i64::try_from(self.clock.unix_secs()).unwrap_or(i64::MAX)
     }
 
     pub fn store_heartbeat(&self, store_id: u64, stats: StoreStats) -> Result<()> {

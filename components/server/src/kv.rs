@@ -140,11 +140,7 @@ impl<EK: KvEngine> KvService<EK> {
 
     /// Unix seconds by the store's clock: what TTLs count from and expiries compare with.
     fn now_secs(&self) -> u64 {
-        self.api
-            .clock()
-            .wall()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
+        self.api.clock().unix_secs()
     }
 
     fn cf(&self, cf: &str) -> KvResult<String> {

@@ -10,6 +10,14 @@ pub trait Clock: Send + Sync + 'static {
     /// Wall-clock time, for what must be comparable across machines and restarts
     /// (timestamps, file ages).
     fn wall(&self) -> SystemTime;
+
+    /// Wall-clock time in whole seconds since the Unix epoch (0 before it): TTL expiries,
+    /// creation times.
+    fn unix_secs(&self) -> u64 {
+        self.wall()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
 }
 
 /// A shared clock, as components hold it.
