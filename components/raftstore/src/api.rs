@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use batch_system::SendError;
-use engine::{KvEngine, CF_DEFAULT};
+use engine::{keys, KvEngine, WriteBatch, CF_DEFAULT};
 use futures::channel::oneshot;
 use proto::kvrpcpb::Context;
 use proto::raft_cmdpb::{
@@ -136,6 +136,24 @@ impl<EK: KvEngine> StoreApi<EK> {
             .leaders
             .load(std::sync::atomic::Ordering::Relaxed);
         (ids, leaders)
+    }
+
+    /// Deletes everything in `[start, end)` (stored keys; `end` empty: unbounded) from this
+    /// store's data column families at once, without raft: TiKV's UnsafeDestroyRange, for a
+    /// range no reader will ever look at again (a dropped table below the GC safe point).
+    /// Every store is asked; until each has done it, replicas differ in that range.
+    pub fn unsafe_destroy_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
+        let (start, end) = (keys::data_key(start), keys::data_end_key(end));
+        let engine_error = |source| Error::Engine {
+            region_id: 0,
+            source,
+        };
+        let kv = &self.ctx.engines.kv;
+        let mut wb = kv.write_batch();
+        for cf in engine::DATA_CFS {
+            wb.delete_range_cf(cf, &start, &end).map_err(engine_error)?;
+        }
+        kv.write(&mut wb, true).map_err(engine_error)
     }
 
     /// Why the store stopped, if a fatal error stopped it.

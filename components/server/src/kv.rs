@@ -7,8 +7,6 @@
 //! response's `error` string, or, for responses that have none, an INVALID_ARGUMENT /
 //! INTERNAL status. Every bound is checked before anything is proposed.
 
-use std::collections::BTreeSet;
-use std::hash::{Hash, Hasher};
 use std::time::Instant;
 
 use engine::{KvEngine, CF_DEFAULT, DATA_CFS};
@@ -22,10 +20,6 @@ use tonic::{Request, Response, Status};
 use crate::codec::{CodecError, RawCodec};
 use crate::metrics::METRICS;
 use crate::Config;
-
-/// Latches serialising compare-and-swap with other atomic writes to the same key on this
-/// store (the region leader), so the read and the write of a CAS see no write in between.
-const LATCHES: usize = 1024;
 
 /// Most pairs one scan may ask for: what tikv-client itself allows (its
 /// `MAX_RAW_KV_SCAN_LIMIT`). The response's size is bounded separately.
@@ -116,20 +110,39 @@ pub struct KvService<EK: KvEngine> {
     cfg: Config,
     /// Keys and values as the cluster's API version stores them.
     codec: RawCodec,
-    latches: Vec<tokio::sync::Mutex<()>>,
+    /// Transactional commands and reads; its latches also serialise raw compare-and-swap
+    /// with other atomic writes to the same key on this store (the region leader).
+    storage: storage::Storage<EK>,
 }
 
 impl<EK: KvEngine> KvService<EK> {
     /// `api_version` is the cluster's (checked against the scheduler and the data directory
     /// before the store starts).
     pub fn new(api: StoreApi<EK>, cfg: Config, api_version: api_version::ApiVersion) -> Self {
+        // A full mailbox is waited on here, asynchronously, not on the runtime's threads.
+        let api = api.without_mailbox_wait();
+        let storage = storage::Storage::new(
+            api.clone(),
+            storage::StorageConfig {
+                api_version,
+                max_key_size: cfg.max_key_size,
+                max_value_size: cfg.max_value_size,
+                max_batch_keys: cfg.max_batch_keys,
+                max_scan_limit: MAX_SCAN_LIMIT,
+                ..Default::default()
+            },
+        );
         KvService {
-            // A full mailbox is waited on here, asynchronously, not on the runtime's threads.
-            api: api.without_mailbox_wait(),
+            api,
             cfg,
             codec: RawCodec::new(api_version),
-            latches: (0..LATCHES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            storage,
         }
+    }
+
+    /// The transactional layer these handlers and an embedding database share.
+    pub fn storage(&self) -> &storage::Storage<EK> {
+        &self.storage
     }
 
     fn context(&self, ctx: Option<&Context>) -> KvResult<Context> {
@@ -215,25 +228,18 @@ impl<EK: KvEngine> KvService<EK> {
         Ok(self.codec.check_ttl(ttl)?)
     }
 
-    fn latch_index(cf: &str, key: &[u8]) -> usize {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        cf.hash(&mut h);
-        key.hash(&mut h);
-        (h.finish() % LATCHES as u64) as usize
-    }
-
-    /// Holds the latches of `keys` (in index order, so two holders never wait on each other).
-    async fn latch<'a, 'k>(
-        &'a self,
+    /// Holds the latches of `keys` in `cf` (the same latches transactional commands take).
+    async fn latch<'k>(
+        &self,
         cf: &str,
         keys: impl Iterator<Item = &'k [u8]>,
-    ) -> Vec<tokio::sync::MutexGuard<'a, ()>> {
-        let indexes: BTreeSet<usize> = keys.map(|k| Self::latch_index(cf, k)).collect();
-        let mut guards = Vec::with_capacity(indexes.len());
-        for i in indexes {
-            guards.push(self.latches[i].lock().await);
-        }
-        guards
+    ) -> Option<storage::LatchGuard> {
+        Some(
+            self.storage
+                .latches()
+                .acquire(keys.map(|k| (cf.to_string(), k)))
+                .await,
+        )
     }
 
     /// Runs `call` again while it answers ServerIsBusy (nothing proposed: a full mailbox or
@@ -425,7 +431,7 @@ impl<EK: KvEngine> KvService<EK> {
         let _latch = if req.for_cas {
             self.latch(&cf, std::iter::once(key.as_slice())).await
         } else {
-            Vec::new()
+            None
         };
         let modify = Modify::Put {
             cf,
@@ -464,7 +470,7 @@ impl<EK: KvEngine> KvService<EK> {
         let _latch = if req.for_cas {
             self.latch(&cf, keys.iter().map(Vec::as_slice)).await
         } else {
-            Vec::new()
+            None
         };
         let now = self.now_secs();
         let modifies = keys
@@ -497,7 +503,7 @@ impl<EK: KvEngine> KvService<EK> {
         let _latch = if for_cas {
             self.latch(&cf, stored.iter().map(Vec::as_slice)).await
         } else {
-            Vec::new()
+            None
         };
         let modifies = stored
             .into_iter()
@@ -856,5 +862,146 @@ impl<EK: KvEngine> Tikv for KvService<EK> {
             error: "RawChecksum is not supported by regionstore".into(),
             ..Default::default()
         }))
+    }
+
+    async fn kv_get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        self.kv_get_impl(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_scan(
+        &self,
+        request: Request<ScanRequest>,
+    ) -> Result<Response<ScanResponse>, Status> {
+        self.kv_scan_impl(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_prewrite(
+        &self,
+        request: Request<PrewriteRequest>,
+    ) -> Result<Response<PrewriteResponse>, Status> {
+        self.kv_prewrite_impl(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_pessimistic_lock(
+        &self,
+        request: Request<PessimisticLockRequest>,
+    ) -> Result<Response<PessimisticLockResponse>, Status> {
+        self.kv_pessimistic_lock_impl(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_pessimistic_rollback(
+        &self,
+        request: Request<PessimisticRollbackRequest>,
+    ) -> Result<Response<PessimisticRollbackResponse>, Status> {
+        self.kv_pessimistic_rollback_impl(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_txn_heart_beat(
+        &self,
+        request: Request<TxnHeartBeatRequest>,
+    ) -> Result<Response<TxnHeartBeatResponse>, Status> {
+        self.kv_txn_heart_beat_impl(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_check_txn_status(
+        &self,
+        request: Request<CheckTxnStatusRequest>,
+    ) -> Result<Response<CheckTxnStatusResponse>, Status> {
+        self.kv_check_txn_status_impl(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_check_secondary_locks(
+        &self,
+        request: Request<CheckSecondaryLocksRequest>,
+    ) -> Result<Response<CheckSecondaryLocksResponse>, Status> {
+        self.kv_check_secondary_locks_impl(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_commit(
+        &self,
+        request: Request<CommitRequest>,
+    ) -> Result<Response<CommitResponse>, Status> {
+        self.kv_commit_impl(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_cleanup(
+        &self,
+        request: Request<CleanupRequest>,
+    ) -> Result<Response<CleanupResponse>, Status> {
+        self.kv_cleanup_impl(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_batch_get(
+        &self,
+        request: Request<BatchGetRequest>,
+    ) -> Result<Response<BatchGetResponse>, Status> {
+        self.kv_batch_get_impl(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_batch_rollback(
+        &self,
+        request: Request<BatchRollbackRequest>,
+    ) -> Result<Response<BatchRollbackResponse>, Status> {
+        self.kv_batch_rollback_impl(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_scan_lock(
+        &self,
+        request: Request<ScanLockRequest>,
+    ) -> Result<Response<ScanLockResponse>, Status> {
+        self.kv_scan_lock_impl(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_resolve_lock(
+        &self,
+        request: Request<ResolveLockRequest>,
+    ) -> Result<Response<ResolveLockResponse>, Status> {
+        self.kv_resolve_lock_impl(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        self.kv_delete_range_impl(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn unsafe_destroy_range(
+        &self,
+        request: Request<UnsafeDestroyRangeRequest>,
+    ) -> Result<Response<UnsafeDestroyRangeResponse>, Status> {
+        self.unsafe_destroy_range_impl(request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

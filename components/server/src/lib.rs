@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod service;
 pub mod status;
 pub mod transport;
+mod txn;
 
 pub use config::Config;
 

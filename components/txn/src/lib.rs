@@ -1,6 +1,6 @@
 //! Percolator transactions, TiKV-style, over the store's default, lock and write column
-//! families. This part is the MVCC layout and its records; the actions (prewrite, commit,
-//! rollback, check_txn_status, ...) build on it.
+//! families: the MVCC layout, its records, the reads at a timestamp and the transactional
+//! commands (prewrite, commit, rollback, check_txn_status, ...).
 //!
 //! # Layout (TiKV's shape)
 //! - lock CF: `encode(key)` → [`Lock`];
@@ -13,29 +13,42 @@
 //! boundaries take for transactional data: no encoded key is a prefix of another, so a
 //! timestamp suffix never changes the order of user keys.
 //!
+//! # How a command runs
+//! A command reads one [`Snapshot`] through an [`MvccReader`] and returns its outcome with
+//! the [`Modify`]s to replicate ([`MvccTxn`]); it writes nothing itself. Whoever runs it
+//! (the `storage` crate) holds the latches of its keys from before the snapshot until the
+//! modifications are applied or failed, and replicates them as one raft command. A failed
+//! command returns no modifications: it changes nothing.
+//!
 //! # Invariants
 //! - Every record decodes to exactly what was encoded; anything else is
 //!   [`Error::Corrupt`], never a default.
+//! - A transaction commits at most once per key, and never after a rollback record for its
+//!   start_ts exists on that key.
+//! - Reads at `ts` see exactly the newest committed Put or Delete at or below `ts`, unless a
+//!   lock that may commit at or below `ts` blocks them ([`Error::KeyIsLocked`]).
 //!
 //! # Must not depend on
 //! raftstore, engine implementations, gRPC: it is pure logic over keys and bytes, so the
-//! actions can be tested without a cluster, and replicated by whoever applies their writes.
+//! commands can be tested without a cluster, and replicated by whoever applies their writes.
+//! It uses `proto`'s kvrpcpb messages only for the shapes clients see (LockInfo, KeyError).
 
 mod codec;
+pub mod commands;
+pub mod concurrency;
+mod error;
 pub mod key;
 pub mod lock;
+pub mod reader;
+pub mod snapshot;
+pub mod ts;
+pub mod txn;
 pub mod write;
 
+pub use concurrency::ConcurrencyManager;
+pub use error::{Error, Result, WriteConflictReason};
 pub use lock::{Lock, LockType};
+pub use reader::MvccReader;
+pub use snapshot::{Modify, Snapshot};
+pub use txn::MvccTxn;
 pub use write::{ShortValue, Write, WriteType};
-
-/// What can be wrong with stored transactional bytes or keys.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Error {
-    #[error("corrupt {what}: {detail}")]
-    Corrupt { what: &'static str, detail: String },
-    #[error(transparent)]
-    Key(#[from] api_version::Error),
-}
-
-pub type Result<T> = std::result::Result<T, Error>;

@@ -1,5 +1,7 @@
 //! The lock CF's record: a transaction's claim on a key between prewrite and commit.
 
+use proto::kvrpcpb::{LockInfo, Op};
+
 use crate::codec::{put_bytes, put_varint, Reader};
 use crate::write::ShortValue;
 use crate::Result;
@@ -63,6 +65,48 @@ impl Lock {
             min_commit_ts: 0,
             use_async_commit: false,
             secondaries: Vec::new(),
+        }
+    }
+
+    /// What a client sees of this lock on `key` (raw, as the client names it).
+    pub fn to_lock_info(&self, key: &[u8]) -> LockInfo {
+        LockInfo {
+            primary_lock: self.primary.clone(),
+            lock_version: self.start_ts,
+            key: key.to_vec(),
+            // A client reads a zero TTL as "no lock" (tikv-client's status decoding): a lock
+            // always reports at least 1 ms.
+            lock_ttl: self.ttl.max(1),
+            txn_size: self.txn_size,
+            lock_type: match self.lock_type {
+                LockType::Put => Op::Put,
+                LockType::Delete => Op::Del,
+                LockType::Lock => Op::Lock,
+                LockType::Pessimistic => Op::PessimisticLock,
+            } as i32,
+            lock_for_update_ts: self.for_update_ts,
+            use_async_commit: self.use_async_commit,
+            min_commit_ts: self.min_commit_ts,
+            secondaries: self.secondaries.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// Whether this lock hides `key`'s value from a reader at `ts`: it may commit at or below
+    /// `ts`. Lock-only and pessimistic locks never change a value, a lock whose
+    /// `min_commit_ts` is above `ts` commits above it, and the reader may already know the
+    /// transaction's outcome (`bypass`: the request's resolved locks).
+    pub fn blocks_read(&self, ts: u64, bypass: &[u64]) -> bool {
+        self.start_ts <= ts
+            && matches!(self.lock_type, LockType::Put | LockType::Delete)
+            && self.min_commit_ts <= ts
+            && !bypass.contains(&self.start_ts)
+    }
+
+    /// The error a reader (or a writer of another transaction) gets for meeting this lock.
+    pub fn locked_error(&self, key: &[u8]) -> crate::Error {
+        crate::Error::KeyIsLocked {
+            lock: Box::new(self.to_lock_info(key)),
         }
     }
 

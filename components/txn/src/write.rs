@@ -38,6 +38,7 @@ impl ShortValue {
 }
 
 const SHORT_VALUE_TAG: u8 = b'v';
+const OVERLAPPED_ROLLBACK_TAG: u8 = b'r';
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteType {
@@ -66,6 +67,9 @@ pub struct Write {
     pub start_ts: u64,
     /// The value, when it is short enough to live here.
     pub short_value: Option<ShortValue>,
+    /// A rollback of the transaction whose start_ts equals this record's commit_ts happened
+    /// on the same key: both would have the same write CF key, so this record carries it.
+    pub has_overlapped_rollback: bool,
 }
 
 impl Write {
@@ -74,6 +78,7 @@ impl Write {
             write_type,
             start_ts,
             short_value,
+            has_overlapped_rollback: false,
         }
     }
 
@@ -85,6 +90,9 @@ impl Write {
         if let Some(v) = &self.short_value {
             out.push(SHORT_VALUE_TAG);
             v.encode_to(&mut out);
+        }
+        if self.has_overlapped_rollback {
+            out.push(OVERLAPPED_ROLLBACK_TAG);
         }
         out
     }
@@ -99,18 +107,15 @@ impl Write {
             other => return Err(r.corrupt(format!("unknown write type {other:#x}"))),
         };
         let start_ts = r.varint()?;
-        let mut short_value = None;
+        let mut write = Write::new(write_type, start_ts, None);
         while !r.is_empty() {
             match r.byte()? {
-                SHORT_VALUE_TAG => short_value = Some(ShortValue::decode_from(&mut r)?),
+                SHORT_VALUE_TAG => write.short_value = Some(ShortValue::decode_from(&mut r)?),
+                OVERLAPPED_ROLLBACK_TAG => write.has_overlapped_rollback = true,
                 other => return Err(r.corrupt(format!("unknown field tag {other:#x}"))),
             }
         }
-        Ok(Write {
-            write_type,
-            start_ts,
-            short_value,
-        })
+        Ok(write)
     }
 }
 
@@ -132,6 +137,10 @@ mod tests {
                 9,
                 ShortValue::new(vec![7; SHORT_VALUE_MAX_LEN]),
             ),
+            Write {
+                has_overlapped_rollback: true,
+                ..Write::new(WriteType::Lock, 3, None)
+            },
         ] {
             assert_eq!(Write::parse(&w.to_bytes()).unwrap(), w);
         }

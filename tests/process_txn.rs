@@ -1,0 +1,327 @@
+//! Transactions on a real 3-store cluster (separate processes on loopback), through
+//! tikv-client 0.4's `TransactionClient`, unmodified, and through raw gRPC for what a
+//! well-behaved client never sends (a client that dies between prewrite and commit).
+
+mod common;
+
+use std::time::Duration;
+
+use api_version::memcomparable::encode;
+use common::{wait_until, ProcCluster};
+use proto::kvrpcpb::{self, Context, Mutation, Op};
+use proto::tikvpb::tikv_client::TikvClient;
+use tikv_client::{TimestampExt as _, TransactionClient, TransactionOptions};
+
+fn key(i: usize) -> String {
+    format!("k{i:04}")
+}
+
+/// Asks a split at `at` (a stored key), waiting out an operator of the scheduler's own on
+/// the region, until the routing table shows `regions` regions.
+async fn split(admin: &client::Client, at: Vec<u8>, regions: usize) {
+    common::wait_ok("the split is accepted", Duration::from_secs(60), || async {
+        match admin.split(at.clone()).await {
+            Ok(op) => Ok(op),
+            Err(e) if e.to_string().contains("already has an operator") => Err(e.to_string()),
+            Err(e) => panic!("split at {at:?}: {e}"),
+        }
+    })
+    .await;
+    wait_until("the split is applied", Duration::from_secs(30), || async {
+        admin.regions().await.map(|r| r.len()).unwrap_or(0) >= regions
+    })
+    .await;
+}
+
+async fn tso(client: &TransactionClient) -> u64 {
+    use tikv_client::TimestampExt as _;
+    client
+        .current_timestamp()
+        .await
+        .expect("a timestamp")
+        .version()
+}
+
+/// A context for the region holding `raw_key` (its encoded form routes), and a connection
+/// to its leader.
+async fn context_for(
+    admin: &client::Client,
+    raw_key: &[u8],
+) -> (Context, TikvClient<tonic::transport::Channel>) {
+    let info = admin
+        .region_by_key(encode(raw_key))
+        .await
+        .unwrap()
+        .expect("the key's region is known");
+    let leader = info.leader.expect("the region has a leader");
+    let ctx = Context {
+        region_id: info.region.id,
+        region_epoch: info.region.region_epoch,
+        peer: Some(leader),
+        ..Default::default()
+    };
+    let stores = admin.stores().await.unwrap();
+    let addr = stores
+        .iter()
+        .find(|s| s.id == leader.store_id)
+        .map(|s| format!("http://{}", s.address))
+        .expect("the leader's store is known");
+    (ctx, TikvClient::connect(addr).await.expect("connect"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tikv_client_optimistic_transactions_across_region_splits() {
+    let cluster = ProcCluster::start(3);
+    let admin = cluster.client().await;
+    cluster.wait_replicated(&admin, 1, 3).await;
+    let client = TransactionClient::new(vec![cluster.pd.clone()])
+        .await
+        .expect("tikv-client connects");
+
+    // CRUD in one transaction, read back by the next.
+    let mut t = client.begin_optimistic().await.unwrap();
+    for i in 0..100 {
+        t.put(key(i), format!("v{i}")).await.unwrap();
+    }
+    t.put("big".to_owned(), vec![7u8; 4000]).await.unwrap();
+    assert_eq!(t.get(key(3)).await.unwrap(), Some(b"v3".to_vec()));
+    t.commit().await.expect("commit");
+
+    // Boundaries at encoded keys, as a transactional client routes.
+    split(&admin, encode(key(30).as_bytes()), 2).await;
+    split(&admin, encode(key(60).as_bytes()), 3).await;
+
+    let mut t = client.begin_optimistic().await.unwrap();
+    assert_eq!(t.get(key(0)).await.unwrap(), Some(b"v0".to_vec()));
+    assert_eq!(t.get(key(99)).await.unwrap(), Some(b"v99".to_vec()));
+    assert_eq!(
+        t.get("big".to_owned()).await.unwrap(),
+        Some(vec![7u8; 4000])
+    );
+    assert_eq!(t.get("nope".to_owned()).await.unwrap(), None);
+    let got = t
+        .batch_get((0..100).step_by(7).map(key).collect::<Vec<_>>())
+        .await
+        .unwrap()
+        .count();
+    assert_eq!(got, (0..100).step_by(7).count());
+    let scanned: Vec<_> = t.scan(key(10)..key(70), 1000).await.unwrap().collect();
+    assert_eq!(scanned.len(), 60);
+    assert_eq!(
+        Vec::<u8>::from(scanned[0].key().clone()),
+        key(10).into_bytes()
+    );
+    let reverse: Vec<_> = t
+        .scan_reverse(key(10)..key(70), 1000)
+        .await
+        .unwrap()
+        .collect();
+    assert_eq!(reverse.len(), 60);
+    assert_eq!(
+        Vec::<u8>::from(reverse[0].key().clone()),
+        key(69).into_bytes()
+    );
+    // Writes across the three regions, then a delete.
+    t.put(key(5), "five".to_owned()).await.unwrap();
+    t.put(key(45), "forty-five".to_owned()).await.unwrap();
+    t.delete(key(75)).await.unwrap();
+    t.commit().await.expect("commit across regions");
+
+    let snap_ts = tso(&client).await;
+    let mut t = client.begin_optimistic().await.unwrap();
+    assert_eq!(t.get(key(5)).await.unwrap(), Some(b"five".to_vec()));
+    assert_eq!(t.get(key(45)).await.unwrap(), Some(b"forty-five".to_vec()));
+    assert_eq!(t.get(key(75)).await.unwrap(), None);
+    // Insert of an existing key fails; nothing of the transaction is written.
+    t.insert(key(1), "again".to_owned()).await.unwrap();
+    t.put(key(2), "not written".to_owned()).await.unwrap();
+    let err = t.commit().await.expect_err("insert of an existing key");
+    assert!(format!("{err:?}").contains("already_exist"), "{err:?}");
+    let mut t = client.begin_optimistic().await.unwrap();
+    assert_eq!(t.get(key(2)).await.unwrap(), Some(b"v2".to_vec()));
+    t.rollback().await.unwrap();
+
+    // Optimistic conflict: the second committer loses.
+    let mut a = client.begin_optimistic().await.unwrap();
+    let mut b = client.begin_optimistic().await.unwrap();
+    a.put(key(50), "a".to_owned()).await.unwrap();
+    b.put(key(50), "b".to_owned()).await.unwrap();
+    a.commit().await.expect("first committer wins");
+    let err = b.commit().await.expect_err("second committer conflicts");
+    assert!(format!("{err:?}").contains("conflict"), "{err:?}");
+    // lock_keys conflicts too, and a snapshot read at an old ts sees the old value.
+    let mut c = client.begin_optimistic().await.unwrap();
+    let mut d = client.begin_optimistic().await.unwrap();
+    c.lock_keys(vec![key(51)]).await.unwrap();
+    d.put(key(51), "d".to_owned()).await.unwrap();
+    d.commit().await.unwrap();
+    assert!(
+        c.commit().await.is_err(),
+        "a locked key written meanwhile conflicts"
+    );
+    let mut old = client.snapshot(
+        tikv_client::Timestamp::from_version(snap_ts),
+        TransactionOptions::new_optimistic(),
+    );
+    assert_eq!(old.get(key(50)).await.unwrap(), Some(b"v50".to_vec()));
+    assert_eq!(old.get(key(75)).await.unwrap(), None);
+
+    // scan_locks is empty once everything is committed or rolled back.
+    let now = tikv_client::Timestamp::from_version(tso(&client).await);
+    wait_until("no locks remain", Duration::from_secs(20), || async {
+        let locks = client.scan_locks(&now, vec![].., 1000).await.unwrap();
+        locks.is_empty()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_of_a_client_that_died_are_resolved_by_the_primary() {
+    let cluster = ProcCluster::start(3);
+    let admin = cluster.client().await;
+    cluster.wait_replicated(&admin, 1, 3).await;
+    let client = TransactionClient::new(vec![cluster.pd.clone()])
+        .await
+        .expect("tikv-client connects");
+
+    // A "client" that prewrites two transactions and dies: one after committing its primary,
+    // one before.
+    let (ctx, mut kv) = context_for(&admin, b"p1").await;
+    let put = |k: &str, v: &str| Mutation {
+        op: Op::Put as i32,
+        key: k.as_bytes().to_vec(),
+        value: v.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let committed_start = tso(&client).await;
+    let resp = kv
+        .kv_prewrite(kvrpcpb::PrewriteRequest {
+            context: Some(ctx.clone()),
+            mutations: vec![put("p1", "one"), put("s1", "one")],
+            primary_lock: b"p1".to_vec(),
+            start_version: committed_start,
+            lock_ttl: 60_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        resp.region_error.is_none() && resp.errors.is_empty(),
+        "{resp:?}"
+    );
+    let commit_ts = tso(&client).await;
+    let resp = kv
+        .kv_commit(kvrpcpb::CommitRequest {
+            context: Some(ctx.clone()),
+            start_version: committed_start,
+            keys: vec![b"p1".to_vec()],
+            commit_version: commit_ts,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.error.is_none(), "{resp:?}");
+
+    let abandoned_start = tso(&client).await;
+    let resp = kv
+        .kv_prewrite(kvrpcpb::PrewriteRequest {
+            context: Some(ctx.clone()),
+            mutations: vec![put("p2", "two"), put("s2", "two")],
+            primary_lock: b"p2".to_vec(),
+            start_version: abandoned_start,
+            lock_ttl: 200,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.errors.is_empty(), "{resp:?}");
+
+    // A reader meets both secondaries' locks and resolves them by their primaries.
+    let mut t = client.begin_optimistic().await.unwrap();
+    assert_eq!(t.get("s1".to_owned()).await.unwrap(), Some(b"one".to_vec()));
+    assert_eq!(t.get("s2".to_owned()).await.unwrap(), None);
+    assert_eq!(t.get("p2".to_owned()).await.unwrap(), None);
+    t.rollback().await.unwrap();
+
+    // The rolled-back transaction can never commit now.
+    let resp = kv
+        .kv_commit(kvrpcpb::CommitRequest {
+            context: Some(ctx.clone()),
+            start_version: abandoned_start,
+            keys: vec![b"p2".to_vec()],
+            commit_version: tso(&client).await,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let err = resp.error.expect("commit after rollback fails");
+    assert!(err.retryable.contains("no lock"), "{err:?}");
+
+    // Bad input: commit_ts not above start_ts is refused and writes nothing.
+    let start = tso(&client).await;
+    let resp = kv
+        .kv_prewrite(kvrpcpb::PrewriteRequest {
+            context: Some(ctx.clone()),
+            mutations: vec![put("p3", "three")],
+            primary_lock: b"p3".to_vec(),
+            start_version: start,
+            lock_ttl: 60_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.errors.is_empty(), "{resp:?}");
+    let resp = kv
+        .kv_commit(kvrpcpb::CommitRequest {
+            context: Some(ctx.clone()),
+            start_version: start,
+            keys: vec![b"p3".to_vec()],
+            commit_version: start,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        resp.error
+            .as_ref()
+            .is_some_and(|e| e.abort.contains("not above")),
+        "{resp:?}"
+    );
+    let status = kv
+        .kv_check_txn_status(kvrpcpb::CheckTxnStatusRequest {
+            context: Some(ctx.clone()),
+            primary_key: b"p3".to_vec(),
+            lock_ts: start,
+            current_ts: start,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status.lock_info.is_some() && status.lock_ttl == 60_000,
+        "{status:?}"
+    );
+    // A key outside the region is a region error, not a write.
+    let mut elsewhere = ctx.clone();
+    elsewhere.region_epoch = Some(proto::metapb::RegionEpoch {
+        conf_ver: 1000,
+        version: 1000,
+    });
+    let resp = kv
+        .kv_prewrite(kvrpcpb::PrewriteRequest {
+            context: Some(elsewhere),
+            mutations: vec![put("p4", "four")],
+            primary_lock: b"p4".to_vec(),
+            start_version: tso(&client).await,
+            lock_ttl: 60_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.region_error.is_some(), "{resp:?}");
+}
