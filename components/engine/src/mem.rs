@@ -54,9 +54,16 @@ fn scan_map(
 }
 
 /// Copy-on-write: a snapshot shares each CF's map until the engine next writes to that CF.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemEngine {
     cfs: Arc<RwLock<Vec<Arc<CfMap>>>>,
+}
+
+// Not derived: a derived default would have no column families at all.
+impl Default for MemEngine {
+    fn default() -> Self {
+        MemEngine::new()
+    }
 }
 
 impl MemEngine {
