@@ -325,3 +325,127 @@ async fn locks_of_a_client_that_died_are_resolved_by_the_primary() {
         .into_inner();
     assert!(resp.region_error.is_some(), "{resp:?}");
 }
+
+/// Pessimistic, async-commit and one-phase transactions, heartbeats, GC and range deletion,
+/// through tikv-client unmodified, without a keyspace (API V1) or with one (API V2).
+async fn pessimistic_async_commit_and_gc(client: &TransactionClient) {
+    // Pessimistic: get_for_update locks, a competing writer fails until it is released.
+    let mut t = client.begin_optimistic().await.unwrap();
+    t.put("acct-a".to_owned(), "100".to_owned()).await.unwrap();
+    t.put("acct-b".to_owned(), "0".to_owned()).await.unwrap();
+    t.commit().await.unwrap();
+
+    let mut p = client.begin_pessimistic().await.unwrap();
+    assert_eq!(
+        p.get_for_update("acct-a".to_owned()).await.unwrap(),
+        Some(b"100".to_vec())
+    );
+    let got: Vec<_> = p
+        .batch_get_for_update(vec!["acct-b".to_owned(), "acct-none".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1, "a missing key is left out");
+    let mut other = client.begin_pessimistic().await.unwrap();
+    assert!(
+        other.get_for_update("acct-a".to_owned()).await.is_err(),
+        "a key locked pessimistically is locked for other writers"
+    );
+    other.rollback().await.unwrap();
+    p.put("acct-a".to_owned(), "70".to_owned()).await.unwrap();
+    p.put("acct-b".to_owned(), "30".to_owned()).await.unwrap();
+    p.commit().await.expect("pessimistic commit");
+    // A pessimistic rollback releases its locks.
+    let mut r = client.begin_pessimistic().await.unwrap();
+    r.get_for_update("acct-a".to_owned()).await.unwrap();
+    r.rollback().await.unwrap();
+    let mut check = client.begin_optimistic().await.unwrap();
+    assert_eq!(check.get("acct-a".to_owned()).await.unwrap(), Some(b"70".to_vec()));
+    assert_eq!(check.get("acct-b".to_owned()).await.unwrap(), Some(b"30".to_vec()));
+    check.rollback().await.unwrap();
+
+    // Async commit and one-phase commit.
+    let mut a = client
+        .begin_with_options(TransactionOptions::new_optimistic().use_async_commit())
+        .await
+        .unwrap();
+    a.put("async-1".to_owned(), "x".to_owned()).await.unwrap();
+    a.put("async-2".to_owned(), "y".to_owned()).await.unwrap();
+    let commit_ts = a.commit().await.expect("async commit").expect("a commit ts");
+    let mut o = client
+        .begin_with_options(TransactionOptions::new_optimistic().try_one_pc())
+        .await
+        .unwrap();
+    o.put("one-pc".to_owned(), "z".to_owned()).await.unwrap();
+    o.commit().await.expect("one-phase commit");
+    let mut after = client.begin_optimistic().await.unwrap();
+    assert!(after.start_timestamp().version() > commit_ts.version());
+    assert_eq!(after.get("async-2".to_owned()).await.unwrap(), Some(b"y".to_vec()));
+    assert_eq!(after.get("one-pc".to_owned()).await.unwrap(), Some(b"z".to_vec()));
+    after.rollback().await.unwrap();
+
+    // Heartbeats extend a live transaction's primary lock.
+    let mut h = client.begin_optimistic().await.unwrap();
+    h.put("hb".to_owned(), "1".to_owned()).await.unwrap();
+    h.lock_keys(vec!["hb-lock".to_owned()]).await.unwrap();
+    assert!(h.send_heart_beat().await.is_err(), "no primary lock before prewrite");
+    h.rollback().await.unwrap();
+
+    // GC at a safe point: no lock at or below it remains, reads above it are unchanged.
+    let safe_point = client.current_timestamp().await.unwrap();
+    assert!(client.gc(safe_point.clone()).await.expect("gc"));
+    assert!(client.scan_locks(&safe_point, .., 100).await.unwrap().is_empty());
+    let mut g = client.begin_optimistic().await.unwrap();
+    assert_eq!(g.get("acct-a".to_owned()).await.unwrap(), Some(b"70".to_vec()));
+    g.rollback().await.unwrap();
+
+    // Range deletion on every store.
+    client
+        .unsafe_destroy_range("async-".to_owned().."async.".to_owned())
+        .await
+        .expect("unsafe destroy range");
+    let mut d = client.begin_optimistic().await.unwrap();
+    assert_eq!(d.get("async-1".to_owned()).await.unwrap(), None);
+    assert_eq!(d.get("acct-a".to_owned()).await.unwrap(), Some(b"70".to_vec()));
+    d.rollback().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tikv_client_pessimistic_async_commit_and_gc_without_a_keyspace() {
+    let cluster = ProcCluster::start(3);
+    let admin = cluster.client().await;
+    cluster.wait_replicated(&admin, 1, 3).await;
+    let client = TransactionClient::new(vec![cluster.pd.clone()])
+        .await
+        .expect("tikv-client connects");
+    pessimistic_async_commit_and_gc(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tikv_client_transactions_in_a_keyspace_under_api_version_2() {
+    let cluster = ProcCluster::start_with_stores(3, |cfg| {
+        cfg.api_version = api_version::ApiVersion::V2;
+    });
+    let admin = cluster.client().await;
+    cluster.wait_replicated(&admin, 5, 3).await;
+    let client = TransactionClient::new_with_config(
+        vec![cluster.pd.clone()],
+        tikv_client::Config::default().with_default_keyspace(),
+    )
+    .await
+    .expect("tikv-client with a keyspace connects");
+    let mut t = client.begin_optimistic().await.unwrap();
+    for i in 0..50 {
+        t.put(key(i), format!("v{i}")).await.unwrap();
+    }
+    t.commit().await.unwrap();
+    // A boundary inside the keyspace's transactional range, as a split would make it.
+    split(&admin, encode(&[b"x\0\0\0", key(25).as_bytes()].concat()), 6).await;
+    let mut t = client.begin_optimistic().await.unwrap();
+    let all: Vec<_> = t.scan(.., 100).await.unwrap().collect();
+    assert_eq!(all.len(), 50);
+    assert_eq!(Vec::<u8>::from(all[0].key().clone()), key(0).into_bytes());
+    let rev: Vec<_> = t.scan_reverse(.., 100).await.unwrap().collect();
+    assert_eq!(Vec::<u8>::from(rev[0].key().clone()), key(49).into_bytes());
+    t.rollback().await.unwrap();
+    pessimistic_async_commit_and_gc(&client).await;
+}
