@@ -130,6 +130,8 @@ pub struct StoreConfig {
     pub raftstore: raftstore::Config,
     pub rocksdb: engine::RocksConfig,
     pub raft_log: raft_log::RaftLogConfig,
+    /// The MVCC garbage collector: versions below the cluster's GC safe point.
+    pub gc: storage::GcConfig,
 }
 
 impl Default for StoreConfig {
@@ -143,6 +145,7 @@ impl Default for StoreConfig {
             raftstore: raftstore::Config::default(),
             rocksdb: engine::RocksConfig::default(),
             raft_log: raft_log::RaftLogConfig::default(),
+            gc: storage::GcConfig::default(),
         }
     }
 }
@@ -173,6 +176,7 @@ impl StoreConfig {
         }
         self.log.level()?;
         self.server.validate().map_err(|e| e.to_string())?;
+        self.gc.validate()?;
         self.raftstore
             .validate()
             .map_err(|e| format!("[raftstore] {e}"))?;

@@ -196,15 +196,20 @@ fn run_with_logger(cfg: StoreConfig, logger: &slog::Logger) -> Result<(), String
     let max_msg = cfg.server.grpc_max_message_size;
     // gzip-compressed requests are accepted, and answers are compressed for a client that
     // asks (TiKV's own CI runs its clients with gzip).
-    let kv_service = TikvServer::new(KvService::new(
-        api.clone(),
-        cfg.server.clone(),
-        cfg.api_version,
-    ))
-    .accept_compressed(CompressionEncoding::Gzip)
-    .send_compressed(CompressionEncoding::Gzip)
-    .max_decoding_message_size(max_msg)
-    .max_encoding_message_size(max_msg);
+    let kv = KvService::new(api.clone(), cfg.server.clone(), cfg.api_version);
+    let gc_worker = {
+        let _entered = runtime.enter();
+        storage::gc::spawn(
+            kv.storage().clone(),
+            cfg.gc.clone(),
+            logger.new(slog::o!("component" => "gc")),
+        )
+    };
+    let kv_service = TikvServer::new(kv)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(max_msg)
+        .max_encoding_message_size(max_msg);
     let raft_service = RaftTransportServer::new(RaftService::new(
         store_id,
         system.router().clone(),
@@ -288,6 +293,9 @@ fn run_with_logger(cfg: StoreConfig, logger: &slog::Logger) -> Result<(), String
     });
     slog::info!(logger, "shutting down"; "reason" => &reason);
     let _ = stop_tx.send(true);
+    if let Some(gc) = gc_worker {
+        gc.abort();
+    }
     // Other stores' raft streams never end by themselves: a short grace for requests in
     // flight, then the server is dropped.
     let _ = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(1), grpc).await });

@@ -359,8 +359,14 @@ async fn pessimistic_async_commit_and_gc(client: &TransactionClient) {
     r.get_for_update("acct-a".to_owned()).await.unwrap();
     r.rollback().await.unwrap();
     let mut check = client.begin_optimistic().await.unwrap();
-    assert_eq!(check.get("acct-a".to_owned()).await.unwrap(), Some(b"70".to_vec()));
-    assert_eq!(check.get("acct-b".to_owned()).await.unwrap(), Some(b"30".to_vec()));
+    assert_eq!(
+        check.get("acct-a".to_owned()).await.unwrap(),
+        Some(b"70".to_vec())
+    );
+    assert_eq!(
+        check.get("acct-b".to_owned()).await.unwrap(),
+        Some(b"30".to_vec())
+    );
     check.rollback().await.unwrap();
 
     // Async commit and one-phase commit.
@@ -370,7 +376,11 @@ async fn pessimistic_async_commit_and_gc(client: &TransactionClient) {
         .unwrap();
     a.put("async-1".to_owned(), "x".to_owned()).await.unwrap();
     a.put("async-2".to_owned(), "y".to_owned()).await.unwrap();
-    let commit_ts = a.commit().await.expect("async commit").expect("a commit ts");
+    let commit_ts = a
+        .commit()
+        .await
+        .expect("async commit")
+        .expect("a commit ts");
     let mut o = client
         .begin_with_options(TransactionOptions::new_optimistic().try_one_pc())
         .await
@@ -379,23 +389,39 @@ async fn pessimistic_async_commit_and_gc(client: &TransactionClient) {
     o.commit().await.expect("one-phase commit");
     let mut after = client.begin_optimistic().await.unwrap();
     assert!(after.start_timestamp().version() > commit_ts.version());
-    assert_eq!(after.get("async-2".to_owned()).await.unwrap(), Some(b"y".to_vec()));
-    assert_eq!(after.get("one-pc".to_owned()).await.unwrap(), Some(b"z".to_vec()));
+    assert_eq!(
+        after.get("async-2".to_owned()).await.unwrap(),
+        Some(b"y".to_vec())
+    );
+    assert_eq!(
+        after.get("one-pc".to_owned()).await.unwrap(),
+        Some(b"z".to_vec())
+    );
     after.rollback().await.unwrap();
 
     // Heartbeats extend a live transaction's primary lock.
     let mut h = client.begin_optimistic().await.unwrap();
     h.put("hb".to_owned(), "1".to_owned()).await.unwrap();
     h.lock_keys(vec!["hb-lock".to_owned()]).await.unwrap();
-    assert!(h.send_heart_beat().await.is_err(), "no primary lock before prewrite");
+    assert!(
+        h.send_heart_beat().await.is_err(),
+        "no primary lock before prewrite"
+    );
     h.rollback().await.unwrap();
 
     // GC at a safe point: no lock at or below it remains, reads above it are unchanged.
     let safe_point = client.current_timestamp().await.unwrap();
     assert!(client.gc(safe_point.clone()).await.expect("gc"));
-    assert!(client.scan_locks(&safe_point, .., 100).await.unwrap().is_empty());
+    assert!(client
+        .scan_locks(&safe_point, .., 100)
+        .await
+        .unwrap()
+        .is_empty());
     let mut g = client.begin_optimistic().await.unwrap();
-    assert_eq!(g.get("acct-a".to_owned()).await.unwrap(), Some(b"70".to_vec()));
+    assert_eq!(
+        g.get("acct-a".to_owned()).await.unwrap(),
+        Some(b"70".to_vec())
+    );
     g.rollback().await.unwrap();
 
     // Range deletion on every store.
@@ -405,7 +431,10 @@ async fn pessimistic_async_commit_and_gc(client: &TransactionClient) {
         .expect("unsafe destroy range");
     let mut d = client.begin_optimistic().await.unwrap();
     assert_eq!(d.get("async-1".to_owned()).await.unwrap(), None);
-    assert_eq!(d.get("acct-a".to_owned()).await.unwrap(), Some(b"70".to_vec()));
+    assert_eq!(
+        d.get("acct-a".to_owned()).await.unwrap(),
+        Some(b"70".to_vec())
+    );
     d.rollback().await.unwrap();
 }
 
@@ -439,7 +468,12 @@ async fn tikv_client_transactions_in_a_keyspace_under_api_version_2() {
     }
     t.commit().await.unwrap();
     // A boundary inside the keyspace's transactional range, as a split would make it.
-    split(&admin, encode(&[b"x\0\0\0", key(25).as_bytes()].concat()), 6).await;
+    split(
+        &admin,
+        encode(&[b"x\0\0\0", key(25).as_bytes()].concat()),
+        6,
+    )
+    .await;
     let mut t = client.begin_optimistic().await.unwrap();
     let all: Vec<_> = t.scan(.., 100).await.unwrap().collect();
     assert_eq!(all.len(), 50);
@@ -448,4 +482,69 @@ async fn tikv_client_transactions_in_a_keyspace_under_api_version_2() {
     assert_eq!(Vec::<u8>::from(rev[0].key().clone()), key(49).into_bytes());
     t.rollback().await.unwrap();
     pessimistic_async_commit_and_gc(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_below_the_safe_point_leaves_reads_above_it_unchanged() {
+    let cluster = ProcCluster::start_with_stores(3, |cfg| {
+        cfg.gc.interval_ms = 300;
+    });
+    let admin = cluster.client().await;
+    cluster.wait_replicated(&admin, 1, 3).await;
+    let client = TransactionClient::new(vec![cluster.pd.clone()])
+        .await
+        .expect("tikv-client connects");
+    // Ten versions of each key, the last few above the safe point; a delete in the middle.
+    let mut snapshots = Vec::new();
+    for round in 0..10 {
+        let mut t = client.begin_optimistic().await.unwrap();
+        for i in 0..20 {
+            if round == 5 && i % 2 == 0 {
+                t.delete(key(i)).await.unwrap();
+            } else {
+                t.put(key(i), format!("v{i}-{round}")).await.unwrap();
+            }
+        }
+        t.commit().await.unwrap();
+        if round >= 6 {
+            snapshots.push(tso(&client).await);
+        }
+    }
+    let read_all = |ts: u64| {
+        let client = &client;
+        async move {
+            let mut s = client.snapshot(
+                tikv_client::Timestamp::from_version(ts),
+                TransactionOptions::new_optimistic(),
+            );
+            s.scan(key(0)..key(9999), 100)
+                .await
+                .unwrap()
+                .map(|p| (Vec::<u8>::from(p.key().clone()), p.value().clone()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut before = Vec::new();
+    for &ts in &snapshots {
+        before.push(read_all(ts).await);
+    }
+    // The safe point is the first snapshot's ts: versions 0..=5 of each key go (the newest at
+    // or below it, round 6, stays).
+    let safe_point = tikv_client::Timestamp::from_version(snapshots[0]);
+    assert!(client.gc(safe_point).await.expect("gc"));
+    wait_until(
+        "the GC workers delete old versions",
+        Duration::from_secs(30),
+        || async {
+            (0..3)
+                .map(|i| cluster.metric(i, "regionstore_gc_versions_deleted_total"))
+                .sum::<f64>()
+                >= 20.0 * 6.0
+        },
+    )
+    .await;
+    for (ts, want) in snapshots.iter().zip(&before) {
+        assert_eq!(&read_all(*ts).await, want, "reads at {ts} after GC");
+    }
+    assert_eq!(before[0].len(), 20);
 }

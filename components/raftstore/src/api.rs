@@ -138,6 +138,43 @@ impl<EK: KvEngine> StoreApi<EK> {
         (ids, leaders)
     }
 
+    /// A request context for each region hosted here, naming this store's peer and the
+    /// region's current epoch (for store-wide work such as GC: a region this store does not
+    /// lead answers NotLeader).
+    pub fn region_contexts(&self) -> Vec<Context> {
+        let meta = self.ctx.meta();
+        let mut out = Vec::with_capacity(meta.len());
+        for id in meta.region_ids() {
+            let Some(region) = meta.region(id) else {
+                continue;
+            };
+            let Some(peer) = region
+                .peers
+                .iter()
+                .find(|p| p.store_id == self.ctx.store_id)
+            else {
+                continue;
+            };
+            out.push(Context {
+                region_id: region.id,
+                region_epoch: region.region_epoch,
+                peer: Some(*peer),
+                ..Default::default()
+            });
+        }
+        out
+    }
+
+    /// The cluster's GC safe point, from the scheduler (blocks the calling thread).
+    pub fn gc_safe_point(&self) -> Result<u64> {
+        self.ctx.scheduler.gc_safe_point()
+    }
+
+    /// A fresh timestamp from the scheduler's oracle (blocks the calling thread).
+    pub fn tso(&self) -> Result<u64> {
+        self.ctx.scheduler.tso()
+    }
+
     /// Deletes everything in `[start, end)` (stored keys; `end` empty: unbounded) from this
     /// store's data column families at once, without raft: TiKV's UnsafeDestroyRange, for a
     /// range no reader will ever look at again (a dropped table below the GC safe point).

@@ -64,4 +64,8 @@ pub trait SchedulerClient: Send + Sync + 'static {
     /// The cluster's GC safe point: MVCC versions below it that are not the newest may be
     /// dropped. 0 before anyone set it.
     fn gc_safe_point(&self) -> Result<u64>;
+
+    /// A timestamp from the cluster's oracle, above every one handed out before: a new
+    /// leader raises its `max_ts` to it before it serves async commit.
+    fn tso(&self) -> Result<u64>;
 }

@@ -115,6 +115,7 @@ macro_rules! has_header {
 }
 
 has_header!(
+    pdpb::TsoResponse,
     pdpb::GetMembersResponse,
     pdpb::BootstrapResponse,
     pdpb::IsBootstrappedResponse,
@@ -369,6 +370,30 @@ impl Inner {
         .await
         .map(|r| r.safe_point)
         .map_err(|f| f.into_error("GetGCSafePoint"))
+    }
+
+    async fn tso(&self) -> Result<u64> {
+        self.call(|mut t, h| async move {
+            let req = pdpb::TsoRequest {
+                header: Some(h),
+                count: 1,
+                dc_location: String::new(),
+            };
+            let mut answers = t.pd.tso(futures::stream::iter([req])).await?.into_inner();
+            match answers.message().await? {
+                Some(resp) => Ok(tonic::Response::new(resp)),
+                None => Err(tonic::Status::unavailable(
+                    "the TSO stream ended without an answer",
+                )),
+            }
+        })
+        .await
+        .map_err(|f| f.into_error("Tso"))?
+        .timestamp
+        .map(|ts| ((ts.physical as u64) << 18) | ts.logical as u64)
+        .ok_or_else(|| Error::Scheduler {
+            detail: "Tso: an answer without a timestamp".into(),
+        })
     }
 
     async fn check_api_version(&self, asked: ApiVersion) -> Result<ApiVersion> {
@@ -650,6 +675,10 @@ impl SchedulerClient for GrpcSchedulerClient {
     fn gc_safe_point(&self) -> Result<u64> {
         self.block(|inner| async move { inner.gc_safe_point().await })
     }
+
+    fn tso(&self) -> Result<u64> {
+        self.block(|inner| async move { inner.tso().await })
+    }
 }
 
 impl ClusterControl for GrpcSchedulerClient {
@@ -832,6 +861,8 @@ mod tests {
         assert_eq!(client.gc_safe_point().unwrap(), 0);
         scheduler.gc_safe_point.update(42).unwrap();
         assert_eq!(client.gc_safe_point().unwrap(), 42);
+        let (first, second) = (client.tso().unwrap(), client.tso().unwrap());
+        assert!(first > 0 && second > first, "{first} then {second}");
 
         // A split report reaches the routing table.
         let ids = client.alloc_ids(2).unwrap();

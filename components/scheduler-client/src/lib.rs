@@ -151,6 +151,10 @@ impl SchedulerClient for InProcessClient {
     fn gc_safe_point(&self) -> Result<u64> {
         Ok(self.get()?.gc_safe_point.get())
     }
+
+    fn tso(&self) -> Result<u64> {
+        self.get()?.tso.get(1).map_err(scheduler_err)
+    }
 }
 
 impl ClusterControl for InProcessClient {

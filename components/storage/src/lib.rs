@@ -18,7 +18,9 @@
 //! gRPC or the server crate: it speaks `kvrpcpb::Context` and the `txn` crate's types.
 
 mod error;
+pub mod gc;
 mod latch;
+mod metrics;
 mod snapshot;
 
 use std::time::{Duration, Instant};
@@ -34,6 +36,7 @@ use txn::commands::*;
 use txn::{ConcurrencyManager, MvccReader, MvccTxn};
 
 pub use error::{Error, Result};
+pub use gc::GcConfig;
 pub use latch::{LatchGuard, Latches};
 pub use snapshot::TxnSnapshot;
 
@@ -73,6 +76,9 @@ pub struct Storage<EK: KvEngine> {
     cfg: StorageConfig,
     cm: ConcurrencyManager,
     latches: std::sync::Arc<Latches>,
+    /// Region → the leader term whose max_ts was raised to a fresh timestamp (see
+    /// [`Storage::sync_max_ts`]).
+    max_ts_synced: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, u64>>>,
 }
 
 type Snap<EK> = TxnSnapshot<<EK as KvEngine>::Snapshot>;
@@ -85,6 +91,7 @@ impl<EK: KvEngine> Storage<EK> {
             cfg,
             cm: ConcurrencyManager::default(),
             latches,
+            max_ts_synced: Default::default(),
         }
     }
 
@@ -232,12 +239,38 @@ impl<EK: KvEngine> Storage<EK> {
         .into())
     }
 
+    /// A leader picks async-commit and one-phase commit timestamps above `max_ts`, which
+    /// only knows the reads it served. Reads served by earlier leaders of the region may be
+    /// above it: once per leader term, raise it to a fresh timestamp from the oracle, which
+    /// is above every timestamp any reader held before.
+    async fn sync_max_ts(&self, region_id: u64, term: u64) -> Result<()> {
+        let synced = |s: &Self| {
+            s.max_ts_synced
+                .lock()
+                .map(|m| m.get(&region_id) == Some(&term))
+                .unwrap_or(false)
+        };
+        if term == 0 || synced(self) {
+            return Ok(());
+        }
+        let api = self.api.clone();
+        let ts = off_runtime(move || api.tso()).await?;
+        self.cm.update_max_ts(ts);
+        metrics::METRICS.max_ts_syncs.inc();
+        if let Ok(mut m) = self.max_ts_synced.lock() {
+            m.insert(region_id, term);
+        }
+        Ok(())
+    }
+
     /// Latches `keys` (raw), reads a snapshot, runs `f`, and replicates its changes in the
     /// snapshot's term; the latches (and `f`'s in-memory locks) go once that is settled.
+    /// `sync_max_ts`: the command picks commit timestamps itself (async commit, 1PC).
     async fn run<T>(
         &self,
         ctx: &Context,
         keys: &[Vec<u8>],
+        sync_max_ts: bool,
         f: impl FnOnce(&MvccReader<'_, Snap<EK>>) -> txn::Result<(T, MvccTxn)>,
     ) -> Result<T> {
         self.check_context(ctx)?;
@@ -248,9 +281,16 @@ impl<EK: KvEngine> Storage<EK> {
             Self::in_region(&snap, raw, ek)?;
         }
         let term = snap.term();
+        if sync_max_ts {
+            self.sync_max_ts(ctx.region_id, term).await?;
+        }
         let snap = TxnSnapshot(snap);
         let (out, changes) = f(&MvccReader::new(&snap))?;
-        let (modifies, _memory_locks) = changes.into_parts();
+        let (modifies, memory_locks) = changes.into_parts();
+        metrics::METRICS
+            .memory_locks
+            .set(self.cm.memory_lock_count() as i64);
+        let _memory_locks = memory_locks;
         if !modifies.is_empty() {
             let modifies: Vec<Modify> = modifies.into_iter().map(to_raft_modify).collect();
             let mut ctx = ctx.clone();
@@ -396,6 +436,32 @@ impl<EK: KvEngine> Storage<EK> {
 
     // ---- Commands ----
 
+    /// One GC batch of the region of `ctx` from `start` (an encoded key; empty: the region's
+    /// start) at `safe_point`: the progress, and the versions deleted.
+    pub async fn gc_batch(
+        &self,
+        ctx: &Context,
+        start: &[u8],
+        safe_point: u64,
+        limit: usize,
+    ) -> Result<(txn::gc::GcProgress, usize)> {
+        let snap = self.snapshot(ctx).await?;
+        let term = snap.term();
+        let snap = TxnSnapshot(snap);
+        let (progress, changes) =
+            txn::gc::gc(&MvccReader::new(&snap), (start, &[]), safe_point, limit)?;
+        let deleted = progress.versions_deleted;
+        let (modifies, _) = changes.into_parts();
+        if !modifies.is_empty() {
+            let modifies: Vec<Modify> = modifies.into_iter().map(to_raft_modify).collect();
+            let mut ctx = ctx.clone();
+            ctx.term = term;
+            self.busy_retry(|| self.api.write(&ctx, modifies.clone()))
+                .await?;
+        }
+        Ok((progress, deleted))
+    }
+
     /// Deletes every version and lock of `[start, end)` in the region, as one raft write
     /// (no latches: the caller owns the range, e.g. a dropped table).
     pub async fn delete_range(&self, ctx: &Context, start: &[u8], end: &[u8]) -> Result<()> {
@@ -460,28 +526,28 @@ impl<EK: KvEngine> Storage<EK> {
         self.check_key(&cmd.primary)?;
         let keys: Vec<Vec<u8>> = cmd.mutations.iter().map(|m| m.key.clone()).collect();
         let cm = self.cm.clone();
-        self.run(ctx, &keys, |reader| cmd.process(reader, &cm))
+        self.run(ctx, &keys, false, |reader| cmd.process(reader, &cm))
             .await
     }
 
     pub async fn commit(&self, ctx: &Context, cmd: Commit) -> Result<()> {
         self.check_keys(cmd.keys.iter())?;
         let keys = cmd.keys.clone();
-        self.run(ctx, &keys, |reader| Ok(((), cmd.process(reader)?)))
+        self.run(ctx, &keys, false, |reader| Ok(((), cmd.process(reader)?)))
             .await
     }
 
     pub async fn batch_rollback(&self, ctx: &Context, cmd: BatchRollback) -> Result<()> {
         self.check_keys(cmd.keys.iter())?;
         let keys = cmd.keys.clone();
-        self.run(ctx, &keys, |reader| Ok(((), cmd.process(reader)?)))
+        self.run(ctx, &keys, false, |reader| Ok(((), cmd.process(reader)?)))
             .await
     }
 
     pub async fn cleanup(&self, ctx: &Context, cmd: Cleanup) -> Result<()> {
         self.check_key(&cmd.key)?;
         let keys = vec![cmd.key.clone()];
-        self.run(ctx, &keys, |reader| Ok(((), cmd.process(reader)?)))
+        self.run(ctx, &keys, false, |reader| Ok(((), cmd.process(reader)?)))
             .await
     }
 
@@ -489,7 +555,7 @@ impl<EK: KvEngine> Storage<EK> {
         self.check_key(&cmd.primary)?;
         let keys = vec![cmd.primary.clone()];
         let cm = self.cm.clone();
-        self.run(ctx, &keys, |reader| cmd.process(reader, &cm))
+        self.run(ctx, &keys, false, |reader| cmd.process(reader, &cm))
             .await
     }
 
@@ -500,14 +566,16 @@ impl<EK: KvEngine> Storage<EK> {
     ) -> Result<SecondaryLocksStatus> {
         self.check_keys(cmd.keys.iter())?;
         let keys = cmd.keys.clone();
-        self.run(ctx, &keys, |reader| cmd.process(reader)).await
+        self.run(ctx, &keys, false, |reader| cmd.process(reader))
+            .await
     }
 
     /// The primary lock's TTL after the heartbeat.
     pub async fn txn_heart_beat(&self, ctx: &Context, cmd: TxnHeartBeat) -> Result<u64> {
         self.check_key(&cmd.primary)?;
         let keys = vec![cmd.primary.clone()];
-        self.run(ctx, &keys, |reader| cmd.process(reader)).await
+        self.run(ctx, &keys, false, |reader| cmd.process(reader))
+            .await
     }
 
     pub async fn pessimistic_lock(
@@ -518,7 +586,8 @@ impl<EK: KvEngine> Storage<EK> {
         self.check_keys(cmd.mutations.iter().map(|m| &m.key))?;
         self.check_key(&cmd.primary)?;
         let keys: Vec<Vec<u8>> = cmd.mutations.iter().map(|m| m.key.clone()).collect();
-        self.run(ctx, &keys, |reader| cmd.process(reader)).await
+        self.run(ctx, &keys, false, |reader| cmd.process(reader))
+            .await
     }
 
     pub async fn pessimistic_rollback(
@@ -528,7 +597,7 @@ impl<EK: KvEngine> Storage<EK> {
     ) -> Result<()> {
         self.check_keys(cmd.keys.iter())?;
         let keys = cmd.keys.clone();
-        self.run(ctx, &keys, |reader| Ok(((), cmd.process(reader)?)))
+        self.run(ctx, &keys, false, |reader| Ok(((), cmd.process(reader)?)))
             .await
     }
 
@@ -549,7 +618,9 @@ impl<EK: KvEngine> Storage<EK> {
             let cmd = ResolveLock { txn_status, keys };
             let latched = cmd.keys.clone();
             return self
-                .run(ctx, &latched, |reader| Ok(((), cmd.process(reader)?)))
+                .run(ctx, &latched, false, |reader| {
+                    Ok(((), cmd.process(reader)?))
+                })
                 .await;
         }
         // Find the locks first, then resolve them under their latches (the command re-reads
@@ -575,13 +646,33 @@ impl<EK: KvEngine> Storage<EK> {
                 keys,
             };
             let latched = cmd.keys.clone();
-            self.run(ctx, &latched, |reader| Ok(((), cmd.process(reader)?)))
-                .await?;
+            self.run(ctx, &latched, false, |reader| {
+                Ok(((), cmd.process(reader)?))
+            })
+            .await?;
             if !more {
                 return Ok(());
             }
             start = next;
         }
+    }
+}
+
+/// Runs a blocking scheduler call on a thread of its own: the scheduler client refuses to
+/// block a runtime's threads (blocking ones included), where it could stall them.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> raftstore::Result<T> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("scheduler-call".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| Error::Invalid(format!("cannot start a thread: {e}")))?;
+    match rx.await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(Error::Invalid("the scheduler call's thread died".into())),
     }
 }
 

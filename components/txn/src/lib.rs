@@ -37,6 +37,7 @@ mod codec;
 pub mod commands;
 pub mod concurrency;
 mod error;
+pub mod gc;
 pub mod key;
 pub mod lock;
 pub mod reader;

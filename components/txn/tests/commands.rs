@@ -552,3 +552,77 @@ fn bad_input_is_refused_before_anything_is_written() {
         Err(Error::TxnNotFound { .. })
     ));
 }
+
+#[test]
+fn gc_keeps_what_readers_at_or_above_the_safe_point_see() {
+    let s = Store::new();
+    let long = "L".repeat(300);
+    // "a": put 10, put(long) 20, delete 30, put 40. "b": put 10, lock 15, rollback 25.
+    // "c": put 10, delete 20.
+    let steps: [(&str, Op, u64, u64); 8] = [
+        ("a", Op::Put, 9, 10),
+        ("a", Op::Put, 19, 20),
+        ("a", Op::Del, 29, 30),
+        ("a", Op::Put, 39, 40),
+        ("b", Op::Put, 9, 10),
+        ("b", Op::Lock, 14, 15),
+        ("c", Op::Put, 8, 10),
+        ("c", Op::Del, 18, 20),
+    ];
+    for (k, op, start, commit) in steps {
+        let m = match op {
+            Op::Put if start == 19 => put(k, &long),
+            Op::Put => put(k, &format!("{k}{commit}")),
+            other => mutation(other, k),
+        };
+        s.must_prewrite(vec![m], k, start);
+        s.commit(&[k], start, commit).unwrap();
+    }
+    s.rollback(&["b"], 25).unwrap();
+    let reads = |s: &Store| -> Vec<Option<String>> {
+        let mut out = Vec::new();
+        for ts in [25, 35, 45] {
+            for k in ["a", "b", "c"] {
+                out.push(s.must_get(k, ts));
+            }
+        }
+        out
+    };
+    let before = reads(&s);
+    let safe_point = 25;
+    let mut start = Vec::new();
+    loop {
+        let (progress, changes) = txn::gc::gc(
+            &txn::MvccReader::new(&s.snap()),
+            (&start, &[]),
+            safe_point,
+            2,
+        )
+        .unwrap();
+        s.apply(changes.into_parts().0);
+        match progress.next {
+            Some(next) => start = next,
+            None => break,
+        }
+    }
+    assert_eq!(
+        reads(&s),
+        before,
+        "reads at or above the safe point are unchanged"
+    );
+    // What is left: a@40, a@30 (above), a@20 (newest at or below, with its long value);
+    // b@10 only; nothing of c.
+    let writes: Vec<_> = s
+        .dump()
+        .into_iter()
+        .filter(|(cf, _, _)| cf == "write")
+        .collect();
+    assert_eq!(writes.len(), 4, "{writes:?}");
+    let defaults = s
+        .dump()
+        .into_iter()
+        .filter(|(cf, _, _)| cf == "default")
+        .count();
+    assert_eq!(defaults, 1, "the kept long value stays");
+    assert_eq!(s.must_get("a", 25), Some(long));
+}

@@ -43,7 +43,12 @@ impl Model {
     fn at(&self, key: &str, ts: u64) -> u64 {
         self.versions
             .get(key)
-            .and_then(|v| v.iter().filter(|(c, _)| *c <= ts).map(|(_, v)| *v).next_back())
+            .and_then(|v| {
+                v.iter()
+                    .filter(|(c, _)| *c <= ts)
+                    .map(|(_, v)| *v)
+                    .next_back()
+            })
             .unwrap_or(0)
     }
 }

@@ -1,0 +1,67 @@
+//! The storage layer's prometheus metrics (default registry, served on `/metrics`).
+
+use std::sync::LazyLock;
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
+
+pub struct Metrics {
+    pub gc_versions_scanned: IntCounter,
+    pub gc_versions_deleted: IntCounter,
+    pub gc_safe_point: IntGauge,
+    pub gc_region_passes: IntCounterVec,
+    pub memory_locks: IntGauge,
+    pub max_ts_syncs: IntCounter,
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
+    let _ = prometheus::default_registry().register(Box::new(c.clone()));
+    c
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    gc_versions_scanned: register(
+        IntCounter::new(
+            "regionstore_gc_versions_scanned_total",
+            "MVCC versions the GC worker looked at.",
+        )
+        .expect("valid metric"),
+    ),
+    gc_versions_deleted: register(
+        IntCounter::new(
+            "regionstore_gc_versions_deleted_total",
+            "MVCC versions (write records) the GC worker deleted.",
+        )
+        .expect("valid metric"),
+    ),
+    gc_safe_point: register(
+        IntGauge::new(
+            "regionstore_gc_safe_point",
+            "The GC safe point the worker last collected up to.",
+        )
+        .expect("valid metric"),
+    ),
+    gc_region_passes: register(
+        IntCounterVec::new(
+            Opts::new(
+                "regionstore_gc_region_passes_total",
+                "GC passes over a region, by result (done, not_leader, failed).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric"),
+    ),
+    memory_locks: register(
+        IntGauge::new(
+            "regionstore_txn_memory_locks",
+            "Locks of async-commit and one-phase prewrites still being replicated.",
+        )
+        .expect("valid metric"),
+    ),
+    max_ts_syncs: register(
+        IntCounter::new(
+            "regionstore_txn_max_ts_syncs_total",
+            "Times a new leader raised max_ts to a fresh timestamp before async commit.",
+        )
+        .expect("valid metric"),
+    ),
+});
