@@ -548,3 +548,65 @@ async fn gc_below_the_safe_point_leaves_reads_above_it_unchanged() {
     }
     assert_eq!(before[0].len(), 20);
 }
+
+/// A transaction of 1,000 keys of 15 KB: size splits happen under it (at whole user keys,
+/// never between versions), and it commits across the new regions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_transaction_commits_across_size_splits() {
+    let cluster = ProcCluster::start_with_stores(3, |cfg| {
+        cfg.raftstore.region_split_size = 2 << 20;
+        cfg.raftstore.region_max_size = 3 << 20;
+        cfg.raftstore.split_region_check_tick_interval_ms = 200;
+    });
+    let admin = cluster.client().await;
+    cluster.wait_replicated(&admin, 1, 3).await;
+    let client = TransactionClient::new(vec![cluster.pd.clone()])
+        .await
+        .expect("tikv-client connects");
+    let value = vec![b'v'; 15 << 10];
+    let mut t = client.begin_optimistic().await.unwrap();
+    for i in 0..1000 {
+        t.put(key(i), value.clone()).await.unwrap();
+    }
+    t.commit().await.expect("a 15 MB transaction commits");
+    wait_until("size splits", Duration::from_secs(60), || async {
+        admin.regions().await.map(|r| r.len()).unwrap_or(0) >= 4
+    })
+    .await;
+    for r in admin.regions().await.unwrap() {
+        for k in [&r.region.start_key, &r.region.end_key] {
+            if !k.is_empty() {
+                let user = api_version::memcomparable::decode_exact("boundary", k)
+                    .expect("every boundary is a whole encoded user key");
+                assert!(user.starts_with(b"k"), "{user:?}");
+            }
+        }
+    }
+    // Overwrite half of it across the new regions, then read it all back.
+    let mut t = client.begin_optimistic().await.unwrap();
+    for i in (0..1000).step_by(2) {
+        t.put(key(i), format!("new{i}")).await.unwrap();
+    }
+    t.commit().await.expect("commit across the split regions");
+    let mut t = client.begin_optimistic().await.unwrap();
+    let mut seen = 0;
+    for chunk in (0..1000).collect::<Vec<_>>().chunks(100) {
+        let got: Vec<_> = t
+            .batch_get(chunk.iter().map(|i| key(*i)).collect::<Vec<_>>())
+            .await
+            .unwrap()
+            .collect();
+        for pair in got {
+            let k = String::from_utf8(Vec::<u8>::from(pair.key().clone())).unwrap();
+            let i: usize = k[1..].parse().unwrap();
+            if i % 2 == 0 {
+                assert_eq!(pair.value(), &format!("new{i}").into_bytes());
+            } else {
+                assert_eq!(pair.value(), &value);
+            }
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 1000);
+    t.rollback().await.unwrap();
+}

@@ -46,6 +46,16 @@ pub fn truncate_ts(key: &[u8]) -> Result<&[u8]> {
     Ok(&key[..key.len() - rest.len()])
 }
 
+/// `key` without its timestamp if it looks like a versioned key (an encoded user key and
+/// exactly 8 more bytes); otherwise `key` itself. For split keys of regions whose kind of
+/// data is not known (raw keys do not decode, or decode whole).
+pub fn strip_ts_if_versioned(key: &[u8]) -> &[u8] {
+    match memcomparable::decode("transactional key", key) {
+        Ok((_, rest)) if rest.len() == TS_LEN => &key[..key.len() - TS_LEN],
+        _ => key,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -62,6 +72,9 @@ mod tests {
         assert_eq!(decode(&k).unwrap(), b"k");
         assert!(split_ts(b"short").is_err());
         assert!(decode(b"not encoded").is_err());
+        assert_eq!(strip_ts_if_versioned(&v), k.as_slice());
+        assert_eq!(strip_ts_if_versioned(&k), k.as_slice());
+        assert_eq!(strip_ts_if_versioned(b"raw key"), b"raw key");
     }
 
     proptest! {

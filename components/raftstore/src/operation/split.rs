@@ -179,10 +179,12 @@ pub fn find_split_keys<S: engine::Snapshot>(
         return Ok(vec![]);
     }
     let (start, end) = keys::region_data_bounds(region);
+    // Transactional data splits between user keys, never between two versions of one: a
+    // versioned key (prewritten values have no write record yet) loses its timestamp.
+    let split_key = |stored: &[u8]| txn::key::strip_ts_if_versioned(stored).to_vec();
     // Sizes per user key across the CFs that hold data (lock is tiny), merged by key order.
-    let mut found = Vec::new();
+    let mut found: Vec<Vec<u8>> = Vec::new();
     let (mut bytes, mut count) = (0u64, 0u64);
-    let mut last_key: Option<Vec<u8>> = None;
     let engine_err = |source| Error::Engine {
         region_id: region.id,
         source,
@@ -196,10 +198,13 @@ pub fn find_split_keys<S: engine::Snapshot>(
                 bytes += (k.len() + v.len()) as u64;
                 count += 1;
                 if bytes >= t.split_size || count >= t.split_keys {
-                    if let Some(user) = keys::origin_key(k) {
-                        if last_key.as_deref() != Some(user) && user > region.start_key.as_slice() {
-                            found.push(user.to_vec());
-                            last_key = Some(user.to_vec());
+                    if let Some(stored) = keys::origin_key(k) {
+                        let key = split_key(stored);
+                        let inside = key.as_slice() > region.start_key.as_slice()
+                            && (region.end_key.is_empty()
+                                || key.as_slice() < region.end_key.as_slice());
+                        if inside && found.last() != Some(&key) {
+                            found.push(key);
                         }
                     }
                     bytes = 0;
@@ -449,5 +454,36 @@ mod tests {
             found,
             vec![b"c019".to_vec(), b"c039".to_vec(), b"c059".to_vec()]
         );
+    }
+
+    #[test]
+    fn transactional_split_keys_lose_their_timestamp() {
+        let kv = MemEngine::new();
+        let mut wb = kv.write_batch();
+        for i in 0..100u32 {
+            let user = txn::key::encode(format!("t{i:03}").as_bytes());
+            for ts in [10u64, 20] {
+                let versioned = txn::key::append_ts(&user, ts);
+                wb.put_cf(CF_DEFAULT, &keys::data_key(&versioned), &[0; 300])
+                    .unwrap();
+                wb.put_cf(CF_WRITE, &keys::data_key(&versioned), b"P")
+                    .unwrap();
+            }
+        }
+        kv.write(&mut wb, false).unwrap();
+        let t = SplitThresholds {
+            max_size: 5_000,
+            split_size: 2_000,
+            max_keys: u64::MAX,
+            split_keys: u64::MAX,
+            max_splits: 5,
+        };
+        let found = find_split_keys(&kv.snapshot(), &region(), (100_000, 400), &t).unwrap();
+        assert_eq!(found.len(), 5);
+        for key in &found {
+            // A whole encoded user key: it decodes, with nothing after it.
+            let user = txn::key::decode(key).expect("an encoded user key, without a timestamp");
+            assert!(user.starts_with(b"t"), "{user:?}");
+        }
     }
 }
