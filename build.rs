@@ -12,6 +12,7 @@ const STRUCTS: &[(&str, &str, &str)] = &[
     ("server", "components/server/src/config.rs", "Config"),
     ("raftstore", "components/raftstore/src/config.rs", "Config"),
     ("rocksdb", "components/engine/src/rocks.rs", "RocksConfig"),
+    ("gc", "components/storage/src/gc.rs", "GcConfig"),
     (
         "raft-log",
         "components/raft-log/src/config.rs",

@@ -20,6 +20,7 @@ fn section_struct(top: &'static str, section: &str) -> &'static str {
         "raftstore" => "raftstore",
         "rocksdb" => "rocksdb",
         "raft-log" => "raft-log",
+        "gc" => "gc",
         _ => "",
     }
 }
