@@ -242,37 +242,34 @@ impl<EK: KvEngine> KvService<EK> {
         )
     }
 
-    /// Runs `call` again while it answers ServerIsBusy (nothing proposed: a full mailbox or
-    /// too much uncommitted), pausing between tries, for up to `mailbox-full-wait-ms`.
-    async fn busy_retry<T, F, Fut>(&self, mut call: F) -> KvResult<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = raftstore::Result<T>>,
-    {
-        let start = Instant::now();
-        let wait = self.api.mailbox_full_wait();
-        let mut pause = std::time::Duration::from_millis(1);
-        loop {
-            match call().await {
-                Err(raftstore::Error::ServerIsBusy { .. }) if start.elapsed() + pause < wait => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
-                }
-                other => return Ok(other?),
-            }
-        }
-    }
-
     async fn snapshot(&self, ctx: &Context) -> KvResult<RegionSnapshot<EK::Snapshot>> {
-        self.busy_retry(|| self.api.snapshot(ctx)).await
+        Ok(self.storage.busy_retry(|| self.api.snapshot(ctx)).await?)
     }
 
-    async fn write(&self, ctx: &Context, modifies: Vec<Modify>) -> KvResult<()> {
+    /// Writes `modifies`; the latches a compare-and-swap holds stay held until the write can
+    /// no longer apply ([`storage::Storage::settle_latches`]).
+    async fn write(
+        &self,
+        ctx: &Context,
+        modifies: Vec<Modify>,
+        latch: Option<storage::LatchGuard>,
+    ) -> KvResult<()> {
         if modifies.is_empty() {
             return Ok(());
         }
-        self.busy_retry(|| self.api.write(ctx, modifies.clone()))
+        match self
+            .storage
+            .busy_retry(|| self.api.write(ctx, modifies.clone()))
             .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if let Some(latch) = latch {
+                    self.storage.settle_latches(ctx, latch, &e);
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// Runs an engine read off the runtime's threads: a scan may read a whole region.
@@ -428,7 +425,7 @@ impl<EK: KvEngine> KvService<EK> {
         let key = self.key(&req.key)?;
         self.value(&req.value)?;
         self.ttl(req.ttl)?;
-        let _latch = if req.for_cas {
+        let latch = if req.for_cas {
             self.latch(&cf, std::iter::once(key.as_slice())).await
         } else {
             None
@@ -438,7 +435,7 @@ impl<EK: KvEngine> KvService<EK> {
             value: self.codec.value(&req.value, req.ttl, self.now_secs()),
             key,
         };
-        self.write(&ctx, vec![modify]).await
+        self.write(&ctx, vec![modify], latch).await
     }
 
     async fn do_batch_put(&self, req: &RawBatchPutRequest) -> KvResult<()> {
@@ -467,7 +464,7 @@ impl<EK: KvEngine> KvService<EK> {
             keys.push(self.key(&pair.key)?);
             self.value(&pair.value)?;
         }
-        let _latch = if req.for_cas {
+        let latch = if req.for_cas {
             self.latch(&cf, keys.iter().map(Vec::as_slice)).await
         } else {
             None
@@ -483,7 +480,7 @@ impl<EK: KvEngine> KvService<EK> {
                 value: self.codec.value(&pair.value, ttl, now),
             })
             .collect();
-        self.write(&ctx, modifies).await
+        self.write(&ctx, modifies, latch).await
     }
 
     async fn do_delete(
@@ -500,7 +497,7 @@ impl<EK: KvEngine> KvService<EK> {
         for key in keys {
             stored.push(self.key(key)?);
         }
-        let _latch = if for_cas {
+        let latch = if for_cas {
             self.latch(&cf, stored.iter().map(Vec::as_slice)).await
         } else {
             None
@@ -512,7 +509,7 @@ impl<EK: KvEngine> KvService<EK> {
                 key,
             })
             .collect();
-        self.write(&ctx, modifies).await
+        self.write(&ctx, modifies, latch).await
     }
 
     async fn do_delete_range(&self, req: &RawDeleteRangeRequest) -> KvResult<()> {
@@ -524,7 +521,7 @@ impl<EK: KvEngine> KvService<EK> {
                 "delete range: start key is not below the end key".into(),
             ));
         }
-        self.write(&ctx, vec![Modify::DeleteRange { cf, start, end }])
+        self.write(&ctx, vec![Modify::DeleteRange { cf, start, end }], None)
             .await
     }
 
@@ -609,7 +606,7 @@ impl<EK: KvEngine> KvService<EK> {
         let key = self.key(&req.key)?;
         self.value(&req.value)?;
         self.ttl(req.ttl)?;
-        let _latch = self.latch(&cf, std::iter::once(key.as_slice())).await;
+        let latch = self.latch(&cf, std::iter::once(key.as_slice())).await;
         let snap = self.snapshot(&ctx).await?;
         // Expiry is judged once, here, by the leader: the write below is what replicas apply.
         let now = self.now_secs();
@@ -627,7 +624,7 @@ impl<EK: KvEngine> KvService<EK> {
             let mut ctx = ctx;
             ctx.term = snap.term();
             let value = self.codec.value(&req.value, req.ttl, now);
-            self.write(&ctx, vec![Modify::Put { cf, key, value }])
+            self.write(&ctx, vec![Modify::Put { cf, key, value }], latch)
                 .await?;
         }
         Ok((matches, current))

@@ -203,7 +203,7 @@ impl<EK: KvEngine> Storage<EK> {
 
     /// Runs `call` again while it answers ServerIsBusy (nothing proposed), pausing between
     /// tries, for up to `mailbox-full-wait-ms`.
-    async fn busy_retry<T, F, Fut>(&self, mut call: F) -> Result<T>
+    pub async fn busy_retry<T, F, Fut>(&self, mut call: F) -> raftstore::Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = raftstore::Result<T>>,
@@ -217,13 +217,13 @@ impl<EK: KvEngine> Storage<EK> {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }
-                other => return Ok(other?),
+                other => return other,
             }
         }
     }
 
     async fn snapshot(&self, ctx: &Context) -> Result<RegionSnapshot<EK::Snapshot>> {
-        self.busy_retry(|| self.api.snapshot(ctx)).await
+        Ok(self.busy_retry(|| self.api.snapshot(ctx)).await?)
     }
 
     fn in_region(snap: &RegionSnapshot<EK::Snapshot>, raw: &[u8], encoded: &[u8]) -> Result<()> {
@@ -275,7 +275,7 @@ impl<EK: KvEngine> Storage<EK> {
     ) -> Result<T> {
         self.check_context(ctx)?;
         let encoded: Vec<Vec<u8>> = keys.iter().map(|k| txn::key::encode(k)).collect();
-        let _latches = self.latches.acquire(encoded.iter()).await;
+        let latches = self.latches.acquire(encoded.iter()).await;
         let snap = self.snapshot(ctx).await?;
         for (raw, ek) in keys.iter().zip(&encoded) {
             Self::in_region(&snap, raw, ek)?;
@@ -290,15 +290,56 @@ impl<EK: KvEngine> Storage<EK> {
         metrics::METRICS
             .memory_locks
             .set(self.cm.memory_lock_count() as i64);
-        let _memory_locks = memory_locks;
         if !modifies.is_empty() {
             let modifies: Vec<Modify> = modifies.into_iter().map(to_raft_modify).collect();
             let mut ctx = ctx.clone();
             ctx.term = term;
-            self.busy_retry(|| self.api.write(&ctx, modifies.clone()))
-                .await?;
+            if let Err(e) = self
+                .busy_retry(|| self.api.write(&ctx, modifies.clone()))
+                .await
+            {
+                self.settle_latches(&ctx, (latches, memory_locks), &e);
+                return Err(e.into());
+            }
         }
+        drop(memory_locks);
         Ok(out)
+    }
+
+    /// Holds `held` (latches, in-memory locks) after a failed write until the write can no
+    /// longer apply. Only an `Undetermined` write may still apply: its entry is in the log
+    /// of this leader's term. It is settled once the region has applied past its index, or
+    /// once this store no longer leads in that term (a later leader here applies every
+    /// committed entry before it serves, and another store's leader has latches of its own).
+    pub fn settle_latches<H: Send + 'static>(
+        &self,
+        ctx: &Context,
+        held: H,
+        error: &raftstore::Error,
+    ) {
+        let raftstore::Error::Undetermined { index, term, .. } = *error else {
+            return;
+        };
+        let (storage, mut ctx) = (self.clone(), ctx.clone());
+        ctx.term = 0;
+        metrics::METRICS.undetermined_latches.inc();
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(20);
+            loop {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+                match storage.api.snapshot(&ctx).await {
+                    Ok(snap) if snap.term() != term || snap.applied_index() >= index => break,
+                    Ok(_) => {}
+                    // Not the leader, region gone, store stopping: no longer this term's.
+                    Err(e) if e.to_region_error().is_some() => break,
+                    Err(raftstore::Error::StoreStopped { .. }) => break,
+                    Err(_) => {}
+                }
+            }
+            metrics::METRICS.undetermined_latches.dec();
+            drop(held);
+        });
     }
 
     async fn read_snapshot(&self, ctx: &Context) -> Result<Snap<EK>> {
@@ -490,8 +531,9 @@ impl<EK: KvEngine> Storage<EK> {
                 end: upper.clone(),
             })
             .collect();
-        self.busy_retry(|| self.api.write(ctx, modifies.clone()))
-            .await
+        Ok(self
+            .busy_retry(|| self.api.write(ctx, modifies.clone()))
+            .await?)
     }
 
     /// Deletes `[start, end)` from every data column family of this store at once, without

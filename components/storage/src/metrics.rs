@@ -11,6 +11,7 @@ pub struct Metrics {
     pub gc_region_passes: IntCounterVec,
     pub memory_locks: IntGauge,
     pub max_ts_syncs: IntCounter,
+    pub undetermined_latches: IntGauge,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
@@ -61,6 +62,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         IntCounter::new(
             "regionstore_txn_max_ts_syncs_total",
             "Times a new leader raised max_ts to a fresh timestamp before async commit.",
+        )
+        .expect("valid metric"),
+    ),
+    undetermined_latches: register(
+        IntGauge::new(
+            "regionstore_txn_undetermined_latches",
+            "Commands whose write timed out undetermined, holding their latches until it \
+             settles.",
         )
         .expect("valid metric"),
     ),

@@ -269,7 +269,11 @@ impl<EK: KvEngine> Peer<EK> {
 
     pub(crate) fn snapshot(&self) -> RegionSnapshot<EK::Snapshot> {
         let kv = self.storage().kv_engine();
-        RegionSnapshot::new(Arc::new(kv.snapshot()), self.region().clone()).with_term(self.term())
+        // The applied index is read before the engine snapshot: the view holds at least it.
+        let applied = self.storage().applied_index();
+        RegionSnapshot::new(Arc::new(kv.snapshot()), self.region().clone())
+            .with_term(self.term())
+            .with_applied_index(applied)
     }
 
     pub(crate) fn serve_reads(&mut self) {

@@ -37,6 +37,7 @@ pub struct RegionSnapshot<S> {
     snapshot: std::sync::Arc<S>,
     region: Region,
     term: u64,
+    applied_index: u64,
 }
 
 impl<S> Clone for RegionSnapshot<S> {
@@ -45,6 +46,7 @@ impl<S> Clone for RegionSnapshot<S> {
             snapshot: self.snapshot.clone(),
             region: self.region.clone(),
             term: self.term,
+            applied_index: self.applied_index,
         }
     }
 }
@@ -55,7 +57,20 @@ impl<S: Snapshot> RegionSnapshot<S> {
             snapshot,
             region,
             term: 0,
+            applied_index: 0,
         }
+    }
+
+    /// This view, marked as holding every entry up to `index` applied.
+    pub fn with_applied_index(mut self, index: u64) -> RegionSnapshot<S> {
+        self.applied_index = index;
+        self
+    }
+
+    /// The region's applied index when the view was taken (0 if unknown): every entry at or
+    /// below it is in the view, or was overwritten by another term's entry that is.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
     }
 
     /// This view, marked as read by the leader of `term`.
