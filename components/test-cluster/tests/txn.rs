@@ -102,3 +102,487 @@ fn an_undetermined_write_keeps_its_latches_until_it_settles() {
         Some(b"a".to_vec())
     );
 }
+
+/// Routes requests as a client would: each store's storage layer, and the region and
+/// leader of a key by the scheduler's table.
+struct Router<'a> {
+    cluster: &'a Cluster,
+    storages: Vec<(u64, Storage<engine::RocksEngine>)>,
+}
+
+type Result<T> = std::result::Result<T, storage::Error>;
+
+impl<'a> Router<'a> {
+    fn new(cluster: &'a Cluster, rt: &tokio::runtime::Runtime) -> Router<'a> {
+        let _entered = rt.enter();
+        let storages = cluster
+            .running_stores()
+            .into_iter()
+            .map(|s| {
+                (
+                    s,
+                    Storage::new(cluster.store(s).api(), StorageConfig::default()),
+                )
+            })
+            .collect();
+        Router { cluster, storages }
+    }
+
+    fn tso(&self) -> u64 {
+        self.cluster.scheduler().tso.get(1).expect("a timestamp")
+    }
+
+    /// The storage of `key`'s region leader, and a context for it (`leader`: a store to
+    /// ask instead of the current leader, to see the answer a stale client gets).
+    fn route(
+        &self,
+        key: &[u8],
+        leader: Option<u64>,
+    ) -> (Storage<engine::RocksEngine>, proto::kvrpcpb::Context) {
+        let region = self.cluster.region_for_key(&txn::key::encode(key));
+        let store = leader.unwrap_or_else(|| self.cluster.wait_leader(region.id));
+        let peer = region
+            .peers
+            .iter()
+            .find(|p| p.store_id == store)
+            .copied()
+            .expect("the store has a peer");
+        let storage = self
+            .storages
+            .iter()
+            .find(|(s, _)| *s == store)
+            .map(|(_, st)| st.clone())
+            .expect("a running store");
+        let ctx = proto::kvrpcpb::Context {
+            region_id: region.id,
+            region_epoch: region.region_epoch,
+            peer: Some(peer),
+            ..Default::default()
+        };
+        (storage, ctx)
+    }
+}
+
+fn is_region_error(e: &storage::Error) -> bool {
+    matches!(e, storage::Error::Raft(r) if r.to_region_error().is_some())
+        || matches!(
+            e,
+            storage::Error::Raft(
+                raftstore::Error::ReadTimeout { .. } | raftstore::Error::Undetermined { .. }
+            )
+        )
+}
+
+/// Runs `call` on the current route of `key` until it answers something other than a
+/// region error (leaders move, regions split), for up to 30 s.
+async fn routed<T, F, Fut>(router: &Router<'_>, key: &[u8], mut call: F) -> Result<T>
+where
+    F: FnMut(Storage<engine::RocksEngine>, proto::kvrpcpb::Context) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (storage, ctx) = router.route(key, None);
+        match call(storage, ctx).await {
+            Err(e) if is_region_error(&e) && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[test]
+fn a_transaction_commits_across_a_split_and_a_leader_change_after_prewrite() {
+    let cluster = Cluster::run(ClusterConfig::new(3, 1));
+    let rt = runtime();
+    let router = Router::new(&cluster, &rt);
+    let start = router.tso();
+    let (storage, ctx) = router.route(b"a", None);
+    let cmd = Prewrite {
+        mutations: vec![put(b"a", b"1"), put(b"m", b"2"), put(b"x", b"3")],
+        primary: b"a".to_vec(),
+        start_ts: start,
+        lock_ttl: 60_000,
+        ..Default::default()
+    };
+    let r = rt.block_on(storage.prewrite(&ctx, cmd)).expect("prewrite");
+    assert!(r.locks.is_empty());
+
+    // A split between the keys, then a leader change of the new right half.
+    cluster
+        .split(&txn::key::encode(b"h"))
+        .expect("split at an encoded key");
+    let right = cluster.region_for_key(&txn::key::encode(b"m"));
+    assert_ne!(right.id, cluster.region_for_key(&txn::key::encode(b"a")).id);
+    let old_leader = cluster.wait_leader(right.id);
+    let follower = right
+        .peers
+        .iter()
+        .map(|p| p.store_id)
+        .find(|s| *s != old_leader)
+        .unwrap();
+    let (stale_storage, stale_ctx) = (storage, ctx);
+
+    let commit_ts = router.tso();
+    // The old context names the region before the split: refused, nothing written.
+    let stale = rt.block_on(stale_storage.commit(
+        &stale_ctx,
+        Commit {
+            keys: vec![b"a".to_vec()],
+            start_ts: start,
+            commit_ts,
+        },
+    ));
+    assert!(matches!(&stale, Err(e) if is_region_error(e)), "{stale:?}");
+    // Leader of the right half moves (to a peer that may not have its own id formula:
+    // transfer through the region's leader).
+    let to = right
+        .peers
+        .iter()
+        .find(|p| p.store_id == follower)
+        .copied()
+        .unwrap();
+    rt.block_on(async {
+        let (storage, ctx) = router.route(b"m", None);
+        let admin = proto::raft_cmdpb::AdminRequest {
+            cmd_type: proto::raft_cmdpb::AdminCmdType::TransferLeader as i32,
+            transfer_leader: Some(proto::raft_cmdpb::TransferLeaderRequest { peer: Some(to) }),
+            ..Default::default()
+        };
+        storage
+            .api()
+            .admin(&ctx, admin)
+            .await
+            .expect("leader transfer");
+    });
+    test_cluster::wait_until(
+        "the right half's leader moves",
+        Duration::from_secs(10),
+        || cluster.leader_of(right.id) == Some(follower),
+    );
+    // Asked of the old leader: NotLeader, nothing written.
+    let (old_storage, old_ctx) = router.route(b"m", Some(old_leader));
+    let not_leader = rt.block_on(old_storage.commit(
+        &old_ctx,
+        Commit {
+            keys: vec![b"m".to_vec()],
+            start_ts: start,
+            commit_ts,
+        },
+    ));
+    assert!(
+        matches!(&not_leader, Err(e) if is_region_error(e)),
+        "{not_leader:?}"
+    );
+    // Primary first, then the secondaries, each in its region now.
+    for keys in [vec![b"a".to_vec()], vec![b"m".to_vec(), b"x".to_vec()]] {
+        let first = keys[0].clone();
+        rt.block_on(routed(&router, &first, |storage, ctx| {
+            let keys = keys.clone();
+            async move {
+                storage
+                    .commit(
+                        &ctx,
+                        Commit {
+                            keys,
+                            start_ts: start,
+                            commit_ts,
+                        },
+                    )
+                    .await
+            }
+        }))
+        .expect("commit");
+    }
+    let read_ts = router.tso();
+    for (k, v) in [(b"a", b"1"), (b"m", b"2"), (b"x", b"3")] {
+        let got = rt
+            .block_on(routed(&router, k, |storage, ctx| async move {
+                storage.get(&ctx, k, read_ts).await
+            }))
+            .unwrap();
+        assert_eq!(got, Some(v.to_vec()));
+    }
+}
+
+/// What became of the transaction holding `lock`: settles it (commit or roll back its lock on
+/// `lock.key`) when its primary says, or waits a little while it is alive.
+async fn resolve(
+    router: &Router<'_>,
+    lock: &proto::kvrpcpb::LockInfo,
+    caller_ts: u64,
+) -> Result<()> {
+    use txn::commands::{CheckTxnStatus, TxnStatus};
+    let current_ts = router.tso();
+    let primary = lock.primary_lock.clone();
+    let status = routed(router, &primary, |storage, ctx| {
+        let cmd = CheckTxnStatus {
+            primary: primary.clone(),
+            lock_ts: lock.lock_version,
+            caller_start_ts: caller_ts,
+            current_ts,
+            rollback_if_not_exist: true,
+            ..Default::default()
+        };
+        async move { storage.check_txn_status(&ctx, cmd).await }
+    })
+    .await?;
+    let commit_ts = match status {
+        TxnStatus::Committed { commit_ts } => commit_ts,
+        TxnStatus::RolledBack { .. } => 0,
+        TxnStatus::Locked { .. } => {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            return Ok(());
+        }
+    };
+    let key = lock.key.clone();
+    routed(router, &key, |storage, ctx| {
+        let status = std::collections::HashMap::from([(lock.lock_version, commit_ts)]);
+        let keys = vec![key.clone()];
+        async move { storage.resolve_lock(&ctx, status, keys).await }
+    })
+    .await
+}
+
+/// The balance of `key` at `ts`, resolving the locks in the way.
+async fn balance(router: &Router<'_>, key: &[u8], ts: u64) -> Result<u64> {
+    loop {
+        let got = routed(router, key, |storage, ctx| async move {
+            storage.get(&ctx, key, ts).await
+        })
+        .await;
+        match got {
+            Ok(v) => {
+                return Ok(v.map_or(0, |b| String::from_utf8(b).unwrap().parse().unwrap()));
+            }
+            Err(storage::Error::Txn(txn::Error::KeyIsLocked { lock })) => {
+                resolve(router, &lock, ts).await?
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn rollback(router: &Router<'_>, keys: &[&[u8]], start_ts: u64) {
+    for key in keys {
+        let _ = routed(router, key, |storage, ctx| {
+            let cmd = txn::commands::BatchRollback {
+                keys: vec![key.to_vec()],
+                start_ts,
+            };
+            async move { storage.batch_rollback(&ctx, cmd).await }
+        })
+        .await;
+    }
+}
+
+/// Moves `amount` from `from` to `to` in one transaction: `Ok(true)` if it committed.
+async fn transfer(router: &Router<'_>, from: &[u8], to: &[u8], amount: u64) -> Result<bool> {
+    let start_ts = router.tso();
+    let (a, b) = (
+        balance(router, from, start_ts).await?,
+        balance(router, to, start_ts).await?,
+    );
+    if a < amount {
+        return Ok(false);
+    }
+    for (key, value) in [(from, a - amount), (to, b + amount)] {
+        let prewritten = routed(router, key, |storage, ctx| {
+            let cmd = Prewrite {
+                mutations: vec![put(key, value.to_string().as_bytes())],
+                primary: from.to_vec(),
+                start_ts,
+                lock_ttl: 1_000,
+                ..Default::default()
+            };
+            async move { storage.prewrite(&ctx, cmd).await }
+        })
+        .await;
+        match prewritten {
+            Ok(r) if r.locks.is_empty() => {}
+            Ok(_) | Err(storage::Error::Txn(_)) => {
+                rollback(router, &[from, to], start_ts).await;
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut commit_ts = router.tso();
+    for (i, key) in [from, to].into_iter().enumerate() {
+        let committed = loop {
+            let attempt = routed(router, key, |storage, ctx| {
+                let cmd = Commit {
+                    keys: vec![key.to_vec()],
+                    start_ts,
+                    commit_ts,
+                };
+                async move { storage.commit(&ctx, cmd).await }
+            })
+            .await;
+            match attempt {
+                // A reader pushed the primary's min_commit_ts: commit later, as clients do.
+                Err(storage::Error::Txn(txn::Error::CommitTsExpired { .. })) if i == 0 => {
+                    commit_ts = router.tso();
+                }
+                other => break other,
+            }
+        };
+        match committed {
+            Ok(()) => {}
+            // The primary was rolled back by a resolver (its lock expired): not committed.
+            Err(storage::Error::Txn(txn::Error::TxnLockNotFound { .. })) if i == 0 => {
+                rollback(router, &[to], start_ts).await;
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Concurrent transfers between accounts in two regions, under leader transfers and
+/// partitions: every snapshot read sees the same total, and so does the end.
+#[test]
+fn the_bank_total_never_changes_under_leader_transfers_and_partitions() {
+    let cluster = Cluster::run(ClusterConfig::new(3, 2));
+    let rt = runtime();
+    let router = Router::new(&cluster, &rt);
+    // Region 2 starts at "r000002": these accounts fall on both sides.
+    let accounts: Vec<Vec<u8>> = (0..4)
+        .flat_map(|i| {
+            [
+                format!("acct-{i}").into_bytes(),
+                format!("r000002-acct-{i}").into_bytes(),
+            ]
+        })
+        .collect();
+    let regions: std::collections::HashSet<u64> = accounts
+        .iter()
+        .map(|a| cluster.region_for_key(&txn::key::encode(a)).id)
+        .collect();
+    assert_eq!(regions.len(), 2, "the accounts span both regions");
+    let start = router.tso();
+    for account in &accounts {
+        let cmd = Prewrite {
+            mutations: vec![put(account, b"100")],
+            primary: account.clone(),
+            start_ts: start,
+            lock_ttl: 10_000,
+            ..Default::default()
+        };
+        let commit_ts = router.tso();
+        rt.block_on(async {
+            routed(&router, account, |s, ctx| {
+                let cmd = cmd.clone();
+                async move { s.prewrite(&ctx, cmd).await }
+            })
+            .await
+            .unwrap();
+            routed(&router, account, |s, ctx| {
+                let keys = vec![account.clone()];
+                async move {
+                    s.commit(
+                        &ctx,
+                        Commit {
+                            keys,
+                            start_ts: start,
+                            commit_ts,
+                        },
+                    )
+                    .await
+                }
+            })
+            .await
+            .unwrap();
+        });
+    }
+    let total = 100 * accounts.len() as u64;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let faults = {
+        let stop = stop.clone();
+        let cluster = &cluster;
+        move || {
+            let mut round = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                round += 1;
+                let region = 1 + round % 2;
+                if round % 3 == 0 {
+                    // A minority partition for a while.
+                    let victim = 1 + round % 3;
+                    cluster.isolate(victim);
+                    std::thread::sleep(Duration::from_millis(300));
+                    cluster.clear_filters();
+                } else if let Some(leader) = cluster.leader_of(region) {
+                    let to = 1 + (leader % 3);
+                    let _ = cluster.transfer_leader(region, to);
+                }
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        }
+    };
+    /// Stops the faults when the workload ends, panics included (the scope waits for them).
+    struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let (committed, checks) = std::thread::scope(|scope| {
+        scope.spawn(faults);
+        let _stop = StopOnDrop(stop.clone());
+        let result = rt.block_on(async {
+            let work = |seed: u64| {
+                let (router, accounts) = (&router, &accounts);
+                async move {
+                    let mut committed = 0;
+                    for i in 0..40u64 {
+                        let n = accounts.len() as u64;
+                        let from = &accounts[((seed * 7 + i * 3) % n) as usize];
+                        let to = &accounts[((seed * 5 + i * 5 + 1) % n) as usize];
+                        if from == to {
+                            continue;
+                        }
+                        if transfer(router, from, to, 1 + i % 7)
+                            .await
+                            .expect("transfer")
+                        {
+                            committed += 1;
+                        }
+                    }
+                    committed
+                }
+            };
+            let reader = async {
+                let mut checks = 0;
+                for _ in 0..15 {
+                    let ts = router.tso();
+                    let mut sum = 0;
+                    for a in &accounts {
+                        sum += balance(&router, a, ts).await.expect("read");
+                    }
+                    assert_eq!(sum, total, "a snapshot at {ts} sees a different total");
+                    checks += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                checks
+            };
+            let (a, b, checks) = tokio::join!(work(1), work(2), reader);
+            (a + b, checks)
+        });
+        result
+    });
+    cluster.clear_filters();
+    let ts = router.tso();
+    let end: u64 = rt.block_on(async {
+        let mut sum = 0;
+        for a in &accounts {
+            sum += balance(&router, a, ts).await.expect("read");
+        }
+        sum
+    });
+    assert_eq!(end, total);
+    assert!(committed > 10, "only {committed} transfers committed");
+    assert_eq!(checks, 15);
+}
