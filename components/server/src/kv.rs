@@ -104,10 +104,12 @@ fn invalid(msg: String) -> KvError {
     KvError::Invalid(msg)
 }
 
-/// Serves raw KV requests for one store.
+/// Serves raw KV requests for one store. Cheap to clone (a compare-and-swap runs on a task
+/// of its own).
+#[derive(Clone)]
 pub struct KvService<EK: KvEngine> {
     api: StoreApi<EK>,
-    cfg: Config,
+    cfg: std::sync::Arc<Config>,
     /// Keys and values as the cluster's API version stores them.
     codec: RawCodec,
     /// Transactional commands and reads; its latches also serialise raw compare-and-swap
@@ -134,7 +136,7 @@ impl<EK: KvEngine> KvService<EK> {
         );
         KvService {
             api,
-            cfg,
+            cfg: std::sync::Arc::new(cfg),
             codec: RawCodec::new(api_version),
             storage,
         }
@@ -686,6 +688,17 @@ macro_rules! kv_response_pairs {
 
 kv_response_pairs!(RawBatchGetResponse => pairs, RawBatchScanResponse => kvs);
 
+/// Runs `work` on a task of its own. A compare-and-swap (and a write `for_cas`) holds latches
+/// across its write: a caller that gives up (a client's deadline drops the request) must not
+/// release them while the write is in flight.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = KvResult<T>> + Send + 'static,
+) -> KvResult<T> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| KvError::Internal(format!("request task: {e}")))?
+}
+
 impl<EK: KvEngine> KvService<EK> {
     /// Every handler's frame: runs `work`, records its metrics under `method`, and builds the
     /// response, with `ok` filling in a success and [`KvResponse::fail`] a failure.
@@ -742,7 +755,8 @@ impl<EK: KvEngine> Tikv for KvService<EK> {
         &self,
         request: Request<RawPutRequest>,
     ) -> Result<Response<RawPutResponse>, Status> {
-        let work = self.do_put(request.get_ref());
+        let (this, req) = (self.clone(), request.into_inner());
+        let work = detached(async move { this.do_put(&req).await });
         self.handle("raw_put", work, |_: &mut RawPutResponse, ()| {})
             .await
     }
@@ -751,7 +765,8 @@ impl<EK: KvEngine> Tikv for KvService<EK> {
         &self,
         request: Request<RawBatchPutRequest>,
     ) -> Result<Response<RawBatchPutResponse>, Status> {
-        let work = self.do_batch_put(request.get_ref());
+        let (this, req) = (self.clone(), request.into_inner());
+        let work = detached(async move { this.do_batch_put(&req).await });
         self.handle("raw_batch_put", work, |_: &mut RawBatchPutResponse, ()| {})
             .await
     }
@@ -760,9 +775,12 @@ impl<EK: KvEngine> Tikv for KvService<EK> {
         &self,
         request: Request<RawDeleteRequest>,
     ) -> Result<Response<RawDeleteResponse>, Status> {
-        let req = request.get_ref();
-        let keys = std::slice::from_ref(&req.key);
-        let work = self.do_delete(req.context.as_ref(), &req.cf, keys, req.for_cas);
+        let (this, req) = (self.clone(), request.into_inner());
+        let work = detached(async move {
+            let keys = std::slice::from_ref(&req.key);
+            this.do_delete(req.context.as_ref(), &req.cf, keys, req.for_cas)
+                .await
+        });
         self.handle("raw_delete", work, |_: &mut RawDeleteResponse, ()| {})
             .await
     }
@@ -771,8 +789,11 @@ impl<EK: KvEngine> Tikv for KvService<EK> {
         &self,
         request: Request<RawBatchDeleteRequest>,
     ) -> Result<Response<RawBatchDeleteResponse>, Status> {
-        let req = request.get_ref();
-        let work = self.do_delete(req.context.as_ref(), &req.cf, &req.keys, req.for_cas);
+        let (this, req) = (self.clone(), request.into_inner());
+        let work = detached(async move {
+            this.do_delete(req.context.as_ref(), &req.cf, &req.keys, req.for_cas)
+                .await
+        });
         self.handle(
             "raw_batch_delete",
             work,
@@ -838,7 +859,8 @@ impl<EK: KvEngine> Tikv for KvService<EK> {
         &self,
         request: Request<RawCasRequest>,
     ) -> Result<Response<RawCasResponse>, Status> {
-        let work = self.do_cas(request.get_ref());
+        let (this, req) = (self.clone(), request.into_inner());
+        let work = detached(async move { this.do_cas(&req).await });
         self.handle(
             "raw_compare_and_swap",
             work,

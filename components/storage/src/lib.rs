@@ -266,14 +266,29 @@ impl<EK: KvEngine> Storage<EK> {
     /// Latches `keys` (raw), reads a snapshot, runs `f`, and replicates its changes in the
     /// snapshot's term; the latches (and `f`'s in-memory locks) go once that is settled.
     /// `sync_max_ts`: the command picks commit timestamps itself (async commit, 1PC).
-    async fn run<T>(
+    async fn run<T: Send + 'static>(
+        &self,
+        ctx: &Context,
+        keys: &[Vec<u8>],
+        sync_max_ts: bool,
+        f: impl FnOnce(&MvccReader<'_, Snap<EK>>) -> txn::Result<(T, MvccTxn)> + Send + 'static,
+    ) -> Result<T> {
+        self.check_context(ctx)?;
+        let (this, ctx, keys) = (self.clone(), ctx.clone(), keys.to_vec());
+        // Detached from the caller: a caller that gives up (a client's deadline drops the
+        // gRPC request) must not release the latches while the write is in flight.
+        tokio::spawn(async move { this.run_detached(&ctx, &keys, sync_max_ts, f).await })
+            .await
+            .map_err(|e| Error::Invalid(format!("command task: {e}")))?
+    }
+
+    async fn run_detached<T>(
         &self,
         ctx: &Context,
         keys: &[Vec<u8>],
         sync_max_ts: bool,
         f: impl FnOnce(&MvccReader<'_, Snap<EK>>) -> txn::Result<(T, MvccTxn)>,
     ) -> Result<T> {
-        self.check_context(ctx)?;
         let encoded: Vec<Vec<u8>> = keys.iter().map(|k| txn::key::encode(k)).collect();
         let latches = self.latches.acquire(encoded.iter()).await;
         let snap = self.snapshot(ctx).await?;
@@ -568,36 +583,43 @@ impl<EK: KvEngine> Storage<EK> {
         self.check_key(&cmd.primary)?;
         let keys: Vec<Vec<u8>> = cmd.mutations.iter().map(|m| m.key.clone()).collect();
         let cm = self.cm.clone();
-        self.run(ctx, &keys, false, |reader| cmd.process(reader, &cm))
+        let sync = cmd.secondaries.is_some() || cmd.try_one_pc;
+        self.run(ctx, &keys, sync, move |reader| cmd.process(reader, &cm))
             .await
     }
 
     pub async fn commit(&self, ctx: &Context, cmd: Commit) -> Result<()> {
         self.check_keys(cmd.keys.iter())?;
         let keys = cmd.keys.clone();
-        self.run(ctx, &keys, false, |reader| Ok(((), cmd.process(reader)?)))
-            .await
+        self.run(ctx, &keys, false, move |reader| {
+            Ok(((), cmd.process(reader)?))
+        })
+        .await
     }
 
     pub async fn batch_rollback(&self, ctx: &Context, cmd: BatchRollback) -> Result<()> {
         self.check_keys(cmd.keys.iter())?;
         let keys = cmd.keys.clone();
-        self.run(ctx, &keys, false, |reader| Ok(((), cmd.process(reader)?)))
-            .await
+        self.run(ctx, &keys, false, move |reader| {
+            Ok(((), cmd.process(reader)?))
+        })
+        .await
     }
 
     pub async fn cleanup(&self, ctx: &Context, cmd: Cleanup) -> Result<()> {
         self.check_key(&cmd.key)?;
         let keys = vec![cmd.key.clone()];
-        self.run(ctx, &keys, false, |reader| Ok(((), cmd.process(reader)?)))
-            .await
+        self.run(ctx, &keys, false, move |reader| {
+            Ok(((), cmd.process(reader)?))
+        })
+        .await
     }
 
     pub async fn check_txn_status(&self, ctx: &Context, cmd: CheckTxnStatus) -> Result<TxnStatus> {
         self.check_key(&cmd.primary)?;
         let keys = vec![cmd.primary.clone()];
         let cm = self.cm.clone();
-        self.run(ctx, &keys, false, |reader| cmd.process(reader, &cm))
+        self.run(ctx, &keys, false, move |reader| cmd.process(reader, &cm))
             .await
     }
 
@@ -608,7 +630,7 @@ impl<EK: KvEngine> Storage<EK> {
     ) -> Result<SecondaryLocksStatus> {
         self.check_keys(cmd.keys.iter())?;
         let keys = cmd.keys.clone();
-        self.run(ctx, &keys, false, |reader| cmd.process(reader))
+        self.run(ctx, &keys, false, move |reader| cmd.process(reader))
             .await
     }
 
@@ -616,7 +638,7 @@ impl<EK: KvEngine> Storage<EK> {
     pub async fn txn_heart_beat(&self, ctx: &Context, cmd: TxnHeartBeat) -> Result<u64> {
         self.check_key(&cmd.primary)?;
         let keys = vec![cmd.primary.clone()];
-        self.run(ctx, &keys, false, |reader| cmd.process(reader))
+        self.run(ctx, &keys, false, move |reader| cmd.process(reader))
             .await
     }
 
@@ -628,7 +650,7 @@ impl<EK: KvEngine> Storage<EK> {
         self.check_keys(cmd.mutations.iter().map(|m| &m.key))?;
         self.check_key(&cmd.primary)?;
         let keys: Vec<Vec<u8>> = cmd.mutations.iter().map(|m| m.key.clone()).collect();
-        self.run(ctx, &keys, false, |reader| cmd.process(reader))
+        self.run(ctx, &keys, false, move |reader| cmd.process(reader))
             .await
     }
 
@@ -639,8 +661,10 @@ impl<EK: KvEngine> Storage<EK> {
     ) -> Result<()> {
         self.check_keys(cmd.keys.iter())?;
         let keys = cmd.keys.clone();
-        self.run(ctx, &keys, false, |reader| Ok(((), cmd.process(reader)?)))
-            .await
+        self.run(ctx, &keys, false, move |reader| {
+            Ok(((), cmd.process(reader)?))
+        })
+        .await
     }
 
     /// Resolves the locks of the transactions in `txn_status` (start_ts → commit_ts, 0 for
@@ -660,7 +684,7 @@ impl<EK: KvEngine> Storage<EK> {
             let cmd = ResolveLock { txn_status, keys };
             let latched = cmd.keys.clone();
             return self
-                .run(ctx, &latched, false, |reader| {
+                .run(ctx, &latched, false, move |reader| {
                     Ok(((), cmd.process(reader)?))
                 })
                 .await;
@@ -688,7 +712,7 @@ impl<EK: KvEngine> Storage<EK> {
                 keys,
             };
             let latched = cmd.keys.clone();
-            self.run(ctx, &latched, false, |reader| {
+            self.run(ctx, &latched, false, move |reader| {
                 Ok(((), cmd.process(reader)?))
             })
             .await?;

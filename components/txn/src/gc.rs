@@ -10,7 +10,8 @@ use crate::{key, MvccReader, MvccTxn, Result, Write, WriteType};
 /// How far one pass got.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GcProgress {
-    /// Where the next pass starts (an encoded key); `None`: the range is done.
+    /// Where the next pass starts (an encoded key, or a version inside one); `None`: the
+    /// range is done.
     pub next: Option<Vec<u8>>,
     pub versions_scanned: usize,
     pub versions_deleted: usize,
@@ -46,9 +47,9 @@ pub fn gc<S: Snapshot + ?Sized>(
                 }
                 current = Some((ek.to_vec(), false));
             } else if progress.versions_scanned >= limit.saturating_mul(8) {
-                // A key with very many versions: stop inside it; the next pass walks it again
-                // from its newest version, with what this pass deleted gone.
-                progress.next = Some(ek.to_vec());
+                // A key with very many versions: stop inside it, and go on from this version
+                // (the next pass may keep one more version of it than needed: never less).
+                progress.next = Some(k.to_vec());
                 return Ok(false);
             }
             progress.versions_scanned += 1;

@@ -62,6 +62,17 @@ impl<'a, S: Snapshot + ?Sized> MvccReader<'a, S> {
             })
     }
 
+    /// The record at exactly `commit_ts`, if any.
+    pub fn write_at(&self, key: &[u8], commit_ts: u64) -> Result<Option<Write>> {
+        match self
+            .snap
+            .get_cf(CF_WRITE, &key::append_ts(key, commit_ts))?
+        {
+            Some(bytes) => Ok(Some(Write::parse(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The newest version of `key` with commit_ts at or below `ts`, of any type.
     pub fn seek_write(&self, key: &[u8], ts: u64) -> Result<Option<(u64, Write)>> {
         let mut found = None;

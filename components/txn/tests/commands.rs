@@ -133,7 +133,7 @@ fn every_command_against_every_state() {
         (NoLock,        ["ok",      "pess_not_found", "lock_not_found", "ok",        "ok",        "txn_not_found",     "txn_not_found",      "txn_not_found", "ok",       "ok",         "ok"]),
         (OwnLock,       ["ok",      "ok",             "ok",             "ok",        "locked",    "status:locked",     "status:rolled_back", "ok",            "ok",       "ok",         "locked"]),
         (OtherLock,     ["locked",  "locked",         "lock_not_found", "ok",        "ok",        "txn_not_found",     "txn_not_found",      "txn_not_found", "locked",   "ok",         "locked"]),
-        (OwnPessimistic,["ok",      "ok",             "type_mismatch",  "ok",        "locked",    "status:locked",     "status:rolled_back", "ok",            "ok",       "ok",         "ok"]),
+        (OwnPessimistic,["ok",      "ok",             "ok",             "ok",        "locked",    "status:locked",     "status:rolled_back", "ok",            "ok",       "ok",         "ok"]),
         (Committed,     ["ok",      "ok",             "ok",             "committed", "committed", "status:committed",  "status:committed",   "txn_not_found", "conflict", "ok",         "ok"]),
         (RolledBack,    ["conflict","pess_not_found", "lock_not_found", "ok",        "ok",        "status:rolled_back","status:rolled_back", "txn_not_found", "conflict", "ok",         "ok"]),
         (NewerCommit,   ["conflict","pess_not_found", "lock_not_found", "ok",        "ok",        "txn_not_found",     "txn_not_found",      "txn_not_found", "conflict", "ok",         "ok"]),
@@ -224,7 +224,36 @@ fn a_rollback_at_another_transactions_commit_ts_keeps_that_commit() {
 fn check_txn_status_pushes_rolls_back_and_reports() {
     let s = Store::new();
     let start = at(1000);
-    s.must_prewrite(vec![put("p", "v")], "p", start);
+    // A lock without min_commit_ts (tikv-client 0.4's) is not pushed: its client would not
+    // retry the commit.
+    s.must_prewrite(vec![put("old", "v")], "old", start);
+    match s
+        .status(CheckTxnStatus {
+            primary: b"old".to_vec(),
+            lock_ts: start,
+            caller_start_ts: at(1020),
+            current_ts: at(1030),
+            ..Default::default()
+        })
+        .unwrap()
+    {
+        TxnStatus::Locked { lock, action, .. } => {
+            assert_eq!(action, Action::NoAction);
+            assert_eq!(lock.min_commit_ts, 0);
+        }
+        other => panic!("{other:?}"),
+    }
+    let r = s
+        .prewrite_cmd(&Prewrite {
+            mutations: vec![put("p", "v")],
+            primary: b"p".to_vec(),
+            start_ts: start,
+            lock_ttl: 100,
+            min_commit_ts: start + 1,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(r.locks.is_empty());
     // A reader at caller_start_ts pushes min_commit_ts above itself, then reads past it.
     let caller = at(1020);
     let status = s
@@ -276,13 +305,22 @@ fn check_txn_status_pushes_rolls_back_and_reports() {
     ));
     let late = s.prewrite(vec![put("q", "v")], "q", 77);
     assert!(late.is_err(), "{late:?}");
-    // Resolving a pessimistic lock: a missing primary is "do nothing".
+    // Resolving a pessimistic lock: a missing primary is "do nothing" (when the caller
+    // allows a rollback at all; otherwise TxnNotFound, as for any missing primary).
     let pessimistic = CheckTxnStatus {
         primary: b"r".to_vec(),
         lock_ts: 88,
         current_ts: at(2000),
         resolving_pessimistic_lock: true,
         ..Default::default()
+    };
+    assert!(matches!(
+        s.status(pessimistic.clone()),
+        Err(Error::TxnNotFound { .. })
+    ));
+    let pessimistic = CheckTxnStatus {
+        rollback_if_not_exist: true,
+        ..pessimistic
     };
     assert!(matches!(
         s.status(pessimistic),
@@ -625,4 +663,86 @@ fn gc_keeps_what_readers_at_or_above_the_safe_point_see() {
         .count();
     assert_eq!(defaults, 1, "the kept long value stays");
     assert_eq!(s.must_get("a", 25), Some(long));
+}
+
+#[test]
+fn an_expired_pessimistic_primary_met_through_a_prewrite_lock_leaves_a_rollback_record() {
+    let s = Store::new();
+    let start = at(1000);
+    s.pessimistic_lock(&["p"], "p", start, start).unwrap();
+    match s.check_status("p", start, at(5000)).unwrap() {
+        TxnStatus::RolledBack { action } => assert_eq!(action, Action::TtlExpireRollback),
+        other => panic!("{other:?}"),
+    }
+    // A stale duplicate of the pessimistic lock request cannot take the key again.
+    assert!(matches!(
+        s.pessimistic_lock(&["p"], "p", start, start),
+        Err(Error::WriteConflict { .. })
+    ));
+}
+
+#[test]
+fn a_commit_at_another_transactions_start_ts_keeps_its_rollback() {
+    let s = Store::new();
+    // Transaction 20 is rolled back on "k" (rollback record at k@20).
+    s.rollback(&["k"], 20).unwrap();
+    // An async-commit transaction commits "k" at exactly 20.
+    s.cm.update_max_ts(19);
+    let r = s
+        .prewrite_cmd(&Prewrite {
+            mutations: vec![put("k", "v")],
+            primary: b"k".to_vec(),
+            start_ts: 10,
+            lock_ttl: 100,
+            secondaries: Some(vec![]),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(r.min_commit_ts, 20);
+    s.commit(&["k"], 10, 20).unwrap();
+    assert_eq!(s.must_get("k", 20).as_deref(), Some("v"));
+    // Transaction 20 is still rolled back there: its late prewrite fails.
+    assert!(matches!(
+        s.check_status("k", 20, u64::MAX),
+        Ok(TxnStatus::RolledBack { .. })
+    ));
+    assert!(s.prewrite(vec![put("k", "late")], "k", 20).is_err());
+}
+
+#[test]
+fn async_commit_over_max_commit_ts_falls_back_to_two_phase_commit() {
+    let s = Store::new();
+    s.cm.update_max_ts(100);
+    let r = s
+        .prewrite_cmd(&Prewrite {
+            mutations: vec![put("a", "1")],
+            primary: b"a".to_vec(),
+            start_ts: 10,
+            lock_ttl: 100,
+            secondaries: Some(vec![]),
+            max_commit_ts: 50,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!((r.min_commit_ts, r.one_pc_commit_ts), (0, 0));
+    assert_eq!(s.cm.memory_lock_count(), 0);
+    match s.check_status("a", 10, 11).unwrap() {
+        TxnStatus::Locked { lock, .. } => assert!(!lock.use_async_commit),
+        other => panic!("{other:?}"),
+    }
+    s.commit(&["a"], 10, 200).unwrap();
+}
+
+#[test]
+fn resolve_lock_refuses_a_commit_ts_at_or_below_start_ts() {
+    let s = Store::new();
+    s.must_prewrite(vec![put("a", "1")], "a", 10);
+    assert!(matches!(
+        s.resolve(&["a"], &[(10, 10)]),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        s.resolve(&["a"], &[(10, 5)]),
+        Err(Error::Invalid(_))
+    ));
 }

@@ -27,12 +27,10 @@ pub(crate) fn commit_key<S: Snapshot + ?Sized>(
     match reader.load_lock(key)? {
         Some(lock) if lock.start_ts == start_ts => {
             if lock.lock_type == LockType::Pessimistic {
-                return Err(Error::LockTypeNotMatch {
-                    start_ts,
-                    key: raw.to_vec(),
-                    lock_type: lock.lock_type,
-                    action: "commit a pessimistic lock that was never prewritten",
-                });
+                // Never prewritten: the key is not part of what commits (its pessimistic
+                // rollback was lost). Release it rather than fail the commit forever.
+                txn.unlock_key(key);
+                return Ok(());
             }
             if commit_ts < lock.min_commit_ts {
                 return Err(Error::CommitTsExpired {
@@ -42,7 +40,7 @@ pub(crate) fn commit_key<S: Snapshot + ?Sized>(
                     min_commit_ts: lock.min_commit_ts,
                 });
             }
-            txn.put_write(key, commit_ts, &write_for(&lock));
+            put_commit_record(txn, reader, key, commit_ts, write_for(&lock))?;
             txn.unlock_key(key);
             Ok(())
         }
@@ -55,6 +53,25 @@ pub(crate) fn commit_key<S: Snapshot + ?Sized>(
             }),
         },
     }
+}
+
+/// Writes a commit record at `commit_ts`. Async-commit and one-phase commit timestamps are
+/// not from the oracle, so one may equal another transaction's start_ts whose rollback
+/// record sits at the same write CF key: the commit record then carries that rollback.
+pub(crate) fn put_commit_record<S: Snapshot + ?Sized>(
+    txn: &mut MvccTxn,
+    reader: &MvccReader<'_, S>,
+    key: &[u8],
+    commit_ts: u64,
+    mut write: Write,
+) -> Result<()> {
+    if let Some(existing) = reader.write_at(key, commit_ts)? {
+        if existing.write_type == WriteType::Rollback || existing.has_overlapped_rollback {
+            write.has_overlapped_rollback = true;
+        }
+    }
+    txn.put_write(key, commit_ts, &write);
+    Ok(())
 }
 
 /// Removes `lock` (the transaction's own, on `key`) and the value it wrote.

@@ -80,8 +80,9 @@ impl CheckTxnStatus {
                     txn,
                 ));
             }
-            if lock.lock_type == LockType::Pessimistic {
-                // Never prewritten: nothing to protect, the lock just goes.
+            if lock.lock_type == LockType::Pessimistic && self.resolving_pessimistic_lock {
+                // The caller met a pessimistic lock: the transaction never prewrote, and
+                // the lock just goes.
                 txn.unlock_key(&ek);
                 return Ok((
                     TxnStatus::RolledBack {
@@ -100,14 +101,19 @@ impl CheckTxnStatus {
             ));
         }
         let mut action = Action::NoAction;
+        // A lock without min_commit_ts comes from a client that commits at a ts of its own
+        // choosing and does not retry a CommitTsExpired: it is not pushed, the caller waits.
         if self.caller_start_ts != 0
             && self.caller_start_ts != u64::MAX
             && !lock.use_async_commit
             && lock.lock_type != LockType::Pessimistic
-            && lock.min_commit_ts <= self.caller_start_ts
+            && lock.min_commit_ts != 0
         {
-            lock.min_commit_ts = (self.caller_start_ts + 1).max(self.current_ts);
-            txn.put_lock(&ek, &lock);
+            if lock.min_commit_ts <= self.caller_start_ts {
+                lock.min_commit_ts = (self.caller_start_ts + 1).max(self.current_ts);
+                txn.put_lock(&ek, &lock);
+            }
+            // Either way it commits above the caller, who may read past it.
             action = Action::MinCommitTsPushed;
         }
         let info = lock.to_lock_info(&self.primary);
@@ -137,13 +143,17 @@ impl CheckTxnStatus {
                 },
                 txn,
             )),
+            CommitRecord::None { .. } if !self.rollback_if_not_exist => Err(Error::TxnNotFound {
+                start_ts: self.lock_ts,
+                primary: self.primary.clone(),
+            }),
             CommitRecord::None { .. } if self.resolving_pessimistic_lock => Ok((
                 TxnStatus::RolledBack {
                     action: Action::LockNotExistDoNothing,
                 },
                 txn,
             )),
-            CommitRecord::None { .. } if self.rollback_if_not_exist => {
+            CommitRecord::None { .. } => {
                 write_rollback_record(&mut txn, reader, ek, &self.primary, self.lock_ts)?;
                 Ok((
                     TxnStatus::RolledBack {
@@ -152,10 +162,6 @@ impl CheckTxnStatus {
                     txn,
                 ))
             }
-            CommitRecord::None { .. } => Err(Error::TxnNotFound {
-                start_ts: self.lock_ts,
-                primary: self.primary.clone(),
-            }),
         }
     }
 }

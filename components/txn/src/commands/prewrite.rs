@@ -4,7 +4,7 @@
 
 use proto::kvrpcpb::{Mutation, Op};
 
-use super::actions::write_for;
+use super::actions::{put_commit_record, write_for};
 use crate::concurrency::ConcurrencyManager;
 use crate::reader::CommitRecord;
 use crate::snapshot::Snapshot;
@@ -85,6 +85,26 @@ impl Prewrite {
     }
 
     pub fn process<S: Snapshot + ?Sized>(
+        &self,
+        reader: &MvccReader<'_, S>,
+        cm: &ConcurrencyManager,
+    ) -> Result<(PrewriteResult, MvccTxn)> {
+        match self.process_once(reader, cm) {
+            // The commit ts async commit or 1PC would pick is over the client's limit: fall
+            // back to plain two-phase commit (min_commit_ts and one_pc_commit_ts 0 say so).
+            Err(Error::CommitTsTooLarge { .. }) => {
+                let plain = Prewrite {
+                    secondaries: None,
+                    try_one_pc: false,
+                    ..self.clone()
+                };
+                plain.process_once(reader, cm)
+            }
+            other => other,
+        }
+    }
+
+    fn process_once<S: Snapshot + ?Sized>(
         &self,
         reader: &MvccReader<'_, S>,
         cm: &ConcurrencyManager,
@@ -202,7 +222,7 @@ impl Prewrite {
         if self.try_one_pc {
             let commit_ts = result.min_commit_ts;
             for (ek, lock, pessimistic_locked) in one_pc {
-                txn.put_write(&ek, commit_ts, &write_for(&lock));
+                put_commit_record(&mut txn, reader, &ek, commit_ts, write_for(&lock))?;
                 if pessimistic_locked {
                     txn.unlock_key(&ek);
                 }

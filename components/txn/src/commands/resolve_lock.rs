@@ -23,6 +23,13 @@ impl ResolveLock {
 
     pub fn process<S: Snapshot + ?Sized>(&self, reader: &MvccReader<'_, S>) -> Result<MvccTxn> {
         super::check_distinct(&self.keys)?;
+        for (start_ts, commit_ts) in &self.txn_status {
+            if *commit_ts != 0 && commit_ts <= start_ts {
+                return Err(crate::Error::Invalid(format!(
+                    "resolve lock: commit_ts {commit_ts} is not above start_ts {start_ts}"
+                )));
+            }
+        }
         let mut txn = MvccTxn::new();
         // With one transaction, a named key without its lock is still settled (a rollback
         // record, or a commit check); with several, only keys locked by one of them.
