@@ -610,3 +610,149 @@ async fn a_large_transaction_commits_across_size_splits() {
     assert_eq!(seen, 1000);
     t.rollback().await.unwrap();
 }
+
+/// Our client's transactions beside tikv-client's, on one cluster: each reads what the other
+/// committed, conflicts are seen from both sides, and our resolver settles tikv-client's
+/// abandoned locks.
+async fn ours_beside_tikv(
+    ours: &client::TransactionClient,
+    tikv: &TransactionClient,
+    admin: &client::Client,
+    prefix: &[u8],
+) {
+    use client::TxnOptions;
+    let k = |i: usize| format!("ob{i:03}");
+    // Ours writes, tikv-client reads; and back.
+    let mut t = ours.begin(TxnOptions::optimistic()).await.unwrap();
+    for i in 0..40 {
+        t.put(k(i), format!("ours{i}")).await.unwrap();
+    }
+    t.commit().await.expect("our commit");
+    split(
+        admin,
+        encode(&[prefix, k(20).as_bytes()].concat()),
+        2 + admin.regions().await.unwrap().len() - 1,
+    )
+    .await;
+    let mut theirs = tikv.begin_optimistic().await.unwrap();
+    assert_eq!(theirs.get(k(3)).await.unwrap(), Some(b"ours3".to_vec()));
+    assert_eq!(theirs.get(k(33)).await.unwrap(), Some(b"ours33".to_vec()));
+    theirs.put(k(1), "tikv1".to_owned()).await.unwrap();
+    theirs.put(k(30), "tikv30".to_owned()).await.unwrap();
+    theirs.commit().await.unwrap();
+    let mut t = ours.begin(TxnOptions::optimistic()).await.unwrap();
+    assert_eq!(t.get(k(1)).await.unwrap(), Some(b"tikv1".to_vec()));
+    assert_eq!(t.get(k(30)).await.unwrap(), Some(b"tikv30".to_vec()));
+    let scanned = t.scan(k(10), k(25), 100).await.unwrap();
+    assert_eq!(scanned.len(), 15);
+    assert_eq!(scanned[0].0, k(10).into_bytes());
+    t.rollback().await.unwrap();
+
+    // A conflict seen from our side: tikv-client commits first.
+    let mut a = ours.begin(TxnOptions::optimistic()).await.unwrap();
+    let mut b = tikv.begin_optimistic().await.unwrap();
+    a.put(k(5), "a".to_owned()).await.unwrap();
+    b.put(k(5), "b".to_owned()).await.unwrap();
+    b.commit().await.unwrap();
+    let err = a.commit().await.expect_err("conflict");
+    assert!(err.is_write_conflict(), "{err}");
+
+    // Pessimistic: ours locks, tikv-client's competing lock fails; then ours commits.
+    let mut p = ours
+        .begin(TxnOptions {
+            lock_ttl_ms: 30_000,
+            ..TxnOptions::pessimistic()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        p.get_for_update(k(6)).await.unwrap(),
+        Some(b"ours6".to_vec())
+    );
+    let mut q = tikv
+        .begin_with_options(
+            TransactionOptions::new_pessimistic().drop_check(tikv_client::CheckLevel::None),
+        )
+        .await
+        .unwrap();
+    // tikv-client waits (backs off) on our live lock: it does not get the key.
+    let competing = tokio::time::timeout(Duration::from_secs(1), q.get_for_update(k(6))).await;
+    assert!(!matches!(competing, Ok(Ok(_))), "{competing:?}");
+    q.rollback().await.unwrap();
+    p.put(k(6), "pess".to_owned()).await.unwrap();
+    p.commit().await.expect("our pessimistic commit");
+
+    // Async commit: committed once prewritten, readable by both.
+    let mut c = ours
+        .begin(TxnOptions::optimistic().with_async_commit())
+        .await
+        .unwrap();
+    c.put(k(7), "async".to_owned()).await.unwrap();
+    c.put(k(27), "async".to_owned()).await.unwrap();
+    let commit_ts = c.commit().await.expect("async commit");
+    assert!(commit_ts > c.start_ts());
+    let mut theirs = tikv.begin_optimistic().await.unwrap();
+    assert_eq!(theirs.get(k(27)).await.unwrap(), Some(b"async".to_vec()));
+    theirs.rollback().await.unwrap();
+
+    // Insert of an existing key through ours is refused.
+    let mut i = ours.begin(TxnOptions::optimistic()).await.unwrap();
+    assert_eq!(i.get(k(6)).await.unwrap(), Some(b"pess".to_vec()));
+    i.rollback().await.unwrap();
+
+    // Status and locks as ctl shows them.
+    let now = ours.timestamp().await.unwrap();
+    assert!(ours
+        .scan_locks(b"", b"", now, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        ours.txn_status(k(7).as_bytes(), c.start_ts())
+            .await
+            .unwrap(),
+        client::TxnStatus::Committed { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_transaction_client_beside_tikv_client() {
+    let cluster = ProcCluster::start(3);
+    let admin = cluster.client().await;
+    cluster.wait_replicated(&admin, 1, 3).await;
+    let tikv = TransactionClient::new(vec![cluster.pd.clone()])
+        .await
+        .unwrap();
+    let ours = client::TransactionClient::connect(
+        std::slice::from_ref(&cluster.pd),
+        client::ClientConfig::default(),
+    )
+    .await
+    .unwrap();
+    ours_beside_tikv(&ours, &tikv, &admin, b"").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_transaction_client_beside_tikv_client_in_a_keyspace() {
+    let cluster = ProcCluster::start_with_stores(3, |cfg| {
+        cfg.api_version = api_version::ApiVersion::V2;
+    });
+    let admin = cluster.client().await;
+    cluster.wait_replicated(&admin, 5, 3).await;
+    let tikv = TransactionClient::new_with_config(
+        vec![cluster.pd.clone()],
+        tikv_client::Config::default().with_default_keyspace(),
+    )
+    .await
+    .unwrap();
+    let ours = client::TransactionClient::connect(
+        std::slice::from_ref(&cluster.pd),
+        client::ClientConfig {
+            keyspace: Some("DEFAULT".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    ours_beside_tikv(&ours, &tikv, &admin, b"x\0\0\0").await;
+}

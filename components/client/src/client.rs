@@ -15,6 +15,8 @@ use tonic::transport::Channel;
 
 use crate::config::ClientConfig;
 use crate::error::{Error, KeyDisplay, Result};
+use api_version::keyspace::KeyMode;
+
 use crate::keyspace::Keyspace;
 use crate::kv::{key_error, KvRequest, KvResponse};
 use crate::net;
@@ -45,6 +47,9 @@ pub struct Client {
 
 pub(crate) struct Inner {
     config: ClientConfig,
+    /// Raw or transactional keys: a transactional client routes by encoded keys (region
+    /// boundaries decoded) even without a keyspace, as tikv-client's does.
+    mode: KeyMode,
     pd: Pd,
     /// Set once at connect when the config names a keyspace (API V2).
     keyspace: std::sync::OnceLock<Keyspace>,
@@ -75,6 +80,14 @@ impl Client {
     /// Connects to the PD cluster: `GetMembers` on the endpoints in turn (`host:port` or
     /// `http://host:port`) finds the cluster id and the leader. Stores are dialled lazily.
     pub async fn connect(pd_endpoints: &[String], config: ClientConfig) -> Result<Client> {
+        Client::connect_mode(pd_endpoints, config, KeyMode::Raw).await
+    }
+
+    pub(crate) async fn connect_mode(
+        pd_endpoints: &[String],
+        config: ClientConfig,
+        mode: KeyMode,
+    ) -> Result<Client> {
         config.validate()?;
         let pd = Pd::connect(
             pd_endpoints,
@@ -87,6 +100,7 @@ impl Client {
         let client = Client {
             inner: Arc::new(Inner {
                 config,
+                mode,
                 pd,
                 keyspace: std::sync::OnceLock::new(),
                 cache: RwLock::new(RegionCache::default()),
@@ -123,7 +137,7 @@ impl Client {
                     ),
                 });
             }
-            let _ = inner.keyspace.set(Keyspace::new(meta.id));
+            let _ = inner.keyspace.set(Keyspace::new(meta.id, mode));
         }
         Ok(client)
     }
@@ -159,6 +173,23 @@ impl Client {
             }
         }
         pairs
+    }
+
+    /// [`Client::req_range`], for the transaction module.
+    pub(crate) fn req_range_pub(&self, start: Vec<u8>, end: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+        self.req_range(start, end)
+    }
+
+    /// The caller's key for a key a store returned (the keyspace prefix stripped).
+    pub(crate) fn user_key(&self, key: Vec<u8>) -> Vec<u8> {
+        match self.inner.keyspace.get() {
+            Some(ks) => ks.user_key(key),
+            None => key,
+        }
+    }
+
+    pub(crate) fn inner_config(&self) -> &ClientConfig {
+        &self.inner.config
     }
 
     /// The id of the cluster, as PD reported it.
@@ -625,12 +656,11 @@ impl Inner {
         state: &mut RetryState<'_>,
     ) -> Result<Option<RegionInfo>> {
         let pd_key;
-        let key = match self.keyspace.get() {
-            Some(_) => {
-                pd_key = Keyspace::to_pd(key);
-                pd_key.as_slice()
-            }
-            None => key,
+        let key = if self.encoded_routing() {
+            pd_key = Keyspace::to_pd(key);
+            pd_key.as_slice()
+        } else {
+            key
         };
         let result = self
             .pd_call(state, "GetRegion", true, |leader, header, timeout| {
@@ -668,9 +698,10 @@ impl Inner {
         let mut out = Vec::new();
         // PD's table holds encoded keys under a keyspace: ask in its form, page in its form,
         // and decode what it answers.
-        let (start, end) = match self.keyspace.get() {
-            Some(_) => (Keyspace::to_pd(start), Keyspace::to_pd(end)),
-            None => (start.to_vec(), end.to_vec()),
+        let (start, end) = if self.encoded_routing() {
+            (Keyspace::to_pd(start), Keyspace::to_pd(end))
+        } else {
+            (start.to_vec(), end.to_vec())
         };
         let end = end.as_slice();
         let mut from = start;
@@ -716,10 +747,66 @@ impl Inner {
     /// A region as PD or a store reported it, in the form the cache holds: boundaries decoded
     /// under a keyspace.
     fn cached_form(&self, region: metapb::Region) -> Result<metapb::Region> {
-        match self.keyspace.get() {
-            Some(_) => Keyspace::decode_region(region),
-            None => Ok(region),
+        if self.encoded_routing() {
+            Keyspace::decode_region(region)
+        } else {
+            Ok(region)
         }
+    }
+
+    /// A timestamp from PD's oracle (`Tso`, one answer on its stream).
+    pub(crate) async fn tso(&self) -> Result<u64> {
+        let mut state = self.retry_state("tso");
+        let resp = self
+            .pd_call(&mut state, "Tso", true, |leader, header, timeout| {
+                let mut pd = leader.pd.clone();
+                let req = pdpb::TsoRequest {
+                    header,
+                    count: 1,
+                    dc_location: String::new(),
+                };
+                async move {
+                    let mut answers = pd
+                        .tso(net::request(futures::stream::iter([req]), timeout))
+                        .await?
+                        .into_inner();
+                    match answers.message().await? {
+                        Some(resp) => Ok(tonic::Response::new(resp)),
+                        None => Err(tonic::Status::unavailable("the Tso stream ended early")),
+                    }
+                }
+            })
+            .await?;
+        let ts = resp.timestamp.ok_or_else(|| Error::BadResponse {
+            method: "Tso",
+            target: "PD".into(),
+            reason: "no timestamp".into(),
+        })?;
+        Ok(((ts.physical as u64) << 18) | ts.logical as u64)
+    }
+
+    /// The cluster's GC safe point (0 before anyone set it).
+    pub(crate) async fn gc_safe_point(&self) -> Result<u64> {
+        let mut state = self.retry_state("gc_safe_point");
+        let resp = self
+            .pd_call(
+                &mut state,
+                "GetGCSafePoint",
+                true,
+                |leader, header, timeout| {
+                    let mut pd = leader.pd.clone();
+                    let req = pdpb::GetGcSafePointRequest { header };
+                    async move { pd.get_gc_safe_point(net::request(req, timeout)).await }
+                },
+            )
+            .await?;
+        Ok(resp.safe_point)
+    }
+
+    /// Whether PD's table and the stores' region boundaries hold encoded keys for the keys
+    /// this client sends: under a keyspace, and for transactional keys always.
+    pub(crate) fn encoded_routing(&self) -> bool {
+        self.keyspace.get().is_some() || self.mode == KeyMode::Txn
     }
 
     /// The cached route for `key`, asking PD on a miss.
@@ -1025,7 +1112,7 @@ impl Inner {
 
     /// A request for the region holding `key`, retried until it succeeds, fails for good or
     /// runs out of retry time.
-    async fn single<R: KvRequest>(
+    pub(crate) async fn single<R: KvRequest>(
         &self,
         op: &'static str,
         key: &[u8],
@@ -1045,10 +1132,32 @@ impl Inner {
         }
     }
 
+    /// [`Inner::single`], also answering the end key of the region that served it (request
+    /// form; empty: the last region), for requests that walk a range region by region.
+    pub(crate) async fn single_with_route<R: KvRequest>(
+        &self,
+        op: &'static str,
+        key: &[u8],
+        idempotent: bool,
+        build: impl Fn() -> R,
+    ) -> Result<(R::Response, Vec<u8>)> {
+        let mut state = self.retry_state(op);
+        loop {
+            let route = self.locate(key, &mut state).await?;
+            match self.attempt(&route, build(), &mut state).await {
+                Ok(resp) => return Ok((resp, route.end_key().to_vec())),
+                Err(failure) => {
+                    let pause = state.admit(failure, idempotent)?;
+                    state.pause([pause]).await?;
+                }
+            }
+        }
+    }
+
     /// Splits `work` by region, sends the parts (at most `max_concurrent_requests` at once),
     /// and re-splits and resends the parts that failed with a retryable error. The results of
     /// the parts, in no particular order. All requests of this kind are idempotent.
-    async fn sharded<W, R, T>(
+    pub(crate) async fn sharded<W, R, T>(
         &self,
         op: &'static str,
         work: W,

@@ -110,6 +110,17 @@ pub enum Error {
         state: String,
     },
 
+    /// A transactional request met a key error: a write conflict, an existing key, a lock
+    /// that could not be resolved in time, or an aborted request. The transaction did not
+    /// commit (after a commit's primary succeeded, errors are not returned).
+    #[error("{method}: transaction {start_ts}: {message}")]
+    Txn {
+        method: &'static str,
+        start_ts: u64,
+        message: String,
+        key_error: Box<proto::kvrpcpb::KeyError>,
+    },
+
     /// An operator was still running when the caller stopped waiting; it may still finish.
     #[error("operator on region {region_id} ({description}) still running after {timeout:?}")]
     OperatorWait {
@@ -117,6 +128,19 @@ pub enum Error {
         description: String,
         timeout: Duration,
     },
+}
+
+impl Error {
+    /// A write conflict (another transaction committed a key this one wrote): retrying the
+    /// transaction from the start may succeed.
+    pub fn is_write_conflict(&self) -> bool {
+        matches!(self, Error::Txn { key_error, .. } if key_error.conflict.is_some())
+    }
+
+    /// An insert of a key that exists.
+    pub fn is_already_exist(&self) -> bool {
+        matches!(self, Error::Txn { key_error, .. } if key_error.already_exist.is_some())
+    }
 }
 
 /// Displays a key readably: printable ASCII as is, other bytes as `\xNN`, long keys cut.

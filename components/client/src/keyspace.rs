@@ -20,11 +20,12 @@ pub(crate) struct Keyspace {
 }
 
 impl Keyspace {
-    pub fn new(id: u32) -> Keyspace {
+    /// Keyspace `id`'s keys of `mode` (raw: `r`, transactional: `x`).
+    pub fn new(id: u32, mode: KeyMode) -> Keyspace {
         Keyspace {
             id,
-            prefix: keyspace::prefix(KeyMode::Raw, id),
-            end: keyspace::prefix(KeyMode::Raw, id + 1),
+            prefix: keyspace::prefix(mode, id),
+            end: keyspace::prefix(mode, id + 1),
         }
     }
 
@@ -93,7 +94,7 @@ mod tests {
 
     #[test]
     fn keys_are_prefixed_out_and_stripped_back() {
-        let ks = Keyspace::new(1);
+        let ks = Keyspace::new(1, KeyMode::Raw);
         assert_eq!(ks.key(b"k"), b"r\0\0\x01k");
         assert_eq!(ks.user_key(b"r\0\0\x01k".to_vec()), b"k");
         assert_eq!(

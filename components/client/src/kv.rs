@@ -40,7 +40,11 @@ macro_rules! kv_request {
             type Response = kvrpcpb::$resp;
             const METHOD: &'static str = $method;
 
-            fn set_context(&mut self, context: Context) {
+            fn set_context(&mut self, mut context: Context) {
+                // A transactional read names the locks it may read past: keep them.
+                if let Some(old) = self.context.take() {
+                    context.resolved_locks = old.resolved_locks;
+                }
                 self.context = Some(context);
             }
 
@@ -93,6 +97,45 @@ kv_request!(RawScanRequest => RawScanResponse, "RawScan", raw_scan);
 kv_request!(RawDeleteRangeRequest => RawDeleteRangeResponse, "RawDeleteRange", raw_delete_range);
 kv_request!(RawCasRequest => RawCasResponse, "RawCompareAndSwap", raw_compare_and_swap);
 kv_request!(RawGetKeyTtlRequest => RawGetKeyTtlResponse, "RawGetKeyTTL", raw_get_key_ttl);
+
+kv_request!(GetRequest => GetResponse, "KvGet", kv_get);
+kv_request!(BatchGetRequest => BatchGetResponse, "KvBatchGet", kv_batch_get);
+kv_request!(ScanRequest => ScanResponse, "KvScan", kv_scan);
+kv_request!(PrewriteRequest => PrewriteResponse, "KvPrewrite", kv_prewrite);
+kv_request!(CommitRequest => CommitResponse, "KvCommit", kv_commit);
+kv_request!(BatchRollbackRequest => BatchRollbackResponse, "KvBatchRollback", kv_batch_rollback);
+kv_request!(CheckTxnStatusRequest => CheckTxnStatusResponse, "KvCheckTxnStatus", kv_check_txn_status);
+kv_request!(
+    CheckSecondaryLocksRequest => CheckSecondaryLocksResponse,
+    "KvCheckSecondaryLocks",
+    kv_check_secondary_locks
+);
+kv_request!(ResolveLockRequest => ResolveLockResponse, "KvResolveLock", kv_resolve_lock);
+kv_request!(
+    PessimisticLockRequest => PessimisticLockResponse,
+    "KvPessimisticLock",
+    kv_pessimistic_lock
+);
+kv_request!(
+    PessimisticRollbackRequest => PessimisticRollbackResponse,
+    "KVPessimisticRollback",
+    kv_pessimistic_rollback
+);
+kv_request!(ScanLockRequest => ScanLockResponse, "KvScanLock", kv_scan_lock);
+
+// Transactional responses carry a `KeyError`, which the transaction logic reads itself.
+kv_response!(GetResponse);
+kv_response!(BatchGetResponse);
+kv_response!(ScanResponse);
+kv_response!(PrewriteResponse);
+kv_response!(CommitResponse);
+kv_response!(BatchRollbackResponse);
+kv_response!(CheckTxnStatusResponse);
+kv_response!(CheckSecondaryLocksResponse);
+kv_response!(ResolveLockResponse);
+kv_response!(PessimisticLockResponse);
+kv_response!(PessimisticRollbackResponse);
+kv_response!(ScanLockResponse);
 
 kv_response!(RawGetResponse, with_error);
 kv_response!(RawBatchGetResponse);

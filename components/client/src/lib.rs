@@ -1,5 +1,7 @@
-//! An async client of a regionstore cluster, speaking TiKV's RawKV and PD's routing protocols
-//! over gRPC (so it also talks to TiKV + PD).
+//! An async client of a regionstore cluster, speaking TiKV's RawKV, transactional (Percolator)
+//! and PD's routing protocols over gRPC (so it also talks to TiKV + PD). [`TransactionClient`]
+//! runs transactions: begin at a PD timestamp, buffered writes, two-phase commit with the
+//! primary first (or async commit), and resolution of the locks it meets.
 //!
 //! [`Client::connect`] asks PD (`GetMembers`) for the cluster id and the leader; every KV
 //! operation then finds the region of its keys in a cache filled from PD (`GetRegion`,
@@ -38,10 +40,12 @@ mod pd;
 mod region_cache;
 mod retry;
 mod shard;
+mod txn;
 
 pub use admin::Operator;
 pub use client::{Client, KvPair, RegionInfo};
 pub use config::ClientConfig;
 pub use error::{Error, Result};
+pub use txn::{Transaction, TransactionClient, TxnOptions, TxnStatus, DEFAULT_LOCK_TTL_MS};
 // The types the public API speaks in.
 pub use proto::{metapb, schedulerpb};

@@ -269,6 +269,8 @@ macro_rules! pd_responses {
 }
 
 pd_responses!(
+    pdpb::TsoResponse,
+    pdpb::GetGcSafePointResponse,
     pdpb::GetRegionResponse,
     pdpb::ScanRegionsResponse,
     pdpb::GetStoreResponse,

@@ -214,10 +214,14 @@ fn a_transaction_commits_across_a_split_and_a_leader_change_after_prewrite() {
         .split(&txn::key::encode(b"h"))
         .expect("split at an encoded key");
     // The scheduler learns of the split from the leader's report.
-    test_cluster::wait_until("the scheduler sees the split", Duration::from_secs(10), || {
-        cluster.region_for_key(&txn::key::encode(b"m")).id
-            != cluster.region_for_key(&txn::key::encode(b"a")).id
-    });
+    test_cluster::wait_until(
+        "the scheduler sees the split",
+        Duration::from_secs(10),
+        || {
+            cluster.region_for_key(&txn::key::encode(b"m")).id
+                != cluster.region_for_key(&txn::key::encode(b"a")).id
+        },
+    );
     let right = cluster.region_for_key(&txn::key::encode(b"m"));
     let old_leader = cluster.wait_leader(right.id);
     let follower = right
