@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use std::future::Future;
 
-use client::{Client, ClientConfig, Operator};
+use client::{Client, ClientConfig, Operator, TransactionClient, TxnOptions, TxnStatus};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -73,6 +73,30 @@ pub enum CtlCommand {
     /// Keyspaces (API version 2 clusters).
     #[command(subcommand)]
     Keyspace(KeyspaceCommand),
+    /// Transactional reads and writes, and what transactions left behind.
+    #[command(subcommand)]
+    Txn(TxnCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TxnCommand {
+    /// Read one key in a transaction at a fresh timestamp.
+    Get { key: String },
+    /// Write one key in a transaction (two-phase commit); prints the commit ts.
+    Put { key: String, value: String },
+    /// Locks in [start, end) (empty end: to the end) taken at or below now.
+    Locks {
+        #[arg(default_value = "")]
+        start: String,
+        #[arg(default_value = "")]
+        end: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// The cluster's GC safe point.
+    GcSafepoint,
+    /// What became of the transaction started at `start_ts` with primary key `primary`.
+    Status { start_ts: u64, primary: String },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -112,6 +136,14 @@ pub fn run(args: Args) -> Result<(), String> {
             keyspace: args.keyspace.clone(),
             ..Default::default()
         };
+        if let CtlCommand::Txn(command) = args.command {
+            let client = TransactionClient::connect(std::slice::from_ref(&args.pd), config)
+                .await
+                .map_err(|e| e.to_string())?;
+            return execute_txn(&client, command)
+                .await
+                .map_err(|e| e.to_string());
+        }
         let client = Client::connect(std::slice::from_ref(&args.pd), config)
             .await
             .map_err(|e| e.to_string())?;
@@ -120,6 +152,71 @@ pub fn run(args: Args) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())
     })
+}
+
+/// `ts` as TSO parts: physical milliseconds (as a UTC time) and the logical counter.
+fn show_ts(ts: u64) -> String {
+    format!(
+        "{ts} (physical {} ms, logical {})",
+        ts >> 18,
+        ts & ((1 << 18) - 1)
+    )
+}
+
+async fn execute_txn(client: &TransactionClient, command: TxnCommand) -> client::Result<()> {
+    match command {
+        TxnCommand::Get { key } => {
+            let mut t = client.begin(TxnOptions::optimistic()).await?;
+            match t.get(key).await? {
+                Some(v) => println!("{}", show(&v)),
+                None => println!("(not found)"),
+            }
+            t.rollback().await?;
+        }
+        TxnCommand::Put { key, value } => {
+            let mut t = client.begin(TxnOptions::optimistic()).await?;
+            t.put(key, value).await?;
+            let commit_ts = t.commit().await?;
+            println!("committed at {}", show_ts(commit_ts));
+        }
+        TxnCommand::Locks { start, end, limit } => {
+            let now = client.timestamp().await?;
+            let locks = client
+                .scan_locks(start.as_bytes(), end.as_bytes(), now, limit)
+                .await?;
+            for l in &locks {
+                println!(
+                    "key {:?} start_ts {} primary {:?} ttl {} ms type {:?}{}",
+                    show(&l.key),
+                    l.lock_version,
+                    show(&l.primary_lock),
+                    l.lock_ttl,
+                    proto::kvrpcpb::Op::try_from(l.lock_type).unwrap_or(proto::kvrpcpb::Op::Put),
+                    if l.use_async_commit {
+                        " async-commit"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            println!("{} lock(s)", locks.len());
+        }
+        TxnCommand::GcSafepoint => println!("{}", show_ts(client.gc_safe_point().await?)),
+        TxnCommand::Status { start_ts, primary } => {
+            match client.txn_status(primary.as_bytes(), start_ts).await? {
+                TxnStatus::Committed { commit_ts } => {
+                    println!("committed at {}", show_ts(commit_ts))
+                }
+                TxnStatus::RolledBack => println!("rolled back"),
+                TxnStatus::Locked { ttl_ms, lock } => println!(
+                    "locked: primary {:?}, ttl {ttl_ms} ms from its start, min_commit_ts {}",
+                    show(&lock.primary_lock),
+                    lock.min_commit_ts
+                ),
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn execute(
@@ -229,6 +326,12 @@ async fn execute(
             for ks in client.keyspaces().await? {
                 println!("keyspace {:<8} {}", ks.id, ks.name);
             }
+        }
+        CtlCommand::Txn(_) => {
+            return Err(client::Error::InvalidArgument {
+                op: "ctl txn",
+                reason: "needs a transactional client".into(),
+            })
         }
         CtlCommand::Operators => {
             for op in client.operators().await? {

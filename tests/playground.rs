@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{free_offset, BIN};
+use common::{ctl, free_offset, BIN};
 use test_cluster::wait_for;
 
 fn start(dir: &std::path::Path, offset: u16) -> (Child, mpsc::Receiver<String>) {
@@ -64,20 +64,6 @@ fn start_with(
             }
         }
     }
-}
-
-fn ctl(pd: &str, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(["ctl", "--pd", pd])
-        .args(args)
-        .output()
-        .expect("run ctl");
-    assert!(
-        out.status.success(),
-        "ctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn stop(mut child: Child, rx: mpsc::Receiver<String>) {

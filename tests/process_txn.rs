@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use api_version::memcomparable::encode;
-use common::{wait_until, ProcCluster};
+use common::{ctl, wait_until, ProcCluster};
 use proto::kvrpcpb::{self, Context, Mutation, Op};
 use proto::tikvpb::tikv_client::TikvClient;
 use tikv_client::{TimestampExt as _, TransactionClient, TransactionOptions};
@@ -173,6 +173,25 @@ async fn tikv_client_optimistic_transactions_across_region_splits() {
         locks.is_empty()
     })
     .await;
+
+    // The same through ctl, and its transactional reads and writes.
+    let pd = cluster.pd.clone();
+    let said = ctl(&pd, &["txn", "put", "ctl-key", "ctl-value"]);
+    assert!(said.starts_with("committed at "), "{said}");
+    assert_eq!(ctl(&pd, &["txn", "get", "ctl-key"]), "ctl-value");
+    assert_eq!(ctl(&pd, &["txn", "get", "nobody"]), "(not found)");
+    assert_eq!(ctl(&pd, &["txn", "locks"]), "0 lock(s)");
+    assert!(ctl(&pd, &["txn", "gc-safepoint"]).starts_with("0 "));
+    let mut t = client.begin_optimistic().await.unwrap();
+    t.put("ctl-locked".to_owned(), "v".to_owned())
+        .await
+        .unwrap();
+    let start = t.start_timestamp().version();
+    t.rollback().await.unwrap();
+    assert_eq!(
+        ctl(&pd, &["txn", "status", &start.to_string(), "ctl-locked"]),
+        "rolled back"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

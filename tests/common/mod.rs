@@ -91,6 +91,22 @@ where
     }
 }
 
+/// `regionstore ctl --pd <pd> <args>`: its output, trimmed (panics with its error output if
+/// it fails).
+pub fn ctl(pd: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(["ctl", "--pd", pd])
+        .args(args)
+        .output()
+        .expect("run ctl");
+    assert!(
+        out.status.success(),
+        "ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// An offset whose ports (scheduler 2379+o and 2381+o, stores 20160+o.. and 20180+o..) are
 /// free now.
 pub fn free_offset() -> u16 {
