@@ -5,9 +5,12 @@
 //! - `kv`: uniform or zipfian keys, a read/write ratio, value size, key count, concurrency.
 //! - `split`: sequential keys into a fresh cluster of one region, until N regions or T
 //!   seconds; reports the throughput in the seconds with a split against the others.
+//! - `txn`: bank transfers in transactions beside a raw two-key baseline, with the bank's
+//!   total checked at the end.
 
 mod driver;
 mod report;
+mod txn;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,6 +36,9 @@ pub enum BenchCommand {
     Kv(KvArgs),
     /// Sequential writes into a cluster that starts with one region and splits as it grows.
     Split(SplitArgs),
+    /// Bank transfers in transactions (optimistic, pessimistic, async commit) beside a raw
+    /// two-key baseline; checks the bank's total at the end.
+    Txn(txn::TxnArgs),
     /// Prints candidate/baseline ratios of two result files.
     Compare {
         baseline: PathBuf,
@@ -153,6 +159,10 @@ pub fn run(args: Args) -> Result<(), String> {
             let rt = runtime()?;
             rt.block_on(run_split(split))
         }
+        BenchCommand::Txn(args) => {
+            let rt = runtime()?;
+            rt.block_on(txn::run(args))
+        }
     }
 }
 
@@ -168,6 +178,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 struct Cluster {
     pd: String,
     _own: Option<Playground>,
+}
+
+impl Cluster {
+    /// Started by the bench (so it may be split and tuned).
+    fn owned(&self) -> bool {
+        self._own.is_some()
+    }
 }
 
 fn start_cluster(common: &Common, tune: &dyn Fn(&mut StoreConfig)) -> Result<Cluster, String> {

@@ -292,20 +292,72 @@ impl Transaction {
         }
     }
 
-    /// The values of `keys` (absent keys left out), sorted by key.
+    /// The values of `keys` (absent keys left out), sorted by key: one request per region,
+    /// sent together.
     pub async fn batch_get(
         &mut self,
         keys: impl IntoIterator<Item = impl Into<Vec<u8>>>,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut out = Vec::new();
+        let mut out = BTreeMap::new();
+        let mut wanted = Vec::new();
         for key in keys {
-            let key = key.into();
-            if let Some(v) = self.get(key.clone()).await? {
-                out.push((key, v));
+            let key = self.client.req_key(key);
+            match self.buffer.get(&key) {
+                Some(Some(v)) => {
+                    out.insert(key, v.clone());
+                }
+                Some(None) => {}
+                None => wanted.push(key),
             }
         }
-        out.sort();
-        Ok(out)
+        let deadline = self.deadline();
+        while !wanted.is_empty() {
+            let ctx = self.context();
+            let start_ts = self.start_ts;
+            let results = self
+                .client
+                .inner
+                .sharded(
+                    "txn_batch_get",
+                    Keys(wanted.clone()),
+                    |piece: &Keys<Vec<u8>>| kvrpcpb::BatchGetRequest {
+                        context: ctx.clone(),
+                        keys: piece.0.clone(),
+                        version: start_ts,
+                    },
+                    |resp: kvrpcpb::BatchGetResponse, _| Ok(resp),
+                )
+                .await?;
+            let mut locks = Vec::new();
+            let mut retry = Vec::new();
+            for resp in results {
+                if let Some(e) = resp.error {
+                    return Err(txn_error("KvBatchGet", start_ts, e));
+                }
+                for pair in resp.pairs {
+                    match pair.error {
+                        None => {
+                            out.insert(pair.key, pair.value);
+                        }
+                        Some(KeyError {
+                            locked: Some(lock), ..
+                        }) => {
+                            retry.push(pair.key);
+                            locks.push(lock);
+                        }
+                        Some(e) => return Err(txn_error("KvBatchGet", start_ts, e)),
+                    }
+                }
+            }
+            for lock in locks {
+                self.resolve(lock, deadline).await?;
+            }
+            wanted = retry;
+        }
+        Ok(out
+            .into_iter()
+            .map(|(k, v)| (self.client.user_key(k), v))
+            .collect())
     }
 
     /// Up to `limit` pairs of `[start, end)` (empty `end`: to the end) at the transaction's
@@ -559,13 +611,15 @@ impl Transaction {
         };
         let secondaries: Vec<Vec<u8>> = keys.iter().filter(|k| **k != primary).cloned().collect();
         if self.options.async_commit {
-            // Decided once every key is prewritten: commit them all at min_commit_ts.
-            let _ = self.commit_keys(&keys, min_commit_ts).await;
+            // Decided once every key is prewritten: the locks become commits at
+            // min_commit_ts in the background (a reader that meets one settles it too).
+            self.commit_in_background(keys, min_commit_ts);
             return Ok(min_commit_ts);
         }
         let commit_ts = self.commit_primary(&primary).await?;
-        // Decided: a secondary left locked is committed by whoever meets it.
-        let _ = self.commit_keys(&secondaries, commit_ts).await;
+        // Decided: the secondaries commit in the background; one still locked is committed
+        // by whoever meets it.
+        self.commit_in_background(secondaries, commit_ts);
         Ok(commit_ts)
     }
 
@@ -686,27 +740,14 @@ impl Transaction {
         }
     }
 
-    async fn commit_keys(&self, keys: &[Vec<u8>], commit_ts: u64) -> Result<()> {
-        let start_ts = self.start_ts;
-        let results = self
-            .client
-            .inner
-            .sharded(
-                "commit",
-                Keys(keys.to_vec()),
-                |piece: &Keys<Vec<u8>>| kvrpcpb::CommitRequest {
-                    start_version: start_ts,
-                    keys: piece.0.clone(),
-                    commit_version: commit_ts,
-                    ..Default::default()
-                },
-                |resp: kvrpcpb::CommitResponse, _| Ok(resp.error),
-            )
-            .await?;
-        match results.into_iter().flatten().next() {
-            Some(e) => Err(txn_error("KvCommit", start_ts, e)),
-            None => Ok(()),
+    fn commit_in_background(&self, keys: Vec<Vec<u8>>, commit_ts: u64) {
+        if keys.is_empty() {
+            return;
         }
+        let (client, start_ts) = (self.client.clone(), self.start_ts);
+        tokio::spawn(async move {
+            let _ = commit_keys(&client, start_ts, &keys, commit_ts).await;
+        });
     }
 
     async fn rollback_keys(&self, keys: &[Vec<u8>]) -> Result<()> {
@@ -741,6 +782,33 @@ impl Transaction {
         }
         self.rollback_keys(&keys.into_iter().collect::<Vec<_>>())
             .await
+    }
+}
+
+/// Commits `keys` of the transaction at `start_ts` at `commit_ts`, region by region.
+async fn commit_keys(
+    client: &Client,
+    start_ts: u64,
+    keys: &[Vec<u8>],
+    commit_ts: u64,
+) -> Result<()> {
+    let results = client
+        .inner
+        .sharded(
+            "commit",
+            Keys(keys.to_vec()),
+            |piece: &Keys<Vec<u8>>| kvrpcpb::CommitRequest {
+                start_version: start_ts,
+                keys: piece.0.clone(),
+                commit_version: commit_ts,
+                ..Default::default()
+            },
+            |resp: kvrpcpb::CommitResponse, _| Ok(resp.error),
+        )
+        .await?;
+    match results.into_iter().flatten().next() {
+        Some(e) => Err(txn_error("KvCommit", start_ts, e)),
+        None => Ok(()),
     }
 }
 
