@@ -47,6 +47,15 @@ pub struct Config {
     pub store_address_ttl_ms: u64,
     /// Time allowed to open a connection to a peer store. Default 3 s; 100 ms..=60 s.
     pub connect_timeout_ms: u64,
+    /// Pessimistic lock requests waiting for another transaction's lock at once; more are
+    /// answered locked at once (metric `regionstore_txn_lock_waiters`). Default 10,000;
+    /// 1..=1,000,000.
+    pub max_lock_waiters: usize,
+    /// How long a pessimistic lock request waits for a lock when it asks for the default
+    /// (`wait_timeout` 0, as tikv-client sends). Default 1 s; 0..=`lock-wait-max-ms`.
+    pub lock_wait_default_ms: u64,
+    /// The longest wait a pessimistic lock request may ask for. Default 10 s; 1 ms..=10 min.
+    pub lock_wait_max_ms: u64,
 }
 
 impl Default for Config {
@@ -67,6 +76,9 @@ impl Default for Config {
             reconnect_backoff_max_ms: 5000,
             store_address_ttl_ms: 60_000,
             connect_timeout_ms: 3000,
+            max_lock_waiters: 10_000,
+            lock_wait_default_ms: 1000,
+            lock_wait_max_ms: 10_000,
         }
     }
 }
@@ -149,6 +161,14 @@ impl Config {
             3_600_000,
         )?;
         bounded("connect-timeout-ms", self.connect_timeout_ms, 100, 60_000)?;
+        bounded("max-lock-waiters", self.max_lock_waiters, 1, 1_000_000)?;
+        bounded("lock-wait-max-ms", self.lock_wait_max_ms, 1, 600_000)?;
+        bounded(
+            "lock-wait-default-ms",
+            self.lock_wait_default_ms,
+            0,
+            self.lock_wait_max_ms,
+        )?;
         Ok(())
     }
 

@@ -131,6 +131,9 @@ impl<EK: KvEngine> KvService<EK> {
                 max_value_size: cfg.max_value_size,
                 max_batch_keys: cfg.max_batch_keys,
                 max_scan_limit: MAX_SCAN_LIMIT,
+                lock_wait_capacity: cfg.max_lock_waiters,
+                default_lock_wait: std::time::Duration::from_millis(cfg.lock_wait_default_ms),
+                max_lock_wait: std::time::Duration::from_millis(cfg.lock_wait_max_ms),
                 ..Default::default()
             },
         );

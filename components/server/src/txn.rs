@@ -479,7 +479,10 @@ impl<EK: KvEngine> KvService<EK> {
                 check_existence,
                 lock_only_if_exists: req.lock_only_if_exists,
             };
-            Ok(self.storage().pessimistic_lock(&c, cmd).await?)
+            Ok(self
+                .storage()
+                .pessimistic_lock(&c, cmd, req.wait_timeout)
+                .await?)
         };
         self.txn_handle(
             "kv_pessimistic_lock",

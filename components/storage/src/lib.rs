@@ -20,6 +20,7 @@
 mod error;
 pub mod gc;
 mod latch;
+pub mod lock_wait;
 mod metrics;
 mod snapshot;
 
@@ -51,6 +52,12 @@ pub struct StorageConfig {
     /// Most keys one scan may ask for.
     pub max_scan_limit: usize,
     pub latch_slots: usize,
+    /// Pessimistic lock requests waiting for a lock at once, at most; more fail at once.
+    pub lock_wait_capacity: usize,
+    /// How long a pessimistic lock request waits for a lock when it asks for the default
+    /// (`wait_timeout` 0), and at most.
+    pub default_lock_wait: Duration,
+    pub max_lock_wait: Duration,
 }
 
 impl Default for StorageConfig {
@@ -62,6 +69,9 @@ impl Default for StorageConfig {
             max_batch_keys: 4096,
             max_scan_limit: 10240,
             latch_slots: 2048,
+            lock_wait_capacity: 10_000,
+            default_lock_wait: Duration::from_secs(1),
+            max_lock_wait: Duration::from_secs(10),
         }
     }
 }
@@ -76,6 +86,7 @@ pub struct Storage<EK: KvEngine> {
     cfg: StorageConfig,
     cm: ConcurrencyManager,
     latches: std::sync::Arc<Latches>,
+    lock_waits: std::sync::Arc<lock_wait::LockWaits>,
     /// Region → the leader term whose max_ts was raised to a fresh timestamp (see
     /// [`Storage::sync_max_ts`]).
     max_ts_synced: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, u64>>>,
@@ -86,7 +97,9 @@ type Snap<EK> = TxnSnapshot<<EK as KvEngine>::Snapshot>;
 impl<EK: KvEngine> Storage<EK> {
     pub fn new(api: StoreApi<EK>, cfg: StorageConfig) -> Storage<EK> {
         let latches = std::sync::Arc::new(Latches::new(cfg.latch_slots));
+        let lock_waits = std::sync::Arc::new(lock_wait::LockWaits::new(cfg.lock_wait_capacity));
         Storage {
+            lock_waits,
             api,
             cfg,
             cm: ConcurrencyManager::default(),
@@ -316,6 +329,8 @@ impl<EK: KvEngine> Storage<EK> {
                 self.settle_latches(&ctx, (latches, memory_locks), &e);
                 return Err(e.into());
             }
+            // Locks on these keys may be gone: whoever waits for them looks again.
+            self.lock_waits.wake(encoded.iter());
         }
         drop(memory_locks);
         Ok(out)
@@ -642,16 +657,66 @@ impl<EK: KvEngine> Storage<EK> {
             .await
     }
 
+    /// Takes pessimistic locks. Meeting another transaction's lock, the request waits for
+    /// it to go for up to `wait_timeout_ms` (0: the default wait, negative: no wait), in a
+    /// bounded queue; a wait that would deadlock is answered Deadlock at once.
     pub async fn pessimistic_lock(
         &self,
         ctx: &Context,
         cmd: PessimisticLock,
+        wait_timeout_ms: i64,
     ) -> Result<PessimisticLockResult> {
         self.check_keys(cmd.mutations.iter().map(|m| &m.key))?;
         self.check_key(&cmd.primary)?;
         let keys: Vec<Vec<u8>> = cmd.mutations.iter().map(|m| m.key.clone()).collect();
-        self.run(ctx, &keys, false, move |reader| cmd.process(reader))
-            .await
+        let wait = match wait_timeout_ms {
+            t if t < 0 => Duration::ZERO,
+            0 => self.cfg.default_lock_wait,
+            t => Duration::from_millis(t as u64).min(self.cfg.max_lock_wait),
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            let attempt = cmd.clone();
+            let result = self
+                .run(ctx, &keys, false, move |reader| attempt.process(reader))
+                .await;
+            let lock = match &result {
+                Err(Error::Txn(txn::Error::KeyIsLocked { lock })) => lock.clone(),
+                _ => return result,
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return result;
+            }
+            let key = txn::key::encode(&lock.key);
+            let waiting = match self.lock_waits.wait(&key, cmd.start_ts, lock.lock_version) {
+                Ok(w) => w,
+                Err(lock_wait::WaitRefused::Full { .. }) => return result,
+                Err(lock_wait::WaitRefused::Deadlock { holder_ts }) => {
+                    metrics::METRICS.deadlocks.inc();
+                    return Err(txn::Error::Deadlock {
+                        start_ts: cmd.start_ts,
+                        lock_ts: holder_ts,
+                        lock_key: lock.key.clone(),
+                        key_hash: {
+                            use std::hash::{Hash, Hasher};
+                            let mut h = std::collections::hash_map::DefaultHasher::new();
+                            key.hash(&mut h);
+                            h.finish()
+                        },
+                    }
+                    .into());
+                }
+            };
+            metrics::METRICS
+                .lock_waiters
+                .set(self.lock_waits.len() as i64);
+            waiting.until_woken(left).await;
+            drop(waiting);
+            metrics::METRICS
+                .lock_waiters
+                .set(self.lock_waits.len() as i64);
+        }
     }
 
     pub async fn pessimistic_rollback(

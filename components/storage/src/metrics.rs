@@ -12,6 +12,8 @@ pub struct Metrics {
     pub memory_locks: IntGauge,
     pub max_ts_syncs: IntCounter,
     pub undetermined_latches: IntGauge,
+    pub lock_waiters: IntGauge,
+    pub deadlocks: IntCounter,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
@@ -62,6 +64,20 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         IntCounter::new(
             "regionstore_txn_max_ts_syncs_total",
             "Times a new leader raised max_ts to a fresh timestamp before async commit.",
+        )
+        .expect("valid metric"),
+    ),
+    lock_waiters: register(
+        IntGauge::new(
+            "regionstore_txn_lock_waiters",
+            "Pessimistic lock requests waiting for another transaction's lock.",
+        )
+        .expect("valid metric"),
+    ),
+    deadlocks: register(
+        IntCounter::new(
+            "regionstore_txn_deadlocks_total",
+            "Pessimistic lock requests answered Deadlock (their wait would close a cycle).",
         )
         .expect("valid metric"),
     ),

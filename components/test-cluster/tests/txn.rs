@@ -594,3 +594,74 @@ fn the_bank_total_never_changes_under_leader_transfers_and_partitions() {
     assert!(committed > 10, "only {committed} transfers committed");
     assert_eq!(checks, 15);
 }
+
+/// A pessimistic lock request waits for the lock in its way and takes it as soon as it is
+/// released; a wait that would close a cycle is answered Deadlock at once.
+#[test]
+fn pessimistic_waits_are_woken_on_release_and_deadlocks_are_refused() {
+    use txn::commands::{PessimisticLock, PessimisticRollback};
+    let cluster = Cluster::run(ClusterConfig::new(3, 1));
+    let rt = runtime();
+    let router = Router::new(&cluster, &rt);
+    let (storage, ctx) = router.route(b"k1", None);
+    let lock = |key: &[u8], start_ts: u64| PessimisticLock {
+        mutations: vec![Mutation {
+            op: Op::PessimisticLock as i32,
+            key: key.to_vec(),
+            ..Default::default()
+        }],
+        primary: key.to_vec(),
+        start_ts,
+        lock_ttl: 60_000,
+        for_update_ts: start_ts,
+        ..Default::default()
+    };
+    let (a, b) = (router.tso(), router.tso());
+    rt.block_on(storage.pessimistic_lock(&ctx, lock(b"k1", a), -1))
+        .expect("a locks k1");
+    rt.block_on(storage.pessimistic_lock(&ctx, lock(b"k2", b), -1))
+        .expect("b locks k2");
+    // Without waiting: locked at once.
+    let no_wait = rt.block_on(storage.pessimistic_lock(&ctx, lock(b"k1", b), -1));
+    assert!(
+        matches!(
+            no_wait,
+            Err(storage::Error::Txn(txn::Error::KeyIsLocked { .. }))
+        ),
+        "{no_wait:?}"
+    );
+    // b waits for k1 (held by a).
+    let waiter = {
+        let (storage, ctx, cmd) = (storage.clone(), ctx.clone(), lock(b"k1", b));
+        rt.spawn(async move {
+            let started = std::time::Instant::now();
+            let r = storage.pessimistic_lock(&ctx, cmd, 8_000).await;
+            (r, started.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!waiter.is_finished());
+    // a asking for k2 (held by b, who waits for a) is a deadlock.
+    let deadlock = rt.block_on(storage.pessimistic_lock(&ctx, lock(b"k2", a), 8_000));
+    assert!(
+        matches!(
+            deadlock,
+            Err(storage::Error::Txn(txn::Error::Deadlock { .. }))
+        ),
+        "{deadlock:?}"
+    );
+    // a gives up k1: b gets it at once, long before its timeout.
+    rt.block_on(storage.pessimistic_rollback(
+        &ctx,
+        PessimisticRollback {
+            keys: vec![b"k1".to_vec()],
+            start_ts: a,
+            for_update_ts: a,
+        },
+    ))
+    .unwrap();
+    let (result, waited) = rt.block_on(waiter).unwrap();
+    result.expect("b takes k1 once a released it");
+    assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+    let _ = router;
+}
