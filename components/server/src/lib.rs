@@ -3,9 +3,10 @@
 //!   of message batches per peer store, plus one stream per snapshot;
 //! - [`service::RaftService`] receives those streams and hands messages to the store's router
 //!   (snapshots are written and verified before their message is delivered);
-//! - [`kv::KvService`] serves the raw methods of TiKV's `tikvpb.Tikv` over the embedded
-//!   `StoreApi`, so TiKV clients work unmodified; [`codec`] turns its keys and values into
-//!   their stored form under the cluster's API version (keyspaces, TTL);
+//! - [`kv::KvService`] serves TiKV's `tikvpb.Tikv`, so TiKV clients work unmodified: the raw
+//!   methods over the embedded `StoreApi` ([`codec`] turns their keys and values into their
+//!   stored form under the cluster's API version: keyspaces, TTL), and the transactional
+//!   ones (`txn.rs`) over `storage::Storage`, the layer an embedding database uses too;
 //! - [`status`] serves `/metrics` and `/status` over plain HTTP.
 //!
 //! # Invariants
