@@ -194,6 +194,58 @@ async fn tikv_client_optimistic_transactions_across_region_splits() {
     );
 }
 
+type Kv = TikvClient<tonic::transport::Channel>;
+
+/// A raw KvPrewrite of `pairs` with primary `primary`: what a client sends.
+async fn prewrite(
+    kv: &mut Kv,
+    ctx: &Context,
+    pairs: &[(&str, &str)],
+    primary: &str,
+    start_version: u64,
+    lock_ttl: u64,
+) -> kvrpcpb::PrewriteResponse {
+    let mutations = pairs
+        .iter()
+        .map(|(k, v)| Mutation {
+            op: Op::Put as i32,
+            key: k.as_bytes().to_vec(),
+            value: v.as_bytes().to_vec(),
+            ..Default::default()
+        })
+        .collect();
+    kv.kv_prewrite(kvrpcpb::PrewriteRequest {
+        context: Some(ctx.clone()),
+        mutations,
+        primary_lock: primary.as_bytes().to_vec(),
+        start_version,
+        lock_ttl,
+        ..Default::default()
+    })
+    .await
+    .expect("KvPrewrite answers")
+    .into_inner()
+}
+
+/// A raw KvCommit of `keys`.
+async fn commit(
+    kv: &mut Kv,
+    ctx: &Context,
+    keys: &[&str],
+    start_version: u64,
+    commit_version: u64,
+) -> kvrpcpb::CommitResponse {
+    kv.kv_commit(kvrpcpb::CommitRequest {
+        context: Some(ctx.clone()),
+        start_version,
+        keys: keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+        commit_version,
+    })
+    .await
+    .expect("KvCommit answers")
+    .into_inner()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locks_of_a_client_that_died_are_resolved_by_the_primary() {
     let cluster = ProcCluster::start(3);
@@ -206,55 +258,20 @@ async fn locks_of_a_client_that_died_are_resolved_by_the_primary() {
     // A "client" that prewrites two transactions and dies: one after committing its primary,
     // one before.
     let (ctx, mut kv) = context_for(&admin, b"p1").await;
-    let put = |k: &str, v: &str| Mutation {
-        op: Op::Put as i32,
-        key: k.as_bytes().to_vec(),
-        value: v.as_bytes().to_vec(),
-        ..Default::default()
-    };
     let committed_start = tso(&client).await;
-    let resp = kv
-        .kv_prewrite(kvrpcpb::PrewriteRequest {
-            context: Some(ctx.clone()),
-            mutations: vec![put("p1", "one"), put("s1", "one")],
-            primary_lock: b"p1".to_vec(),
-            start_version: committed_start,
-            lock_ttl: 60_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let pairs = [("p1", "one"), ("s1", "one")];
+    let resp = prewrite(&mut kv, &ctx, &pairs, "p1", committed_start, 60_000).await;
     assert!(
         resp.region_error.is_none() && resp.errors.is_empty(),
         "{resp:?}"
     );
     let commit_ts = tso(&client).await;
-    let resp = kv
-        .kv_commit(kvrpcpb::CommitRequest {
-            context: Some(ctx.clone()),
-            start_version: committed_start,
-            keys: vec![b"p1".to_vec()],
-            commit_version: commit_ts,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = commit(&mut kv, &ctx, &["p1"], committed_start, commit_ts).await;
     assert!(resp.error.is_none(), "{resp:?}");
 
     let abandoned_start = tso(&client).await;
-    let resp = kv
-        .kv_prewrite(kvrpcpb::PrewriteRequest {
-            context: Some(ctx.clone()),
-            mutations: vec![put("p2", "two"), put("s2", "two")],
-            primary_lock: b"p2".to_vec(),
-            start_version: abandoned_start,
-            lock_ttl: 200,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let pairs = [("p2", "two"), ("s2", "two")];
+    let resp = prewrite(&mut kv, &ctx, &pairs, "p2", abandoned_start, 200).await;
     assert!(resp.errors.is_empty(), "{resp:?}");
 
     // A reader meets both secondaries' locks and resolves them by their primaries.
@@ -265,44 +282,16 @@ async fn locks_of_a_client_that_died_are_resolved_by_the_primary() {
     t.rollback().await.unwrap();
 
     // The rolled-back transaction can never commit now.
-    let resp = kv
-        .kv_commit(kvrpcpb::CommitRequest {
-            context: Some(ctx.clone()),
-            start_version: abandoned_start,
-            keys: vec![b"p2".to_vec()],
-            commit_version: tso(&client).await,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let late = tso(&client).await;
+    let resp = commit(&mut kv, &ctx, &["p2"], abandoned_start, late).await;
     let err = resp.error.expect("commit after rollback fails");
     assert!(err.retryable.contains("no lock"), "{err:?}");
 
     // Bad input: commit_ts not above start_ts is refused and writes nothing.
     let start = tso(&client).await;
-    let resp = kv
-        .kv_prewrite(kvrpcpb::PrewriteRequest {
-            context: Some(ctx.clone()),
-            mutations: vec![put("p3", "three")],
-            primary_lock: b"p3".to_vec(),
-            start_version: start,
-            lock_ttl: 60_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = prewrite(&mut kv, &ctx, &[("p3", "three")], "p3", start, 60_000).await;
     assert!(resp.errors.is_empty(), "{resp:?}");
-    let resp = kv
-        .kv_commit(kvrpcpb::CommitRequest {
-            context: Some(ctx.clone()),
-            start_version: start,
-            keys: vec![b"p3".to_vec()],
-            commit_version: start,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = commit(&mut kv, &ctx, &["p3"], start, start).await;
     assert!(
         resp.error
             .as_ref()
@@ -330,18 +319,8 @@ async fn locks_of_a_client_that_died_are_resolved_by_the_primary() {
         conf_ver: 1000,
         version: 1000,
     });
-    let resp = kv
-        .kv_prewrite(kvrpcpb::PrewriteRequest {
-            context: Some(elsewhere),
-            mutations: vec![put("p4", "four")],
-            primary_lock: b"p4".to_vec(),
-            start_version: tso(&client).await,
-            lock_ttl: 60_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let start = tso(&client).await;
+    let resp = prewrite(&mut kv, &elsewhere, &[("p4", "four")], "p4", start, 60_000).await;
     assert!(resp.region_error.is_some(), "{resp:?}");
 }
 

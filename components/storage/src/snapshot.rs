@@ -19,20 +19,8 @@ impl<S: EngineSnapshot> txn::Snapshot for TxnSnapshot<S> {
         reverse: bool,
         f: &mut txn::snapshot::ScanVisitor<'_>,
     ) -> txn::Result<()> {
-        // The callback's own errors come back out as they were.
-        let mut inner: Option<txn::Error> = None;
-        let scanned = self
-            .0
-            .scan_cf_with(cf, start, end, reverse, |k, v| match f(k, v) {
-                Ok(more) => Ok(more),
-                Err(e) => {
-                    inner = Some(e);
-                    Ok(false)
-                }
-            });
-        if let Some(e) = inner {
-            return Err(e);
-        }
-        scanned.map_err(txn::Error::snapshot)
+        txn::snapshot::scan_forwarding_errors(f, |visit| {
+            self.0.scan_cf_with(cf, start, end, reverse, visit)
+        })
     }
 }

@@ -36,3 +36,26 @@ pub enum Modify {
         key: Vec<u8>,
     },
 }
+
+/// Runs `scan` (an engine's scan taking a callback that cannot fail with a `txn::Error`)
+/// with `f`, handing `f`'s own error back out unchanged; `scan`'s errors become
+/// [`crate::Error::Snapshot`].
+pub fn scan_forwarding_errors<E: std::error::Error + Send + Sync + 'static>(
+    f: &mut ScanVisitor<'_>,
+    scan: impl FnOnce(
+        &mut dyn FnMut(&[u8], &[u8]) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<(), E>,
+) -> Result<()> {
+    let mut inner = None;
+    let scanned = scan(&mut |k, v| match f(k, v) {
+        Ok(more) => Ok(more),
+        Err(e) => {
+            inner = Some(e);
+            Ok(false)
+        }
+    });
+    match inner {
+        Some(e) => Err(e),
+        None => scanned.map_err(crate::Error::snapshot),
+    }
+}

@@ -25,20 +25,9 @@ impl txn::Snapshot for Snap {
         reverse: bool,
         f: &mut ScanVisitor<'_>,
     ) -> Result<()> {
-        let mut inner = None;
-        let r = self
-            .0
-            .scan_cf(cf, start, end, reverse, &mut |k, v| match f(k, v) {
-                Ok(more) => Ok(more),
-                Err(e) => {
-                    inner = Some(e);
-                    Ok(false)
-                }
-            });
-        if let Some(e) = inner {
-            return Err(e);
-        }
-        r.map_err(Error::snapshot)
+        txn::snapshot::scan_forwarding_errors(f, |visit| {
+            self.0.scan_cf(cf, start, end, reverse, visit)
+        })
     }
 }
 
