@@ -379,9 +379,9 @@ regionstore playground is running (API version {api_version}: {serves}).
   data, configs and logs:  {dir}
 "#,
         serves = match api_version {
-            ApiVersion::V1 => "raw clients without a keyspace, no TTL",
+            ApiVersion::V1 => "raw or transactional clients without a keyspace (not both), no TTL",
             ApiVersion::V1Ttl => "raw clients without a keyspace, with TTL",
-            ApiVersion::V2 => "clients with a keyspace, with TTL",
+            ApiVersion::V2 => "raw and transactional clients with a keyspace, with TTL",
         },
         stores = stores.join(", "),
         dir = dir.display(),
@@ -395,6 +395,8 @@ regionstore playground is running (API version {api_version}: {serves}).
   regionstore ctl --pd {scheduler} --keyspace DEFAULT scan
   regionstore ctl --pd {scheduler} regions      (five: keyspace DEFAULT's boundaries)
   regionstore ctl --pd {scheduler} keyspace create mine
+  regionstore ctl --pd {scheduler} --keyspace DEFAULT txn put account 100   (a transaction)
+  regionstore ctl --pd {scheduler} --keyspace DEFAULT txn get account
 (from the source tree: cargo run --quiet -- ctl --pd {scheduler} ...)
 
 From Rust with the TiKV client (tikv-client = "0.4", tokio):
@@ -404,7 +406,9 @@ From Rust with the TiKV client (tikv-client = "0.4", tokio):
   ).await?;
   client.put("hello".to_owned(), "world".to_owned()).await?;
   client.put_with_ttl("brief".to_owned(), "gone soon".to_owned(), 60).await?;
-  assert_eq!(client.get("hello".to_owned()).await?, Some(b"world".to_vec()));"#
+  assert_eq!(client.get("hello".to_owned()).await?, Some(b"world".to_vec()));
+Transactions the same way: tikv_client::TransactionClient::new_with_config(.., the same config),
+then begin_optimistic() or begin_pessimistic(), put, get, commit()."#
         );
     } else {
         println!(
@@ -431,6 +435,13 @@ From Rust with the TiKV client (tikv-client = "0.4", tokio):
             "(tikv-client 0.4's raw scans loop at the last region: split at a key above \
              yours first, e.g. `ctl split z`)"
         );
+        if api_version == ApiVersion::V1 {
+            println!(
+                "Or transactions instead, on a fresh cluster (V1 routes raw and transactional \
+                 keys differently): `ctl txn put KEY VALUE`, `ctl txn get KEY`, \
+                 tikv_client::TransactionClient::new(vec![\"{scheduler}\"])"
+            );
+        }
     }
     println!(
         r#"
