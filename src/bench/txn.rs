@@ -123,10 +123,15 @@ async fn transfer(
     let mut t = txns.begin(options).await?;
     let read = |v: Option<Vec<u8>>| v.as_deref().map_or(0, parse);
     let (a, b) = if mode == Mode::Pessimistic {
-        (
-            read(t.get_for_update(account(from)).await?),
-            read(t.get_for_update(account(to)).await?),
-        )
+        // Locked in account order, as an application avoids deadlocks.
+        let (first, second) = (from.min(to), from.max(to));
+        let x = read(t.get_for_update(account(first)).await?);
+        let y = read(t.get_for_update(account(second)).await?);
+        if first == from {
+            (x, y)
+        } else {
+            (y, x)
+        }
     } else {
         // Both balances in one round trip.
         let got = t.batch_get([account(from), account(to)]).await?;
