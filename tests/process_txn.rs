@@ -438,7 +438,11 @@ async fn pessimistic_async_commit_and_gc(client: &TransactionClient) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tikv_client_pessimistic_async_commit_and_gc_without_a_keyspace() {
-    let cluster = ProcCluster::start(3);
+    // tikv-client asks for the default lock wait (`wait_timeout` 0) and retries a locked
+    // key about ten times: a short default keeps the competing writer's failure quick.
+    let cluster = ProcCluster::start_with_stores(3, |cfg| {
+        cfg.server.lock_wait_default_ms = 100;
+    });
     let admin = cluster.client().await;
     cluster.wait_replicated(&admin, 1, 3).await;
     let client = TransactionClient::new(vec![cluster.pd.clone()])
@@ -451,6 +455,7 @@ async fn tikv_client_pessimistic_async_commit_and_gc_without_a_keyspace() {
 async fn tikv_client_transactions_in_a_keyspace_under_api_version_2() {
     let cluster = ProcCluster::start_with_stores(3, |cfg| {
         cfg.api_version = api_version::ApiVersion::V2;
+        cfg.server.lock_wait_default_ms = 100;
     });
     let admin = cluster.client().await;
     cluster.wait_replicated(&admin, 5, 3).await;

@@ -18,6 +18,9 @@ use crate::shard::Keys;
 /// transaction back.
 pub const DEFAULT_LOCK_TTL_MS: u64 = 3000;
 
+/// Most keys a store answers in one scan request (tikv-client's own cap).
+const MAX_SCAN_LIMIT: usize = 10240;
+
 /// How a transaction runs.
 #[derive(Clone, Debug)]
 pub struct TxnOptions {
@@ -108,6 +111,8 @@ impl TransactionClient {
             buffer: BTreeMap::new(),
             locked: BTreeSet::new(),
             resolved: Vec::new(),
+            primary: None,
+            committing: false,
             done: false,
         })
     }
@@ -245,6 +250,10 @@ pub struct Transaction {
     locked: BTreeSet<Vec<u8>>,
     /// Transactions whose locks this one may read past (their commit is above start_ts).
     resolved: Vec<u64>,
+    /// The primary key: the first key locked pessimistically, else the first written.
+    primary: Option<Vec<u8>>,
+    /// Commit started: from then on only its outcome decides (no rollback).
+    committing: bool,
     done: bool,
 }
 
@@ -373,10 +382,19 @@ impl Transaction {
         let deadline = self.deadline();
         let mut at = from.clone();
         // Deleted keys of the buffer may hide stored ones: ask for that many more.
-        let want = limit + self.buffer.values().filter(|v| v.is_none()).count();
+        let deleted = self
+            .buffer
+            .range(from.clone()..)
+            .take_while(|(k, _)| end.is_empty() || **k < end)
+            .filter(|(_, v)| v.is_none())
+            .count();
+        let want = limit + deleted;
         while found.len() < want {
             let ctx = self.context();
             let (a, e) = (at.clone(), end.clone());
+            // A store answers at most MAX_SCAN_LIMIT keys per request.
+            let asked = (want - found.len()).min(MAX_SCAN_LIMIT);
+            let mut got = 0;
             let (resp, region_end) = self
                 .client
                 .inner
@@ -384,7 +402,7 @@ impl Transaction {
                     context: ctx.clone(),
                     start_key: a.clone(),
                     end_key: e.clone(),
-                    limit: (want - found.len()) as u32,
+                    limit: asked as u32,
                     version: self.start_ts,
                     ..Default::default()
                 })
@@ -405,11 +423,16 @@ impl Transaction {
                     None => {
                         at = [pair.key.as_slice(), &[0]].concat();
                         found.insert(pair.key, pair.value);
+                        got += 1;
                     }
                 }
             }
             if let Some(lock) = locked {
                 self.resolve(lock, deadline).await?;
+                continue;
+            }
+            // A full answer: the region may hold more from `at` on.
+            if got >= asked {
                 continue;
             }
             // This region is done: go on in the next one.
@@ -518,6 +541,9 @@ impl Transaction {
                     .await?;
                 match resp.errors.into_iter().next() {
                     None => {
+                        if self.primary.is_none() {
+                            self.primary = Some(primary.clone());
+                        }
                         self.locked.insert(key.clone());
                         if return_values {
                             let found = !resp.not_founds.first().copied().unwrap_or(true);
@@ -527,9 +553,16 @@ impl Transaction {
                     }
                     Some(KeyError {
                         locked: Some(lock), ..
-                    }) => self.resolve(lock, deadline).await?,
-                    // A newer version: lock again above it.
-                    Some(e) if e.conflict.is_some() && Instant::now() < deadline => {}
+                    }) => self.resolve_as(lock, deadline, true).await?,
+                    // A newer version: lock again above it (not when this transaction was
+                    // rolled back: that never changes).
+                    Some(e)
+                        if e.conflict.as_ref().is_some_and(|c| {
+                            c.reason != kvrpcpb::write_conflict::Reason::SelfRolledBack as i32
+                        }) && Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
                     Some(e) => return Err(txn_error("KvPessimisticLock", self.start_ts, e)),
                 }
             }
@@ -537,18 +570,24 @@ impl Transaction {
         Ok(values)
     }
 
-    /// The primary key: the first key locked or written.
+    /// The primary key: the first key locked (stable once one is), or `key` itself.
     fn primary_for(&self, key: &[u8]) -> Vec<u8> {
-        self.locked
-            .iter()
-            .next()
-            .or_else(|| self.buffer.keys().next())
-            .cloned()
-            .unwrap_or_else(|| key.to_vec())
+        self.primary.clone().unwrap_or_else(|| key.to_vec())
     }
 
     /// Settles what `lock`'s transaction became, or waits a little while it lives.
+    /// Readers push the lock's min_commit_ts above their start_ts (and may then read past
+    /// it); writers (`as_writer`) do not, and wait instead.
     async fn resolve(&mut self, lock: LockInfo, deadline: Instant) -> Result<()> {
+        self.resolve_as(lock, deadline, false).await
+    }
+
+    async fn resolve_as(
+        &mut self,
+        lock: LockInfo,
+        deadline: Instant,
+        as_writer: bool,
+    ) -> Result<()> {
         if Instant::now() >= deadline {
             return Err(txn_error(
                 "resolve",
@@ -559,7 +598,8 @@ impl Transaction {
                 },
             ));
         }
-        resolve_lock(&self.client, &lock, self.start_ts, &mut self.resolved).await
+        let caller_ts = if as_writer { 0 } else { self.start_ts };
+        resolve_lock(&self.client, &lock, caller_ts, &mut self.resolved).await
     }
 
     /// Commits: prewrite every key, then commit the primary (the transaction is decided
@@ -573,6 +613,7 @@ impl Transaction {
             });
         }
         self.done = true;
+        self.committing = true;
         let mut mutations: BTreeMap<Vec<u8>, Mutation> = BTreeMap::new();
         for (k, v) in &self.buffer {
             let m = match v {
@@ -600,10 +641,18 @@ impl Transaction {
         let Some(primary) = mutations.keys().next().cloned() else {
             return Ok(self.start_ts);
         };
-        let primary = self.locked.iter().next().cloned().unwrap_or(primary);
+        let primary = self.primary.clone().unwrap_or(primary);
         let keys: Vec<Vec<u8>> = mutations.keys().cloned().collect();
         let min_commit_ts = match self.prewrite(&mutations, &primary).await {
             Ok(ts) => ts,
+            // With async commit, every key prewritten means committed: only a definite
+            // refusal (a key error) may be rolled back; otherwise the outcome is unknown.
+            Err(e) if self.options.async_commit && !matches!(e, Error::Txn { .. }) => {
+                return Err(Error::Undetermined {
+                    op: "commit",
+                    source: Box::new(e),
+                });
+            }
             Err(e) => {
                 let _ = self.rollback_keys(&keys).await;
                 return Err(e);
@@ -616,7 +665,7 @@ impl Transaction {
             self.commit_in_background(keys, min_commit_ts);
             return Ok(min_commit_ts);
         }
-        let commit_ts = self.commit_primary(&primary).await?;
+        let commit_ts = self.commit_primary(&primary, &keys).await?;
         // Decided: the secondaries commit in the background; one still locked is committed
         // by whoever meets it.
         self.commit_in_background(secondaries, commit_ts);
@@ -707,17 +756,23 @@ impl Transaction {
                 return Ok(min_commit_ts);
             }
             for lock in locks {
-                self.resolve(lock, deadline).await?;
+                self.resolve_as(lock, deadline, true).await?;
             }
         }
     }
 
     /// Commits the primary at a fresh ts (again at a newer one if a reader pushed the
     /// transaction's min_commit_ts).
-    async fn commit_primary(&mut self, primary: &[u8]) -> Result<u64> {
+    /// A commit that got no definite answer may have applied: its outcome is unknown, and
+    /// nothing is rolled back.
+    async fn commit_primary(&mut self, primary: &[u8], keys: &[Vec<u8>]) -> Result<u64> {
         let deadline = self.deadline();
+        let undetermined = |e: Error| Error::Undetermined {
+            op: "commit",
+            source: Box::new(e),
+        };
         loop {
-            let commit_ts = self.client.inner.tso().await?;
+            let commit_ts = self.client.inner.tso().await.map_err(undetermined)?;
             let resp = self
                 .client
                 .inner
@@ -727,13 +782,14 @@ impl Transaction {
                     commit_version: commit_ts,
                     ..Default::default()
                 })
-                .await?;
+                .await
+                .map_err(undetermined)?;
             match resp.error {
                 None => return Ok(commit_ts),
                 Some(e) if e.commit_ts_expired.is_some() && Instant::now() < deadline => {}
                 Some(e) => {
-                    let keys: Vec<Vec<u8>> = self.buffer.keys().cloned().collect();
-                    let _ = self.rollback_keys(&keys).await;
+                    // Refused (rolled back by a resolver, or bad input): not committed.
+                    let _ = self.rollback_keys(keys).await;
                     return Err(txn_error("KvCommit", self.start_ts, e));
                 }
             }
@@ -770,6 +826,12 @@ impl Transaction {
 
     /// Gives the transaction up: its locks go, and it can never commit.
     pub async fn rollback(&mut self) -> Result<()> {
+        if self.committing {
+            return Err(Error::InvalidArgument {
+                op: "rollback",
+                reason: "the transaction's commit started: its outcome decides".into(),
+            });
+        }
         self.done = true;
         let keys: BTreeSet<Vec<u8>> = self
             .buffer
@@ -924,7 +986,7 @@ async fn check_secondaries(client: &Client, primary: &LockInfo) -> Result<Option
     }
     // Every key is prewritten: committed at the largest min_commit_ts. The primary first.
     let key = primary.key.clone();
-    client
+    let resp = client
         .inner
         .single("commit", &key, true, || kvrpcpb::CommitRequest {
             start_version: start_ts,
@@ -933,5 +995,9 @@ async fn check_secondaries(client: &Client, primary: &LockInfo) -> Result<Option
             ..Default::default()
         })
         .await?;
+    if resp.error.is_some() {
+        // The primary moved on meanwhile (rolled back, say): ask its status again.
+        return Ok(None);
+    }
     Ok(Some(commit_ts))
 }

@@ -675,6 +675,13 @@ impl<EK: KvEngine> Storage<EK> {
             t => Duration::from_millis(t as u64).min(self.cfg.max_lock_wait),
         };
         let deadline = Instant::now() + wait;
+        let mark_all = |keys: &[Vec<u8>]| -> Vec<u64> {
+            keys.iter()
+                .map(|k| self.lock_waits.release_mark(&txn::key::encode(k)))
+                .collect()
+        };
+        // Noted before each look: a release in between means look again, not wait.
+        let mut marks = mark_all(&keys);
         loop {
             let attempt = cmd.clone();
             let result = self
@@ -689,8 +696,20 @@ impl<EK: KvEngine> Storage<EK> {
                 return result;
             }
             let key = txn::key::encode(&lock.key);
-            let waiting = match self.lock_waits.wait(&key, cmd.start_ts, lock.lock_version) {
+            let mark = keys
+                .iter()
+                .position(|k| *k == lock.key)
+                .and_then(|i| marks.get(i).copied())
+                .unwrap_or_default();
+            let waiting = match self
+                .lock_waits
+                .wait(&key, cmd.start_ts, lock.lock_version, mark)
+            {
                 Ok(w) => w,
+                Err(lock_wait::WaitRefused::Changed) => {
+                    marks = mark_all(&keys);
+                    continue;
+                }
                 Err(lock_wait::WaitRefused::Full { .. }) => return result,
                 Err(lock_wait::WaitRefused::Deadlock { holder_ts }) => {
                     metrics::METRICS.deadlocks.inc();
@@ -711,6 +730,7 @@ impl<EK: KvEngine> Storage<EK> {
             metrics::METRICS
                 .lock_waiters
                 .set(self.lock_waits.len() as i64);
+            marks = mark_all(&keys);
             waiting.until_woken(left).await;
             drop(waiting);
             metrics::METRICS

@@ -5,6 +5,8 @@
 //! stores is broken by the waits' timeouts instead.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -16,14 +18,21 @@ pub enum WaitRefused {
     Full { capacity: usize },
     /// Waiting would close a cycle: `holder` (transitively) waits for the requester.
     Deadlock { holder_ts: u64 },
+    /// A lock on the key changed since the request looked: look again now.
+    Changed,
 }
+
+/// Release counters per key (hashed onto this many slots): a request notes its key's counter
+/// before it looks, and does not wait if a release happened in between.
+const RELEASE_SLOTS: usize = 4096;
 
 #[derive(Default)]
 struct State {
     /// Encoded key → the waiters' wake-up handles.
     waiters: HashMap<Vec<u8>, Vec<(u64, Arc<Notify>)>>,
-    /// Waiting transaction (start_ts) → the transaction whose lock it waits for.
-    waits_for: HashMap<u64, u64>,
+    /// Waiting transaction (start_ts) → the transactions whose locks it waits for (one entry
+    /// per waiting request).
+    waits_for: HashMap<u64, Vec<u64>>,
     count: usize,
 }
 
@@ -31,6 +40,7 @@ struct State {
 pub struct LockWaits {
     state: Mutex<State>,
     capacity: usize,
+    releases: Vec<AtomicU64>,
 }
 
 /// One request's place in the queue; dropping it leaves the queue.
@@ -38,6 +48,7 @@ pub struct Waiting<'a> {
     waits: &'a LockWaits,
     key: Vec<u8>,
     start_ts: u64,
+    holder_ts: u64,
     notify: Arc<Notify>,
 }
 
@@ -46,7 +57,20 @@ impl LockWaits {
         LockWaits {
             state: Mutex::default(),
             capacity,
+            releases: (0..RELEASE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    fn slot(key: &[u8]) -> usize {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        (h.finish() % RELEASE_SLOTS as u64) as usize
+    }
+
+    /// The release counter of `key`, to pass to [`LockWaits::wait`]; read it before looking
+    /// at the key.
+    pub fn release_mark(&self, key: &[u8]) -> u64 {
+        self.releases[Self::slot(key)].load(Ordering::SeqCst)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -62,28 +86,36 @@ impl LockWaits {
         self.len() == 0
     }
 
-    /// Enqueues transaction `start_ts` on `key` (encoded), locked by `holder_ts`.
+    /// Enqueues transaction `start_ts` on `key` (encoded), locked by `holder_ts`, unless the
+    /// key's release counter moved past `mark` (then the lock may be gone already).
     pub fn wait(
         &self,
         key: &[u8],
         start_ts: u64,
         holder_ts: u64,
+        mark: u64,
     ) -> Result<Waiting<'_>, WaitRefused> {
         let mut state = self.state();
+        if self.release_mark(key) != mark {
+            return Err(WaitRefused::Changed);
+        }
         if state.count >= self.capacity {
             return Err(WaitRefused::Full {
                 capacity: self.capacity,
             });
         }
-        // Follow the chain from the holder: reaching the requester closes a cycle.
-        let mut at = holder_ts;
-        for _ in 0..=state.waits_for.len() {
+        // Everything the holder (transitively) waits for: reaching the requester closes a
+        // cycle.
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![holder_ts];
+        while let Some(at) = stack.pop() {
             if at == start_ts {
                 return Err(WaitRefused::Deadlock { holder_ts });
             }
-            match state.waits_for.get(&at) {
-                Some(next) => at = *next,
-                None => break,
+            if seen.insert(at) {
+                if let Some(next) = state.waits_for.get(&at) {
+                    stack.extend(next.iter().copied());
+                }
             }
         }
         let notify = Arc::new(Notify::new());
@@ -92,18 +124,22 @@ impl LockWaits {
             .entry(key.to_vec())
             .or_default()
             .push((start_ts, notify.clone()));
-        state.waits_for.insert(start_ts, holder_ts);
+        state.waits_for.entry(start_ts).or_default().push(holder_ts);
         state.count += 1;
         Ok(Waiting {
             waits: self,
             key: key.to_vec(),
             start_ts,
+            holder_ts,
             notify,
         })
     }
 
     /// A command changed these keys' locks: their waiters look again.
-    pub fn wake<'k>(&self, keys: impl IntoIterator<Item = &'k Vec<u8>>) {
+    pub fn wake<'k>(&self, keys: impl IntoIterator<Item = &'k Vec<u8>> + Clone) {
+        for key in keys.clone() {
+            self.releases[Self::slot(key)].fetch_add(1, Ordering::SeqCst);
+        }
         let state = self.state();
         if state.count == 0 {
             return;
@@ -136,7 +172,14 @@ impl Drop for Waiting<'_> {
                 state.waiters.remove(&self.key);
             }
         }
-        state.waits_for.remove(&self.start_ts);
+        if let Some(holders) = state.waits_for.get_mut(&self.start_ts) {
+            if let Some(i) = holders.iter().position(|h| *h == self.holder_ts) {
+                holders.swap_remove(i);
+            }
+            if holders.is_empty() {
+                state.waits_for.remove(&self.start_ts);
+            }
+        }
         state.count = state.count.saturating_sub(1);
     }
 }
@@ -150,16 +193,16 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_is_woken_by_its_key_and_cycles_are_refused() {
         let waits = LockWaits::new(2);
-        let a = waits.wait(b"k1", 10, 20).expect("10 waits for 20");
+        let a = waits.wait(b"k1", 10, 20, 0).expect("10 waits for 20");
         // 20 waiting for 10 would close the cycle.
         assert_eq!(
-            waits.wait(b"k2", 20, 10).err(),
+            waits.wait(b"k2", 20, 10, 0).err(),
             Some(WaitRefused::Deadlock { holder_ts: 10 })
         );
         // 30 -> 10 -> 20 is no cycle; then the queue is full.
-        let _b = waits.wait(b"k3", 30, 10).expect("no cycle");
+        let _b = waits.wait(b"k3", 30, 10, 0).expect("no cycle");
         assert_eq!(
-            waits.wait(b"k4", 40, 50).err(),
+            waits.wait(b"k4", 40, 50, 0).err(),
             Some(WaitRefused::Full { capacity: 2 })
         );
         waits.wake([&b"k1".to_vec()]);
@@ -167,7 +210,25 @@ mod tests {
         drop(a);
         assert_eq!(waits.len(), 1);
         // 20 may wait for 10 now: 10 no longer waits.
-        let c = waits.wait(b"k2", 20, 10).expect("the cycle is gone");
+        let c = waits.wait(b"k2", 20, 10, 0).expect("the cycle is gone");
         assert!(!c.until_woken(Duration::from_millis(10)).await);
+        drop(c);
+        // A release between looking and enqueueing: no wait at all.
+        let mark = waits.release_mark(b"k5");
+        waits.wake([&b"k5".to_vec()]);
+        assert_eq!(
+            waits.wait(b"k5", 60, 70, mark).err(),
+            Some(WaitRefused::Changed)
+        );
+        drop(_b);
+        // One transaction waiting on two keys keeps both edges.
+        let _x = waits.wait(b"k6", 80, 90, 0).expect("80 waits for 90");
+        let y = waits.wait(b"k7", 80, 91, 0).expect("and for 91");
+        drop(y);
+        assert_eq!(
+            waits.wait(b"k8", 90, 80, 0).err(),
+            Some(WaitRefused::Deadlock { holder_ts: 80 }),
+            "80 still waits for 90"
+        );
     }
 }
