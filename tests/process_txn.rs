@@ -685,6 +685,31 @@ async fn ours_beside_tikv(
     p.put(k(6), "pess".to_owned()).await.unwrap();
     p.commit().await.expect("our pessimistic commit");
 
+    // Heartbeats keep a slow transaction's locks alive past their TTL: a competing writer
+    // cannot roll it back, and it commits.
+    let mut slow = ours
+        .begin(TxnOptions {
+            lock_ttl_ms: 600,
+            ..TxnOptions::pessimistic()
+        })
+        .await
+        .unwrap();
+    slow.get_for_update(k(8)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut q = tikv
+        .begin_with_options(
+            TransactionOptions::new_pessimistic().drop_check(tikv_client::CheckLevel::None),
+        )
+        .await
+        .unwrap();
+    let competing = tokio::time::timeout(Duration::from_secs(1), q.get_for_update(k(8))).await;
+    assert!(!matches!(competing, Ok(Ok(_))), "{competing:?}");
+    q.rollback().await.unwrap();
+    slow.put(k(8), "slow".to_owned()).await.unwrap();
+    slow.commit()
+        .await
+        .expect("a transaction kept alive commits");
+
     // Async commit: committed once prewritten, readable by both.
     let mut c = ours
         .begin(TxnOptions::optimistic().with_async_commit())

@@ -122,6 +122,7 @@ kv_request!(
     kv_pessimistic_rollback
 );
 kv_request!(ScanLockRequest => ScanLockResponse, "KvScanLock", kv_scan_lock);
+kv_request!(TxnHeartBeatRequest => TxnHeartBeatResponse, "KvTxnHeartBeat", kv_txn_heart_beat);
 
 // Transactional responses carry a `KeyError`, which the transaction logic reads itself.
 kv_response!(GetResponse);
@@ -136,6 +137,7 @@ kv_response!(ResolveLockResponse);
 kv_response!(PessimisticLockResponse);
 kv_response!(PessimisticRollbackResponse);
 kv_response!(ScanLockResponse);
+kv_response!(TxnHeartBeatResponse);
 
 kv_response!(RawGetResponse, with_error);
 kv_response!(RawBatchGetResponse);

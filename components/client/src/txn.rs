@@ -4,6 +4,8 @@
 //! async commit. Locks met on the way are resolved by asking their primary.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api_version::keyspace::KeyMode;
@@ -114,6 +116,8 @@ impl TransactionClient {
             primary: None,
             committing: false,
             done: false,
+            began: Instant::now(),
+            heartbeat: None,
         })
     }
 
@@ -255,6 +259,16 @@ pub struct Transaction {
     /// Commit started: from then on only its outcome decides (no rollback).
     committing: bool,
     done: bool,
+    began: Instant,
+    /// Set to stop the heartbeat task (started with the first lock), once the transaction
+    /// is decided.
+    heartbeat: Option<Arc<AtomicBool>>,
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        self.stop_heartbeat();
+    }
 }
 
 impl Transaction {
@@ -532,7 +546,7 @@ impl Transaction {
                             }],
                             primary_lock: primary.clone(),
                             start_version: self.start_ts,
-                            lock_ttl: self.options.lock_ttl_ms,
+                            lock_ttl: self.lock_ttl(),
                             for_update_ts,
                             return_values,
                             ..Default::default()
@@ -544,6 +558,7 @@ impl Transaction {
                         if self.primary.is_none() {
                             self.primary = Some(primary.clone());
                         }
+                        self.start_heartbeat(&primary);
                         self.locked.insert(key.clone());
                         if return_values {
                             let found = !resp.not_founds.first().copied().unwrap_or(true);
@@ -568,6 +583,63 @@ impl Transaction {
             }
         }
         Ok(values)
+    }
+
+    /// Keeps the primary lock alive while the transaction runs (TTLs count from the
+    /// transaction's start).
+    fn start_heartbeat(&mut self, primary: &[u8]) {
+        if self.heartbeat.is_some() {
+            return;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        self.heartbeat = Some(stop.clone());
+        let (client, start_ts, ttl, began) = (
+            self.client.clone(),
+            self.start_ts,
+            self.options.lock_ttl_ms,
+            self.began,
+        );
+        let primary = primary.to_vec();
+        tokio::spawn(async move {
+            // Every third of a TTL, for a TTL reaching two TTLs past now: a heartbeat or two
+            // delayed by a busy store does not let the lock expire.
+            let every = Duration::from_millis((ttl / 3).max(10));
+            loop {
+                tokio::time::sleep(every).await;
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let advise = began.elapsed().as_millis() as u64 + 2 * ttl;
+                let sent = client
+                    .inner
+                    .single("heart_beat", &primary, true, || {
+                        kvrpcpb::TxnHeartBeatRequest {
+                            primary_lock: primary.clone(),
+                            start_version: start_ts,
+                            advise_lock_ttl: advise,
+                            ..Default::default()
+                        }
+                    })
+                    .await;
+                // The lock is gone (committed, rolled back) or the cluster is unreachable:
+                // nothing more to keep alive.
+                if !matches!(sent, Ok(ref r) if r.error.is_none()) {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// The TTL a new lock asks for: TTLs count from the transaction's start, so a lock taken
+    /// late (a prewrite after a long pessimistic phase) lives `lock_ttl_ms` from now.
+    fn lock_ttl(&self) -> u64 {
+        self.began.elapsed().as_millis() as u64 + self.options.lock_ttl_ms
+    }
+
+    fn stop_heartbeat(&mut self) {
+        if let Some(stop) = self.heartbeat.take() {
+            stop.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The primary key: the first key locked (stable once one is), or `key` itself.
@@ -643,7 +715,19 @@ impl Transaction {
         };
         let primary = self.primary.clone().unwrap_or(primary);
         let keys: Vec<Vec<u8>> = mutations.keys().cloned().collect();
-        let min_commit_ts = match self.prewrite(&mutations, &primary).await {
+        self.start_heartbeat(&primary);
+        let outcome = self.commit_mutations(&mutations, &primary, keys).await;
+        self.stop_heartbeat();
+        outcome
+    }
+
+    async fn commit_mutations(
+        &mut self,
+        mutations: &BTreeMap<Vec<u8>, Mutation>,
+        primary: &[u8],
+        keys: Vec<Vec<u8>>,
+    ) -> Result<u64> {
+        let min_commit_ts = match self.prewrite(mutations, primary).await {
             Ok(ts) => ts,
             // With async commit, every key prewritten means committed: only a definite
             // refusal (a key error) may be rolled back; otherwise the outcome is unknown.
@@ -658,14 +742,18 @@ impl Transaction {
                 return Err(e);
             }
         };
-        let secondaries: Vec<Vec<u8>> = keys.iter().filter(|k| **k != primary).cloned().collect();
+        let secondaries: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|k| k.as_slice() != primary)
+            .cloned()
+            .collect();
         if self.options.async_commit {
             // Decided once every key is prewritten: the locks become commits at
             // min_commit_ts in the background (a reader that meets one settles it too).
             self.commit_in_background(keys, min_commit_ts);
             return Ok(min_commit_ts);
         }
-        let commit_ts = self.commit_primary(&primary, &keys).await?;
+        let commit_ts = self.commit_primary(primary, &keys).await?;
         // Decided: the secondaries commit in the background; one still locked is committed
         // by whoever meets it.
         self.commit_in_background(secondaries, commit_ts);
@@ -689,7 +777,7 @@ impl Transaction {
         loop {
             let keys: Vec<Vec<u8>> = mutations.keys().cloned().collect();
             let (start_ts, for_update_ts) = (self.start_ts, self.for_update_ts);
-            let (ttl, use_async) = (self.options.lock_ttl_ms, self.options.async_commit);
+            let (ttl, use_async) = (self.lock_ttl(), self.options.async_commit);
             let locked = &self.locked;
             let results = self
                 .client
@@ -833,6 +921,7 @@ impl Transaction {
             });
         }
         self.done = true;
+        self.stop_heartbeat();
         let keys: BTreeSet<Vec<u8>> = self
             .buffer
             .keys()
