@@ -69,14 +69,23 @@ async fn context_for(
     (ctx, TikvClient::connect(addr).await.expect("connect"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tikv_client_optimistic_transactions_across_region_splits() {
-    let cluster = ProcCluster::start(3);
+/// A 3-store cluster (API V1, `tune` laid over each store's config), replicated, with an
+/// admin client and tikv-client's `TransactionClient`.
+async fn v1_cluster(
+    tune: impl Fn(&mut regionstore::config::StoreConfig),
+) -> (ProcCluster, client::Client, TransactionClient) {
+    let cluster = ProcCluster::start_with_stores(3, tune);
     let admin = cluster.client().await;
     cluster.wait_replicated(&admin, 1, 3).await;
     let client = TransactionClient::new(vec![cluster.pd.clone()])
         .await
         .expect("tikv-client connects");
+    (cluster, admin, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tikv_client_optimistic_transactions_across_region_splits() {
+    let (cluster, admin, client) = v1_cluster(|_| {}).await;
 
     // CRUD in one transaction, read back by the next.
     let mut t = client.begin_optimistic().await.unwrap();
@@ -248,12 +257,7 @@ async fn commit(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locks_of_a_client_that_died_are_resolved_by_the_primary() {
-    let cluster = ProcCluster::start(3);
-    let admin = cluster.client().await;
-    cluster.wait_replicated(&admin, 1, 3).await;
-    let client = TransactionClient::new(vec![cluster.pd.clone()])
-        .await
-        .expect("tikv-client connects");
+    let (_cluster, admin, client) = v1_cluster(|_| {}).await;
 
     // A "client" that prewrites two transactions and dies: one after committing its primary,
     // one before.
@@ -440,14 +444,10 @@ async fn pessimistic_async_commit_and_gc(client: &TransactionClient) {
 async fn tikv_client_pessimistic_async_commit_and_gc_without_a_keyspace() {
     // tikv-client asks for the default lock wait (`wait_timeout` 0) and retries a locked
     // key about ten times: a short default keeps the competing writer's failure quick.
-    let cluster = ProcCluster::start_with_stores(3, |cfg| {
+    let (_cluster, _admin, client) = v1_cluster(|cfg| {
         cfg.server.lock_wait_default_ms = 100;
-    });
-    let admin = cluster.client().await;
-    cluster.wait_replicated(&admin, 1, 3).await;
-    let client = TransactionClient::new(vec![cluster.pd.clone()])
-        .await
-        .expect("tikv-client connects");
+    })
+    .await;
     pessimistic_async_commit_and_gc(&client).await;
 }
 
@@ -489,14 +489,10 @@ async fn tikv_client_transactions_in_a_keyspace_under_api_version_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_below_the_safe_point_leaves_reads_above_it_unchanged() {
-    let cluster = ProcCluster::start_with_stores(3, |cfg| {
+    let (cluster, _admin, client) = v1_cluster(|cfg| {
         cfg.gc.interval_ms = 300;
-    });
-    let admin = cluster.client().await;
-    cluster.wait_replicated(&admin, 1, 3).await;
-    let client = TransactionClient::new(vec![cluster.pd.clone()])
-        .await
-        .expect("tikv-client connects");
+    })
+    .await;
     // Ten versions of each key, the last few above the safe point; a delete in the middle.
     let mut snapshots = Vec::new();
     for round in 0..10 {
@@ -556,16 +552,12 @@ async fn gc_below_the_safe_point_leaves_reads_above_it_unchanged() {
 /// never between versions), and it commits across the new regions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_transaction_commits_across_size_splits() {
-    let cluster = ProcCluster::start_with_stores(3, |cfg| {
+    let (_cluster, admin, client) = v1_cluster(|cfg| {
         cfg.raftstore.region_split_size = 2 << 20;
         cfg.raftstore.region_max_size = 3 << 20;
         cfg.raftstore.split_region_check_tick_interval_ms = 200;
-    });
-    let admin = cluster.client().await;
-    cluster.wait_replicated(&admin, 1, 3).await;
-    let client = TransactionClient::new(vec![cluster.pd.clone()])
-        .await
-        .expect("tikv-client connects");
+    })
+    .await;
     let value = vec![b'v'; 15 << 10];
     let mut t = client.begin_optimistic().await.unwrap();
     for i in 0..1000 {
