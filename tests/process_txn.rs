@@ -451,6 +451,98 @@ async fn tikv_client_pessimistic_async_commit_and_gc_without_a_keyspace() {
     pessimistic_async_commit_and_gc(&client).await;
 }
 
+/// Two pessimistic transactions each wait for the other's lock, the two keys led by two
+/// different stores: the scheduler's deadlock detector sees the cycle that neither store
+/// sees alone, and one of them is answered Deadlock at once rather than after its wait;
+/// the other then takes the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tikv_client_deadlock_across_stores_is_refused_at_once() {
+    let (_cluster, admin, client) = v1_cluster(|cfg| {
+        cfg.server.lock_wait_default_ms = 20_000;
+        cfg.server.lock_wait_max_ms = 20_000;
+    })
+    .await;
+    split(&admin, encode(b"dl-b"), 2).await;
+    // The two halves led by two stores.
+    let left = admin.region_of(&encode(b"dl-a")).await.unwrap();
+    let right = admin.region_of(&encode(b"dl-b")).await.unwrap();
+    let leader_of = |region: u64| {
+        let admin = admin.clone();
+        async move {
+            admin
+                .regions()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|r| r.region.id == region)
+                .and_then(|r| r.leader)
+                .map(|p| p.store_id)
+        }
+    };
+    let left_leader = leader_of(left).await.expect("a leader");
+    let target = admin
+        .regions()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.region.id == right)
+        .and_then(|r| {
+            r.region
+                .peers
+                .iter()
+                .map(|p| p.store_id)
+                .find(|s| *s != left_leader)
+        })
+        .expect("a peer on another store");
+    common::wait_ok(
+        "the right half's leader moves",
+        Duration::from_secs(60),
+        || {
+            let admin = admin.clone();
+            async move {
+                match admin.transfer_leader(right, target).await {
+                    Ok(op) => admin
+                        .wait_operator(&op, Duration::from_secs(10))
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        },
+    )
+    .await;
+    wait_until("the leaders differ", Duration::from_secs(30), || async {
+        leader_of(right).await == Some(target) && leader_of(left).await != Some(target)
+    })
+    .await;
+
+    let mut t1 = client.begin_pessimistic().await.unwrap();
+    let mut t2 = client.begin_pessimistic().await.unwrap();
+    t1.get_for_update("dl-a".to_owned()).await.unwrap();
+    t2.get_for_update("dl-b".to_owned()).await.unwrap();
+    let started = std::time::Instant::now();
+    let first = tokio::spawn(async move {
+        let r = t1.get_for_update("dl-b".to_owned()).await;
+        (r.map(|_| ()).map_err(|e| e.to_string()), t1)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = t2.get_for_update("dl-a".to_owned()).await;
+    let err = second
+        .expect_err("closing the cycle is a deadlock")
+        .to_string();
+    assert!(err.contains("eadlock"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "found after {:?}, not at once",
+        started.elapsed()
+    );
+    t2.rollback().await.unwrap();
+    let (r, mut t1) = first.await.unwrap();
+    r.expect("the first takes the lock once the other rolled back");
+    t1.put("dl-b".to_owned(), "1".to_owned()).await.unwrap();
+    t1.commit().await.expect("commit");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tikv_client_transactions_in_a_keyspace_under_api_version_2() {
     let cluster = ProcCluster::start_with_stores(3, |cfg| {
@@ -733,6 +825,15 @@ async fn ours_beside_tikv(
             .unwrap(),
         client::TxnStatus::Committed { .. }
     ));
+
+    // Concurrent timestamps are batched into shared PD requests: each is still unique, and
+    // one asked for after they all returned is above them all.
+    let many = futures::future::join_all((0..200).map(|_| ours.timestamp())).await;
+    let mut many: Vec<u64> = many.into_iter().map(|ts| ts.unwrap()).collect();
+    many.sort_unstable();
+    many.dedup();
+    assert_eq!(many.len(), 200, "duplicate timestamps");
+    assert!(ours.timestamp().await.unwrap() > many[199]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,6 +56,7 @@ pub(crate) struct Inner {
     cache: RwLock<RegionCache>,
     stores: Mutex<StoreCache>,
     retries: AtomicU64,
+    pub(crate) tso: crate::tso::TsoBatcher,
 }
 
 /// Store addresses from PD, and one channel per address shared by every request to it.
@@ -106,6 +107,7 @@ impl Client {
                 cache: RwLock::new(RegionCache::default()),
                 stores: Mutex::new(StoreCache::default()),
                 retries: AtomicU64::new(0),
+                tso: Default::default(),
             }),
         };
         if let Some(name) = name {
@@ -579,6 +581,10 @@ impl Inner {
         self.stores.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    pub(crate) fn logger(&self) -> &slog::Logger {
+        &self.config.logger
+    }
+
     pub(crate) fn retry_state(&self, op: &'static str) -> RetryState<'_> {
         RetryState::new(op, &self.config, &self.retries)
     }
@@ -754,15 +760,16 @@ impl Inner {
         }
     }
 
-    /// A timestamp from PD's oracle (`Tso`, one answer on its stream).
-    pub(crate) async fn tso(&self) -> Result<u64> {
+    /// `count` consecutive timestamps from PD's oracle (`Tso`, one answer on its stream):
+    /// the last of them. Callers batch through `Inner::tso` (tso.rs).
+    pub(crate) async fn tso_batch(&self, count: u32) -> Result<u64> {
         let mut state = self.retry_state("tso");
         let resp = self
             .pd_call(&mut state, "Tso", true, |leader, header, timeout| {
                 let mut pd = leader.pd.clone();
                 let req = pdpb::TsoRequest {
                     header,
-                    count: 1,
+                    count,
                     dc_location: String::new(),
                 };
                 async move {

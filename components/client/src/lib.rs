@@ -40,6 +40,7 @@ mod pd;
 mod region_cache;
 mod retry;
 mod shard;
+mod tso;
 mod txn;
 
 pub use admin::Operator;

@@ -175,6 +175,26 @@ impl<EK: KvEngine> StoreApi<EK> {
         self.ctx.scheduler.tso()
     }
 
+    /// The store's logger, for layers built on this API.
+    pub fn logger(&self) -> &slog::Logger {
+        &self.ctx.logger
+    }
+
+    /// Asks the cluster's deadlock detector whether a lock request may wait (blocks the
+    /// calling thread); see [`crate::SchedulerClient::detect_deadlock`].
+    pub fn detect_deadlock(
+        &self,
+        edge: proto::schedulerpb::WaitForEdge,
+        ttl: std::time::Duration,
+    ) -> Result<crate::DeadlockCheck> {
+        self.ctx.scheduler.detect_deadlock(edge, ttl)
+    }
+
+    /// A waiting lock request stopped waiting (blocks the calling thread).
+    pub fn clean_up_wait_for(&self, edge: proto::schedulerpb::WaitForEdge) -> Result<()> {
+        self.ctx.scheduler.clean_up_wait_for(edge)
+    }
+
     /// Deletes everything in `[start, end)` (stored keys; `end` empty: unbounded) from this
     /// store's data column families at once, without raft: TiKV's UnsafeDestroyRange, for a
     /// range no reader will ever look at again (a dropped table below the GC safe point).

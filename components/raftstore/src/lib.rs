@@ -54,6 +54,8 @@ pub use api::{Modify, StoreApi};
 pub use config::{Config, ConfigError};
 pub use error::{Error, Result};
 pub use router::RegionSnapshot;
-pub use scheduler::{RegionHeartbeat, SchedulerClient, SchedulerStep, StoreHeartbeat};
+pub use scheduler::{
+    DeadlockCheck, RegionHeartbeat, SchedulerClient, SchedulerStep, StoreHeartbeat,
+};
 pub use system::{bootstrap_region, bootstrap_store, StoreBuilder, StoreSystem};
 pub use transport::Transport;

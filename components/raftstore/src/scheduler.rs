@@ -3,7 +3,10 @@
 //! neither. Calls come from the store's worker threads, never from the pollers, so an
 //! implementation may block.
 
+use std::time::Duration;
+
 use proto::metapb::{Peer, Region};
+use proto::schedulerpb::WaitForEdge;
 
 use crate::Result;
 
@@ -68,4 +71,23 @@ pub trait SchedulerClient: Send + Sync + 'static {
     /// A timestamp from the cluster's oracle, above every one handed out before: a new
     /// leader raises its `max_ts` to it before it serves async commit.
     fn tso(&self) -> Result<u64>;
+
+    /// A pessimistic lock request is about to wait (`edge`): the cluster's deadlock detector
+    /// records the edge for at most `ttl`, or, if the edge would close a cycle of waiting
+    /// transactions, records nothing and answers the cycle.
+    fn detect_deadlock(&self, edge: WaitForEdge, ttl: Duration) -> Result<DeadlockCheck>;
+
+    /// The request of `edge` (recorded by `detect_deadlock`) stopped waiting.
+    fn clean_up_wait_for(&self, edge: WaitForEdge) -> Result<()>;
+}
+
+/// The cluster's deadlock detector's answer to a wait.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DeadlockCheck {
+    /// The edge is recorded: wait, then clean it up.
+    Recorded,
+    /// The detector is full: the edge is not recorded; the wait goes unchecked.
+    NotRecorded,
+    /// The wait would close this cycle: the edges from the holder back to the waiter.
+    Deadlock(Vec<WaitForEdge>),
 }

@@ -23,9 +23,11 @@ use proto::eraftpb::ConfChangeType;
 use proto::metapb::{Region, Store};
 use proto::pdpb::pd_client::PdClient;
 use proto::pdpb::{self, ErrorType};
-use proto::schedulerpb;
 use proto::schedulerpb::scheduler_client::SchedulerClient as SchedulerRpcClient;
-use raftstore::{Error, RegionHeartbeat, Result, SchedulerClient, SchedulerStep, StoreHeartbeat};
+use proto::schedulerpb::{self, WaitForEdge};
+use raftstore::{
+    DeadlockCheck, Error, RegionHeartbeat, Result, SchedulerClient, SchedulerStep, StoreHeartbeat,
+};
 use tokio::runtime::{Handle, Runtime};
 use tonic::transport::{Channel, Endpoint};
 
@@ -128,6 +130,8 @@ has_header!(
     pdpb::ReportBatchSplitResponse,
     pdpb::GetGcSafePointResponse,
     schedulerpb::CheckApiVersionResponse,
+    schedulerpb::DetectDeadlockResponse,
+    schedulerpb::CleanUpWaitForResponse,
 );
 
 /// A gRPC status with its chain of causes ("transport error: tcp connect error: refused").
@@ -394,6 +398,43 @@ impl Inner {
         .ok_or_else(|| Error::Scheduler {
             detail: "Tso: an answer without a timestamp".into(),
         })
+    }
+
+    async fn detect_deadlock(&self, edge: WaitForEdge, ttl: Duration) -> Result<DeadlockCheck> {
+        self.call(|mut t, h| {
+            let edge = edge.clone();
+            async move {
+                let req = schedulerpb::DetectDeadlockRequest {
+                    header: Some(h),
+                    edge: Some(edge),
+                    ttl_ms: ttl.as_millis() as u64,
+                };
+                t.sched.detect_deadlock(req).await
+            }
+        })
+        .await
+        .map(|r| match (r.recorded, r.deadlock_chain.is_empty()) {
+            (true, _) => DeadlockCheck::Recorded,
+            (false, true) => DeadlockCheck::NotRecorded,
+            (false, false) => DeadlockCheck::Deadlock(r.deadlock_chain),
+        })
+        .map_err(|f| f.into_error("DetectDeadlock"))
+    }
+
+    async fn clean_up_wait_for(&self, edge: WaitForEdge) -> Result<()> {
+        self.call(|mut t, h| {
+            let edge = edge.clone();
+            async move {
+                let req = schedulerpb::CleanUpWaitForRequest {
+                    header: Some(h),
+                    edge: Some(edge),
+                };
+                t.sched.clean_up_wait_for(req).await
+            }
+        })
+        .await
+        .map(|_| ())
+        .map_err(|f| f.into_error("CleanUpWaitFor"))
     }
 
     async fn check_api_version(&self, asked: ApiVersion) -> Result<ApiVersion> {
@@ -678,6 +719,14 @@ impl SchedulerClient for GrpcSchedulerClient {
 
     fn tso(&self) -> Result<u64> {
         self.block(|inner| async move { inner.tso().await })
+    }
+
+    fn detect_deadlock(&self, edge: WaitForEdge, ttl: Duration) -> Result<DeadlockCheck> {
+        self.block(|inner| async move { inner.detect_deadlock(edge, ttl).await })
+    }
+
+    fn clean_up_wait_for(&self, edge: WaitForEdge) -> Result<()> {
+        self.block(|inner| async move { inner.clean_up_wait_for(edge).await })
     }
 }
 

@@ -22,12 +22,16 @@
 pub mod grpc;
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use api_version::ApiVersion;
 use engine::{keys, KvEngine, WriteBatch, CF_RAFT};
 use proto::metapb::{Peer, Region, RegionEpoch, Store};
-use raftstore::{Error, RegionHeartbeat, Result, SchedulerClient, SchedulerStep, StoreHeartbeat};
+use proto::schedulerpb::WaitForEdge;
+use raftstore::{
+    DeadlockCheck, Error, RegionHeartbeat, Result, SchedulerClient, SchedulerStep, StoreHeartbeat,
+};
+use scheduler::deadlock::Detected;
 use scheduler::{RegionInfo, Scheduler, Step, StoreStats};
 
 pub use grpc::{GrpcConfig, GrpcSchedulerClient};
@@ -154,6 +158,26 @@ impl SchedulerClient for InProcessClient {
 
     fn tso(&self) -> Result<u64> {
         self.get()?.tso.get(1).map_err(scheduler_err)
+    }
+
+    fn detect_deadlock(&self, edge: WaitForEdge, ttl: Duration) -> Result<DeadlockCheck> {
+        let scheduler = self.get()?;
+        let detected = scheduler
+            .deadlocks
+            .detect(edge, ttl, scheduler.clock_now())
+            .map_err(|e| Error::Scheduler {
+                detail: e.to_string(),
+            })?;
+        Ok(match detected {
+            Detected::Recorded => DeadlockCheck::Recorded,
+            Detected::Full => DeadlockCheck::NotRecorded,
+            Detected::Deadlock(chain) => DeadlockCheck::Deadlock(chain),
+        })
+    }
+
+    fn clean_up_wait_for(&self, edge: WaitForEdge) -> Result<()> {
+        self.get()?.deadlocks.clean_up_wait_for(&edge);
+        Ok(())
     }
 }
 

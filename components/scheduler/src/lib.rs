@@ -28,6 +28,7 @@
 //! cluster and the scheduler client implement over this crate (in-process or over gRPC).
 
 pub mod cluster;
+pub mod deadlock;
 mod error;
 pub mod gc;
 pub mod http;
@@ -143,6 +144,8 @@ pub struct Scheduler {
     pub cluster: Cluster,
     pub gc_safe_point: GcSafePoint,
     pub keyspaces: Keyspaces,
+    /// The cluster's wait-for graph of pessimistic lock requests.
+    pub deadlocks: deadlock::Detector,
     config: Config,
     operators: Mutex<HashMap<u64, Operator>>,
     history: Mutex<VecDeque<OperatorStatus>>,
@@ -173,6 +176,7 @@ impl Scheduler {
             tso: Tso::open(store.clone(), config.tso_window, clock.clone())?,
             gc_safe_point: GcSafePoint::open(store.clone())?,
             keyspaces: Keyspaces::open(store.clone())?,
+            deadlocks: deadlock::Detector::default(),
             cluster: Cluster::open(store, clock.clone(), logger)?,
             config: config.clone(),
             operators: Mutex::default(),

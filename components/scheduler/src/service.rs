@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use api_version::ApiVersion;
 use futures::{Stream, StreamExt};
@@ -26,6 +27,7 @@ use proto::schedulerpb::{self, OperatorInfo};
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::deadlock::Detected;
 use crate::tso::LOGICAL_BITS;
 use crate::{AdminOp, Error, OperatorStatus, RegionInfo, Scheduler, Step, StoreStats};
 
@@ -106,6 +108,8 @@ reply!(
     schedulerpb::ListOperatorsResponse,
     schedulerpb::CheckApiVersionResponse,
     schedulerpb::CreateKeyspaceResponse,
+    schedulerpb::DetectDeadlockResponse,
+    schedulerpb::CleanUpWaitForResponse,
     keyspacepb::LoadKeyspaceResponse,
     keyspacepb::GetAllKeyspacesResponse,
 );
@@ -793,6 +797,58 @@ impl SchedulerRpc for SchedulerService {
             })
         })
         .await
+    }
+
+    async fn detect_deadlock(
+        &self,
+        request: Request<schedulerpb::DetectDeadlockRequest>,
+    ) -> Result<Response<schedulerpb::DetectDeadlockResponse>, Status> {
+        let req = request.into_inner();
+        self.reply("DetectDeadlock", req.header.as_ref(), |s| {
+            let edge = req
+                .edge
+                .ok_or_else(|| invalid("the request has no wait-for edge"))?;
+            let (waiter_ts, holder_ts) = (edge.waiter_ts, edge.holder_ts);
+            let ttl = Duration::from_millis(req.ttl_ms.max(1));
+            let detected = s
+                .deadlocks
+                .detect(edge, ttl, s.clock_now())
+                .map_err(|e| invalid(e.to_string()))?;
+            let (recorded, deadlock_chain) = match detected {
+                Detected::Recorded => (true, Vec::new()),
+                Detected::Full => {
+                    slog::warn!(s.logger(), "deadlock detector full: a wait goes unchecked";
+                        "edges" => s.deadlocks.len());
+                    (false, Vec::new())
+                }
+                Detected::Deadlock(chain) => {
+                    slog::info!(s.logger(), "deadlock refused";
+                        "waiter_ts" => waiter_ts, "holder_ts" => holder_ts,
+                        "cycle_len" => chain.len() + 1);
+                    (false, chain)
+                }
+            };
+            Ok(schedulerpb::DetectDeadlockResponse {
+                header: None,
+                deadlock_chain,
+                recorded,
+            })
+        })
+    }
+
+    async fn clean_up_wait_for(
+        &self,
+        request: Request<schedulerpb::CleanUpWaitForRequest>,
+    ) -> Result<Response<schedulerpb::CleanUpWaitForResponse>, Status> {
+        let req = request.into_inner();
+        self.reply("CleanUpWaitFor", req.header.as_ref(), |s| {
+            let edge = req
+                .edge
+                .as_ref()
+                .ok_or_else(|| invalid("the request has no wait-for edge"))?;
+            s.deadlocks.clean_up_wait_for(edge);
+            Ok(schedulerpb::CleanUpWaitForResponse::default())
+        })
     }
 }
 

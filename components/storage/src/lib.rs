@@ -17,6 +17,7 @@
 //! # Must not depend on
 //! gRPC or the server crate: it speaks `kvrpcpb::Context` and the `txn` crate's types.
 
+pub mod deadlock;
 mod error;
 pub mod gc;
 mod latch;
@@ -76,6 +77,13 @@ impl Default for StorageConfig {
     }
 }
 
+/// How much longer than its wait a wait-for edge may stay in the detector if its clean-up
+/// is lost.
+const DEADLOCK_EDGE_SLACK: Duration = Duration::from_secs(2);
+
+/// Longest a lock wait waits for the deadlock detector's answer before it waits unchecked.
+const DEADLOCK_DETECT_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Locks a resolve pass handles per raft write.
 const RESOLVE_BATCH: usize = 256;
 
@@ -87,6 +95,9 @@ pub struct Storage<EK: KvEngine> {
     cm: ConcurrencyManager,
     latches: std::sync::Arc<Latches>,
     lock_waits: std::sync::Arc<lock_wait::LockWaits>,
+    /// The cluster's deadlock detector (`None`: its thread did not start; waits go
+    /// unchecked and end by timeout).
+    deadlocks: Option<deadlock::DeadlockClient>,
     /// Region → the leader term whose max_ts was raised to a fresh timestamp (see
     /// [`Storage::sync_max_ts`]).
     max_ts_synced: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, u64>>>,
@@ -98,8 +109,17 @@ impl<EK: KvEngine> Storage<EK> {
     pub fn new(api: StoreApi<EK>, cfg: StorageConfig) -> Storage<EK> {
         let latches = std::sync::Arc::new(Latches::new(cfg.latch_slots));
         let lock_waits = std::sync::Arc::new(lock_wait::LockWaits::new(cfg.lock_wait_capacity));
+        let deadlocks = match deadlock::DeadlockClient::start(api.clone(), cfg.lock_wait_capacity) {
+            Ok(client) => Some(client),
+            Err(e) => {
+                slog::error!(api.logger(), "cannot start the deadlock detection thread: lock \
+                    waits end by timeout only"; "error" => %e);
+                None
+            }
+        };
         Storage {
             lock_waits,
+            deadlocks,
             api,
             cfg,
             cm: ConcurrencyManager::default(),
@@ -701,38 +721,79 @@ impl<EK: KvEngine> Storage<EK> {
                 .position(|k| *k == lock.key)
                 .and_then(|i| marks.get(i).copied())
                 .unwrap_or_default();
-            let waiting = match self
-                .lock_waits
-                .wait(&key, cmd.start_ts, lock.lock_version, mark)
-            {
+            let waiting = match self.lock_waits.wait(&key, cmd.start_ts, mark) {
                 Ok(w) => w,
                 Err(lock_wait::WaitRefused::Changed) => {
                     marks = mark_all(&keys);
                     continue;
                 }
                 Err(lock_wait::WaitRefused::Full { .. }) => return result,
-                Err(lock_wait::WaitRefused::Deadlock { holder_ts }) => {
-                    metrics::METRICS.deadlocks.inc();
-                    return Err(txn::Error::Deadlock {
-                        start_ts: cmd.start_ts,
-                        lock_ts: holder_ts,
-                        lock_key: lock.key.clone(),
-                        key_hash: {
-                            use std::hash::{Hash, Hasher};
-                            let mut h = std::collections::hash_map::DefaultHasher::new();
-                            key.hash(&mut h);
-                            h.finish()
-                        },
-                    }
-                    .into());
-                }
             };
             metrics::METRICS
                 .lock_waiters
                 .set(self.lock_waits.len() as i64);
+            // Enqueued before asking: a release while the detector answers still wakes us.
+            let edge = proto::schedulerpb::WaitForEdge {
+                waiter_ts: cmd.start_ts,
+                holder_ts: lock.lock_version,
+                key_hash: deadlock::key_hash(&lock.key),
+                key: lock.key.clone(),
+                wait_id: 0,
+            };
+            let verdict = match &self.deadlocks {
+                // The edge outlives the wait a little, should its clean-up be lost; the
+                // answer is awaited only so long, so a slow scheduler cannot hold the wait
+                // past its deadline (the wait then goes unchecked).
+                Some(d) => {
+                    let ask = d.detect(edge.clone(), left + DEADLOCK_EDGE_SLACK);
+                    match tokio::time::timeout(left.min(DEADLOCK_DETECT_TIMEOUT), ask).await {
+                        Ok(verdict) => verdict,
+                        Err(_) => {
+                            metrics::METRICS.deadlock_detect_failures.inc();
+                            deadlock::Verdict::Unchecked
+                        }
+                    }
+                }
+                None => deadlock::Verdict::Unchecked,
+            };
+            let guard = match verdict {
+                deadlock::Verdict::Wait(guard) => Some(guard),
+                deadlock::Verdict::Unchecked => None,
+                deadlock::Verdict::Deadlock(chain) => {
+                    drop(waiting);
+                    metrics::METRICS.deadlocks.inc();
+                    metrics::METRICS
+                        .lock_waiters
+                        .set(self.lock_waits.len() as i64);
+                    // TiKV's shape: the cycle's edges, then the refused request's own; the
+                    // deadlock key is the one this transaction holds that the cycle waits on.
+                    let closing = chain.last().cloned().unwrap_or_default();
+                    let wait_chain = chain
+                        .into_iter()
+                        .chain([edge])
+                        .map(|e| txn::WaitFor {
+                            txn: e.waiter_ts,
+                            wait_for_txn: e.holder_ts,
+                            key: e.key,
+                            key_hash: e.key_hash,
+                        })
+                        .collect();
+                    return Err(txn::Error::Deadlock {
+                        start_ts: cmd.start_ts,
+                        lock_ts: lock.lock_version,
+                        lock_key: lock.key.clone(),
+                        deadlock_key: closing.key,
+                        deadlock_key_hash: closing.key_hash,
+                        wait_chain,
+                    }
+                    .into());
+                }
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
             marks = mark_all(&keys);
             waiting.until_woken(left).await;
             drop(waiting);
+            drop(guard);
             metrics::METRICS
                 .lock_waiters
                 .set(self.lock_waits.len() as i64);

@@ -14,6 +14,7 @@ pub struct Metrics {
     pub undetermined_latches: IntGauge,
     pub lock_waiters: IntGauge,
     pub deadlocks: IntCounter,
+    pub deadlock_detect_failures: IntCounter,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
@@ -78,6 +79,15 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         IntCounter::new(
             "regionstore_txn_deadlocks_total",
             "Pessimistic lock requests answered Deadlock (their wait would close a cycle).",
+        )
+        .expect("valid metric"),
+    ),
+    deadlock_detect_failures: register(
+        IntCounter::new(
+            "regionstore_txn_deadlock_detect_failures_total",
+            "Lock waits the cluster's deadlock detector did not check (queue full, answer \
+             late, scheduler failed or paused after a failure, detector full) and clean-ups \
+             not sent (their edges expire by TTL); unchecked waits end by their timeout.",
         )
         .expect("valid metric"),
     ),

@@ -42,6 +42,22 @@ fn runtime() -> tokio::runtime::Runtime {
 /// the next command on the key waits, then sees the first one's lock (without the wait it
 /// would read a snapshot without it, and both locks would be written, the second
 /// overwriting the first).
+/// Splits at the (encoded) user key `at` and waits until the scheduler, which learns of the
+/// split from the leader's report, routes `left` and `at` to two regions.
+fn split_between(cluster: &Cluster, left: &[u8], at: &[u8]) {
+    cluster
+        .split(&txn::key::encode(at))
+        .expect("split at an encoded key");
+    test_cluster::wait_until(
+        "the scheduler sees the split",
+        Duration::from_secs(10),
+        || {
+            cluster.region_for_key(&txn::key::encode(at)).id
+                != cluster.region_for_key(&txn::key::encode(left)).id
+        },
+    );
+}
+
 #[test]
 fn an_undetermined_write_keeps_its_latches_until_it_settles() {
     let mut cfg = ClusterConfig::new(3, 1);
@@ -163,6 +179,33 @@ impl<'a> Router<'a> {
     }
 }
 
+/// Moves the leadership of `key`'s region to its peer on store `to`, and waits for it.
+fn move_leader(router: &Router<'_>, rt: &tokio::runtime::Runtime, key: &[u8], to: u64) {
+    let region = router.cluster.region_for_key(&txn::key::encode(key));
+    let peer = region
+        .peers
+        .iter()
+        .find(|p| p.store_id == to)
+        .copied()
+        .expect("a peer on the target store");
+    rt.block_on(async {
+        let (storage, ctx) = router.route(key, None);
+        let admin = proto::raft_cmdpb::AdminRequest {
+            cmd_type: proto::raft_cmdpb::AdminCmdType::TransferLeader as i32,
+            transfer_leader: Some(proto::raft_cmdpb::TransferLeaderRequest { peer: Some(peer) }),
+            ..Default::default()
+        };
+        storage
+            .api()
+            .admin(&ctx, admin)
+            .await
+            .expect("leader transfer");
+    });
+    test_cluster::wait_until("the leader moves", Duration::from_secs(10), || {
+        router.cluster.leader_of(region.id) == Some(to)
+    });
+}
+
 fn is_region_error(e: &storage::Error) -> bool {
     matches!(e, storage::Error::Raft(r) if r.to_region_error().is_some())
         || matches!(
@@ -210,18 +253,7 @@ fn a_transaction_commits_across_a_split_and_a_leader_change_after_prewrite() {
     assert!(r.locks.is_empty());
 
     // A split between the keys, then a leader change of the new right half.
-    cluster
-        .split(&txn::key::encode(b"h"))
-        .expect("split at an encoded key");
-    // The scheduler learns of the split from the leader's report.
-    test_cluster::wait_until(
-        "the scheduler sees the split",
-        Duration::from_secs(10),
-        || {
-            cluster.region_for_key(&txn::key::encode(b"m")).id
-                != cluster.region_for_key(&txn::key::encode(b"a")).id
-        },
-    );
+    split_between(&cluster, b"a", b"h");
     let right = cluster.region_for_key(&txn::key::encode(b"m"));
     let old_leader = cluster.wait_leader(right.id);
     let follower = right
@@ -243,32 +275,7 @@ fn a_transaction_commits_across_a_split_and_a_leader_change_after_prewrite() {
         },
     ));
     assert!(matches!(&stale, Err(e) if is_region_error(e)), "{stale:?}");
-    // Leader of the right half moves (to a peer that may not have its own id formula:
-    // transfer through the region's leader).
-    let to = right
-        .peers
-        .iter()
-        .find(|p| p.store_id == follower)
-        .copied()
-        .unwrap();
-    rt.block_on(async {
-        let (storage, ctx) = router.route(b"m", None);
-        let admin = proto::raft_cmdpb::AdminRequest {
-            cmd_type: proto::raft_cmdpb::AdminCmdType::TransferLeader as i32,
-            transfer_leader: Some(proto::raft_cmdpb::TransferLeaderRequest { peer: Some(to) }),
-            ..Default::default()
-        };
-        storage
-            .api()
-            .admin(&ctx, admin)
-            .await
-            .expect("leader transfer");
-    });
-    test_cluster::wait_until(
-        "the right half's leader moves",
-        Duration::from_secs(10),
-        || cluster.leader_of(right.id) == Some(follower),
-    );
+    move_leader(&router, &rt, b"m", follower);
     // Asked of the old leader: NotLeader, nothing written.
     let (old_storage, old_ctx) = router.route(b"m", Some(old_leader));
     let not_leader = rt.block_on(old_storage.commit(
@@ -596,14 +603,31 @@ fn the_bank_total_never_changes_under_leader_transfers_and_partitions() {
 }
 
 /// A pessimistic lock request waits for the lock in its way and takes it as soon as it is
-/// released; a wait that would close a cycle is answered Deadlock at once.
+/// released; a wait that would close a cycle is answered Deadlock at once, though the two
+/// locks of the cycle are led by different stores (the cluster's detector sees it).
 #[test]
 fn pessimistic_waits_are_woken_on_release_and_deadlocks_are_refused() {
     use txn::commands::{PessimisticLock, PessimisticRollback};
     let cluster = Cluster::run(ClusterConfig::new(3, 1));
     let rt = runtime();
     let router = Router::new(&cluster, &rt);
+    // k1 and k2 in two regions, led by two stores.
+    split_between(&cluster, b"k1", b"k2");
+    let left_leader = cluster.wait_leader(cluster.region_for_key(&txn::key::encode(b"k1")).id);
+    let other = cluster
+        .running_stores()
+        .into_iter()
+        .find(|s| *s != left_leader)
+        .expect("another store");
+    move_leader(&router, &rt, b"k2", other);
     let (storage, ctx) = router.route(b"k1", None);
+    let (storage2, ctx2) = router.route(b"k2", None);
+    let store_of = |ctx: &proto::kvrpcpb::Context| ctx.peer.as_ref().map(|p| p.store_id);
+    assert_ne!(
+        store_of(&ctx),
+        store_of(&ctx2),
+        "k1 and k2 led by one store"
+    );
     let lock = |key: &[u8], start_ts: u64| PessimisticLock {
         mutations: vec![Mutation {
             op: Op::PessimisticLock as i32,
@@ -619,7 +643,7 @@ fn pessimistic_waits_are_woken_on_release_and_deadlocks_are_refused() {
     let (a, b) = (router.tso(), router.tso());
     rt.block_on(storage.pessimistic_lock(&ctx, lock(b"k1", a), -1))
         .expect("a locks k1");
-    rt.block_on(storage.pessimistic_lock(&ctx, lock(b"k2", b), -1))
+    rt.block_on(storage2.pessimistic_lock(&ctx2, lock(b"k2", b), -1))
         .expect("b locks k2");
     // Without waiting: locked at once.
     let no_wait = rt.block_on(storage.pessimistic_lock(&ctx, lock(b"k1", b), -1));
@@ -641,15 +665,37 @@ fn pessimistic_waits_are_woken_on_release_and_deadlocks_are_refused() {
     };
     std::thread::sleep(Duration::from_millis(300));
     assert!(!waiter.is_finished());
-    // a asking for k2 (held by b, who waits for a) is a deadlock.
-    let deadlock = rt.block_on(storage.pessimistic_lock(&ctx, lock(b"k2", a), 8_000));
+    // a asking for k2 (held by b, who waits for a) is a deadlock, found at once.
+    let asked = std::time::Instant::now();
+    let deadlock = rt.block_on(storage2.pessimistic_lock(&ctx2, lock(b"k2", a), 8_000));
+    match &deadlock {
+        Err(storage::Error::Txn(txn::Error::Deadlock {
+            start_ts,
+            lock_ts,
+            deadlock_key,
+            deadlock_key_hash,
+            wait_chain,
+            ..
+        })) => {
+            assert_eq!((*start_ts, *lock_ts), (a, b));
+            // TiKV's shape: the cycle's waits, then the refused one; the deadlock key is the
+            // one a holds that b waits for, hashed as TiDB hashes keys.
+            let chain: Vec<_> = wait_chain
+                .iter()
+                .map(|w| (w.txn, w.wait_for_txn, w.key.as_slice()))
+                .collect();
+            assert_eq!(chain, [(b, a, &b"k1"[..]), (a, b, &b"k2"[..])]);
+            assert_eq!(deadlock_key.as_slice(), b"k1");
+            assert_eq!(*deadlock_key_hash, storage::deadlock::key_hash(b"k1"));
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(
-        matches!(
-            deadlock,
-            Err(storage::Error::Txn(txn::Error::Deadlock { .. }))
-        ),
-        "{deadlock:?}"
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
     );
+    assert!(!waiter.is_finished(), "the refused request changed nothing");
     // a gives up k1: b gets it at once, long before its timeout.
     rt.block_on(storage.pessimistic_rollback(
         &ctx,
@@ -663,5 +709,9 @@ fn pessimistic_waits_are_woken_on_release_and_deadlocks_are_refused() {
     let (result, waited) = rt.block_on(waiter).unwrap();
     result.expect("b takes k1 once a released it");
     assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+    // Every wait cleaned its edge up.
+    test_cluster::wait_until("the detector is empty", Duration::from_secs(5), || {
+        cluster.scheduler().deadlocks.is_empty()
+    });
     let _ = router;
 }

@@ -68,16 +68,30 @@ pub enum Error {
     },
     #[error("commit ts {commit_ts} would be over the transaction's max_commit_ts {max_commit_ts}")]
     CommitTsTooLarge { commit_ts: u64, max_commit_ts: u64 },
-    #[error("deadlock: transaction {start_ts} waits for transaction {lock_ts} on key {lock_key:?}, which waits for it")]
+    #[error("deadlock: transaction {start_ts} waits for transaction {lock_ts} on key {lock_key:?}, which waits for it (a cycle of {} waits)", wait_chain.len())]
     Deadlock {
         start_ts: u64,
         lock_ts: u64,
         lock_key: Vec<u8>,
-        key_hash: u64,
+        /// The key the requester holds that closes the cycle, and its fingerprint.
+        deadlock_key: Vec<u8>,
+        deadlock_key_hash: u64,
+        /// The cycle: the waits from the holder back to the requester, then its own.
+        wait_chain: Vec<WaitFor>,
     },
     /// The request itself is wrong: asking again will not help.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// One wait in a deadlock's cycle: transaction `txn` waits for `wait_for_txn`'s lock on `key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaitFor {
+    pub txn: u64,
+    pub wait_for_txn: u64,
+    pub key: Vec<u8>,
+    /// `key`'s fingerprint (farmhash fingerprint64, as TiDB hashes keys).
+    pub key_hash: u64,
 }
 
 impl Error {
@@ -153,14 +167,26 @@ impl Error {
             Error::Deadlock {
                 lock_ts,
                 lock_key,
-                key_hash,
+                deadlock_key,
+                deadlock_key_hash,
+                wait_chain,
                 ..
             } => {
                 e.abort = self.to_string();
                 e.deadlock = Some(kvrpcpb::Deadlock {
                     lock_ts: *lock_ts,
                     lock_key: lock_key.clone(),
-                    deadlock_key_hash: *key_hash,
+                    deadlock_key_hash: *deadlock_key_hash,
+                    wait_chain: wait_chain
+                        .iter()
+                        .map(|w| kvrpcpb::WaitForEntry {
+                            txn: w.txn,
+                            wait_for_txn: w.wait_for_txn,
+                            key_hash: w.key_hash,
+                            key: w.key.clone(),
+                        })
+                        .collect(),
+                    deadlock_key: deadlock_key.clone(),
                 });
             }
             Error::TxnLockNotFound { .. } | Error::PessimisticLockNotFound { .. } => {

@@ -47,7 +47,7 @@ pub mod txn;
 pub mod write;
 
 pub use concurrency::ConcurrencyManager;
-pub use error::{Error, Result, WriteConflictReason};
+pub use error::{Error, Result, WaitFor, WriteConflictReason};
 pub use lock::{Lock, LockType};
 pub use reader::MvccReader;
 pub use snapshot::{Modify, Snapshot};

@@ -558,6 +558,34 @@ fn scans_merge_values_and_locks_in_both_directions() {
 }
 
 #[test]
+fn a_prewrite_takes_the_first_actions_when_sent_the_whole_transactions() {
+    // tikv-client sends every key's action with each region's share of the mutations.
+    let s = Store::new();
+    s.pessimistic_lock(&["a", "b", "c"], "a", 10, 10).unwrap();
+    let share = |muts: Vec<proto::kvrpcpb::Mutation>, actions: usize| Prewrite {
+        mutations: muts,
+        primary: b"a".to_vec(),
+        start_ts: 10,
+        lock_ttl: 100,
+        for_update_ts: 10,
+        pessimistic_actions: vec![PessimisticAction::DoPessimisticCheck; actions],
+        ..Default::default()
+    };
+    let r = s.prewrite_cmd(&share(vec![put("b", "2")], 3)).unwrap();
+    assert!(r.locks.is_empty());
+    // Fewer actions than mutations would leave a key unchecked.
+    assert!(matches!(
+        s.prewrite_cmd(&share(vec![put("a", "1"), put("c", "3")], 1)),
+        Err(Error::Invalid(_))
+    ));
+    // The check still runs: a key this transaction never locked is refused.
+    assert!(matches!(
+        s.prewrite_cmd(&share(vec![put("d", "4")], 3)),
+        Err(Error::PessimisticLockNotFound { .. })
+    ));
+}
+
+#[test]
 fn bad_input_is_refused_before_anything_is_written() {
     let s = Store::new();
     s.must_prewrite(vec![put("a", "1")], "a", 10);
