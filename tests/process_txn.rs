@@ -466,53 +466,35 @@ async fn tikv_client_deadlock_across_stores_is_refused_at_once() {
     // The two halves led by two stores.
     let left = admin.region_of(&encode(b"dl-a")).await.unwrap();
     let right = admin.region_of(&encode(b"dl-b")).await.unwrap();
-    let leader_of = |region: u64| {
+    // Until the two leaders differ, move the right half's leader to a store that does not
+    // lead the left half (the scheduler's own balancing may move leaders meanwhile).
+    common::wait_ok("the leaders differ", Duration::from_secs(90), || {
         let admin = admin.clone();
         async move {
-            admin
-                .regions()
-                .await
-                .unwrap()
-                .into_iter()
-                .find(|r| r.region.id == region)
-                .and_then(|r| r.leader)
-                .map(|p| p.store_id)
-        }
-    };
-    let left_leader = leader_of(left).await.expect("a leader");
-    let target = admin
-        .regions()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|r| r.region.id == right)
-        .and_then(|r| {
-            r.region
+            let regions = admin.regions().await.map_err(|e| e.to_string())?;
+            let find = |id: u64| regions.iter().find(|r| r.region.id == id);
+            let left_leader = find(left)
+                .and_then(|r| r.leader.as_ref())
+                .map(|p| p.store_id);
+            let right_info = find(right).ok_or("the right half is unknown")?;
+            let right_leader = right_info.leader.as_ref().map(|p| p.store_id);
+            if left_leader.is_some() && right_leader.is_some() && left_leader != right_leader {
+                return Ok(());
+            }
+            let target = right_info
+                .region
                 .peers
                 .iter()
                 .map(|p| p.store_id)
-                .find(|s| *s != left_leader)
-        })
-        .expect("a peer on another store");
-    common::wait_ok(
-        "the right half's leader moves",
-        Duration::from_secs(60),
-        || {
-            let admin = admin.clone();
-            async move {
-                match admin.transfer_leader(right, target).await {
-                    Ok(op) => admin
-                        .wait_operator(&op, Duration::from_secs(10))
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-        },
-    )
-    .await;
-    wait_until("the leaders differ", Duration::from_secs(30), || async {
-        leader_of(right).await == Some(target) && leader_of(left).await != Some(target)
+                .find(|s| Some(*s) != left_leader)
+                .ok_or("no peer on another store")?;
+            let op = admin
+                .transfer_leader(right, target)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = admin.wait_operator(&op, Duration::from_secs(10)).await;
+            Err(format!("leaders {left_leader:?} and {right_leader:?}"))
+        }
     })
     .await;
 

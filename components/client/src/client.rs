@@ -784,11 +784,19 @@ impl Inner {
                 }
             })
             .await?;
-        let ts = resp.timestamp.ok_or_else(|| Error::BadResponse {
+        let bad = |reason: String| Error::BadResponse {
             method: "Tso",
             target: "PD".into(),
-            reason: "no timestamp".into(),
-        })?;
+            reason,
+        };
+        let ts = resp.timestamp.ok_or_else(|| bad("no timestamp".into()))?;
+        // The batch is the `count` timestamps up to this one: all must exist.
+        if ts.physical < 0 || !(0..1 << 18).contains(&ts.logical) || resp.count != count {
+            return Err(bad(format!(
+                "timestamp {}/{} for {} of {count} asked",
+                ts.physical, ts.logical, resp.count
+            )));
+        }
         Ok(((ts.physical as u64) << 18) | ts.logical as u64)
     }
 

@@ -44,6 +44,10 @@ impl TsoBatcher {
 impl Inner {
     /// A timestamp from PD's oracle, batched with concurrent callers'.
     pub(crate) async fn tso(self: &Arc<Self>) -> Result<u64> {
+        // The driver is a task: without a runtime to spawn it on, ask alone.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return self.tso_batch(1).await;
+        };
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut queue = self.tso.queue();
@@ -52,7 +56,7 @@ impl Inner {
         };
         if start {
             // A task of its own, so a caller that gives up does not strand the others.
-            tokio::spawn(Arc::clone(self).drive_tso());
+            runtime.spawn(Arc::clone(self).drive_tso());
         }
         match rx.await {
             Ok(ts) => Ok(ts),
@@ -63,11 +67,31 @@ impl Inner {
 
     /// Sends batches until no one waits.
     async fn drive_tso(self: Arc<Self>) {
+        // However the driver ends (a panic, its runtime shutting down), it hands over: the
+        // waiters left ask alone, and the next caller starts a new driver.
+        struct HandOver<'a> {
+            batcher: &'a TsoBatcher,
+            armed: bool,
+        }
+        impl Drop for HandOver<'_> {
+            fn drop(&mut self) {
+                if self.armed {
+                    let mut queue = self.batcher.queue();
+                    queue.driving = false;
+                    queue.waiters.clear();
+                }
+            }
+        }
+        let mut hand_over = HandOver {
+            batcher: &self.tso,
+            armed: true,
+        };
         loop {
             let batch = {
                 let mut queue = self.tso.queue();
                 if queue.waiters.is_empty() {
                     queue.driving = false;
+                    hand_over.armed = false;
                     return;
                 }
                 let n = queue.waiters.len().min(MAX_TSO_BATCH);
@@ -84,7 +108,7 @@ impl Inner {
                     logical part; each waiter asks alone"; "count" => count, "last" => last);
                 continue;
             }
-            for (ts, tx) in (last + 1 - count..=last).zip(batch) {
+            for (ts, tx) in (last - (count - 1)..=last).zip(batch) {
                 // A caller that gave up no longer listens; its timestamp goes unused.
                 let _ = tx.send(ts);
             }

@@ -310,7 +310,26 @@ impl Scheduler {
             .map(|s| s.id)
             .filter(|id| !down.contains(id))
             .collect();
-        let loads = self.loads(&up);
+        let mut loads = self.loads(&up);
+        // A leader being transferred counts where it goes: otherwise balancing, seeing its
+        // old store still over-led, moves another leader off it at once (and, each time an
+        // administrator moves a leader, moves one back onto the store it went to).
+        for op in running.values() {
+            let Some(Step::TransferLeader { to }) = op.steps.get(op.current) else {
+                continue;
+            };
+            let from = self
+                .cluster
+                .region_by_id(op.region_id)
+                .and_then(|r| r.leader)
+                .map(|l| l.store_id);
+            if let Some(from) = from.filter(|f| *f != to.store_id) {
+                if let Some(n) = loads.leaders.get_mut(&from) {
+                    *n = n.saturating_sub(1);
+                }
+                *loads.leaders.entry(to.store_id).or_default() += 1;
+            }
+        }
         let ctx = schedule::Context {
             max_replicas: self.config.max_replicas,
             up_stores: &up,

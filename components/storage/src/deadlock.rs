@@ -10,8 +10,10 @@
 //! cycle through it ends by its wait timeout: the detection queue is full, the caller stopped
 //! listening (its own bounded wait for the answer ran out), or the scheduler failed, after
 //! which calls are skipped for [`PAUSE_AFTER_FAILURE`] so a dead scheduler costs each wait
-//! nothing. Edges whose clean-up is lost expire by their TTL in the detector.
+//! nothing. Clean-ups that fail or fall in a pause are kept (bounded) and sent first when it
+//! ends; edges whose clean-up is lost anyway expire by their TTL in the detector.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,8 +24,8 @@ use raftstore::{DeadlockCheck, StoreApi};
 
 use crate::metrics::METRICS;
 
-/// After a failed call, calls are skipped (waits go unchecked, clean-ups are left to the
-/// TTL) for this long.
+/// After a failed call, calls are skipped for this long: waits go unchecked, and clean-ups
+/// wait (bounded) to be sent when it ends.
 pub const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 type Reply = tokio::sync::oneshot::Sender<raftstore::Result<DeadlockCheck>>;
@@ -73,10 +75,13 @@ fn clean_up(clean_ups: &Sender<WaitForEdge>, edge: WaitForEdge) {
     }
 }
 
-/// The thread's state: calls are skipped until `paused_until` after a failure.
+/// The thread's state: calls are skipped until `paused_until` after a failure; clean-ups
+/// that could not be sent wait in `unsent` (bounded) for the pause to end.
 struct Caller<EK: engine::KvEngine> {
     api: StoreApi<EK>,
     paused_until: Option<Instant>,
+    unsent: VecDeque<WaitForEdge>,
+    max_unsent: usize,
 }
 
 impl<EK: engine::KvEngine> Caller<EK> {
@@ -85,6 +90,12 @@ impl<EK: engine::KvEngine> Caller<EK> {
             Some(until) if Instant::now() < until => true,
             Some(_) => {
                 self.paused_until = None;
+                // Stale edges would close false cycles: send what waited first.
+                while let Some(edge) = self.unsent.pop_front() {
+                    if !self.send_clean_up(edge) {
+                        return true;
+                    }
+                }
                 false
             }
             None => false,
@@ -98,23 +109,43 @@ impl<EK: engine::KvEngine> Caller<EK> {
         self.paused_until = Some(Instant::now() + PAUSE_AFTER_FAILURE);
     }
 
-    fn clean_up(&mut self, edge: WaitForEdge) {
-        if self.paused() {
+    /// Keeps a clean-up for after the pause; one that does not fit is left to its TTL.
+    fn keep(&mut self, edge: WaitForEdge) {
+        if self.unsent.len() < self.max_unsent {
+            self.unsent.push_back(edge);
+        } else {
             METRICS.deadlock_detect_failures.inc();
-            return;
-        }
-        if let Err(e) = self.api.clean_up_wait_for(edge) {
-            self.failed("CleanUpWaitFor", &e);
         }
     }
 
-    fn detect(&mut self, call: Detect, clean_ups: &Sender<WaitForEdge>) {
-        // The caller stopped listening (its wait for the answer ran out): skip the call.
+    /// `false` if it failed (and is kept for later).
+    fn send_clean_up(&mut self, edge: WaitForEdge) -> bool {
+        match self.api.clean_up_wait_for(edge.clone()) {
+            Ok(()) => true,
+            Err(e) => {
+                self.failed("CleanUpWaitFor", &e);
+                self.keep(edge);
+                false
+            }
+        }
+    }
+
+    fn clean_up(&mut self, edge: WaitForEdge) {
+        if self.paused() {
+            self.keep(edge);
+            return;
+        }
+        self.send_clean_up(edge);
+    }
+
+    fn detect(&mut self, call: Detect) {
+        // The caller stopped listening (its wait for the answer ran out, and counted it):
+        // skip the call.
         if call.reply.is_closed() {
-            METRICS.deadlock_detect_failures.inc();
             return;
         }
         if self.paused() {
+            METRICS.deadlock_detect_failures.inc();
             let _ = call.reply.send(Err(raftstore::Error::Scheduler {
                 detail: "deadlock detector calls paused after a failure".into(),
             }));
@@ -124,13 +155,13 @@ impl<EK: engine::KvEngine> Caller<EK> {
         if let Err(e) = &answer {
             // The detector may have recorded the edge before the answer was lost.
             self.failed("DetectDeadlock", e);
-            clean_up(clean_ups, call.edge);
+            self.keep(call.edge);
             let _ = call.reply.send(answer);
             return;
         }
         if let Err(Ok(DeadlockCheck::Recorded)) = call.reply.send(answer) {
             // Recorded, but no one waits on it any more: take it out now.
-            clean_up(clean_ups, call.edge);
+            self.clean_up(call.edge);
         }
     }
 }
@@ -151,15 +182,16 @@ impl DeadlockClient {
         // Every queued clean-up is of an edge recorded for a waiting slot, so twice the
         // waiters leaves room for those of edges whose answers were late.
         let (clean_ups, clean_up_rx) = bounded::<WaitForEdge>(capacity.max(1) * 2);
-        let own_clean_ups = clean_ups.clone();
         std::thread::Builder::new()
             .name("deadlock-client".into())
             .spawn(move || {
                 let mut caller = Caller {
                     api,
                     paused_until: None,
+                    unsent: VecDeque::new(),
+                    max_unsent: capacity.max(1) * 2,
                 };
-                run(&mut caller, &detect_rx, &clean_up_rx, &own_clean_ups);
+                run(&mut caller, &detect_rx, &clean_up_rx);
             })?;
         Ok(DeadlockClient {
             detects,
@@ -190,34 +222,42 @@ impl DeadlockClient {
                 edge,
             }),
             Ok(Ok(DeadlockCheck::Deadlock(chain))) => Verdict::Deadlock(chain),
-            Ok(Ok(DeadlockCheck::NotRecorded)) | Ok(Err(_)) | Err(_) => {
+            Ok(Ok(DeadlockCheck::NotRecorded)) => {
                 METRICS.deadlock_detect_failures.inc();
                 Verdict::Unchecked
             }
+            // Counted where it failed.
+            Ok(Err(_)) | Err(_) => Verdict::Unchecked,
         }
     }
 }
 
-/// The thread: clean-ups first, then one detection at a time, until every handle is gone.
+/// The thread: clean-ups first, then one detection at a time, until every handle (and so
+/// every sender of detections) is gone.
 fn run<EK: engine::KvEngine>(
     caller: &mut Caller<EK>,
     detects: &Receiver<Detect>,
     clean_ups: &Receiver<WaitForEdge>,
-    own_clean_ups: &Sender<WaitForEdge>,
 ) {
-    loop {
+    let drain = |caller: &mut Caller<EK>| {
         while let Ok(edge) = clean_ups.try_recv() {
             caller.clean_up(edge);
         }
+    };
+    loop {
+        drain(caller);
         select! {
             recv(clean_ups) -> edge => match edge {
                 Ok(edge) => caller.clean_up(edge),
+                // Every guard and handle is gone (handles hold a clean-up sender too).
                 Err(_) => return,
             },
             recv(detects) -> call => match call {
-                Ok(call) => caller.detect(call, own_clean_ups),
-                // Every handle is gone; the thread's own clean-up sender keeps the other
-                // queue open, so this is the end.
+                Ok(call) => {
+                    // A clean-up that came meanwhile goes before it (select picks at random).
+                    drain(caller);
+                    caller.detect(call);
+                }
                 Err(_) => return,
             },
         }
