@@ -10,10 +10,26 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
+/// One operation on a key; values are u64s, 0 standing for "absent". `ok: false` (or an
+/// outcome of `None`) means no answer came: the operation may or may not have applied.
 #[derive(Clone, Debug)]
 pub enum Op {
-    Write { value: u64, ok: bool },
-    Read { value: u64 },
+    Write {
+        value: u64,
+        ok: bool,
+    },
+    Read {
+        value: u64,
+    },
+    Delete {
+        ok: bool,
+    },
+    /// Writes `new` if the key holds `expect`; `swapped` is the answer.
+    Cas {
+        expect: u64,
+        new: u64,
+        swapped: Option<bool>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -59,6 +75,7 @@ impl History {
         let at = |t: Instant| t.saturating_duration_since(origin).as_nanos() as u64;
         let (mut reads, mut acked) = (0, 0);
         let mut by_key: HashMap<String, Vec<Operation<u64>>> = HashMap::new();
+        let mut originals: HashMap<String, Vec<&Event>> = HashMap::new();
         for e in &events {
             let op = match e.op {
                 Op::Write { value, ok: true } => {
@@ -73,8 +90,31 @@ impl History {
                     let seen = (value != 0).then_some(value);
                     Operation::done(Input::Get, Output::Value(seen), at(e.start), at(e.end))
                 }
+                Op::Delete { ok: true } => {
+                    acked += 1;
+                    Operation::done(Input::Delete, Output::Done, at(e.start), at(e.end))
+                }
+                Op::Delete { ok: false } => Operation::unknown(Input::Delete, at(e.start)),
+                Op::Cas {
+                    expect,
+                    new,
+                    swapped,
+                } => {
+                    let input = Input::Cas {
+                        expect: (expect != 0).then_some(expect),
+                        new: Some(new),
+                    };
+                    match swapped {
+                        Some(swapped) => {
+                            acked += 1;
+                            Operation::done(input, Output::Swapped(swapped), at(e.start), at(e.end))
+                        }
+                        None => Operation::unknown(input, at(e.start)),
+                    }
+                }
             };
             by_key.entry(e.key.clone()).or_default().push(op);
+            originals.entry(e.key.clone()).or_default().push(e);
         }
         let failures = linearizability::check_history(by_key, linearizability::DEFAULT_STEP_BUDGET);
         if failures.is_empty() {
@@ -82,7 +122,19 @@ impl History {
         }
         Err(failures
             .iter()
-            .map(|f| f.to_string())
+            .map(|f| match f.outcome {
+                linearizability::Outcome::Violation { stuck } => {
+                    let e = originals[&f.key][stuck];
+                    let ms = |t: Instant| t.saturating_duration_since(origin).as_secs_f64() * 1e3;
+                    format!(
+                        "{f}: {:?} from {:.3} ms to {:.3} ms",
+                        e.op,
+                        ms(e.start),
+                        ms(e.end)
+                    )
+                }
+                _ => f.to_string(),
+            })
             .collect::<Vec<_>>()
             .join("; "))
     }
