@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::history::{History, Op};
+use common::mixed::{check_mixed, final_reads, shared, start_mixed, tikv_client, value_of};
 use common::{wait_ok, ProcCluster};
-use tikv_client::{Backoff, RawClient};
+use tikv_client::RawClient;
 
 const WRITERS: usize = 4;
 const KEYS_PER_WRITER: usize = 4;
@@ -19,22 +20,6 @@ const READERS: usize = 2;
 
 fn register(writer: usize, k: usize) -> String {
     format!("reg-{writer}-{k}")
-}
-
-async fn tikv_client(cluster: &ProcCluster) -> RawClient {
-    let config = tikv_client::Config::default().with_timeout(Duration::from_secs(10));
-    RawClient::new_with_config(vec![cluster.pd.clone()], config)
-        .await
-        .expect("tikv-client connects")
-        // Long enough to ride out an election after a kill.
-        .with_backoff(Backoff::no_jitter_backoff(50, 1000, 40))
-}
-
-fn value_of(bytes: Option<Vec<u8>>) -> u64 {
-    bytes
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Single-writer registers and random readers until `stop`.
@@ -319,85 +304,6 @@ async fn kill_9_every_store_mid_write_keeps_acknowledged_writes() {
     );
 }
 
-const SHARED_KEYS: usize = 3;
-const MIXED_CLIENTS: usize = 4;
-
-fn shared(k: usize) -> String {
-    format!("shared-{k}")
-}
-
-/// Clients that share a few keys, each doing puts, gets, deletes and compare-and-swaps (all
-/// `for_cas`, so the writes take the CAS latches) with values unique to the operation, until
-/// `stop`. An error is an unknown outcome.
-fn start_mixed(
-    raw: &RawClient,
-    history: Arc<History>,
-    stop: Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..MIXED_CLIENTS)
-        .map(|c| {
-            let (raw, history, stop) = (raw.with_atomic_for_cas(), history.clone(), stop.clone());
-            tokio::spawn(async move {
-                // The last value this client saw per key: what its CAS expects.
-                let mut seen = [0u64; SHARED_KEYS];
-                let mut rng = 0x2545_F491_4F6C_DD1Du64 ^ (c as u64 + 1);
-                for n in 1u64.. {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    let k = (rng % SHARED_KEYS as u64) as usize;
-                    let key = shared(k);
-                    let value = (c as u64 + 1) << 40 | n;
-                    let start = Instant::now();
-                    let op = match (rng >> 8) % 8 {
-                        0..=2 => match raw.get(key.clone()).await {
-                            Ok(v) => {
-                                seen[k] = value_of(v);
-                                Op::Read { value: seen[k] }
-                            }
-                            // A read that failed says nothing.
-                            Err(_) => continue,
-                        },
-                        3 | 4 => Op::Write {
-                            value,
-                            ok: raw.put(key.clone(), value.to_string()).await.is_ok(),
-                        },
-                        5 => Op::Delete {
-                            ok: raw.delete(key.clone()).await.is_ok(),
-                        },
-                        _ => {
-                            let expect = seen[k];
-                            let previous = (expect != 0).then(|| expect.to_string().into_bytes());
-                            let swapped = match raw
-                                .compare_and_swap(key.clone(), previous, value.to_string())
-                                .await
-                            {
-                                // The client retries a CAS whose answer was lost; the retry
-                                // then finds this CAS's own value and says "not swapped".
-                                Ok((prev, false)) if value_of(prev.clone()) == value => None,
-                                Ok((prev, swapped)) => {
-                                    seen[k] = if swapped { value } else { value_of(prev) };
-                                    Some(swapped)
-                                }
-                                Err(_) => None,
-                            };
-                            Op::Cas {
-                                expect,
-                                new: value,
-                                swapped,
-                            }
-                        }
-                    };
-                    history.record(&key, op, start);
-                }
-            })
-        })
-        .collect()
-}
-
 /// Several clients share keys (put, get, delete, compare-and-swap) while a store is killed
 /// and restarted; afterwards a read of every key joins the history, so the checker also
 /// sees that every acknowledged write survived.
@@ -422,37 +328,7 @@ async fn shared_keys_with_cas_stay_linearizable_across_a_kill_9() {
     for c in clients {
         c.await.expect("client task");
     }
-    for k in 0..SHARED_KEYS {
-        let key = shared(k);
-        let start = Instant::now();
-        let value = raw.get(key.clone()).await.expect("final read");
-        history.record(
-            &key,
-            Op::Read {
-                value: value_of(value),
-            },
-            start,
-        );
-    }
-    let (reads, acked) = history
-        .check()
-        .unwrap_or_else(|e| panic!("not linearizable: {e}"));
-    let cas = history
-        .events()
-        .iter()
-        .filter(|e| {
-            matches!(
-                e.op,
-                Op::Cas {
-                    swapped: Some(true),
-                    ..
-                }
-            )
-        })
-        .count();
-    assert!(
-        acked > 50 && reads > 50 && cas > 5,
-        "only {acked} acknowledged writes ({cas} swaps) and {reads} reads"
-    );
-    eprintln!("{acked} acknowledged writes ({cas} swaps), {reads} reads: linearizable");
+    final_reads(&raw, &history).await;
+    let (acked, swaps, reads) = check_mixed(&history, "kill -9 of store 0");
+    eprintln!("{acked} acknowledged writes ({swaps} swaps), {reads} reads: linearizable");
 }

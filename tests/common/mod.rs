@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod history;
+pub mod mixed;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -140,6 +141,7 @@ pub struct ProcCluster {
     pub dir: tempfile::TempDir,
     pub pd: String,
     scheduler: Option<Child>,
+    scheduler_config: PathBuf,
     scheduler_log: PathBuf,
     pub stores: Vec<StoreProc>,
 }
@@ -194,6 +196,7 @@ impl ProcCluster {
             dir,
             pd,
             scheduler: Some(scheduler),
+            scheduler_config: sched_path,
             scheduler_log,
             stores: Vec::new(),
         };
@@ -244,6 +247,31 @@ impl ProcCluster {
         if let Some(mut child) = self.stores[i].child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// kill -9 of the scheduler.
+    pub fn kill_scheduler(&mut self) {
+        if let Some(mut child) = self.scheduler.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the scheduler again, on its address and data.
+    pub fn start_scheduler(&mut self) {
+        assert!(self.scheduler.is_none(), "the scheduler is running");
+        let config = self.scheduler_config.display().to_string();
+        self.scheduler = Some(spawn_ready(
+            &["scheduler", "--config", &config],
+            Duration::from_secs(30),
+        ));
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`) to store `i`: a paused process, clock and all.
+    pub fn pause_store(&mut self, i: usize, paused: bool) {
+        if let Some(child) = &self.stores[i].child {
+            signal(child, if paused { libc::SIGSTOP } else { libc::SIGCONT });
         }
     }
 
