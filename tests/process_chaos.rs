@@ -2,9 +2,11 @@
 //! tikv-client clients sharing keys with put, get, delete and compare-and-swap; the history,
 //! with a final read of every key, must be linearizable.
 //!
-//! Each round the seed picks one fault: kill -9 of a store (restarted after 1–3 s), a
-//! SIGSTOP of a store for 1–3 election timeouts (its clock stops too), or kill -9 of the
-//! scheduler (restarted after 1–3 s). `CHAOS_SEEDS` (default 1 seed, `make test-long` more)
+//! Each store sits behind a fault-injecting TCP proxy (`common::proxy`). Each round the seed
+//! picks one fault: kill -9 of a store (restarted after 1–3 s), a SIGSTOP of a store for
+//! 1–3 election timeouts (its clock stops too), a partition of everything inbound to a
+//! store for 1–3 s (one-way: its own sends still flow), a reset of every connection to a
+//! store, or kill -9 of the scheduler (restarted after 1–3 s). `CHAOS_SEEDS` (default 1 seed, `make test-long` more)
 //! and `CHAOS_ROUNDS` (default 3) size the run; `CHAOS_SEED=<n>` replays one seed.
 
 mod common;
@@ -36,6 +38,10 @@ enum Fault {
     KillStore(usize),
     PauseStore(usize),
     KillScheduler,
+    /// Everything inbound to the store held (its own sends still flow).
+    Isolate(usize),
+    /// Every connection to the store closed.
+    Reset(usize),
 }
 
 fn env(name: &str, default: u64) -> u64 {
@@ -50,7 +56,7 @@ async fn run_seed(seed: u64, rounds: u64) {
         format!("CHAOS_SEED={seed} CHAOS_ROUNDS={rounds} cargo nextest run --test process_chaos");
     eprintln!("chaos seed {seed}, {rounds} rounds (replay: {replay})");
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let mut cluster = ProcCluster::start(STORES);
+    let mut cluster = ProcCluster::start_proxied(STORES);
     let admin = cluster.client().await;
     cluster.wait_replicated(&admin, 1, 3).await;
     // Regions on different store sets, so faults hit leaders and followers.
@@ -65,13 +71,20 @@ async fn run_seed(seed: u64, rounds: u64) {
     let mut faults = Vec::new();
     for _ in 0..rounds {
         tokio::time::sleep(Duration::from_millis(500 + rng.below(1000))).await;
-        let fault = match rng.below(3) {
-            0 => Fault::KillStore(rng.below(STORES as u64) as usize),
-            1 => Fault::PauseStore(rng.below(STORES as u64) as usize),
+        let store = rng.below(STORES as u64) as usize;
+        let fault = match rng.below(5) {
+            0 => Fault::KillStore(store),
+            1 => Fault::PauseStore(store),
+            2 => Fault::Isolate(store),
+            3 => Fault::Reset(store),
             _ => Fault::KillScheduler,
         };
         let down = Duration::from_millis(1000 + rng.below(2000));
-        eprintln!("seed {seed}: {fault:?} for {down:?}");
+        let what = match fault {
+            Fault::Reset(_) => format!("{fault:?}"),
+            _ => format!("{fault:?} for {down:?}"),
+        };
+        eprintln!("seed {seed}: {what}");
         match fault {
             Fault::KillStore(i) => {
                 cluster.kill_store(i);
@@ -83,13 +96,19 @@ async fn run_seed(seed: u64, rounds: u64) {
                 tokio::time::sleep(down).await;
                 cluster.pause_store(i, false);
             }
+            Fault::Isolate(i) => {
+                cluster.proxies[i].set_blackhole(true);
+                tokio::time::sleep(down).await;
+                cluster.proxies[i].set_blackhole(false);
+            }
+            Fault::Reset(i) => cluster.proxies[i].reset(),
             Fault::KillScheduler => {
                 cluster.kill_scheduler();
                 tokio::time::sleep(down).await;
                 cluster.start_scheduler();
             }
         }
-        faults.push(format!("{fault:?} {down:?}"));
+        faults.push(what);
     }
     // Healed: let the clients run a little on a whole cluster, then stop.
     tokio::time::sleep(Duration::from_secs(1)).await;

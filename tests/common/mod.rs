@@ -6,6 +6,7 @@
 
 pub mod history;
 pub mod mixed;
+pub mod proxy;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -144,6 +145,9 @@ pub struct ProcCluster {
     scheduler_config: PathBuf,
     scheduler_log: PathBuf,
     pub stores: Vec<StoreProc>,
+    /// One per store when started with [`ProcCluster::start_proxied`]: the store advertises
+    /// its proxy's address, so all its inbound traffic passes there.
+    pub proxies: Vec<proxy::Proxy>,
 }
 
 impl ProcCluster {
@@ -163,10 +167,25 @@ impl ProcCluster {
         Self::start_tuned(n, |_| {}, tune_store)
     }
 
+    /// Like [`ProcCluster::start`], each store behind a fault-injecting proxy
+    /// (`proxies[i]`); needs a tokio runtime.
+    pub fn start_proxied(n: usize) -> ProcCluster {
+        Self::start_inner(n, |_| {}, |_| {}, true)
+    }
+
     fn start_tuned(
         n: usize,
         tune: impl FnOnce(&mut SchedulerConfig),
         tune_store: impl Fn(&mut StoreConfig),
+    ) -> ProcCluster {
+        Self::start_inner(n, tune, tune_store, false)
+    }
+
+    fn start_inner(
+        n: usize,
+        tune: impl FnOnce(&mut SchedulerConfig),
+        tune_store: impl Fn(&mut StoreConfig),
+        proxied: bool,
     ) -> ProcCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let pd = format!("127.0.0.1:{}", free_port());
@@ -199,6 +218,7 @@ impl ProcCluster {
             scheduler_config: sched_path,
             scheduler_log,
             stores: Vec::new(),
+            proxies: Vec::new(),
         };
         for i in 0..n {
             let store_dir = cluster.dir.path().join(format!("store-{i}"));
@@ -212,6 +232,11 @@ impl ProcCluster {
             cfg.log.file = log.display().to_string();
             cfg.server.addr = format!("127.0.0.1:{}", free_port());
             cfg.server.status_addr = format!("127.0.0.1:{}", free_port());
+            if proxied {
+                let proxy = proxy::Proxy::start(cfg.server.addr.clone());
+                cfg.server.advertise_addr = proxy.addr.clone();
+                cluster.proxies.push(proxy);
+            }
             cfg.rocksdb.block_cache_size = 32 << 20;
             cfg.rocksdb.max_background_jobs = 2;
             cfg.raftstore.store_pool_size = 1;
