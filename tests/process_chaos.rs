@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::history::History;
-use common::mixed::{check_mixed, final_reads, shared, start_mixed, tikv_client};
+use common::mixed::{check_mixed, final_reads, shared, start_batches, start_mixed, tikv_client};
 use common::ProcCluster;
 
 const STORES: usize = 4;
@@ -67,7 +67,8 @@ async fn run_seed(seed: u64, rounds: u64) {
     let raw = tikv_client(&cluster).await;
     let history = Arc::new(History::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let clients = start_mixed(&raw, history.clone(), stop.clone());
+    let mut clients = start_mixed(&raw, history.clone(), stop.clone());
+    clients.extend(start_batches(&raw, history.clone(), stop.clone()));
     let mut faults = Vec::new();
     for _ in 0..rounds {
         tokio::time::sleep(Duration::from_millis(500 + rng.below(1000))).await;

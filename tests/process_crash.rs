@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::history::{History, Op};
-use common::mixed::{check_mixed, final_reads, shared, start_mixed, tikv_client, value_of};
+use common::mixed::{
+    check_mixed, final_reads, shared, start_batches, start_mixed, tikv_client, value_of,
+};
 use common::{wait_ok, ProcCluster};
 use tikv_client::RawClient;
 
@@ -318,7 +320,8 @@ async fn shared_keys_with_cas_stay_linearizable_across_a_kill_9() {
     let raw = tikv_client(&cluster).await;
     let history = Arc::new(History::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let clients = start_mixed(&raw, history.clone(), stop.clone());
+    let mut clients = start_mixed(&raw, history.clone(), stop.clone());
+    clients.extend(start_batches(&raw, history.clone(), stop.clone()));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     cluster.kill_store(0);
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -188,19 +188,24 @@ fn move_leader(router: &Router<'_>, rt: &tokio::runtime::Runtime, key: &[u8], to
         .find(|p| p.store_id == to)
         .copied()
         .expect("a peer on the target store");
-    rt.block_on(async {
-        let (storage, ctx) = router.route(key, None);
-        let admin = proto::raft_cmdpb::AdminRequest {
-            cmd_type: proto::raft_cmdpb::AdminCmdType::TransferLeader as i32,
-            transfer_leader: Some(proto::raft_cmdpb::TransferLeaderRequest { peer: Some(peer) }),
-            ..Default::default()
-        };
-        storage
-            .api()
-            .admin(&ctx, admin)
-            .await
-            .expect("leader transfer");
-    });
+    // A region just split may refuse until the target's peer has caught up: ask again.
+    test_cluster::wait_ok(
+        "the leader transfer is accepted",
+        Duration::from_secs(10),
+        || {
+            rt.block_on(async {
+                let (storage, ctx) = router.route(key, None);
+                let admin = proto::raft_cmdpb::AdminRequest {
+                    cmd_type: proto::raft_cmdpb::AdminCmdType::TransferLeader as i32,
+                    transfer_leader: Some(proto::raft_cmdpb::TransferLeaderRequest {
+                        peer: Some(peer),
+                    }),
+                    ..Default::default()
+                };
+                storage.api().admin(&ctx, admin).await.map(|_| ())
+            })
+        },
+    );
     test_cluster::wait_until("the leader moves", Duration::from_secs(10), || {
         router.cluster.leader_of(region.id) == Some(to)
     });
