@@ -611,21 +611,27 @@ mod tests {
 
     /// Stores 1-3 (and 4, known but holding nothing); region 1 [a, z) with voters on stores 1
     /// and 2, led from store 1.
-    fn cluster() -> (Scheduler, RegionInfo) {
+    fn open(config: &Config) -> Scheduler {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        // No checker runs: only the administrator's operators.
-        let config = Config::without_checkers();
-        let s = Scheduler::open(
+        Scheduler::open(
             Arc::new(MemEngine::new()),
-            &config,
+            config,
             util::SystemClock::shared(),
             &logger,
         )
-        .unwrap();
-        let store = |id| Store {
+        .unwrap()
+    }
+
+    fn store(id: u64) -> Store {
+        Store {
             id,
             ..Default::default()
-        };
+        }
+    }
+
+    fn cluster() -> (Scheduler, RegionInfo) {
+        // No checker runs: only the administrator's operators.
+        let s = open(&Config::without_checkers());
         let first = region(1).epoch(1, 1).peers([peer(11, 1)]).build();
         s.cluster.bootstrap(store(1), first).unwrap();
         for id in 2..=4 {
@@ -675,6 +681,49 @@ mod tests {
             panic!("no keyspace split");
         };
         assert_eq!(keys, api_version::keyspace::split_keys(0));
+    }
+
+    /// Balancing counts a leader under transfer at its destination: store 1 leads two
+    /// regions, an administrator moves one leader to store 2, and the other region is then
+    /// balanced enough (otherwise its leader would move at once, undoing or doubling the
+    /// administrator's move before the region reports it done).
+    #[test]
+    fn a_leader_under_transfer_counts_where_it_goes() {
+        let s = open(&Config {
+            replica_schedule_limit: 0,
+            region_schedule_limit: 0,
+            ..Default::default()
+        });
+        s.cluster
+            .bootstrap(store(1), region(1).epoch(1, 1).peers([peer(11, 1)]).build())
+            .unwrap();
+        for id in 2..=3 {
+            s.cluster.put_store(store(id)).unwrap();
+        }
+        let info = |id: u64, range: (&[u8], &[u8])| RegionInfo {
+            region: region(id)
+                .range(range.0, range.1)
+                .epoch(3, 2)
+                .peers([
+                    peer(id * 10 + 1, 1),
+                    peer(id * 10 + 2, 2),
+                    peer(id * 10 + 3, 3),
+                ])
+                .build(),
+            leader: Some(peer(id * 10 + 1, 1)),
+            ..Default::default()
+        };
+        let (a, b) = (info(1, (b"", b"m")), info(2, (b"m", b"")));
+        s.cluster.region_heartbeat(a.clone()).unwrap();
+        s.cluster.region_heartbeat(b.clone()).unwrap();
+        s.add_admin_operator(2, AdminOp::TransferLeader { to_store: 2 })
+            .unwrap();
+        assert_eq!(
+            s.region_heartbeat(b).unwrap(),
+            Some(Step::TransferLeader { to: peer(22, 2) })
+        );
+        // Store 1 will lead one region, stores 2 and 3 at most one: nothing to move.
+        assert_eq!(s.region_heartbeat(a).unwrap(), None);
     }
 
     #[test]
