@@ -14,4 +14,5 @@ pub mod ctl;
 pub mod logging;
 pub mod playground;
 pub mod scheduler;
+pub mod sim;
 pub mod store;

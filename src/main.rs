@@ -1,10 +1,10 @@
-//! The `regionstore` binary: `scheduler`, `store`, `playground`, `ctl` and `bench`.
+//! The `regionstore` binary: `scheduler`, `store`, `playground`, `ctl`, `bench` and `sim`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use regionstore::{bench, config, ctl, playground, scheduler, store};
+use regionstore::{bench, config, ctl, playground, scheduler, sim, store};
 
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -63,6 +63,9 @@ enum Command {
     Ctl(ctl::Args),
     /// Benchmarks: `kv` and `split` workloads against regionstore or etcd, and `compare`.
     Bench(bench::Args),
+    /// Deterministic simulation: whole clusters in one thread under seeded faults, each seed
+    /// judged by the linearizability checker and replayable exactly.
+    Sim(sim::Args),
 }
 
 fn main() -> ExitCode {
@@ -115,6 +118,7 @@ fn main() -> ExitCode {
         }),
         Command::Ctl(args) => ctl::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Sim(args) => sim::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

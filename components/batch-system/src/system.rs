@@ -47,7 +47,36 @@ pub struct BatchSystem<N: Fsm, C: Fsm> {
     queue: Arc<Queue<N, C>>,
     receiver: Receiver<Scheduled<N, C>>,
     workers: Vec<JoinHandle<()>>,
+    /// The poller of a system run by hand ([`BatchSystem::start_manual`]). In a mutex only so
+    /// the system stays `Sync`; it is used through `&mut self`.
+    manual: std::sync::Mutex<Option<ManualPoller<N, C>>>,
     metrics: SystemMetrics,
+}
+
+type BoxedHandler<N, C> = Box<dyn PollHandler<N, C>>;
+
+impl<N: Fsm, C: Fsm> PollHandler<N, C> for BoxedHandler<N, C> {
+    fn begin(&mut self, batch_size: usize) {
+        (**self).begin(batch_size)
+    }
+    fn handle_control(&mut self, control: &mut C, msgs: &mut Vec<C::Message>) {
+        (**self).handle_control(control, msgs)
+    }
+    fn handle_normal(&mut self, normal: &mut N, msgs: &mut Vec<N::Message>) {
+        (**self).handle_normal(normal, msgs)
+    }
+    fn end(&mut self, normals: &mut [Box<N>]) {
+        (**self).end(normals)
+    }
+    fn pause(&mut self) {
+        (**self).pause()
+    }
+}
+
+struct ManualPoller<N: Fsm, C: Fsm> {
+    poller: Poller<N, C, BoxedHandler<N, C>>,
+    batch: Batch<N, C>,
+    bufs: RoundBuffers<N, C>,
 }
 
 /// What [`create_system`] returns: the router to send with, and the system to spawn and stop.
@@ -75,6 +104,7 @@ pub fn create_system<N: Fsm, C: Fsm>(
         queue,
         receiver,
         workers: Vec::new(),
+        manual: Default::default(),
         metrics,
     };
     Ok((router, system))
@@ -105,6 +135,48 @@ impl<N: Fsm, C: Fsm> BatchSystem<N, C> {
         Ok(())
     }
 
+    /// Runs the system by hand instead of on threads: nothing runs until [`Self::poll`], which
+    /// does the rounds on the caller's thread. For a deterministic simulation; the rounds are
+    /// the same code as a poller thread's.
+    pub fn start_manual<B: HandlerBuilder<N, C>>(&mut self, builder: &mut B) {
+        let poller = Poller {
+            router: self.router.clone(),
+            receiver: self.receiver.clone(),
+            handler: Box::new(builder.build()) as BoxedHandler<N, C>,
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+        };
+        *self.manual_slot() = Some(ManualPoller {
+            batch: Batch::new(&self.config),
+            bufs: RoundBuffers::new(&self.config),
+            poller,
+        });
+    }
+
+    /// Of a system started by hand: runs rounds until no FSM is scheduled, or `max_rounds`
+    /// rounds. Returns how many rounds ran (0: there was nothing to do).
+    pub fn poll(&mut self, max_rounds: usize) -> usize {
+        let Some(manual) = self.manual_slot().as_mut() else {
+            return 0;
+        };
+        let mut rounds = 0;
+        while rounds < max_rounds {
+            manual.poller.fill(&mut manual.batch);
+            if manual.batch.len() == 0 {
+                break;
+            }
+            manual.poller.round(&mut manual.batch, &mut manual.bufs);
+            rounds += 1;
+        }
+        rounds
+    }
+
+    fn manual_slot(&mut self) -> &mut Option<ManualPoller<N, C>> {
+        self.manual
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Stops accepting messages, lets the pollers drain what is already queued, joins them and
     /// then drops every FSM. Sends during and after shutdown fail with `ShuttingDown`.
     /// Returns the number of poller threads that panicked.
@@ -119,6 +191,8 @@ impl<N: Fsm, C: Fsm> BatchSystem<N, C> {
             .map(JoinHandle::join)
             .filter(Result::is_err)
             .count();
+        // A system run by hand drops what it holds: its caller stopped polling.
+        *self.manual_slot() = None;
         self.router.close_all();
         // FSMs scheduled by a send that raced with shutdown: drop them now.
         while self.receiver.try_recv().is_ok() {}
@@ -140,6 +214,14 @@ struct Batch<N: Fsm, C: Fsm> {
 }
 
 impl<N: Fsm, C: Fsm> Batch<N, C> {
+    fn new(config: &Config) -> Self {
+        Batch {
+            normals: Vec::with_capacity(config.max_batch_size),
+            mailboxes: Vec::with_capacity(config.max_batch_size),
+            control: None,
+        }
+    }
+
     fn len(&self) -> usize {
         self.normals.len() + usize::from(self.control.is_some())
     }
@@ -156,6 +238,21 @@ impl<N: Fsm, C: Fsm> Batch<N, C> {
     }
 }
 
+/// Message buffers reused across rounds.
+struct RoundBuffers<N: Fsm, C: Fsm> {
+    normal: Vec<N::Message>,
+    control: Vec<C::Message>,
+}
+
+impl<N: Fsm, C: Fsm> RoundBuffers<N, C> {
+    fn new(config: &Config) -> Self {
+        RoundBuffers {
+            normal: Vec::with_capacity(config.messages_per_tick),
+            control: Vec::new(),
+        }
+    }
+}
+
 struct Poller<N: Fsm, C: Fsm, H> {
     router: Router<N, C>,
     receiver: Receiver<Scheduled<N, C>>,
@@ -166,39 +263,39 @@ struct Poller<N: Fsm, C: Fsm, H> {
 
 impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
     fn run(mut self) {
-        let mut batch = Batch {
-            normals: Vec::with_capacity(self.config.max_batch_size),
-            mailboxes: Vec::with_capacity(self.config.max_batch_size),
-            control: None,
-        };
-        let mut normal_msgs = Vec::with_capacity(self.config.messages_per_tick);
-        let mut control_msgs = Vec::new();
+        let mut batch = Batch::new(&self.config);
+        let mut bufs = RoundBuffers::new(&self.config);
         while self.fetch(&mut batch) {
             self.gather(&mut batch);
-            self.metrics.batch_size.observe(batch.len() as f64);
-            let mut handled = 0u64;
-            self.handler.begin(batch.len());
-            if let Some(control) = batch.control.as_mut() {
-                self.router
-                    .control_mailbox()
-                    .drain_into(&mut control_msgs, self.config.messages_per_tick);
-                self.handler.handle_control(control, &mut control_msgs);
-                control_msgs.clear();
-            }
-            for (fsm, mailbox) in batch.normals.iter_mut().zip(&batch.mailboxes) {
-                if mailbox.is_closed() {
-                    // Closed (or replaced) while queued: it must not run again.
-                    continue;
-                }
-                mailbox.drain_into(&mut normal_msgs, self.config.messages_per_tick);
-                handled += normal_msgs.len() as u64;
-                self.handler.handle_normal(fsm, &mut normal_msgs);
-                normal_msgs.clear();
-            }
-            self.handler.end(&mut batch.normals);
-            self.metrics.messages_handled.inc_by(handled);
-            self.settle(&mut batch);
+            self.round(&mut batch, &mut bufs);
         }
+    }
+
+    /// One round over the batch: each FSM's messages, then `end`, then [`Self::settle`].
+    fn round(&mut self, batch: &mut Batch<N, C>, bufs: &mut RoundBuffers<N, C>) {
+        self.metrics.batch_size.observe(batch.len() as f64);
+        let mut handled = 0u64;
+        self.handler.begin(batch.len());
+        if let Some(control) = batch.control.as_mut() {
+            self.router
+                .control_mailbox()
+                .drain_into(&mut bufs.control, self.config.messages_per_tick);
+            self.handler.handle_control(control, &mut bufs.control);
+            bufs.control.clear();
+        }
+        for (fsm, mailbox) in batch.normals.iter_mut().zip(&batch.mailboxes) {
+            if mailbox.is_closed() {
+                // Closed (or replaced) while queued: it must not run again.
+                continue;
+            }
+            mailbox.drain_into(&mut bufs.normal, self.config.messages_per_tick);
+            handled += bufs.normal.len() as u64;
+            self.handler.handle_normal(fsm, &mut bufs.normal);
+            bufs.normal.clear();
+        }
+        self.handler.end(&mut batch.normals);
+        self.metrics.messages_handled.inc_by(handled);
+        self.settle(batch);
     }
 
     /// Fills the batch from the queue. Blocks while there is nothing to do; returns false when

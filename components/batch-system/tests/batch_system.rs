@@ -460,3 +460,42 @@ fn soak_exactly_once_in_order() {
     };
     run_exactly_once(config, 20_000, 8, 250_000, 11);
 }
+
+#[test]
+fn a_system_run_by_hand_does_nothing_until_polled_then_everything_in_order() {
+    let config = Config {
+        messages_per_tick: 4,
+        ..Config::default()
+    };
+    let (router, mut system, shared) = new_system(&config, 3, 1);
+    let mut builder = Builder {
+        shared: shared.clone(),
+        flood_handled: Arc::new(AtomicUsize::new(0)),
+    };
+    system.start_manual(&mut builder);
+    for seq in 0..10 {
+        for id in 1..=3 {
+            must_send(&router, id, Msg::Seq(0, seq));
+        }
+    }
+    router.send_control(()).unwrap();
+    thread::sleep(Duration::from_millis(20));
+    assert_eq!(shared.handled.load(Ordering::SeqCst), 0, "no thread polls");
+    // 10 messages at 4 per round: 3 rounds, the FSMs staying in the batch.
+    assert_eq!(system.poll(usize::MAX), 3);
+    assert_eq!(shared.handled.load(Ordering::SeqCst), 30);
+    assert_eq!(shared.control_handled.load(Ordering::SeqCst), 1);
+    assert_eq!(shared.order_violations.load(Ordering::SeqCst), 0);
+    assert_eq!(system.poll(usize::MAX), 0, "nothing left");
+    must_send(&router, 2, Msg::Seq(0, 10));
+    assert_eq!(system.poll(1), 1);
+    must_send(&router, 1, Msg::Stop);
+    system.poll(usize::MAX);
+    assert!(
+        router.send(1, Msg::Seq(0, 11)).is_err(),
+        "stopped fsm is gone"
+    );
+    assert_eq!(system.shutdown(), 0);
+    assert_eq!(shared.dropped_fsms.load(Ordering::SeqCst), 3);
+    assert_eq!(shared.handler_drops.load(Ordering::SeqCst), 1);
+}

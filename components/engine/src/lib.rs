@@ -7,7 +7,7 @@
 //!   flush, compaction — is the separate [`SstExt`] trait, so code that needs it (snapshots)
 //!   says so in its types.
 //! - [`MemEngine`] (a `BTreeMap` per CF) is for fast tests and simulation; it reports exact
-//!   sizes and key counts. `tests/conformance.rs` runs one suite against both.
+//!   sizes and key counts, and keeps a sync boundary that a simulated power cut loses. `tests/conformance.rs` runs one suite against both.
 //! - [`keys`] documents every key written here.
 //!
 //! # Invariants
@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{Error, Result};
 pub use ident::{read_store_ident, write_store_ident};
-pub use mem::{MemEngine, MemSnapshot, MemWriteBatch};
+pub use mem::{MemEngine, MemSnapshot, MemSstWriter, MemWriteBatch};
 pub use rocks::{
     Compression, DropFilter, RocksConfig, RocksEngine, RocksSnapshot, RocksSstWriter,
     RocksWriteBatch,

@@ -1,13 +1,20 @@
 //! The in-memory engine: a `BTreeMap` per column family, for fast tests and simulation. It is
 //! never what a store ships with.
+//!
+//! It keeps a sync boundary as RocksDB's WAL does: a write without `sync` is visible at once but
+//! durable only after a later synced write or [`KvEngine::sync`]; [`MemEngine::power_cut`]
+//! throws away what is not durable, so the simulator can crash a store the way a power loss
+//! does. Its SST files (for snapshots) are real files in a simple format of its own.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::ops::Bound;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use crate::{
-    check_range, Error, KvEngine, Peekable, RangeStats, Result, ScanCallback, Snapshot, WriteBatch,
-    ALL_CFS,
+    check_range, Error, KvEngine, Peekable, RangeStats, Result, ScanCallback, Snapshot, SstExt,
+    SstInfo, SstWriter, WriteBatch, ALL_CFS,
 };
 
 type CfMap = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -56,7 +63,16 @@ fn scan_map(
 /// Copy-on-write: a snapshot shares each CF's map until the engine next writes to that CF.
 #[derive(Clone)]
 pub struct MemEngine {
-    cfs: Arc<RwLock<Vec<Arc<CfMap>>>>,
+    state: Arc<RwLock<State>>,
+}
+
+struct State {
+    /// What reads see.
+    live: Vec<Arc<CfMap>>,
+    /// What survives a power cut: every write up to the last sync.
+    durable: Vec<Arc<CfMap>>,
+    /// Writes since the last sync, oldest first, to be made durable by the next one.
+    unsynced: Vec<Op>,
 }
 
 // Not derived: a derived default would have no column families at all.
@@ -69,20 +85,66 @@ impl Default for MemEngine {
 impl MemEngine {
     pub fn new() -> MemEngine {
         MemEngine {
-            cfs: Arc::new(RwLock::new(vec![Arc::default(); ALL_CFS.len()])),
+            state: Arc::new(RwLock::new(State {
+                live: vec![Arc::default(); ALL_CFS.len()],
+                durable: vec![Arc::default(); ALL_CFS.len()],
+                unsynced: Vec::new(),
+            })),
         }
     }
 
     fn cfs(&self) -> Vec<Arc<CfMap>> {
-        util::read(&self.cfs).clone()
+        util::read(&self.state).live.clone()
+    }
+
+    /// Loses every write not yet synced, as a power cut does, and returns how many operations
+    /// were lost. Handles and snapshots taken before keep what they saw.
+    pub fn power_cut(&self) -> usize {
+        let mut state = util::write(&self.state);
+        state.live = state.durable.clone();
+        std::mem::take(&mut state.unsynced).len()
+    }
+
+    /// Operations written but not yet durable.
+    pub fn unsynced_ops(&self) -> usize {
+        util::read(&self.state).unsynced.len()
+    }
+}
+
+impl State {
+    fn make_durable(&mut self) {
+        for op in std::mem::take(&mut self.unsynced) {
+            apply_op(&mut self.durable, &op);
+        }
+    }
+}
+
+fn apply_op(cfs: &mut [Arc<CfMap>], op: &Op) {
+    match op {
+        Op::Put(cf, k, v) => {
+            Arc::make_mut(&mut cfs[*cf]).insert(k.clone(), v.clone());
+        }
+        Op::Delete(cf, k) => {
+            Arc::make_mut(&mut cfs[*cf]).remove(k);
+        }
+        Op::DeleteRange(cf, start, end) => {
+            let map = Arc::make_mut(&mut cfs[*cf]);
+            let doomed: Vec<Vec<u8>> = map
+                .range::<[u8], _>(bounds(start, end))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in doomed {
+                map.remove(&k);
+            }
+        }
     }
 }
 
 impl Peekable for MemEngine {
     fn get_value_cf(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let idx = cf_index(cf)?;
-        let cfs = util::read(&self.cfs);
-        Ok(cfs[idx].get(key).cloned())
+        let state = util::read(&self.state);
+        Ok(state.live[idx].get(key).cloned())
     }
 
     fn scan_cf(
@@ -178,28 +240,15 @@ impl KvEngine for MemEngine {
         MemWriteBatch::default()
     }
 
-    fn write(&self, batch: &mut MemWriteBatch, _sync: bool) -> Result<()> {
-        let mut cfs = util::write(&self.cfs);
+    fn write(&self, batch: &mut MemWriteBatch, sync: bool) -> Result<()> {
+        let mut state = util::write(&self.state);
         batch.size = 0;
         for op in batch.ops.drain(..) {
-            match op {
-                Op::Put(cf, k, v) => {
-                    Arc::make_mut(&mut cfs[cf]).insert(k, v);
-                }
-                Op::Delete(cf, k) => {
-                    Arc::make_mut(&mut cfs[cf]).remove(&k);
-                }
-                Op::DeleteRange(cf, start, end) => {
-                    let map = Arc::make_mut(&mut cfs[cf]);
-                    let doomed: Vec<Vec<u8>> = map
-                        .range::<[u8], _>(bounds(&start, &end))
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    for k in doomed {
-                        map.remove(&k);
-                    }
-                }
-            }
+            apply_op(&mut state.live, &op);
+            state.unsynced.push(op);
+        }
+        if sync {
+            state.make_durable();
         }
         Ok(())
     }
@@ -219,6 +268,136 @@ impl KvEngine for MemEngine {
     }
 
     fn sync(&self) -> Result<()> {
+        util::write(&self.state).make_durable();
         Ok(())
+    }
+}
+
+/// An SST file of the in-memory engine: `len key len value` pairs (lengths as u32 LE),
+/// written whole at `finish` and fsynced.
+pub struct MemSstWriter {
+    path: PathBuf,
+    buf: Vec<u8>,
+    keys: u64,
+    last: Option<Vec<u8>>,
+}
+
+impl SstWriter for MemSstWriter {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        if self.last.as_deref().is_some_and(|last| last >= key) {
+            return Err(Error::InvalidRange {
+                start: self.last.clone().unwrap_or_default(),
+                end: key.to_vec(),
+            });
+        }
+        for part in [key, value] {
+            let len = u32::try_from(part.len()).map_err(|_| Error::Corruption {
+                what: format!("SST entry for {}", self.path.display()),
+                detail: format!("{} bytes do not fit the format", part.len()),
+            })?;
+            self.buf.extend_from_slice(&len.to_le_bytes());
+            self.buf.extend_from_slice(part);
+        }
+        self.keys += 1;
+        self.last = Some(key.to_vec());
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Option<SstInfo>> {
+        if self.keys == 0 {
+            return Ok(None);
+        }
+        let io = |op| {
+            let path = self.path.clone();
+            move |source| Error::Io { op, path, source }
+        };
+        let mut file = std::fs::File::create(&self.path).map_err(io("create SST"))?;
+        file.write_all(&self.buf).map_err(io("write SST"))?;
+        file.sync_all().map_err(io("sync SST"))?;
+        Ok(Some(SstInfo {
+            path: self.path.clone(),
+            size: self.buf.len() as u64,
+            keys: self.keys,
+        }))
+    }
+}
+
+fn read_sst(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        op: "read SST",
+        path: path.to_owned(),
+        source,
+    })?;
+    let corrupt = || Error::Corruption {
+        what: format!("SST file {}", path.display()),
+        detail: "truncated entry".into(),
+    };
+    let mut pairs = Vec::new();
+    let mut rest = bytes.as_slice();
+    let take = |rest: &mut &[u8]| -> Result<Vec<u8>> {
+        let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err(corrupt());
+        }
+        let (part, tail) = tail.split_at(len);
+        *rest = tail;
+        Ok(part.to_vec())
+    };
+    while !rest.is_empty() {
+        let key = take(&mut rest)?;
+        let value = take(&mut rest)?;
+        pairs.push((key, value));
+    }
+    Ok(pairs)
+}
+
+impl SstExt for MemEngine {
+    type SstWriter = MemSstWriter;
+
+    fn sst_writer(&self, cf: &str, path: &Path) -> Result<MemSstWriter> {
+        cf_index(cf)?;
+        Ok(MemSstWriter {
+            path: path.to_owned(),
+            buf: Vec::new(),
+            keys: 0,
+            last: None,
+        })
+    }
+
+    /// Like RocksDB's ingest: durable at once, and the files are moved in (deleted here).
+    fn ingest_sst(&self, cf: &str, files: &[PathBuf]) -> Result<()> {
+        let idx = cf_index(cf)?;
+        let mut ops = Vec::new();
+        for path in files {
+            for (k, v) in read_sst(path)? {
+                ops.push(Op::Put(idx, k, v));
+            }
+        }
+        let mut state = util::write(&self.state);
+        // Earlier unsynced writes become durable first, keeping the order of writes.
+        state.make_durable();
+        for op in &ops {
+            apply_op(&mut state.live, op);
+            apply_op(&mut state.durable, op);
+        }
+        drop(state);
+        for path in files {
+            std::fs::remove_file(path).map_err(|source| Error::Io {
+                op: "remove ingested SST",
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn flush_cf(&self, cf: &str) -> Result<()> {
+        cf_index(cf).map(|_| ())
+    }
+
+    fn compact_range_cf(&self, cf: &str, start: &[u8], end: &[u8]) -> Result<()> {
+        check_range(start, end)?;
+        cf_index(cf).map(|_| ())
     }
 }

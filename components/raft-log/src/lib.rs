@@ -12,15 +12,20 @@
 //! - An fsync failure inside raft-engine panics the writing thread: the store stops rather than
 //!   retrying a write whose durability is unknown.
 //!
+//! - [`RaftLogEngine::memory`] is an in-memory log with the same batch and sync rules, for the
+//!   simulator, whose [`RaftLogEngine::power_cut`] loses what was not synced. Stores ship with
+//!   raft-engine.
+//!
 //! # Must not depend on
 //! engine (RocksDB), raftstore, batch-system or gRPC.
 
 mod config;
 mod error;
 mod log_bridge;
+mod memory;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prost::Message as _;
 use proto::raft_serverpb::RaftLocalState;
@@ -51,8 +56,20 @@ impl MessageExt for EntryExt {
 /// The store's raft log. Cheap to clone.
 #[derive(Clone)]
 pub struct RaftLogEngine {
-    engine: Arc<raft_engine::Engine>,
+    backend: Backend,
     dir: PathBuf,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Disk(Arc<raft_engine::Engine>),
+    Memory(Arc<Mutex<memory::MemLog>>),
+}
+
+fn lock(log: &Mutex<memory::MemLog>) -> std::sync::MutexGuard<'_, memory::MemLog> {
+    // A panic while holding it leaves the log as consistent as the panicking write left it.
+    log.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl RaftLogEngine {
@@ -65,9 +82,35 @@ impl RaftLogEngine {
                 detail: e.to_string(),
             })?;
         Ok(RaftLogEngine {
-            engine: Arc::new(engine),
+            backend: Backend::Disk(Arc::new(engine)),
             dir: config.dir.clone(),
         })
+    }
+
+    /// An empty in-memory log (simulation only), named `name` in errors.
+    pub fn memory(name: &str) -> RaftLogEngine {
+        RaftLogEngine {
+            backend: Backend::Memory(Arc::default()),
+            dir: PathBuf::from(format!("<memory:{name}>")),
+        }
+    }
+
+    /// Of an in-memory log: plants a bug, an fsync that returns without making anything
+    /// durable (a disk that lies), so a test can show that a power cut then loses
+    /// acknowledged writes and that its checker notices. No effect on a raft-engine log.
+    pub fn set_sync_lies(&self, lies: bool) {
+        if let Backend::Memory(log) = &self.backend {
+            lock(log).sync_lies = lies;
+        }
+    }
+
+    /// Of an in-memory log: loses every write since the last synced one, as a power cut does,
+    /// and returns how many changes were lost. A raft-engine log cannot be cut (0).
+    pub fn power_cut(&self) -> usize {
+        match &self.backend {
+            Backend::Disk(_) => 0,
+            Backend::Memory(log) => lock(log).power_cut(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -76,17 +119,31 @@ impl RaftLogEngine {
 
     /// A new, empty batch.
     pub fn batch(&self) -> RaftLogBatch {
-        RaftLogBatch::default()
+        RaftLogBatch {
+            batch: LogBatch::default(),
+            memory: match self.backend {
+                Backend::Disk(_) => None,
+                Backend::Memory(_) => Some(Vec::new()),
+            },
+        }
     }
 
     /// Writes `batch` (then empty, ready for reuse); with `sync`, fsyncs before returning.
     /// Returns the bytes written.
     pub fn write(&self, batch: &mut RaftLogBatch, sync: bool) -> Result<usize> {
-        if batch.batch.is_empty() {
+        if batch.is_empty() {
             return Ok(0);
         }
-        let written = self
-            .engine
+        let engine = match &self.backend {
+            Backend::Disk(engine) => engine,
+            Backend::Memory(log) => {
+                let ops = std::mem::take(batch.memory.get_or_insert_with(Vec::new));
+                let written = ops.iter().map(memory::MemOp::size).sum();
+                lock(log).write(ops, sync)?;
+                return Ok(written);
+            }
+        };
+        let written = engine
             .write(&mut batch.batch, sync)
             .map_err(|e| Error::Engine {
                 op: "write",
@@ -111,8 +168,11 @@ impl RaftLogEngine {
         if low >= high {
             return Ok(0);
         }
-        let fetched = self
-            .engine
+        let engine = match &self.backend {
+            Backend::Disk(engine) => engine,
+            Backend::Memory(log) => return lock(log).fetch(region_id, low, high, max_size, out),
+        };
+        let fetched = engine
             .fetch_entries_to::<EntryExt>(region_id, low, high, max_size, out)
             .map_err(|e| match e {
                 raft_engine::Error::EntryCompacted => Error::Compacted {
@@ -143,7 +203,11 @@ impl RaftLogEngine {
 
     /// One entry, if the log holds it.
     pub fn entry(&self, region_id: u64, index: u64) -> Result<Option<Entry>> {
-        self.engine
+        let engine = match &self.backend {
+            Backend::Disk(engine) => engine,
+            Backend::Memory(log) => return Ok(lock(log).entry(region_id, index)),
+        };
+        engine
             .get_entry::<EntryExt>(region_id, index)
             .map_err(|e| Error::Engine {
                 op: "get entry",
@@ -153,16 +217,26 @@ impl RaftLogEngine {
     }
 
     pub fn first_index(&self, region_id: u64) -> Option<u64> {
-        self.engine.first_index(region_id)
+        match &self.backend {
+            Backend::Disk(engine) => engine.first_index(region_id),
+            Backend::Memory(log) => lock(log).first_index(region_id),
+        }
     }
 
     pub fn last_index(&self, region_id: u64) -> Option<u64> {
-        self.engine.last_index(region_id)
+        match &self.backend {
+            Backend::Disk(engine) => engine.last_index(region_id),
+            Backend::Memory(log) => lock(log).last_index(region_id),
+        }
     }
 
     /// The region's persisted `RaftLocalState`, if any.
     pub fn raft_state(&self, region_id: u64) -> Result<Option<RaftLocalState>> {
-        let Some(bytes) = self.engine.get(region_id, RAFT_STATE_KEY) else {
+        let bytes = match &self.backend {
+            Backend::Disk(engine) => engine.get(region_id, RAFT_STATE_KEY),
+            Backend::Memory(log) => lock(log).state(region_id),
+        };
+        let Some(bytes) = bytes else {
             return Ok(None);
         };
         RaftLocalState::decode(bytes.as_slice())
@@ -176,31 +250,41 @@ impl RaftLogEngine {
 
     /// Regions that have anything in the log.
     pub fn regions(&self) -> Vec<u64> {
-        self.engine.raft_groups()
+        match &self.backend {
+            Backend::Disk(engine) => engine.raft_groups(),
+            Backend::Memory(log) => lock(log).regions(),
+        }
     }
 
     /// Deletes log files whose entries are all compacted. Returns the regions whose old entries
     /// hold back purging: their logs should be compacted (forced GC) so space can be reclaimed.
     pub fn purge_expired_files(&self) -> Result<Vec<u64>> {
-        self.engine
-            .purge_expired_files()
-            .map_err(|e| Error::Engine {
-                op: "purge expired files",
-                region_id: None,
-                detail: e.to_string(),
-            })
+        let engine = match &self.backend {
+            Backend::Disk(engine) => engine,
+            Backend::Memory(_) => return Ok(Vec::new()),
+        };
+        engine.purge_expired_files().map_err(|e| Error::Engine {
+            op: "purge expired files",
+            region_id: None,
+            detail: e.to_string(),
+        })
     }
 
     /// Bytes of log files on disk.
     pub fn used_size(&self) -> usize {
-        self.engine.get_used_size()
+        match &self.backend {
+            Backend::Disk(engine) => engine.get_used_size(),
+            Backend::Memory(log) => lock(log).used_size(),
+        }
     }
 }
 
 /// Changes to the logs of many regions, made durable together by [`RaftLogEngine::write`].
-#[derive(Default)]
+/// Made by [`RaftLogEngine::batch`], for that log.
 pub struct RaftLogBatch {
     batch: LogBatch,
+    /// The changes, when the batch is for an in-memory log.
+    memory: Option<Vec<memory::MemOp>>,
 }
 
 impl RaftLogBatch {
@@ -208,6 +292,10 @@ impl RaftLogBatch {
     /// current last index overwrite the tail.
     pub fn append(&mut self, region_id: u64, entries: &[Entry]) -> Result<()> {
         if entries.is_empty() {
+            return Ok(());
+        }
+        if let Some(ops) = &mut self.memory {
+            ops.push(memory::MemOp::Append(region_id, entries.to_vec()));
             return Ok(());
         }
         self.batch
@@ -220,6 +308,10 @@ impl RaftLogBatch {
     }
 
     pub fn put_raft_state(&mut self, region_id: u64, state: &RaftLocalState) -> Result<()> {
+        if let Some(ops) = &mut self.memory {
+            ops.push(memory::MemOp::PutState(region_id, state.encode_to_vec()));
+            return Ok(());
+        }
         self.batch
             .put(region_id, RAFT_STATE_KEY.to_vec(), state.encode_to_vec())
             .map_err(|e| Error::Engine {
@@ -231,21 +323,35 @@ impl RaftLogBatch {
 
     /// Drops entries below `index` of `region_id`'s log.
     pub fn compact_to(&mut self, region_id: u64, index: u64) {
+        if let Some(ops) = &mut self.memory {
+            ops.push(memory::MemOp::Compact(region_id, index));
+            return;
+        }
         self.batch
             .add_command(region_id, Command::Compact { index });
     }
 
     /// Removes `region_id`'s whole log and state (peer destroyed, or a snapshot replaces it).
     pub fn clean_region(&mut self, region_id: u64) {
+        if let Some(ops) = &mut self.memory {
+            ops.push(memory::MemOp::Clean(region_id));
+            return;
+        }
         self.batch.add_command(region_id, Command::Clean);
     }
 
     pub fn is_empty(&self) -> bool {
-        self.batch.is_empty()
+        match &self.memory {
+            Some(ops) => ops.is_empty(),
+            None => self.batch.is_empty(),
+        }
     }
 
     /// Approximate encoded size, for bounding a round's batch.
     pub fn approximate_size(&self) -> usize {
-        self.batch.approximate_size()
+        match &self.memory {
+            Some(ops) => ops.iter().map(memory::MemOp::size).sum(),
+            None => self.batch.approximate_size(),
+        }
     }
 }

@@ -144,6 +144,16 @@ impl Error {
         )
     }
 
+    /// For an answer to a write: whether it may have been applied anyway. Only these two
+    /// leave the outcome unknown; every other error means nothing was written (the
+    /// simulator holds the store to that).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            Error::Undetermined { .. } | Error::StoreStopped { .. }
+        )
+    }
+
     /// The request was routed with a region that changed since (a split): look the region
     /// up again and send it there.
     pub fn is_stale_route(&self) -> bool {

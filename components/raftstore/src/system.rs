@@ -126,6 +126,15 @@ pub struct StoreSystem<EK: KvEngine> {
     workers: Vec<JoinHandle<()>>,
     /// Tells the worker threads to drop what is still queued.
     stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// The workers' queues of a store run by hand ([`StoreBuilder::manual`]).
+    manual: Option<ManualWorkers<EK>>,
+}
+
+/// The worker queues a store run by hand drains itself, in [`StoreSystem::step`].
+struct ManualWorkers<EK: KvEngine> {
+    gen: channel::Receiver<GenTask<EK>>,
+    split: channel::Receiver<SplitTask>,
+    heartbeat: channel::Receiver<HeartbeatTask>,
 }
 
 /// How to start a store ([`StoreSystem::builder`]): its id, engines and snapshot directory
@@ -138,9 +147,26 @@ pub struct StoreBuilder<EK: KvEngine> {
     cfg: Config,
     clock: ClockRef,
     logger: slog::Logger,
+    manual: bool,
+    election_seed: Option<u64>,
 }
 
 impl<EK: SstExt> StoreBuilder<EK> {
+    /// Starts no thread at all: the caller drives the store with [`StoreSystem::step`] and
+    /// [`StoreSystem::tick`], on its own thread. For the deterministic simulator; the rounds,
+    /// ticks and worker tasks are the same code the threads run.
+    pub fn manual(mut self) -> Self {
+        self.manual = true;
+        self
+    }
+
+    /// Seeds the peers' randomized election timeouts, so a simulation replays exactly
+    /// (default: a random seed per start, as raft-rs would draw).
+    pub fn election_seed(mut self, seed: u64) -> Self {
+        self.election_seed = Some(seed);
+        self
+    }
+
     /// The store's settings (default: [`Config::default`]).
     pub fn config(mut self, cfg: Config) -> Self {
         self.cfg = cfg;
@@ -190,6 +216,8 @@ impl<EK: SstExt> StoreSystem<EK> {
             cfg: Config::default(),
             clock: util::SystemClock::shared(),
             logger: slog::Logger::root(slog::Discard, slog::o!()),
+            manual: false,
+            election_seed: None,
         }
     }
 
@@ -206,6 +234,8 @@ impl<EK: SstExt> StoreSystem<EK> {
             cfg,
             clock,
             logger,
+            manual,
+            election_seed,
         } = builder;
         let snap_dir = snap_dir.as_path();
         let logger = &logger;
@@ -283,6 +313,7 @@ impl<EK: SstExt> StoreSystem<EK> {
             },
             scheduler,
             split_checks_paused: Default::default(),
+            election_seed: election_seed.unwrap_or_else(crate::raft::random_seed),
         });
         let mut loaded = 0;
         for state in load_regions(&kv)? {
@@ -311,7 +342,28 @@ impl<EK: SstExt> StoreSystem<EK> {
                 }
             }
         }
-        slog::info!(logger, "store starting"; "regions" => loaded);
+        slog::info!(logger, "store starting"; "regions" => loaded, "manual" => manual);
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if manual {
+            apply_system.start_manual(&mut ApplyPollerBuilder { ctx: ctx.clone() });
+            raft_system.start_manual(&mut RaftPollerBuilder {
+                ctx: ctx.clone(),
+                transport,
+            });
+            return Ok(StoreSystem {
+                ctx,
+                raft_system,
+                apply_system,
+                ticker: None,
+                workers: Vec::new(),
+                stopping,
+                manual: Some(ManualWorkers {
+                    gen: gen_rx,
+                    split: split_rx,
+                    heartbeat: heartbeat_rx,
+                }),
+            });
+        }
         apply_system
             .spawn(&mut ApplyPollerBuilder { ctx: ctx.clone() })
             .map_err(system_err)?;
@@ -323,7 +375,6 @@ impl<EK: SstExt> StoreSystem<EK> {
             .map_err(system_err)?;
         let ticker = spawn_ticker(router, cfg.base_tick(), store_id)?;
         let mut workers = Vec::new();
-        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for i in 0..cfg.snap_generator_pool_size {
             let c = ctx.clone();
             let name = format!("store-{store_id}-snap-gen-{i}");
@@ -360,6 +411,7 @@ impl<EK: SstExt> StoreSystem<EK> {
             ticker: Some(ticker),
             workers,
             stopping,
+            manual: None,
         })
     }
 }
@@ -503,6 +555,47 @@ impl<EK: KvEngine> StoreSystem<EK> {
         })
     }
 
+    /// Of a store run by hand ([`StoreBuilder::manual`]): runs raft rounds, apply rounds and
+    /// queued worker tasks (snapshot generation, split checks, heartbeats) until none is
+    /// left or `max_steps` have run. Returns how many ran (0: the store was idle).
+    pub fn step(&mut self, max_steps: usize) -> usize {
+        let mut total = 0;
+        while total < max_steps {
+            let mut ran = self.raft_system.poll(max_steps - total);
+            ran += self.apply_system.poll(max_steps - total);
+            if let Some(manual) = &self.manual {
+                for task in manual.gen.try_iter() {
+                    self.ctx.run_gen_task(task);
+                    ran += 1;
+                }
+                for task in manual.split.try_iter() {
+                    self.ctx.run_split_task(task);
+                    ran += 1;
+                }
+                for task in manual.heartbeat.try_iter() {
+                    self.ctx.run_heartbeat_task(task);
+                    ran += 1;
+                }
+            }
+            if ran == 0 {
+                break;
+            }
+            total += ran;
+        }
+        total
+    }
+
+    /// Of a store run by hand: one base tick, as the tick thread sends it every
+    /// `base-tick-ms` (to every peer, then the store).
+    pub fn tick(&self) {
+        send_ticks(&self.ctx.routers.raft);
+    }
+
+    /// The store's raft log.
+    pub fn raft_log(&self) -> &RaftLogEngine {
+        &self.ctx.engines.raft_log
+    }
+
     /// Stops the tick thread and both poller pools; requests still waiting are answered with
     /// `StoreStopped`. Returns how many poller threads had panicked.
     pub fn shutdown(&mut self) -> usize {
@@ -553,6 +646,12 @@ fn spawn_worker<T: Send + 'static>(
         })
 }
 
+/// One base tick: to every peer (skipping full mailboxes), then to the store.
+fn send_ticks<EK: KvEngine>(router: &RaftRouter<EK>) {
+    router.broadcast_normal(|| PeerMsg::Tick);
+    let _ = router.send_control(StoreMsg::Tick);
+}
+
 fn spawn_ticker<EK: KvEngine>(
     router: RaftRouter<EK>,
     interval: Duration,
@@ -563,10 +662,7 @@ fn spawn_ticker<EK: KvEngine>(
         .name(format!("store-{store_id}-tick"))
         .spawn(move || loop {
             match stopped.recv_timeout(interval) {
-                Err(RecvTimeoutError::Timeout) => {
-                    router.broadcast_normal(|| PeerMsg::Tick);
-                    let _ = router.send_control(StoreMsg::Tick);
-                }
+                Err(RecvTimeoutError::Timeout) => send_ticks(&router),
                 _ => return,
             }
         })

@@ -44,8 +44,8 @@ impl<EK: KvEngine> ApplyFsm<EK> {
     }
 
     /// Puts the entries' writes and the new apply state into `wb`, and pairs each proposal
-    /// with its entry's outcome: applied, or superseded when another term's entry holds its
-    /// index (or the index is gone).
+    /// with its entry's outcome: applied, superseded when another term's entry holds its
+    /// index, or undetermined when a snapshot covered it.
     fn apply(
         &mut self,
         kv: &EK,
@@ -104,11 +104,14 @@ impl<EK: KvEngine> ApplyFsm<EK> {
                     term: p.term,
                     detail: format!("index {index} was committed with term {term}"),
                 }),
-                None => Err(Error::StaleCommand {
+                // The index was covered by a snapshot this peer applied: the entry there may be
+                // this very proposal, committed by the next leader. Its fate is unknown (the
+                // wait is filled in when the callback runs).
+                None => Err(Error::Undetermined {
                     region_id: self.region.id,
                     index: p.index,
                     term: p.term,
-                    detail: "its index is no longer in the log".into(),
+                    waited_ms: 0,
                 }),
             };
             callbacks.push((p.cb, result, p.propose_time));
@@ -297,10 +300,12 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
         }
         self.write_batch();
         let now = self.ctx.clock.now();
-        for (cb, result, proposed) in self.callbacks.drain(..) {
-            METRICS
-                .propose_to_apply
-                .observe(now.saturating_duration_since(proposed).as_secs_f64());
+        for (cb, mut result, proposed) in self.callbacks.drain(..) {
+            let waited = now.saturating_duration_since(proposed);
+            METRICS.propose_to_apply.observe(waited.as_secs_f64());
+            if let Err(Error::Undetermined { waited_ms, .. }) = &mut result {
+                *waited_ms = waited.as_millis() as u64;
+            }
             cb.invoke(result);
         }
         for (region, cb) in std::mem::take(&mut self.destroys) {

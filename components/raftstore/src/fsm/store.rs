@@ -161,6 +161,8 @@ pub struct StoreContext<EK: KvEngine> {
     pub scheduler: Arc<dyn crate::SchedulerClient>,
     /// Automatic split checks are off (maintenance, benchmarks); explicit splits still run.
     pub split_checks_paused: std::sync::atomic::AtomicBool,
+    /// Seeds each peer's election-timeout randomness (see [`crate::raft::ElectionRng`]).
+    pub election_seed: u64,
 }
 
 /// The store's two engines, and the memory budget of the entry caches over the second.
@@ -433,7 +435,10 @@ impl<EK: KvEngine> StoreContext<EK> {
                 self.clock.now(),
                 &self.logger,
             )
-            .map(|peer| (peer, apply_state))
+            .map(|mut peer| {
+                peer.seed_elections(self.election_seed);
+                (peer, apply_state)
+            })
         });
         let (mut peer, apply_state) = match opened {
             Ok(opened) => opened,
@@ -540,13 +545,22 @@ impl<EK: KvEngine> StoreContext<EK> {
         let their_conf_ver = msg.region_epoch.unwrap_or_default().conf_ver;
         match PeerStorage::<EK>::load_region_state(&self.engines.kv, region_id) {
             Ok(Some(state)) if state.state == PeerState::Tombstone as i32 => {
-                let removed_at = state
-                    .region
-                    .and_then(|r| r.region_epoch)
-                    .unwrap_or_default()
-                    .conf_ver;
+                let region = state.region.unwrap_or_default();
+                let removed_at = region.region_epoch.unwrap_or_default().conf_ver;
                 if their_conf_ver <= removed_at {
                     return drop("stale: the region was removed from this store");
+                }
+                // A peer told by a member that it was removed is destroyed before it applies
+                // the removal, so its tombstone has the older conf_ver: a message sent to it
+                // before the removal would re-create it, empty, and a heartbeat's commit index
+                // would then panic raft-rs. Peer ids are never reused: one destroyed here
+                // never comes back.
+                let destroyed = region
+                    .peers
+                    .iter()
+                    .any(|p| p.store_id == self.store_id && p.id >= to.id);
+                if destroyed {
+                    return drop("stale: this peer (or a newer one) was destroyed here");
                 }
             }
             Ok(Some(state)) => {

@@ -3,7 +3,9 @@
 //! execute. Nothing here knows the batch system.
 
 mod effects;
+mod election;
 mod peer;
 
 pub use effects::{Effects, Reply};
+pub use election::{random_seed, ElectionRng};
 pub use peer::{Peer, ReadyOutput, ReceivedSnapshot};

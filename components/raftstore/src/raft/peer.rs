@@ -127,6 +127,8 @@ pub struct Peer<EK: KvEngine> {
     pub(crate) last_split_index: u64,
     pub(crate) limits: Limits,
     pub(crate) logger: slog::Logger,
+    /// Draws the randomized election timeout in place of raft-rs's thread-local generator.
+    election_rng: super::ElectionRng,
 }
 
 impl<EK: KvEngine> Peer<EK> {
@@ -189,7 +191,19 @@ impl<EK: KvEngine> Peer<EK> {
                 heartbeat_ticks: config.ticks_of(config.region_heartbeat_tick_interval_ms),
             },
             logger,
+            election_rng: super::ElectionRng::new(
+                super::random_seed(),
+                config.raft_election_timeout_ticks,
+            ),
         })
+    }
+
+    /// Seeds this peer's election timeouts from `seed` (with the peer's ids mixed in, so
+    /// peers differ) and draws the current one.
+    pub fn seed_elections(&mut self, seed: u64) {
+        let ids = self.region_id().wrapping_mul(0x9e37_79b9) ^ self.peer_id;
+        self.election_rng.reseed(seed ^ ids.rotate_left(17));
+        self.election_rng.redraw(&mut self.raw.raft);
     }
 
     pub fn region_id(&self) -> u64 {
@@ -297,9 +311,12 @@ impl<EK: KvEngine> Peer<EK> {
 
     pub fn step(&mut self, msg: Message) -> Result<()> {
         let region_id = self.region_id();
-        self.raw
+        let stepped = self
+            .raw
             .step(msg)
-            .map_err(|source| Error::Raft { region_id, source })
+            .map_err(|source| Error::Raft { region_id, source });
+        self.election_rng.after_raft_call(&mut self.raw.raft);
+        stepped
     }
 
     /// Proposes raw entry data without checks or a callback (tests of the raft layer).
@@ -582,6 +599,7 @@ impl<EK: KvEngine> Peer<EK> {
         // below the log's first index: a campaign would read compacted entries and panic.
         let applying = self.is_applying_snapshot();
         let mut work = !applying && self.raw.tick();
+        self.election_rng.after_raft_call(&mut self.raw.raft);
         self.ticks += 1;
         if self.is_leader() && self.ticks % self.limits.gc_ticks == 0 {
             work |= self.maybe_compact_log(now);

@@ -1,0 +1,278 @@
+//! The simulated cluster: stores over in-memory engines that a power cut can roll back, the
+//! real scheduler in-process, one virtual clock, and the simulated network between them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use engine::MemEngine;
+use proto::build;
+use proto::kvrpcpb::ApiVersion;
+use proto::metapb::Region;
+use raft_log::RaftLogEngine;
+use raftstore::{StoreApi, StoreSystem};
+use scheduler_client::InProcessClient;
+use util::{ClockRef, ManualClock};
+
+use crate::net::SimNetwork;
+use crate::{Error, Result};
+
+const CLUSTER_ID: u64 = 7;
+
+/// One store's disks and, while it runs, the store.
+pub(crate) struct SimStore {
+    pub(crate) kv: MemEngine,
+    pub(crate) raft_log: RaftLogEngine,
+    snap_dir: PathBuf,
+    pub(crate) system: Option<StoreSystem<MemEngine>>,
+    /// A paused store is neither stepped nor ticked (its process is stopped).
+    pub(crate) paused: bool,
+}
+
+pub(crate) struct SimCluster {
+    pub(crate) clock: Arc<ManualClock>,
+    pub(crate) net: SimNetwork,
+    pub(crate) stores: BTreeMap<u64, SimStore>,
+    pub(crate) scheduler: InProcessClient,
+    scheduler_meta: MemEngine,
+    scheduler_cfg: scheduler::Config,
+    pub(crate) store_cfg: raftstore::Config,
+    logger: slog::Logger,
+    /// Seeds the stores' election timeouts.
+    seed: u64,
+    _dir: tempfile::TempDir,
+}
+
+/// The first region's peers are `100 + store`; later ids come from the scheduler.
+fn peer_id(store_id: u64) -> u64 {
+    100 + store_id
+}
+
+impl SimCluster {
+    /// `stores` stores, the first `replicas` holding the one region that covers every key.
+    pub(crate) fn new(
+        seed: u64,
+        stores: u64,
+        replicas: u64,
+        net: SimNetwork,
+        store_cfg: raftstore::Config,
+        scheduler_cfg: scheduler::Config,
+        logger: slog::Logger,
+    ) -> Result<SimCluster> {
+        let dir = tempfile::Builder::new()
+            .prefix("regionstore-sim")
+            .tempdir()
+            .map_err(|e| Error::Setup(format!("temp dir: {e}")))?;
+        // A fixed wall time: the scheduler's TSO and cluster id derive from it.
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let scheduler_meta = MemEngine::new();
+        let scheduler = open_scheduler(&scheduler_meta, &scheduler_cfg, &clock, &logger)?;
+        // The static bootstrap's ids are taken: the allocator starts above them.
+        scheduler
+            .ids
+            .alloc(1000)
+            .map_err(|e| Error::Setup(format!("reserve ids: {e}")))?;
+        let region = build::region(1)
+            .range(vec![], vec![])
+            .epoch(1, 1)
+            .peers((1..=replicas.min(stores)).map(|s| build::peer(peer_id(s), s)))
+            .build();
+        for store_id in 1..=stores {
+            scheduler
+                .cluster
+                .put_store(proto::metapb::Store {
+                    id: store_id,
+                    ..Default::default()
+                })
+                .map_err(|e| Error::Setup(format!("register store: {e}")))?;
+        }
+        scheduler
+            .cluster
+            .region_heartbeat(scheduler::RegionInfo {
+                region: region.clone(),
+                ..Default::default()
+            })
+            .map_err(|e| Error::Setup(format!("register region: {e}")))?;
+        let mut sim_stores = BTreeMap::new();
+        for store_id in 1..=stores {
+            let kv = MemEngine::new();
+            raftstore::bootstrap_store(&kv, CLUSTER_ID, store_id, ApiVersion::V1)
+                .map_err(|e| Error::Setup(e.to_string()))?;
+            if region.peers.iter().any(|p| p.store_id == store_id) {
+                raftstore::bootstrap_region(&kv, &region)
+                    .map_err(|e| Error::Setup(e.to_string()))?;
+            }
+            engine::KvEngine::sync(&kv).map_err(|e| Error::Setup(e.to_string()))?;
+            sim_stores.insert(
+                store_id,
+                SimStore {
+                    kv,
+                    raft_log: RaftLogEngine::memory(&format!("store-{store_id}")),
+                    snap_dir: dir.path().join(format!("store-{store_id}-snap")),
+                    system: None,
+                    paused: false,
+                },
+            );
+        }
+        let mut cluster = SimCluster {
+            clock,
+            net,
+            stores: sim_stores,
+            scheduler: InProcessClient::new(scheduler),
+            scheduler_meta,
+            scheduler_cfg,
+            store_cfg,
+            logger,
+            seed,
+            _dir: dir,
+        };
+        for store_id in 1..=stores {
+            cluster.start_store(store_id)?;
+        }
+        Ok(cluster)
+    }
+
+    pub(crate) fn clock_ref(&self) -> ClockRef {
+        self.clock.clone()
+    }
+
+    pub(crate) fn start_store(&mut self, store_id: u64) -> Result<()> {
+        let clock = self.clock_ref();
+        let transport = self.net.transport(store_id);
+        let scheduler = Arc::new(self.scheduler.clone());
+        let store = self
+            .stores
+            .get_mut(&store_id)
+            .ok_or_else(|| Error::Setup(format!("no store {store_id}")))?;
+        if store.system.is_some() {
+            return Ok(());
+        }
+        let system = StoreSystem::builder(
+            store_id,
+            store.kv.clone(),
+            store.raft_log.clone(),
+            &store.snap_dir,
+        )
+        .config(self.store_cfg.clone())
+        .clock(clock)
+        .logger(&self.logger)
+        .election_seed(self.seed ^ store_id)
+        .manual()
+        .start(transport, scheduler)
+        .map_err(|source| Error::Restart { store_id, source })?;
+        self.net
+            .set_snap_manager(store_id, Some(system.snap_manager().clone()));
+        store.system = Some(system);
+        store.paused = false;
+        Ok(())
+    }
+
+    /// Cuts the power of a running store: it stops where it is (nothing queued runs), and its
+    /// disks lose every write not yet synced. Returns the writes lost (KV ops, raft-log ops).
+    pub(crate) fn power_cut(&mut self, store_id: u64) -> Option<(usize, usize)> {
+        let store = self.stores.get_mut(&store_id)?;
+        let mut system = store.system.take()?;
+        self.net.set_snap_manager(store_id, None);
+        system.shutdown();
+        drop(system);
+        Some((store.kv.power_cut(), store.raft_log.power_cut()))
+    }
+
+    /// The scheduler loses its unsynced metadata and comes back at once (its clients see one
+    /// failed call at most: everything here runs between two of their calls).
+    pub(crate) fn restart_scheduler(&mut self) -> Result<()> {
+        self.scheduler.set(None);
+        self.scheduler_meta.power_cut();
+        let scheduler = open_scheduler(
+            &self.scheduler_meta,
+            &self.scheduler_cfg,
+            &self.clock,
+            &self.logger,
+        )?;
+        self.scheduler.set(Some(scheduler));
+        Ok(())
+    }
+
+    pub(crate) fn api(&self, store_id: u64) -> Option<StoreApi<MemEngine>> {
+        let store = self.stores.get(&store_id)?;
+        store
+            .system
+            .as_ref()
+            .map(|s| s.api().without_mailbox_wait())
+    }
+
+    /// Delivers what the network has due, then runs every running, unpaused store until it is
+    /// idle. Returns the rounds and tasks run.
+    pub(crate) fn step(&mut self, now_ms: u64) -> usize {
+        for msg in self.net.due(now_ms) {
+            let to = msg.to_peer.map_or(0, |p| p.store_id);
+            if let Some(system) = self.stores.get(&to).and_then(|s| s.system.as_ref()) {
+                raftstore::router::deliver_raft_message(system.router(), msg);
+            }
+        }
+        let mut ran = 0;
+        for store in self.stores.values_mut() {
+            if let (Some(system), false) = (store.system.as_mut(), store.paused) {
+                ran += system.step(100_000);
+            }
+        }
+        ran
+    }
+
+    pub(crate) fn tick(&self) {
+        for store in self.stores.values() {
+            if let (Some(system), false) = (store.system.as_ref(), store.paused) {
+                system.tick();
+            }
+        }
+    }
+
+    /// Why a store stopped itself, if one did (an fsync or engine failure).
+    pub(crate) fn stopped_reason(&self) -> Option<(u64, String)> {
+        self.stores.iter().find_map(|(id, s)| {
+            s.system
+                .as_ref()
+                .and_then(|sys| sys.stopped_reason())
+                .map(|r| (*id, r))
+        })
+    }
+
+    pub(crate) fn scheduler(&self) -> Option<Arc<scheduler::Scheduler>> {
+        self.scheduler.get().ok()
+    }
+
+    /// The region holding `key`, as the scheduler knows it.
+    pub(crate) fn region_for_key(&self, key: &[u8]) -> Option<scheduler::RegionInfo> {
+        self.scheduler()?.cluster.region_by_key(key)
+    }
+
+    /// Every region the scheduler knows.
+    pub(crate) fn regions(&self) -> Vec<Region> {
+        let Some(scheduler) = self.scheduler() else {
+            return Vec::new();
+        };
+        let mut regions = Vec::new();
+        let mut key = Vec::new();
+        while let Some(info) = scheduler.cluster.region_by_key(&key) {
+            key = info.region.end_key.clone();
+            regions.push(info.region);
+            if key.is_empty() {
+                break;
+            }
+        }
+        regions
+    }
+}
+
+fn open_scheduler(
+    meta: &MemEngine,
+    cfg: &scheduler::Config,
+    clock: &Arc<ManualClock>,
+    logger: &slog::Logger,
+) -> Result<Arc<scheduler::Scheduler>> {
+    let clock: ClockRef = clock.clone();
+    scheduler::Scheduler::open(Arc::new(meta.clone()), cfg, clock, logger)
+        .map(Arc::new)
+        .map_err(|e| Error::Setup(format!("open scheduler: {e}")))
+}

@@ -1,0 +1,617 @@
+//! Deterministic simulation of a whole regionstore cluster: N stores and the scheduler run
+//! in one thread, in virtual time, driven by one seeded random stream, under faults the seed
+//! chooses (power cuts that lose unsynced writes, partitions, message loss, duplication and
+//! reordering, paused stores, scheduler restarts) while clients put, get, delete, batch-put
+//! and scan, and splits, leader transfers and membership changes run. The history is judged
+//! by the linearizability checker, and replicas must agree at the end.
+//!
+//! # Invariants
+//! - The stores are the real `StoreSystem` (run by hand: `StoreBuilder::manual`), the real
+//!   scheduler and the real raft-rs; only the disks (`MemEngine`, the in-memory raft log) and
+//!   the network are simulated. Nothing here ships.
+//! - Time is the one `ManualClock`: it moves only between steps, by 1 ms.
+//! - A power cut stops a store between two steps and rolls its disks back to their last
+//!   sync: what the store acknowledged must survive it.
+//!
+//! # Must not depend on
+//! gRPC, the server or the client crates: it drives stores through `StoreApi`.
+
+mod cluster;
+mod net;
+mod seeds;
+mod workload;
+
+use std::time::Duration;
+
+use linearizability::{check_group, check_key, Outcome, DEFAULT_STEP_BUDGET};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use scheduler::AdminOp;
+
+pub use net::{LinkConfig, NetStats};
+pub use seeds::TEST_SEEDS;
+pub use workload::WorkloadStats;
+
+use cluster::SimCluster;
+use net::SimNetwork;
+use workload::{Workload, GROUP, KEYS, SPLIT_POINTS};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("simulation setup failed: {0}")]
+    Setup(String),
+    #[error("store {store_id} failed to restart: {source}")]
+    Restart {
+        store_id: u64,
+        #[source]
+        source: raftstore::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What one simulation runs.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub stores: u64,
+    pub replicas: u64,
+    pub clients: usize,
+    /// Virtual time of the faulty part, before the final heal.
+    pub duration_ms: u64,
+    /// Whether faults are injected (off: a fault-free baseline).
+    pub faults: bool,
+    /// A planted bug: the raft logs' fsync makes nothing durable, so power cuts lose
+    /// acknowledged writes. The checkers must then fail the run.
+    pub lying_fsync: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            stores: 4,
+            replicas: 3,
+            clients: 4,
+            duration_ms: 10_000,
+            faults: true,
+            lying_fsync: false,
+        }
+    }
+}
+
+/// A fault or an operation the seed chose, with when it happened.
+#[derive(Clone, Debug)]
+pub enum Event {
+    PowerCut { store: u64, lost: (usize, usize) },
+    Restart { store: u64 },
+    Isolate { store: u64, one_way: bool },
+    Pause { store: u64 },
+    Resume { store: u64 },
+    LossyLinks { drop_per_mille: u32 },
+    RestartScheduler,
+    Heal,
+    Operator { region: u64, op: String },
+}
+
+/// What a run did and found.
+#[derive(Debug)]
+pub struct Report {
+    pub seed: u64,
+    pub events: Vec<(u64, Event)>,
+    pub workload: WorkloadStats,
+    pub net: NetStats,
+    pub regions: usize,
+    /// Everything that went wrong; empty when the run passed.
+    pub failures: Vec<String>,
+    /// A digest of the history and final data: equal for two runs of one seed.
+    pub fingerprint: u64,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// The store settings of a simulation: small timeouts and thresholds, so elections, log GC
+/// and snapshots happen within seconds of virtual time.
+fn store_config() -> raftstore::Config {
+    raftstore::Config {
+        store_pool_size: 1,
+        apply_pool_size: 1,
+        raft_base_tick_interval_ms: 10,
+        raft_election_timeout_ticks: 10,
+        raft_heartbeat_ticks: 2,
+        max_leader_lease_ms: 80,
+        raft_log_gc_tick_interval_ms: 100,
+        raft_log_gc_threshold: 8,
+        raft_log_gc_count_limit: 24,
+        split_region_check_tick_interval_ms: 500,
+        region_heartbeat_tick_interval_ms: 200,
+        store_heartbeat_interval_ms: 500,
+        proposal_timeout_ms: 2_000,
+        read_index_timeout_ms: 1_000,
+        ..raftstore::Config::default()
+    }
+}
+
+/// Runs one simulation of `seed`. A panic anywhere in it (a store's, raft-rs's) is a failure
+/// of the seed, reported like any other.
+pub fn run(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Report> {
+    let run = std::panic::AssertUnwindSafe(|| run_seed(seed, cfg, logger));
+    std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic without a message".into());
+        Ok(Report {
+            seed,
+            events: Vec::new(),
+            workload: WorkloadStats::default(),
+            net: NetStats::default(),
+            regions: 0,
+            failures: vec![format!("panicked: {message}")],
+            fingerprint: 0,
+        })
+    })
+}
+
+fn run_seed(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Report> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let net = SimNetwork::new(StdRng::seed_from_u64(rng.gen()), LinkConfig::default());
+    let store_cfg = store_config();
+    let tick_ms = store_cfg.raft_base_tick_interval_ms;
+    let mut cluster = SimCluster::new(
+        rng.gen(),
+        cfg.stores,
+        cfg.replicas,
+        net.clone(),
+        store_cfg,
+        scheduler::Config::default(),
+        logger.clone(),
+    )?;
+    if cfg.lying_fsync {
+        for store in cluster.stores.values() {
+            store.raft_log.set_sync_lies(true);
+        }
+    }
+    let mut workload = Workload::new(cfg.clients, (0, 20));
+    let mut events = Vec::new();
+    let mut faults = Faults::default();
+    let mut failures = Vec::new();
+    let mut now_ms = 0;
+    let mut next_fault_ms = 1_000;
+    let mut next_operator_ms = 500;
+    let advance = |cluster: &mut SimCluster, now_ms: &mut u64| {
+        cluster.clock.advance(Duration::from_millis(1));
+        *now_ms += 1;
+        if *now_ms % tick_ms == 0 {
+            cluster.tick();
+        }
+        cluster.step(*now_ms);
+    };
+    let outcome: Result<()> = 'run: {
+        // The faulty part.
+        while now_ms < cfg.duration_ms {
+            advance(&mut cluster, &mut now_ms);
+            workload.step(&cluster, &mut rng, now_ms, false);
+            if cfg.faults && now_ms >= next_fault_ms {
+                next_fault_ms = now_ms + rng.gen_range(300..1_500);
+                if let Err(e) = faults.inject(&mut cluster, &mut rng, now_ms, &mut events) {
+                    break 'run Err(e);
+                }
+            }
+            if let Err(e) = faults.expire(&mut cluster, now_ms, &mut events) {
+                break 'run Err(e);
+            }
+            if now_ms >= next_operator_ms {
+                next_operator_ms = now_ms + rng.gen_range(300..1_500);
+                random_operator(&cluster, &mut rng, now_ms, &mut events);
+            }
+            if let Some((store, reason)) = cluster.stopped_reason() {
+                failures.push(format!("store {store} stopped itself: {reason}"));
+                break;
+            }
+        }
+        // Heal: every store up, every link whole; let the workload finish and the cluster settle.
+        if let Err(e) = faults.heal(&mut cluster, now_ms, &mut events) {
+            break 'run Err(e);
+        }
+        let settle_until = now_ms + 5_000;
+        while now_ms < settle_until {
+            advance(&mut cluster, &mut now_ms);
+            workload.step(&cluster, &mut rng, now_ms, true);
+        }
+        // The final reads: each key and the group, retried until answered.
+        for index in 0..=KEYS.len() {
+            let deadline = now_ms + 20_000;
+            loop {
+                workload.start_final_read(index, &cluster, &mut rng, now_ms);
+                let before = workload.stats.ok;
+                while !workload.idle(0) {
+                    advance(&mut cluster, &mut now_ms);
+                    workload.step(&cluster, &mut rng, now_ms, true);
+                }
+                if workload.stats.ok > before {
+                    break;
+                }
+                if now_ms > deadline {
+                    failures.push(format!(
+                        "final read {index} not answered within 20 s of a healed cluster"
+                    ));
+                    break;
+                }
+                for _ in 0..50 {
+                    advance(&mut cluster, &mut now_ms);
+                }
+            }
+        }
+        Ok(())
+    };
+    match outcome {
+        // A store that refuses to restart over its own disks is a failure of the run.
+        Err(e @ Error::Restart { .. }) => failures.push(e.to_string()),
+        Err(e) => return Err(e),
+        Ok(()) => {
+            failures.extend(check_history(&workload));
+            failures.extend(check_replicas(&mut cluster, &mut now_ms, tick_ms));
+        }
+    }
+    let fingerprint = fingerprint(&workload, &events);
+    Ok(Report {
+        seed,
+        events,
+        workload: workload.stats.clone(),
+        net: net.stats(),
+        regions: cluster.regions().len(),
+        failures,
+        fingerprint,
+    })
+}
+
+#[derive(Default)]
+struct Faults {
+    /// Store → when it comes back.
+    down: std::collections::BTreeMap<u64, u64>,
+    paused: std::collections::BTreeMap<u64, u64>,
+    /// (store, until, one_way)
+    isolated: Vec<(u64, u64, bool)>,
+    lossy_until: Option<u64>,
+}
+
+impl Faults {
+    fn inject(
+        &mut self,
+        cluster: &mut SimCluster,
+        rng: &mut StdRng,
+        now_ms: u64,
+        events: &mut Vec<(u64, Event)>,
+    ) -> Result<()> {
+        let stores: Vec<u64> = cluster.stores.keys().copied().collect();
+        let store = stores[rng.gen_range(0..stores.len())];
+        let duration = rng.gen_range(200..3_000);
+        match rng.gen_range(0..100) {
+            0..30 => {
+                // Power cuts: a minority usually, a majority sometimes (it comes back).
+                let victims = if rng.gen_bool(0.15) { 2 } else { 1 };
+                for i in 0..victims {
+                    let victim = stores
+                        [(stores.iter().position(|s| *s == store).unwrap_or(0) + i) % stores.len()];
+                    if let Some(lost) = cluster.power_cut(victim) {
+                        self.down.insert(victim, now_ms + duration);
+                        events.push((
+                            now_ms,
+                            Event::PowerCut {
+                                store: victim,
+                                lost,
+                            },
+                        ));
+                    }
+                }
+            }
+            30..55 => {
+                let one_way = rng.gen_bool(0.3);
+                for other in &stores {
+                    if *other != store {
+                        // One way: the store hears nothing but can still send.
+                        cluster.net.set_cut(*other, store, true);
+                        if !one_way {
+                            cluster.net.set_cut(store, *other, true);
+                        }
+                    }
+                }
+                self.isolated.push((store, now_ms + duration, one_way));
+                events.push((now_ms, Event::Isolate { store, one_way }));
+            }
+            55..70 => {
+                if let Some(s) = cluster.stores.get_mut(&store) {
+                    if s.system.is_some() && !s.paused {
+                        s.paused = true;
+                        self.paused.insert(store, now_ms + duration);
+                        events.push((now_ms, Event::Pause { store }));
+                    }
+                }
+            }
+            70..85 => {
+                let drop_per_mille = rng.gen_range(20..200);
+                {
+                    let mut state = cluster.net.lock();
+                    state.link.drop_per_mille = drop_per_mille;
+                    state.link.duplicate_per_mille = 20;
+                    state.link.delay_ms = (1, 20);
+                }
+                self.lossy_until = Some(now_ms + duration);
+                events.push((now_ms, Event::LossyLinks { drop_per_mille }));
+            }
+            _ => {
+                cluster.restart_scheduler()?;
+                events.push((now_ms, Event::RestartScheduler));
+            }
+        }
+        Ok(())
+    }
+
+    fn expire(
+        &mut self,
+        cluster: &mut SimCluster,
+        now_ms: u64,
+        events: &mut Vec<(u64, Event)>,
+    ) -> Result<()> {
+        let due: Vec<u64> = self
+            .down
+            .iter()
+            .filter(|(_, until)| **until <= now_ms)
+            .map(|(s, _)| *s)
+            .collect();
+        for store in due {
+            self.down.remove(&store);
+            cluster.start_store(store)?;
+            events.push((now_ms, Event::Restart { store }));
+        }
+        let due: Vec<u64> = self
+            .paused
+            .iter()
+            .filter(|(_, until)| **until <= now_ms)
+            .map(|(s, _)| *s)
+            .collect();
+        for store in due {
+            self.paused.remove(&store);
+            if let Some(s) = cluster.stores.get_mut(&store) {
+                s.paused = false;
+            }
+            events.push((now_ms, Event::Resume { store }));
+        }
+        let (over, kept): (Vec<_>, Vec<_>) = self
+            .isolated
+            .drain(..)
+            .partition(|(_, until, _)| *until <= now_ms);
+        self.isolated = kept;
+        for (store, _, _) in over {
+            let stores: Vec<u64> = cluster.stores.keys().copied().collect();
+            for other in stores {
+                // Another isolation of either end may still hold these links: re-cut after.
+                cluster.net.set_cut(other, store, false);
+                cluster.net.set_cut(store, other, false);
+            }
+            for (s, _, one_way) in &self.isolated {
+                for other in cluster.stores.keys() {
+                    if other != s {
+                        cluster.net.set_cut(*other, *s, true);
+                        if !one_way {
+                            cluster.net.set_cut(*s, *other, true);
+                        }
+                    }
+                }
+            }
+        }
+        if self.lossy_until.is_some_and(|until| until <= now_ms) {
+            self.lossy_until = None;
+            cluster.net.lock().link = LinkConfig::default();
+        }
+        Ok(())
+    }
+
+    fn heal(
+        &mut self,
+        cluster: &mut SimCluster,
+        now_ms: u64,
+        events: &mut Vec<(u64, Event)>,
+    ) -> Result<()> {
+        cluster.net.heal();
+        self.isolated.clear();
+        self.lossy_until = None;
+        for store in std::mem::take(&mut self.down).into_keys() {
+            cluster.start_store(store)?;
+        }
+        self.paused.clear();
+        for store in cluster.stores.values_mut() {
+            store.paused = false;
+        }
+        events.push((now_ms, Event::Heal));
+        Ok(())
+    }
+}
+
+/// Asks the scheduler for a split, a leader transfer or a membership change of a random
+/// region, as an operator would; the stores carry it out through their heartbeats.
+fn random_operator(
+    cluster: &SimCluster,
+    rng: &mut StdRng,
+    now_ms: u64,
+    events: &mut Vec<(u64, Event)>,
+) {
+    let Some(scheduler) = cluster.scheduler() else {
+        return;
+    };
+    let regions = cluster.regions();
+    if regions.is_empty() {
+        return;
+    }
+    let region = &regions[rng.gen_range(0..regions.len())];
+    let stores: Vec<u64> = cluster.stores.keys().copied().collect();
+    let hosts: Vec<u64> = region.peers.iter().map(|p| p.store_id).collect();
+    let op = match rng.gen_range(0..4) {
+        0 => {
+            let inside: Vec<&str> = SPLIT_POINTS
+                .iter()
+                .copied()
+                .filter(|p| {
+                    let p = p.as_bytes();
+                    p > region.start_key.as_slice()
+                        && (region.end_key.is_empty() || p < region.end_key.as_slice())
+                })
+                .collect();
+            if inside.is_empty() {
+                return;
+            }
+            AdminOp::Split(vec![inside[rng.gen_range(0..inside.len())].into()])
+        }
+        1 => AdminOp::TransferLeader {
+            to_store: hosts[rng.gen_range(0..hosts.len())],
+        },
+        2 => {
+            let free: Vec<u64> = stores
+                .iter()
+                .copied()
+                .filter(|s| !hosts.contains(s))
+                .collect();
+            if free.is_empty() {
+                return;
+            }
+            AdminOp::AddPeer {
+                store: free[rng.gen_range(0..free.len())],
+            }
+        }
+        _ => {
+            let leader = scheduler
+                .cluster
+                .region_by_key(&region.start_key)
+                .and_then(|i| i.leader)
+                .map(|l| l.store_id);
+            let removable: Vec<u64> = hosts
+                .iter()
+                .copied()
+                .filter(|s| Some(*s) != leader)
+                .collect();
+            if hosts.len() <= 3 || removable.is_empty() {
+                return;
+            }
+            AdminOp::RemovePeer {
+                store: removable[rng.gen_range(0..removable.len())],
+            }
+        }
+    };
+    if let Ok(description) = scheduler.add_admin_operator(region.id, op) {
+        events.push((
+            now_ms,
+            Event::Operator {
+                region: region.id,
+                op: description,
+            },
+        ));
+    }
+}
+
+/// The linearizability of each key, and of the group as one object.
+fn check_history(workload: &Workload) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (key, ops) in &workload.history.keys {
+        match check_key(None, ops, DEFAULT_STEP_BUDGET) {
+            Outcome::Linearizable => {}
+            outcome => failures.push(format!(
+                "key {key}: {outcome:?} over {} operations: {ops:?}",
+                ops.len()
+            )),
+        }
+    }
+    if !failures.is_empty() {
+        // Refused writes whose value a read returned: the likely culprits.
+        let text = failures.join("\n");
+        for (value, error) in &workload.history.refused {
+            if text.contains(&format!("\"{value}\"")) {
+                failures.push(format!(
+                    "write of {value:?} was refused ({error}) yet was read"
+                ));
+            }
+        }
+    }
+    let group = &workload.history.group;
+    match check_group(GROUP.len(), group, DEFAULT_STEP_BUDGET) {
+        Outcome::Linearizable => {}
+        outcome => failures.push(format!(
+            "group {GROUP:?}: {outcome:?} over {} operations: {group:?}",
+            group.len()
+        )),
+    }
+    failures
+}
+
+/// Every replica of every region holds the same data once the healed cluster has caught up.
+fn check_replicas(cluster: &mut SimCluster, now_ms: &mut u64, tick_ms: u64) -> Vec<String> {
+    let mut last = Vec::new();
+    for _ in 0..100 {
+        last = replica_differences(cluster);
+        if last.is_empty() {
+            return last;
+        }
+        for _ in 0..100 {
+            cluster.clock.advance(Duration::from_millis(1));
+            *now_ms += 1;
+            if *now_ms % tick_ms == 0 {
+                cluster.tick();
+            }
+            cluster.step(*now_ms);
+        }
+    }
+    last
+}
+
+fn replica_differences(cluster: &SimCluster) -> Vec<String> {
+    let mut out = Vec::new();
+    for region in cluster.regions() {
+        let mut seen: Option<(u64, Pairs)> = None;
+        for peer in &region.peers {
+            let Some(store) = cluster.stores.get(&peer.store_id) else {
+                continue;
+            };
+            let data = region_data(&store.kv, &region);
+            match &seen {
+                None => seen = Some((peer.store_id, data)),
+                Some((first, expected)) if *expected != data => out.push(format!(
+                    "region {}: stores {first} and {} differ ({} vs {} keys)",
+                    region.id,
+                    peer.store_id,
+                    expected.len(),
+                    data.len()
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    out
+}
+
+/// Key/value pairs, in key order.
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn region_data(kv: &engine::MemEngine, region: &proto::metapb::Region) -> Pairs {
+    use engine::Peekable;
+    let start = engine::keys::data_key(&region.start_key);
+    let end = engine::keys::data_end_key(&region.end_key);
+    let mut out = Vec::new();
+    let _ = kv.scan_cf(engine::CF_DEFAULT, &start, &end, false, &mut |k, v| {
+        out.push((k.to_vec(), v.to_vec()));
+        Ok(true)
+    });
+    out
+}
+
+fn fingerprint(workload: &Workload, events: &[(u64, Event)]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // FNV-style, stable across processes (DefaultHasher's keys are fixed, but say it).
+    let mut hasher = std::hash::DefaultHasher::new();
+    format!("{:?}", workload.history.keys).hash(&mut hasher);
+    format!("{:?}", workload.history.group).hash(&mut hasher);
+    format!("{events:?}").hash(&mut hasher);
+    hasher.finish()
+}

@@ -1,0 +1,365 @@
+//! Clients of the simulation: each has at most one operation in flight, routed as a TiKV
+//! client routes (the scheduler's table, then the leader it last heard of). Every answer, and
+//! every write whose answer never came, goes into the history the checkers judge.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use engine::CF_DEFAULT;
+use linearizability::{GroupInput, GroupOperation, GroupOutput, Input, Operation, Output};
+use proto::kvrpcpb::Context;
+use raftstore::{Error as StoreError, Modify};
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use crate::cluster::SimCluster;
+
+/// Keys each checked alone; the simulator's splits fall between them.
+pub(crate) const KEYS: [&str; 6] = ["k0", "k1", "k2", "k3", "k4", "k5"];
+/// Keys one region always serves together (no split point falls inside), checked as one
+/// object: batch puts whole, batch reads and scans one moment.
+pub(crate) const GROUP: [&str; 4] = ["g0", "g1", "g2", "g3"];
+/// Where splits may cut: between the single keys, never inside the group.
+pub(crate) const SPLIT_POINTS: [&str; 4] = ["h", "k", "k2", "k4"];
+
+/// An operation gives up (its outcome unknown, for a write) after this long.
+const OP_TIMEOUT_MS: u64 = 3_000;
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Put(usize, String),
+    Get(usize),
+    Delete(usize),
+    GroupPut(Vec<(usize, String)>),
+    GroupGet { scan: bool },
+}
+
+enum Answer {
+    Done,
+    Value(Option<String>),
+    Values(Vec<Option<String>>),
+}
+
+type OpFuture = Pin<Box<dyn Future<Output = Result<Answer, StoreError>>>>;
+
+struct InFlight {
+    kind: Kind,
+    call_ms: u64,
+    region_id: u64,
+    store_id: u64,
+    future: OpFuture,
+}
+
+struct Client {
+    id: usize,
+    next_ms: u64,
+    writes: u64,
+    in_flight: Option<InFlight>,
+    /// Region → the store it last heard leads it.
+    leaders: BTreeMap<u64, u64>,
+}
+
+/// What the workload did, for the report.
+#[derive(Clone, Debug, Default)]
+pub struct WorkloadStats {
+    pub ok: u64,
+    /// Failed with an error that means nothing was written (or a read that failed).
+    pub failed: u64,
+    /// Writes whose outcome is unknown (Undetermined, the store stopped, a timeout).
+    pub unknown: u64,
+}
+
+/// Histories in virtual microseconds... kept in ms ×1000 so calls and returns at the same ms
+/// still order call-before-return.
+pub(crate) struct History {
+    pub(crate) keys: BTreeMap<String, Vec<Operation<String>>>,
+    pub(crate) group: Vec<GroupOperation<String>>,
+    /// Writes answered with an error that says nothing was written (so not in the history),
+    /// by value: a read of one of these values convicts the error.
+    pub(crate) refused: BTreeMap<String, String>,
+}
+
+pub(crate) struct Workload {
+    clients: Vec<Client>,
+    pub(crate) history: History,
+    pub(crate) stats: WorkloadStats,
+    think_ms: (u64, u64),
+}
+
+fn key_of(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::Put(k, _) | Kind::Get(k) | Kind::Delete(k) => KEYS[*k],
+        Kind::GroupPut(_) | Kind::GroupGet { .. } => GROUP[0],
+    }
+}
+
+impl Workload {
+    pub(crate) fn new(clients: usize, think_ms: (u64, u64)) -> Workload {
+        Workload {
+            clients: (0..clients)
+                .map(|id| Client {
+                    id,
+                    next_ms: 0,
+                    writes: 0,
+                    in_flight: None,
+                    leaders: BTreeMap::new(),
+                })
+                .collect(),
+            history: History {
+                keys: KEYS.iter().map(|k| (k.to_string(), Vec::new())).collect(),
+                group: Vec::new(),
+                refused: BTreeMap::new(),
+            },
+            stats: WorkloadStats::default(),
+            think_ms,
+        }
+    }
+
+    /// Starts operations for idle clients whose think time is over (unless `quiet`), and
+    /// collects answers. Returns whether any operation is still in flight.
+    pub(crate) fn step(
+        &mut self,
+        cluster: &SimCluster,
+        rng: &mut StdRng,
+        now_ms: u64,
+        quiet: bool,
+    ) -> bool {
+        let mut busy = false;
+        for i in 0..self.clients.len() {
+            if self.clients[i].in_flight.is_none() && !quiet && self.clients[i].next_ms <= now_ms {
+                let kind = random_kind(&mut self.clients[i], rng);
+                self.start(i, kind, cluster, rng, now_ms);
+            }
+            self.poll(i, now_ms, rng);
+            busy |= self.clients[i].in_flight.is_some();
+        }
+        busy
+    }
+
+    /// A read of every key and of the group, by client 0, retried until it is answered or
+    /// `deadline_ms`: the final state joins the history.
+    pub(crate) fn start_final_read(
+        &mut self,
+        index: usize,
+        cluster: &SimCluster,
+        rng: &mut StdRng,
+        now_ms: u64,
+    ) -> bool {
+        if self.clients[0].in_flight.is_some() {
+            return false;
+        }
+        let kind = match index {
+            i if i < KEYS.len() => Kind::Get(i),
+            _ => Kind::GroupGet { scan: false },
+        };
+        self.start(0, kind, cluster, rng, now_ms);
+        true
+    }
+
+    pub(crate) fn idle(&self, client: usize) -> bool {
+        self.clients[client].in_flight.is_none()
+    }
+
+    fn start(&mut self, i: usize, kind: Kind, cluster: &SimCluster, rng: &mut StdRng, now_ms: u64) {
+        let client = &mut self.clients[i];
+        let key = key_of(&kind).as_bytes();
+        let Some(info) = cluster.region_for_key(key) else {
+            self.stats.failed += 1;
+            return;
+        };
+        let region = info.region;
+        let store_id = client
+            .leaders
+            .get(&region.id)
+            .copied()
+            .filter(|s| region.peers.iter().any(|p| p.store_id == *s))
+            .or(info.leader.map(|l| l.store_id))
+            .unwrap_or_else(|| region.peers[rng.gen_range(0..region.peers.len())].store_id);
+        let Some(api) = cluster.api(store_id) else {
+            // Connection refused: nothing was sent. Try another store next time.
+            client.leaders.remove(&region.id);
+            self.stats.failed += 1;
+            return;
+        };
+        let ctx = Context {
+            region_id: region.id,
+            region_epoch: region.region_epoch,
+            peer: region
+                .peers
+                .iter()
+                .find(|p| p.store_id == store_id)
+                .copied(),
+            ..Default::default()
+        };
+        let future: OpFuture = match kind.clone() {
+            Kind::Put(k, v) => Box::pin(async move {
+                api.write(&ctx, vec![Modify::put(KEYS[k], v)]).await?;
+                Ok(Answer::Done)
+            }),
+            Kind::Delete(k) => Box::pin(async move {
+                api.write(&ctx, vec![Modify::delete(KEYS[k])]).await?;
+                Ok(Answer::Done)
+            }),
+            Kind::GroupPut(pairs) => Box::pin(async move {
+                let modifies = pairs
+                    .into_iter()
+                    .map(|(k, v)| Modify::put(GROUP[k], v))
+                    .collect();
+                api.write(&ctx, modifies).await?;
+                Ok(Answer::Done)
+            }),
+            Kind::Get(k) => Box::pin(async move {
+                let snap = api.snapshot(&ctx).await?;
+                let value = snap.get_cf(CF_DEFAULT, KEYS[k].as_bytes())?;
+                Ok(Answer::Value(value.map(string)))
+            }),
+            Kind::GroupGet { scan } => Box::pin(async move {
+                let snap = api.snapshot(&ctx).await?;
+                let mut values = vec![None; GROUP.len()];
+                if scan {
+                    for (key, value) in snap.scan_cf(CF_DEFAULT, b"g", b"h", 100, false)? {
+                        if let Some(i) = GROUP.iter().position(|g| g.as_bytes() == key) {
+                            values[i] = Some(string(value));
+                        }
+                    }
+                } else {
+                    for (i, key) in GROUP.iter().enumerate() {
+                        values[i] = snap.get_cf(CF_DEFAULT, key.as_bytes())?.map(string);
+                    }
+                }
+                Ok(Answer::Values(values))
+            }),
+        };
+        client.in_flight = Some(InFlight {
+            kind,
+            call_ms: now_ms,
+            region_id: region.id,
+            store_id,
+            future,
+        });
+    }
+
+    fn poll(&mut self, i: usize, now_ms: u64, rng: &mut StdRng) {
+        let client = &mut self.clients[i];
+        let Some(op) = client.in_flight.as_mut() else {
+            return;
+        };
+        let mut cx = TaskContext::from_waker(Waker::noop());
+        let result = match op.future.as_mut().poll(&mut cx) {
+            Poll::Ready(result) => Some(result),
+            Poll::Pending if now_ms >= op.call_ms + OP_TIMEOUT_MS => None,
+            Poll::Pending => return,
+        };
+        let Some(op) = client.in_flight.take() else {
+            return;
+        };
+        let (min, max) = self.think_ms;
+        client.next_ms = now_ms + rng.gen_range(min..=max);
+        // Calls at ms t are at t*2, returns at t*2+1: an answer in the same ms as a call
+        // still comes after it.
+        let (call, ret) = (op.call_ms * 2, now_ms * 2 + 1);
+        let history = &mut self.history;
+        match result {
+            Some(Ok(answer)) => {
+                self.stats.ok += 1;
+                record(history, &op.kind, call, Some((ret, answer)));
+            }
+            Some(Err(e)) if !e.outcome_unknown() => {
+                self.stats.failed += 1;
+                let values: Vec<&String> = match &op.kind {
+                    Kind::Put(_, v) => vec![v],
+                    Kind::GroupPut(pairs) => pairs.iter().map(|(_, v)| v).collect(),
+                    _ => vec![],
+                };
+                for v in values {
+                    history
+                        .refused
+                        .insert(v.clone(), format!("store {}: {e}", op.store_id));
+                }
+                match &e {
+                    StoreError::NotLeader {
+                        leader: Some(leader),
+                        ..
+                    } => {
+                        client.leaders.insert(op.region_id, leader.store_id);
+                    }
+                    _ => {
+                        client.leaders.remove(&op.region_id);
+                    }
+                }
+            }
+            _ => {
+                // Unknown: a write may still apply; a read tells nothing.
+                self.stats.unknown += 1;
+                client.leaders.remove(&op.region_id);
+                record(history, &op.kind, call, None);
+            }
+        }
+    }
+}
+
+fn string(bytes: Vec<u8>) -> String {
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn random_kind(client: &mut Client, rng: &mut StdRng) -> Kind {
+    let mut value = || {
+        client.writes += 1;
+        format!("c{}-{}", client.id, client.writes)
+    };
+    match rng.gen_range(0..100) {
+        0..35 => Kind::Put(rng.gen_range(0..KEYS.len()), value()),
+        35..70 => Kind::Get(rng.gen_range(0..KEYS.len())),
+        70..78 => Kind::Delete(rng.gen_range(0..KEYS.len())),
+        78..89 => {
+            let n = rng.gen_range(2..=GROUP.len());
+            let mut keys: Vec<usize> = (0..GROUP.len()).collect();
+            for i in 0..n {
+                keys.swap(i, rng.gen_range(i..GROUP.len()));
+            }
+            let mut pairs: Vec<_> = keys[..n].iter().map(|k| (*k, value())).collect();
+            pairs.sort();
+            Kind::GroupPut(pairs)
+        }
+        _ => Kind::GroupGet {
+            scan: rng.gen_bool(0.5),
+        },
+    }
+}
+
+fn record(history: &mut History, kind: &Kind, call: u64, answer: Option<(u64, Answer)>) {
+    let single = |input: Input<String>, k: usize, history: &mut History, output: Output<String>| {
+        let op = match &answer {
+            Some((ret, _)) => Operation::done(input, output, call, *ret),
+            None => Operation::unknown(input, call),
+        };
+        if let Some(ops) = history.keys.get_mut(KEYS[k]) {
+            ops.push(op);
+        }
+    };
+    match (kind, &answer) {
+        (Kind::Put(k, v), _) => single(Input::Put(v.clone()), *k, history, Output::Done),
+        (Kind::Delete(k), _) => single(Input::Delete, *k, history, Output::Done),
+        (Kind::Get(k), Some((_, Answer::Value(v)))) => {
+            single(Input::Get, *k, history, Output::Value(v.clone()))
+        }
+        (Kind::GroupPut(pairs), _) => history.group.push(GroupOperation {
+            input: GroupInput::BatchPut(pairs.clone()),
+            output: answer.as_ref().map(|_| GroupOutput::One(Output::Done)),
+            call,
+            ret: answer.as_ref().map(|(ret, _)| *ret),
+        }),
+        (Kind::GroupGet { .. }, Some((ret, Answer::Values(values)))) => {
+            history.group.push(GroupOperation {
+                input: GroupInput::BatchGet((0..GROUP.len()).collect()),
+                output: Some(GroupOutput::Values(values.clone())),
+                call,
+                ret: Some(*ret),
+            })
+        }
+        // A read without an answer tells nothing.
+        _ => {}
+    }
+}
