@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use simulator::{SimConfig, TEST_SEEDS};
+use simulator::{Plant, SimConfig, TEST_SEEDS};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -29,9 +29,10 @@ pub struct Args {
     /// Also run the seeds that once failed (`components/simulator/src/seeds.rs`).
     #[arg(long)]
     pub regressions: bool,
-    /// Plant a bug to see the simulator catch it: the raft logs' fsync makes nothing durable.
-    #[arg(long)]
-    pub lying_fsync: bool,
+    /// Plant a bug to see the simulator catch it: `lying-fsync` (the raft logs' fsync makes
+    /// nothing durable) or `unknown-as-refused` (writes of unknown outcome taken as refused).
+    #[arg(long, value_parser = ["lying-fsync", "unknown-as-refused"])]
+    pub plant: Option<String>,
     /// Print every seed's faults and operations.
     #[arg(long)]
     pub verbose: bool,
@@ -46,7 +47,11 @@ pub fn run(args: Args) -> Result<(), String> {
         clients: args.clients,
         duration_ms: args.duration_ms,
         faults: !args.no_faults,
-        lying_fsync: args.lying_fsync,
+        plant: match args.plant.as_deref() {
+            Some("lying-fsync") => Some(Plant::LyingFsync),
+            Some(_) => Some(Plant::UnknownReportedAsRefused),
+            None => None,
+        },
         ..SimConfig::default()
     };
     let logger = if args.log {

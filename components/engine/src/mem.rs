@@ -71,8 +71,8 @@ struct State {
     live: Vec<Arc<CfMap>>,
     /// What survives a power cut: every write up to the last sync.
     durable: Vec<Arc<CfMap>>,
-    /// Writes since the last sync, oldest first, to be made durable by the next one.
-    unsynced: Vec<Op>,
+    /// Write batches since the last sync, oldest first, to be made durable by the next one.
+    unsynced: Vec<Vec<Op>>,
 }
 
 // Not derived: a derived default would have no column families at all.
@@ -100,21 +100,32 @@ impl MemEngine {
     /// Loses every write not yet synced, as a power cut does, and returns how many operations
     /// were lost. Handles and snapshots taken before keep what they saw.
     pub fn power_cut(&self) -> usize {
-        let mut state = util::write(&self.state);
-        state.live = state.durable.clone();
-        std::mem::take(&mut state.unsynced).len()
+        self.power_cut_keeping(0)
     }
 
-    /// Operations written but not yet durable.
-    pub fn unsynced_ops(&self) -> usize {
+    /// A power cut after the OS had written out the first `kept` unsynced write batches (a
+    /// write-ahead log survives as a prefix of whole batches; recovery drops a torn last one):
+    /// those survive, later ones are lost. Returns how many operations were lost.
+    pub fn power_cut_keeping(&self, kept: usize) -> usize {
+        let mut state = util::write(&self.state);
+        let mut unsynced = std::mem::take(&mut state.unsynced);
+        let lost = unsynced.split_off(kept.min(unsynced.len()));
+        state.unsynced = unsynced;
+        state.make_durable();
+        state.live = state.durable.clone();
+        lost.iter().map(Vec::len).sum()
+    }
+
+    /// Write batches written but not yet durable.
+    pub fn unsynced_batches(&self) -> usize {
         util::read(&self.state).unsynced.len()
     }
 }
 
 impl State {
     fn make_durable(&mut self) {
-        for op in std::mem::take(&mut self.unsynced) {
-            apply_op(&mut self.durable, &op);
+        for op in std::mem::take(&mut self.unsynced).iter().flatten() {
+            apply_op(&mut self.durable, op);
         }
     }
 }
@@ -243,9 +254,12 @@ impl KvEngine for MemEngine {
     fn write(&self, batch: &mut MemWriteBatch, sync: bool) -> Result<()> {
         let mut state = util::write(&self.state);
         batch.size = 0;
-        for op in batch.ops.drain(..) {
-            apply_op(&mut state.live, &op);
-            state.unsynced.push(op);
+        let ops: Vec<Op> = batch.ops.drain(..).collect();
+        for op in &ops {
+            apply_op(&mut state.live, op);
+        }
+        if !ops.is_empty() {
+            state.unsynced.push(ops);
         }
         if sync {
             state.make_durable();

@@ -29,7 +29,7 @@ fn a_power_cut_loses_exactly_the_writes_after_the_last_sync() {
         "visible before the cut"
     );
     let snapshot = engine.snapshot();
-    assert_eq!(engine.unsynced_ops(), 2);
+    assert_eq!(engine.unsynced_batches(), 2);
     assert_eq!(engine.power_cut(), 2);
     for (key, kept) in [(b"a", true), (b"b", true), (b"c", true), (b"d", false)] {
         assert_eq!(has(&engine, key), kept, "{:?}", key);
@@ -84,4 +84,28 @@ fn a_truncated_sst_is_corruption_and_ingests_nothing() {
     let err = engine.ingest_sst(CF_DEFAULT, &[path]).unwrap_err();
     assert!(err.to_string().contains("truncated"), "{err}");
     assert!(!has(&engine, b"k"));
+}
+
+#[test]
+fn a_power_cut_may_keep_a_prefix_of_whole_unsynced_batches() {
+    let engine = MemEngine::new();
+    put(&engine, b"a", false);
+    let mut wb = engine.write_batch();
+    wb.put_cf(CF_DEFAULT, b"b", b"v").unwrap();
+    wb.put_cf(CF_DEFAULT, b"c", b"v").unwrap();
+    engine.write(&mut wb, false).unwrap();
+    put(&engine, b"d", false);
+    // The first two batches reached the disk; the third did not.
+    assert_eq!(engine.power_cut_keeping(2), 1);
+    for (key, kept) in [(b"a", true), (b"b", true), (b"c", true), (b"d", false)] {
+        assert_eq!(has(&engine, key), kept, "{:?}", key);
+    }
+    assert_eq!(engine.unsynced_batches(), 0, "what survived is durable");
+    put(&engine, b"e", false);
+    assert_eq!(
+        engine.power_cut_keeping(5),
+        0,
+        "keeping more than there is keeps all"
+    );
+    assert!(has(&engine, b"e"));
 }

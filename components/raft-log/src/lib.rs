@@ -107,9 +107,31 @@ impl RaftLogEngine {
     /// Of an in-memory log: loses every write since the last synced one, as a power cut does,
     /// and returns how many changes were lost. A raft-engine log cannot be cut (0).
     pub fn power_cut(&self) -> usize {
+        self.power_cut_keeping(0)
+    }
+
+    /// Of an in-memory log: a power cut after the OS had written out the first `kept`
+    /// unsynced batches, which survive whole; later ones are lost. Returns the changes lost.
+    pub fn power_cut_keeping(&self, kept: usize) -> usize {
         match &self.backend {
             Backend::Disk(_) => 0,
-            Backend::Memory(log) => lock(log).power_cut(),
+            Backend::Memory(log) => lock(log).power_cut(kept),
+        }
+    }
+
+    /// Of an in-memory log: batches written since the last sync.
+    pub fn unsynced_batches(&self) -> usize {
+        match &self.backend {
+            Backend::Disk(_) => 0,
+            Backend::Memory(log) => lock(log).unsynced_batches(),
+        }
+    }
+
+    /// Of an in-memory log: a disk fault, every fsync failing (`true`) until cleared. The
+    /// store must stop on the first failure, never retry.
+    pub fn set_sync_fails(&self, fails: bool) {
+        if let Backend::Memory(log) = &self.backend {
+            lock(log).sync_fails = fails;
         }
     }
 

@@ -50,9 +50,12 @@ type Logs = BTreeMap<u64, RegionLog>;
 pub(crate) struct MemLog {
     live: Logs,
     durable: Logs,
-    unsynced: Vec<MemOp>,
+    /// Batches written since the last sync, oldest first.
+    unsynced: Vec<Vec<MemOp>>,
     /// A planted bug: fsync returns without making anything durable.
     pub(crate) sync_lies: bool,
+    /// A disk fault: every fsync fails (the writes stay, not durable).
+    pub(crate) sync_fails: bool,
 }
 
 /// Rough encoded size of an entry, for `max_size` limits.
@@ -114,19 +117,41 @@ impl MemLog {
         for op in &ops {
             apply(&mut self.live, op)?;
         }
-        self.unsynced.extend(ops);
+        self.unsynced.push(ops);
+        if sync && self.sync_fails {
+            return Err(Error::Engine {
+                op: "fsync",
+                region_id: None,
+                detail: "injected disk fault: fsync failed".into(),
+            });
+        }
         if sync && !self.sync_lies {
-            for op in std::mem::take(&mut self.unsynced) {
-                apply(&mut self.durable, &op)?;
-            }
+            self.make_durable()?;
         }
         Ok(())
     }
 
-    /// Loses every batch written since the last synced write; returns how many changes.
-    pub(crate) fn power_cut(&mut self) -> usize {
+    fn make_durable(&mut self) -> Result<()> {
+        for op in std::mem::take(&mut self.unsynced).iter().flatten() {
+            apply(&mut self.durable, op)?;
+        }
+        Ok(())
+    }
+
+    /// A power cut after the first `kept` unsynced batches reached the disk (a log survives as
+    /// a prefix of whole batches: recovery drops a torn last one). Returns the changes lost.
+    pub(crate) fn power_cut(&mut self, kept: usize) -> usize {
+        let mut unsynced = std::mem::take(&mut self.unsynced);
+        let lost = unsynced.split_off(kept.min(unsynced.len()));
+        self.unsynced = unsynced;
+        // Batches that applied to the live log apply to the durable one too.
+        let _ = self.make_durable();
         self.live = self.durable.clone();
-        std::mem::take(&mut self.unsynced).len()
+        lost.iter().map(Vec::len).sum()
+    }
+
+    pub(crate) fn unsynced_batches(&self) -> usize {
+        self.unsynced.len()
     }
 
     pub(crate) fn fetch(

@@ -304,3 +304,24 @@ fn corruption_before_the_tail_fails_start_up() {
         "names the directory: {text}"
     );
 }
+
+#[test]
+fn the_memory_log_may_keep_a_prefix_of_unsynced_batches_and_can_fail_fsync() {
+    let log = RaftLogEngine::memory("test");
+    let mut batch = log.batch();
+    for i in 1..=3 {
+        batch.append(1, &[entry(i, 1, 8)]).unwrap();
+        log.write(&mut batch, false).unwrap();
+    }
+    assert_eq!(log.unsynced_batches(), 3);
+    assert_eq!(log.power_cut_keeping(2), 1, "the third batch is lost");
+    assert_eq!(log.last_index(1), Some(2));
+    assert_eq!(log.unsynced_batches(), 0);
+    log.set_sync_fails(true);
+    batch.append(1, &[entry(3, 1, 8)]).unwrap();
+    let err = log.write(&mut batch, true).unwrap_err();
+    assert!(err.to_string().contains("fsync"), "{err}");
+    assert_eq!(log.power_cut(), 1, "a failed fsync made nothing durable");
+    log.set_sync_fails(false);
+    assert_eq!(log.last_index(1), Some(2));
+}

@@ -12,6 +12,8 @@ use proto::kvrpcpb::ApiVersion;
 use proto::metapb::Region;
 use raft_log::RaftLogEngine;
 use raftstore::{StoreApi, StoreSystem};
+use rand::rngs::StdRng;
+use rand::Rng;
 use scheduler_client::InProcessClient;
 use util::{ClockRef, ManualClock};
 
@@ -168,15 +170,28 @@ impl SimCluster {
         Ok(())
     }
 
-    /// Cuts the power of a running store: it stops where it is (nothing queued runs), and its
-    /// disks lose every write not yet synced. Returns the writes lost (KV ops, raft-log ops).
-    pub(crate) fn power_cut(&mut self, store_id: u64) -> Option<(usize, usize)> {
+    /// Cuts the power of a running store: it stops where it is (nothing queued runs), and each
+    /// disk keeps what was synced plus, half the time, a random prefix of the unsynced write
+    /// batches (what the OS had written out). Returns the writes lost (KV ops, raft-log ops).
+    pub(crate) fn power_cut(&mut self, store_id: u64, rng: &mut StdRng) -> Option<(usize, usize)> {
         let store = self.stores.get_mut(&store_id)?;
         let mut system = store.system.take()?;
         self.net.set_snap_manager(store_id, None);
         system.shutdown();
         drop(system);
-        Some((store.kv.power_cut(), store.raft_log.power_cut()))
+        let mut kept = |unsynced: usize| {
+            if rng.gen_bool(0.5) {
+                0
+            } else {
+                rng.gen_range(0..=unsynced)
+            }
+        };
+        let kv_kept = kept(store.kv.unsynced_batches());
+        let log_kept = kept(store.raft_log.unsynced_batches());
+        Some((
+            store.kv.power_cut_keeping(kv_kept),
+            store.raft_log.power_cut_keeping(log_kept),
+        ))
     }
 
     /// The scheduler loses its unsynced metadata and comes back at once (its clients see one
@@ -213,8 +228,21 @@ impl SimCluster {
         }
         let mut ran = 0;
         for store in self.stores.values_mut() {
-            if let (Some(system), false) = (store.system.as_mut(), store.paused) {
-                ran += system.step(100_000);
+            let Some(system) = store.system.as_mut() else {
+                continue;
+            };
+            if store.paused || system.stopped_reason().is_some() {
+                continue;
+            }
+            // A store stops on a fatal error (a failed fsync) by unwinding the poller, here
+            // the simulation's thread: that is its designed stop, seen by `stopped_reason`.
+            // Any other panic is the seed's failure.
+            let stepped =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| system.step(100_000)));
+            match stepped {
+                Ok(n) => ran += n,
+                Err(_) if system.stopped_reason().is_some() => {}
+                Err(panic) => std::panic::resume_unwind(panic),
             }
         }
         ran

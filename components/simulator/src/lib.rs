@@ -60,9 +60,20 @@ pub struct SimConfig {
     pub duration_ms: u64,
     /// Whether faults are injected (off: a fault-free baseline).
     pub faults: bool,
-    /// A planted bug: the raft logs' fsync makes nothing durable, so power cuts lose
-    /// acknowledged writes. The checkers must then fail the run.
-    pub lying_fsync: bool,
+    /// A bug planted to show the checkers catch it.
+    pub plant: Option<Plant>,
+}
+
+/// Bugs the simulator can plant, to prove its checks fail when they should.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plant {
+    /// The raft logs' fsync makes nothing durable: power cuts lose acknowledged writes (and
+    /// stores find their logs behind their applied data at restart).
+    LyingFsync,
+    /// Every write whose outcome is unknown is taken as refused, as if the store answered
+    /// `StaleCommand` where it should say `Undetermined` (the bug the simulator found): the
+    /// history then misses writes that did apply.
+    UnknownReportedAsRefused,
 }
 
 impl Default for SimConfig {
@@ -73,7 +84,7 @@ impl Default for SimConfig {
             clients: 4,
             duration_ms: 10_000,
             faults: true,
-            lying_fsync: false,
+            plant: None,
         }
     }
 }
@@ -81,15 +92,41 @@ impl Default for SimConfig {
 /// A fault or an operation the seed chose, with when it happened.
 #[derive(Clone, Debug)]
 pub enum Event {
-    PowerCut { store: u64, lost: (usize, usize) },
-    Restart { store: u64 },
-    Isolate { store: u64, one_way: bool },
-    Pause { store: u64 },
-    Resume { store: u64 },
-    LossyLinks { drop_per_mille: u32 },
+    /// The writes lost: (KV engine ops, raft-log changes).
+    PowerCut {
+        store: u64,
+        lost: (usize, usize),
+    },
+    /// Every fsync of the store's raft log fails from now on; it must stop at the first.
+    DiskFault {
+        store: u64,
+    },
+    /// It did, and is crashed (and later restarted with a good disk).
+    StoppedOnDiskFault {
+        store: u64,
+    },
+    Restart {
+        store: u64,
+    },
+    Isolate {
+        store: u64,
+        one_way: bool,
+    },
+    Pause {
+        store: u64,
+    },
+    Resume {
+        store: u64,
+    },
+    LossyLinks {
+        drop_per_mille: u32,
+    },
     RestartScheduler,
     Heal,
-    Operator { region: u64, op: String },
+    Operator {
+        region: u64,
+        op: String,
+    },
 }
 
 /// What a run did and found.
@@ -118,6 +155,8 @@ fn store_config() -> raftstore::Config {
     raftstore::Config {
         store_pool_size: 1,
         apply_pool_size: 1,
+        // Mailboxes allocate every slot up front; a few peers need few.
+        peer_mailbox_capacity: 256,
         raft_base_tick_interval_ms: 10,
         raft_election_timeout_ticks: 10,
         raft_heartbeat_ticks: 2,
@@ -170,12 +209,16 @@ fn run_seed(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Report>
         scheduler::Config::default(),
         logger.clone(),
     )?;
-    if cfg.lying_fsync {
+    if cfg.plant == Some(Plant::LyingFsync) {
         for store in cluster.stores.values() {
             store.raft_log.set_sync_lies(true);
         }
     }
-    let mut workload = Workload::new(cfg.clients, (0, 20));
+    let mut workload = Workload::new(
+        cfg.clients,
+        (0, 20),
+        cfg.plant == Some(Plant::UnknownReportedAsRefused),
+    );
     let mut events = Vec::new();
     let mut faults = Faults::default();
     let mut failures = Vec::new();
@@ -209,15 +252,18 @@ fn run_seed(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Report>
                 random_operator(&cluster, &mut rng, now_ms, &mut events);
             }
             if let Some((store, reason)) = cluster.stopped_reason() {
-                failures.push(format!("store {store} stopped itself: {reason}"));
-                break;
+                if !faults.disk_faulty.contains(&store) {
+                    failures.push(format!("store {store} stopped itself: {reason}"));
+                    break 'run Ok(());
+                }
+                faults.stopped_on_disk_fault(&mut cluster, &mut rng, store, now_ms, &mut events);
             }
         }
         // Heal: every store up, every link whole; let the workload finish and the cluster settle.
-        if let Err(e) = faults.heal(&mut cluster, now_ms, &mut events) {
+        if let Err(e) = faults.heal(&mut cluster, &mut rng, now_ms, &mut events) {
             break 'run Err(e);
         }
-        let settle_until = now_ms + 5_000;
+        let settle_until = now_ms + 2_000;
         while now_ms < settle_until {
             advance(&mut cluster, &mut now_ms);
             workload.step(&cluster, &mut rng, now_ms, true);
@@ -254,10 +300,15 @@ fn run_seed(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Report>
         Err(e) => return Err(e),
         Ok(()) => {
             failures.extend(check_history(&workload));
-            failures.extend(check_replicas(&mut cluster, &mut now_ms, tick_ms));
+            failures.extend(check_replicas(
+                &mut cluster,
+                cfg.replicas,
+                &mut now_ms,
+                tick_ms,
+            ));
         }
     }
-    let fingerprint = fingerprint(&workload, &events);
+    let fingerprint = fingerprint(&workload, &events, &failures, &cluster);
     Ok(Report {
         seed,
         events,
@@ -277,6 +328,8 @@ struct Faults {
     /// (store, until, one_way)
     isolated: Vec<(u64, u64, bool)>,
     lossy_until: Option<u64>,
+    /// Stores whose raft log's fsync fails: stopping is what they must do.
+    disk_faulty: std::collections::BTreeSet<u64>,
 }
 
 impl Faults {
@@ -291,13 +344,21 @@ impl Faults {
         let store = stores[rng.gen_range(0..stores.len())];
         let duration = rng.gen_range(200..3_000);
         match rng.gen_range(0..100) {
-            0..30 => {
+            25..30 => {
+                if let Some(s) = cluster.stores.get(&store) {
+                    if s.system.is_some() && self.disk_faulty.insert(store) {
+                        s.raft_log.set_sync_fails(true);
+                        events.push((now_ms, Event::DiskFault { store }));
+                    }
+                }
+            }
+            0..25 => {
                 // Power cuts: a minority usually, a majority sometimes (it comes back).
                 let victims = if rng.gen_bool(0.15) { 2 } else { 1 };
                 for i in 0..victims {
                     let victim = stores
                         [(stores.iter().position(|s| *s == store).unwrap_or(0) + i) % stores.len()];
-                    if let Some(lost) = cluster.power_cut(victim) {
+                    if let Some(lost) = cluster.power_cut(victim, rng) {
                         self.down.insert(victim, now_ms + duration);
                         events.push((
                             now_ms,
@@ -349,6 +410,27 @@ impl Faults {
             }
         }
         Ok(())
+    }
+
+    /// A store stopped on its failing disk, as it must: crash it (a stopped store is down),
+    /// give it a good disk, and bring it back later.
+    fn stopped_on_disk_fault(
+        &mut self,
+        cluster: &mut SimCluster,
+        rng: &mut StdRng,
+        store: u64,
+        now_ms: u64,
+        events: &mut Vec<(u64, Event)>,
+    ) {
+        self.disk_faulty.remove(&store);
+        events.push((now_ms, Event::StoppedOnDiskFault { store }));
+        if let Some(lost) = cluster.power_cut(store, rng) {
+            events.push((now_ms, Event::PowerCut { store, lost }));
+            self.down.insert(store, now_ms + rng.gen_range(200..2_000));
+        }
+        if let Some(s) = cluster.stores.get(&store) {
+            s.raft_log.set_sync_fails(false);
+        }
     }
 
     fn expire(
@@ -414,10 +496,24 @@ impl Faults {
     fn heal(
         &mut self,
         cluster: &mut SimCluster,
+        rng: &mut StdRng,
         now_ms: u64,
         events: &mut Vec<(u64, Event)>,
     ) -> Result<()> {
         cluster.net.heal();
+        for store in self.disk_faulty.clone() {
+            let stopped = cluster
+                .stores
+                .get(&store)
+                .and_then(|s| s.system.as_ref())
+                .is_some_and(|sys| sys.stopped_reason().is_some());
+            if stopped {
+                self.stopped_on_disk_fault(cluster, rng, store, now_ms, events);
+            } else if let Some(s) = cluster.stores.get(&store) {
+                s.raft_log.set_sync_fails(false);
+            }
+        }
+        self.disk_faulty.clear();
         self.isolated.clear();
         self.lossy_until = None;
         for store in std::mem::take(&mut self.down).into_keys() {
@@ -547,10 +643,15 @@ fn check_history(workload: &Workload) -> Vec<String> {
 }
 
 /// Every replica of every region holds the same data once the healed cluster has caught up.
-fn check_replicas(cluster: &mut SimCluster, now_ms: &mut u64, tick_ms: u64) -> Vec<String> {
+fn check_replicas(
+    cluster: &mut SimCluster,
+    replicas: u64,
+    now_ms: &mut u64,
+    tick_ms: u64,
+) -> Vec<String> {
     let mut last = Vec::new();
     for _ in 0..100 {
-        last = replica_differences(cluster);
+        last = replica_differences(cluster, replicas);
         if last.is_empty() {
             return last;
         }
@@ -566,15 +667,47 @@ fn check_replicas(cluster: &mut SimCluster, now_ms: &mut u64, tick_ms: u64) -> V
     last
 }
 
-fn replica_differences(cluster: &SimCluster) -> Vec<String> {
+/// What differs: regions that do not tile the key space, a region with fewer replicas than
+/// asked, replicas that differ, data left on a store that is not a member.
+fn replica_differences(cluster: &SimCluster, replicas: u64) -> Vec<String> {
     let mut out = Vec::new();
-    for region in cluster.regions() {
+    let regions = cluster.regions();
+    let tiles = regions.first().is_some_and(|r| r.start_key.is_empty())
+        && regions.last().is_some_and(|r| r.end_key.is_empty())
+        && regions.windows(2).all(|w| w[0].end_key == w[1].start_key);
+    if !tiles {
+        out.push(format!(
+            "the scheduler's regions do not cover the key space: {:?}",
+            regions
+                .iter()
+                .map(|r| (r.id, &r.start_key, &r.end_key))
+                .collect::<Vec<_>>()
+        ));
+    }
+    for region in &regions {
+        if (region.peers.len() as u64) < replicas {
+            out.push(format!(
+                "region {} has {} replicas: {:?}",
+                region.id,
+                region.peers.len(),
+                region.peers
+            ));
+        }
+        for (store_id, store) in &cluster.stores {
+            let member = region.peers.iter().any(|p| p.store_id == *store_id);
+            if !member && !region_data(&store.kv, region).is_empty() {
+                out.push(format!(
+                    "store {store_id} holds data of region {} without a peer in it",
+                    region.id
+                ));
+            }
+        }
         let mut seen: Option<(u64, Pairs)> = None;
         for peer in &region.peers {
             let Some(store) = cluster.stores.get(&peer.store_id) else {
                 continue;
             };
-            let data = region_data(&store.kv, &region);
+            let data = region_data(&store.kv, region);
             match &seen {
                 None => seen = Some((peer.store_id, data)),
                 Some((first, expected)) if *expected != data => out.push(format!(
@@ -606,12 +739,30 @@ fn region_data(kv: &engine::MemEngine, region: &proto::metapb::Region) -> Pairs 
     out
 }
 
-fn fingerprint(workload: &Workload, events: &[(u64, Event)]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    // FNV-style, stable across processes (DefaultHasher's keys are fixed, but say it).
-    let mut hasher = std::hash::DefaultHasher::new();
-    format!("{:?}", workload.history.keys).hash(&mut hasher);
-    format!("{:?}", workload.history.group).hash(&mut hasher);
-    format!("{events:?}").hash(&mut hasher);
-    hasher.finish()
+/// FNV-1a over the history, the events, the failures and every store's final data: a
+/// digest that is the same for two runs of one seed, in any process or build.
+fn fingerprint(
+    workload: &Workload,
+    events: &[(u64, Event)],
+    failures: &[String],
+    cluster: &SimCluster,
+) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    feed(format!("{:?}", workload.history.keys).as_bytes());
+    feed(format!("{:?}", workload.history.group).as_bytes());
+    feed(format!("{events:?}{failures:?}").as_bytes());
+    let everything = proto::metapb::Region::default();
+    for (store_id, store) in &cluster.stores {
+        feed(&store_id.to_le_bytes());
+        for (k, v) in region_data(&store.kv, &everything) {
+            feed(&k);
+            feed(&v);
+        }
+    }
+    hash
 }

@@ -1,6 +1,8 @@
-//! Seeds that once found a bug, with what it was: the tests run them first, so a fixed bug
-//! stays fixed. Add a seed when the simulator finds something (`regionstore sim` prints it),
-//! with the fix.
+//! Seeds that once found a bug, with what it was: the tests run them first. A seed names a
+//! schedule only for the simulator version that found it (any change to what the random
+//! stream is drawn for changes every schedule), so each fix also gets a test of its own that
+//! does not depend on the simulator; the entry names it. Add a seed when `regionstore sim`
+//! finds something, with the fix.
 
 /// (seed, virtual duration in ms, what it found). Each runs with [`crate::SimConfig::default`]
 /// and that duration.
@@ -11,7 +13,8 @@ pub const TEST_SEEDS: &[(u64, u64, &str)] = &[
         "a peer destroyed on a member's word (before it applied its removal) was re-created, \
      empty and with the same id, by a heartbeat sent before the removal; the heartbeat's \
      commit index then panicked raft-rs (fixed in maybe_create_peer: destroyed peer ids \
-     never come back)",
+     never come back; test-cluster membership \
+     a_destroyed_peer_is_not_re_created_by_a_stale_heartbeat)",
     ),
     (
         1_796_525_387_940_726,
@@ -19,6 +22,15 @@ pub const TEST_SEEDS: &[(u64, u64, &str)] = &[
         "a write proposed by a leader that then lost leadership and caught up by snapshot was \
          answered StaleCommand (\"no longer in the log\") though the snapshot held it, \
          committed: a refused write was read (fixed: a proposal a snapshot covered is \
-         Undetermined)",
+         Undetermined; raftstore fsm::apply unit test \
+         a_proposal_a_snapshot_covered_is_undetermined_and_one_overwritten_is_stale)",
+    ),
+    (
+        1_796_526_871_864_617,
+        4_000,
+        "a peer that missed a split caught up by a snapshot of the narrower region; the data \
+         of the range it lost stayed on its store for ever, owned by no peer there (fixed: \
+         snapshot apply step 1 clears it; raftstore peer_storage unit test \
+         a_snapshot_that_narrows_the_region_leaves_behind_what_it_lost)",
     ),
 ];

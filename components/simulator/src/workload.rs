@@ -86,6 +86,8 @@ pub(crate) struct Workload {
     pub(crate) history: History,
     pub(crate) stats: WorkloadStats,
     think_ms: (u64, u64),
+    /// The planted bug [`crate::Plant::UnknownReportedAsRefused`].
+    unknown_as_refused: bool,
 }
 
 fn key_of(kind: &Kind) -> &'static str {
@@ -96,7 +98,7 @@ fn key_of(kind: &Kind) -> &'static str {
 }
 
 impl Workload {
-    pub(crate) fn new(clients: usize, think_ms: (u64, u64)) -> Workload {
+    pub(crate) fn new(clients: usize, think_ms: (u64, u64), unknown_as_refused: bool) -> Workload {
         Workload {
             clients: (0..clients)
                 .map(|id| Client {
@@ -114,6 +116,7 @@ impl Workload {
             },
             stats: WorkloadStats::default(),
             think_ms,
+            unknown_as_refused,
         }
     }
 
@@ -266,7 +269,7 @@ impl Workload {
                 self.stats.ok += 1;
                 record(history, &op.kind, call, Some((ret, answer)));
             }
-            Some(Err(e)) if !e.outcome_unknown() => {
+            Some(Err(e)) if !e.outcome_unknown() || self.unknown_as_refused => {
                 self.stats.failed += 1;
                 let values: Vec<&String> = match &op.kind {
                     Kind::Put(_, v) => vec![v],

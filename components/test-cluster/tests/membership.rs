@@ -122,6 +122,50 @@ fn a_peer_removed_while_cut_off_is_told_when_it_comes_back() {
     assert_eq!(cluster.engine_get(3, b"k"), None);
 }
 
+/// Found by the simulator: a heartbeat the leader sent before the removal reaches the
+/// destroyed peer's store after it; it must not re-create the peer (same id, empty log), whose
+/// raft-rs would panic on the heartbeat's commit index.
+#[test]
+fn a_destroyed_peer_is_not_re_created_by_a_stale_heartbeat() {
+    use proto::eraftpb::Message as WireMessage;
+    use proto::raft_serverpb::RaftMessage;
+
+    let cluster = Cluster::run(ClusterConfig::new(3, 1));
+    cluster.must_put(b"k", b"v");
+    cluster.wait_applied(3, b"k", Some(b"v"));
+    lead_elsewhere(&cluster, 3, 1);
+    let leader = cluster.wait_leader(1);
+    cluster.isolate(3);
+    cluster.must_change_peer(1, &[(RemoveNode, 3)]);
+    cluster.clear_filters();
+    // Told by a member, before it applied its removal: its tombstone has the old conf_ver.
+    cluster.wait_peer_destroyed(3, 1);
+    let region = cluster.region(1);
+    let stale = RaftMessage {
+        region_id: 1,
+        from_peer: Some(proto::build::peer(peer_id(1, leader), leader)),
+        to_peer: Some(proto::build::peer(peer_id(1, 3), 3)),
+        message: Some(WireMessage {
+            msg_type: MessageType::MsgHeartbeat as i32,
+            from: peer_id(1, leader),
+            to: peer_id(1, 3),
+            term: 100,
+            commit: 7,
+            ..Default::default()
+        }),
+        region_epoch: region.region_epoch,
+        start_key: region.start_key.clone(),
+        end_key: region.end_key.clone(),
+        ..Default::default()
+    };
+    raftstore::router::deliver_raft_message(cluster.store(3).router(), stale);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(cluster.peer_status(3, 1).is_none(), "the peer came back");
+    assert_eq!(cluster.store(3).stopped_reason(), None);
+    let mut cluster = cluster;
+    assert_eq!(cluster.shutdown_store(3), 0, "no poller panicked");
+}
+
 #[test]
 fn a_learner_gets_the_data_but_does_not_vote() {
     let mut cfg = ClusterConfig::new(3, 1);

@@ -362,3 +362,71 @@ fn write_kv<EK: KvEngine>(kv: &EK, wb: &mut EK::WriteBatch, sync: bool) -> engin
     }));
     kv.write(wb, sync)
 }
+
+#[cfg(test)]
+mod tests {
+    use engine::MemEngine;
+    use raft::eraftpb::Entry;
+
+    use super::*;
+    use crate::router::{Callback, Proposal};
+
+    fn proposal(index: u64, term: u64) -> Proposal {
+        Proposal {
+            index,
+            term,
+            propose_time: Instant::now(),
+            cb: Callback::new(|_| {}),
+        }
+    }
+
+    /// Found by the simulator: a proposal whose index a snapshot covered may be committed
+    /// there; it must be answered Undetermined, not StaleCommand ("nothing written").
+    #[test]
+    fn a_proposal_a_snapshot_covered_is_undetermined_and_one_overwritten_is_stale() {
+        let region = proto::build::region(1)
+            .range(vec![], vec![])
+            .epoch(1, 1)
+            .peers([proto::build::peer(101, 1)])
+            .build();
+        let apply_state = RaftApplyState {
+            applied_index: 10,
+            commit_index: 10,
+            commit_term: 3,
+            ..Default::default()
+        };
+        let mut fsm = ApplyFsm::<MemEngine>::new(
+            region,
+            apply_state,
+            slog::Logger::root(slog::Discard, slog::o!()),
+        );
+        let entry = |index| Entry {
+            index,
+            term: 3,
+            ..Default::default()
+        };
+        let committed = CommittedEntries {
+            region_id: 1,
+            commit: (12, 3),
+            entries: vec![entry(11), entry(12)],
+            proposals: vec![proposal(8, 2), proposal(11, 2), proposal(12, 3)],
+        };
+        let kv = MemEngine::new();
+        let mut wb = kv.write_batch();
+        let mut callbacks = Vec::new();
+        fsm.apply(&kv, committed, &mut wb, &mut Vec::new(), &mut callbacks)
+            .unwrap();
+        let results: Vec<_> = callbacks.into_iter().map(|(_, r, _)| r).collect();
+        assert!(
+            matches!(results[0], Err(Error::Undetermined { index: 8, .. })),
+            "{:?}",
+            results[0]
+        );
+        assert!(
+            matches!(results[1], Err(Error::StaleCommand { index: 11, .. })),
+            "{:?}",
+            results[1]
+        );
+        assert!(results[2].is_ok(), "{:?}", results[2]);
+    }
+}

@@ -689,15 +689,12 @@ impl<EK: KvEngine> StoreContext<EK> {
         let here: std::collections::HashSet<u64> = self.meta().region_ids().into_iter().collect();
         let mgr = &self.snaps.mgr;
         let grace = std::time::Duration::from_millis(self.cfg.snap_received_gc_grace_ms);
-        let now = self.clock.wall();
+        let now = self.clock.now();
         let removed = mgr.gc(|kind, key| match kind {
             SnapKind::Generated => {
                 here.contains(&key.region_id) && newest.get(&key.region_id) == Some(&key)
             }
-            SnapKind::Received => {
-                here.contains(&key.region_id)
-                    || mgr.age(kind, key, now).is_some_and(|age| age < grace)
-            }
+            SnapKind::Received => here.contains(&key.region_id) || mgr.age(kind, key, now) < grace,
         });
         if removed > 0 {
             slog::info!(self.logger, "removed stale snapshots"; "count" => removed);

@@ -301,7 +301,8 @@ pub struct CommittedEntries {
     /// The commit index and its term the entries were committed under.
     pub commit: (u64, u64),
     pub entries: Vec<Entry>,
-    /// Proposals made here whose index is among `entries`, in index order.
+    /// Proposals made here whose index is at or below the last entry's, in index order (one
+    /// below the first entry's was covered by a snapshot).
     pub proposals: Vec<Proposal>,
 }
 

@@ -17,6 +17,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use engine::{keys, Peekable, SstExt, SstWriter, WriteBatch, DATA_CFS};
 use prost::Message as _;
@@ -52,7 +53,7 @@ impl SnapKey {
 }
 
 /// A generated snapshot, or one being received.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SnapKind {
     Generated,
     Received,
@@ -73,6 +74,8 @@ impl SnapKind {
 pub struct SnapManager {
     dir: PathBuf,
     limits: Arc<TransferLimits>,
+    /// When [`SnapManager::age`] first saw each snapshot, on the store's clock.
+    first_seen: Arc<std::sync::Mutex<std::collections::HashMap<(SnapKind, SnapKey), Instant>>>,
 }
 
 #[derive(Debug)]
@@ -151,6 +154,7 @@ impl SnapManager {
                 sending: AtomicUsize::new(0),
                 receiving: AtomicUsize::new(0),
             }),
+            first_seen: Arc::default(),
         })
     }
 
@@ -514,27 +518,14 @@ impl SnapManager {
         found
     }
 
-    /// How long before `now` (wall time) the newest file of a snapshot was written (`None`:
-    /// no file, or no modification time).
-    pub fn age(
-        &self,
-        kind: SnapKind,
-        key: SnapKey,
-        now: std::time::SystemTime,
-    ) -> Option<std::time::Duration> {
-        let files = format!("{}_{key}_", kind.prefix());
-        let meta = format!("{}_{key}.", kind.prefix());
-        fs::read_dir(&self.dir)
-            .ok()?
-            .flatten()
-            .filter(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.starts_with(&files) || n.starts_with(&meta))
-            })
-            .filter_map(|e| e.metadata().ok()?.modified().ok())
-            .map(|t| now.duration_since(t).unwrap_or_default())
-            .min()
+    /// How long this manager has known the snapshot, by the store's clock: since the first
+    /// call for it (this run). Not the files' modification times: those are the host's time,
+    /// which the store's clock need not follow (a simulation's does not), and a restart
+    /// should grant a found snapshot the full grace again anyway.
+    pub fn age(&self, kind: SnapKind, key: SnapKey, now: Instant) -> std::time::Duration {
+        let mut seen = util::lock(&self.first_seen);
+        let first = *seen.entry((kind, key)).or_insert(now);
+        now.saturating_duration_since(first)
     }
 
     /// Deletes the snapshots `keep` rejects (stale ones: older than the region's applied or
@@ -547,6 +538,12 @@ impl SnapManager {
             .collect();
         for (kind, key) in &stale {
             self.delete(*kind, *key);
+        }
+        if !stale.is_empty() {
+            let mut seen = util::lock(&self.first_seen);
+            for key in &stale {
+                seen.remove(key);
+            }
         }
         stale.len()
     }

@@ -516,6 +516,7 @@ impl<EK: KvEngine> PeerStorage<EK> {
             last_index: index,
         };
         let steps = SnapshotSteps {
+            left_behind: left_behind(&self.region, &region),
             region: region.clone(),
             truncated,
             raft_state: self.raft_state,
@@ -559,6 +560,29 @@ pub struct SnapshotSteps {
     pub truncated: RaftTruncatedState,
     /// The raft state of the log that starts after the snapshot.
     pub raft_state: RaftLocalState,
+    /// Data-key ranges the region held before and the snapshot's region does not (it missed
+    /// a split): cleared with step 1, or their data would stay here for ever, owned by no
+    /// peer of this store.
+    pub left_behind: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The data-key ranges of `old` outside `new` (empty when `old` is not initialized). No other
+/// region of the store overlaps them: `old` held them until now.
+fn left_behind(old: &Region, new: &Region) -> Vec<(Vec<u8>, Vec<u8>)> {
+    if old.peers.is_empty() {
+        return Vec::new();
+    }
+    let (old_start, old_end) = keys::region_data_bounds(old);
+    let (new_start, new_end) = keys::region_data_bounds(new);
+    let mut out = Vec::new();
+    if old_start < new_start {
+        out.push((old_start.clone(), new_start.min(old_end.clone())));
+    }
+    if new_end < old_end {
+        out.push((new_end.max(old_start), old_end));
+    }
+    out.retain(|(start, end)| start < end);
+    out
 }
 
 /// Makes steps 1-2 of a snapshot apply durable, in this order: the region marked Applying with
@@ -572,14 +596,25 @@ pub fn persist_snapshot_steps<EK: KvEngine>(
 ) -> Result<()> {
     let region_id = steps.region.id;
     let mut wb = kv.write_batch();
-    put_region_state(
-        &mut wb,
-        &steps.region,
-        PeerState::Applying,
-        Some(steps.truncated),
-    )
-    .and_then(|()| kv.write(&mut wb, true))
-    .map_err(|source| Error::Engine { region_id, source })?;
+    let mut clear = || -> engine::Result<()> {
+        for (start, end) in &steps.left_behind {
+            for cf in engine::DATA_CFS {
+                engine::WriteBatch::delete_range_cf(&mut wb, cf, start, end)?;
+            }
+        }
+        Ok(())
+    };
+    clear()
+        .and_then(|()| {
+            put_region_state(
+                &mut wb,
+                &steps.region,
+                PeerState::Applying,
+                Some(steps.truncated),
+            )
+        })
+        .and_then(|()| kv.write(&mut wb, true))
+        .map_err(|source| Error::Engine { region_id, source })?;
     fail::fail_point!("snapshot_after_applying_state");
     write_snapshot_raft_state(raft, region_id, &steps.raft_state)
 }
@@ -599,4 +634,50 @@ pub fn write_snapshot_raft_state(
     batch.put_raft_state(region_id, state).map_err(raft_err)?;
     raft.write(&mut batch, true).map_err(raft_err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::build::{peer, region};
+
+    use super::*;
+
+    #[test]
+    fn a_snapshot_that_narrows_the_region_leaves_behind_what_it_lost() {
+        let of = |start: &str, end: &str| {
+            region(1)
+                .range(start.as_bytes().to_vec(), end.as_bytes().to_vec())
+                .epoch(1, 1)
+                .peers([peer(101, 1)])
+                .build()
+        };
+        let key = |k: &str| keys::data_key(k.as_bytes());
+        let max = keys::data_end_key(b"");
+        // Missed a split on the right, on the left, on both sides.
+        assert_eq!(
+            left_behind(&of("", ""), &of("", "k")),
+            vec![(key("k"), max.clone())]
+        );
+        assert_eq!(
+            left_behind(&of("", ""), &of("k", "")),
+            vec![(key(""), key("k"))]
+        );
+        assert_eq!(
+            left_behind(&of("a", "z"), &of("c", "m")),
+            vec![(key("a"), key("c")), (key("m"), key("z"))]
+        );
+        // Same or wider: nothing; an uninitialized peer held nothing.
+        assert!(left_behind(&of("a", "z"), &of("a", "z")).is_empty());
+        assert!(left_behind(&of("c", "m"), &of("a", "")).is_empty());
+        let uninitialized = Region {
+            id: 1,
+            ..Default::default()
+        };
+        assert!(left_behind(&uninitialized, &of("a", "m")).is_empty());
+        // Disjoint (the region moved entirely): all of the old range.
+        assert_eq!(
+            left_behind(&of("a", "c"), &of("m", "z")),
+            vec![(key("a"), key("c"))]
+        );
+    }
 }
