@@ -34,7 +34,7 @@ clippy: deps
 # four times: failpoints are compiled in but inert until a test configures them. Failpoint tests
 # serialize on fail::FailScenario's lock under cargo test; nextest runs each test in its own
 # process (and .config/nextest.toml keeps them to one at a time).
-TEST_FEATURES := --features test-cluster/failpoints
+TEST_FEATURES := --features test-cluster/failpoints,simulator/failpoints
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -30,8 +30,10 @@ pub struct Args {
     #[arg(long)]
     pub regressions: bool,
     /// Plant a bug to see the simulator catch it: `lying-fsync` (the raft logs' fsync makes
-    /// nothing durable) or `unknown-as-refused` (writes of unknown outcome taken as refused).
-    #[arg(long, value_parser = ["lying-fsync", "unknown-as-refused"])]
+    /// nothing durable), `unknown-as-refused` (writes of unknown outcome taken as refused);
+    /// with a build that has the store's failpoints, `lease-read-without-lease` and
+    /// `skip-epoch-check-at-apply`.
+    #[arg(long, value_parser = ["lying-fsync", "unknown-as-refused", "lease-read-without-lease", "skip-epoch-check-at-apply"])]
     pub plant: Option<String>,
     /// Print every seed's faults and operations.
     #[arg(long)]
@@ -49,6 +51,8 @@ pub fn run(args: Args) -> Result<(), String> {
         faults: !args.no_faults,
         plant: match args.plant.as_deref() {
             Some("lying-fsync") => Some(Plant::LyingFsync),
+            Some("lease-read-without-lease") => Some(Plant::LeaseReadWithoutLease),
+            Some("skip-epoch-check-at-apply") => Some(Plant::SkipEpochCheckAtApply),
             Some(_) => Some(Plant::UnknownReportedAsRefused),
             None => None,
         },

@@ -468,7 +468,7 @@ fn resume_snapshot_apply<EK: KvEngine>(
         commit_index: snap.index,
         commit_term: snap.term,
     };
-    ctx.finish_snapshot(region, key, &meta, &apply_state)
+    ctx.finish_snapshot(region, key, &meta, &apply_state, &[])
 }
 
 impl<EK: KvEngine> StoreSystem<EK> {

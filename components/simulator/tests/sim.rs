@@ -32,7 +32,7 @@ fn the_seeds_that_once_failed_pass() {
 /// Runs part `part` of 4 of the fresh seeds (`SIM_SEEDS` in all, default 1,000), 4 virtual
 /// seconds each: four tests, so the runner spreads them over the cores.
 fn fresh_seeds(part: u64) {
-    let count = env("SIM_SEEDS").unwrap_or(1_000) / 4;
+    let count = (env("SIM_SEEDS").unwrap_or(1_000) / 4).max(1);
     let first = env("SIM_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -114,11 +114,31 @@ fn planted(plant: Plant) -> Vec<Vec<String>> {
 #[test]
 fn a_lying_fsync_is_caught() {
     let caught = planted(Plant::LyingFsync);
+    // A store finds its log behind its applied data at restart, or a check fails.
+    let recognised = caught
+        .iter()
+        .filter(|failures| {
+            failures
+                .iter()
+                .any(|f| f.contains("failed to restart") || f.contains("Violation"))
+        })
+        .count();
     assert!(
-        caught.len() >= 5,
-        "only {} of 10 seeds caught it",
-        caught.len()
+        recognised >= 5,
+        "only {recognised} of 10 seeds: {caught:#?}"
     );
+}
+
+#[test]
+fn the_planted_bug_seeds_pass_without_the_plants() {
+    let cfg = SimConfig {
+        duration_ms: 5_000,
+        ..SimConfig::default()
+    };
+    for seed in 100..110 {
+        let report = run(seed, &cfg, &logger()).expect("runs");
+        assert!(report.passed(), "seed {seed}: {:#?}", report.failures);
+    }
 }
 
 #[test]

@@ -207,7 +207,12 @@ impl<EK: KvEngine> ApplyPoller<EK> {
     ) {
         self.write_batch();
         fail::fail_point!("apply_snapshot_before_ingest");
-        if let Err(e) = self.ctx.finish_snapshot(&region, key, meta, &apply_state) {
+        // Every earlier entry is applied: `fsm.region` is the region as it stands here.
+        let left_behind = crate::storage::left_behind(&fsm.region, &region);
+        if let Err(e) = self
+            .ctx
+            .finish_snapshot(&region, key, meta, &apply_state, &left_behind)
+        {
             self.ctx.fatal("applying a snapshot", &e);
         }
         fsm.region = region;

@@ -356,12 +356,25 @@ impl<EK: KvEngine> StoreContext<EK> {
         key: SnapKey,
         meta: &SnapshotMeta,
         apply_state: &RaftApplyState,
+        left_behind: &[(Vec<u8>, Vec<u8>)],
     ) -> Result<()> {
         let region_id = region.id;
         (self.snaps.ingest)(region, key, meta)?;
         fail::fail_point!("snapshot_after_ingest");
         let mut wb = self.engines.kv.write_batch();
-        put_region_state(&mut wb, region, PeerState::Normal, None)
+        // What the region no longer holds (it missed a split) goes with the Normal state: a
+        // crash before this write leaves it behind (resumed applies do not know it), never
+        // loses data.
+        let mut clear = || -> engine::Result<()> {
+            for (start, end) in left_behind {
+                for cf in engine::DATA_CFS {
+                    wb.delete_range_cf(cf, start, end)?;
+                }
+            }
+            Ok(())
+        };
+        clear()
+            .and_then(|()| put_region_state(&mut wb, region, PeerState::Normal, None))
             .and_then(|()| wb.put_msg_cf(CF_RAFT, &keys::apply_state_key(region_id), apply_state))
             .and_then(|()| self.engines.kv.write(&mut wb, true))
             .map_err(|source| Error::Engine { region_id, source })?;

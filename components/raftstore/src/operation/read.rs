@@ -264,7 +264,13 @@ impl<EK: KvEngine> Peer<EK> {
             && self.raw.raft.lead_transferee.is_none()
             && self.applied_term == self.term()
             && self.storage().applied_index() >= self.last_split_index
-            && self.lease.is_valid(now)
+            && self.lease_is_valid(now)
+    }
+
+    fn lease_is_valid(&self, now: Instant) -> bool {
+        // A planted bug (simulator tests only): a lease that never expires.
+        fail::fail_point!("plant_lease_read_without_lease", |_| true);
+        self.lease.is_valid(now)
     }
 
     pub(crate) fn snapshot(&self) -> RegionSnapshot<EK::Snapshot> {

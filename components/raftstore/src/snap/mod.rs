@@ -476,6 +476,7 @@ impl SnapManager {
 
     /// Removes every file of a snapshot, temporary ones included (missing files are fine).
     pub fn delete(&self, kind: SnapKind, key: SnapKey) {
+        util::lock(&self.first_seen).remove(&(kind, key));
         let files = format!("{}_{key}_", kind.prefix());
         let meta = format!("{}_{key}.", kind.prefix());
         let Ok(entries) = fs::read_dir(&self.dir) else {
@@ -538,12 +539,6 @@ impl SnapManager {
             .collect();
         for (kind, key) in &stale {
             self.delete(*kind, *key);
-        }
-        if !stale.is_empty() {
-            let mut seen = util::lock(&self.first_seen);
-            for key in &stale {
-                seen.remove(key);
-            }
         }
         stale.len()
     }

@@ -516,7 +516,6 @@ impl<EK: KvEngine> PeerStorage<EK> {
             last_index: index,
         };
         let steps = SnapshotSteps {
-            left_behind: left_behind(&self.region, &region),
             region: region.clone(),
             truncated,
             raft_state: self.raft_state,
@@ -560,15 +559,14 @@ pub struct SnapshotSteps {
     pub truncated: RaftTruncatedState,
     /// The raft state of the log that starts after the snapshot.
     pub raft_state: RaftLocalState,
-    /// Data-key ranges the region held before and the snapshot's region does not (it missed
-    /// a split): cleared with step 1, or their data would stay here for ever, owned by no
-    /// peer of this store.
-    pub left_behind: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// The data-key ranges of `old` outside `new` (empty when `old` is not initialized). No other
-/// region of the store overlaps them: `old` held them until now.
-fn left_behind(old: &Region, new: &Region) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// The data-key ranges of `old` outside `new` (empty when `old` is not initialized): what a
+/// snapshot of a narrower region (its peer missed a split) leaves behind. `old` must be the
+/// region as applied (the ApplyFsm's, every earlier entry applied): then no other region of
+/// the store holds any of it. The peer's own copy may lag behind a split still being applied,
+/// whose new region owns that range.
+pub fn left_behind(old: &Region, new: &Region) -> Vec<(Vec<u8>, Vec<u8>)> {
     if old.peers.is_empty() {
         return Vec::new();
     }
@@ -596,25 +594,14 @@ pub fn persist_snapshot_steps<EK: KvEngine>(
 ) -> Result<()> {
     let region_id = steps.region.id;
     let mut wb = kv.write_batch();
-    let mut clear = || -> engine::Result<()> {
-        for (start, end) in &steps.left_behind {
-            for cf in engine::DATA_CFS {
-                engine::WriteBatch::delete_range_cf(&mut wb, cf, start, end)?;
-            }
-        }
-        Ok(())
-    };
-    clear()
-        .and_then(|()| {
-            put_region_state(
-                &mut wb,
-                &steps.region,
-                PeerState::Applying,
-                Some(steps.truncated),
-            )
-        })
-        .and_then(|()| kv.write(&mut wb, true))
-        .map_err(|source| Error::Engine { region_id, source })?;
+    put_region_state(
+        &mut wb,
+        &steps.region,
+        PeerState::Applying,
+        Some(steps.truncated),
+    )
+    .and_then(|()| kv.write(&mut wb, true))
+    .map_err(|source| Error::Engine { region_id, source })?;
     fail::fail_point!("snapshot_after_applying_state");
     write_snapshot_raft_state(raft, region_id, &steps.raft_state)
 }
