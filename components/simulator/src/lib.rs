@@ -75,10 +75,8 @@ pub enum Plant {
     /// history then misses writes that did apply.
     UnknownReportedAsRefused,
     /// A leader serves lease reads whatever its lease (store failpoint
-    /// `plant_lease_read_without_lease`). Not caught yet (0 of 60 seeds): check-quorum steps
-    /// an isolated leader down before a new one can be elected, and a paused store handles
-    /// the messages queued for it before any read; the hazard needs a pause between a lease
-    /// check and the read it allows, inside one round, which the simulator cannot make yet.
+    /// `plant_lease_read_without_lease`). Caught when an overloaded leader (its ticks, so its
+    /// check-quorum, 20× late) is cut off while a new leader takes writes.
     LeaseReadWithoutLease,
     /// Apply skips the epoch and range checks of writes (store failpoint
     /// `plant_skip_epoch_check_at_apply`). Not caught yet: a write must be proposed while a
@@ -144,6 +142,15 @@ pub enum Event {
         store: u64,
     },
     Resume {
+        store: u64,
+    },
+    /// The store's ticks slow down 5× (its tick thread starves), and it is cut off too when
+    /// `isolated`: a leader whose timers lag must still not serve reads past its lease.
+    Overload {
+        store: u64,
+        isolated: bool,
+    },
+    Recover {
         store: u64,
     },
     LossyLinks {
@@ -402,6 +409,8 @@ struct Faults {
     lossy_until: Option<u64>,
     /// Stores whose raft log's fsync fails: stopping is what they must do.
     disk_faulty: std::collections::BTreeSet<u64>,
+    /// Overloaded store → when it recovers.
+    slow: std::collections::BTreeMap<u64, u64>,
 }
 
 impl Faults {
@@ -444,19 +453,34 @@ impl Faults {
             }
             30..55 => {
                 let one_way = rng.gen_bool(0.3);
-                for other in &stores {
-                    if *other != store {
-                        // One way: the store hears nothing but can still send.
-                        cluster.net.set_cut(*other, store, true);
-                        if !one_way {
-                            cluster.net.set_cut(store, *other, true);
-                        }
-                    }
-                }
-                self.isolated.push((store, now_ms + duration, one_way));
+                self.isolate(cluster, store, one_way, now_ms + duration);
                 events.push((now_ms, Event::Isolate { store, one_way }));
             }
-            55..70 => {
+            63..70 => {
+                // The leader of the single keys' region, most often.
+                let target = cluster
+                    .region_for_key(KEYS[0].as_bytes())
+                    .and_then(|info| info.leader)
+                    .map_or(store, |leader| leader.store_id);
+                let isolated = rng.gen_bool(0.5);
+                if let Some(s) = cluster.stores.get_mut(&target) {
+                    if s.system.is_some() && !s.slow_ticks {
+                        s.slow_ticks = true;
+                        self.slow.insert(target, now_ms + duration);
+                        if isolated {
+                            self.isolate(cluster, target, false, now_ms + duration);
+                        }
+                        events.push((
+                            now_ms,
+                            Event::Overload {
+                                store: target,
+                                isolated,
+                            },
+                        ));
+                    }
+                }
+            }
+            55..63 => {
                 if let Some(s) = cluster.stores.get_mut(&store) {
                     if s.system.is_some() && !s.paused {
                         s.paused = true;
@@ -482,6 +506,20 @@ impl Faults {
             }
         }
         Ok(())
+    }
+
+    /// Cuts `store` off from every other store until `until` (inbound only if `one_way`: it
+    /// hears nothing but can still send).
+    fn isolate(&mut self, cluster: &SimCluster, store: u64, one_way: bool, until: u64) {
+        for other in cluster.stores.keys() {
+            if *other != store {
+                cluster.net.set_cut(*other, store, true);
+                if !one_way {
+                    cluster.net.set_cut(store, *other, true);
+                }
+            }
+        }
+        self.isolated.push((store, until, one_way));
     }
 
     /// A store stopped on its failing disk, as it must: crash it (a stopped store is down),
@@ -534,6 +572,19 @@ impl Faults {
                 s.paused = false;
             }
             events.push((now_ms, Event::Resume { store }));
+        }
+        let due: Vec<u64> = self
+            .slow
+            .iter()
+            .filter(|(_, until)| **until <= now_ms)
+            .map(|(s, _)| *s)
+            .collect();
+        for store in due {
+            self.slow.remove(&store);
+            if let Some(s) = cluster.stores.get_mut(&store) {
+                s.slow_ticks = false;
+            }
+            events.push((now_ms, Event::Recover { store }));
         }
         let (over, kept): (Vec<_>, Vec<_>) = self
             .isolated
@@ -592,8 +643,10 @@ impl Faults {
             cluster.start_store(store)?;
         }
         self.paused.clear();
+        self.slow.clear();
         for store in cluster.stores.values_mut() {
             store.paused = false;
+            store.slow_ticks = false;
         }
         events.push((now_ms, Event::Heal));
         Ok(())

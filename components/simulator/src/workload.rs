@@ -173,13 +173,21 @@ impl Workload {
             return;
         };
         let region = info.region;
-        let store_id = client
-            .leaders
-            .get(&region.id)
-            .copied()
-            .filter(|s| region.peers.iter().any(|p| p.store_id == *s))
-            .or(info.leader.map(|l| l.store_id))
-            .unwrap_or_else(|| region.peers[rng.gen_range(0..region.peers.len())].store_id);
+        // One request in ten goes to a random peer, as from a client whose cache is stale (or
+        // fresher than ours): a new leader and an old one both get traffic in the moments
+        // both think they lead.
+        let any_peer = region.peers[rng.gen_range(0..region.peers.len())].store_id;
+        let store_id = if rng.gen_bool(0.1) {
+            any_peer
+        } else {
+            client
+                .leaders
+                .get(&region.id)
+                .copied()
+                .filter(|s| region.peers.iter().any(|p| p.store_id == *s))
+                .or(info.leader.map(|l| l.store_id))
+                .unwrap_or(any_peer)
+        };
         let Some(api) = cluster.api(store_id) else {
             // Connection refused: nothing was sent. Try another store next time.
             client.leaders.remove(&region.id);
