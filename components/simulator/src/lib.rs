@@ -809,6 +809,9 @@ fn replica_differences(cluster: &SimCluster, replicas: u64) -> Vec<String> {
                 .collect::<Vec<_>>()
         ));
     }
+    for (store_id, store) in &cluster.stores {
+        out.extend(overlapping_regions(*store_id, &store.kv));
+    }
     for region in &regions {
         let voters = region
             .peers
@@ -849,6 +852,43 @@ fn replica_differences(cluster: &SimCluster, replicas: u64) -> Vec<String> {
                 )),
                 Some(_) => {}
             }
+        }
+    }
+    out
+}
+
+/// Regions a store records as hosted (Normal, initialized) that overlap each other there.
+fn overlapping_regions(store_id: u64, kv: &engine::MemEngine) -> Vec<String> {
+    use engine::Peekable;
+    use prost::Message as _;
+    let (start, end) = engine::keys::region_state_range();
+    let mut regions = Vec::new();
+    let mut out = Vec::new();
+    let _ = kv.scan_cf(engine::CF_RAFT, &start, &end, false, &mut |key, value| {
+        if engine::keys::region_id_of_state_key(key).is_none() {
+            return Ok(true);
+        }
+        match proto::raft_serverpb::RegionLocalState::decode(value) {
+            Ok(state) if state.state == proto::raft_serverpb::PeerState::Normal as i32 => {
+                if let Some(region) = state.region.filter(|r| !r.peers.is_empty()) {
+                    regions.push(region);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => out.push(format!(
+                "store {store_id}: a region state does not decode: {e}"
+            )),
+        }
+        Ok(true)
+    });
+    regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+    for pair in regions.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        if a.end_key.is_empty() || a.end_key > b.start_key {
+            out.push(format!(
+                "store {store_id}: regions {} [{:?}, {:?}) and {} [{:?}, {:?}) overlap",
+                a.id, a.start_key, a.end_key, b.id, b.start_key, b.end_key
+            ));
         }
     }
     out
@@ -895,4 +935,33 @@ fn fingerprint(
         }
     }
     hash
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::build::{peer, region};
+
+    use super::*;
+
+    #[test]
+    fn overlapping_regions_on_a_store_are_found() {
+        let kv = engine::MemEngine::new();
+        let of = |id: u64, start: &str, end: &str| {
+            region(id)
+                .range(start.as_bytes().to_vec(), end.as_bytes().to_vec())
+                .epoch(1, 1)
+                .peers([peer(id * 10, 1)])
+                .build()
+        };
+        raftstore::bootstrap_region(&kv, &of(1, "a", "c")).unwrap();
+        raftstore::bootstrap_region(&kv, &of(2, "c", "")).unwrap();
+        assert!(overlapping_regions(1, &kv).is_empty());
+        raftstore::bootstrap_region(&kv, &of(3, "b", "d")).unwrap();
+        let found = overlapping_regions(1, &kv);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].contains("regions 1") && found[0].contains("and 3"),
+            "{found:?}"
+        );
+    }
 }
