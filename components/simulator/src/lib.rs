@@ -511,14 +511,7 @@ impl Faults {
     /// Cuts `store` off from every other store until `until` (inbound only if `one_way`: it
     /// hears nothing but can still send).
     fn isolate(&mut self, cluster: &SimCluster, store: u64, one_way: bool, until: u64) {
-        for other in cluster.stores.keys() {
-            if *other != store {
-                cluster.net.set_cut(*other, store, true);
-                if !one_way {
-                    cluster.net.set_cut(store, *other, true);
-                }
-            }
-        }
+        set_links(cluster, store, one_way, true);
         self.isolated.push((store, until, one_way));
     }
 
@@ -549,38 +542,17 @@ impl Faults {
         now_ms: u64,
         events: &mut Vec<(u64, Event)>,
     ) -> Result<()> {
-        let due: Vec<u64> = self
-            .down
-            .iter()
-            .filter(|(_, until)| **until <= now_ms)
-            .map(|(s, _)| *s)
-            .collect();
-        for store in due {
-            self.down.remove(&store);
+        for store in take_due(&mut self.down, now_ms) {
             cluster.start_store(store)?;
             events.push((now_ms, Event::Restart { store }));
         }
-        let due: Vec<u64> = self
-            .paused
-            .iter()
-            .filter(|(_, until)| **until <= now_ms)
-            .map(|(s, _)| *s)
-            .collect();
-        for store in due {
-            self.paused.remove(&store);
+        for store in take_due(&mut self.paused, now_ms) {
             if let Some(s) = cluster.stores.get_mut(&store) {
                 s.paused = false;
             }
             events.push((now_ms, Event::Resume { store }));
         }
-        let due: Vec<u64> = self
-            .slow
-            .iter()
-            .filter(|(_, until)| **until <= now_ms)
-            .map(|(s, _)| *s)
-            .collect();
-        for store in due {
-            self.slow.remove(&store);
+        for store in take_due(&mut self.slow, now_ms) {
             if let Some(s) = cluster.stores.get_mut(&store) {
                 s.slow_ticks = false;
             }
@@ -592,21 +564,10 @@ impl Faults {
             .partition(|(_, until, _)| *until <= now_ms);
         self.isolated = kept;
         for (store, _, _) in over {
-            let stores: Vec<u64> = cluster.stores.keys().copied().collect();
-            for other in stores {
-                // Another isolation of either end may still hold these links: re-cut after.
-                cluster.net.set_cut(other, store, false);
-                cluster.net.set_cut(store, other, false);
-            }
+            set_links(cluster, store, false, false);
+            // Another isolation of either end may still hold some of these links: re-cut.
             for (s, _, one_way) in &self.isolated {
-                for other in cluster.stores.keys() {
-                    if other != s {
-                        cluster.net.set_cut(*other, *s, true);
-                        if !one_way {
-                            cluster.net.set_cut(*s, *other, true);
-                        }
-                    }
-                }
+                set_links(cluster, *s, *one_way, true);
             }
         }
         if self.lossy_until.is_some_and(|until| until <= now_ms) {
@@ -651,6 +612,29 @@ impl Faults {
         events.push((now_ms, Event::Heal));
         Ok(())
     }
+}
+
+/// Cuts (or mends) every link into `store` and, unless `one_way`, out of it.
+fn set_links(cluster: &SimCluster, store: u64, one_way: bool, cut: bool) {
+    for other in cluster.stores.keys().filter(|o| **o != store) {
+        cluster.net.set_cut(*other, store, cut);
+        if !one_way {
+            cluster.net.set_cut(store, *other, cut);
+        }
+    }
+}
+
+/// Removes and returns the stores whose time in `until` (store → when) has come.
+fn take_due(until: &mut std::collections::BTreeMap<u64, u64>, now_ms: u64) -> Vec<u64> {
+    let due: Vec<u64> = until
+        .iter()
+        .filter(|(_, at)| **at <= now_ms)
+        .map(|(s, _)| *s)
+        .collect();
+    for store in &due {
+        until.remove(store);
+    }
+    due
 }
 
 /// Asks the scheduler for a split, a leader transfer or a membership change of a random
