@@ -33,4 +33,14 @@ pub const TEST_SEEDS: &[(u64, u64, &str)] = &[
          snapshot apply step 1 clears it; raftstore peer_storage unit test \
          a_snapshot_that_narrows_the_region_leaves_behind_what_it_lost)",
     ),
+    (
+        1_796_532_322_354_081,
+        4_000,
+        "a power cut lost a split's (unsynced) KV write, but the split peer's raft log and vote \
+         (synced) survived; the parent had been moved off the store meanwhile, so nothing \
+         redid the split, and the peer could never be opened again (its log with no region \
+         state): the replica stayed stuck (fixed: the apply round of a split that creates a \
+         region is synced; raftstore operation::admin unit test \
+         a_split_that_creates_a_region_is_synced)",
+    ),
 ];

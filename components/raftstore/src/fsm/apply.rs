@@ -165,8 +165,8 @@ impl<EK: KvEngine> ApplyPoller<EK> {
         fail::fail_point!("apply_before_write");
         // Not synced: the raft log is, and a lost apply is redone from it at restart
         // because the apply state is lost with the data it describes. Except when a log
-        // compaction is in it: the entries below the new truncated index are about to be
-        // deleted, so what they wrote must be durable first.
+        // compaction is in it (the entries below the new truncated index are about to be
+        // deleted, so what they wrote must be durable first) or a split (see `admin`).
         let sync = std::mem::take(&mut self.sync);
         if let Err(e) = write_kv(&self.ctx.engines.kv, &mut self.wb, sync) {
             self.ctx

@@ -16,7 +16,8 @@ use crate::{Error, Result};
 /// What an applied admin command asks of the apply round.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AdminOutcome {
-    /// The round's KV write must be synced (the raft log is about to be compacted below it).
+    /// The round's KV write must be synced (the raft log is about to be compacted below it,
+    /// or a split created regions whose peers will write raft state of their own).
     pub sync: bool,
     /// Regions a split created (their states are in the round's batch).
     pub new_regions: Vec<Region>,
@@ -102,8 +103,12 @@ fn apply_split<EK: KvEngine>(
     }
     put_state(wb, &parent).map_err(engine_err)?;
     *region = parent;
+    // Synced: once the round's results reach the store, the new peers vote and append to
+    // the raft log (which is synced). A power cut that then lost this write would leave a
+    // raft log and a vote with no region state to open them with, and the parent may be
+    // gone from this store by then, so nothing would redo the split.
     Ok(AdminOutcome {
-        sync: false,
+        sync: !created.is_empty(),
         new_regions: created,
     })
 }
@@ -117,5 +122,65 @@ fn unsupported(region: &Region, admin: &AdminRequest) -> Error {
         detail: format!(
             "{name} is not supported by this build or not as a normal entry, or lacks its body"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use engine::{KvEngine, MemEngine};
+    use proto::metapb::{Peer, RegionEpoch};
+
+    use super::*;
+
+    fn region() -> Region {
+        Region {
+            id: 1,
+            start_key: b"b".to_vec(),
+            end_key: b"x".to_vec(),
+            region_epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            peers: vec![Peer {
+                id: 11,
+                store_id: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn split_at_m() -> AdminRequest {
+        AdminRequest {
+            cmd_type: AdminCmdType::BatchSplit as i32,
+            splits: Some(split::build_request(
+                &region(),
+                vec![b"m".to_vec()],
+                &[2, 21],
+            )),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_split_that_creates_a_region_is_synced() {
+        let kv = MemEngine::new();
+        let mut wb = kv.write_batch();
+        let (mut r, mut state) = (region(), RaftApplyState::default());
+        let outcome = apply_admin(&kv, &mut r, &mut state, &split_at_m(), &mut wb).unwrap();
+        assert_eq!(outcome.new_regions.len(), 1);
+        assert!(
+            outcome.sync,
+            "the new peer's raft state would outlive its region state"
+        );
+        assert_eq!(r.end_key, b"m");
+
+        // The new region already reached this store another way: nothing new to make durable.
+        kv.write(&mut wb, true).unwrap();
+        let mut wb = kv.write_batch();
+        let (mut r, mut state) = (region(), RaftApplyState::default());
+        let outcome = apply_admin(&kv, &mut r, &mut state, &split_at_m(), &mut wb).unwrap();
+        assert!(outcome.new_regions.is_empty());
+        assert!(!outcome.sync);
     }
 }
