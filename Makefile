@@ -52,7 +52,7 @@ test: prune lint
 
 # Soak variants: larger stress runs, not part of CI.
 test-long: deps
-	KILL_ITERATIONS=10 CHAOS_SEEDS=20 CHAOS_ROUNDS=6 SIM_SEEDS=10000 $(CARGO) test --workspace --release $(TEST_FEATURES) -- --include-ignored
+	KILL_ITERATIONS=10 CHAOS_SEEDS=20 CHAOS_ROUNDS=6 SIM_SEEDS=50000 $(CARGO) test --workspace --release $(TEST_FEATURES) -- --include-ignored
 
 bench: deps
 	$(CARGO) bench --workspace --benches

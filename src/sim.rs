@@ -14,7 +14,7 @@ pub struct Args {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Virtual milliseconds of faults and workload per seed, before the final heal.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 30_000)]
     pub duration_ms: u64,
     #[arg(long, default_value_t = 4)]
     pub stores: u64,

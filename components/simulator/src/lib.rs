@@ -108,7 +108,7 @@ impl Default for SimConfig {
             stores: 4,
             replicas: 3,
             clients: 4,
-            duration_ms: 10_000,
+            duration_ms: 30_000,
             faults: true,
             plant: None,
         }

@@ -1,6 +1,6 @@
 //! Seeds of the simulation: the regression seeds and fresh ones must pass, a seed must replay
 //! exactly, and planted bugs must be caught. `SIM_SEEDS` sets how many fresh seeds run
-//! (default 1,000; `make test-long`: 10,000); `SIM_SEED` the first (default: the clock,
+//! (default 1,000; `make test-long`: 50,000); `SIM_SEED` the first (default: the clock,
 //! printed).
 
 use simulator::{run, Plant, SimConfig, TEST_SEEDS};
@@ -29,7 +29,7 @@ fn the_seeds_that_once_failed_pass() {
     }
 }
 
-/// Runs part `part` of 4 of the fresh seeds (`SIM_SEEDS` in all, default 1,000), 4 virtual
+/// Runs part `part` of 4 of the fresh seeds (`SIM_SEEDS` in all, default 1,000), 30 virtual
 /// seconds each: four tests, so the runner spreads them over the cores.
 fn fresh_seeds(part: u64) {
     let count = (env("SIM_SEEDS").unwrap_or(1_000) / 4).max(1);
@@ -40,7 +40,7 @@ fn fresh_seeds(part: u64) {
     });
     let first = first.wrapping_add(part * count);
     let cfg = SimConfig {
-        duration_ms: 4_000,
+        duration_ms: 30_000,
         ..SimConfig::default()
     };
     eprintln!("seeds {first}..{}", first.wrapping_add(count));
@@ -50,7 +50,7 @@ fn fresh_seeds(part: u64) {
         assert!(
             report.passed(),
             "seed {seed} failed: {:#?}\nevents: {:?}\nreplay: regionstore sim --seeds 1 --seed \
-             {seed} --duration-ms 4000 --verbose",
+             {seed} --duration-ms 30000 --verbose",
             report.failures,
             report.events
         );
