@@ -31,10 +31,14 @@ pub struct Args {
     pub regressions: bool,
     /// Plant a bug to see the simulator catch it: `lying-fsync` (the raft logs' fsync makes
     /// nothing durable), `unknown-as-refused` (writes of unknown outcome taken as refused);
-    /// with a build that has the store's failpoints, `lease-read-without-lease` and
-    /// `skip-epoch-check-at-apply`.
-    #[arg(long, value_parser = ["lying-fsync", "unknown-as-refused", "lease-read-without-lease", "skip-epoch-check-at-apply"])]
+    /// with a build that has the store's failpoints, `lease-read-without-lease`,
+    /// `skip-epoch-check-at-apply` and `skip-compact-log-sync`.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Plant::ALL.map(Plant::name)))]
     pub plant: Option<String>,
+    /// Where a failing seed's artifacts go: its history and fault schedule as JSON, and a
+    /// timeline (SVG) of each history the linearizability check refused.
+    #[arg(long, default_value = "sim-failures")]
+    pub artifacts: std::path::PathBuf,
     /// Print every seed's faults and operations.
     #[arg(long)]
     pub verbose: bool,
@@ -49,13 +53,7 @@ pub fn run(args: Args) -> Result<(), String> {
         clients: args.clients,
         duration_ms: args.duration_ms,
         faults: !args.no_faults,
-        plant: match args.plant.as_deref() {
-            Some("lying-fsync") => Some(Plant::LyingFsync),
-            Some("lease-read-without-lease") => Some(Plant::LeaseReadWithoutLease),
-            Some("skip-epoch-check-at-apply") => Some(Plant::SkipEpochCheckAtApply),
-            Some(_) => Some(Plant::UnknownReportedAsRefused),
-            None => None,
-        },
+        plant: args.plant.as_deref().and_then(Plant::from_name),
         ..SimConfig::default()
     };
     let logger = if args.log {
@@ -118,33 +116,51 @@ pub fn run(args: Args) -> Result<(), String> {
             println!("seed {seed} FAILED: {problem}");
         }
         if !problems.is_empty() {
+            match simulator::write_artifacts(&args.artifacts, &report, &replay(*seed, cfg)) {
+                Ok(paths) => {
+                    for path in paths {
+                        println!("seed {seed}: wrote {}", path.display());
+                    }
+                }
+                Err(e) => println!(
+                    "seed {seed}: could not write artifacts to {}: {e}",
+                    args.artifacts.display()
+                ),
+            }
             failed.push((*seed, cfg.clone()));
         }
     }
+    let wall = started.elapsed().as_secs_f64();
+    let virtual_secs: u64 = seeds.iter().map(|(_, cfg)| cfg.duration_ms).sum::<u64>() / 1000;
     println!(
-        "{} seeds in {:.1} s ({} virtual s each): {} failed",
+        "{} seeds in {wall:.1} s ({} virtual s each): {} failed; {:.1} seeds/s, {:.0} virtual s \
+         per wall s",
         seeds.len(),
-        started.elapsed().as_secs_f64(),
         cfg.duration_ms as f64 / 1000.0,
-        failed.len()
+        failed.len(),
+        seeds.len() as f64 / wall.max(1e-9),
+        virtual_secs as f64 / wall.max(1e-9),
     );
     if failed.is_empty() {
         return Ok(());
     }
-    let replay: Vec<String> = failed
-        .iter()
-        .map(|(s, cfg)| {
-            format!(
-                "regionstore sim --seeds 1 --seed {s} --duration-ms {} --stores {} --clients {}{} --verbose",
-                cfg.duration_ms,
-                cfg.stores,
-                cfg.clients,
-                if cfg.faults { "" } else { " --no-faults" }
-            )
-        })
-        .collect();
+    let lines: Vec<String> = failed.iter().map(|(s, cfg)| replay(*s, cfg)).collect();
     Err(format!(
         "failing seeds; replay with:\n  {}",
-        replay.join("\n  ")
+        lines.join("\n  ")
     ))
+}
+
+/// The command that replays `seed` under `cfg`.
+fn replay(seed: u64, cfg: &SimConfig) -> String {
+    format!(
+        "regionstore sim --seeds 1 --seed {seed} --duration-ms {} --stores {} --clients {}{}{} --verbose",
+        cfg.duration_ms,
+        cfg.stores,
+        cfg.clients,
+        if cfg.faults { "" } else { " --no-faults" },
+        cfg.plant
+            .map(|p| format!(" --plant {}", p.name()))
+            .unwrap_or_default()
+    )
 }

@@ -16,6 +16,7 @@
 //! # Must not depend on
 //! gRPC, the server or the client crates: it drives stores through `StoreApi`.
 
+mod artifacts;
 mod cluster;
 mod net;
 mod seeds;
@@ -23,11 +24,15 @@ mod workload;
 
 use std::time::Duration;
 
-use linearizability::{check_group, check_key, Outcome, DEFAULT_STEP_BUDGET};
+use std::collections::BTreeMap;
+
+pub use linearizability::Outcome;
+use linearizability::{check_group, check_key, GroupOperation, Operation, DEFAULT_STEP_BUDGET};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use scheduler::AdminOp;
 
+pub use artifacts::write_artifacts;
 pub use net::{LinkConfig, NetStats};
 pub use seeds::TEST_SEEDS;
 pub use workload::WorkloadStats;
@@ -83,14 +88,42 @@ pub enum Plant {
     /// split is in flight and touch the split-off half, and even then every replica applies
     /// it alike.
     SkipEpochCheckAtApply,
+    /// The apply round of a log compaction is not synced (store failpoint
+    /// `plant_skip_compact_log_sync`): a power cut then loses the new truncated state and the
+    /// data of the entries the (synced) raft log no longer has.
+    SkipCompactLogSync,
 }
 
 impl Plant {
+    pub const ALL: [Plant; 5] = [
+        Plant::LyingFsync,
+        Plant::UnknownReportedAsRefused,
+        Plant::LeaseReadWithoutLease,
+        Plant::SkipEpochCheckAtApply,
+        Plant::SkipCompactLogSync,
+    ];
+
+    /// Its name on `regionstore sim --plant`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Plant::LyingFsync => "lying-fsync",
+            Plant::UnknownReportedAsRefused => "unknown-as-refused",
+            Plant::LeaseReadWithoutLease => "lease-read-without-lease",
+            Plant::SkipEpochCheckAtApply => "skip-epoch-check-at-apply",
+            Plant::SkipCompactLogSync => "skip-compact-log-sync",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Plant> {
+        Plant::ALL.into_iter().find(|p| p.name() == name)
+    }
+
     /// The store failpoint this plant turns on, if it lives in the store.
     fn failpoint(self) -> Option<&'static str> {
         match self {
             Plant::LeaseReadWithoutLease => Some("plant_lease_read_without_lease"),
             Plant::SkipEpochCheckAtApply => Some("plant_skip_epoch_check_at_apply"),
+            Plant::SkipCompactLogSync => Some("plant_skip_compact_log_sync"),
             Plant::LyingFsync | Plant::UnknownReportedAsRefused => None,
         }
     }
@@ -176,7 +209,25 @@ pub struct Report {
     pub failures: Vec<String>,
     /// A digest of the history and final data: equal for two runs of one seed.
     pub fingerprint: u64,
+    /// What the clients did and were told (for the failure artifacts).
+    pub history: Recorded,
+    /// The histories the linearizability check refused: each key (or `group`) with its
+    /// outcome.
+    pub violations: Vec<(String, Outcome)>,
 }
+
+/// The clients' history, in virtual half-milliseconds (a call at ms t is at 2t, a return at
+/// 2t+1).
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    /// Each single key's operations.
+    pub keys: BTreeMap<String, Vec<Operation<String>>>,
+    /// The group's operations (keys by index into [`GROUP_KEYS`]).
+    pub group: Vec<GroupOperation<String>>,
+}
+
+/// The keys the group operations address by index.
+pub const GROUP_KEYS: [&str; 4] = GROUP;
 
 impl Report {
     pub fn passed(&self) -> bool {
@@ -226,6 +277,9 @@ pub fn run(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Report> 
             regions: 0,
             failures: vec![format!("panicked: {message}")],
             fingerprint: 0,
+            // Lost with the run's state: the replay (with --log) shows what led to it.
+            history: Recorded::default(),
+            violations: Vec::new(),
         })
     })
 }
@@ -367,12 +421,14 @@ fn run_planted(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Repo
         }
         Ok(())
     };
+    let mut violations = Vec::new();
     match outcome {
         // A store that refuses to restart over its own disks is a failure of the run.
         Err(e @ Error::Restart { .. }) => failures.push(e.to_string()),
         Err(e) => return Err(e),
         Ok(()) => {
-            failures.extend(check_history(&workload));
+            violations = check_history(&workload);
+            failures.extend(describe_violations(&workload, &violations));
             failures.extend(check_replicas(
                 &mut cluster,
                 cfg.replicas,
@@ -396,6 +452,11 @@ fn run_planted(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Repo
         regions: cluster.regions().len(),
         failures,
         fingerprint,
+        history: Recorded {
+            keys: std::mem::take(&mut workload.history.keys),
+            group: std::mem::take(&mut workload.history.group),
+        },
+        violations,
     })
 }
 
@@ -717,36 +778,49 @@ fn random_operator(
     }
 }
 
-/// The linearizability of each key, and of the group as one object.
-fn check_history(workload: &Workload) -> Vec<String> {
-    let mut failures = Vec::new();
-    for (key, ops) in &workload.history.keys {
-        match check_key(None, ops, DEFAULT_STEP_BUDGET) {
-            Outcome::Linearizable => {}
-            outcome => failures.push(format!(
+/// The linearizability of each key, and of the group as one object: the histories that fail.
+fn check_history(workload: &Workload) -> Vec<(String, Outcome)> {
+    let mut violations: Vec<(String, Outcome)> = workload
+        .history
+        .keys
+        .iter()
+        .map(|(key, ops)| (key.clone(), check_key(None, ops, DEFAULT_STEP_BUDGET)))
+        .filter(|(_, outcome)| *outcome != Outcome::Linearizable)
+        .collect();
+    match check_group(GROUP.len(), &workload.history.group, DEFAULT_STEP_BUDGET) {
+        Outcome::Linearizable => {}
+        outcome => violations.push(("group".to_string(), outcome)),
+    }
+    violations
+}
+
+/// One failure line per refused history, then the refused writes whose values were read (the
+/// likely culprits).
+fn describe_violations(workload: &Workload, violations: &[(String, Outcome)]) -> Vec<String> {
+    let history = &workload.history;
+    let mut failures: Vec<String> = violations
+        .iter()
+        .map(|(key, outcome)| match history.keys.get(key) {
+            Some(ops) => format!(
                 "key {key}: {outcome:?} over {} operations: {ops:?}",
                 ops.len()
-            )),
-        }
-    }
+            ),
+            None => format!(
+                "group {GROUP:?}: {outcome:?} over {} operations: {:?}",
+                history.group.len(),
+                history.group
+            ),
+        })
+        .collect();
     if !failures.is_empty() {
-        // Refused writes whose value a read returned: the likely culprits.
         let text = failures.join("\n");
-        for (value, error) in &workload.history.refused {
+        for (value, error) in &history.refused {
             if text.contains(&format!("\"{value}\"")) {
                 failures.push(format!(
                     "write of {value:?} was refused ({error}) yet was read"
                 ));
             }
         }
-    }
-    let group = &workload.history.group;
-    match check_group(GROUP.len(), group, DEFAULT_STEP_BUDGET) {
-        Outcome::Linearizable => {}
-        outcome => failures.push(format!(
-            "group {GROUP:?}: {outcome:?} over {} operations: {group:?}",
-            group.len()
-        )),
     }
     failures
 }

@@ -71,8 +71,8 @@ pub struct WorkloadStats {
     pub unknown: u64,
 }
 
-/// Histories in virtual microseconds... kept in ms ×1000 so calls and returns at the same ms
-/// still order call-before-return.
+/// Histories in virtual half-milliseconds: a call at ms t is at 2t and a return at 2t+1, so
+/// a call and a return in the same ms still order call-before-return.
 pub(crate) struct History {
     pub(crate) keys: BTreeMap<String, Vec<Operation<String>>>,
     pub(crate) group: Vec<GroupOperation<String>>,

@@ -3,10 +3,19 @@
 //! (default 1,000; `make test-long`: 50,000); `SIM_SEED` the first (default: the clock,
 //! printed).
 
-use simulator::{run, Plant, SimConfig, TEST_SEEDS};
+use simulator::{run, write_artifacts, Plant, Report, SimConfig, TEST_SEEDS};
 
 fn logger() -> slog::Logger {
     slog::Logger::root(slog::Discard, slog::o!())
+}
+
+/// Writes a failing seed's artifacts under the target directory; says where.
+fn artifacts(report: &Report, replay: &str) -> String {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sim-failures");
+    match write_artifacts(&dir, report, replay) {
+        Ok(paths) => format!("artifacts: {paths:?}"),
+        Err(e) => format!("artifacts not written to {}: {e}", dir.display()),
+    }
 }
 
 fn env(name: &str) -> Option<u64> {
@@ -47,13 +56,16 @@ fn fresh_seeds(part: u64) {
     let mut events = 0;
     for seed in (0..count).map(|i| first.wrapping_add(i)) {
         let report = run(seed, &cfg, &logger()).expect("simulation runs");
-        assert!(
-            report.passed(),
-            "seed {seed} failed: {:#?}\nevents: {:?}\nreplay: regionstore sim --seeds 1 --seed \
-             {seed} --duration-ms 30000 --verbose",
-            report.failures,
-            report.events
-        );
+        if !report.passed() {
+            let replay =
+                format!("regionstore sim --seeds 1 --seed {seed} --duration-ms 30000 --verbose");
+            panic!(
+                "seed {seed} failed: {:#?}\nevents: {:?}\nreplay: {replay}\n{}",
+                report.failures,
+                report.events,
+                artifacts(&report, &replay)
+            );
+        }
         assert!(report.workload.ok > 50, "seed {seed}: the workload ran");
         events += report.events.len();
     }
@@ -126,16 +138,24 @@ fn a_lease_read_without_a_lease_is_caught() {
     );
 }
 
-/// Runs seeds 100..100+`seeds` with `plant`; returns each failing seed's failures.
-fn planted(plant: Plant, seeds: u64) -> Vec<Vec<String>> {
+/// Runs seeds 100..100+`seeds` with `plant`; returns each failing seed's report.
+fn planted_reports(plant: Plant, seeds: u64) -> Vec<Report> {
     let cfg = SimConfig {
         duration_ms: 5_000,
         plant: Some(plant),
         ..SimConfig::default()
     };
     (100..100 + seeds)
-        .map(|seed| run(seed, &cfg, &logger()).expect("runs").failures)
-        .filter(|f| !f.is_empty())
+        .map(|seed| run(seed, &cfg, &logger()).expect("runs"))
+        .filter(|r| !r.passed())
+        .collect()
+}
+
+/// Runs seeds 100..100+`seeds` with `plant`; returns each failing seed's failures.
+fn planted(plant: Plant, seeds: u64) -> Vec<Vec<String>> {
+    planted_reports(plant, seeds)
+        .into_iter()
+        .map(|r| r.failures)
         .collect()
 }
 
@@ -171,13 +191,38 @@ fn the_planted_bug_seeds_pass_without_the_plants() {
 
 #[test]
 fn a_write_reported_refused_that_applied_is_caught_by_the_linearizability_check() {
-    let caught = planted(Plant::UnknownReportedAsRefused, 30);
-    let by_checker = caught
+    let caught = planted_reports(Plant::UnknownReportedAsRefused, 30);
+    let by_checker: Vec<&Report> = caught
         .iter()
-        .filter(|failures| failures.iter().any(|f| f.contains("Violation")))
-        .count();
+        .filter(|r| r.failures.iter().any(|f| f.contains("Violation")))
+        .collect();
+    let failures: Vec<_> = caught.iter().map(|r| &r.failures).collect();
     assert!(
-        by_checker >= 3,
-        "only {by_checker} of 30 seeds: {caught:#?}"
+        by_checker.len() >= 3,
+        "only {} of 30 seeds: {failures:#?}",
+        by_checker.len()
     );
+    // What a person gets for it: the history as JSON, and a picture per refused history.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let paths = write_artifacts(dir.path(), by_checker[0], "replay").expect("written");
+    assert!(paths
+        .iter()
+        .any(|p| p.extension().is_some_and(|e| e == "json")));
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "svg")),
+        "{paths:?}"
+    );
+}
+
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_compaction_whose_apply_write_is_not_synced_is_caught() {
+    let caught = planted(Plant::SkipCompactLogSync, 5);
+    let at_restart = caught
+        .iter()
+        .filter(|failures| failures.iter().any(|f| f.contains("failed to restart")))
+        .count();
+    assert!(at_restart >= 3, "only {at_restart} of 5 seeds: {caught:#?}");
 }

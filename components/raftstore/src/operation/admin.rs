@@ -54,8 +54,14 @@ pub fn apply_admin<EK: KvEngine>(
                 .as_ref()
                 .ok_or_else(|| unsupported(region, admin))?;
             let compacted = log_gc::apply_compact_log(region, apply_state, req)?;
+            // A bug planted for the simulator to catch: the log goes before the state that
+            // says it may.
+            let plant_skip_sync = || {
+                fail::fail_point!("plant_skip_compact_log_sync", |_| true);
+                false
+            };
             Ok(AdminOutcome {
-                sync: compacted,
+                sync: compacted && !plant_skip_sync(),
                 ..Default::default()
             })
         }
