@@ -233,47 +233,30 @@ impl<EK: KvEngine> KvService<EK> {
         Ok(self.codec.check_ttl(ttl)?)
     }
 
-    /// Holds the latches of `keys` in `cf` (the same latches transactional commands take).
-    async fn latch<'k>(
-        &self,
-        cf: &str,
-        keys: impl Iterator<Item = &'k [u8]>,
-    ) -> Option<storage::LatchGuard> {
-        Some(
-            self.storage
-                .latches()
-                .acquire(keys.map(|k| (cf.to_string(), k)))
-                .await,
-        )
-    }
-
     async fn snapshot(&self, ctx: &Context) -> KvResult<RegionSnapshot<EK::Snapshot>> {
         Ok(self.storage.busy_retry(|| self.api.snapshot(ctx)).await?)
     }
 
-    /// Writes `modifies`; the latches a compare-and-swap holds stay held until the write can
-    /// no longer apply ([`storage::Storage::settle_latches`]).
-    async fn write(
-        &self,
-        ctx: &Context,
-        modifies: Vec<Modify>,
-        latch: Option<storage::LatchGuard>,
-    ) -> KvResult<()> {
+    /// Writes `modifies`; `for_cas`: under their keys' latches, ordered with compare-and-swaps
+    /// ([`storage::raw_cas::latched_write`]).
+    async fn write(&self, ctx: &Context, modifies: Vec<Modify>, for_cas: bool) -> KvResult<()> {
         if modifies.is_empty() {
             return Ok(());
         }
-        match self
+        if for_cas {
+            return Ok(storage::raw_cas::latched_write(self.cas_context(), ctx, modifies).await?);
+        }
+        Ok(self
             .storage
             .busy_retry(|| self.api.write(ctx, modifies.clone()))
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                if let Some(latch) = latch {
-                    self.storage.settle_latches(ctx, latch, &e);
-                }
-                Err(e.into())
-            }
+            .await?)
+    }
+
+    fn cas_context(&self) -> storage::raw_cas::CasContext<'_, EK> {
+        storage::raw_cas::CasContext {
+            api: &self.api,
+            latches: self.storage.latches(),
+            runtime: self.storage.runtime(),
         }
     }
 
@@ -430,17 +413,12 @@ impl<EK: KvEngine> KvService<EK> {
         let key = self.key(&req.key)?;
         self.value(&req.value)?;
         self.ttl(req.ttl)?;
-        let latch = if req.for_cas {
-            self.latch(&cf, std::iter::once(key.as_slice())).await
-        } else {
-            None
-        };
         let modify = Modify::Put {
             cf,
             value: self.codec.value(&req.value, req.ttl, self.now_secs()),
             key,
         };
-        self.write(&ctx, vec![modify], latch).await
+        self.write(&ctx, vec![modify], req.for_cas).await
     }
 
     async fn do_batch_put(&self, req: &RawBatchPutRequest) -> KvResult<()> {
@@ -469,11 +447,6 @@ impl<EK: KvEngine> KvService<EK> {
             keys.push(self.key(&pair.key)?);
             self.value(&pair.value)?;
         }
-        let latch = if req.for_cas {
-            self.latch(&cf, keys.iter().map(Vec::as_slice)).await
-        } else {
-            None
-        };
         let now = self.now_secs();
         let modifies = keys
             .into_iter()
@@ -485,7 +458,7 @@ impl<EK: KvEngine> KvService<EK> {
                 value: self.codec.value(&pair.value, ttl, now),
             })
             .collect();
-        self.write(&ctx, modifies, latch).await
+        self.write(&ctx, modifies, req.for_cas).await
     }
 
     async fn do_delete(
@@ -502,11 +475,6 @@ impl<EK: KvEngine> KvService<EK> {
         for key in keys {
             stored.push(self.key(key)?);
         }
-        let latch = if for_cas {
-            self.latch(&cf, stored.iter().map(Vec::as_slice)).await
-        } else {
-            None
-        };
         let modifies = stored
             .into_iter()
             .map(|key| Modify::Delete {
@@ -514,7 +482,7 @@ impl<EK: KvEngine> KvService<EK> {
                 key,
             })
             .collect();
-        self.write(&ctx, modifies, latch).await
+        self.write(&ctx, modifies, for_cas).await
     }
 
     async fn do_delete_range(&self, req: &RawDeleteRangeRequest) -> KvResult<()> {
@@ -526,7 +494,7 @@ impl<EK: KvEngine> KvService<EK> {
                 "delete range: start key is not below the end key".into(),
             ));
         }
-        self.write(&ctx, vec![Modify::DeleteRange { cf, start, end }], None)
+        self.write(&ctx, vec![Modify::DeleteRange { cf, start, end }], false)
             .await
     }
 
@@ -611,28 +579,23 @@ impl<EK: KvEngine> KvService<EK> {
         let key = self.key(&req.key)?;
         self.value(&req.value)?;
         self.ttl(req.ttl)?;
-        let latch = self.latch(&cf, std::iter::once(key.as_slice())).await;
-        let snap = self.snapshot(&ctx).await?;
-        // Expiry is judged once, here, by the leader: the write below is what replicas apply.
+        // Expiry is judged once, here, by the leader: the write is what replicas apply.
         let now = self.now_secs();
-        let current = match snap.get_cf(&cf, &key)? {
-            Some(stored) => self.codec.read_value(&stored, now)?.map(<[u8]>::to_vec),
-            None => None,
-        };
-        let matches = match &current {
-            None => req.previous_not_exist,
-            Some(v) => !req.previous_not_exist && *v == req.previous_value,
-        };
-        if matches {
-            // Proposed only in the term it read in (StaleCommand otherwise, nothing written):
-            // a leader in between could have changed the key without this store's latch.
-            let mut ctx = ctx;
-            ctx.term = snap.term();
-            let value = self.codec.value(&req.value, req.ttl, now);
-            self.write(&ctx, vec![Modify::Put { cf, key, value }], latch)
-                .await?;
-        }
-        Ok((matches, current))
+        let outcome =
+            storage::raw_cas::compare_and_swap(self.cas_context(), &ctx, &cf, key, |stored| {
+                let current = match stored {
+                    Some(stored) => self.codec.read_value(stored, now)?.map(<[u8]>::to_vec),
+                    None => None,
+                };
+                let matches = match &current {
+                    None => req.previous_not_exist,
+                    Some(v) => !req.previous_not_exist && *v == req.previous_value,
+                };
+                let new = matches.then(|| self.codec.value(&req.value, req.ttl, now));
+                Ok::<_, KvError>((current, new))
+            })
+            .await?;
+        Ok((outcome.swapped, outcome.current))
     }
 }
 

@@ -1,9 +1,11 @@
 //! Deterministic simulation of a whole regionstore cluster: N stores and the scheduler run
 //! in one thread, in virtual time, driven by one seeded random stream, under faults the seed
 //! chooses (power cuts that lose unsynced writes, partitions, message loss, duplication and
-//! reordering, paused stores, scheduler restarts) while clients put, get, delete, batch-put
-//! and scan, and splits, leader transfers and membership changes run. The history is judged
-//! by the linearizability checker, and replicas must agree at the end.
+//! reordering, lost big messages, paused and overloaded stores, disk faults, scheduler
+//! restarts) while clients put, get, delete, compare-and-swap (the service's own code,
+//! `storage::raw_cas`), batch-put and scan, and splits, leader transfers and membership
+//! changes run. The history is judged by the linearizability checker, replicas must agree at
+//! the end, and a failing seed leaves artifacts a person can read (`artifacts`).
 //!
 //! # Invariants
 //! - The stores are the real `StoreSystem` (run by hand: `StoreBuilder::manual`), the real
@@ -19,6 +21,7 @@
 mod artifacts;
 mod cluster;
 mod net;
+mod runtime;
 mod seeds;
 mod workload;
 
@@ -88,6 +91,10 @@ pub enum Plant {
     /// split is in flight and touch the split-off half, and even then every replica applies
     /// it alike.
     SkipEpochCheckAtApply,
+    /// A compare-and-swap whose write's outcome is unknown releases the key's latch with its
+    /// answer, instead of when the write can no longer apply (store failpoint
+    /// `plant_release_cas_latch_early`).
+    ReleaseCasLatchEarly,
     /// The apply round of a log compaction is not synced (store failpoint
     /// `plant_skip_compact_log_sync`): a power cut then loses the new truncated state and the
     /// data of the entries the (synced) raft log no longer has.
@@ -95,12 +102,13 @@ pub enum Plant {
 }
 
 impl Plant {
-    pub const ALL: [Plant; 5] = [
+    pub const ALL: [Plant; 6] = [
         Plant::LyingFsync,
         Plant::UnknownReportedAsRefused,
         Plant::LeaseReadWithoutLease,
         Plant::SkipEpochCheckAtApply,
         Plant::SkipCompactLogSync,
+        Plant::ReleaseCasLatchEarly,
     ];
 
     /// Its name on `regionstore sim --plant`.
@@ -111,6 +119,7 @@ impl Plant {
             Plant::LeaseReadWithoutLease => "lease-read-without-lease",
             Plant::SkipEpochCheckAtApply => "skip-epoch-check-at-apply",
             Plant::SkipCompactLogSync => "skip-compact-log-sync",
+            Plant::ReleaseCasLatchEarly => "release-cas-latch-early",
         }
     }
 
@@ -124,6 +133,7 @@ impl Plant {
             Plant::LeaseReadWithoutLease => Some("plant_lease_read_without_lease"),
             Plant::SkipEpochCheckAtApply => Some("plant_skip_epoch_check_at_apply"),
             Plant::SkipCompactLogSync => Some("plant_skip_compact_log_sync"),
+            Plant::ReleaseCasLatchEarly => Some("plant_release_cas_latch_early"),
             Plant::LyingFsync | Plant::UnknownReportedAsRefused => None,
         }
     }
@@ -189,6 +199,13 @@ pub enum Event {
     LossyLinks {
         drop_per_mille: u32,
     },
+    /// Messages with entries or a snapshot to or from the store are lost; small ones pass.
+    BigMessagesLost {
+        store: u64,
+    },
+    BigMessagesPass {
+        store: u64,
+    },
     RestartScheduler,
     Heal,
     Operator {
@@ -253,7 +270,7 @@ fn store_config() -> raftstore::Config {
         split_region_check_tick_interval_ms: 500,
         region_heartbeat_tick_interval_ms: 200,
         store_heartbeat_interval_ms: 500,
-        proposal_timeout_ms: 2_000,
+        proposal_timeout_ms: 1_000,
         read_index_timeout_ms: 1_000,
         ..raftstore::Config::default()
     }
@@ -343,6 +360,7 @@ fn run_planted(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Repo
         cfg.clients,
         (0, 20),
         cfg.plant == Some(Plant::UnknownReportedAsRefused),
+        runtime::SimRuntime::new(cluster.clock.clone()),
     );
     let mut events = Vec::new();
     let mut faults = Faults::default();
@@ -392,6 +410,20 @@ fn run_planted(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Repo
         }
         let settle_until = now_ms + 2_000;
         while now_ms < settle_until {
+            advance(&mut cluster, &mut now_ms);
+            workload.step(&cluster, &mut rng, now_ms, true);
+        }
+        // Compare-and-swaps their clients gave up on, and latches held past writes of unknown
+        // outcome, must end once the cluster is healed.
+        let drain_until = now_ms + 10_000;
+        while workload.background() > 0 {
+            if now_ms >= drain_until {
+                failures.push(format!(
+                    "{} compare-and-swaps or held latches still running 10 s after the heal",
+                    workload.background()
+                ));
+                break;
+            }
             advance(&mut cluster, &mut now_ms);
             workload.step(&cluster, &mut rng, now_ms, true);
         }
@@ -472,6 +504,8 @@ struct Faults {
     disk_faulty: std::collections::BTreeSet<u64>,
     /// Overloaded store → when it recovers.
     slow: std::collections::BTreeMap<u64, u64>,
+    /// Store losing big messages → when they pass again.
+    big_lost: std::collections::BTreeMap<u64, u64>,
 }
 
 impl Faults {
@@ -561,6 +595,18 @@ impl Faults {
                 self.lossy_until = Some(now_ms + duration);
                 events.push((now_ms, Event::LossyLinks { drop_per_mille }));
             }
+            85..93 => {
+                // The leader of the group's region, most often: its proposals stall while it
+                // keeps its lease and serves.
+                let target = cluster
+                    .region_for_key(GROUP[0].as_bytes())
+                    .and_then(|info| info.leader)
+                    .map_or(store, |leader| leader.store_id);
+                if cluster.net.lock().big_lost.insert(target) {
+                    self.big_lost.insert(target, now_ms + duration);
+                    events.push((now_ms, Event::BigMessagesLost { store: target }));
+                }
+            }
             _ => {
                 cluster.restart_scheduler()?;
                 events.push((now_ms, Event::RestartScheduler));
@@ -631,6 +677,10 @@ impl Faults {
                 set_links(cluster, *s, *one_way, true);
             }
         }
+        for store in take_due(&mut self.big_lost, now_ms) {
+            cluster.net.lock().big_lost.remove(&store);
+            events.push((now_ms, Event::BigMessagesPass { store }));
+        }
         if self.lossy_until.is_some_and(|until| until <= now_ms) {
             self.lossy_until = None;
             cluster.net.lock().link = LinkConfig::default();
@@ -666,6 +716,7 @@ impl Faults {
         }
         self.paused.clear();
         self.slow.clear();
+        self.big_lost.clear();
         for store in cluster.stores.values_mut() {
             store.paused = false;
             store.slow_ticks = false;

@@ -52,6 +52,10 @@ pub(crate) struct NetState {
     in_flight: BTreeMap<(u64, u64), (u64, RaftMessage)>,
     /// Links cut one way: (from, to).
     cut: BTreeSet<(u64, u64)>,
+    /// Stores whose links lose every message that carries entries or a snapshot, while
+    /// small ones (heartbeats, votes, answers) pass: a path-MTU black hole. The leader keeps
+    /// its lease while nothing it proposes commits.
+    pub(crate) big_lost: BTreeSet<u64>,
     pub(crate) link: LinkConfig,
     /// The running stores' snapshot directories (a snapshot is received into the target's).
     snap_mgrs: BTreeMap<u64, SnapManager>,
@@ -62,7 +66,14 @@ impl NetState {
     fn submit(&mut self, from: u64, msg: RaftMessage) {
         self.stats.sent += 1;
         let to = to_store(&msg);
-        if self.cut.contains(&(from, to)) || self.rng.gen_range(0..1000) < self.link.drop_per_mille
+        let big = msg
+            .message
+            .as_ref()
+            .is_some_and(|m| !m.entries.is_empty() || m.snapshot.is_some());
+        let big_lost = big && (self.big_lost.contains(&from) || self.big_lost.contains(&to));
+        if big_lost
+            || self.cut.contains(&(from, to))
+            || self.rng.gen_range(0..1000) < self.link.drop_per_mille
         {
             self.stats.dropped += 1;
             return;
@@ -101,6 +112,7 @@ impl SimNetwork {
                 seq: 0,
                 in_flight: BTreeMap::new(),
                 cut: BTreeSet::new(),
+                big_lost: BTreeSet::new(),
                 link,
                 snap_mgrs: BTreeMap::new(),
                 stats: NetStats::default(),
@@ -151,6 +163,7 @@ impl SimNetwork {
     pub(crate) fn heal(&self) {
         let mut state = self.lock();
         state.cut.clear();
+        state.big_lost.clear();
         state.link = LinkConfig::default();
     }
 

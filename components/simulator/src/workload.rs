@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use engine::CF_DEFAULT;
@@ -13,8 +14,11 @@ use proto::kvrpcpb::Context;
 use raftstore::{Error as StoreError, Modify};
 use rand::rngs::StdRng;
 use rand::Rng;
+use storage::raw_cas::{compare_and_swap, latched_write, CasContext, Runtime};
+use storage::Latches;
 
 use crate::cluster::SimCluster;
+use crate::runtime::SimRuntime;
 
 /// Keys each checked alone; the simulator's splits fall between them.
 pub(crate) const KEYS: [&str; 6] = ["k0", "k1", "k2", "k3", "k4", "k5"];
@@ -32,13 +36,30 @@ enum Kind {
     Put(usize, String),
     Get(usize),
     Delete(usize),
+    /// The store's own compare-and-swap (`storage::raw_cas`): `new` if the value is `expect`.
+    Cas {
+        key: usize,
+        expect: Option<String>,
+        new: String,
+    },
     GroupPut(Vec<(usize, String)>),
-    GroupGet { scan: bool },
+    /// A compare-and-swap of one of the group's keys: checked with the group, against its
+    /// batch puts (which take the same latches).
+    GroupCas {
+        key: usize,
+        expect: Option<String>,
+        new: String,
+    },
+    GroupGet {
+        scan: bool,
+    },
 }
 
 enum Answer {
     Done,
     Value(Option<String>),
+    /// Whether it swapped, and the value it found.
+    Cas(bool, Option<String>),
     Values(Vec<Option<String>>),
 }
 
@@ -59,6 +80,8 @@ struct Client {
     in_flight: Option<InFlight>,
     /// Region → the store it last heard leads it.
     leaders: BTreeMap<u64, u64>,
+    /// Key → the value it last saw there: what its compare-and-swaps expect.
+    seen: BTreeMap<&'static str, Option<String>>,
 }
 
 /// What the workload did, for the report.
@@ -88,17 +111,29 @@ pub(crate) struct Workload {
     think_ms: (u64, u64),
     /// The planted bug [`crate::Plant::UnknownReportedAsRefused`].
     unknown_as_refused: bool,
+    /// Timers and background tasks of the stores' command layer.
+    runtime: Arc<SimRuntime>,
+    /// Each store's latches (as its command layer keeps them).
+    latches: BTreeMap<u64, Arc<Latches>>,
+    /// Compare-and-swaps and latched writes whose client gave up: on a store they run on
+    /// (holding the key's latch) whatever the client does, as the server runs them detached.
+    detached: Vec<OpFuture>,
 }
 
 fn key_of(kind: &Kind) -> &'static str {
     match kind {
-        Kind::Put(k, _) | Kind::Get(k) | Kind::Delete(k) => KEYS[*k],
-        Kind::GroupPut(_) | Kind::GroupGet { .. } => GROUP[0],
+        Kind::Put(k, _) | Kind::Get(k) | Kind::Delete(k) | Kind::Cas { key: k, .. } => KEYS[*k],
+        Kind::GroupPut(_) | Kind::GroupGet { .. } | Kind::GroupCas { .. } => GROUP[0],
     }
 }
 
 impl Workload {
-    pub(crate) fn new(clients: usize, think_ms: (u64, u64), unknown_as_refused: bool) -> Workload {
+    pub(crate) fn new(
+        clients: usize,
+        think_ms: (u64, u64),
+        unknown_as_refused: bool,
+        runtime: Arc<SimRuntime>,
+    ) -> Workload {
         Workload {
             clients: (0..clients)
                 .map(|id| Client {
@@ -107,6 +142,7 @@ impl Workload {
                     writes: 0,
                     in_flight: None,
                     leaders: BTreeMap::new(),
+                    seen: BTreeMap::new(),
                 })
                 .collect(),
             history: History {
@@ -117,7 +153,16 @@ impl Workload {
             stats: WorkloadStats::default(),
             think_ms,
             unknown_as_refused,
+            runtime,
+            latches: BTreeMap::new(),
+            detached: Vec::new(),
         }
+    }
+
+    /// Compare-and-swaps still running after their client gave up, and tasks holding
+    /// latches: neither may outlive the final checks unnoticed.
+    pub(crate) fn background(&self) -> usize {
+        self.detached.len() + self.runtime.pending()
     }
 
     /// Starts operations for idle clients whose think time is over (unless `quiet`), and
@@ -129,6 +174,10 @@ impl Workload {
         now_ms: u64,
         quiet: bool,
     ) -> bool {
+        self.runtime.run();
+        let mut cx = TaskContext::from_waker(Waker::noop());
+        self.detached
+            .retain_mut(|task| task.as_mut().poll(&mut cx).is_pending());
         let mut busy = false;
         for i in 0..self.clients.len() {
             if self.clients[i].in_flight.is_none() && !quiet && self.clients[i].next_ms <= now_ms {
@@ -204,23 +253,48 @@ impl Workload {
                 .copied(),
             ..Default::default()
         };
+        // Every key sees compare-and-swaps, so every write is `for_cas` (takes the keys'
+        // latches, as TiKV's atomic mode does).
+        let latches = self
+            .latches
+            .entry(store_id)
+            .or_insert_with(|| Arc::new(Latches::new(64)))
+            .clone();
+        let runtime: Arc<dyn Runtime> = self.runtime.clone();
         let future: OpFuture = match kind.clone() {
-            Kind::Put(k, v) => Box::pin(async move {
-                api.write(&ctx, vec![Modify::put(KEYS[k], v)]).await?;
-                Ok(Answer::Done)
-            }),
-            Kind::Delete(k) => Box::pin(async move {
-                api.write(&ctx, vec![Modify::delete(KEYS[k])]).await?;
-                Ok(Answer::Done)
-            }),
-            Kind::GroupPut(pairs) => Box::pin(async move {
-                let modifies = pairs
-                    .into_iter()
-                    .map(|(k, v)| Modify::put(GROUP[k], v))
-                    .collect();
-                api.write(&ctx, modifies).await?;
-                Ok(Answer::Done)
-            }),
+            Kind::Put(..) | Kind::Delete(_) | Kind::GroupPut(_) => {
+                let modifies = writes_of(&kind);
+                Box::pin(async move {
+                    let on = CasContext {
+                        api: &api,
+                        latches: &latches,
+                        runtime: &runtime,
+                    };
+                    latched_write(on, &ctx, modifies).await?;
+                    Ok(Answer::Done)
+                })
+            }
+            Kind::Cas { key, expect, new } | Kind::GroupCas { key, expect, new } => {
+                let key = match kind {
+                    Kind::Cas { .. } => KEYS[key],
+                    _ => GROUP[key],
+                };
+                Box::pin(async move {
+                    let on = CasContext {
+                        api: &api,
+                        latches: &latches,
+                        runtime: &runtime,
+                    };
+                    let key = key.as_bytes().to_vec();
+                    let outcome = compare_and_swap(on, &ctx, CF_DEFAULT, key, |stored| {
+                        let current = stored.map(<[u8]>::to_vec);
+                        let matches = current.as_deref() == expect.as_deref().map(str::as_bytes);
+                        Ok::<_, StoreError>((current, matches.then(|| new.into_bytes())))
+                    })
+                    .await?;
+                    Ok(Answer::Cas(outcome.swapped, outcome.current.map(string)))
+                })
+            }
             Kind::Get(k) => Box::pin(async move {
                 let snap = api.snapshot(&ctx).await?;
                 let value = snap.get_cf(CF_DEFAULT, KEYS[k].as_bytes())?;
@@ -266,6 +340,9 @@ impl Workload {
         let Some(op) = client.in_flight.take() else {
             return;
         };
+        if result.is_none() && !matches!(op.kind, Kind::Get(_) | Kind::GroupGet { .. }) {
+            self.detached.push(op.future);
+        }
         let (min, max) = self.think_ms;
         client.next_ms = now_ms + rng.gen_range(min..=max);
         // Calls at ms t are at t*2, returns at t*2+1: an answer in the same ms as a call
@@ -275,12 +352,41 @@ impl Workload {
         match result {
             Some(Ok(answer)) => {
                 self.stats.ok += 1;
+                match (&op.kind, &answer) {
+                    (Kind::Get(k), Answer::Value(v)) => {
+                        client.seen.insert(KEYS[*k], v.clone());
+                    }
+                    (Kind::GroupGet { .. }, Answer::Values(values)) => {
+                        for (k, v) in values.iter().enumerate() {
+                            client.seen.insert(GROUP[k], v.clone());
+                        }
+                    }
+                    (Kind::Cas { key, new, .. }, Answer::Cas(swapped, current)) => {
+                        let now = if *swapped {
+                            Some(new.clone())
+                        } else {
+                            current.clone()
+                        };
+                        client.seen.insert(KEYS[*key], now);
+                    }
+                    (Kind::GroupCas { key, new, .. }, Answer::Cas(swapped, current)) => {
+                        let now = if *swapped {
+                            Some(new.clone())
+                        } else {
+                            current.clone()
+                        };
+                        client.seen.insert(GROUP[*key], now);
+                    }
+                    _ => {}
+                }
                 record(history, &op.kind, call, Some((ret, answer)));
             }
             Some(Err(e)) if !e.outcome_unknown() || self.unknown_as_refused => {
                 self.stats.failed += 1;
                 let values: Vec<&String> = match &op.kind {
-                    Kind::Put(_, v) => vec![v],
+                    Kind::Put(_, v) | Kind::Cas { new: v, .. } | Kind::GroupCas { new: v, .. } => {
+                        vec![v]
+                    }
                     Kind::GroupPut(pairs) => pairs.iter().map(|(_, v)| v).collect(),
                     _ => vec![],
                 };
@@ -311,6 +417,19 @@ impl Workload {
     }
 }
 
+/// What a write puts and deletes (nothing, for the other kinds).
+fn writes_of(kind: &Kind) -> Vec<Modify> {
+    match kind {
+        Kind::Put(k, v) => vec![Modify::put(KEYS[*k], v.as_str())],
+        Kind::Delete(k) => vec![Modify::delete(KEYS[*k])],
+        Kind::GroupPut(pairs) => pairs
+            .iter()
+            .map(|(k, v)| Modify::put(GROUP[*k], v.as_str()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn string(bytes: Vec<u8>) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
@@ -320,10 +439,33 @@ fn random_kind(client: &mut Client, rng: &mut StdRng) -> Kind {
         client.writes += 1;
         format!("c{}-{}", client.id, client.writes)
     };
+    // Mostly what it last saw (so some swap), sometimes absent.
+    let expect = |key: &str, rng: &mut StdRng, seen: &BTreeMap<&str, Option<String>>| match rng
+        .gen_bool(0.7)
+    {
+        true => seen.get(key).cloned().flatten(),
+        false => None,
+    };
     match rng.gen_range(0..100) {
-        0..35 => Kind::Put(rng.gen_range(0..KEYS.len()), value()),
-        35..70 => Kind::Get(rng.gen_range(0..KEYS.len())),
-        70..78 => Kind::Delete(rng.gen_range(0..KEYS.len())),
+        0..26 => Kind::Put(rng.gen_range(0..KEYS.len()), value()),
+        26..52 => Kind::Get(rng.gen_range(0..KEYS.len())),
+        52..58 => Kind::Delete(rng.gen_range(0..KEYS.len())),
+        58..70 => {
+            let key = rng.gen_range(0..KEYS.len());
+            Kind::Cas {
+                key,
+                expect: expect(KEYS[key], rng, &client.seen),
+                new: value(),
+            }
+        }
+        70..78 => {
+            let key = rng.gen_range(0..GROUP.len());
+            Kind::GroupCas {
+                key,
+                expect: expect(GROUP[key], rng, &client.seen),
+                new: value(),
+            }
+        }
         78..89 => {
             let n = rng.gen_range(2..=GROUP.len());
             let mut keys: Vec<usize> = (0..GROUP.len()).collect();
@@ -353,8 +495,41 @@ fn record(history: &mut History, kind: &Kind, call: u64, answer: Option<(u64, An
     match (kind, &answer) {
         (Kind::Put(k, v), _) => single(Input::Put(v.clone()), *k, history, Output::Done),
         (Kind::Delete(k), _) => single(Input::Delete, *k, history, Output::Done),
+        (Kind::Cas { key, expect, new }, _) => {
+            let output = match &answer {
+                Some((_, Answer::Cas(true, _))) => Output::Swapped(true),
+                Some((_, Answer::Cas(false, current))) => Output::NotSwapped(current.clone()),
+                _ => Output::Unknown,
+            };
+            let input = Input::Cas {
+                expect: expect.clone(),
+                new: Some(new.clone()),
+            };
+            single(input, *key, history, output)
+        }
         (Kind::Get(k), Some((_, Answer::Value(v)))) => {
             single(Input::Get, *k, history, Output::Value(v.clone()))
+        }
+        (Kind::GroupCas { key, expect, new }, _) => {
+            let output = match &answer {
+                Some((_, Answer::Cas(true, _))) => Some(GroupOutput::One(Output::Swapped(true))),
+                Some((_, Answer::Cas(false, current))) => {
+                    Some(GroupOutput::One(Output::NotSwapped(current.clone())))
+                }
+                _ => None,
+            };
+            history.group.push(GroupOperation {
+                input: GroupInput::One(
+                    *key,
+                    Input::Cas {
+                        expect: expect.clone(),
+                        new: Some(new.clone()),
+                    },
+                ),
+                ret: output.as_ref().and(answer.as_ref().map(|(ret, _)| *ret)),
+                output,
+                call,
+            })
         }
         (Kind::GroupPut(pairs), _) => history.group.push(GroupOperation {
             input: GroupInput::BatchPut(pairs.clone()),

@@ -23,6 +23,7 @@ pub mod gc;
 mod latch;
 pub mod lock_wait;
 mod metrics;
+pub mod raw_cas;
 mod snapshot;
 
 use std::time::{Duration, Instant};
@@ -101,6 +102,8 @@ pub struct Storage<EK: KvEngine> {
     /// Region → the leader term whose max_ts was raised to a fresh timestamp (see
     /// [`Storage::sync_max_ts`]).
     max_ts_synced: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, u64>>>,
+    /// Timers and background tasks (Tokio's).
+    runtime: std::sync::Arc<dyn raw_cas::Runtime>,
 }
 
 type Snap<EK> = TxnSnapshot<<EK as KvEngine>::Snapshot>;
@@ -125,6 +128,7 @@ impl<EK: KvEngine> Storage<EK> {
             cm: ConcurrencyManager::default(),
             latches,
             max_ts_synced: Default::default(),
+            runtime: std::sync::Arc::new(raw_cas::TokioRuntime),
         }
     }
 
@@ -236,23 +240,12 @@ impl<EK: KvEngine> Storage<EK> {
 
     /// Runs `call` again while it answers ServerIsBusy (nothing proposed), pausing between
     /// tries, for up to `mailbox-full-wait-ms`.
-    pub async fn busy_retry<T, F, Fut>(&self, mut call: F) -> raftstore::Result<T>
+    pub async fn busy_retry<T, F, Fut>(&self, call: F) -> raftstore::Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = raftstore::Result<T>>,
     {
-        let start = Instant::now();
-        let wait = self.api.mailbox_full_wait();
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match call().await {
-                Err(raftstore::Error::ServerIsBusy { .. }) if start.elapsed() + pause < wait => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
-                other => return other,
-            }
-        }
+        raw_cas::busy_retry(self.runtime.as_ref(), self.api.mailbox_full_wait(), call).await
     }
 
     async fn snapshot(&self, ctx: &Context) -> Result<RegionSnapshot<EK::Snapshot>> {
@@ -357,39 +350,19 @@ impl<EK: KvEngine> Storage<EK> {
     }
 
     /// Holds `held` (latches, in-memory locks) after a failed write until the write can no
-    /// longer apply. Only an `Undetermined` write may still apply: its entry is in the log
-    /// of this leader's term. It is settled once the region has applied past its index, or
-    /// once this store no longer leads in that term (a later leader here applies every
-    /// committed entry before it serves, and another store's leader has latches of its own).
+    /// longer apply ([`raw_cas::settle`]).
     pub fn settle_latches<H: Send + 'static>(
         &self,
         ctx: &Context,
         held: H,
         error: &raftstore::Error,
     ) {
-        let raftstore::Error::Undetermined { index, term, .. } = *error else {
-            return;
-        };
-        let (storage, mut ctx) = (self.clone(), ctx.clone());
-        ctx.term = 0;
-        metrics::METRICS.undetermined_latches.inc();
-        tokio::spawn(async move {
-            let mut pause = Duration::from_millis(20);
-            loop {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-                match storage.api.snapshot(&ctx).await {
-                    Ok(snap) if snap.term() != term || snap.applied_index() >= index => break,
-                    Ok(_) => {}
-                    // Not the leader, region gone, store stopping: no longer this term's.
-                    Err(e) if e.to_region_error().is_some() => break,
-                    Err(raftstore::Error::StoreStopped { .. }) => break,
-                    Err(_) => {}
-                }
-            }
-            metrics::METRICS.undetermined_latches.dec();
-            drop(held);
-        });
+        raw_cas::settle(&self.api, &self.runtime, ctx, held, error);
+    }
+
+    /// The timers and background tasks commands use.
+    pub fn runtime(&self) -> &std::sync::Arc<dyn raw_cas::Runtime> {
+        &self.runtime
     }
 
     async fn read_snapshot(&self, ctx: &Context) -> Result<Snap<EK>> {
