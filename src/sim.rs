@@ -32,7 +32,7 @@ pub struct Args {
     /// Plant a bug to see the simulator catch it: `lying-fsync` (the raft logs' fsync makes
     /// nothing durable), `unknown-as-refused` (writes of unknown outcome taken as refused);
     /// with a build that has the store's failpoints, `lease-read-without-lease`,
-    /// `skip-epoch-check-at-apply` and `skip-compact-log-sync`.
+    /// `skip-epoch-check-at-apply`, `skip-compact-log-sync` and `release-cas-latch-early`.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Plant::ALL.map(Plant::name)))]
     pub plant: Option<String>,
     /// Where a failing seed's artifacts go: its history and fault schedule as JSON, and a

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{Error, Result};
 pub use ident::{read_store_ident, write_store_ident};
-pub use mem::{MemEngine, MemSnapshot, MemSstWriter, MemWriteBatch};
+pub use mem::{DiskFault, MemEngine, MemSnapshot, MemSstWriter, MemWriteBatch};
 pub use rocks::{
     Compression, DropFilter, RocksConfig, RocksEngine, RocksSnapshot, RocksSstWriter,
     RocksWriteBatch,

@@ -73,6 +73,19 @@ struct State {
     durable: Vec<Arc<CfMap>>,
     /// Write batches since the last sync, oldest first, to be made durable by the next one.
     unsynced: Vec<Vec<Op>>,
+    /// An injected disk fault: which writes fail (nothing of them is applied).
+    fault: Option<DiskFault>,
+    /// Writes refused by `fault`.
+    failed_writes: usize,
+}
+
+/// A disk fault [`MemEngine::set_fault`] injects (the simulator's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskFault {
+    /// Every write fails, as on a full disk (ENOSPC).
+    Full,
+    /// Writes that must be synced fail, as when fsync reports an error.
+    SyncFails,
 }
 
 // Not derived: a derived default would have no column families at all.
@@ -89,6 +102,8 @@ impl MemEngine {
                 live: vec![Arc::default(); ALL_CFS.len()],
                 durable: vec![Arc::default(); ALL_CFS.len()],
                 unsynced: Vec::new(),
+                fault: None,
+                failed_writes: 0,
             })),
         }
     }
@@ -120,9 +135,37 @@ impl MemEngine {
     pub fn unsynced_batches(&self) -> usize {
         util::read(&self.state).unsynced.len()
     }
+
+    /// Makes the writes `fault` names fail from now on (`None`: a good disk again).
+    pub fn set_fault(&self, fault: Option<DiskFault>) {
+        let mut state = util::write(&self.state);
+        state.fault = fault;
+        state.failed_writes = 0;
+    }
+
+    /// How many writes the fault last set has refused.
+    pub fn failed_writes(&self) -> usize {
+        util::read(&self.state).failed_writes
+    }
 }
 
 impl State {
+    /// Fails `op` (changing nothing) if the injected fault covers it: every op on a full
+    /// disk, synced ones when fsync fails.
+    fn refuse(&mut self, op: &'static str, sync: bool) -> Result<()> {
+        let what = match self.fault {
+            Some(DiskFault::Full) => "no space left on device",
+            Some(DiskFault::SyncFails) if sync => "fsync failed",
+            _ => return Ok(()),
+        };
+        self.failed_writes += 1;
+        Err(Error::Io {
+            op,
+            path: "(memory engine)".into(),
+            source: std::io::Error::other(format!("injected disk fault: {what}")),
+        })
+    }
+
     fn make_durable(&mut self) {
         for op in std::mem::take(&mut self.unsynced).iter().flatten() {
             apply_op(&mut self.durable, op);
@@ -253,6 +296,7 @@ impl KvEngine for MemEngine {
 
     fn write(&self, batch: &mut MemWriteBatch, sync: bool) -> Result<()> {
         let mut state = util::write(&self.state);
+        state.refuse(if sync { "sync write" } else { "write" }, sync)?;
         batch.size = 0;
         let ops: Vec<Op> = batch.ops.drain(..).collect();
         for op in &ops {
@@ -282,7 +326,9 @@ impl KvEngine for MemEngine {
     }
 
     fn sync(&self) -> Result<()> {
-        util::write(&self.state).make_durable();
+        let mut state = util::write(&self.state);
+        state.refuse("sync", true)?;
+        state.make_durable();
         Ok(())
     }
 }
@@ -389,6 +435,8 @@ impl SstExt for MemEngine {
             }
         }
         let mut state = util::write(&self.state);
+        // An ingest writes and syncs.
+        state.refuse("ingest", true)?;
         // Earlier unsynced writes become durable first, keeping the order of writes.
         state.make_durable();
         for op in &ops {

@@ -1,7 +1,9 @@
 //! What only the in-memory engine does: lose unsynced writes in a simulated power cut, and
 //! write and ingest its own SST files.
 
-use engine::{KvEngine, MemEngine, Peekable, SstExt, SstWriter, WriteBatch, CF_DEFAULT, CF_WRITE};
+use engine::{
+    DiskFault, KvEngine, MemEngine, Peekable, SstExt, SstWriter, WriteBatch, CF_DEFAULT, CF_WRITE,
+};
 
 fn put(engine: &MemEngine, key: &[u8], sync: bool) {
     let mut wb = engine.write_batch();
@@ -108,4 +110,39 @@ fn a_power_cut_may_keep_a_prefix_of_whole_unsynced_batches() {
         "keeping more than there is keeps all"
     );
     assert!(has(&engine, b"e"));
+}
+
+#[test]
+fn an_injected_disk_fault_refuses_writes_and_changes_nothing() {
+    let engine = MemEngine::new();
+    put(&engine, b"a", false);
+    engine.set_fault(Some(DiskFault::SyncFails));
+    put(&engine, b"b", false); // unsynced writes still go through
+    let mut wb = engine.write_batch();
+    wb.put_cf(CF_DEFAULT, b"c", b"v").unwrap();
+    let err = engine.write(&mut wb, true).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("injected disk fault: fsync failed"),
+        "{err}"
+    );
+    assert!(engine.sync().is_err());
+    assert!(!has(&engine, b"c"), "a refused write applies nothing");
+    assert_eq!(engine.failed_writes(), 2);
+
+    engine.set_fault(Some(DiskFault::Full));
+    assert_eq!(engine.failed_writes(), 0, "counted per fault");
+    let mut wb = engine.write_batch();
+    wb.put_cf(CF_DEFAULT, b"d", b"v").unwrap();
+    assert!(engine.write(&mut wb, false).is_err());
+    assert!(!has(&engine, b"d"));
+
+    engine.set_fault(None);
+    put(&engine, b"e", true);
+    assert!(has(&engine, b"a") && has(&engine, b"b") && has(&engine, b"e"));
+    assert_eq!(
+        engine.power_cut(),
+        0,
+        "the good write synced the earlier ones"
+    );
 }

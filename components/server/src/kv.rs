@@ -579,10 +579,11 @@ impl<EK: KvEngine> KvService<EK> {
         let key = self.key(&req.key)?;
         self.value(&req.value)?;
         self.ttl(req.ttl)?;
-        // Expiry is judged once, here, by the leader: the write is what replicas apply.
-        let now = self.now_secs();
         let outcome =
             storage::raw_cas::compare_and_swap(self.cas_context(), &ctx, &cf, key, |stored| {
+                // Expiry is judged once, by the leader, under the latch and after the read
+                // (as a get judges it): the write is what replicas apply.
+                let now = self.now_secs();
                 let current = match stored {
                     Some(stored) => self.codec.read_value(stored, now)?.map(<[u8]>::to_vec),
                     None => None,

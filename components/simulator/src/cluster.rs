@@ -39,6 +39,8 @@ pub(crate) struct SimStore {
     /// timers (elections, check-quorum) slow down; its clock does not.
     pub(crate) slow_ticks: bool,
     ticks: u64,
+    /// How many times it started: state of its process (its latches) lives this long.
+    pub(crate) starts: u64,
 }
 
 pub(crate) struct SimCluster {
@@ -125,6 +127,7 @@ impl SimCluster {
                     paused: false,
                     slow_ticks: false,
                     ticks: 0,
+                    starts: 0,
                 },
             );
         }
@@ -178,6 +181,7 @@ impl SimCluster {
             .set_snap_manager(store_id, Some(system.snap_manager().clone()));
         store.system = Some(system);
         store.paused = false;
+        store.starts += 1;
         Ok(())
     }
 

@@ -170,6 +170,12 @@ pub enum Event {
     DiskFault {
         store: u64,
     },
+    /// The store's KV engine refuses every write (`Full`) or every synced one (`SyncFails`)
+    /// from now on; it must stop at the first refused write.
+    KvDiskFault {
+        store: u64,
+        fault: engine::DiskFault,
+    },
     /// It did, and is crashed (and later restarted with a good disk).
     StoppedOnDiskFault {
         store: u64,
@@ -403,6 +409,10 @@ fn run_planted(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Repo
                 }
                 faults.stopped_on_disk_fault(&mut cluster, &mut rng, store, now_ms, &mut events);
             }
+            if let Some(failure) = faults.kept_running_on_kv_fault(&cluster, now_ms) {
+                failures.push(failure);
+                break 'run Ok(());
+            }
         }
         // Heal: every store up, every link whole; let the workload finish and the cluster settle.
         if let Err(e) = faults.heal(&mut cluster, &mut rng, now_ms, &mut events) {
@@ -419,7 +429,7 @@ fn run_planted(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Repo
         while workload.background() > 0 {
             if now_ms >= drain_until {
                 failures.push(format!(
-                    "{} compare-and-swaps or held latches still running 10 s after the heal",
+                    "{} compare-and-swaps or held latches still running 12 s after the heal",
                     workload.background()
                 ));
                 break;
@@ -500,8 +510,11 @@ struct Faults {
     /// (store, until, one_way)
     isolated: Vec<(u64, u64, bool)>,
     lossy_until: Option<u64>,
-    /// Stores whose raft log's fsync fails: stopping is what they must do.
+    /// Stores whose raft log's fsync fails or whose KV engine refuses writes: stopping is
+    /// what they must do.
     disk_faulty: std::collections::BTreeSet<u64>,
+    /// Stores with a KV disk fault → when a write was first refused (once one was).
+    kv_refused_at: std::collections::BTreeMap<u64, Option<u64>>,
     /// Overloaded store → when it recovers.
     slow: std::collections::BTreeMap<u64, u64>,
     /// Store losing big messages → when they pass again.
@@ -523,8 +536,22 @@ impl Faults {
             25..30 => {
                 if let Some(s) = cluster.stores.get(&store) {
                     if s.system.is_some() && self.disk_faulty.insert(store) {
-                        s.raft_log.set_sync_fails(true);
-                        events.push((now_ms, Event::DiskFault { store }));
+                        let kv_fault = match rng.gen_range(0..3) {
+                            0 => None,
+                            1 => Some(engine::DiskFault::Full),
+                            _ => Some(engine::DiskFault::SyncFails),
+                        };
+                        match kv_fault {
+                            None => {
+                                s.raft_log.set_sync_fails(true);
+                                events.push((now_ms, Event::DiskFault { store }));
+                            }
+                            Some(fault) => {
+                                s.kv.set_fault(Some(fault));
+                                self.kv_refused_at.insert(store, None);
+                                events.push((now_ms, Event::KvDiskFault { store, fault }));
+                            }
+                        }
                     }
                 }
             }
@@ -633,6 +660,7 @@ impl Faults {
         events: &mut Vec<(u64, Event)>,
     ) {
         self.disk_faulty.remove(&store);
+        self.kv_refused_at.remove(&store);
         events.push((now_ms, Event::StoppedOnDiskFault { store }));
         if let Some(lost) = cluster.power_cut(store, rng) {
             events.push((now_ms, Event::PowerCut { store, lost }));
@@ -640,7 +668,36 @@ impl Faults {
         }
         if let Some(s) = cluster.stores.get(&store) {
             s.raft_log.set_sync_fails(false);
+            s.kv.set_fault(None);
         }
+    }
+
+    /// A store whose KV engine refused a write must stop, not carry on or retry: it fails
+    /// the seed if it still runs this long after the first refusal.
+    fn kept_running_on_kv_fault(&mut self, cluster: &SimCluster, now_ms: u64) -> Option<String> {
+        const STOP_WITHIN_MS: u64 = 200;
+        for (store, refused_at) in self.kv_refused_at.iter_mut() {
+            let Some(s) = cluster.stores.get(store) else {
+                continue;
+            };
+            if refused_at.is_none() && s.kv.failed_writes() > 0 {
+                *refused_at = Some(now_ms);
+            }
+            let running = s
+                .system
+                .as_ref()
+                .is_some_and(|sys| sys.stopped_reason().is_none());
+            if let Some(at) = *refused_at {
+                if running && now_ms >= at + STOP_WITHIN_MS {
+                    return Some(format!(
+                        "store {store} still runs {STOP_WITHIN_MS} ms after its KV engine \
+                         refused a write ({} refused): it must stop",
+                        s.kv.failed_writes()
+                    ));
+                }
+            }
+        }
+        None
     }
 
     fn expire(
@@ -706,9 +763,11 @@ impl Faults {
                 self.stopped_on_disk_fault(cluster, rng, store, now_ms, events);
             } else if let Some(s) = cluster.stores.get(&store) {
                 s.raft_log.set_sync_fails(false);
+                s.kv.set_fault(None);
             }
         }
         self.disk_faulty.clear();
+        self.kv_refused_at.clear();
         self.isolated.clear();
         self.lossy_until = None;
         for store in std::mem::take(&mut self.down).into_keys() {

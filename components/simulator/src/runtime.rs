@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use storage::raw_cas::{Runtime, Task};
 use util::{Clock, ManualClock};
@@ -39,6 +39,10 @@ impl SimRuntime {
 }
 
 impl Runtime for SimRuntime {
+    fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
     fn sleep(&self, d: Duration) -> Task {
         let (clock, until) = (self.clock.clone(), self.clock.now() + d);
         Box::pin(std::future::poll_fn(move |_| {

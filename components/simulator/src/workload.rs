@@ -113,8 +113,8 @@ pub(crate) struct Workload {
     unknown_as_refused: bool,
     /// Timers and background tasks of the stores' command layer.
     runtime: Arc<SimRuntime>,
-    /// Each store's latches (as its command layer keeps them).
-    latches: BTreeMap<u64, Arc<Latches>>,
+    /// Each store process's latches, by (store, start): a restarted store has fresh ones.
+    latches: BTreeMap<(u64, u64), Arc<Latches>>,
     /// Compare-and-swaps and latched writes whose client gave up: on a store they run on
     /// (holding the key's latch) whatever the client does, as the server runs them detached.
     detached: Vec<OpFuture>,
@@ -255,9 +255,13 @@ impl Workload {
         };
         // Every key sees compare-and-swaps, so every write is `for_cas` (takes the keys'
         // latches, as TiKV's atomic mode does).
+        let starts = cluster.stores.get(&store_id).map_or(0, |s| s.starts);
+        // A store's latches die with its process.
+        self.latches
+            .retain(|(s, started), _| *s != store_id || *started == starts);
         let latches = self
             .latches
-            .entry(store_id)
+            .entry((store_id, starts))
             .or_insert_with(|| Arc::new(Latches::new(64)))
             .clone();
         let runtime: Arc<dyn Runtime> = self.runtime.clone();

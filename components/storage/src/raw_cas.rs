@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use engine::KvEngine;
 use proto::kvrpcpb::Context;
@@ -26,6 +26,8 @@ pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 /// What the command layer needs from its runtime: time and background tasks. Tokio in the
 /// server ([`TokioRuntime`]); virtual time and a task list in the simulator.
 pub trait Runtime: Send + Sync + 'static {
+    /// Monotonic time, on the clock `sleep` counts.
+    fn now(&self) -> Instant;
     /// Ready once `d` has passed.
     fn sleep(&self, d: Duration) -> Task;
     /// Runs `task` to completion on its own.
@@ -37,6 +39,10 @@ pub trait Runtime: Send + Sync + 'static {
 pub struct TokioRuntime;
 
 impl Runtime for TokioRuntime {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
     fn sleep(&self, d: Duration) -> Task {
         Box::pin(tokio::time::sleep(d))
     }
@@ -47,7 +53,8 @@ impl Runtime for TokioRuntime {
 }
 
 /// Runs `call` again while it answers ServerIsBusy (nothing proposed), pausing between tries,
-/// until the pauses add up to `wait` (`mailbox-full-wait-ms`).
+/// for up to `wait` (`mailbox-full-wait-ms`) in all: a call through a waiting `StoreApi` may
+/// itself have used all of it.
 pub async fn busy_retry<T, F, Fut>(
     rt: &dyn Runtime,
     wait: Duration,
@@ -57,12 +64,13 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = raftstore::Result<T>>,
 {
-    let (mut waited, mut pause) = (Duration::ZERO, Duration::from_millis(1));
+    let (start, mut pause) = (rt.now(), Duration::from_millis(1));
     loop {
         match call().await {
-            Err(raftstore::Error::ServerIsBusy { .. }) if waited + pause < wait => {
+            Err(raftstore::Error::ServerIsBusy { .. })
+                if rt.now().saturating_duration_since(start) + pause < wait =>
+            {
                 rt.sleep(pause).await;
-                waited += pause;
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
             other => return other,

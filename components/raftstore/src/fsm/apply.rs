@@ -145,7 +145,8 @@ pub struct ApplyPoller<EK: KvEngine> {
     callbacks: Vec<(WriteCallback, Result<()>, Instant)>,
     results: Vec<(u64, ApplyRes)>,
     destroys: Vec<(Region, WriteCallback)>,
-    /// The round applied a log compaction: its write is synced before the log goes.
+    /// The round applied a log compaction (its write is synced before the log goes) or a
+    /// split that created a region (synced before the new peers write raft state).
     sync: bool,
     round_entries: usize,
 }

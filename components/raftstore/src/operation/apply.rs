@@ -23,7 +23,8 @@ pub struct Applied {
 /// What applying a run of entries asks of the apply round and the peer.
 #[derive(Debug, Default)]
 pub struct ApplyOutput {
-    /// The batch must be synced (a log compaction was applied).
+    /// The batch must be synced (a log compaction, or a split that created a region, was
+    /// applied).
     pub sync: bool,
     /// Membership changes applied, in log order, for raft-rs.
     pub conf_changes: Vec<ConfChangeV2>,
