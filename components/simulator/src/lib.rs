@@ -187,6 +187,12 @@ pub enum Event {
         store: u64,
         one_way: bool,
     },
+    /// The two sides cannot reach each other; `bridge` reaches both.
+    Bridge {
+        bridge: u64,
+        left: Vec<u64>,
+        right: Vec<u64>,
+    },
     Pause {
         store: u64,
     },
@@ -509,6 +515,8 @@ struct Faults {
     paused: std::collections::BTreeMap<u64, u64>,
     /// (store, until, one_way)
     isolated: Vec<(u64, u64, bool)>,
+    /// (until, the links cut both ways) of each bridged partition.
+    bridged: Vec<(u64, Vec<(u64, u64)>)>,
     lossy_until: Option<u64>,
     /// Stores whose raft log's fsync fails or whose KV engine refuses writes: stopping is
     /// what they must do.
@@ -573,7 +581,33 @@ impl Faults {
                     }
                 }
             }
-            30..55 => {
+            47..55 => {
+                // A bridge: the others split in two sides that only `store` joins.
+                let mut others: Vec<u64> = stores.iter().copied().filter(|s| *s != store).collect();
+                for i in (1..others.len()).rev() {
+                    others.swap(i, rng.gen_range(0..=i));
+                }
+                let split = rng.gen_range(1..others.len().max(2));
+                let (left, right) = others.split_at(split.min(others.len()));
+                let cut: Vec<(u64, u64)> = left
+                    .iter()
+                    .flat_map(|l| right.iter().map(move |r| (*l, *r)))
+                    .collect();
+                for (l, r) in &cut {
+                    cluster.net.set_cut(*l, *r, true);
+                    cluster.net.set_cut(*r, *l, true);
+                }
+                self.bridged.push((now_ms + duration, cut));
+                events.push((
+                    now_ms,
+                    Event::Bridge {
+                        bridge: store,
+                        left: left.to_vec(),
+                        right: right.to_vec(),
+                    },
+                ));
+            }
+            30..47 => {
                 let one_way = rng.gen_bool(0.3);
                 self.isolate(cluster, store, one_way, now_ms + duration);
                 events.push((now_ms, Event::Isolate { store, one_way }));
@@ -722,16 +756,19 @@ impl Faults {
             }
             events.push((now_ms, Event::Recover { store }));
         }
-        let (over, kept): (Vec<_>, Vec<_>) = self
-            .isolated
-            .drain(..)
-            .partition(|(_, until, _)| *until <= now_ms);
-        self.isolated = kept;
-        for (store, _, _) in over {
-            set_links(cluster, store, false, false);
-            // Another isolation of either end may still hold some of these links: re-cut.
-            for (s, _, one_way) in &self.isolated {
-                set_links(cluster, *s, *one_way, true);
+        let cuts = self.isolated.len() + self.bridged.len();
+        self.isolated.retain(|(_, until, _)| *until > now_ms);
+        self.bridged.retain(|(until, _)| *until > now_ms);
+        if self.isolated.len() + self.bridged.len() < cuts {
+            // Mend every link, then cut again what the partitions still in force cut (two of
+            // them may share a link).
+            cluster.net.lock().cut.clear();
+            for (store, _, one_way) in &self.isolated {
+                set_links(cluster, *store, *one_way, true);
+            }
+            for (l, r) in self.bridged.iter().flat_map(|(_, cut)| cut) {
+                cluster.net.set_cut(*l, *r, true);
+                cluster.net.set_cut(*r, *l, true);
             }
         }
         for store in take_due(&mut self.big_lost, now_ms) {
@@ -769,6 +806,7 @@ impl Faults {
         self.disk_faulty.clear();
         self.kv_refused_at.clear();
         self.isolated.clear();
+        self.bridged.clear();
         self.lossy_until = None;
         for store in std::mem::take(&mut self.down).into_keys() {
             cluster.start_store(store)?;

@@ -51,7 +51,7 @@ pub(crate) struct NetState {
     /// (delivery time, sequence) → (from store, message).
     in_flight: BTreeMap<(u64, u64), (u64, RaftMessage)>,
     /// Links cut one way: (from, to).
-    cut: BTreeSet<(u64, u64)>,
+    pub(crate) cut: BTreeSet<(u64, u64)>,
     /// Stores whose links lose every message that carries entries or a snapshot, while
     /// small ones (heartbeats, votes, answers) pass: a path-MTU black hole. The leader keeps
     /// its lease while nothing it proposes commits.
