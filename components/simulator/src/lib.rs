@@ -87,9 +87,9 @@ pub enum Plant {
     /// check-quorum, 20× late) is cut off while a new leader takes writes.
     LeaseReadWithoutLease,
     /// Apply skips the epoch and range checks of writes (store failpoint
-    /// `plant_skip_epoch_check_at_apply`). Not caught yet: a write must be proposed while a
-    /// split is in flight and touch the split-off half, and even then every replica applies
-    /// it alike.
+    /// `plant_skip_epoch_check_at_apply`). Caught by the replica check during the run: a write
+    /// proposed before a split and applied after it lands in the new region's range on some
+    /// of its replicas only.
     SkipEpochCheckAtApply,
     /// A compare-and-swap whose write's outcome is unknown releases the key's latch with its
     /// answer, instead of when the write can no longer apply (store failpoint
@@ -418,6 +418,13 @@ fn run_planted(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Repo
             if let Some(failure) = faults.kept_running_on_kv_fault(&cluster, now_ms) {
                 failures.push(failure);
                 break 'run Ok(());
+            }
+            if now_ms % LIVE_CHECK_MS == 0 {
+                let found = check_replicas_now(&cluster);
+                if !found.is_empty() {
+                    failures.extend(found);
+                    break 'run Ok(());
+                }
             }
         }
         // Heal: every store up, every link whole; let the workload finish and the cluster settle.
@@ -1065,28 +1072,8 @@ fn replica_differences(cluster: &SimCluster, replicas: u64) -> Vec<String> {
 
 /// Regions a store records as hosted (Normal, initialized) that overlap each other there.
 fn overlapping_regions(store_id: u64, kv: &engine::MemEngine) -> Vec<String> {
-    use engine::Peekable;
-    use prost::Message as _;
-    let (start, end) = engine::keys::region_state_range();
-    let mut regions = Vec::new();
+    let mut regions = hosted_regions(kv);
     let mut out = Vec::new();
-    let _ = kv.scan_cf(engine::CF_RAFT, &start, &end, false, &mut |key, value| {
-        if engine::keys::region_id_of_state_key(key).is_none() {
-            return Ok(true);
-        }
-        match proto::raft_serverpb::RegionLocalState::decode(value) {
-            Ok(state) if state.state == proto::raft_serverpb::PeerState::Normal as i32 => {
-                if let Some(region) = state.region.filter(|r| !r.peers.is_empty()) {
-                    regions.push(region);
-                }
-            }
-            Ok(_) => {}
-            Err(e) => out.push(format!(
-                "store {store_id}: a region state does not decode: {e}"
-            )),
-        }
-        Ok(true)
-    });
     regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
     for pair in regions.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
@@ -1103,8 +1090,83 @@ fn overlapping_regions(store_id: u64, kv: &engine::MemEngine) -> Vec<String> {
 /// Key/value pairs, in key order.
 type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
-fn region_data(kv: &engine::MemEngine, region: &proto::metapb::Region) -> Pairs {
-    use engine::Peekable;
+/// Checked every [`LIVE_CHECK_MS`] of the faulty part, on every store (running or down: a
+/// power cut keeps a store's data and apply states together): peers of a region that have
+/// applied the same index hold the same data, and no two regions a store hosts overlap. A
+/// divergence that a later snapshot would paper over is caught while it exists.
+fn check_replicas_now(cluster: &SimCluster) -> Vec<String> {
+    let mut out: Vec<String> = cluster
+        .stores
+        .iter()
+        .flat_map(|(id, store)| overlapping_regions(*id, &store.kv))
+        .collect();
+    out.extend(applied_replicas_differ(
+        cluster.stores.iter().map(|(id, store)| (*id, &store.kv)),
+    ));
+    out
+}
+
+/// Peers of a region (one per store) that have applied the same index but hold different
+/// data.
+fn applied_replicas_differ<'a>(
+    stores: impl IntoIterator<Item = (u64, &'a engine::MemEngine)>,
+) -> Vec<String> {
+    use engine::{KvEngine, Peekable};
+    let mut out = Vec::new();
+    // (region, applied index) → (store, its data)
+    let mut seen: BTreeMap<(u64, u64), (u64, Pairs)> = BTreeMap::new();
+    for (store_id, kv) in stores {
+        let snap = kv.snapshot();
+        for region in hosted_regions(&snap) {
+            let applied = match snap.get_msg_cf::<proto::raft_serverpb::RaftApplyState>(
+                engine::CF_RAFT,
+                &engine::keys::apply_state_key(region.id),
+            ) {
+                Ok(Some(state)) => state.applied_index,
+                _ => continue,
+            };
+            let data = region_data(&snap, &region);
+            match seen.get(&(region.id, applied)) {
+                None => {
+                    seen.insert((region.id, applied), (store_id, data));
+                }
+                Some((first, expected)) if *expected != data => out.push(format!(
+                    "region {} at applied index {applied}: stores {first} and {store_id} \
+                     differ ({} vs {} keys)",
+                    region.id,
+                    expected.len(),
+                    data.len()
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    out
+}
+
+/// How often the faulty part checks replicas and overlaps ([`check_replicas_now`]).
+const LIVE_CHECK_MS: u64 = 250;
+
+/// The regions a store records as hosted (Normal, initialized).
+fn hosted_regions(kv: &impl engine::Peekable) -> Vec<proto::metapb::Region> {
+    use prost::Message as _;
+    let (start, end) = engine::keys::region_state_range();
+    let mut regions = Vec::new();
+    let _ = kv.scan_cf(engine::CF_RAFT, &start, &end, false, &mut |key, value| {
+        if engine::keys::region_id_of_state_key(key).is_none() {
+            return Ok(true);
+        }
+        if let Ok(state) = proto::raft_serverpb::RegionLocalState::decode(value) {
+            if state.state == proto::raft_serverpb::PeerState::Normal as i32 {
+                regions.extend(state.region.filter(|r| !r.peers.is_empty()));
+            }
+        }
+        Ok(true)
+    });
+    regions
+}
+
+fn region_data(kv: &impl engine::Peekable, region: &proto::metapb::Region) -> Pairs {
     let start = engine::keys::data_key(&region.start_key);
     let end = engine::keys::data_end_key(&region.end_key);
     let mut out = Vec::new();
@@ -1169,5 +1231,49 @@ mod tests {
             found[0].contains("regions 1") && found[0].contains("and 3"),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn replicas_that_applied_the_same_index_must_hold_the_same_data() {
+        use engine::{KvEngine, WriteBatch};
+        let r = region(1)
+            .range(Vec::new(), Vec::new())
+            .epoch(1, 1)
+            .peers([peer(11, 1), peer(12, 2)])
+            .build();
+        let put = |kv: &engine::MemEngine, value: &str| {
+            let mut wb = kv.write_batch();
+            wb.put_cf(
+                engine::CF_DEFAULT,
+                &engine::keys::data_key(b"k"),
+                value.as_bytes(),
+            )
+            .unwrap();
+            kv.write(&mut wb, false).unwrap();
+        };
+        let applied = |kv: &engine::MemEngine, index: u64| {
+            let state = proto::raft_serverpb::RaftApplyState {
+                applied_index: index,
+                ..Default::default()
+            };
+            let mut wb = kv.write_batch();
+            wb.put_msg_cf(engine::CF_RAFT, &engine::keys::apply_state_key(1), &state)
+                .unwrap();
+            kv.write(&mut wb, false).unwrap();
+        };
+        let (a, b) = (engine::MemEngine::new(), engine::MemEngine::new());
+        for kv in [&a, &b] {
+            raftstore::bootstrap_region(kv, &r).unwrap();
+            applied(kv, 6);
+            put(kv, "1");
+        }
+        assert!(applied_replicas_differ([(1, &a), (2, &b)]).is_empty());
+        put(&b, "2");
+        let found = applied_replicas_differ([(1, &a), (2, &b)]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("stores 1 and 2 differ"), "{found:?}");
+        // At another applied index it may differ: b is ahead.
+        applied(&b, 7);
+        assert!(applied_replicas_differ([(1, &a), (2, &b)]).is_empty());
     }
 }

@@ -110,9 +110,14 @@ fn a_seed_replays_exactly() {
     }
 }
 
-/// The first seed in `seeds` whose run with `plant` fails the linearizability check; that
-/// seed must pass without the plant.
-fn first_caught(plant: Plant, seeds: std::ops::Range<u64>, duration_ms: u64) -> u64 {
+/// The first seed in `seeds` whose run with `plant` fails with a failure that contains
+/// `found_as`; that seed must pass without the plant.
+fn first_caught(
+    plant: Plant,
+    seeds: std::ops::Range<u64>,
+    duration_ms: u64,
+    found_as: &str,
+) -> u64 {
     let cfg = SimConfig {
         duration_ms,
         plant: Some(plant),
@@ -130,7 +135,7 @@ fn first_caught(plant: Plant, seeds: std::ops::Range<u64>, duration_ms: u64) -> 
         seed - first + 1
     );
     assert!(
-        failures.iter().any(|f| f.contains("Violation")),
+        failures.iter().any(|f| f.contains(found_as)),
         "seed {seed}: {failures:#?}"
     );
     let clean = SimConfig { plant: None, ..cfg };
@@ -147,7 +152,7 @@ fn first_caught(plant: Plant, seeds: std::ops::Range<u64>, duration_ms: u64) -> 
 #[cfg(feature = "failpoints")]
 #[test]
 fn a_lease_read_without_a_lease_is_caught() {
-    first_caught(Plant::LeaseReadWithoutLease, 100..200, 30_000);
+    first_caught(Plant::LeaseReadWithoutLease, 100..200, 30_000, "Violation");
 }
 
 /// Found only with the group's compare-and-swaps and latched batch puts, and a leader that
@@ -157,7 +162,21 @@ fn a_lease_read_without_a_lease_is_caught() {
 #[cfg(feature = "failpoints")]
 #[test]
 fn a_cas_latch_released_before_its_write_settles_is_caught() {
-    first_caught(Plant::ReleaseCasLatchEarly, 100..200, 30_000);
+    first_caught(Plant::ReleaseCasLatchEarly, 100..200, 30_000, "Violation");
+}
+
+/// Found by the replica check during the run: a write proposed before a split and applied
+/// after it, into the range the split gave away, lands on some replicas of the new region
+/// and not others, which then differ at the same applied index.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_write_applied_without_its_epoch_check_is_caught() {
+    first_caught(
+        Plant::SkipEpochCheckAtApply,
+        100..200,
+        30_000,
+        "at applied index",
+    );
 }
 
 /// Runs seeds 100..100+`seeds` with `plant`; returns each failing seed's report.
