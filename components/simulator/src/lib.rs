@@ -199,7 +199,7 @@ pub enum Event {
     Resume {
         store: u64,
     },
-    /// The store's ticks slow down 5× (its tick thread starves), and it is cut off too when
+    /// The store's ticks slow down 20× (its tick thread starves), and it is cut off too when
     /// `isolated`: a leader whose timers lag must still not serve reads past its lease.
     Overload {
         store: u64,
@@ -577,6 +577,9 @@ impl Faults {
                     let victim = stores
                         [(stores.iter().position(|s| *s == store).unwrap_or(0) + i) % stores.len()];
                     if let Some(lost) = cluster.power_cut(victim, rng) {
+                        // Whatever its disk fault was, it comes back on a good disk (a store
+                        // that cannot write refuses to start, which is right but ends the run).
+                        self.repair_disk(cluster, victim);
                         self.down.insert(victim, now_ms + duration);
                         events.push((
                             now_ms,
@@ -700,13 +703,18 @@ impl Faults {
         now_ms: u64,
         events: &mut Vec<(u64, Event)>,
     ) {
-        self.disk_faulty.remove(&store);
-        self.kv_refused_at.remove(&store);
         events.push((now_ms, Event::StoppedOnDiskFault { store }));
         if let Some(lost) = cluster.power_cut(store, rng) {
             events.push((now_ms, Event::PowerCut { store, lost }));
             self.down.insert(store, now_ms + rng.gen_range(200..2_000));
         }
+        self.repair_disk(cluster, store);
+    }
+
+    /// The store's disks work again (and it owes no stop for a refused write).
+    fn repair_disk(&mut self, cluster: &SimCluster, store: u64) {
+        self.disk_faulty.remove(&store);
+        self.kv_refused_at.remove(&store);
         if let Some(s) = cluster.stores.get(&store) {
             s.raft_log.set_sync_fails(false);
             s.kv.set_fault(None);
@@ -1072,8 +1080,11 @@ fn replica_differences(cluster: &SimCluster, replicas: u64) -> Vec<String> {
 
 /// Regions a store records as hosted (Normal, initialized) that overlap each other there.
 fn overlapping_regions(store_id: u64, kv: &engine::MemEngine) -> Vec<String> {
-    let mut regions = hosted_regions(kv);
-    let mut out = Vec::new();
+    let (mut regions, bad) = hosted_regions(kv);
+    let mut out: Vec<String> = bad
+        .into_iter()
+        .map(|b| format!("store {store_id}: {b}"))
+        .collect();
     regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
     for pair in regions.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
@@ -1117,7 +1128,7 @@ fn applied_replicas_differ<'a>(
     let mut seen: BTreeMap<(u64, u64), (u64, Pairs)> = BTreeMap::new();
     for (store_id, kv) in stores {
         let snap = kv.snapshot();
-        for region in hosted_regions(&snap) {
+        for region in hosted_regions(&snap).0 {
             let applied = match snap.get_msg_cf::<proto::raft_serverpb::RaftApplyState>(
                 engine::CF_RAFT,
                 &engine::keys::apply_state_key(region.id),
@@ -1147,23 +1158,28 @@ fn applied_replicas_differ<'a>(
 /// How often the faulty part checks replicas and overlaps ([`check_replicas_now`]).
 const LIVE_CHECK_MS: u64 = 250;
 
-/// The regions a store records as hosted (Normal, initialized).
-fn hosted_regions(kv: &impl engine::Peekable) -> Vec<proto::metapb::Region> {
+/// The regions a store records as hosted (Normal, initialized), and a line for each region
+/// state that does not decode.
+fn hosted_regions(kv: &impl engine::Peekable) -> (Vec<proto::metapb::Region>, Vec<String>) {
     use prost::Message as _;
     let (start, end) = engine::keys::region_state_range();
-    let mut regions = Vec::new();
+    let (mut regions, mut bad) = (Vec::new(), Vec::new());
     let _ = kv.scan_cf(engine::CF_RAFT, &start, &end, false, &mut |key, value| {
-        if engine::keys::region_id_of_state_key(key).is_none() {
+        let Some(region_id) = engine::keys::region_id_of_state_key(key) else {
             return Ok(true);
-        }
-        if let Ok(state) = proto::raft_serverpb::RegionLocalState::decode(value) {
-            if state.state == proto::raft_serverpb::PeerState::Normal as i32 {
+        };
+        match proto::raft_serverpb::RegionLocalState::decode(value) {
+            Ok(state) if state.state == proto::raft_serverpb::PeerState::Normal as i32 => {
                 regions.extend(state.region.filter(|r| !r.peers.is_empty()));
             }
+            Ok(_) => {}
+            Err(e) => bad.push(format!(
+                "region {region_id}: its state does not decode: {e}"
+            )),
         }
         Ok(true)
     });
-    regions
+    (regions, bad)
 }
 
 fn region_data(kv: &impl engine::Peekable, region: &proto::metapb::Region) -> Pairs {

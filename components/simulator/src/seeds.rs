@@ -43,4 +43,11 @@ pub const TEST_SEEDS: &[(u64, u64, &str)] = &[
          region is synced; raftstore operation::admin unit test \
          a_split_that_creates_a_region_is_synced)",
     ),
+    (
+        1_796_539_601_553_225,
+        30_000,
+        "the simulator's own bug: a store power-cut while its raft log's fsync was failing was \
+         restarted on the same failing disk and (rightly) refused to start, ending the run \
+         (fixed: a power cut repairs the store's disk, `Faults::repair_disk`)",
+    ),
 ];
