@@ -100,11 +100,17 @@ pub fn run(args: Args) -> Result<(), String> {
             }
         }
         if args.verbose || !problems.is_empty() {
+            let bank = &report.bank;
             println!(
-                "seed {seed}: {} ops ok, {} failed, {} unknown; {} regions; {} events",
+                "seed {seed}: {} ops ok, {} failed, {} unknown; transfers {} committed, {} \
+                 aborted, {} unknown, {} audits; {} regions; {} events",
                 report.workload.ok,
                 report.workload.failed,
                 report.workload.unknown,
+                bank.committed,
+                bank.aborted,
+                bank.unknown,
+                bank.audits,
                 report.regions,
                 report.events.len()
             );

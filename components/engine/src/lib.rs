@@ -7,7 +7,10 @@
 //!   flush, compaction — is the separate [`SstExt`] trait, so code that needs it (snapshots)
 //!   says so in its types.
 //! - [`MemEngine`] (a `BTreeMap` per CF) is for fast tests and simulation; it reports exact
-//!   sizes and key counts, and keeps a sync boundary that a simulated power cut loses. `tests/conformance.rs` runs one suite against both.
+//!   sizes and key counts, and keeps a sync boundary that a simulated power cut loses.
+//!   `tests/conformance.rs` runs one suite against both.
+//! - [`fs`]: the file system SST and snapshot files live on: the host's, or (with
+//!   [`MemEngine::with_file_system`]) an in-memory one a simulated power cut rolls back.
 //! - [`keys`] documents every key written here.
 //!
 //! # Invariants
@@ -22,6 +25,7 @@
 //! raftstore, raft-log, batch-system or gRPC.
 
 mod error;
+pub mod fs;
 mod ident;
 pub mod keys;
 mod mem;
@@ -30,6 +34,7 @@ mod rocks;
 use std::path::{Path, PathBuf};
 
 pub use error::{Error, Result};
+pub use fs::{FileSystem, FileWriter, FsLoss, FsRef, MemFileSystem, StdFileSystem};
 pub use ident::{read_store_ident, write_store_ident};
 pub use mem::{DiskFault, MemEngine, MemSnapshot, MemSstWriter, MemWriteBatch};
 pub use rocks::{
@@ -172,4 +177,7 @@ pub trait SstExt: KvEngine {
     fn flush_cf(&self, cf: &str) -> Result<()>;
     /// Compacts `[start, end)` of `cf` (empty `end`: to the end).
     fn compact_range_cf(&self, cf: &str, start: &[u8], end: &[u8]) -> Result<()>;
+    /// The file system this engine's SST files are written to and ingested from: snapshot
+    /// files must live there too.
+    fn file_system(&self) -> FsRef;
 }

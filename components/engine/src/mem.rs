@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use crate::{
-    check_range, Error, KvEngine, Peekable, RangeStats, Result, ScanCallback, Snapshot, SstExt,
-    SstInfo, SstWriter, WriteBatch, ALL_CFS,
+    check_range, Error, FileSystem, FsRef, KvEngine, Peekable, RangeStats, Result, ScanCallback,
+    Snapshot, SstExt, SstInfo, SstWriter, StdFileSystem, WriteBatch, ALL_CFS,
 };
 
 type CfMap = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -64,6 +64,8 @@ fn scan_map(
 #[derive(Clone)]
 pub struct MemEngine {
     state: Arc<RwLock<State>>,
+    /// Where its SST files are written and ingested from (the host's unless simulated).
+    fs: FsRef,
 }
 
 struct State {
@@ -105,6 +107,15 @@ impl MemEngine {
                 fault: None,
                 failed_writes: 0,
             })),
+            fs: StdFileSystem::shared(),
+        }
+    }
+
+    /// An engine whose SST files (so its store's snapshots) live on `fs`.
+    pub fn with_file_system(fs: FsRef) -> MemEngine {
+        MemEngine {
+            fs,
+            ..MemEngine::new()
         }
     }
 
@@ -336,6 +347,7 @@ impl KvEngine for MemEngine {
 /// An SST file of the in-memory engine: `len key len value` pairs (lengths as u32 LE),
 /// written whole at `finish` and fsynced.
 pub struct MemSstWriter {
+    fs: FsRef,
     path: PathBuf,
     buf: Vec<u8>,
     keys: u64,
@@ -371,9 +383,9 @@ impl SstWriter for MemSstWriter {
             let path = self.path.clone();
             move |source| Error::Io { op, path, source }
         };
-        let mut file = std::fs::File::create(&self.path).map_err(io("create SST"))?;
+        let mut file = self.fs.create(&self.path).map_err(io("create SST"))?;
         file.write_all(&self.buf).map_err(io("write SST"))?;
-        file.sync_all().map_err(io("sync SST"))?;
+        file.sync().map_err(io("sync SST"))?;
         Ok(Some(SstInfo {
             path: self.path.clone(),
             size: self.buf.len() as u64,
@@ -382,8 +394,8 @@ impl SstWriter for MemSstWriter {
     }
 }
 
-fn read_sst(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+fn read_sst(fs: &dyn FileSystem, path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let bytes = fs.read(path).map_err(|source| Error::Io {
         op: "read SST",
         path: path.to_owned(),
         source,
@@ -418,6 +430,7 @@ impl SstExt for MemEngine {
     fn sst_writer(&self, cf: &str, path: &Path) -> Result<MemSstWriter> {
         cf_index(cf)?;
         Ok(MemSstWriter {
+            fs: self.fs.clone(),
             path: path.to_owned(),
             buf: Vec::new(),
             keys: 0,
@@ -430,7 +443,7 @@ impl SstExt for MemEngine {
         let idx = cf_index(cf)?;
         let mut ops = Vec::new();
         for path in files {
-            for (k, v) in read_sst(path)? {
+            for (k, v) in read_sst(&*self.fs, path)? {
                 ops.push(Op::Put(idx, k, v));
             }
         }
@@ -445,7 +458,7 @@ impl SstExt for MemEngine {
         }
         drop(state);
         for path in files {
-            std::fs::remove_file(path).map_err(|source| Error::Io {
+            self.fs.remove_file(path).map_err(|source| Error::Io {
                 op: "remove ingested SST",
                 path: path.clone(),
                 source,
@@ -461,5 +474,9 @@ impl SstExt for MemEngine {
     fn compact_range_cf(&self, cf: &str, start: &[u8], end: &[u8]) -> Result<()> {
         check_range(start, end)?;
         cf_index(cf).map(|_| ())
+    }
+
+    fn file_system(&self) -> FsRef {
+        self.fs.clone()
     }
 }

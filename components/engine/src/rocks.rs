@@ -624,6 +624,10 @@ impl SstExt for RocksEngine {
         self.inner.db.compact_range_cf(handle, Some(start), end);
         Ok(())
     }
+
+    fn file_system(&self) -> crate::FsRef {
+        crate::StdFileSystem::shared()
+    }
 }
 
 #[cfg(test)]

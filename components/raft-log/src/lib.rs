@@ -127,6 +127,14 @@ impl RaftLogEngine {
         }
     }
 
+    /// Of an in-memory log: batches written since it was made (0 for a raft-engine log).
+    pub fn writes(&self) -> u64 {
+        match &self.backend {
+            Backend::Disk(_) => 0,
+            Backend::Memory(log) => lock(log).writes,
+        }
+    }
+
     /// Of an in-memory log: a disk fault, every fsync failing (`true`) until cleared. The
     /// store must stop on the first failure, never retry.
     pub fn set_sync_fails(&self, fails: bool) {

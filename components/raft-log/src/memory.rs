@@ -56,6 +56,8 @@ pub(crate) struct MemLog {
     pub(crate) sync_lies: bool,
     /// A disk fault: every fsync fails (the writes stay, not durable).
     pub(crate) sync_fails: bool,
+    /// Batches written since it was made.
+    pub(crate) writes: u64,
 }
 
 /// Rough encoded size of an entry, for `max_size` limits.
@@ -114,6 +116,7 @@ fn apply(logs: &mut Logs, op: &MemOp) -> Result<()> {
 
 impl MemLog {
     pub(crate) fn write(&mut self, ops: Vec<MemOp>, sync: bool) -> Result<()> {
+        self.writes += 1;
         for op in &ops {
             apply(&mut self.live, op)?;
         }

@@ -268,6 +268,7 @@ impl<EK: SstExt> StoreSystem<EK> {
         .map_err(system_err)?;
         let cfg = Arc::new(cfg);
         let snap_mgr = SnapManager::with_limits(
+            kv.file_system(),
             snap_dir,
             cfg.snap_max_concurrent_sends,
             cfg.snap_max_concurrent_recvs,
@@ -318,7 +319,16 @@ impl<EK: SstExt> StoreSystem<EK> {
         let mut loaded = 0;
         for state in load_regions(&kv)? {
             let region = state.region.unwrap_or_default();
+            let removed = !region.peers.iter().any(|p| p.store_id == store_id);
             match PeerState::try_from(state.state) {
+                // Applied a membership change that removed this store's peer (only a
+                // committed entry writes such a state) and stopped before the destroy that
+                // follows it (a crash, or a failed sync of the tombstone): finish it.
+                Ok(PeerState::Normal) if removed => {
+                    slog::info!(logger, "finishing the destroy of a peer removed before a stop";
+                        "region_id" => region.id, "epoch" => ?region.region_epoch);
+                    ctx.destroy_region(&region)?;
+                }
                 Ok(PeerState::Normal) => {
                     // Files of a snapshot whose apply finished just before a stop.
                     ctx.delete_received_snapshots(region.id, None);

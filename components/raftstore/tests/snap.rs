@@ -236,7 +236,13 @@ fn a_received_snapshot_is_written_chunk_by_chunk_and_a_failed_duplicate_leaves_i
 #[test]
 fn concurrent_transfers_are_bounded_and_refused_clearly() {
     let (dir, meta, chunks) = built_chunks();
-    let receiver = SnapManager::with_limits(dir.path().join("rev"), 1, 1).unwrap();
+    let receiver = SnapManager::with_limits(
+        engine::StdFileSystem::shared(),
+        dir.path().join("rev"),
+        1,
+        1,
+    )
+    .unwrap();
 
     // Sends: one slot, given back when the transfer ends.
     let slot = receiver.try_start_send(KEY).unwrap();
@@ -284,4 +290,64 @@ fn concurrent_transfers_are_bounded_and_refused_clearly() {
         .receive(other, &meta, chunks.into_iter().map(Ok))
         .unwrap();
     receiver.verify(SnapKind::Received, other, &meta).unwrap();
+}
+
+fn put_mem(kv: &engine::MemEngine, k: &[u8], v: &[u8]) {
+    let mut wb = kv.write_batch();
+    wb.put_cf(CF_DEFAULT, &keys::data_key(k), v).unwrap();
+    kv.write(&mut wb, true).unwrap();
+}
+
+/// On a disk that forgets (the simulator's): a snapshot whose meta was written survives a
+/// power cut whole, sent or received, and applies; files written but never made durable
+/// are gone, never mistaken for a snapshot.
+#[test]
+fn a_snapshot_survives_a_power_cut_once_its_meta_is_written() {
+    use engine::{FileSystem, MemEngine, MemFileSystem};
+    use std::io::Write;
+    use std::sync::Arc;
+
+    let src_fs = MemFileSystem::new();
+    let src = MemEngine::with_file_system(Arc::new(src_fs.clone()));
+    for i in 0..50u32 {
+        put_mem(&src, format!("c{i:02}").as_bytes(), &[i as u8; 10]);
+    }
+    let mgr = SnapManager::with_limits(Arc::new(src_fs.clone()), "/s1/snap", 1, 1).unwrap();
+    let meta = mgr.build(&src, &src.snapshot(), &region(), KEY).unwrap();
+    // A file written after it, synced, but whose name was never made durable.
+    let mut stray = src_fs
+        .create(Path::new("/s1/snap/gen_7_6_43.meta"))
+        .unwrap();
+    stray.write_all(b"half").unwrap();
+    stray.sync().unwrap();
+    src_fs.power_cut(|_| 0);
+    assert_eq!(mgr.list(), vec![(SnapKind::Generated, KEY)]);
+    assert_eq!(
+        mgr.read_meta(SnapKind::Generated, KEY).unwrap().as_ref(),
+        Some(&meta)
+    );
+    mgr.verify(SnapKind::Generated, KEY, &meta).unwrap();
+
+    let dst_fs = MemFileSystem::new();
+    let dst = MemEngine::with_file_system(Arc::new(dst_fs.clone()));
+    let receiver = SnapManager::with_limits(Arc::new(dst_fs.clone()), "/s2/snap", 1, 1).unwrap();
+    let files = raftstore::snap::SnapshotFiles {
+        mgr: mgr.clone(),
+        key: KEY,
+        meta: meta.clone(),
+    };
+    receiver.receive(KEY, &meta, files.chunks()).unwrap();
+    dst_fs.power_cut(|unsynced| unsynced);
+    receiver
+        .apply(&dst, &region(), SnapKind::Received, KEY, &meta)
+        .unwrap();
+    assert_eq!(
+        dst.get_value_cf(CF_DEFAULT, &keys::data_key(b"c07"))
+            .unwrap(),
+        Some(vec![7u8; 10])
+    );
+    // The ingested links are gone; the received files stay until deleted.
+    assert_eq!(receiver.list(), vec![(SnapKind::Received, KEY)]);
+    receiver.delete(SnapKind::Received, KEY);
+    assert!(receiver.list().is_empty());
 }

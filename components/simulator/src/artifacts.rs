@@ -243,6 +243,7 @@ mod tests {
             seed: 7,
             events: Vec::new(),
             workload: Default::default(),
+            bank: Default::default(),
             net: Default::default(),
             regions: 1,
             failures: vec!["key k0: violation".to_string()],

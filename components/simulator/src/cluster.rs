@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use engine::MemEngine;
+use engine::{FsLoss, MemEngine, MemFileSystem};
 use proto::build;
 use proto::kvrpcpb::ApiVersion;
 use proto::metapb::Region;
@@ -31,6 +31,8 @@ const SLOW_TICKS: u64 = 20;
 pub(crate) struct SimStore {
     pub(crate) kv: MemEngine,
     pub(crate) raft_log: RaftLogEngine,
+    /// The disk of its snapshot files (and the KV engine's SSTs).
+    snap_fs: MemFileSystem,
     snap_dir: PathBuf,
     pub(crate) system: Option<StoreSystem<MemEngine>>,
     /// A paused store is neither stepped nor ticked (its process is stopped).
@@ -38,6 +40,11 @@ pub(crate) struct SimStore {
     /// An overloaded store gets one tick in `SLOW_TICKS` (its tick thread starves): raft's
     /// timers (elections, check-quorum) slow down; its clock does not.
     pub(crate) slow_ticks: bool,
+    /// A slow disk: every step that writes its raft log takes this long (0: a good disk), so
+    /// the store is not stepped again until `busy_until`; messages and ticks queue meanwhile,
+    /// as behind a poller blocked in fsync.
+    pub(crate) disk_latency_ms: u64,
+    busy_until: u64,
     ticks: u64,
     /// How many times it started: state of its process (its latches) lives this long.
     pub(crate) starts: u64,
@@ -54,7 +61,17 @@ pub(crate) struct SimCluster {
     logger: slog::Logger,
     /// Seeds the stores' election timeouts.
     seed: u64,
-    _dir: tempfile::TempDir,
+}
+
+/// What a power cut lost: writes not yet synced.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PowerCutLoss {
+    /// KV engine operations.
+    pub kv_ops: usize,
+    /// Raft-log changes.
+    pub log_ops: usize,
+    /// Snapshot files: names not yet durable, and bytes not yet synced.
+    pub snap_files: FsLoss,
 }
 
 /// The first region's peers are `100 + store`; later ids come from the scheduler.
@@ -73,10 +90,6 @@ impl SimCluster {
         scheduler_cfg: scheduler::Config,
         logger: slog::Logger,
     ) -> Result<SimCluster> {
-        let dir = tempfile::Builder::new()
-            .prefix("regionstore-sim")
-            .tempdir()
-            .map_err(|e| Error::Setup(format!("temp dir: {e}")))?;
         // A fixed wall time: the scheduler's TSO and cluster id derive from it.
         let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
         let scheduler_meta = MemEngine::new();
@@ -109,7 +122,8 @@ impl SimCluster {
             .map_err(|e| Error::Setup(format!("register region: {e}")))?;
         let mut sim_stores = BTreeMap::new();
         for store_id in 1..=stores {
-            let kv = MemEngine::new();
+            let snap_fs = MemFileSystem::new();
+            let kv = MemEngine::with_file_system(Arc::new(snap_fs.clone()));
             raftstore::bootstrap_store(&kv, CLUSTER_ID, store_id, ApiVersion::V1)
                 .map_err(|e| Error::Setup(e.to_string()))?;
             if region.peers.iter().any(|p| p.store_id == store_id) {
@@ -122,10 +136,13 @@ impl SimCluster {
                 SimStore {
                     kv,
                     raft_log: RaftLogEngine::memory(&format!("store-{store_id}")),
-                    snap_dir: dir.path().join(format!("store-{store_id}-snap")),
+                    snap_fs,
+                    snap_dir: PathBuf::from(format!("/store-{store_id}/snap")),
                     system: None,
                     paused: false,
                     slow_ticks: false,
+                    disk_latency_ms: 0,
+                    busy_until: 0,
                     ticks: 0,
                     starts: 0,
                 },
@@ -141,7 +158,6 @@ impl SimCluster {
             store_cfg,
             logger,
             seed,
-            _dir: dir,
         };
         for store_id in 1..=stores {
             cluster.start_store(store_id)?;
@@ -187,8 +203,9 @@ impl SimCluster {
 
     /// Cuts the power of a running store: it stops where it is (nothing queued runs), and each
     /// disk keeps what was synced plus, half the time, a random prefix of the unsynced write
-    /// batches (what the OS had written out). Returns the writes lost (KV ops, raft-log ops).
-    pub(crate) fn power_cut(&mut self, store_id: u64, rng: &mut StdRng) -> Option<(usize, usize)> {
+    /// batches (what the OS had written out); snapshot files keep their synced contents (half
+    /// the time plus a prefix of the rest) and their names as of their directory's last fsync.
+    pub(crate) fn power_cut(&mut self, store_id: u64, rng: &mut StdRng) -> Option<PowerCutLoss> {
         let store = self.stores.get_mut(&store_id)?;
         let mut system = store.system.take()?;
         self.net.set_snap_manager(store_id, None);
@@ -203,10 +220,14 @@ impl SimCluster {
         };
         let kv_kept = kept(store.kv.unsynced_batches());
         let log_kept = kept(store.raft_log.unsynced_batches());
-        Some((
-            store.kv.power_cut_keeping(kv_kept),
-            store.raft_log.power_cut_keeping(log_kept),
-        ))
+        let kv_ops = store.kv.power_cut_keeping(kv_kept);
+        let log_ops = store.raft_log.power_cut_keeping(log_kept);
+        let snap_files = store.snap_fs.power_cut(&mut kept);
+        Some(PowerCutLoss {
+            kv_ops,
+            log_ops,
+            snap_files,
+        })
     }
 
     /// The scheduler loses its unsynced metadata and comes back at once (its clients see one
@@ -246,14 +267,18 @@ impl SimCluster {
             let Some(system) = store.system.as_mut() else {
                 continue;
             };
-            if store.paused || system.stopped_reason().is_some() {
+            if store.paused || system.stopped_reason().is_some() || now_ms < store.busy_until {
                 continue;
             }
+            let writes = store.raft_log.writes();
             // A store stops on a fatal error (a failed fsync) by unwinding the poller, here
             // the simulation's thread: that is its designed stop, seen by `stopped_reason`.
             // Any other panic is the seed's failure.
             let stepped =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| system.step(100_000)));
+            if store.disk_latency_ms > 0 && store.raft_log.writes() > writes {
+                store.busy_until = now_ms + store.disk_latency_ms;
+            }
             match stepped {
                 Ok(n) => ran += n,
                 Err(_) if system.stopped_reason().is_some() => {}

@@ -1,16 +1,16 @@
 //! Deterministic simulation of a whole regionstore cluster: N stores and the scheduler run
 //! in one thread, in virtual time, driven by one seeded random stream, under faults the seed
 //! chooses (power cuts that lose unsynced writes, partitions, message loss, duplication and
-//! reordering, lost big messages, paused and overloaded stores, disk faults, scheduler
-//! restarts) while clients put, get, delete, compare-and-swap (the service's own code,
+//! reordering, lost big messages, paused and overloaded stores, slow disks, disk faults,
+//! scheduler restarts) while clients put, get, delete, compare-and-swap (the service's own code,
 //! `storage::raw_cas`), batch-put and scan, and splits, leader transfers and membership
 //! changes run. The history is judged by the linearizability checker, replicas must agree at
 //! the end, and a failing seed leaves artifacts a person can read (`artifacts`).
 //!
 //! # Invariants
 //! - The stores are the real `StoreSystem` (run by hand: `StoreBuilder::manual`), the real
-//!   scheduler and the real raft-rs; only the disks (`MemEngine`, the in-memory raft log) and
-//!   the network are simulated. Nothing here ships.
+//!   scheduler and the real raft-rs; only the disks (`MemEngine`, the in-memory raft log,
+//!   the snapshot files' `MemFileSystem`) and the network are simulated. Nothing here ships.
 //! - Time is the one `ManualClock`: it moves only between steps, by 1 ms.
 //! - A power cut stops a store between two steps and rolls its disks back to their last
 //!   sync: what the store acknowledged must survive it.
@@ -19,6 +19,7 @@
 //! gRPC, the server or the client crates: it drives stores through `StoreApi`.
 
 mod artifacts;
+mod bank;
 mod cluster;
 mod net;
 mod runtime;
@@ -36,10 +37,13 @@ use rand::{Rng, SeedableRng};
 use scheduler::AdminOp;
 
 pub use artifacts::write_artifacts;
+pub use bank::BankStats;
 pub use net::{LinkConfig, NetStats};
 pub use seeds::TEST_SEEDS;
 pub use workload::WorkloadStats;
 
+use bank::Bank;
+pub use cluster::PowerCutLoss;
 use cluster::SimCluster;
 use net::SimNetwork;
 use workload::{Workload, GROUP, KEYS, SPLIT_POINTS};
@@ -64,6 +68,9 @@ pub struct SimConfig {
     pub stores: u64,
     pub replicas: u64,
     pub clients: usize,
+    /// Clients of the bank: transfers between accounts in different regions as
+    /// transactions, and audits of the total.
+    pub bank_clients: usize,
     /// Virtual time of the faulty part, before the final heal.
     pub duration_ms: u64,
     /// Whether faults are injected (off: a fault-free baseline).
@@ -151,6 +158,7 @@ impl Default for SimConfig {
             stores: 4,
             replicas: 3,
             clients: 4,
+            bank_clients: 2,
             duration_ms: 30_000,
             faults: true,
             plant: None,
@@ -161,10 +169,9 @@ impl Default for SimConfig {
 /// A fault or an operation the seed chose, with when it happened.
 #[derive(Clone, Debug)]
 pub enum Event {
-    /// The writes lost: (KV engine ops, raft-log changes).
     PowerCut {
         store: u64,
-        lost: (usize, usize),
+        lost: PowerCutLoss,
     },
     /// Every fsync of the store's raft log fails from now on; it must stop at the first.
     DiskFault {
@@ -208,6 +215,14 @@ pub enum Event {
     Recover {
         store: u64,
     },
+    /// Every step of the store that writes its raft log takes `latency_ms`.
+    SlowDisk {
+        store: u64,
+        latency_ms: u64,
+    },
+    DiskFast {
+        store: u64,
+    },
     LossyLinks {
         drop_per_mille: u32,
     },
@@ -232,6 +247,7 @@ pub struct Report {
     pub seed: u64,
     pub events: Vec<(u64, Event)>,
     pub workload: WorkloadStats,
+    pub bank: BankStats,
     pub net: NetStats,
     pub regions: usize,
     /// Everything that went wrong; empty when the run passed.
@@ -302,6 +318,7 @@ pub fn run(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Report> 
             seed,
             events: Vec::new(),
             workload: WorkloadStats::default(),
+            bank: BankStats::default(),
             net: NetStats::default(),
             regions: 0,
             failures: vec![format!("panicked: {message}")],
@@ -368,12 +385,14 @@ fn run_planted(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Repo
             store.raft_log.set_sync_lies(true);
         }
     }
+    let runtime = runtime::SimRuntime::new(cluster.clock.clone());
     let mut workload = Workload::new(
         cfg.clients,
         (0, 20),
         cfg.plant == Some(Plant::UnknownReportedAsRefused),
-        runtime::SimRuntime::new(cluster.clock.clone()),
+        runtime.clone(),
     );
+    let mut bank = Bank::new(cfg.bank_clients, &cluster, runtime);
     let mut events = Vec::new();
     let mut faults = Faults::default();
     let mut failures = Vec::new();
@@ -393,6 +412,7 @@ fn run_planted(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Repo
         while now_ms < cfg.duration_ms {
             advance(&mut cluster, &mut now_ms);
             workload.step(&cluster, &mut rng, now_ms, false);
+            bank.step(&cluster, &mut rng, now_ms, false);
             if cfg.faults && now_ms >= next_fault_ms {
                 next_fault_ms = now_ms + rng.gen_range(300..1_500);
                 if let Err(e) = faults.inject(&mut cluster, &mut rng, now_ms, &mut events) {
@@ -435,20 +455,51 @@ fn run_planted(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Repo
         while now_ms < settle_until {
             advance(&mut cluster, &mut now_ms);
             workload.step(&cluster, &mut rng, now_ms, true);
+            bank.step(&cluster, &mut rng, now_ms, true);
         }
         // Compare-and-swaps their clients gave up on, and latches held past writes of unknown
         // outcome, must end once the cluster is healed.
         let drain_until = now_ms + 10_000;
-        while workload.background() > 0 {
+        while workload.background() > 0 || !bank.idle() {
             if now_ms >= drain_until {
                 failures.push(format!(
-                    "{} compare-and-swaps or held latches still running 12 s after the heal",
+                    "{} compare-and-swaps, held latches or transactional commands still \
+                     running 12 s after the heal",
                     workload.background()
                 ));
                 break;
             }
             advance(&mut cluster, &mut now_ms);
             workload.step(&cluster, &mut rng, now_ms, true);
+            bank.step(&cluster, &mut rng, now_ms, true);
+        }
+        // The final audit: every account at one timestamp after the heal, retried until
+        // answered (it resolves what the transactions left locked).
+        if cfg.bank_clients > 0 {
+            let deadline = now_ms + 20_000;
+            loop {
+                let before = bank.stats.audits;
+                bank.start_final_audit(&mut rng, now_ms);
+                while !bank.idle() {
+                    advance(&mut cluster, &mut now_ms);
+                    workload.step(&cluster, &mut rng, now_ms, true);
+                    bank.step(&cluster, &mut rng, now_ms, true);
+                }
+                if bank.stats.audits > before {
+                    break;
+                }
+                if now_ms > deadline {
+                    failures.push(format!(
+                        "final bank audit not answered within 20 s of a healed cluster (last \
+                         failure: {})",
+                        bank.stats.last_failure.as_deref().unwrap_or("none")
+                    ));
+                    break;
+                }
+                for _ in 0..50 {
+                    advance(&mut cluster, &mut now_ms);
+                }
+            }
         }
         // The final reads: each key and the group, retried until answered.
         for index in 0..=KEYS.len() {
@@ -483,6 +534,7 @@ fn run_planted(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Repo
         Err(e) => return Err(e),
         Ok(()) => {
             violations = check_history(&workload);
+            failures.extend(bank.violations.iter().cloned());
             failures.extend(describe_violations(&workload, &violations));
             failures.extend(check_replicas(
                 &mut cluster,
@@ -503,6 +555,7 @@ fn run_planted(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Repo
         seed,
         events,
         workload: workload.stats.clone(),
+        bank: bank.stats.clone(),
         net: net.stats(),
         regions: cluster.regions().len(),
         failures,
@@ -534,6 +587,8 @@ struct Faults {
     slow: std::collections::BTreeMap<u64, u64>,
     /// Store losing big messages → when they pass again.
     big_lost: std::collections::BTreeMap<u64, u64>,
+    /// Store with a slow disk → when it is fast again.
+    slow_disk: std::collections::BTreeMap<u64, u64>,
 }
 
 impl Faults {
@@ -655,7 +710,28 @@ impl Faults {
                     }
                 }
             }
-            70..85 => {
+            80..85 => {
+                // The group's leader half the time: its rounds, so its heartbeats, lag.
+                let target = match cluster.region_for_key(GROUP[0].as_bytes()) {
+                    Some(info) if rng.gen_bool(0.5) => info.leader.map_or(store, |l| l.store_id),
+                    _ => store,
+                };
+                let latency_ms = rng.gen_range(5..150);
+                if let Some(s) = cluster.stores.get_mut(&target) {
+                    if s.disk_latency_ms == 0 {
+                        s.disk_latency_ms = latency_ms;
+                        self.slow_disk.insert(target, now_ms + duration);
+                        events.push((
+                            now_ms,
+                            Event::SlowDisk {
+                                store: target,
+                                latency_ms,
+                            },
+                        ));
+                    }
+                }
+            }
+            70..80 => {
                 let drop_per_mille = rng.gen_range(20..200);
                 {
                     let mut state = cluster.net.lock();
@@ -790,6 +866,12 @@ impl Faults {
             cluster.net.lock().big_lost.remove(&store);
             events.push((now_ms, Event::BigMessagesPass { store }));
         }
+        for store in take_due(&mut self.slow_disk, now_ms) {
+            if let Some(s) = cluster.stores.get_mut(&store) {
+                s.disk_latency_ms = 0;
+            }
+            events.push((now_ms, Event::DiskFast { store }));
+        }
         if self.lossy_until.is_some_and(|until| until <= now_ms) {
             self.lossy_until = None;
             cluster.net.lock().link = LinkConfig::default();
@@ -829,9 +911,11 @@ impl Faults {
         self.paused.clear();
         self.slow.clear();
         self.big_lost.clear();
+        self.slow_disk.clear();
         for store in cluster.stores.values_mut() {
             store.paused = false;
             store.slow_ticks = false;
+            store.disk_latency_ms = 0;
         }
         events.push((now_ms, Event::Heal));
         Ok(())

@@ -50,4 +50,13 @@ pub const TEST_SEEDS: &[(u64, u64, &str)] = &[
          restarted on the same failing disk and (rightly) refused to start, ending the run \
          (fixed: a power cut repairs the store's disk, `Faults::repair_disk`)",
     ),
+    (
+        5_287,
+        30_000,
+        "a store applied the membership change that removed its peer (the region state without \
+         it written), then its KV disk's fsync failed at the destroy's tombstone write; it \
+         stopped as it must, but then refused to restart ('region has no peer on store 4') \
+         (fixed: at start, such a state finishes the destroy; raftstore test \
+         a_peer_removed_before_its_destroy_is_destroyed_at_start)",
+    ),
 ];

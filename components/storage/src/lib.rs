@@ -109,9 +109,8 @@ pub struct Storage<EK: KvEngine> {
 type Snap<EK> = TxnSnapshot<<EK as KvEngine>::Snapshot>;
 
 impl<EK: KvEngine> Storage<EK> {
+    /// The server's storage: commands on Tokio, and the deadlock detector's thread.
     pub fn new(api: StoreApi<EK>, cfg: StorageConfig) -> Storage<EK> {
-        let latches = std::sync::Arc::new(Latches::new(cfg.latch_slots));
-        let lock_waits = std::sync::Arc::new(lock_wait::LockWaits::new(cfg.lock_wait_capacity));
         let deadlocks = match deadlock::DeadlockClient::start(api.clone(), cfg.lock_wait_capacity) {
             Ok(client) => Some(client),
             Err(e) => {
@@ -120,15 +119,28 @@ impl<EK: KvEngine> Storage<EK> {
                 None
             }
         };
+        let mut storage = Self::with_runtime(api, cfg, std::sync::Arc::new(raw_cas::TokioRuntime));
+        storage.deadlocks = deadlocks;
+        storage
+    }
+
+    /// Storage whose commands, timers and background tasks run on `runtime` (the
+    /// simulator's virtual one), without the deadlock detector's thread: lock waits end by
+    /// timeout only.
+    pub fn with_runtime(
+        api: StoreApi<EK>,
+        cfg: StorageConfig,
+        runtime: std::sync::Arc<dyn raw_cas::Runtime>,
+    ) -> Storage<EK> {
         Storage {
-            lock_waits,
-            deadlocks,
+            lock_waits: std::sync::Arc::new(lock_wait::LockWaits::new(cfg.lock_wait_capacity)),
+            deadlocks: None,
+            latches: std::sync::Arc::new(Latches::new(cfg.latch_slots)),
             api,
             cfg,
             cm: ConcurrencyManager::default(),
-            latches,
             max_ts_synced: Default::default(),
-            runtime: std::sync::Arc::new(raw_cas::TokioRuntime),
+            runtime,
         }
     }
 
@@ -303,9 +315,12 @@ impl<EK: KvEngine> Storage<EK> {
         let (this, ctx, keys) = (self.clone(), ctx.clone(), keys.to_vec());
         // Detached from the caller: a caller that gives up (a client's deadline drops the
         // gRPC request) must not release the latches while the write is in flight.
-        tokio::spawn(async move { this.run_detached(&ctx, &keys, sync_max_ts, f).await })
-            .await
-            .map_err(|e| Error::Invalid(format!("command task: {e}")))?
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.runtime.spawn(Box::pin(async move {
+            let _ = tx.send(this.run_detached(&ctx, &keys, sync_max_ts, f).await);
+        }));
+        rx.await
+            .map_err(|_| Error::Invalid("the command's task ended without an answer".into()))?
     }
 
     async fn run_detached<T>(

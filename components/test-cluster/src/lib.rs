@@ -291,7 +291,8 @@ impl Cluster {
         self.dir.path().join(format!("store-{store_id}"))
     }
 
-    fn open_engines(&self, store_id: u64) -> (RocksEngine, RaftLogEngine) {
+    /// Opens a stopped store's engines (to set up a state on its disk).
+    pub fn open_engines(&self, store_id: u64) -> (RocksEngine, RaftLogEngine) {
         let dir = self.store_dir(store_id);
         let kv = RocksEngine::open(&dir.join("kv"), &self.cfg.rocks).expect("open kv engine");
         let raft_cfg = RaftLogConfig {

@@ -409,3 +409,54 @@ fn a_learner_removed_while_cut_off_asks_and_goes() {
     cluster.wait_peer_destroyed(3, 1);
     assert_eq!(cluster.engine_get(3, b"k"), None);
 }
+
+/// A store that applied the membership change removing its peer and stopped before the
+/// destroy that follows (a crash, or a failed fsync of the tombstone: simulator seed 5287)
+/// finishes the destroy when it starts, instead of refusing to start.
+#[test]
+fn a_peer_removed_before_its_destroy_is_destroyed_at_start() {
+    let mut cluster = Cluster::run(ClusterConfig::new(3, 1));
+    cluster.must_put(b"k1", b"v1");
+    let leader = cluster.wait_leader(1);
+    test_cluster::wait_until("store 3 applies the put", Duration::from_secs(10), || {
+        let applied = |store| cluster.peer_status(store, 1).map(|s| s.applied_index);
+        applied(3).is_some() && applied(3) >= applied(leader)
+    });
+    let mut region = cluster.region(1);
+    cluster.shutdown_store(3);
+    {
+        use engine::Peekable;
+        let (kv, _raft) = cluster.open_engines(3);
+        let k1 = kv.get_value_cf(engine::CF_DEFAULT, &engine::keys::data_key(b"k1"));
+        assert!(k1.unwrap().is_some(), "store 3 holds k1");
+    }
+    // What apply writes for a membership change that removes store 3's peer.
+    region.peers.retain(|p| p.store_id != 3);
+    {
+        let (kv, _raft) = cluster.open_engines(3);
+        raftstore::fsm::write_region_state(&kv, &region, proto::raft_serverpb::PeerState::Normal)
+            .unwrap();
+    }
+    cluster.start_store(3);
+    assert!(cluster.peer_status(3, 1).is_none(), "store 3 hosts no peer");
+    cluster.shutdown_store(3);
+    let (kv, _raft) = cluster.open_engines(3);
+    use engine::Peekable;
+    let state = kv
+        .get_msg_cf::<proto::raft_serverpb::RegionLocalState>(
+            engine::CF_RAFT,
+            &engine::keys::region_state_key(1),
+        )
+        .unwrap()
+        .expect("region state");
+    assert_eq!(
+        state.state,
+        proto::raft_serverpb::PeerState::Tombstone as i32
+    );
+    assert_eq!(
+        kv.get_value_cf(engine::CF_DEFAULT, &engine::keys::data_key(b"k1"))
+            .unwrap(),
+        None,
+        "its data is gone"
+    );
+}

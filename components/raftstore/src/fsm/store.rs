@@ -715,7 +715,7 @@ impl<EK: KvEngine> StoreContext<EK> {
     }
 
     pub(crate) fn store_heartbeat(&self) {
-        let (capacity, available) = disk_space(self.snaps.mgr.dir()).unwrap_or((0, 0));
+        let (capacity, available) = self.snaps.mgr.disk_space().unwrap_or((0, 0));
         let leaders = self.stats.leaders.load(Ordering::Relaxed);
         let hb = crate::StoreHeartbeat {
             store_id: self.store_id,
@@ -739,19 +739,6 @@ impl<EK: KvEngine> StoreContext<EK> {
             Err(e) => slog::warn!(self.logger, "raft-engine purge failed"; "error" => %e),
         }
     }
-}
-
-/// Total and free bytes of the file system holding `path`.
-fn disk_space(path: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid NUL-terminated path and a properly sized out-parameter.
-    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
-        return None;
-    }
-    let block = stat.f_frsize as u64;
-    Some((stat.f_blocks as u64 * block, stat.f_bavail as u64 * block))
 }
 
 #[cfg(test)]

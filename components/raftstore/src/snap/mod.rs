@@ -12,14 +12,13 @@
 //! caller deletes them (a crash mid-apply can redo it from them).
 
 use std::fmt;
-use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use engine::{keys, Peekable, SstExt, SstWriter, WriteBatch, DATA_CFS};
+use engine::{keys, FsRef, Peekable, SstExt, SstWriter, StdFileSystem, WriteBatch, DATA_CFS};
 use prost::Message as _;
 use proto::metapb::Region;
 use proto::raft_serverpb::{SnapshotCfFile, SnapshotMeta};
@@ -72,6 +71,9 @@ impl SnapKind {
 /// every clone).
 #[derive(Clone, Debug)]
 pub struct SnapManager {
+    /// The disk the files live on: the KV engine's ([`SstExt::file_system`]), which writes
+    /// and ingests the SSTs.
+    fs: FsRef,
     dir: PathBuf,
     limits: Arc<TransferLimits>,
     /// When [`SnapManager::age`] first saw each snapshot, on the store's clock.
@@ -105,8 +107,8 @@ impl Drop for TransferSlot {
     }
 }
 
-fn crc32c_of(path: &Path) -> std::io::Result<(u64, u32)> {
-    let mut file = File::open(path)?;
+fn crc32c_of(fs: &dyn engine::FileSystem, path: &Path) -> std::io::Result<(u64, u32)> {
+    let mut file = fs.open(path)?;
     let mut buf = vec![0u8; 1 << 20];
     let (mut size, mut crc) = (0u64, 0u32);
     loop {
@@ -119,34 +121,34 @@ fn crc32c_of(path: &Path) -> std::io::Result<(u64, u32)> {
     }
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 impl SnapManager {
-    /// A manager with the default limits of [`crate::Config`].
+    /// A manager on the host's file system with the default limits of [`crate::Config`].
     pub fn new(dir: impl Into<PathBuf>) -> Result<SnapManager> {
         let cfg = crate::Config::default();
         Self::with_limits(
+            StdFileSystem::shared(),
             dir,
             cfg.snap_max_concurrent_sends,
             cfg.snap_max_concurrent_recvs,
         )
     }
 
-    /// A manager that allows `max_sends` snapshots out and `max_recvs` in at once.
+    /// A manager of `dir` on `fs` that allows `max_sends` snapshots out and `max_recvs` in
+    /// at once.
     pub fn with_limits(
+        fs: FsRef,
         dir: impl Into<PathBuf>,
         max_sends: usize,
         max_recvs: usize,
     ) -> Result<SnapManager> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|e| Error::Snapshot {
+        fs.create_dir_all(&dir).map_err(|e| Error::Snapshot {
             region_id: 0,
             key: String::new(),
             detail: format!("cannot create snapshot dir {}: {e}", dir.display()),
         })?;
         Ok(SnapManager {
+            fs,
             dir,
             limits: Arc::new(TransferLimits {
                 max_sends,
@@ -215,6 +217,11 @@ impl SnapManager {
         &self.dir
     }
 
+    /// Total and available bytes of the disk holding the snapshot directory.
+    pub fn disk_space(&self) -> std::io::Result<(u64, u64)> {
+        self.fs.space(&self.dir)
+    }
+
     /// Where the file of `cf` (or the meta file, for `None`) of a snapshot lives.
     pub fn path(&self, kind: SnapKind, key: SnapKey, cf: Option<&str>) -> PathBuf {
         let name = match cf {
@@ -262,11 +269,14 @@ impl SnapManager {
             else {
                 continue;
             };
-            File::open(&tmp)
-                .and_then(|f| f.sync_all())
+            self.fs
+                .sync_file(&tmp)
                 .map_err(|e| Self::err(key, "fsync SST", e))?;
-            let (size, checksum) = crc32c_of(&tmp).map_err(|e| Self::err(key, "checksum", e))?;
-            fs::rename(&tmp, &path).map_err(|e| Self::err(key, "rename SST", e))?;
+            let (size, checksum) =
+                crc32c_of(&*self.fs, &tmp).map_err(|e| Self::err(key, "checksum", e))?;
+            self.fs
+                .rename(&tmp, &path)
+                .map_err(|e| Self::err(key, "rename SST", e))?;
             meta.cf_files.push(SnapshotCfFile {
                 cf: cf.to_string(),
                 size,
@@ -282,20 +292,21 @@ impl SnapManager {
     pub fn write_meta(&self, kind: SnapKind, key: SnapKey, meta: &SnapshotMeta) -> Result<()> {
         let path = self.path(kind, key, None);
         let tmp = path.with_extension("meta.tmp");
-        File::create(&tmp)
+        self.fs
+            .create(&tmp)
             .and_then(|mut f| {
                 f.write_all(&meta.encode_to_vec())?;
-                f.sync_all()
+                f.sync()
             })
-            .and_then(|()| fs::rename(&tmp, &path))
-            .and_then(|()| sync_dir(&self.dir))
+            .and_then(|()| self.fs.rename(&tmp, &path))
+            .and_then(|()| self.fs.sync_dir(&self.dir))
             .map_err(|e| Self::err(key, "write meta", e))
     }
 
     /// The meta of a complete snapshot, if there is one.
     pub fn read_meta(&self, kind: SnapKind, key: SnapKey) -> Result<Option<SnapshotMeta>> {
         let path = self.path(kind, key, None);
-        match fs::read(&path) {
+        match self.fs.read(&path) {
             Ok(bytes) => SnapshotMeta::decode(bytes.as_slice())
                 .map(Some)
                 .map_err(|e| Error::SnapshotCorrupt {
@@ -325,7 +336,7 @@ impl SnapManager {
                 detail,
             };
             let (size, checksum) =
-                crc32c_of(&path).map_err(|e| corrupt(format!("cannot read: {e}")))?;
+                crc32c_of(&*self.fs, &path).map_err(|e| corrupt(format!("cannot read: {e}")))?;
             if size != file.size {
                 return Err(corrupt(format!("{size} bytes, meta says {}", file.size)));
             }
@@ -362,8 +373,10 @@ impl SnapManager {
         for file in &meta.cf_files {
             let path = self.path(kind, key, Some(&file.cf));
             let link = path.with_extension("sst.ingest");
-            let _ = fs::remove_file(&link);
-            fs::hard_link(&path, &link).map_err(|e| Self::err(key, "link SST for ingest", e))?;
+            let _ = self.fs.remove_file(&link);
+            self.fs
+                .hard_link(&path, &link)
+                .map_err(|e| Self::err(key, "link SST for ingest", e))?;
             kv.ingest_sst(&file.cf, &[link])
                 .map_err(|e| Self::err(key, "ingest SST", e))?;
         }
@@ -398,7 +411,9 @@ impl SnapManager {
         if result.is_err() {
             for file in &meta.cf_files {
                 let path = self.path(SnapKind::Received, key, Some(&file.cf));
-                let _ = fs::remove_file(path.with_extension(format!("sst.{nonce}.tmp")));
+                let _ = self
+                    .fs
+                    .remove_file(&path.with_extension(format!("sst.{nonce}.tmp")));
             }
             // Files this transfer completed, unless a duplicate finished the snapshot since.
             if self
@@ -408,7 +423,7 @@ impl SnapManager {
                 .is_none()
             {
                 for path in renamed {
-                    let _ = fs::remove_file(path);
+                    let _ = self.fs.remove_file(&path);
                 }
             }
         }
@@ -433,7 +448,10 @@ impl SnapManager {
             }
             let path = self.path(SnapKind::Received, key, Some(&file.cf));
             let tmp = path.with_extension(format!("sst.{nonce}.tmp"));
-            let mut out = File::create(&tmp).map_err(|e| Self::err(key, "create file", e))?;
+            let mut out = self
+                .fs
+                .create(&tmp)
+                .map_err(|e| Self::err(key, "create file", e))?;
             let mut written = 0u64;
             while written < file.size {
                 let chunk = chunks
@@ -446,10 +464,10 @@ impl SnapManager {
                     .map_err(|e| Self::err(key, "write file", e))?;
                 written += chunk.len() as u64;
             }
-            out.sync_all()
-                .map_err(|e| Self::err(key, "fsync file", e))?;
+            out.sync().map_err(|e| Self::err(key, "fsync file", e))?;
             // Checked before it takes its final name: a bad transfer never looks complete.
-            let (size, checksum) = crc32c_of(&tmp).map_err(|e| Self::err(key, "checksum", e))?;
+            let (size, checksum) =
+                crc32c_of(&*self.fs, &tmp).map_err(|e| Self::err(key, "checksum", e))?;
             if size != file.size || checksum != file.checksum {
                 return Err(Error::SnapshotCorrupt {
                     region_id: key.region_id,
@@ -461,7 +479,9 @@ impl SnapManager {
                     ),
                 });
             }
-            fs::rename(&tmp, &path).map_err(|e| Self::err(key, "rename file", e))?;
+            self.fs
+                .rename(&tmp, &path)
+                .map_err(|e| Self::err(key, "rename file", e))?;
             renamed.push(path);
         }
         if chunks.next().is_some() {
@@ -479,27 +499,25 @@ impl SnapManager {
         util::lock(&self.first_seen).remove(&(kind, key));
         let files = format!("{}_{key}_", kind.prefix());
         let meta = format!("{}_{key}.", kind.prefix());
-        let Ok(entries) = fs::read_dir(&self.dir) else {
+        let Ok(names) = self.fs.file_names(&self.dir) else {
             return;
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+        for name in names {
             if name.starts_with(&files) || name.starts_with(&meta) {
-                let _ = fs::remove_file(entry.path());
+                let _ = self.fs.remove_file(&self.dir.join(name));
             }
         }
     }
 
     /// Every snapshot with at least one file in the directory.
     pub fn list(&self) -> Vec<(SnapKind, SnapKey)> {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
+        let Ok(mut names) = self.fs.file_names(&self.dir) else {
             return vec![];
         };
+        // In name order, whatever order the directory lists them in.
+        names.sort();
         let mut found = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+        for name in &names {
             let (kind, rest) = if let Some(rest) = name.strip_prefix("gen_") {
                 (SnapKind::Generated, rest)
             } else if let Some(rest) = name.strip_prefix("rev_") {
@@ -563,7 +581,11 @@ impl SnapshotFiles {
     pub fn chunks(&self) -> impl Iterator<Item = Result<Vec<u8>>> + '_ {
         self.meta.cf_files.iter().flat_map(move |file| {
             let path = self.mgr.path(SnapKind::Generated, self.key, Some(&file.cf));
-            let mut reader = File::open(&path).map_err(|e| SnapManager::err(self.key, "open", e));
+            let mut reader = self
+                .mgr
+                .fs
+                .open(&path)
+                .map_err(|e| SnapManager::err(self.key, "open", e));
             let mut left = file.size;
             std::iter::from_fn(move || {
                 if left == 0 {
