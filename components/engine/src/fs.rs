@@ -96,8 +96,9 @@ impl FileSystem for StdFileSystem {
 
     fn file_names(&self, dir: &Path) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            if let Ok(name) = entry?.file_name().into_string() {
+        // An entry that cannot be read is skipped, not the whole listing.
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            if let Ok(name) = entry.file_name().into_string() {
                 names.push(name);
             }
         }
@@ -242,6 +243,17 @@ impl MemFsState {
         self.live.get(path).copied().ok_or_else(|| not_found(path))
     }
 
+    /// Frees the contents no name, live or durable, refers to any more.
+    fn drop_unreferenced(&mut self) {
+        let referenced: BTreeSet<u64> = self
+            .live
+            .values()
+            .chain(self.durable.values())
+            .copied()
+            .collect();
+        self.inodes.retain(|id, _| referenced.contains(id));
+    }
+
     fn check_parent(&self, path: &Path) -> io::Result<()> {
         match path.parent() {
             Some(dir) if self.dirs.contains(dir) => Ok(()),
@@ -353,6 +365,7 @@ impl FileSystem for MemFileSystem {
         let inode = state.inode(from)?;
         state.live.remove(from);
         state.live.insert(to.to_owned(), inode);
+        state.drop_unreferenced();
         Ok(())
     }
 
@@ -374,14 +387,7 @@ impl FileSystem for MemFileSystem {
         let mut state = util::lock(&self.state);
         state.inode(path)?;
         state.live.remove(path);
-        // Its contents go when no name, live or durable, refers to them.
-        let referenced: BTreeSet<u64> = state
-            .live
-            .values()
-            .chain(state.durable.values())
-            .copied()
-            .collect();
-        state.inodes.retain(|id, _| referenced.contains(id));
+        state.drop_unreferenced();
         Ok(())
     }
 
@@ -411,6 +417,7 @@ impl FileSystem for MemFileSystem {
             .map(|(path, inode)| (path.clone(), *inode))
             .collect();
         state.durable.extend(names);
+        state.drop_unreferenced();
         Ok(())
     }
 

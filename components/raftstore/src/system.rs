@@ -319,7 +319,8 @@ impl<EK: SstExt> StoreSystem<EK> {
         let mut loaded = 0;
         for state in load_regions(&kv)? {
             let region = state.region.unwrap_or_default();
-            let removed = !region.peers.iter().any(|p| p.store_id == store_id);
+            let removed =
+                !region.peers.is_empty() && !region.peers.iter().any(|p| p.store_id == store_id);
             match PeerState::try_from(state.state) {
                 // Applied a membership change that removed this store's peer (only a
                 // committed entry writes such a state) and stopped before the destroy that
@@ -328,6 +329,7 @@ impl<EK: SstExt> StoreSystem<EK> {
                     slog::info!(logger, "finishing the destroy of a peer removed before a stop";
                         "region_id" => region.id, "epoch" => ?region.region_epoch);
                     ctx.destroy_region(&region)?;
+                    ctx.delete_received_snapshots(region.id, None);
                 }
                 Ok(PeerState::Normal) => {
                     // Files of a snapshot whose apply finished just before a stop.

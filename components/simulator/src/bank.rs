@@ -136,7 +136,7 @@ where
                     // stale cache would.
                     let peer = match info.leader {
                         Some(leader) if tries % 3 != 0 => leader,
-                        _ => peers[tries as usize % peers.len().max(1)],
+                        _ => *peers.get(tries as usize % peers.len().max(1))?,
                     };
                     let (_, storage) = r.storages.get(&peer.store_id)?;
                     let ctx = Context {
