@@ -6,20 +6,26 @@
 //! picks one fault: kill -9 of a store (restarted after 1–3 s), a SIGSTOP of a store for
 //! 1–3 election timeouts (its clock stops too), a partition of everything inbound to a
 //! store for 1–3 s (one-way: its own sends still flow), a reset of every connection to a
-//! store, or kill -9 of the scheduler (restarted after 1–3 s). `CHAOS_SEEDS` (default 1 seed, `make test-long` more)
+//! store, kill -9 of the scheduler (restarted after 1–3 s), or a kill of a store in the
+//! middle of receiving a snapshot (then it must lead its regions and serve what the snapshot
+//! carried). Log GC thresholds are small, so stores that fall behind catch up by snapshot. `CHAOS_SEEDS` (default 1 seed, `make test-long` more)
 //! and `CHAOS_ROUNDS` (default 3) size the run; `CHAOS_SEED=<n>` replays one seed.
 
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::history::History;
-use common::mixed::{check_mixed, final_reads, shared, start_batches, start_mixed, tikv_client};
-use common::ProcCluster;
+use common::mixed::{
+    check_mixed, final_reads, shared, start_batches, start_mixed, tikv_client, SHARED_KEYS,
+};
+use common::{wait_ok, wait_until, ProcCluster};
 
 const STORES: usize = 4;
+/// How long one step of a fault's set-up or check may take.
+const STEP: Duration = Duration::from_secs(30);
 
 /// A small deterministic generator: the seed alone decides the faults.
 struct Rng(u64);
@@ -33,7 +39,7 @@ impl Rng {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum Fault {
     KillStore(usize),
     PauseStore(usize),
@@ -42,6 +48,24 @@ enum Fault {
     Isolate(usize),
     /// Every connection to the store closed.
     Reset(usize),
+    /// The store killed, its regions' logs compacted past it, then kill -9 again while the
+    /// snapshot that catches it up streams in (through a throttled proxy).
+    KillReceivingSnapshot(usize),
+}
+
+impl Fault {
+    /// The seed's choice among every fault.
+    fn any(rng: &mut Rng) -> Fault {
+        let store = rng.below(STORES as u64) as usize;
+        match rng.below(6) {
+            0 => Fault::KillStore(store),
+            1 => Fault::PauseStore(store),
+            2 => Fault::Isolate(store),
+            3 => Fault::Reset(store),
+            4 => Fault::KillReceivingSnapshot(store),
+            _ => Fault::KillScheduler,
+        }
+    }
 }
 
 fn env(name: &str, default: u64) -> u64 {
@@ -51,12 +75,138 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-async fn run_seed(seed: u64, rounds: u64) {
+/// Small log-GC thresholds, so a store that falls behind (down, paused, isolated) is caught
+/// up by snapshot rather than from the log.
+fn tune(cfg: &mut regionstore::config::StoreConfig) {
+    cfg.raftstore.raft_log_gc_tick_interval_ms = 300;
+    cfg.raftstore.raft_log_gc_threshold = 20;
+    cfg.raftstore.raft_log_gc_count_limit = 40;
+}
+
+/// Filler written while the victim is down: more entries per region than
+/// `raft-log-gc-count-limit`, and enough bytes that its snapshot takes over a second through
+/// the throttled proxy.
+const FILL_KEYS: usize = 48;
+const FILL_VALUE: usize = 32 << 10;
+const SNAPSHOT_RATE: u64 = 1 << 20;
+
+fn fill_key(region: usize, round: usize, j: usize) -> String {
+    // Sorts right after `shared(region)`, so inside the region that key starts.
+    format!("{}~fill-{round}-{j:03}", shared(region))
+}
+
+/// Incompressible (the SST files of a snapshot are compressed), and different per key.
+fn fill_value(round: usize, j: usize) -> Vec<u8> {
+    let mut rng = Rng(((round as u64) << 32 | j as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    (0..FILL_VALUE).map(|_| rng.below(256) as u8).collect()
+}
+
+/// The store's id, from its status page.
+fn store_id(cluster: &ProcCluster, i: usize) -> u64 {
+    cluster.status(i)["store_id"]
+        .as_u64()
+        .expect("store_id in /status")
+}
+
+/// `KillReceivingSnapshot`: returns what happened, for the fault log. `rng` picks how far
+/// into the stream the kill lands.
+async fn kill_receiving_snapshot(
+    cluster: &mut ProcCluster,
+    admin: &client::Client,
+    raw: &tikv_client::RawClient,
+    rng: &mut Rng,
+    i: usize,
+    round: usize,
+) -> String {
+    let victim = store_id(cluster, i);
+    cluster.kill_store(i);
+    for region in 0..SHARED_KEYS {
+        for j in 0..FILL_KEYS {
+            wait_ok("a filler write", STEP, || {
+                raw.put(fill_key(region, round, j), fill_value(round, j))
+            })
+            .await;
+        }
+    }
+    // The leaders' next GC ticks compact past the victim.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.proxies[i].set_rate(Some(SNAPSHOT_RATE));
+    cluster.start_store(i);
+    let mut receiving = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if cluster.metric(i, "regionstore_snapshots_receiving") > 0.0 {
+            receiving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let into = Duration::from_millis(rng.below(400));
+    if receiving {
+        tokio::time::sleep(into).await;
+    }
+    let still = receiving && cluster.metric(i, "regionstore_snapshots_receiving") > 0.0;
+    cluster.kill_store(i);
+    cluster.proxies[i].set_rate(None);
+    cluster.start_store(i);
+    // Whole again: every region it hosts, led from it, serves the filler as written.
+    let hosted: Vec<u64> = wait_ok("the victim's regions", STEP, || async {
+        admin.regions().await.map(|all| {
+            all.iter()
+                .filter(|r| r.region.peers.iter().any(|p| p.store_id == victim))
+                .map(|r| r.region.id)
+                .collect::<Vec<u64>>()
+        })
+    })
+    .await;
+    for &region_id in &hosted {
+        wait_until("the victim to lead its region", STEP, || async {
+            let leader = admin
+                .regions()
+                .await
+                .ok()
+                .and_then(|all| all.into_iter().find(|r| r.region.id == region_id))
+                .and_then(|r| r.leader)
+                .map(|l| l.store_id);
+            if leader != Some(victim) {
+                let _ = admin.transfer_leader(region_id, victim).await;
+            }
+            leader == Some(victim)
+        })
+        .await;
+    }
+    for region in 0..SHARED_KEYS {
+        for j in 0..FILL_KEYS {
+            let key = fill_key(region, round, j);
+            let value = wait_ok("a filler read", STEP, || raw.get(key.clone())).await;
+            assert!(
+                value.as_deref() == Some(&fill_value(round, j)[..]),
+                "{key} after store {victim} was killed receiving a snapshot: {} bytes",
+                value.map(|v| v.len()).unwrap_or(0)
+            );
+        }
+    }
+    format!(
+        "{:?}: store {victim} (regions {hosted:?}) killed {}; then led its regions and served the filler",
+        Fault::KillReceivingSnapshot(i),
+        if still {
+            format!("{into:?} into a snapshot stream")
+        } else if receiving {
+            "just after a snapshot stream".to_string()
+        } else {
+            "with no snapshot streaming (none seen in 20 s)".to_string()
+        }
+    )
+}
+
+/// Runs `rounds` faults, each chosen by `choose`, under the mixed workload, and checks the
+/// history.
+async fn run_seed(seed: u64, rounds: u64, choose: fn(&mut Rng) -> Fault) {
     let replay =
         format!("CHAOS_SEED={seed} CHAOS_ROUNDS={rounds} cargo nextest run --test process_chaos");
     eprintln!("chaos seed {seed}, {rounds} rounds (replay: {replay})");
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let mut cluster = ProcCluster::start_proxied(STORES);
+    let mut cluster = ProcCluster::start_proxied(STORES, tune);
     let admin = cluster.client().await;
     cluster.wait_replicated(&admin, 1, 3).await;
     // Regions on different store sets, so faults hit leaders and followers.
@@ -70,45 +220,51 @@ async fn run_seed(seed: u64, rounds: u64) {
     let mut clients = start_mixed(&raw, history.clone(), stop.clone());
     clients.extend(start_batches(&raw, history.clone(), stop.clone()));
     let mut faults = Vec::new();
-    for _ in 0..rounds {
+    for round in 0..rounds as usize {
         tokio::time::sleep(Duration::from_millis(500 + rng.below(1000))).await;
-        let store = rng.below(STORES as u64) as usize;
-        let fault = match rng.below(5) {
-            0 => Fault::KillStore(store),
-            1 => Fault::PauseStore(store),
-            2 => Fault::Isolate(store),
-            3 => Fault::Reset(store),
-            _ => Fault::KillScheduler,
-        };
+        let fault = choose(&mut rng);
         let down = Duration::from_millis(1000 + rng.below(2000));
         let what = match fault {
-            Fault::Reset(_) => format!("{fault:?}"),
+            Fault::Reset(_) | Fault::KillReceivingSnapshot(_) => format!("{fault:?}"),
             _ => format!("{fault:?} for {down:?}"),
         };
         eprintln!("seed {seed}: {what}");
-        match fault {
+        let what = match fault {
             Fault::KillStore(i) => {
                 cluster.kill_store(i);
                 tokio::time::sleep(down).await;
                 cluster.start_store(i);
+                what
             }
             Fault::PauseStore(i) => {
                 cluster.pause_store(i, true);
                 tokio::time::sleep(down).await;
                 cluster.pause_store(i, false);
+                what
             }
             Fault::Isolate(i) => {
                 cluster.proxies[i].set_blackhole(true);
                 tokio::time::sleep(down).await;
                 cluster.proxies[i].set_blackhole(false);
+                what
             }
-            Fault::Reset(i) => cluster.proxies[i].reset(),
+            Fault::Reset(i) => {
+                cluster.proxies[i].reset();
+                what
+            }
             Fault::KillScheduler => {
                 cluster.kill_scheduler();
                 tokio::time::sleep(down).await;
                 cluster.start_scheduler();
+                what
             }
-        }
+            Fault::KillReceivingSnapshot(i) => {
+                let what =
+                    kill_receiving_snapshot(&mut cluster, &admin, &raw, &mut rng, i, round).await;
+                eprintln!("seed {seed}: {what}");
+                what
+            }
+        };
         faults.push(what);
     }
     // Healed: let the clients run a little on a whole cluster, then stop.
@@ -146,6 +302,18 @@ async fn seeded_process_faults_keep_shared_keys_linearizable() {
         }
     };
     for seed in seeds {
-        run_seed(seed, rounds).await;
+        run_seed(seed, rounds, Fault::any).await;
     }
+}
+
+/// The fault the seeded run picks least often and that takes the most set-up, every run: a
+/// store killed while a snapshot streams in must come back, catch up, lead and serve what
+/// the snapshot carried, with the workload's history still linearizable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_killed_while_receiving_a_snapshot_comes_back_whole() {
+    let seed = env("CHAOS_SEED", 7);
+    run_seed(seed, 1, |rng| {
+        Fault::KillReceivingSnapshot(rng.below(STORES as u64) as usize)
+    })
+    .await;
 }

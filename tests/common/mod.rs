@@ -167,10 +167,10 @@ impl ProcCluster {
         Self::start_tuned(n, |_| {}, tune_store)
     }
 
-    /// Like [`ProcCluster::start`], each store behind a fault-injecting proxy
+    /// Like [`ProcCluster::start_with_stores`], each store behind a fault-injecting proxy
     /// (`proxies[i]`); needs a tokio runtime.
-    pub fn start_proxied(n: usize) -> ProcCluster {
-        Self::start_inner(n, |_| {}, |_| {}, true)
+    pub fn start_proxied(n: usize, tune_store: impl Fn(&mut StoreConfig)) -> ProcCluster {
+        Self::start_inner(n, |_| {}, tune_store, true)
     }
 
     fn start_tuned(
