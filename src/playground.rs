@@ -170,6 +170,39 @@ impl Playground {
         })
     }
 
+    /// The pid of store `i` (0-based), if it runs.
+    pub fn store_pid(&self, i: usize) -> Option<u32> {
+        self.processes.get(1 + i).map(|p| p.child.id())
+    }
+
+    /// kill -9 of store `i` (0-based): no shutdown, no flush.
+    pub fn kill_store(&mut self, i: usize) -> Result<(), String> {
+        let p = self
+            .processes
+            .get_mut(1 + i)
+            .ok_or_else(|| format!("no store {i}"))?;
+        p.child
+            .kill()
+            .and_then(|()| p.child.wait().map(drop))
+            .map_err(|e| format!("kill {}: {e}", p.name))
+    }
+
+    /// Starts store `i` (0-based) again on its data and config; returns once it serves.
+    pub fn restart_store(&mut self, i: usize) -> Result<(), String> {
+        let name = format!("store-{}", i + 1);
+        let config = self.dir.join(&name).join("store.toml");
+        let (p, _) = spawn(
+            &name,
+            &["store", "--config", &config.display().to_string()],
+            Duration::from_secs(300),
+        )?;
+        match self.processes.get_mut(1 + i) {
+            Some(slot) => *slot = p,
+            None => return Err(format!("no store {i}")),
+        }
+        Ok(())
+    }
+
     /// Stops every process (SIGTERM, then SIGKILL after 20 s).
     pub fn stop(mut self) {
         terminate(&mut self.processes);

@@ -115,6 +115,8 @@ fn run_with_logger(cfg: StoreConfig, logger: &slog::Logger) -> Result<(), String
     // Off until the data directory and the cluster are known to run this version: a
     // compaction before that must not read another version's values as expiring ones.
     let ttl_checked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // What a restart spends its time on, logged once serving.
+    let started = std::time::Instant::now();
     let kv = RocksEngine::open_with_filter(
         &cfg.data_dir.join("kv"),
         &cfg.rocksdb,
@@ -125,11 +127,13 @@ fn run_with_logger(cfg: StoreConfig, logger: &slog::Logger) -> Result<(), String
         ),
     )
     .map_err(|e| format!("cannot open the KV engine: {e}"))?;
+    let kv_open = started.elapsed();
     let raft = RaftLogEngine::open(&RaftLogConfig {
         dir: cfg.data_dir.join("raft"),
         ..cfg.raft_log.clone()
     })
     .map_err(|e| format!("cannot open the raft log: {e}"))?;
+    let raft_open = started.elapsed() - kv_open;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(&cfg.server.addr))
         .map_err(|e| format!("cannot listen on {} (server.addr): {e}", cfg.server.addr))?;
@@ -269,7 +273,9 @@ fn run_with_logger(cfg: StoreConfig, logger: &slog::Logger) -> Result<(), String
         addr
     };
     slog::info!(logger, "store serving";
-        "grpc" => %local, "status" => ?status_addr, "data_dir" => %cfg.data_dir.display());
+        "grpc" => %local, "status" => ?status_addr, "data_dir" => %cfg.data_dir.display(),
+        "start_ms" => started.elapsed().as_millis(), "kv_open_ms" => kv_open.as_millis(),
+        "raft_log_open_ms" => raft_open.as_millis());
     // The line the playground and tests wait for.
     println!("store {store_id} ready on {advertised}");
 

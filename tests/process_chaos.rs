@@ -8,8 +8,9 @@
 //! store for 1–3 s (one-way: its own sends still flow), a reset of every connection to a
 //! store, kill -9 of the scheduler (restarted after 1–3 s), or a kill of a store in the
 //! middle of receiving a snapshot (then it must lead its regions and serve what the snapshot
-//! carried). Log GC thresholds are small, so stores that fall behind catch up by snapshot. `CHAOS_SEEDS` (default 1 seed, `make test-long` more)
-//! and `CHAOS_ROUNDS` (default 3) size the run; `CHAOS_SEED=<n>` replays one seed.
+//! carried). Log GC thresholds are small, so stores that fall behind catch up by snapshot.
+//! `CHAOS_SEEDS` (default 1 seed, `make test-long` more) and `CHAOS_ROUNDS` (default 3) size
+//! the run; `CHAOS_SEED=<n>` replays one seed.
 
 mod common;
 
@@ -22,10 +23,13 @@ use common::mixed::{
     check_mixed, final_reads, shared, start_batches, start_mixed, tikv_client, SHARED_KEYS,
 };
 use common::{wait_ok, wait_until, ProcCluster};
+use tikv_client::RawClient;
 
 const STORES: usize = 4;
 /// How long one step of a fault's set-up or check may take.
 const STEP: Duration = Duration::from_secs(30);
+/// How long one client call (with the client's retries) may take within a step.
+const ONE_CALL: Duration = Duration::from_secs(10);
 
 /// A small deterministic generator: the seed alone decides the faults.
 struct Rng(u64);
@@ -108,22 +112,67 @@ fn store_id(cluster: &ProcCluster, i: usize) -> u64 {
         .expect("store_id in /status")
 }
 
-/// `KillReceivingSnapshot`: returns what happened, for the fault log. `rng` picks how far
-/// into the stream the kill lands.
+/// What a `KillReceivingSnapshot` did.
+struct SnapshotKill {
+    victim: u64,
+    /// Regions (by filler index) the victim holds a voter of, each then led from it.
+    hosted: Vec<usize>,
+    /// A stream was seen, and was still running right before the kill.
+    streaming: bool,
+    into: Duration,
+}
+
+/// The region of `key` if store `victim` holds one of its voters.
+async fn voter_region(admin: &client::Client, key: &str, victim: u64) -> Option<u64> {
+    let info = admin.region_by_key(key).await.ok()??;
+    let voter = info
+        .region
+        .peers
+        .iter()
+        .any(|p| p.store_id == victim && p.role() == proto::metapb::PeerRole::Voter);
+    voter.then_some(info.region.id)
+}
+
+async fn leader_store(admin: &client::Client, region_id: u64) -> Option<u64> {
+    let all = admin.regions().await.ok()?;
+    let info = all.into_iter().find(|r| r.region.id == region_id)?;
+    info.leader.map(|l| l.store_id)
+}
+
+/// `KillReceivingSnapshot` of store `i` (or, if it holds no voter, the next store that does).
+/// `rng` picks how far into the stream the kill lands.
 async fn kill_receiving_snapshot(
     cluster: &mut ProcCluster,
     admin: &client::Client,
-    raw: &tikv_client::RawClient,
+    raw: &RawClient,
     rng: &mut Rng,
     i: usize,
     round: usize,
-) -> String {
+) -> SnapshotKill {
+    let mut i = i;
+    for next in (0..STORES).map(|k| (i + k) % STORES) {
+        let id = store_id(cluster, next);
+        let mut holds = false;
+        for region in 0..SHARED_KEYS {
+            holds |= voter_region(admin, &shared(region), id).await.is_some();
+        }
+        if holds {
+            i = next;
+            break;
+        }
+    }
     let victim = store_id(cluster, i);
     cluster.kill_store(i);
     for region in 0..SHARED_KEYS {
         for j in 0..FILL_KEYS {
-            wait_ok("a filler write", STEP, || {
-                raw.put(fill_key(region, round, j), fill_value(round, j))
+            wait_ok("a filler write", STEP, || async {
+                // The client's own retries (which also refresh its routing) under a bound:
+                // they could outlast any deadline.
+                let put = raw.put(fill_key(region, round, j), fill_value(round, j));
+                tokio::time::timeout(ONE_CALL, put)
+                    .await
+                    .map_err(|_| format!("no answer within {ONE_CALL:?}"))?
+                    .map_err(|e| e.to_string())
             })
             .await;
         }
@@ -132,78 +181,104 @@ async fn kill_receiving_snapshot(
     tokio::time::sleep(Duration::from_millis(1500)).await;
     cluster.proxies[i].set_rate(Some(SNAPSHOT_RATE));
     cluster.start_store(i);
-    let mut receiving = false;
+    let mut seen = false;
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if cluster.metric(i, "regionstore_snapshots_receiving") > 0.0 {
-            receiving = true;
+            seen = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let into = Duration::from_millis(rng.below(400));
-    if receiving {
+    if seen {
         tokio::time::sleep(into).await;
     }
-    let still = receiving && cluster.metric(i, "regionstore_snapshots_receiving") > 0.0;
+    let streaming = seen && cluster.metric(i, "regionstore_snapshots_receiving") > 0.0;
     cluster.kill_store(i);
     cluster.proxies[i].set_rate(None);
     cluster.start_store(i);
-    // Whole again: every region it hosts, led from it, serves the filler as written.
-    let hosted: Vec<u64> = wait_ok("the victim's regions", STEP, || async {
-        admin.regions().await.map(|all| {
-            all.iter()
-                .filter(|r| r.region.peers.iter().any(|p| p.store_id == victim))
-                .map(|r| r.region.id)
-                .collect::<Vec<u64>>()
-        })
-    })
-    .await;
-    for &region_id in &hosted {
-        wait_until("the victim to lead its region", STEP, || async {
-            let leader = admin
-                .regions()
-                .await
-                .ok()
-                .and_then(|all| all.into_iter().find(|r| r.region.id == region_id))
-                .and_then(|r| r.leader)
-                .map(|l| l.store_id);
-            if leader != Some(victim) {
-                let _ = admin.transfer_leader(region_id, victim).await;
-            }
-            leader == Some(victim)
-        })
-        .await;
-    }
+    // Whole again: each region it holds a voter of, led from it, serves its filler as
+    // written. The read must fall inside one stretch of its leadership (leader balancing may
+    // move it away at any heartbeat), so the leader is checked before and after.
+    let mut hosted = Vec::new();
     for region in 0..SHARED_KEYS {
-        for j in 0..FILL_KEYS {
-            let key = fill_key(region, round, j);
-            let value = wait_ok("a filler read", STEP, || raw.get(key.clone())).await;
+        let deadline = Instant::now() + STEP;
+        loop {
             assert!(
-                value.as_deref() == Some(&fill_value(round, j)[..]),
-                "{key} after store {victim} was killed receiving a snapshot: {} bytes",
-                value.map(|v| v.len()).unwrap_or(0)
+                Instant::now() < deadline,
+                "store {victim} did not lead region of {} and serve its filler within {STEP:?}",
+                shared(region)
             );
+            let Some(region_id) = voter_region(admin, &shared(region), victim).await else {
+                break;
+            };
+            if leader_store(admin, region_id).await != Some(victim) {
+                // Refused while the previous request's operator still runs: fine.
+                let _ = admin.transfer_leader(region_id, victim).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            let keys: Vec<String> = (0..FILL_KEYS).map(|j| fill_key(region, round, j)).collect();
+            let Ok(Ok(pairs)) = tokio::time::timeout(ONE_CALL, raw.batch_get(keys.clone())).await
+            else {
+                continue;
+            };
+            if leader_store(admin, region_id).await != Some(victim) {
+                continue;
+            }
+            for (j, key) in keys.iter().enumerate() {
+                let value = pairs
+                    .iter()
+                    .find(|p| Vec::<u8>::from(p.0.clone()) == key.as_bytes())
+                    .map(|p| p.1.clone());
+                assert!(
+                    value.as_deref() == Some(&fill_value(round, j)[..]),
+                    "{key} read from store {victim}, killed while receiving a snapshot: {} bytes",
+                    value.map(|v| v.len()).unwrap_or(0)
+                );
+            }
+            hosted.push(region);
+            break;
         }
     }
-    format!(
-        "{:?}: store {victim} (regions {hosted:?}) killed {}; then led its regions and served the filler",
-        Fault::KillReceivingSnapshot(i),
-        if still {
-            format!("{into:?} into a snapshot stream")
-        } else if receiving {
-            "just after a snapshot stream".to_string()
+    SnapshotKill {
+        victim,
+        hosted,
+        streaming,
+        into,
+    }
+}
+
+impl std::fmt::Display for SnapshotKill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let when = if self.streaming {
+            format!("{:?} into a snapshot stream", self.into)
         } else {
-            "with no snapshot streaming (none seen in 20 s)".to_string()
-        }
-    )
+            "with no snapshot streaming".to_string()
+        };
+        write!(
+            f,
+            "store {} killed {when}; then it led the regions of shared keys {:?} and served \
+             their filler",
+            self.victim, self.hosted
+        )
+    }
 }
 
 /// Runs `rounds` faults, each chosen by `choose`, under the mixed workload, and checks the
-/// history.
-async fn run_seed(seed: u64, rounds: u64, choose: fn(&mut Rng) -> Fault) {
-    let replay =
-        format!("CHAOS_SEED={seed} CHAOS_ROUNDS={rounds} cargo nextest run --test process_chaos");
+/// history. `test` names the test, for the replay line; with `must_stream`, a snapshot kill
+/// must land inside a stream on a store that holds regions.
+async fn run_seed(
+    test: &str,
+    seed: u64,
+    rounds: u64,
+    choose: fn(&mut Rng) -> Fault,
+    must_stream: bool,
+) {
+    let replay = format!(
+        "CHAOS_SEED={seed} CHAOS_ROUNDS={rounds} cargo nextest run --test process_chaos {test}"
+    );
     eprintln!("chaos seed {seed}, {rounds} rounds (replay: {replay})");
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut cluster = ProcCluster::start_proxied(STORES, tune);
@@ -214,6 +289,21 @@ async fn run_seed(seed: u64, rounds: u64, choose: fn(&mut Rng) -> Fault) {
     cluster.wait_replicated(&admin, 2, 3).await;
     admin.split(shared(2)).await.expect("split");
     cluster.wait_replicated(&admin, 3, 3).await;
+    // Placement settled (every store holds a replica, no operator running), so faults meet
+    // a steady cluster and the scheduler does not move the peers a fault aims at.
+    wait_until(
+        "every store to hold a replica",
+        Duration::from_secs(60),
+        || async {
+            // The list ends with recently ended operators: only running ones count.
+            let idle = admin
+                .operators()
+                .await
+                .is_ok_and(|ops| ops.iter().all(|o| o.state != "running"));
+            idle && (0..STORES).all(|i| cluster.status(i)["regions"].as_u64().unwrap_or(0) > 0)
+        },
+    )
+    .await;
     let raw = tikv_client(&cluster).await;
     let history = Arc::new(History::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -259,10 +349,14 @@ async fn run_seed(seed: u64, rounds: u64, choose: fn(&mut Rng) -> Fault) {
                 what
             }
             Fault::KillReceivingSnapshot(i) => {
-                let what =
+                let kill =
                     kill_receiving_snapshot(&mut cluster, &admin, &raw, &mut rng, i, round).await;
-                eprintln!("seed {seed}: {what}");
-                what
+                eprintln!("seed {seed}: {kill}");
+                assert!(
+                    !must_stream || (kill.streaming && !kill.hosted.is_empty()),
+                    "the snapshot kill missed its aim: {kill}; replay: {replay}"
+                );
+                format!("{what}: {kill}")
             }
         };
         faults.push(what);
@@ -302,7 +396,14 @@ async fn seeded_process_faults_keep_shared_keys_linearizable() {
         }
     };
     for seed in seeds {
-        run_seed(seed, rounds, Fault::any).await;
+        run_seed(
+            "seeded_process_faults_keep_shared_keys_linearizable",
+            seed,
+            rounds,
+            Fault::any,
+            false,
+        )
+        .await;
     }
 }
 
@@ -312,8 +413,12 @@ async fn seeded_process_faults_keep_shared_keys_linearizable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_killed_while_receiving_a_snapshot_comes_back_whole() {
     let seed = env("CHAOS_SEED", 7);
-    run_seed(seed, 1, |rng| {
-        Fault::KillReceivingSnapshot(rng.below(STORES as u64) as usize)
-    })
+    run_seed(
+        "a_store_killed_while_receiving_a_snapshot_comes_back_whole",
+        seed,
+        1,
+        |rng| Fault::KillReceivingSnapshot(rng.below(STORES as u64) as usize),
+        true,
+    )
     .await;
 }

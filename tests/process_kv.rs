@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{wait_until, ProcCluster};
+use common::{wait_ok, wait_until, ProcCluster};
 use proto::kvrpcpb::{self, Context, KvPair};
 use proto::tikvpb::tikv_client::TikvClient;
 
@@ -17,7 +17,7 @@ fn key(i: usize) -> String {
 /// leader balance, say): the scheduler runs one operator per region at a time.
 async fn split_when_idle(client: &client::Client, at: impl Into<Vec<u8>>) -> client::Operator {
     let at = at.into();
-    common::wait_ok("the split is accepted", Duration::from_secs(60), || async {
+    wait_ok("the split is accepted", Duration::from_secs(60), || async {
         match client.split(at.clone()).await {
             Ok(op) => Ok(op),
             Err(e) if e.to_string().contains("already has an operator") => Err(e.to_string()),
@@ -886,7 +886,14 @@ async fn size_splits_inside_a_keyspace_keep_boundaries_encoded() {
             }
         }
     }
-    let all = raw.scan(.., 1000).await.unwrap();
+    // A region split a moment ago may not have reported its leader yet: tikv-client's scan
+    // fails with LeaderNotFound rather than waiting (seen in CI), so the scan is retried.
+    let all = wait_ok(
+        "a scan across the new regions",
+        Duration::from_secs(30),
+        || raw.scan(.., 1000),
+    )
+    .await;
     assert_eq!(all.len(), 300);
 }
 

@@ -9,6 +9,7 @@
 //!   total checked at the end.
 
 mod driver;
+mod regions;
 mod report;
 mod txn;
 
@@ -39,6 +40,9 @@ pub enum BenchCommand {
     /// Bank transfers in transactions (optimistic, pessimistic, async commit) beside a raw
     /// two-key baseline; checks the bank's total at the end.
     Txn(txn::TxnArgs),
+    /// Many idle regions: idle CPU and RSS per store, waking writes, failover of a dead
+    /// store's regions, restart to serving.
+    Regions(regions::RegionsArgs),
     /// Prints candidate/baseline ratios of two result files.
     Compare {
         baseline: PathBuf,
@@ -163,6 +167,10 @@ pub fn run(args: Args) -> Result<(), String> {
             let rt = runtime()?;
             rt.block_on(txn::run(args))
         }
+        BenchCommand::Regions(args) => {
+            let rt = runtime()?;
+            rt.block_on(regions::run(args))
+        }
     }
 }
 
@@ -187,19 +195,23 @@ impl Cluster {
     }
 }
 
-fn start_cluster(common: &Common, tune: &dyn Fn(&mut StoreConfig)) -> Result<Cluster, String> {
-    // Read and checked once here, so a bad file fails before any process starts.
-    let overlay = common
-        .store_config
-        .as_deref()
-        .map(StoreOverlay::read)
-        .transpose()?;
-    // The workload's own settings (split sizes) win over the overlay.
-    let tune = |cfg: &mut StoreConfig| {
+/// The store settings of `--store-config` as a tuning of a store's config (none: no change).
+/// Read and checked here, so a bad file fails before any process starts.
+fn overlay_tune(path: Option<&std::path::Path>) -> Result<impl Fn(&mut StoreConfig), String> {
+    let overlay = path.map(StoreOverlay::read).transpose()?;
+    Ok(move |cfg: &mut StoreConfig| {
         if let Some(overlay) = &overlay {
             // Valid: checked when read.
             let _ = overlay.apply(cfg);
         }
+    })
+}
+
+fn start_cluster(common: &Common, tune: &dyn Fn(&mut StoreConfig)) -> Result<Cluster, String> {
+    let overlay = overlay_tune(common.store_config.as_deref())?;
+    // The workload's own settings (split sizes) win over the overlay.
+    let tune = |cfg: &mut StoreConfig| {
+        overlay(cfg);
         tune(cfg);
     };
     let tune: &dyn Fn(&mut StoreConfig) = &tune;

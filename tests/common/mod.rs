@@ -343,7 +343,13 @@ impl ProcCluster {
 
     fn http_get(&self, i: usize, path: &str) -> String {
         use std::io::{Read, Write};
-        let mut conn = std::net::TcpStream::connect(&self.stores[i].status_addr).expect("status");
+        // Bounded: a stopped store's status port must fail the test, not hang it.
+        let addr = self.stores[i].status_addr.parse().expect("status address");
+        let limit = Some(Duration::from_secs(5));
+        let mut conn =
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("status");
+        conn.set_read_timeout(limit).expect("read timeout");
+        conn.set_write_timeout(limit).expect("write timeout");
         conn.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes())
             .expect("send");
         let mut out = String::new();

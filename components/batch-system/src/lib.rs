@@ -6,8 +6,9 @@
 //! # Pieces
 //! - [`Fsm`]: a state machine with a message type. It is owned by whoever is running it: either
 //!   parked inside its mailbox (idle) or held by exactly one poller (notified).
-//! - [`BasicMailbox`]: a bounded crossbeam channel plus the FSM's ownership state. Sending a message
-//!   to an idle FSM schedules it onto the pollers.
+//! - [`BasicMailbox`]: a bounded queue plus the FSM's ownership state. Sending a message to an
+//!   idle FSM schedules it onto the pollers. The queue allocates only while messages wait, so
+//!   an idle FSM's mailbox costs the same whatever its capacity.
 //! - [`Router`]: id → mailbox for normal FSMs, one control mailbox, broadcast and close.
 //! - [`BatchSystem`]: a pool of poller threads that take scheduled FSMs in batches and call a
 //!   [`PollHandler`] (`begin`, `handle_control`, `handle_normal`, `end`).

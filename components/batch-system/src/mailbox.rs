@@ -1,7 +1,6 @@
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
-
-use crossbeam::channel::{self, Receiver, SendTimeoutError, Sender, TrySendError};
 
 use crate::error::SendError;
 use crate::fsm::{Fsm, FsmState};
@@ -14,22 +13,32 @@ pub(crate) trait Schedule<N: Fsm>: Send + Sync {
     fn is_shutting_down(&self) -> bool;
 }
 
+/// The messages waiting for one FSM. Plain deques under a lock rather than channels: a
+/// bounded channel allocates every slot up front (4096 slots × two mailboxes per region is
+/// most of an idle region's memory), while a deque allocates only while messages wait and is
+/// freed again once drained.
+struct Queues<M> {
+    /// From the system's own pollers (see `force_send`): unbounded, handled first.
+    forced: VecDeque<M>,
+    /// Everything else: at most `capacity`.
+    normal: VecDeque<M>,
+}
+
 struct MailboxInner<N: Fsm> {
     addr: u64,
     capacity: usize,
-    sender: Sender<N::Message>,
     // Held by the mailbox, not the FSM, so the poller can drain it and see what is left.
-    receiver: Receiver<N::Message>,
-    // Unbounded, for messages between the system's own pollers (see `force_send`).
-    force_sender: Sender<N::Message>,
-    force_receiver: Receiver<N::Message>,
+    queues: Mutex<Queues<N::Message>>,
+    /// Signalled when a full bounded queue gets room, for `send_timeout`.
+    room: Condvar,
     state: FsmState<N>,
     scheduler: Arc<dyn Schedule<N>>,
     metrics: SystemMetrics,
 }
 
 /// A bounded queue of messages for one FSM, plus the FSM itself while it is idle. Cloning is
-/// cheap (an `Arc`); every clone talks to the same FSM.
+/// cheap (an `Arc`); every clone talks to the same FSM. An idle mailbox holds no buffer: its
+/// memory does not depend on its capacity.
 pub struct BasicMailbox<N: Fsm> {
     inner: Arc<MailboxInner<N>>,
 }
@@ -50,16 +59,15 @@ impl<N: Fsm> BasicMailbox<N> {
         scheduler: Arc<dyn Schedule<N>>,
         metrics: SystemMetrics,
     ) -> BasicMailbox<N> {
-        let (sender, receiver) = channel::bounded(capacity);
-        let (force_sender, force_receiver) = channel::unbounded();
         BasicMailbox {
             inner: Arc::new(MailboxInner {
                 addr,
                 capacity,
-                sender,
-                receiver,
-                force_sender,
-                force_receiver,
+                queues: Mutex::new(Queues {
+                    forced: VecDeque::new(),
+                    normal: VecDeque::new(),
+                }),
+                room: Condvar::new(),
                 state: FsmState::new(fsm),
                 scheduler,
                 metrics,
@@ -75,13 +83,21 @@ impl<N: Fsm> BasicMailbox<N> {
         self.inner.capacity
     }
 
+    // A poisoned lock means a panic in another thread between two queue operations, each of
+    // which leaves the deques consistent: keep going.
+    fn queues(&self) -> MutexGuard<'_, Queues<N::Message>> {
+        self.inner.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Messages waiting to be handled.
     pub fn len(&self) -> usize {
-        self.inner.receiver.len() + self.inner.force_receiver.len()
+        let queues = self.queues();
+        queues.forced.len() + queues.normal.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.inner.receiver.is_empty() && self.inner.force_receiver.is_empty()
+        let queues = self.queues();
+        queues.forced.is_empty() && queues.normal.is_empty()
     }
 
     pub(crate) fn same_as(&self, other: &BasicMailbox<N>) -> bool {
@@ -92,24 +108,28 @@ impl<N: Fsm> BasicMailbox<N> {
         self.inner.state.is_dropped()
     }
 
+    fn full(&self, msg: N::Message) -> SendError<N::Message> {
+        self.inner.metrics.mailbox_full.inc();
+        SendError::Full {
+            addr: self.inner.addr,
+            capacity: self.inner.capacity,
+            msg,
+        }
+    }
+
     /// Queues `msg` without waiting and wakes the FSM if it is idle. A send that races with
     /// [`crate::Router::close`] or shutdown may return `Ok` and still be dropped with the
     /// mailbox; messages that must not vanish silently carry a callback that reports its drop.
     pub fn try_send(&self, msg: N::Message) -> Result<(), SendError<N::Message>> {
-        let addr = self.inner.addr;
-        self.check_open(msg)
-            .and_then(|msg| match self.inner.sender.try_send(msg) {
-                Ok(()) => Ok(()),
-                Err(TrySendError::Full(msg)) => {
-                    self.inner.metrics.mailbox_full.inc();
-                    Err(SendError::Full {
-                        addr,
-                        capacity: self.inner.capacity,
-                        msg,
-                    })
-                }
-                Err(TrySendError::Disconnected(msg)) => Err(SendError::Disconnected { addr, msg }),
-            })?;
+        let msg = self.check_open(msg)?;
+        {
+            let mut queues = self.queues();
+            if queues.normal.len() >= self.inner.capacity {
+                drop(queues);
+                return Err(self.full(msg));
+            }
+            queues.normal.push_back(msg);
+        }
         self.notify();
         Ok(())
     }
@@ -120,11 +140,8 @@ impl<N: Fsm> BasicMailbox<N> {
     /// forever. Their volume is bounded upstream (raft's in-flight and uncommitted limits), not
     /// here. Forced messages are handled before the bounded queue's.
     pub fn force_send(&self, msg: N::Message) -> Result<(), SendError<N::Message>> {
-        let addr = self.inner.addr;
         let msg = self.check_open(msg)?;
-        if let Err(e) = self.inner.force_sender.send(msg) {
-            return Err(SendError::Disconnected { addr, msg: e.0 });
-        }
+        self.queues().forced.push_back(msg);
         self.notify();
         Ok(())
     }
@@ -135,21 +152,19 @@ impl<N: Fsm> BasicMailbox<N> {
         msg: N::Message,
         timeout: Duration,
     ) -> Result<(), SendError<N::Message>> {
-        let addr = self.inner.addr;
         let msg = self.check_open(msg)?;
-        match self.inner.sender.send_timeout(msg, timeout) {
-            Ok(()) => {}
-            Err(SendTimeoutError::Timeout(msg)) => {
-                self.inner.metrics.mailbox_full.inc();
-                return Err(SendError::Full {
-                    addr,
-                    capacity: self.inner.capacity,
-                    msg,
-                });
+        {
+            let capacity = self.inner.capacity;
+            let (mut queues, _) = self
+                .inner
+                .room
+                .wait_timeout_while(self.queues(), timeout, |q| q.normal.len() >= capacity)
+                .unwrap_or_else(|e| e.into_inner());
+            if queues.normal.len() >= capacity {
+                drop(queues);
+                return Err(self.full(msg));
             }
-            Err(SendTimeoutError::Disconnected(msg)) => {
-                return Err(SendError::Disconnected { addr, msg })
-            }
+            queues.normal.push_back(msg);
         }
         self.notify();
         Ok(())
@@ -175,19 +190,22 @@ impl<N: Fsm> BasicMailbox<N> {
         }
     }
 
-    /// Moves up to `limit` queued messages into `buf`.
+    /// Moves up to `limit` queued messages into `buf`, forced ones first. A queue left empty
+    /// gives its buffer back, so an idle mailbox costs no memory for its messages.
     pub(crate) fn drain_into(&self, buf: &mut Vec<N::Message>, limit: usize) {
-        while buf.len() < limit {
-            match self.inner.force_receiver.try_recv() {
-                Ok(msg) => buf.push(msg),
-                Err(_) => break,
+        let mut guard = self.queues();
+        let queues = &mut *guard;
+        let was_full = queues.normal.len() >= self.inner.capacity;
+        for queue in [&mut queues.forced, &mut queues.normal] {
+            let take = limit.saturating_sub(buf.len()).min(queue.len());
+            buf.extend(queue.drain(..take));
+            if queue.is_empty() && queue.capacity() > 0 {
+                *queue = VecDeque::new();
             }
         }
-        while buf.len() < limit {
-            match self.inner.receiver.try_recv() {
-                Ok(msg) => buf.push(msg),
-                Err(_) => break,
-            }
+        // Only a sender that found the queue full waits; a notify costs a syscall.
+        if was_full && queues.normal.len() < self.inner.capacity {
+            self.inner.room.notify_all();
         }
     }
 

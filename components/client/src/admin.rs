@@ -33,19 +33,27 @@ impl Client {
     /// Asks the scheduler to split the region holding `key` at `key`. The split happens
     /// asynchronously: follow it with [`Client::wait_operator`].
     pub async fn split(&self, key: impl Into<Vec<u8>>) -> Result<Operator> {
-        let key = key.into();
-        let region = self.region_of(&key).await?;
+        self.split_many(vec![key.into()]).await
+    }
+
+    /// Asks the scheduler to split the region holding `keys[0]` at every key of `keys`
+    /// (ascending, all inside that region, at most 64): one operator, one batch split.
+    pub async fn split_many(&self, keys: Vec<Vec<u8>>) -> Result<Operator> {
+        let first = keys.first().ok_or_else(|| Error::InvalidArgument {
+            op: "split",
+            reason: "no split key".into(),
+        })?;
+        let region = self.region_of(first).await?;
         // The scheduler splits at stored keys: under a keyspace, the encoded prefixed key.
-        let at = match self.keyspace_id() {
-            Some(_) => crate::keyspace::Keyspace::to_pd(&self.req_key(key)),
-            None => key,
+        let keys = match self.keyspace_id() {
+            Some(_) => keys
+                .into_iter()
+                .map(|key| crate::keyspace::Keyspace::to_pd(&self.req_key(key)))
+                .collect(),
+            None => keys,
         };
-        self.add_operator(
-            "split",
-            region,
-            Kind::Split(schedulerpb::SplitAt { keys: vec![at] }),
-        )
-        .await
+        self.add_operator("split", region, Kind::Split(schedulerpb::SplitAt { keys }))
+            .await
     }
 
     /// The id of the region holding `key`, as PD knows it now (not from the cache: an

@@ -279,7 +279,8 @@ impl Write for MemFileWriter {
                 "no space left on device",
             ));
         }
-        // A file removed while open keeps its inode until the writer goes: writes vanish.
+        // A file removed while open: its contents are gone (freed at the unlink, where POSIX
+        // frees them at close), so the writes vanish.
         if let Some(inode) = state.inodes.get_mut(&self.inode) {
             inode.data.extend_from_slice(buf);
         }

@@ -317,11 +317,17 @@ impl<EK: SstExt> StoreSystem<EK> {
             election_seed: election_seed.unwrap_or_else(crate::raft::random_seed),
         });
         let mut loaded = 0;
+        let loading = clock.now();
         for state in load_regions(&kv)? {
             let region = state.region.unwrap_or_default();
-            let removed =
-                !region.peers.is_empty() && !region.peers.iter().any(|p| p.store_id == store_id);
+            let removed = !region.peers.iter().any(|p| p.store_id == store_id);
             match PeerState::try_from(state.state) {
+                // No member anywhere: nothing of this store's to create or destroy (no path
+                // writes such a state; a peer made by a raft message is not persisted).
+                Ok(PeerState::Normal) if region.peers.is_empty() => {
+                    slog::warn!(logger, "skipping a region state with no peers";
+                        "region_id" => region.id, "epoch" => ?region.region_epoch);
+                }
                 // Applied a membership change that removed this store's peer (only a
                 // committed entry writes such a state) and stopped before the destroy that
                 // follows it (a crash, or a failed sync of the tombstone): finish it.
@@ -354,7 +360,8 @@ impl<EK: SstExt> StoreSystem<EK> {
                 }
             }
         }
-        slog::info!(logger, "store starting"; "regions" => loaded, "manual" => manual);
+        slog::info!(logger, "store starting"; "regions" => loaded, "manual" => manual,
+            "load_ms" => clock.now().saturating_duration_since(loading).as_millis());
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if manual {
             apply_system.start_manual(&mut ApplyPollerBuilder { ctx: ctx.clone() });

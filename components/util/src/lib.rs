@@ -1,5 +1,5 @@
 //! What every regionstore crate shares and nothing else: the [`Clock`] that all time is read
-//! through, and lock helpers.
+//! through, lock helpers, and [`heap::CountingAlloc`] for the tests that measure memory.
 //!
 //! # Invariants
 //! - A [`Clock`]'s monotonic time never goes backwards; [`ManualClock`] moves only when told.
@@ -12,6 +12,7 @@
 //! on this one.
 
 mod clock;
+pub mod heap;
 mod sync;
 
 pub use clock::{Clock, ClockRef, ManualClock, SystemClock};

@@ -1,0 +1,455 @@
+//! `regionstore bench regions`: what many idle regions cost a store, and how they fail over.
+//!
+//! It starts a 3-store playground of its own, splits it into `--regions` regions (batch splits
+//! of up to 64 keys, many regions at once), waits for every replica and leader, and lets it
+//! idle. Then it measures, per store process: CPU while idle (from `/proc/<pid>/stat`) and RSS
+//! (`/proc/<pid>/status`); the time to write one key into each of `--wake` random regions;
+//! after kill -9 of the store leading the most regions, the time until every region it led has
+//! a new leader and accepts a write; and the time for that store to restart and serve again.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::config::StoreConfig;
+use crate::playground::{Options as PlaygroundOptions, Playground};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RegionsArgs {
+    /// Regions to create.
+    #[arg(long, default_value_t = 10_000)]
+    pub regions: u64,
+    /// Seconds the cluster idles before idle CPU is measured; it is then measured as long.
+    #[arg(long, default_value_t = 10)]
+    pub idle_secs: u64,
+    /// Random regions woken by one write each.
+    #[arg(long, default_value_t = 1_000)]
+    pub wake: usize,
+    /// Where the JSON result goes.
+    #[arg(long, default_value = "target/bench")]
+    pub out: PathBuf,
+    /// Data directory of the cluster (emptied first).
+    #[arg(long, default_value = "target/bench/regions-cluster")]
+    pub cluster_dir: PathBuf,
+    /// Port offset of the cluster (see `playground --port-offset`).
+    #[arg(long, default_value_t = 1000)]
+    pub port_offset: u16,
+    /// A TOML file of store settings laid over the defaults (e.g. `hibernate-regions`).
+    #[arg(long)]
+    pub store_config: Option<PathBuf>,
+}
+
+const STORES: usize = 3;
+/// Split keys per operator (the scheduler's and the store's bound).
+const SPLITS_PER_OP: usize = 64;
+/// Split operators running at once.
+const CONCURRENT_OPS: usize = 32;
+
+/// Region `i`'s start key (region 0 starts at the empty key).
+fn boundary(i: u64) -> Vec<u8> {
+    format!("r{i:08}").into_bytes()
+}
+
+/// A key inside region `i`.
+fn key_in(i: u64) -> Vec<u8> {
+    format!("r{i:08}-w").into_bytes()
+}
+
+#[derive(serde::Serialize, Default, Debug)]
+struct StoreFigures {
+    store: usize,
+    idle_cpu_percent: f64,
+    rss_bytes: u64,
+    /// RSS at start, with one region.
+    rss_start_bytes: u64,
+    /// (RSS − RSS at start) / (regions − 1): what each region added.
+    rss_per_region_bytes: u64,
+    leaders: u64,
+}
+
+#[derive(serde::Serialize, Default, Debug)]
+struct RegionsReport {
+    regions: u64,
+    split_secs: f64,
+    replicate_secs: f64,
+    stores: Vec<StoreFigures>,
+    wake_writes: usize,
+    wake_total_secs: f64,
+    wake_p50_ms: f64,
+    wake_p99_ms: f64,
+    election_timeout_ms: u64,
+    failover_regions: usize,
+    failover_leaders_secs: f64,
+    failover_writable_secs: f64,
+    restart_to_serving_secs: f64,
+}
+
+/// utime + stime of `pid`, in seconds.
+fn cpu_secs(pid: u32) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| format!("/proc/{pid}/stat: no command field"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    let ticks = |i: usize| -> Result<f64, String> {
+        fields
+            .get(i - 3)
+            .and_then(|f| f.parse::<f64>().ok())
+            .ok_or_else(|| format!("/proc/{pid}/stat: field {i}"))
+    };
+    // SAFETY: sysconf reads a constant of the system; no memory is shared.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok((ticks(14)? + ticks(15)?) / hz)
+}
+
+/// Resident set of `pid`, in bytes.
+fn rss_bytes(pid: u32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| format!("/proc/{pid}/status: no VmRSS"))
+}
+
+/// Splits the cluster until region `i` starts at `boundary(i)` for every `i < regions`:
+/// each round, every region that still holds target boundaries is split at up to 64 of them,
+/// spread evenly (so the rounds grow the count by up to 65x).
+async fn split_into(admin: &client::Client, regions: u64) -> Result<(), String> {
+    let targets: Vec<Vec<u8>> = (1..regions).map(boundary).collect();
+    loop {
+        let all = admin.regions().await.map_err(|e| format!("regions: {e}"))?;
+        let mut batches = Vec::new();
+        for info in &all {
+            let (start, end) = (&info.region.start_key, &info.region.end_key);
+            let lo = targets.partition_point(|k| k <= start);
+            let hi = if end.is_empty() {
+                targets.len()
+            } else {
+                targets.partition_point(|k| k < end)
+            };
+            let inside = &targets[lo..hi];
+            if inside.is_empty() {
+                continue;
+            }
+            let n = inside.len().min(SPLITS_PER_OP);
+            let picked: Vec<Vec<u8>> = (0..n)
+                .map(|j| inside[j * inside.len() / n].clone())
+                .collect();
+            batches.push(picked);
+        }
+        if batches.is_empty() {
+            return Ok(());
+        }
+        println!(
+            "  {} regions; splitting {} of them",
+            all.len(),
+            batches.len()
+        );
+        for chunk in batches.chunks(CONCURRENT_OPS) {
+            let ops = chunk.iter().map(|keys| async move {
+                let op = admin
+                    .split_many(keys.clone())
+                    .await
+                    .map_err(|e| format!("split: {e}"))?;
+                admin
+                    .wait_operator(&op, Duration::from_secs(120))
+                    .await
+                    .map_err(|e| format!("split: {e}"))
+            });
+            for result in futures::future::join_all(ops).await {
+                result?;
+            }
+        }
+    }
+}
+
+/// Waits until there are `regions` regions, each with three voters and a leader. Operators
+/// may still run: the leader balancer moves leaders one at a time for as long as it likes.
+async fn wait_led(admin: &client::Client, regions: usize, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let all = admin.regions().await.unwrap_or_default();
+        let led = all.iter().filter(|r| r.leader.is_some()).count();
+        let done = all.len() >= regions
+            && led == all.len()
+            && all.iter().all(|r| {
+                r.region.peers.len() == STORES
+                    && r.region
+                        .peers
+                        .iter()
+                        .all(|p| p.role() == proto::metapb::PeerRole::Voter)
+            });
+        if done {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} regions, {led} with a leader, not {regions} fully replicated and led within \
+                 {timeout:?}",
+                all.len()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Writes one key into region `i` for each `i` of `regions`, 16 at a time; the latency of
+/// each write.
+async fn write_each(
+    admin: &client::Client,
+    regions: &[u64],
+    deadline: Duration,
+) -> Result<Vec<Duration>, String> {
+    let give_up = Instant::now() + deadline;
+    let mut latencies = Vec::new();
+    for chunk in regions.chunks(16) {
+        let writes = chunk.iter().map(|&i| async move {
+            let start = Instant::now();
+            loop {
+                match admin.put(key_in(i), b"woken".to_vec()).await {
+                    Ok(()) => return Ok(start.elapsed()),
+                    Err(e) if Instant::now() > give_up => {
+                        return Err(format!("write into region {i}: {e}"))
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        for result in futures::future::join_all(writes).await {
+            latencies.push(result?);
+        }
+    }
+    Ok(latencies)
+}
+
+fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+/// (region id, start key) of the regions each store leads, by store id.
+async fn leaders_by_store(
+    admin: &client::Client,
+) -> Result<BTreeMap<u64, Vec<(u64, Vec<u8>)>>, String> {
+    let mut led = BTreeMap::<u64, Vec<(u64, Vec<u8>)>>::new();
+    for info in admin.regions().await.map_err(|e| format!("regions: {e}"))? {
+        if let Some(l) = &info.leader {
+            led.entry(l.store_id)
+                .or_default()
+                .push((info.region.id, info.region.start_key));
+        }
+    }
+    Ok(led)
+}
+
+/// Store ids by playground index, from the stores' addresses.
+async fn store_ids(admin: &client::Client, port_offset: u16) -> Result<Vec<u64>, String> {
+    let stores = admin.stores().await.map_err(|e| format!("stores: {e}"))?;
+    (0..STORES)
+        .map(|i| {
+            let addr = format!("127.0.0.1:{}", 20160 + port_offset + i as u16);
+            stores
+                .iter()
+                .find(|s| s.address == addr)
+                .map(|s| s.id)
+                .ok_or_else(|| format!("no store at {addr}"))
+        })
+        .collect()
+}
+
+pub async fn run(args: RegionsArgs) -> Result<(), String> {
+    if args.regions == 0 || args.regions > 10_000_000 {
+        return Err("--regions must be 1..=10,000,000".into());
+    }
+    let tune = super::overlay_tune(args.store_config.as_deref())?;
+    let mut effective = StoreConfig::default();
+    tune(&mut effective);
+    let election_timeout_ms = effective.raftstore.raft_base_tick_interval_ms
+        * effective.raftstore.raft_election_timeout_ticks as u64;
+    let _ = std::fs::remove_dir_all(&args.cluster_dir);
+    println!(
+        "starting a 3-store cluster under {}",
+        args.cluster_dir.display()
+    );
+    let mut playground = Playground::start(
+        &PlaygroundOptions {
+            dir: args.cluster_dir.clone(),
+            stores: STORES,
+            port_offset: args.port_offset,
+            store_config: None,
+        },
+        &tune,
+    )?;
+    let admin = client::Client::connect(
+        std::slice::from_ref(&playground.pd),
+        client::ClientConfig::default(),
+    )
+    .await
+    .map_err(|e| format!("connect: {e}"))?;
+    crate::playground::wait_replicated(&admin, 1, STORES, Duration::from_secs(120)).await?;
+    let pids: Vec<u32> = (0..STORES)
+        .map(|i| {
+            playground
+                .store_pid(i)
+                .ok_or(format!("store {i} not running"))
+        })
+        .collect::<Result<_, _>>()?;
+    let rss_start: Vec<u64> = pids
+        .iter()
+        .map(|&p| rss_bytes(p))
+        .collect::<Result<_, _>>()?;
+    let mut report = RegionsReport {
+        regions: args.regions,
+        election_timeout_ms,
+        ..Default::default()
+    };
+
+    println!("splitting into {} regions", args.regions);
+    let start = Instant::now();
+    split_into(&admin, args.regions).await?;
+    report.split_secs = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let wait = Duration::from_secs(600 + args.regions / 10);
+    wait_led(&admin, args.regions as usize, wait).await?;
+    report.replicate_secs = start.elapsed().as_secs_f64();
+    println!(
+        "{} regions in {:.1} s, replicated in {:.1} s more; idling {} s",
+        args.regions, report.split_secs, report.replicate_secs, args.idle_secs
+    );
+
+    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+    let before: Vec<f64> = pids
+        .iter()
+        .map(|&p| cpu_secs(p))
+        .collect::<Result<_, _>>()?;
+    let measured = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+    let wall = measured.elapsed().as_secs_f64();
+    let ids = store_ids(&admin, args.port_offset).await?;
+    let leaders = leaders_by_store(&admin).await?;
+    for (i, &pid) in pids.iter().enumerate() {
+        let cpu = cpu_secs(pid)? - before[i];
+        let rss = rss_bytes(pid)?;
+        report.stores.push(StoreFigures {
+            store: i + 1,
+            idle_cpu_percent: 100.0 * cpu / wall,
+            rss_bytes: rss,
+            rss_start_bytes: rss_start[i],
+            rss_per_region_bytes: rss.saturating_sub(rss_start[i]) / (args.regions - 1).max(1),
+            leaders: leaders.get(&ids[i]).map_or(0, |l| l.len() as u64),
+        });
+    }
+    for s in &report.stores {
+        println!(
+            "store-{}: idle CPU {:.1}% of a core, RSS {} MiB ({} bytes added per region), {} \
+             leaders",
+            s.store,
+            s.idle_cpu_percent,
+            s.rss_bytes >> 20,
+            s.rss_per_region_bytes,
+            s.leaders
+        );
+    }
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut pick: Vec<u64> = (0..args.regions).collect();
+    pick.shuffle(&mut rng);
+    pick.truncate(args.wake);
+    let start = Instant::now();
+    let mut latencies = write_each(&admin, &pick, Duration::from_secs(300)).await?;
+    report.wake_total_secs = start.elapsed().as_secs_f64();
+    latencies.sort();
+    report.wake_writes = latencies.len();
+    report.wake_p50_ms = quantile_ms(&latencies, 0.5);
+    report.wake_p99_ms = quantile_ms(&latencies, 0.99);
+    println!(
+        "woke {} random regions with a write each in {:.2} s (p50 {:.1} ms, p99 {:.1} ms)",
+        report.wake_writes, report.wake_total_secs, report.wake_p50_ms, report.wake_p99_ms
+    );
+
+    // The store leading the most regions dies; the regions it led must elect and take writes.
+    let (victim_id, victim_led) = leaders_by_store(&admin)
+        .await?
+        .into_iter()
+        .max_by_key(|(_, r)| r.len())
+        .ok_or("no region has a leader")?;
+    let victim = ids
+        .iter()
+        .position(|&id| id == victim_id)
+        .ok_or("the victim is not a playground store")?;
+    report.failover_regions = victim_led.len();
+    println!(
+        "kill -9 of store-{} (store id {victim_id}), leader of {} regions",
+        victim + 1,
+        victim_led.len()
+    );
+    let killed = Instant::now();
+    playground.kill_store(victim)?;
+    let ids_led: Vec<u64> = victim_led.iter().map(|(id, _)| *id).collect();
+    loop {
+        let all = admin.regions().await.unwrap_or_default();
+        let moved = all
+            .iter()
+            .filter(|r| ids_led.contains(&r.region.id))
+            .all(|r| r.leader.as_ref().is_some_and(|l| l.store_id != victim_id));
+        if moved {
+            break;
+        }
+        if killed.elapsed() > Duration::from_secs(600) {
+            return Err("the dead store's regions had no new leaders within 600 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    report.failover_leaders_secs = killed.elapsed().as_secs_f64();
+    // One write into each region it led (their start keys name them; region 0's is empty).
+    let indexes: Vec<u64> = victim_led
+        .iter()
+        .map(|(_, start)| {
+            std::str::from_utf8(start)
+                .ok()
+                .and_then(|s| s.strip_prefix('r'))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        })
+        .collect();
+    write_each(&admin, &indexes, Duration::from_secs(600)).await?;
+    report.failover_writable_secs = killed.elapsed().as_secs_f64();
+    println!(
+        "failover: new leaders for all {} in {:.2} s, all writable in {:.2} s ({:.1} election \
+         timeouts of {election_timeout_ms} ms)",
+        report.failover_regions,
+        report.failover_leaders_secs,
+        report.failover_writable_secs,
+        report.failover_writable_secs * 1e3 / election_timeout_ms as f64
+    );
+
+    let start = Instant::now();
+    playground.restart_store(victim)?;
+    report.restart_to_serving_secs = start.elapsed().as_secs_f64();
+    println!(
+        "store-{} restarted and serving in {:.2} s",
+        victim + 1,
+        report.restart_to_serving_secs
+    );
+
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let path = args.out.join(format!("regions-{}.json", args.regions));
+    let json = serde_json::to_string_pretty(&report).map_err(|e| format!("encode: {e}"))?;
+    std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("results: {}", path.display());
+    playground.stop();
+    Ok(())
+}
