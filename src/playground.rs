@@ -170,7 +170,7 @@ impl Playground {
         })
     }
 
-    /// The pid of store `i` (0-based), if it runs.
+    /// The pid of store `i` (0-based), if it was started (it may have died since).
     pub fn store_pid(&self, i: usize) -> Option<u32> {
         self.processes.get(1 + i).map(|p| p.child.id())
     }
@@ -189,6 +189,9 @@ impl Playground {
 
     /// Starts store `i` (0-based) again on its data and config; returns once it serves.
     pub fn restart_store(&mut self, i: usize) -> Result<(), String> {
+        if self.processes.get(1 + i).is_none() {
+            return Err(format!("no store {i}"));
+        }
         let name = format!("store-{}", i + 1);
         let config = self.dir.join(&name).join("store.toml");
         let (p, _) = spawn(
@@ -196,10 +199,7 @@ impl Playground {
             &["store", "--config", &config.display().to_string()],
             Duration::from_secs(300),
         )?;
-        match self.processes.get_mut(1 + i) {
-            Some(slot) => *slot = p,
-            None => return Err(format!("no store {i}")),
-        }
+        self.processes[1 + i] = p;
         Ok(())
     }
 

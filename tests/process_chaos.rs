@@ -122,15 +122,22 @@ struct SnapshotKill {
     into: Duration,
 }
 
-/// The region of `key` if store `victim` holds one of its voters.
-async fn voter_region(admin: &client::Client, key: &str, victim: u64) -> Option<u64> {
-    let info = admin.region_by_key(key).await.ok()??;
+/// The region of `key` if store `victim` holds one of its voters (`Err`: the scheduler did
+/// not answer; ask again).
+async fn voter_region(
+    admin: &client::Client,
+    key: &str,
+    victim: u64,
+) -> Result<Option<u64>, client::Error> {
+    let Some(info) = admin.region_by_key(key).await? else {
+        return Ok(None);
+    };
     let voter = info
         .region
         .peers
         .iter()
         .any(|p| p.store_id == victim && p.role() == proto::metapb::PeerRole::Voter);
-    voter.then_some(info.region.id)
+    Ok(voter.then_some(info.region.id))
 }
 
 async fn leader_store(admin: &client::Client, region_id: u64) -> Option<u64> {
@@ -154,7 +161,7 @@ async fn kill_receiving_snapshot(
         let id = store_id(cluster, next);
         let mut holds = false;
         for region in 0..SHARED_KEYS {
-            holds |= voter_region(admin, &shared(region), id).await.is_some();
+            holds |= matches!(voter_region(admin, &shared(region), id).await, Ok(Some(_)));
         }
         if holds {
             i = next;
@@ -210,8 +217,13 @@ async fn kill_receiving_snapshot(
                 "store {victim} did not lead region of {} and serve its filler within {STEP:?}",
                 shared(region)
             );
-            let Some(region_id) = voter_region(admin, &shared(region), victim).await else {
-                break;
+            let region_id = match voter_region(admin, &shared(region), victim).await {
+                Ok(Some(region_id)) => region_id,
+                Ok(None) => break,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
             };
             if leader_store(admin, region_id).await != Some(victim) {
                 // Refused while the previous request's operator still runs: fine.

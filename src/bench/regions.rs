@@ -19,8 +19,9 @@ use crate::playground::{Options as PlaygroundOptions, Playground};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RegionsArgs {
-    /// Regions to create.
-    #[arg(long, default_value_t = 10_000)]
+    /// Regions to create (issue 19 asks for 10,000 to 100,000; without hibernation a 2-core
+    /// machine's three stores saturate at a few thousand).
+    #[arg(long, default_value_t = 1_000)]
     pub regions: u64,
     /// Seconds the cluster idles before idle CPU is measured; it is then measured as long.
     #[arg(long, default_value_t = 10)]
@@ -83,7 +84,9 @@ struct RegionsReport {
     election_timeout_ms: u64,
     failover_regions: usize,
     failover_leaders_secs: f64,
+    /// When the last of them took a write, from the kill.
     failover_writable_secs: f64,
+    failover_writable_p50_secs: f64,
     restart_to_serving_secs: f64,
 }
 
@@ -123,11 +126,29 @@ fn rss_bytes(pid: u32) -> Result<u64, String> {
 
 /// Splits the cluster until region `i` starts at `boundary(i)` for every `i < regions`:
 /// each round, every region that still holds target boundaries is split at up to 64 of them,
-/// spread evenly (so the rounds grow the count by up to 65x).
-async fn split_into(admin: &client::Client, regions: u64) -> Result<(), String> {
+/// spread evenly (so the rounds grow the count by up to 65x). A refused or failed operator
+/// (the leader balancer may hold the region) is planned again next round.
+async fn split_into(admin: &client::Client, regions: u64, timeout: Duration) -> Result<(), String> {
     let targets: Vec<Vec<u8>> = (1..regions).map(boundary).collect();
+    let deadline = Instant::now() + timeout;
     loop {
-        let all = admin.regions().await.map_err(|e| format!("regions: {e}"))?;
+        if Instant::now() > deadline {
+            return Err(format!(
+                "not split into {regions} regions within {timeout:?}"
+            ));
+        }
+        let all = match admin.regions().await {
+            Ok(all) => all,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let starts: std::collections::HashSet<&[u8]> =
+            all.iter().map(|r| r.region.start_key.as_slice()).collect();
+        if targets.iter().all(|k| starts.contains(k.as_slice())) {
+            return Ok(());
+        }
         let mut batches = Vec::new();
         for info in &all {
             let (start, end) = (&info.region.start_key, &info.region.end_key);
@@ -148,27 +169,30 @@ async fn split_into(admin: &client::Client, regions: u64) -> Result<(), String> 
             batches.push(picked);
         }
         if batches.is_empty() {
-            return Ok(());
+            // The scheduler has heard of a split's parent but not yet of its children.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
         }
         println!(
             "  {} regions; splitting {} of them",
             all.len(),
             batches.len()
         );
+        let mut failed = 0;
         for chunk in batches.chunks(CONCURRENT_OPS) {
             let ops = chunk.iter().map(|keys| async move {
-                let op = admin
-                    .split_many(keys.clone())
-                    .await
-                    .map_err(|e| format!("split: {e}"))?;
-                admin
-                    .wait_operator(&op, Duration::from_secs(120))
-                    .await
-                    .map_err(|e| format!("split: {e}"))
+                let op = admin.split_many(keys.clone()).await?;
+                admin.wait_operator(&op, Duration::from_secs(120)).await
             });
-            for result in futures::future::join_all(ops).await {
-                result?;
-            }
+            failed += futures::future::join_all(ops)
+                .await
+                .iter()
+                .filter(|r| r.is_err())
+                .count();
+        }
+        if failed > 0 {
+            println!("  {failed} split operators refused or failed: planned again");
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }
@@ -203,33 +227,34 @@ async fn wait_led(admin: &client::Client, regions: usize, timeout: Duration) -> 
     }
 }
 
-/// Writes one key into region `i` for each `i` of `regions`, 16 at a time; the latency of
-/// each write.
+/// Writes one key into region `i` for each `i` of `regions`, `concurrency` at a time,
+/// retrying each until `deadline`; for each write, when it succeeded, measured from `since`.
 async fn write_each(
     admin: &client::Client,
     regions: &[u64],
+    concurrency: usize,
+    since: Instant,
     deadline: Duration,
 ) -> Result<Vec<Duration>, String> {
+    use futures::StreamExt;
     let give_up = Instant::now() + deadline;
-    let mut latencies = Vec::new();
-    for chunk in regions.chunks(16) {
-        let writes = chunk.iter().map(|&i| async move {
-            let start = Instant::now();
-            loop {
-                match admin.put(key_in(i), b"woken".to_vec()).await {
-                    Ok(()) => return Ok(start.elapsed()),
-                    Err(e) if Instant::now() > give_up => {
-                        return Err(format!("write into region {i}: {e}"))
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+    let writes = regions.iter().map(|&i| async move {
+        loop {
+            match admin.put(key_in(i), b"woken".to_vec()).await {
+                Ok(()) => return Ok(since.elapsed()),
+                Err(e) if Instant::now() > give_up => {
+                    return Err(format!("write into region {i}: {e}"))
                 }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
-        });
-        for result in futures::future::join_all(writes).await {
-            latencies.push(result?);
         }
-    }
-    Ok(latencies)
+    });
+    futures::stream::iter(writes)
+        .buffer_unordered(concurrency)
+        .collect::<Vec<Result<Duration, String>>>()
+        .await
+        .into_iter()
+        .collect()
 }
 
 fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {
@@ -319,7 +344,12 @@ pub async fn run(args: RegionsArgs) -> Result<(), String> {
 
     println!("splitting into {} regions", args.regions);
     let start = Instant::now();
-    split_into(&admin, args.regions).await?;
+    split_into(
+        &admin,
+        args.regions,
+        Duration::from_secs(600 + args.regions / 10),
+    )
+    .await?;
     report.split_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let wait = Duration::from_secs(600 + args.regions / 10);
@@ -368,8 +398,14 @@ pub async fn run(args: RegionsArgs) -> Result<(), String> {
     let mut pick: Vec<u64> = (0..args.regions).collect();
     pick.shuffle(&mut rng);
     pick.truncate(args.wake);
+    // One at a time, so each latency is a wake-up's, not a queue's.
     let start = Instant::now();
-    let mut latencies = write_each(&admin, &pick, Duration::from_secs(300)).await?;
+    let mut latencies = Vec::with_capacity(pick.len());
+    for &i in &pick {
+        let one = Instant::now();
+        write_each(&admin, &[i], 1, one, Duration::from_secs(60)).await?;
+        latencies.push(one.elapsed());
+    }
     report.wake_total_secs = start.elapsed().as_secs_f64();
     latencies.sort();
     report.wake_writes = latencies.len();
@@ -398,13 +434,19 @@ pub async fn run(args: RegionsArgs) -> Result<(), String> {
     );
     let killed = Instant::now();
     playground.kill_store(victim)?;
-    let ids_led: Vec<u64> = victim_led.iter().map(|(id, _)| *id).collect();
+    let ids_led: std::collections::HashSet<u64> = victim_led.iter().map(|(id, _)| *id).collect();
     loop {
-        let all = admin.regions().await.unwrap_or_default();
-        let moved = all
-            .iter()
-            .filter(|r| ids_led.contains(&r.region.id))
-            .all(|r| r.leader.as_ref().is_some_and(|l| l.store_id != victim_id));
+        // Every region it led is known, with a leader elsewhere (an error: ask again).
+        let moved = admin.regions().await.is_ok_and(|all| {
+            let led: Vec<_> = all
+                .iter()
+                .filter(|r| ids_led.contains(&r.region.id))
+                .collect();
+            led.len() == ids_led.len()
+                && led
+                    .iter()
+                    .all(|r| r.leader.as_ref().is_some_and(|l| l.store_id != victim_id))
+        });
         if moved {
             break;
         }
@@ -414,7 +456,8 @@ pub async fn run(args: RegionsArgs) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     report.failover_leaders_secs = killed.elapsed().as_secs_f64();
-    // One write into each region it led (their start keys name them; region 0's is empty).
+    // One write into each region it led (their start keys name them; region 0's is empty),
+    // all at once: when each first succeeded, from the kill.
     let indexes: Vec<u64> = victim_led
         .iter()
         .map(|(_, start)| {
@@ -425,13 +468,16 @@ pub async fn run(args: RegionsArgs) -> Result<(), String> {
                 .unwrap_or(0)
         })
         .collect();
-    write_each(&admin, &indexes, Duration::from_secs(600)).await?;
-    report.failover_writable_secs = killed.elapsed().as_secs_f64();
+    let mut writable = write_each(&admin, &indexes, 256, killed, Duration::from_secs(600)).await?;
+    writable.sort();
+    report.failover_writable_secs = writable.last().map_or(0.0, Duration::as_secs_f64);
+    report.failover_writable_p50_secs = quantile_ms(&writable, 0.5) / 1e3;
     println!(
-        "failover: new leaders for all {} in {:.2} s, all writable in {:.2} s ({:.1} election \
-         timeouts of {election_timeout_ms} ms)",
+        "failover: new leaders for all {} in {:.2} s, writable: half in {:.2} s, all in {:.2} s \
+         ({:.1} election timeouts of {election_timeout_ms} ms)",
         report.failover_regions,
         report.failover_leaders_secs,
+        report.failover_writable_p50_secs,
         report.failover_writable_secs,
         report.failover_writable_secs * 1e3 / election_timeout_ms as f64
     );

@@ -19,12 +19,28 @@ use regionstore::config::{SchedulerConfig, StoreConfig};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_regionstore");
 
-/// A free loopback port (bound, then released for the process to take).
+/// A free loopback port (bound, then released for the process to take), below the kernel's
+/// ephemeral range (32768 and up): a store killed and restarted must find its ports still
+/// free, and every outgoing connection of any process on the machine takes an ephemeral port
+/// (CI saw a restarted store's status port taken that way).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const LOW: u64 = 10_000;
+    const SPAN: u64 = 22_000;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    // Different processes start at different places; one process walks on from its last.
+    let start = (u64::from(std::process::id()) * 7_919 + nanos) % SPAN;
+    (0..SPAN)
+        .map(|i| LOW + (start + (NEXT.fetch_add(1, Ordering::Relaxed) + i) * 7_907) % SPAN)
+        .find_map(|port| {
+            let port = u16::try_from(port).ok()?;
+            TcpListener::bind(("127.0.0.1", port)).ok().map(|_| port)
+        })
+        .expect("a free loopback port below the ephemeral range")
 }
 
 /// Starts `regionstore <args>` and waits for its " ready on " line.

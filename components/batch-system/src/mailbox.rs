@@ -15,8 +15,8 @@ pub(crate) trait Schedule<N: Fsm>: Send + Sync {
 
 /// The messages waiting for one FSM. Plain deques under a lock rather than channels: a
 /// bounded channel allocates every slot up front (4096 slots × two mailboxes per region is
-/// most of an idle region's memory), while a deque allocates only while messages wait and is
-/// freed again once drained.
+/// most of an idle region's memory), while a deque allocates only while messages wait, and
+/// its buffer is freed when the FSM is parked with nothing queued.
 struct Queues<M> {
     /// From the system's own pollers (see `force_send`): unbounded, handled first.
     forced: VecDeque<M>,
@@ -155,11 +155,21 @@ impl<N: Fsm> BasicMailbox<N> {
         let msg = self.check_open(msg)?;
         {
             let capacity = self.inner.capacity;
+            let state = &self.inner.state;
             let (mut queues, _) = self
                 .inner
                 .room
-                .wait_timeout_while(self.queues(), timeout, |q| q.normal.len() >= capacity)
+                .wait_timeout_while(self.queues(), timeout, |q| {
+                    q.normal.len() >= capacity && !state.is_dropped()
+                })
                 .unwrap_or_else(|e| e.into_inner());
+            if state.is_dropped() {
+                drop(queues);
+                return Err(SendError::Disconnected {
+                    addr: self.inner.addr,
+                    msg,
+                });
+            }
             if queues.normal.len() >= capacity {
                 drop(queues);
                 return Err(self.full(msg));
@@ -190,8 +200,7 @@ impl<N: Fsm> BasicMailbox<N> {
         }
     }
 
-    /// Moves up to `limit` queued messages into `buf`, forced ones first. A queue left empty
-    /// gives its buffer back, so an idle mailbox costs no memory for its messages.
+    /// Moves up to `limit` queued messages into `buf`, forced ones first.
     pub(crate) fn drain_into(&self, buf: &mut Vec<N::Message>, limit: usize) {
         let mut guard = self.queues();
         let queues = &mut *guard;
@@ -199,9 +208,6 @@ impl<N: Fsm> BasicMailbox<N> {
         for queue in [&mut queues.forced, &mut queues.normal] {
             let take = limit.saturating_sub(buf.len()).min(queue.len());
             buf.extend(queue.drain(..take));
-            if queue.is_empty() && queue.capacity() > 0 {
-                *queue = VecDeque::new();
-            }
         }
         // Only a sender that found the queue full waits; a notify costs a syscall.
         if was_full && queues.normal.len() < self.inner.capacity {
@@ -211,16 +217,33 @@ impl<N: Fsm> BasicMailbox<N> {
 
     /// Parks a held FSM. A message that arrived after the poller's last look at the queue found
     /// the FSM notified and did not schedule it, so look again after parking.
+    /// An FSM parked with nothing queued gives its queues' buffers back, so an idle mailbox
+    /// costs no memory for messages; they are freed after the lock is let go.
     pub(crate) fn release(&self, fsm: Box<N>) {
         self.inner.state.release(fsm);
-        if !self.is_empty() {
+        let (empty, _freed) = {
+            let mut queues = self.queues();
+            if queues.forced.is_empty() && queues.normal.is_empty() {
+                let freed = (
+                    std::mem::take(&mut queues.forced),
+                    std::mem::take(&mut queues.normal),
+                );
+                (true, Some(freed))
+            } else {
+                (false, None)
+            }
+        };
+        if !empty {
             self.notify();
         }
     }
 
     /// Closes the mailbox: later sends fail with `Disconnected`, and the FSM is dropped (now if
-    /// idle, otherwise by the poller holding it).
+    /// idle, otherwise by the poller holding it). Senders waiting for room give up at once.
     pub(crate) fn close(&self) {
         self.inner.state.clear();
+        // Under the lock, so a sender between its check and its wait cannot miss it.
+        let _queues = self.queues();
+        self.inner.room.notify_all();
     }
 }

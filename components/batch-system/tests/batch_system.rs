@@ -305,6 +305,43 @@ fn stopped_and_closed_fsms_reject_sends_and_are_dropped() {
     assert_eq!(shared.dropped_fsms.load(Ordering::SeqCst), 3);
 }
 
+/// A sender waiting for room in a full mailbox goes on as soon as a poller drains it, and
+/// gives up at once, with `Disconnected`, when the FSM is closed.
+#[test]
+fn a_waiting_sender_is_woken_by_a_drain_or_a_close() {
+    let config = Config {
+        mailbox_capacity: 1,
+        ..Config::default()
+    };
+    let (router, mut system, shared) = new_system(&config, 2, 2);
+    for id in [1, 2] {
+        router.send(id, Msg::Seq(0, 0)).expect("room");
+    }
+    let waiter = |id: u64| {
+        let router = router.clone();
+        thread::spawn(move || {
+            let start = Instant::now();
+            let sent = router.send_timeout(id, Msg::Seq(1, 0), Duration::from_secs(20));
+            (sent.map_err(|e| e.is_full()), start.elapsed())
+        })
+    };
+    // Closed while its sender waits: Disconnected, long before the timeout.
+    let closed = waiter(2);
+    thread::sleep(Duration::from_millis(100));
+    router.close(2);
+    let (sent, waited) = closed.join().expect("waiter");
+    assert_eq!(sent, Err(false), "a closed mailbox is not full, it is gone");
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+    // Drained while its sender waits: sent, long before the timeout.
+    let drained = waiter(1);
+    thread::sleep(Duration::from_millis(100));
+    spawn(&mut system, &shared);
+    let (sent, waited) = drained.join().expect("waiter");
+    assert_eq!(sent, Ok(()));
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+    system.shutdown();
+}
+
 #[test]
 fn full_mailbox_is_a_clear_error() {
     let config = Config {
