@@ -2,6 +2,8 @@
 //! and every request for store work waits in its effects until the driver takes them, so a
 //! driver (the raft poller, a test, a simulator) chooses when each happens.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,21 +43,7 @@ fn leader(dir: &std::path::Path, now: Instant) -> Peer<MemEngine> {
     .expect("open storage");
     let logger = slog::Logger::root(slog::Discard, slog::o!());
     let mut peer = Peer::new(&Config::default(), 1, PEER, storage, now, &logger).expect("peer");
-    peer.campaign().expect("campaign");
-    for _ in 0..10 {
-        if !peer.has_ready() {
-            break;
-        }
-        let mut batch = log.batch();
-        let mut msgs = Vec::new();
-        let ready = peer
-            .handle_ready(&mut batch, &mut msgs, now)
-            .expect("ready");
-        log.write(&mut batch, true).expect("write");
-        peer.on_round_persisted(&mut msgs);
-        drop(ready);
-    }
-    assert!(peer.is_leader(), "a single voter elects itself");
+    common::elect_alone(&mut peer, &log, now);
     peer
 }
 

@@ -4,6 +4,8 @@
 //! make the raft peer, elect and persist (raft-engine's index, the entry cache), box the FSMs
 //! and register them with the raft and apply routers (mailboxes, router entries).
 
+mod common;
+
 use std::time::Instant;
 
 use batch_system::{create_system, Config as BatchConfig, Fsm};
@@ -89,22 +91,8 @@ fn an_idle_region_peers_memory_by_part() {
             Peer::new(&cfg, 1, id * 100 + 1, storage, now, &logger).expect("peer")
         });
         measure(&mut steps.elected, || {
-            peer.campaign().expect("campaign");
-            for _ in 0..10 {
-                if !peer.has_ready() {
-                    break;
-                }
-                let mut batch = log.batch();
-                let mut msgs = Vec::new();
-                let ready = peer
-                    .handle_ready(&mut batch, &mut msgs, now)
-                    .expect("ready");
-                log.write(&mut batch, true).expect("write");
-                peer.on_round_persisted(&mut msgs);
-                drop(ready);
-            }
+            common::elect_alone(&mut peer, &log, now);
             drop(peer.take_effects());
-            assert!(peer.is_leader(), "a single voter elects itself");
         });
         let apply_logger = peer.logger().clone();
         measure(&mut steps.raft_fsm, || {
