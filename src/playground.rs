@@ -383,6 +383,7 @@ fn start_all(
         cfg.raftstore.apply_pool_size = 1;
         // Replicas and leaders settle within seconds rather than minutes.
         cfg.raftstore.region_heartbeat_tick_interval_ms = 2000;
+        cfg.raftstore.hibernate_heartbeat_interval_ms = 10_000;
         tune(&mut cfg);
         // Where things are is the playground's to say, whatever `tune` (an overlay) asked.
         cfg.data_dir = store_dir.clone();

@@ -29,6 +29,10 @@ pub struct RegionsArgs {
     /// Random regions woken by one write each.
     #[arg(long, default_value_t = 1_000)]
     pub wake: usize,
+    /// Idle seconds allowed for every region to hibernate before idle CPU is measured
+    /// (measuring starts as soon as they all do, or at the end of this).
+    #[arg(long, default_value_t = 120)]
+    pub hibernate_wait_secs: u64,
     /// Where the JSON result goes.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -69,6 +73,9 @@ struct StoreFigures {
     /// (RSS − RSS at start) / (regions − 1): what each region added.
     rss_per_region_bytes: u64,
     leaders: u64,
+    /// Region peers awake and hibernating when idle CPU was measured (store metrics).
+    awake: u64,
+    hibernated: u64,
 }
 
 #[derive(serde::Serialize, Default, Debug)]
@@ -88,6 +95,62 @@ struct RegionsReport {
     failover_writable_secs: f64,
     failover_writable_p50_secs: f64,
     restart_to_serving_secs: f64,
+    /// Idle CPU of the two stores left while the third is down, once the regions it led
+    /// have new leaders and everything idled again.
+    idle_cpu_one_down_percent: Vec<f64>,
+}
+
+/// `(awake, hibernated)` region peers from a store's `/metrics` on its status port.
+fn sleep_counts(status_addr: &str) -> Option<(u64, u64)> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(status_addr).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(conn, "GET /metrics HTTP/1.0\r\nHost: {status_addr}\r\n\r\n").ok()?;
+    let mut body = String::new();
+    conn.read_to_string(&mut body).ok()?;
+    let value = |name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    };
+    Some((
+        value("regionstore_awake_regions ")?,
+        value("regionstore_hibernated_regions ")?,
+    ))
+}
+
+fn status_addr(port_offset: u16, store: usize) -> String {
+    format!("127.0.0.1:{}", 20180 + port_offset + store as u16)
+}
+
+/// Waits (up to `wait`) until the stores in `stores` have no awake region peer left.
+async fn wait_hibernated(port_offset: u16, stores: &[usize], wait: Duration) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < wait {
+        let all = stores.iter().all(|&i| {
+            sleep_counts(&status_addr(port_offset, i)).is_some_and(|(awake, _)| awake == 0)
+        });
+        if all {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    start.elapsed()
+}
+
+/// CPU seconds used per wall second (in %) by each of `pids` over `secs`.
+async fn idle_cpu(pids: &[u32], secs: u64) -> Result<Vec<f64>, String> {
+    let before: Vec<f64> = pids
+        .iter()
+        .map(|&p| cpu_secs(p))
+        .collect::<Result<_, _>>()?;
+    let measured = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let wall = measured.elapsed().as_secs_f64();
+    pids.iter()
+        .zip(&before)
+        .map(|(&p, b)| Ok(100.0 * (cpu_secs(p)? - b) / wall))
+        .collect()
 }
 
 /// utime + stime of `pid`, in seconds.
@@ -361,21 +424,26 @@ pub async fn run(args: RegionsArgs) -> Result<(), String> {
     );
 
     tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
-    let before: Vec<f64> = pids
-        .iter()
-        .map(|&p| cpu_secs(p))
-        .collect::<Result<_, _>>()?;
-    let measured = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
-    let wall = measured.elapsed().as_secs_f64();
+    let all: Vec<usize> = (0..STORES).collect();
+    let waited = wait_hibernated(
+        args.port_offset,
+        &all,
+        Duration::from_secs(args.hibernate_wait_secs),
+    )
+    .await;
+    println!("hibernation settled {:.1} s later", waited.as_secs_f64());
+    let cpu = idle_cpu(&pids, args.idle_secs).await?;
     let ids = store_ids(&admin, args.port_offset).await?;
     let leaders = leaders_by_store(&admin).await?;
     for (i, &pid) in pids.iter().enumerate() {
-        let cpu = cpu_secs(pid)? - before[i];
         let rss = rss_bytes(pid)?;
+        let (awake, hibernated) =
+            sleep_counts(&status_addr(args.port_offset, i)).unwrap_or_default();
         report.stores.push(StoreFigures {
             store: i + 1,
-            idle_cpu_percent: 100.0 * cpu / wall,
+            idle_cpu_percent: cpu[i],
+            awake,
+            hibernated,
             rss_bytes: rss,
             rss_start_bytes: rss_start[i],
             rss_per_region_bytes: rss.saturating_sub(rss_start[i]) / (args.regions - 1).max(1),
@@ -385,12 +453,14 @@ pub async fn run(args: RegionsArgs) -> Result<(), String> {
     for s in &report.stores {
         println!(
             "store-{}: idle CPU {:.1}% of a core, RSS {} MiB ({} bytes added per region), {} \
-             leaders",
+             leaders, {} region peers hibernating, {} awake",
             s.store,
             s.idle_cpu_percent,
             s.rss_bytes >> 20,
             s.rss_per_region_bytes,
-            s.leaders
+            s.leaders,
+            s.hibernated,
+            s.awake
         );
     }
 
@@ -481,6 +551,29 @@ pub async fn run(args: RegionsArgs) -> Result<(), String> {
         report.failover_writable_secs,
         report.failover_writable_secs * 1e3 / election_timeout_ms as f64
     );
+
+    // Idle again with one store down: its peers' regions must sleep too (a quorum is up).
+    let survivors: Vec<usize> = (0..STORES).filter(|&i| i != victim).collect();
+    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+    let waited = wait_hibernated(
+        args.port_offset,
+        &survivors,
+        Duration::from_secs(args.hibernate_wait_secs),
+    )
+    .await;
+    let survivor_pids: Vec<u32> = survivors.iter().map(|&i| pids[i]).collect();
+    report.idle_cpu_one_down_percent = idle_cpu(&survivor_pids, args.idle_secs).await?;
+    for (i, cpu) in survivors.iter().zip(&report.idle_cpu_one_down_percent) {
+        let (awake, hibernated) =
+            sleep_counts(&status_addr(args.port_offset, *i)).unwrap_or_default();
+        println!(
+            "with store-{} down: store-{} idle CPU {cpu:.1}% of a core, {hibernated} \
+             hibernating, {awake} awake (settled {:.1} s)",
+            victim + 1,
+            i + 1,
+            waited.as_secs_f64()
+        );
+    }
 
     let start = Instant::now();
     playground.restart_store(victim)?;

@@ -259,6 +259,7 @@ impl ProcCluster {
             cfg.raftstore.store_pool_size = 1;
             cfg.raftstore.apply_pool_size = 1;
             cfg.raftstore.region_heartbeat_tick_interval_ms = 500;
+            cfg.raftstore.hibernate_heartbeat_interval_ms = 500;
             cfg.raftstore.store_heartbeat_interval_ms = 1000;
             tune_store(&mut cfg);
             let config = store_dir.join("store.toml");

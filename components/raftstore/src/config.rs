@@ -108,6 +108,24 @@ pub struct Config {
     /// A ReadIndex read not served after this long fails with a timeout (reads have no side
     /// effects, so the caller may retry). Default 5 s; >= 1 tick.
     pub read_index_timeout_ms: u64,
+    /// Idle regions hibernate: once a leader and every live member agree nothing is moving,
+    /// the region stops ticking and heartbeating until a write, a read, a raft message or an
+    /// operator wakes it (metrics `regionstore_hibernated_regions`,
+    /// `regionstore_hibernate_wakeups_total`). Default true.
+    pub hibernate_regions: bool,
+    /// Ticks a leader must see nothing to do (and every live member caught up) before it asks
+    /// its members to hibernate. Must exceed `raft-election-timeout-ticks`, so the leader's
+    /// lease has run out before the region sleeps. Default 20 (2 s).
+    pub hibernate_idle_ticks: usize,
+    /// How often a hibernating leader still reports its region to the scheduler. The
+    /// scheduler tolerates the silence in between; an operator for an idle region starts at
+    /// the next report. Default 5 min; >= 1 tick.
+    pub hibernate_heartbeat_interval_ms: u64,
+    /// Once another store has been silent for an election timeout, the hibernating regions it
+    /// led are woken (to elect new leaders) at most this many per tick, so elections do not
+    /// arrive as one storm (metric `regionstore_hibernate_wakeups_total{cause="store_down"}`).
+    /// Default 4096; 1..=1,048,576.
+    pub hibernate_wake_batch: usize,
 }
 
 impl Default for Config {
@@ -149,6 +167,10 @@ impl Default for Config {
             raft_log_gc_count_limit: 10_000,
             proposal_timeout_ms: 10_000,
             read_index_timeout_ms: 5_000,
+            hibernate_regions: true,
+            hibernate_idle_ticks: 20,
+            hibernate_heartbeat_interval_ms: 300_000,
+            hibernate_wake_batch: 4096,
         }
     }
 }
@@ -342,6 +364,27 @@ impl Config {
             self.snap_received_gc_grace_ms,
             60_000,
             u64::MAX,
+        )?;
+        if self.hibernate_regions && self.hibernate_idle_ticks <= self.raft_election_timeout_ticks {
+            return Err(ConfigError {
+                field: "hibernate-idle-ticks",
+                reason: format!(
+                    "{} must be greater than raft-election-timeout-ticks ({})",
+                    self.hibernate_idle_ticks, self.raft_election_timeout_ticks
+                ),
+            });
+        }
+        bound(
+            "hibernate-heartbeat-interval-ms",
+            self.hibernate_heartbeat_interval_ms,
+            tick,
+            u64::MAX,
+        )?;
+        bound(
+            "hibernate-wake-batch",
+            self.hibernate_wake_batch,
+            1,
+            1 << 20,
         )?;
         Ok(())
     }

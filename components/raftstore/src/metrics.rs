@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 
 pub struct Metrics {
     pub ready_rounds: IntCounter,
@@ -23,6 +23,10 @@ pub struct Metrics {
     pub snapshot_transfers_refused: IntCounter,
     pub split_checks: IntCounter,
     pub regions_split: IntCounter,
+    pub regions_awake: IntGauge,
+    pub regions_hibernated: IntGauge,
+    pub hibernate_wakeups: IntCounterVec,
+    pub stores_down: IntGauge,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
@@ -118,6 +122,30 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     regions_split: counter(
         "regionstore_regions_split_total",
         "Regions created by splits on this process's stores (each store counts its peers).",
+    ),
+    regions_awake: gauge(
+        "regionstore_awake_regions",
+        "Region peers ticked every base tick (the rest hibernate).",
+    ),
+    regions_hibernated: gauge(
+        "regionstore_hibernated_regions",
+        "Region peers hibernating: not ticked, no raft heartbeats (hibernate-regions).",
+    ),
+    hibernate_wakeups: register(
+        IntCounterVec::new(
+            Opts::new(
+                "regionstore_hibernate_wakeups_total",
+                "Hibernating peers woken, by cause (write, read, raft, admin, store_down; \
+                 store_down wakes are paced by hibernate-wake-batch).",
+            ),
+            &["cause"],
+        )
+        .expect("valid static metric"),
+    ),
+    stores_down: gauge(
+        "regionstore_stores_down",
+        "Other stores this process's stores have not heard a liveness heartbeat from for an \
+         election timeout.",
     ),
     regions: register(
         IntGauge::with_opts(Opts::new(

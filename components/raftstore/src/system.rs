@@ -315,6 +315,8 @@ impl<EK: SstExt> StoreSystem<EK> {
             scheduler,
             split_checks_paused: Default::default(),
             election_seed: election_seed.unwrap_or_else(crate::raft::random_seed),
+            ticks: Default::default(),
+            liveness: Default::default(),
         });
         let mut loaded = 0;
         let loading = clock.now();
@@ -392,7 +394,7 @@ impl<EK: SstExt> StoreSystem<EK> {
                 transport,
             })
             .map_err(system_err)?;
-        let ticker = spawn_ticker(router, cfg.base_tick(), store_id)?;
+        let ticker = spawn_ticker(ctx.clone(), cfg.base_tick(), store_id)?;
         let mut workers = Vec::new();
         for i in 0..cfg.snap_generator_pool_size {
             let c = ctx.clone();
@@ -607,7 +609,7 @@ impl<EK: KvEngine> StoreSystem<EK> {
     /// Of a store run by hand: one base tick, as the tick thread sends it every
     /// `base-tick-ms` (to every peer, then the store).
     pub fn tick(&self) {
-        send_ticks(&self.ctx.routers.raft);
+        send_ticks(&self.ctx, &mut Vec::new(), &mut Vec::new());
     }
 
     /// The store's raft log.
@@ -665,24 +667,48 @@ fn spawn_worker<T: Send + 'static>(
         })
 }
 
-/// One base tick: to every peer (skipping full mailboxes), then to the store.
-fn send_ticks<EK: KvEngine>(router: &RaftRouter<EK>) {
-    router.broadcast_normal(|| PeerMsg::Tick);
+/// One base tick: to every awake peer (skipping full mailboxes), a hibernate tick to the
+/// sleeping peers whose turn it is, then to the store. `awake` and `hibernating` are
+/// buffers kept across calls.
+fn send_ticks<EK: KvEngine>(
+    ctx: &StoreContext<EK>,
+    awake: &mut Vec<u64>,
+    hibernating: &mut Vec<u64>,
+) {
+    let router = &ctx.routers.raft;
+    let cfg = &ctx.cfg;
+    let share = cfg.raft_base_tick_interval_ms as f64 / cfg.hibernate_heartbeat_interval_ms as f64;
+    ctx.ticks.due(awake, hibernating, share);
+    for (ids, hibernating) in [(&mut *awake, false), (&mut *hibernating, true)] {
+        for id in ids.drain(..) {
+            let msg = match hibernating {
+                false => PeerMsg::Tick,
+                true => PeerMsg::HibernateTick,
+            };
+            // A full mailbox skips a tick; a peer that is gone is unfiled by its destroy.
+            let _ = router.send(id, msg);
+        }
+    }
     let _ = router.send_control(StoreMsg::Tick);
 }
 
 fn spawn_ticker<EK: KvEngine>(
-    router: RaftRouter<EK>,
+    ctx: Arc<StoreContext<EK>>,
     interval: Duration,
     store_id: u64,
 ) -> Result<(Sender<()>, JoinHandle<()>)> {
     let (stop, stopped) = channel::bounded::<()>(0);
     let handle = std::thread::Builder::new()
         .name(format!("store-{store_id}-tick"))
-        .spawn(move || loop {
-            match stopped.recv_timeout(interval) {
-                Err(RecvTimeoutError::Timeout) => send_ticks(&router),
-                _ => return,
+        .spawn(move || {
+            let (mut awake, mut hibernating) = (Vec::new(), Vec::new());
+            loop {
+                match stopped.recv_timeout(interval) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        send_ticks(&ctx, &mut awake, &mut hibernating)
+                    }
+                    _ => return,
+                }
             }
         })
         .map_err(|e| Error::Store {

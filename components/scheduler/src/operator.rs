@@ -156,6 +156,17 @@ impl Operator {
             Step::PromoteLearner { peer } if role_of(info, peer.id).is_none() => {
                 return Progress::Cancelled
             }
+            // Planned on a stale view of the region: the store already holds another peer of
+            // it (which a fresh plan would promote), and the store refuses a second one.
+            Step::AddLearner { peer }
+                if info
+                    .region
+                    .peers
+                    .iter()
+                    .any(|p| p.store_id == peer.store_id && p.id != peer.id) =>
+            {
+                return Progress::Cancelled
+            }
             Step::RemovePeer { peer } if info.leader.is_some_and(|l| l.id == peer.id) => {
                 return Progress::Cancelled
             }
@@ -199,6 +210,10 @@ mod tests {
             op.check(&info, t0),
             Progress::Run(Step::AddLearner { peer: new })
         );
+        // A view where store 4 already holds another peer of the region cancels it.
+        let mut stale = info.clone();
+        stale.region.peers.push(learner(8, 4));
+        assert_eq!(op.clone().check(&stale, t0), Progress::Cancelled);
         info.region.peers.push(new);
         info.pending_peers.push(new);
         assert_eq!(op.check(&info, t0), Progress::Wait);

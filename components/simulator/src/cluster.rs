@@ -300,6 +300,48 @@ impl SimCluster {
         }
     }
 
+    /// Every peer's state, one line each (for a failure report: who leads, who sleeps).
+    pub(crate) fn peer_states(&mut self, now_ms: u64) -> Vec<String> {
+        let states = Arc::new(std::sync::Mutex::new(Vec::new()));
+        for (store_id, store) in &self.stores {
+            let Some(system) = store.system.as_ref() else {
+                states
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(format!("store {store_id}: down"));
+                continue;
+            };
+            let mut ids = system.region_ids();
+            // In id order: the steps below must not depend on a hash map's order.
+            ids.sort_unstable();
+            for region_id in ids {
+                let (states, store_id) = (states.clone(), *store_id);
+                let cb = raftstore::router::Callback::new(
+                    move |r: raftstore::Result<raftstore::router::PeerStatus>| {
+                        let line = match r {
+                        Ok(s) => format!(
+                            "store {store_id} region {region_id} peer {}: leader {} (is_leader {}) term {} \
+                             commit {} applied {} proposals {} asleep {} ticks {} lease {} peers {:?}",
+                            s.peer_id, s.leader_id, s.is_leader, s.term, s.commit_index,
+                            s.applied_index, s.pending_proposals, s.asleep, s.ticks, s.lease_valid,
+                            s.region.peers.iter().map(|p| p.id).collect::<Vec<_>>()
+                        ),
+                        Err(e) => format!("store {store_id} region {region_id}: {e}"),
+                    };
+                        states.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                    },
+                );
+                let _ = system
+                    .router()
+                    .send(region_id, raftstore::router::PeerMsg::QueryStatus(cb));
+            }
+        }
+        self.step(now_ms);
+        let mut lines = std::mem::take(&mut *states.lock().unwrap_or_else(|e| e.into_inner()));
+        lines.sort();
+        lines
+    }
+
     /// Why a store stopped itself, if one did (an fsync or engine failure).
     pub(crate) fn stopped_reason(&self) -> Option<(u64, String)> {
         self.stores.iter().find_map(|(id, s)| {

@@ -297,6 +297,9 @@ fn store_config() -> raftstore::Config {
         raft_log_gc_count_limit: 24,
         split_region_check_tick_interval_ms: 500,
         region_heartbeat_tick_interval_ms: 200,
+        hibernate_heartbeat_interval_ms: 200,
+        // Sleep soon after a quiet spell, so schedules often catch regions asleep.
+        hibernate_idle_ticks: 11,
         store_heartbeat_interval_ms: 500,
         proposal_timeout_ms: 1_000,
         read_index_timeout_ms: 1_000,
@@ -462,10 +465,12 @@ fn run_planted(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Repo
         let drain_until = now_ms + 10_000;
         while workload.background() > 0 || !bank.idle() {
             if now_ms >= drain_until {
+                // With every peer's state: what does not make progress is what to look at.
                 failures.push(format!(
                     "{} compare-and-swaps, held latches or transactional commands still \
-                     running 12 s after the heal",
-                    workload.background()
+                     running 12 s after the heal; peers:\n  {}",
+                    workload.background(),
+                    cluster.peer_states(now_ms).join("\n  ")
                 ));
                 break;
             }
@@ -1094,6 +1099,11 @@ fn check_replicas(
             cluster.step(*now_ms);
         }
     }
+    // With every peer's state: the replicas that do not converge are what to look at.
+    last.push(format!(
+        "peers:\n  {}",
+        cluster.peer_states(*now_ms).join("\n  ")
+    ));
     last
 }
 

@@ -150,7 +150,8 @@ fn first_caught(
 
 /// Found by the store's own lease logic only: a leader whose ticks lag (an overloaded store,
 /// so check-quorum is late) while cut off must stop serving reads when its lease ends. With
-/// the lease check planted out, a read after a new leader's write sees the old value.
+/// the lease check planted out, a read after a new leader's write sees the old value. Since
+/// regions hibernate, the bank's audit (a stale read of some accounts) often sees it first.
 #[cfg(feature = "failpoints")]
 #[test]
 fn a_lease_read_without_a_lease_is_caught() {
@@ -158,7 +159,7 @@ fn a_lease_read_without_a_lease_is_caught() {
         Plant::LeaseReadWithoutLease,
         100..200,
         30_000,
-        &["Violation"],
+        &["Violation", "bank audit"],
     );
 }
 

@@ -165,6 +165,7 @@ impl ClusterConfig {
         self.scheduler.leader_schedule_limit = defaults.leader_schedule_limit;
         self.scheduler.region_schedule_limit = defaults.region_schedule_limit;
         self.raftstore.region_heartbeat_tick_interval_ms = 200;
+        self.raftstore.hibernate_heartbeat_interval_ms = 200;
         self.raftstore.store_heartbeat_interval_ms = 200;
         self
     }

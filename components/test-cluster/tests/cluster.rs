@@ -536,6 +536,7 @@ fn a_restarted_peer_ignores_votes_for_an_election_timeout() {
     let mut cfg = ClusterConfig::new(3, 1);
     // A long election timeout, so the test acts well inside the restarted peer's quiet time.
     cfg.raftstore.raft_election_timeout_ticks = 100;
+    cfg.raftstore.hibernate_idle_ticks = 200;
     let mut cluster = Cluster::run(cfg);
     let leader = cluster.wait_leader(1);
     cluster.must_put(b"k", b"v");

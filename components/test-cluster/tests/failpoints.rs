@@ -171,6 +171,7 @@ fn a_full_mailbox_answers_server_is_busy() {
     cfg.raftstore.mailbox_full_wait_ms = 50;
     // Slow rounds must not cost the leader its leadership in this test.
     cfg.raftstore.raft_election_timeout_ticks = 100;
+    cfg.raftstore.hibernate_idle_ticks = 200;
     let cluster = Cluster::run(cfg);
     let leader = cluster.wait_leader(1);
     cluster.must_put(b"warm", b"up");

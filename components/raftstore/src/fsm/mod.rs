@@ -3,8 +3,10 @@
 //! store context they share. Command logic lives in `operation/`, peer state in `raft/`.
 
 mod apply;
+pub mod liveness;
 mod peer;
 mod store;
+pub mod ticks;
 
 pub use apply::{ApplyControlFsm, ApplyFsm, ApplyPollerBuilder};
 pub use peer::{PeerFsm, RaftPoller, RaftPollerBuilder};

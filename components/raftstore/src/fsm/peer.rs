@@ -9,6 +9,7 @@ use raft_log::RaftLogBatch;
 
 use super::{StoreContext, StoreFsm};
 use crate::metrics::METRICS;
+use crate::operation::hibernate::{SleepState, WakeCause};
 use crate::operation::snapshot::{check_snapshot_message, is_snapshot};
 use crate::raft::Peer;
 use crate::router::{send_internal, ApplyRes, ApplyTask, Callback, PeerMsg, StoreMsg};
@@ -20,6 +21,10 @@ use crate::Error;
 pub struct PeerFsm<EK: KvEngine> {
     pub(crate) peer: Peer<EK>,
     pub(crate) stopped: bool,
+    /// How the tick registry files this peer (a new peer is filed awake).
+    pub(crate) filed_state: SleepState,
+    /// The leader's store as the store's leader index has it (0: none).
+    pub(crate) indexed_leader_store: u64,
 }
 
 impl<EK: KvEngine> PeerFsm<EK> {
@@ -27,6 +32,8 @@ impl<EK: KvEngine> PeerFsm<EK> {
         PeerFsm {
             peer,
             stopped: false,
+            filed_state: SleepState::Awake,
+            indexed_leader_store: 0,
         }
     }
 
@@ -94,6 +101,7 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         for reply in effects.replies {
             reply.deliver();
         }
+        self.late.extend(effects.messages);
         if effects.probe_members {
             self.probe_members(&fsm.peer);
         }
@@ -211,6 +219,12 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
             // the sender may be the leader this peer must catch up from.
             fsm.peer.remember_peer(from);
         }
+        if let Some(extra) = msg.extra {
+            if member {
+                self.on_extra_message(fsm, from, extra);
+            }
+            return;
+        }
         let Some(wire) = msg.message else {
             return;
         };
@@ -236,8 +250,18 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
                 return;
             }
         }
+        // A sleeping peer stays asleep for a heartbeat that brings nothing new (and its
+        // answer), unless stepping it changed who leads.
+        let asleep = fsm.peer.is_asleep() && fsm.peer.keeps_asleep(&m);
+        if !asleep {
+            self.wake(fsm, WakeCause::Raft);
+        }
+        let before = (fsm.peer.term(), fsm.peer.leader_id(), fsm.peer.is_leader());
         if let Err(e) = fsm.peer.step(m) {
             slog::debug!(fsm.peer.logger(), "raft rejected a message"; "error" => %e);
+        }
+        if asleep && before != (fsm.peer.term(), fsm.peer.leader_id(), fsm.peer.is_leader()) {
+            self.wake(fsm, WakeCause::Raft);
         }
     }
 }
@@ -253,8 +277,13 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
     fn handle_control(&mut self, store: &mut StoreFsm, msgs: &mut Vec<StoreMsg>) {
         for msg in msgs.drain(..) {
             match msg {
+                StoreMsg::StoreHeartbeat { from_store } => {
+                    let now = self.ctx.clock.now();
+                    util::lock(&self.ctx.liveness).heard(from_store, now);
+                }
                 StoreMsg::Tick => {
                     store.ticks += 1;
+                    self.tick_liveness(store.ticks);
                     METRICS.regions.set(self.ctx.meta().len() as i64);
                     let cfg = &self.ctx.cfg;
                     if store.ticks % cfg.ticks_of(cfg.raft_engine_purge_interval_ms) == 0 {
@@ -315,36 +344,56 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                         break;
                     }
                 }
-                PeerMsg::Command { request, cb } => fsm.peer.propose_write(request, cb, self.now),
+                PeerMsg::Command { request, cb } => {
+                    let cause = match request.admin_request {
+                        Some(_) => WakeCause::Admin,
+                        None => WakeCause::Write,
+                    };
+                    self.wake(fsm, cause);
+                    fsm.peer.propose_write(request, cb, self.now)
+                }
                 // The lease is checked against the clock now, not the round's start: a
                 // round can run long, and the lease's margin is small.
                 PeerMsg::Read { request, cb } => {
+                    self.wake(fsm, WakeCause::Read);
                     let lease_now = self.ctx.clock.now();
                     fsm.peer.read(&request, cb, self.now, lease_now)
                 }
+                // A tick sent before the peer fell asleep.
+                PeerMsg::Tick if fsm.peer.is_asleep() => {}
                 PeerMsg::Tick => {
                     fsm.peer.tick(self.now);
                 }
+                PeerMsg::HibernateTick => self.on_hibernate_tick(fsm),
+                PeerMsg::LeaderStoreDown { store_id } => self.on_leader_store_down(fsm, store_id),
                 PeerMsg::AskSplit {
                     region_epoch,
                     split_keys,
                     cb,
-                } => self.on_ask_split(fsm, region_epoch, split_keys, cb),
+                } => {
+                    self.wake(fsm, WakeCause::Admin);
+                    self.on_ask_split(fsm, region_epoch, split_keys, cb)
+                }
                 PeerMsg::ApplyRes(res) => {
                     if self.on_apply_res(fsm, res) {
                         break;
                     }
                 }
                 PeerMsg::Wake => {}
-                PeerMsg::SnapshotGenerated(snapshot) => fsm
-                    .peer
-                    .storage_mut()
-                    .on_snapshot_generated(snapshot.map(|s| *s)),
+                PeerMsg::SnapshotGenerated(snapshot) => {
+                    self.wake(fsm, WakeCause::Admin);
+                    fsm.peer
+                        .storage_mut()
+                        .on_snapshot_generated(snapshot.map(|s| *s))
+                }
                 PeerMsg::SnapshotStatus {
                     to_peer_id,
                     ok,
                     busy,
-                } => fsm.peer.report_snapshot(to_peer_id, ok, busy),
+                } => {
+                    self.wake(fsm, WakeCause::Admin);
+                    fsm.peer.report_snapshot(to_peer_id, ok, busy)
+                }
                 PeerMsg::QueryStatus(cb) => cb.invoke(Ok(fsm.peer.status(self.now))),
                 PeerMsg::Destroy { cb } => {
                     self.destroy(fsm, cb);
@@ -353,6 +402,7 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 }
                 PeerMsg::Campaign if fsm.peer.is_applying_snapshot() => {}
                 PeerMsg::Campaign => {
+                    self.wake(fsm, WakeCause::Admin);
                     if let Err(e) = fsm.peer.campaign() {
                         slog::warn!(fsm.peer.logger(), "campaign failed"; "error" => %e);
                     }
@@ -369,6 +419,7 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
         self.maybe_gen_snapshot(fsm);
         self.handle_ready(fsm);
         self.run_effects(fsm);
+        self.file_peer(fsm);
     }
 
     fn end(&mut self, normals: &mut [Box<PeerFsm<EK>>]) {

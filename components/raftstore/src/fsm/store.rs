@@ -39,6 +39,13 @@ pub struct StoreMeta {
     /// a split this store has not applied yet. Replayed when the split creates the peer, so
     /// the new region does not wait an election timeout for its first leader.
     pending_votes: std::collections::VecDeque<RaftMessage>,
+    /// Store id → peers here whose region has a peer there: the stores to send liveness
+    /// heartbeats to.
+    store_refs: HashMap<u64, usize>,
+    /// Region → the store of its leader, as this store's peer last knew it, and the reverse:
+    /// the regions to wake when a store is found down.
+    leader_store: HashMap<u64, u64>,
+    led_by: HashMap<u64, std::collections::BTreeSet<u64>>,
 }
 
 /// Vote requests kept for regions a split has not created here yet (oldest dropped first).
@@ -87,13 +94,51 @@ impl StoreMeta {
                 ),
             });
         }
+        let leader = self.leader_store.get(&region.id).copied();
         self.remove(region.id);
+        if let Some(store) = leader {
+            self.set_leader_store(region.id, store);
+        }
         if !region.peers.is_empty() {
             self.ranges
                 .insert(keys::data_end_key(&region.end_key), region.id);
         }
+        for p in &region.peers {
+            *self.store_refs.entry(p.store_id).or_default() += 1;
+        }
         self.regions.insert(region.id, region);
         Ok(())
+    }
+
+    /// The stores hosting a peer of some region here (this one included), in id order.
+    pub fn peer_stores(&self) -> Vec<u64> {
+        let mut stores: Vec<u64> = self.store_refs.keys().copied().collect();
+        stores.sort_unstable();
+        stores
+    }
+
+    /// Records that region `region_id`'s leader is on `store_id` (0: unknown).
+    pub fn set_leader_store(&mut self, region_id: u64, store_id: u64) {
+        if let Some(old) = self.leader_store.remove(&region_id) {
+            if let Some(set) = self.led_by.get_mut(&old) {
+                set.remove(&region_id);
+                if set.is_empty() {
+                    self.led_by.remove(&old);
+                }
+            }
+        }
+        if store_id != 0 {
+            self.leader_store.insert(region_id, store_id);
+            self.led_by.entry(store_id).or_default().insert(region_id);
+        }
+    }
+
+    /// The regions here whose leader is on `store_id`.
+    pub fn led_by(&self, store_id: u64) -> Vec<u64> {
+        self.led_by
+            .get(&store_id)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     pub fn stash_vote(&mut self, msg: RaftMessage) {
@@ -114,7 +159,16 @@ impl StoreMeta {
     }
 
     pub fn remove(&mut self, region_id: u64) -> Option<Region> {
+        self.set_leader_store(region_id, 0);
         let old = self.regions.remove(&region_id)?;
+        for p in &old.peers {
+            if let Some(n) = self.store_refs.get_mut(&p.store_id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.store_refs.remove(&p.store_id);
+                }
+            }
+        }
         let end = keys::data_end_key(&old.end_key);
         if self.ranges.get(&end) == Some(&region_id) {
             self.ranges.remove(&end);
@@ -163,6 +217,10 @@ pub struct StoreContext<EK: KvEngine> {
     pub split_checks_paused: std::sync::atomic::AtomicBool,
     /// Seeds each peer's election-timeout randomness (see [`crate::raft::ElectionRng`]).
     pub election_seed: u64,
+    /// Which peers the tick thread ticks (awake ones; see `fsm/ticks.rs`).
+    pub ticks: super::ticks::TickRegistry,
+    /// Which other stores answer (the control FSM updates it; hibernating leaders read it).
+    pub liveness: Mutex<super::liveness::StoreLiveness>,
 }
 
 /// The store's two engines, and the memory budget of the entry caches over the second.
@@ -477,6 +535,8 @@ impl<EK: KvEngine> StoreContext<EK> {
         self.routers
             .raft
             .register(region_id, Box::new(PeerFsm::new(peer)));
+        self.ticks
+            .set(region_id, crate::operation::hibernate::SleepState::Awake);
         Ok(())
     }
 

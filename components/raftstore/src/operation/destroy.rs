@@ -63,6 +63,7 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
     pub(crate) fn destroy(&mut self, fsm: &mut PeerFsm<EK>, cb: crate::router::Callback<()>) {
         slog::info!(fsm.peer.logger(), "destroying peer");
         fsm.stopped = true;
+        self.ctx.ticks.remove(fsm.peer.region_id());
         if fsm.peer.counted_as_leader() {
             self.ctx
                 .stats
@@ -101,6 +102,7 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
             is_tombstone: true,
             start_key: region.start_key.clone(),
             end_key: region.end_key.clone(),
+            extra: None,
         });
     }
 
@@ -122,6 +124,7 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
                 is_tombstone: false,
                 start_key: region.start_key.clone(),
                 end_key: region.end_key.clone(),
+                extra: None,
             });
         }
     }

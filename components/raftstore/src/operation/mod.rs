@@ -12,6 +12,8 @@
 //! - [`transfer_leader`]: leader transfer (executed at propose time, never logged).
 //! - [`destroy`]: destroying a peer, and the tombstones that tell a removed peer it is gone.
 //! - [`heartbeat`]: the region heartbeat to the scheduler (down and pending peers).
+//! - [`hibernate`]: idle regions stop ticking: the leader's request, the members' agreement,
+//!   what wakes a peer.
 //! - [`admin`]: the apply-side dispatch of admin commands that enter the log (CompactLog,
 //!   BatchSplit), shared by `log_gc` and `split`.
 //! - [`apply`]: the dispatch from a committed entry to the operation that applies it.
@@ -25,6 +27,7 @@ pub mod apply;
 pub mod conf_change;
 pub mod destroy;
 pub mod heartbeat;
+pub mod hibernate;
 pub mod log_gc;
 pub mod read;
 pub mod snapshot;

@@ -10,6 +10,8 @@
 //!
 //! [`ReadyOutput`]: super::ReadyOutput
 
+use proto::raft_serverpb::RaftMessage;
+
 use crate::router::{ReadCallback, RegionSnapshot, WriteCallback};
 use crate::Result;
 
@@ -40,6 +42,8 @@ pub struct Effects<S> {
     pub heartbeat: bool,
     /// No leader heard from for a long while: ask the members whether this peer is still one.
     pub probe_members: bool,
+    /// Messages that are not raft-rs's (hibernation's handshake), to send this round.
+    pub messages: Vec<RaftMessage>,
 }
 
 impl<S> Default for Effects<S> {
@@ -49,12 +53,17 @@ impl<S> Default for Effects<S> {
             split_check: false,
             heartbeat: false,
             probe_members: false,
+            messages: Vec::new(),
         }
     }
 }
 
 impl<S> Effects<S> {
     pub fn is_empty(&self) -> bool {
-        self.replies.is_empty() && !self.split_check && !self.heartbeat && !self.probe_members
+        self.replies.is_empty()
+            && !self.split_check
+            && !self.heartbeat
+            && !self.probe_members
+            && self.messages.is_empty()
     }
 }

@@ -129,6 +129,8 @@ pub struct Peer<EK: KvEngine> {
     pub(crate) logger: slog::Logger,
     /// Draws the randomized election timeout in place of raft-rs's thread-local generator.
     election_rng: super::ElectionRng,
+    /// Whether the region sleeps, and the leader's handshake (`operation/hibernate.rs`).
+    pub(crate) hibernation: crate::operation::hibernate::Hibernation,
 }
 
 impl<EK: KvEngine> Peer<EK> {
@@ -194,6 +196,10 @@ impl<EK: KvEngine> Peer<EK> {
             election_rng: super::ElectionRng::new(
                 super::random_seed(),
                 config.raft_election_timeout_ticks,
+            ),
+            hibernation: crate::operation::hibernate::Hibernation::new(
+                config.hibernate_regions,
+                config.hibernate_idle_ticks,
             ),
         })
     }
@@ -624,6 +630,7 @@ impl<EK: KvEngine> Peer<EK> {
         }
         self.expire_proposals(now);
         work |= self.tick_reads(now);
+        self.tick_hibernation(now);
         work
     }
 
@@ -673,6 +680,8 @@ impl<EK: KvEngine> Peer<EK> {
             truncated_index: self.storage().truncated_index(),
             pending_proposals: self.proposals.len(),
             lease_valid: self.can_read_locally(now),
+            asleep: self.is_asleep(),
+            ticks: self.ticks,
         }
     }
 
@@ -694,6 +703,7 @@ impl<EK: KvEngine> Peer<EK> {
             is_tombstone: false,
             start_key: region.start_key.clone(),
             end_key: region.end_key.clone(),
+            extra: None,
         })
     }
 

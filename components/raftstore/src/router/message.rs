@@ -208,8 +208,14 @@ pub enum PeerMsg<S> {
         request: RaftCmdRequest,
         cb: ReadCallback<S>,
     },
-    /// The raft logical clock.
+    /// The raft logical clock (awake peers only: see `fsm/ticks.rs`).
     Tick,
+    /// A hibernating peer's rare tick: a leader reports the region to the scheduler, a
+    /// follower checks it is still a member; both stay asleep.
+    HibernateTick,
+    /// The store hosting this region's leader has been silent for an election timeout: a
+    /// hibernating follower wakes and counts the election ticks it slept through.
+    LeaderStoreDown { store_id: u64 },
     /// The ApplyFsm applied entries.
     ApplyRes(ApplyRes),
     /// Keeps the FSM scheduled: it has a ready that became available after its round's fsync.
@@ -253,6 +259,10 @@ pub struct PeerStatus {
     pub truncated_index: u64,
     pub pending_proposals: usize,
     pub lease_valid: bool,
+    /// The peer hibernates (not ticked; see `operation/hibernate.rs`).
+    pub asleep: bool,
+    /// Ticks the peer has taken since it started (a hibernating peer takes none).
+    pub ticks: u64,
 }
 
 impl<S> fmt::Debug for PeerMsg<S> {
@@ -262,6 +272,8 @@ impl<S> fmt::Debug for PeerMsg<S> {
             PeerMsg::Command { .. } => f.write_str("Command"),
             PeerMsg::Read { .. } => f.write_str("Read"),
             PeerMsg::Tick => f.write_str("Tick"),
+            PeerMsg::HibernateTick => f.write_str("HibernateTick"),
+            PeerMsg::LeaderStoreDown { store_id } => write!(f, "LeaderStoreDown({store_id})"),
             PeerMsg::ApplyRes(r) => write!(f, "ApplyRes({})", r.apply_state.applied_index),
             PeerMsg::Wake => f.write_str("Wake"),
             PeerMsg::Campaign => f.write_str("Campaign"),
@@ -283,6 +295,8 @@ pub enum StoreMsg {
     Tick,
     /// A raft message for a region that has no peer here.
     RaftMessage(Box<RaftMessage>),
+    /// Store `from_store`'s liveness heartbeat (see `fsm/liveness.rs`).
+    StoreHeartbeat { from_store: u64 },
     /// Creates a peer for a region whose state is not on this store yet (bootstrap of a new
     /// region, and later a replica added by a membership change). Refused if it overlaps a
     /// region already here.

@@ -13,6 +13,11 @@ pub type ApplyRouter<EK> = batch_system::Router<ApplyFsm<EK>, ApplyControlFsm>;
 /// Delivers a raft message from another store: to the region's peer, or to the store when the
 /// region has no peer here.
 pub fn deliver_raft_message<EK: KvEngine>(router: &RaftRouter<EK>, msg: RaftMessage) -> bool {
+    if let Some(from_store) = crate::fsm::liveness::is_store_heartbeat(&msg) {
+        return router
+            .send_control(StoreMsg::StoreHeartbeat { from_store })
+            .is_ok();
+    }
     let region_id = msg.region_id;
     match router.send(region_id, PeerMsg::RaftMessage(Box::new(msg))) {
         Ok(()) => true,
