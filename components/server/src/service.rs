@@ -1,12 +1,14 @@
 //! Receiving side of the store-to-store streams.
 
+use std::time::{Duration, Instant};
+
 use engine::KvEngine;
 use prost::Message;
 use proto::raft_serverpb::raft_transport_server::RaftTransport;
 use proto::raft_serverpb::{
     BatchRaftMessage, RaftDone, RaftMessage, SnapshotChunk, SnapshotData, SnapshotDone,
 };
-use raftstore::router::{deliver_raft_message, RaftRouter};
+use raftstore::router::{deliver_raft_message, note_store_heard, RaftRouter};
 use raftstore::snap::{SnapKey, SnapManager};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
@@ -75,10 +77,23 @@ impl<EK: KvEngine> RaftTransport for RaftService<EK> {
         request: Request<Streaming<BatchRaftMessage>>,
     ) -> Result<Response<RaftDone>, Status> {
         let mut stream = request.into_inner();
+        // Traffic from a store counts as hearing from it, noted at most this often.
+        const NOTE_HEARD_EVERY: Duration = Duration::from_millis(10);
+        let mut noted: Option<Instant> = None;
         while let Some(batch) = stream.message().await? {
             METRICS
                 .raft_messages_received
                 .inc_by(batch.msgs.len() as u64);
+            if noted.is_none_or(|t| t.elapsed() >= NOTE_HEARD_EVERY) {
+                let from_store = batch
+                    .msgs
+                    .first()
+                    .and_then(|m| m.from_peer)
+                    .map_or(0, |p| p.store_id);
+                if note_store_heard(&self.router, from_store) {
+                    noted = Some(Instant::now());
+                }
+            }
             for msg in batch.msgs {
                 if !self.addressed_here(&msg) {
                     // The sender's address for that store is stale (another store serves

@@ -281,8 +281,11 @@ impl Report {
 }
 
 /// The store settings of a simulation: small timeouts and thresholds, so elections, log GC
-/// and snapshots happen within seconds of virtual time.
-fn store_config() -> raftstore::Config {
+/// and snapshots happen within seconds of virtual time. `hibernate`: even seeds run with
+/// hibernating regions, odd seeds without. Sleeping regions make some races rare (a write
+/// proposed before a split and applied after it: the planted skipped epoch check went from 2
+/// in 300 seeds to none in 400 with every seed hibernating), so both halves keep their share.
+fn store_config(hibernate: bool) -> raftstore::Config {
     raftstore::Config {
         store_pool_size: 1,
         apply_pool_size: 1,
@@ -300,6 +303,7 @@ fn store_config() -> raftstore::Config {
         hibernate_heartbeat_interval_ms: 200,
         // Sleep soon after a quiet spell, so schedules often catch regions asleep.
         hibernate_idle_ticks: 11,
+        hibernate_regions: hibernate,
         store_heartbeat_interval_ms: 500,
         proposal_timeout_ms: 1_000,
         read_index_timeout_ms: 1_000,
@@ -372,7 +376,7 @@ fn run_seed(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Report>
 fn run_planted(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Report> {
     let mut rng = StdRng::seed_from_u64(seed);
     let net = SimNetwork::new(StdRng::seed_from_u64(rng.gen()), LinkConfig::default());
-    let store_cfg = store_config();
+    let store_cfg = store_config(seed % 2 == 0);
     let tick_ms = store_cfg.raft_base_tick_interval_ms;
     let mut cluster = SimCluster::new(
         rng.gen(),

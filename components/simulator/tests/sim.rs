@@ -189,7 +189,8 @@ fn a_cas_latch_released_before_its_write_settles_is_caught() {
 fn a_write_applied_without_its_epoch_check_is_caught() {
     first_caught(
         Plant::SkipEpochCheckAtApply,
-        // Rare: 2 of seeds 100..400 (none of 100..200 since the bank and slow disks joined).
+        // Rare: 2 of seeds 100..400 (none of 100..200 since the bank and slow disks joined),
+        // and caught only by the odd seeds, which run without hibernation.
         300..400,
         30_000,
         &["at applied index"],

@@ -4,7 +4,9 @@
 //! down: the hibernating regions here whose leader it hosts (found in `StoreMeta`'s leader
 //! index, a lookup and not a scan) are woken, `hibernate-wake-batch` per tick so their
 //! elections do not come as one storm. Sleeping followers never tick, so this is how they
-//! learn their leader is gone.
+//! learn their leader is gone. A store heard from again gets the mirror image: the sleeping
+//! leaders here with a member there send one heartbeat round, so a leader deposed while the
+//! store was cut off (or a member left behind) learns of it now, not at its next rare tick.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -18,8 +20,17 @@ pub struct StoreLiveness {
     /// When each store was last heard from (first seen counts as heard).
     last_heard: HashMap<u64, Instant>,
     down: HashSet<u64>,
-    /// Regions to wake, with the store found down that led them.
-    to_wake: VecDeque<(u64, u64)>,
+    /// Regions to tell, with the store whose liveness changed and how.
+    to_wake: VecDeque<(u64, u64, StoreEvent)>,
+}
+
+/// What a queued wake-up tells a region's peer about another store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// The store, hosting the region's leader, went silent.
+    Down,
+    /// The store, hosting a member of a region led here, answers again.
+    Up,
 }
 
 /// What one liveness check decided.
@@ -63,10 +74,11 @@ impl StoreLiveness {
             let heard = *self.last_heard.entry(store).or_insert(now);
             let silent = now.saturating_duration_since(heard) >= timeout;
             if silent && self.down.insert(store) {
+                self.to_wake.retain(|(_, s, _)| *s != store);
                 change.down.push(store);
             } else if !silent && self.down.remove(&store) {
                 // Its regions still queued need no wake-up any more.
-                self.to_wake.retain(|(_, s)| *s != store);
+                self.to_wake.retain(|(_, s, _)| *s != store);
                 change.up.push(store);
             }
         }
@@ -75,13 +87,18 @@ impl StoreLiveness {
         change
     }
 
-    pub fn queue_wakes(&mut self, store_id: u64, regions: impl IntoIterator<Item = u64>) {
+    pub fn queue_wakes(
+        &mut self,
+        store_id: u64,
+        event: StoreEvent,
+        regions: impl IntoIterator<Item = u64>,
+    ) {
         self.to_wake
-            .extend(regions.into_iter().map(|r| (r, store_id)));
+            .extend(regions.into_iter().map(|r| (r, store_id, event)));
     }
 
-    /// Up to `n` regions to wake now, with the store that was found down.
-    pub fn next_wakes(&mut self, n: usize) -> Vec<(u64, u64)> {
+    /// Up to `n` regions to tell now, with the store and what it did.
+    pub fn next_wakes(&mut self, n: usize) -> Vec<(u64, u64, StoreEvent)> {
         let n = n.min(self.to_wake.len());
         self.to_wake.drain(..n).collect()
     }
@@ -154,12 +171,19 @@ mod tests {
         assert_eq!(l.check([2, 3], ms(2300), timeout).down, vec![2, 3]);
         assert_eq!(l.check([2], ms(2300), timeout).forgotten, 1);
         assert_eq!(l.last_heard(3), None);
-        l.queue_wakes(2, [10, 11, 12]);
-        assert_eq!(l.next_wakes(2), vec![(10, 2), (11, 2)]);
+        l.queue_wakes(2, StoreEvent::Down, [10, 11, 12]);
+        assert_eq!(
+            l.next_wakes(2),
+            vec![(10, 2, StoreEvent::Down), (11, 2, StoreEvent::Down)]
+        );
         assert_eq!(l.pending_wakes(), 1);
         // A store that answers again takes its queued wake-ups with it.
         l.heard(2, ms(2400));
         assert_eq!(l.check([2], ms(2500), timeout).up, vec![2]);
+        assert_eq!(l.pending_wakes(), 0);
+        // And one found down again takes its queued pings.
+        l.queue_wakes(2, StoreEvent::Up, [10]);
+        assert_eq!(l.check([2], ms(3500), timeout).down, vec![2]);
         assert_eq!(l.pending_wakes(), 0);
     }
 

@@ -366,6 +366,7 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 }
                 PeerMsg::HibernateTick => self.on_hibernate_tick(fsm),
                 PeerMsg::LeaderStoreDown { store_id } => self.on_leader_store_down(fsm, store_id),
+                PeerMsg::MemberStoreUp { store_id } => self.on_member_store_up(fsm, store_id),
                 PeerMsg::AskSplit {
                     region_epoch,
                     split_keys,

@@ -141,6 +141,22 @@ impl StoreMeta {
             .unwrap_or_default()
     }
 
+    /// The regions led by store `here` with a member on `store_id`: a scan of the regions
+    /// `here` leads, done once each time `store_id` answers again.
+    pub fn led_with_member_on(&self, here: u64, store_id: u64) -> Vec<u64> {
+        let Some(led) = self.led_by.get(&here) else {
+            return Vec::new();
+        };
+        led.iter()
+            .copied()
+            .filter(|r| {
+                self.regions
+                    .get(r)
+                    .is_some_and(|region| region.peers.iter().any(|p| p.store_id == store_id))
+            })
+            .collect()
+    }
+
     pub fn stash_vote(&mut self, msg: RaftMessage) {
         if self.pending_votes.len() >= PENDING_VOTES_CAPACITY {
             self.pending_votes.pop_front();
@@ -844,5 +860,36 @@ mod tests {
         meta.insert(uninit).unwrap();
         meta.remove(9);
         assert!(meta.insert(region(6, b"y", b"")).is_err());
+    }
+
+    #[test]
+    fn the_leader_index_follows_leaders_epochs_and_removal() {
+        let mut meta = StoreMeta::default();
+        let with_peer_on = |mut r: Region, store_id: u64| {
+            r.peers.push(proto::metapb::Peer {
+                id: r.id * 10 + store_id,
+                store_id,
+                ..Default::default()
+            });
+            r
+        };
+        meta.insert(with_peer_on(region(1, b"", b"b"), 2)).unwrap();
+        meta.insert(region(2, b"b", b"d")).unwrap();
+        meta.insert(with_peer_on(region(3, b"d", b""), 3)).unwrap();
+        for r in [1, 2, 3] {
+            meta.set_leader_store(r, 1);
+        }
+        assert_eq!(meta.led_by(1), vec![1, 2, 3]);
+        assert_eq!(meta.led_with_member_on(1, 2), vec![1]);
+        assert_eq!(meta.led_with_member_on(1, 3), vec![3]);
+        // The leader moves; a new epoch keeps the entry; removal drops it.
+        meta.set_leader_store(3, 3);
+        assert_eq!(meta.led_by(3), vec![3]);
+        assert_eq!(meta.led_with_member_on(1, 3), Vec::<u64>::new());
+        meta.insert(with_peer_on(region(1, b"", b"b"), 3)).unwrap();
+        assert_eq!(meta.led_with_member_on(1, 3), vec![1]);
+        meta.remove(2);
+        assert_eq!(meta.led_by(1), vec![1]);
+        assert_eq!(meta.peer_stores(), vec![1, 3]);
     }
 }

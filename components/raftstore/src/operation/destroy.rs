@@ -110,10 +110,15 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
     /// answers with a tombstone (see [`RaftPoller::check_sender`]), one that does ignores it.
     pub(crate) fn probe_members(&mut self, peer: &Peer<EK>) {
         let region = peer.region();
-        slog::info!(
-            peer.logger(),
-            "no leader for a long while; asking the members"
-        );
+        if peer.is_asleep() {
+            // The routine check of a hibernating follower, once per hibernate interval.
+            slog::debug!(peer.logger(), "hibernating: asking the members");
+        } else {
+            slog::info!(
+                peer.logger(),
+                "no leader for a long while; asking the members"
+            );
+        }
         for to in region.peers.iter().filter(|p| p.id != peer.peer_id()) {
             self.transport.send(RaftMessage {
                 region_id: region.id,

@@ -26,7 +26,7 @@ use proto::metapb::{Peer as PeerMeta, PeerRole};
 use proto::raft_serverpb::{ExtraMessage, ExtraMessageType, RaftMessage};
 use raft::eraftpb::{Message, MessageType};
 
-use crate::fsm::liveness::store_heartbeat;
+use crate::fsm::liveness::{store_heartbeat, StoreEvent};
 use crate::fsm::{PeerFsm, RaftPoller};
 use crate::metrics::METRICS;
 use crate::raft::Peer;
@@ -122,6 +122,12 @@ impl<EK: KvEngine> Peer<EK> {
     /// since it last heard from the leader. Returns whether the peer was asleep.
     pub fn wake(&mut self, now: Instant, leader_store_down: bool) -> bool {
         if !self.hibernation.asleep {
+            // Woken already (by a member's pre-vote, say, with its election count at zero):
+            // the news still counts, or this member would ignore the campaigns for a whole
+            // election timeout.
+            if leader_store_down && !self.is_leader() {
+                self.catch_up_election_ticks(now);
+            }
             return false;
         }
         self.hibernation.asleep = false;
@@ -295,6 +301,15 @@ impl<EK: KvEngine> Peer<EK> {
         }
     }
 
+    /// A sleeping leader's heartbeat round to its members: caught-up members answer without
+    /// waking anyone; a member at a higher term (this leader was deposed while cut off), one
+    /// that lags, or a store that no longer knows this peer (a tombstone) wakes or removes it.
+    pub(crate) fn ping_members(&mut self) {
+        if self.is_leader() {
+            self.raw.raft.ping();
+        }
+    }
+
     fn sleep(&mut self) {
         self.hibernation.asleep = true;
         self.hibernation.asking = None;
@@ -433,8 +448,10 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
 
     /// A sleeping peer's rare tick. A leader reports the region to the scheduler, counting
     /// members on stores that answer liveness heartbeats as heard (it hears nothing else while
-    /// asleep). A follower asks the members whether it is still one: a removed peer whose
-    /// tombstone was lost would otherwise keep its data and range for ever.
+    /// asleep), and sends one heartbeat round: a leader deposed, or removed, while its store
+    /// was cut off learns of it from the answers. A follower asks the members whether it is
+    /// still one: a removed peer whose tombstone was lost would otherwise keep its data and
+    /// range for ever.
     pub(crate) fn on_hibernate_tick(&mut self, fsm: &mut PeerFsm<EK>) {
         if !fsm.peer.is_asleep() {
             return;
@@ -442,6 +459,7 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         if fsm.peer.is_leader() {
             self.refresh_heard_from_stores(fsm);
             fsm.peer.schedule_heartbeat();
+            fsm.peer.ping_members();
         } else if fsm.peer.is_initialized() {
             fsm.peer.effects.probe_members = true;
         }
@@ -474,6 +492,20 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
                 .hibernate_wakeups
                 .with_label_values(&[WakeCause::StoreDown.label()])
                 .inc();
+        }
+    }
+
+    /// A store with a member of this region answers again: a sleeping leader checks, with one
+    /// heartbeat round, that it still leads (see [`Peer::ping_members`]).
+    pub(crate) fn on_member_store_up(&mut self, fsm: &mut PeerFsm<EK>, store_id: u64) {
+        let member_there = fsm
+            .peer
+            .region()
+            .peers
+            .iter()
+            .any(|p| p.store_id == store_id);
+        if fsm.peer.is_asleep() && member_there {
+            fsm.peer.ping_members();
         }
     }
 
@@ -514,7 +546,11 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
             METRICS.stores_down.sub(change.forgotten as i64);
             for s in change.up {
                 METRICS.stores_down.dec();
-                slog::info!(self.ctx.logger, "store answers again"; "other_store_id" => s);
+                let led = self.ctx.meta().led_with_member_on(store_id, s);
+                slog::info!(self.ctx.logger, "store answers again: the regions led here with a \
+                    member there check they still lead"; "other_store_id" => s,
+                    "regions" => led.len());
+                util::lock(&self.ctx.liveness).queue_wakes(s, StoreEvent::Up, led);
             }
             for s in change.down {
                 METRICS.stores_down.inc();
@@ -522,17 +558,17 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
                 slog::warn!(self.ctx.logger, "store silent for an election timeout: waking the \
                     regions it leads"; "other_store_id" => s, "regions" => led.len(),
                     "per_tick" => cfg.hibernate_wake_batch);
-                util::lock(&self.ctx.liveness).queue_wakes(s, led);
+                util::lock(&self.ctx.liveness).queue_wakes(s, StoreEvent::Down, led);
             }
         }
         let wakes = util::lock(&self.ctx.liveness).next_wakes(cfg.hibernate_wake_batch);
-        for (region_id, store_id) in wakes {
+        for (region_id, store_id, event) in wakes {
+            let msg = match event {
+                StoreEvent::Down => PeerMsg::LeaderStoreDown { store_id },
+                StoreEvent::Up => PeerMsg::MemberStoreUp { store_id },
+            };
             // Never dropped for a full mailbox: it is sent once.
-            let _ = self
-                .ctx
-                .routers
-                .raft
-                .force_send(region_id, PeerMsg::LeaderStoreDown { store_id });
+            let _ = self.ctx.routers.raft.force_send(region_id, msg);
         }
     }
 }

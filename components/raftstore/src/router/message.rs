@@ -214,8 +214,11 @@ pub enum PeerMsg<S> {
     /// follower checks it is still a member; both stay asleep.
     HibernateTick,
     /// The store hosting this region's leader has been silent for an election timeout: a
-    /// hibernating follower wakes and counts the election ticks it slept through.
+    /// follower wakes and counts the election ticks it slept through.
     LeaderStoreDown { store_id: u64 },
+    /// A store hosting a member of this region answers again after it was found down: a
+    /// sleeping leader sends one heartbeat round (it may have been deposed meanwhile).
+    MemberStoreUp { store_id: u64 },
     /// The ApplyFsm applied entries.
     ApplyRes(ApplyRes),
     /// Keeps the FSM scheduled: it has a ready that became available after its round's fsync.
@@ -274,6 +277,7 @@ impl<S> fmt::Debug for PeerMsg<S> {
             PeerMsg::Tick => f.write_str("Tick"),
             PeerMsg::HibernateTick => f.write_str("HibernateTick"),
             PeerMsg::LeaderStoreDown { store_id } => write!(f, "LeaderStoreDown({store_id})"),
+            PeerMsg::MemberStoreUp { store_id } => write!(f, "MemberStoreUp({store_id})"),
             PeerMsg::ApplyRes(r) => write!(f, "ApplyRes({})", r.apply_state.applied_index),
             PeerMsg::Wake => f.write_str("Wake"),
             PeerMsg::Campaign => f.write_str("Campaign"),

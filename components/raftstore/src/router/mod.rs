@@ -8,4 +8,4 @@ pub use message::{
     ApplyRes, ApplyTask, Callback, CommittedEntries, PeerMsg, PeerStatus, Proposal, ReadCallback,
     RegionSnapshot, StoreMsg, WriteCallback,
 };
-pub use routers::{deliver_raft_message, send_internal, ApplyRouter, RaftRouter};
+pub use routers::{deliver_raft_message, note_store_heard, send_internal, ApplyRouter, RaftRouter};

@@ -32,6 +32,15 @@ pub fn deliver_raft_message<EK: KvEngine>(router: &RaftRouter<EK>, msg: RaftMess
     }
 }
 
+/// Notes that store `from_store` was heard from (any raft traffic, not only its liveness
+/// heartbeats, which a full send queue on a busy store may drop).
+pub fn note_store_heard<EK: KvEngine>(router: &RaftRouter<EK>, from_store: u64) -> bool {
+    from_store != 0
+        && router
+            .send_control(StoreMsg::StoreHeartbeat { from_store })
+            .is_ok()
+}
+
 /// Sends a message between the store's own pollers (committed entries to apply, apply results
 /// back, destroy): never refused for capacity, since a poller blocked on the other pool's full
 /// mailbox while holding its own batch could deadlock both pools. Dropped only when the target
