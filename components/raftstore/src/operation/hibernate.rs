@@ -77,6 +77,9 @@ pub(crate) struct Hibernation {
     idle_ticks: usize,
     /// The leader's request in flight: the log position it asked at and who has not agreed.
     asking: Option<Ask>,
+    /// The last index when the leader last fell asleep (0: not yet): a split check before
+    /// the next sleep if the log grew since.
+    split_checked_at: u64,
 }
 
 #[derive(Debug)]
@@ -95,6 +98,7 @@ impl Hibernation {
             asleep: false,
             idle_ticks: 0,
             asking: None,
+            split_checked_at: 0,
         }
     }
 }
@@ -263,10 +267,16 @@ impl<EK: KvEngine> Peer<EK> {
         if h.idle_ticks < h.idle_threshold {
             return;
         }
+        let first_idle = h.idle_ticks == h.idle_threshold;
+        if first_idle && self.before_sleep(now) {
+            self.on_activity();
+            return;
+        }
         if members.is_empty() {
             self.sleep();
             return;
         }
+        let h = &self.hibernation;
         let since = h.idle_ticks - h.idle_threshold;
         if h.asking.is_some() && since % self.raw.raft.election_timeout().max(1) != 0 {
             return;
@@ -283,6 +293,24 @@ impl<EK: KvEngine> Peer<EK> {
             let msg = self.extra_message(member, ExtraMessageType::HibernateRequest, term, index);
             self.effects.messages.push(msg);
         }
+    }
+
+    /// Log GC and split checks run every so many ticks of an awake leader; a region that
+    /// sleeps before its turn would keep its log (a follower that lagged, say, caught up
+    /// since) or its size unchecked until it wakes. They get a turn before it sleeps: returns
+    /// whether a compaction was proposed (the region stays awake until it applies).
+    fn before_sleep(&mut self, now: Instant) -> bool {
+        if self.maybe_compact_log(now) {
+            return true;
+        }
+        // The first sleep only sets the mark: 10,000 regions falling asleep after a start
+        // would otherwise queue 10,000 checks of regions nothing was written to.
+        let last = self.raw.raft.raft_log.last_index();
+        let mark = std::mem::replace(&mut self.hibernation.split_checked_at, last);
+        if mark != 0 && last > mark {
+            self.effects.split_check = true;
+        }
+        false
     }
 
     /// An awake member that has not heard from its leader for an election timeout asks it to
