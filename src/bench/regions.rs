@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -251,18 +252,16 @@ async fn split_into(admin: &client::Client, regions: u64, timeout: Duration) -> 
             all.len(),
             batches.len()
         );
-        let mut failed = 0;
-        for chunk in batches.chunks(CONCURRENT_OPS) {
-            let ops = chunk.iter().map(|keys| async move {
-                let op = admin.split_many(keys.clone()).await?;
-                admin.wait_operator(&op, Duration::from_secs(120)).await
-            });
-            failed += futures::future::join_all(ops)
-                .await
-                .iter()
-                .filter(|r| r.is_err())
-                .count();
-        }
+        // A window of operators, not rounds of them: one slow operator holds one slot, not
+        // the next 31.
+        let results: Vec<_> = futures::stream::iter(batches.iter().map(|keys| async move {
+            let op = admin.split_many(keys.clone()).await?;
+            admin.wait_operator(&op, Duration::from_secs(120)).await
+        }))
+        .buffer_unordered(CONCURRENT_OPS)
+        .collect()
+        .await;
+        let failed = results.iter().filter(|r| r.is_err()).count();
         if failed > 0 {
             println!("  {failed} split operators refused or failed: planned again");
             tokio::time::sleep(Duration::from_secs(1)).await;

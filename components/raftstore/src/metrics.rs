@@ -15,6 +15,7 @@ pub struct Metrics {
     pub apply_batch_bytes: Histogram,
     pub propose_to_apply: Histogram,
     pub raft_mailbox_backlog: Histogram,
+    pub ticks_coalesced: IntCounter,
     pub apply_mailbox_backlog: Histogram,
     pub regions: IntGauge,
     pub log_compactions: IntCounter,
@@ -93,6 +94,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "Messages a peer took from its mailbox in one round (bound: messages-per-tick; \
          capacity: peer-mailbox-capacity).",
         counts(),
+    ),
+    ticks_coalesced: counter(
+        "regionstore_raft_ticks_coalesced_total",
+        "Ticks dropped because an earlier one was still waiting in the same peer's mailbox \
+         (a poller that lags does not run election timeouts out in a moment).",
     ),
     apply_mailbox_backlog: histogram(
         "regionstore_apply_mailbox_backlog",

@@ -42,7 +42,7 @@ pub(crate) struct SimStore {
     pub(crate) slow_ticks: bool,
     /// A slow disk: every step that writes its raft log takes this long (0: a good disk), so
     /// the store is not stepped again until `busy_until`; messages and ticks queue meanwhile,
-    /// as behind a poller blocked in fsync.
+    /// as behind a poller blocked in fsync (a peer then applies one of its queued ticks).
     pub(crate) disk_latency_ms: u64,
     busy_until: u64,
     ticks: u64,

@@ -4,7 +4,7 @@ use std::time::Instant;
 use batch_system::{Fsm, HandlerBuilder, PollHandler};
 use engine::KvEngine;
 use proto::raft_serverpb::RaftMessage;
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 use raft_log::RaftLogBatch;
 
 use super::{StoreContext, StoreFsm};
@@ -213,7 +213,9 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
             return;
         };
         if member {
-            fsm.peer.heard_from(from.id, self.now);
+            // The clock now, not the round's start: a follower's count of the time since it
+            // heard its leader bounds when it grants a vote, and a round can run long.
+            fsm.peer.heard_from(from.id, self.ctx.clock.now());
         } else {
             // A newer membership than this peer has applied (or this peer knows none yet):
             // the sender may be the leader this peer must catch up from.
@@ -236,7 +238,7 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
             }
         };
         match check_peer_message(&fsm.peer, &m, self.ctx.clock.now()).and_then(|ok| {
-            if ok && m.msg_type == raft::eraftpb::MessageType::MsgSnapshot {
+            if ok && m.msg_type == MessageType::MsgSnapshot {
                 self.check_snapshot_range(&fsm.peer, &m).map(|()| ok)
             } else {
                 Ok(ok)
@@ -253,6 +255,12 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         // A sleeping peer stays asleep for a heartbeat that brings nothing new (and its
         // answer), unless stepping it changed who leads.
         let asleep = fsm.peer.is_asleep() && fsm.peer.keeps_asleep(&m);
+        if matches!(
+            m.msg_type,
+            MessageType::MsgRequestPreVote | MessageType::MsgRequestVote
+        ) {
+            self.on_campaign_heard(fsm);
+        }
         if !asleep {
             self.wake(fsm, WakeCause::Raft);
         }
@@ -336,6 +344,11 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
             msgs.clear();
             return;
         }
+        // Ticks that queued up while the poller lagged count once: run together they would
+        // pass an election timeout in a moment of wall time, and a store too busy to keep up
+        // would campaign instead (seen while splitting into 10,000 regions: seconds of ticks
+        // per peer, campaigns every millisecond, no leader for minutes).
+        let (mut ticked, mut pinged) = (false, false);
         for msg in msgs.drain(..) {
             match msg {
                 PeerMsg::RaftMessage(m) => {
@@ -361,7 +374,16 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 }
                 // A tick sent before the peer fell asleep.
                 PeerMsg::Tick if fsm.peer.is_asleep() => {}
+                PeerMsg::Tick if ticked => {
+                    METRICS.ticks_coalesced.inc();
+                    // A lagging leader still heartbeats once per batch, as the burst of
+                    // ticks did, so followers on healthy stores do not time out on it.
+                    if !std::mem::replace(&mut pinged, true) {
+                        fsm.peer.ping_members();
+                    }
+                }
                 PeerMsg::Tick => {
+                    ticked = true;
                     fsm.peer.tick(self.now);
                 }
                 PeerMsg::HibernateTick => self.on_hibernate_tick(fsm),
@@ -401,7 +423,6 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                     // Whatever came after it is dropped with the FSM (callers see StoreStopped).
                     break;
                 }
-                PeerMsg::Campaign if fsm.peer.is_applying_snapshot() => {}
                 PeerMsg::Campaign => {
                     self.wake(fsm, WakeCause::Admin);
                     if let Err(e) = fsm.peer.campaign() {

@@ -11,9 +11,11 @@
 //!
 //! Invariants:
 //! - A sleeping follower does not tick, so it never campaigns on its own. It learns that its
-//!   leader's store died from the store liveness heartbeat (`PeerMsg::LeaderStoreDown`); it
-//!   then counts the election ticks it missed, but never more than the wall time since it last
-//!   heard from the leader: a leader's lease (shorter than an election timeout) is safe.
+//!   leader's store died from the store liveness heartbeat (`PeerMsg::LeaderStoreDown`, or a
+//!   vote request once its store has not heard the leader's for nearly that long); it then
+//!   counts the election ticks it missed, but never more than the wall time since it last
+//!   heard from the leader: a leader's lease (shorter than an election timeout) is safe. One
+//!   member per region campaigns at once; the rest wait out their randomized timeouts.
 //! - Everything but a leader's heartbeat to a sleeping follower, and a caught-up follower's
 //!   answer to it, wakes a peer. A step that changes the term, the leader or the role wakes it.
 //! - A leader sleeps only after its lease ran out (`hibernate-idle-ticks` > election ticks),
@@ -22,7 +24,7 @@
 use std::time::Instant;
 
 use engine::KvEngine;
-use proto::metapb::{Peer as PeerMeta, PeerRole};
+use proto::metapb::{Peer as PeerMeta, PeerRole, Region};
 use proto::raft_serverpb::{ExtraMessage, ExtraMessageType, RaftMessage};
 use raft::eraftpb::{Message, MessageType};
 
@@ -56,6 +58,24 @@ impl WakeCause {
             WakeCause::StoreDown => "store_down",
         }
     }
+}
+
+/// Of `region`'s voters off `down_store`, sorted by peer id, the one at `region.id % n`: the
+/// member that campaigns at once when the leader's store dies. None in a joint
+/// configuration (its two majorities make the choice unclear) or without such a voter.
+pub(crate) fn first_campaigner(region: &Region, down_store: u64) -> Option<u64> {
+    if super::conf_change::is_joint(region) {
+        return None;
+    }
+    let mut voters: Vec<u64> = region
+        .peers
+        .iter()
+        .filter(|p| p.role() == PeerRole::Voter && p.store_id != down_store)
+        .map(|p| p.id)
+        .collect();
+    voters.sort_unstable();
+    let n = voters.len() as u64;
+    (n > 0).then(|| voters[(region.id % n) as usize])
 }
 
 /// Where the store's tick registry files a peer.
@@ -169,6 +189,22 @@ impl<EK: KvEngine> Peer<EK> {
         if elapsed > self.raw.raft.election_elapsed {
             self.raw.raft.election_elapsed = elapsed;
         }
+    }
+
+    /// After its leader's store was found down: whether this follower is the one member that
+    /// campaigns at once rather than after its randomized timeout. When every surviving
+    /// member is woken by the same liveness check and waits out a random part of one election
+    /// timeout, two of them often campaign in the same tick, split the vote and wait another
+    /// election timeout; with thousands of regions failing over, some always do. One member
+    /// per region, chosen by region id among the voters off the dead store (so the new leaders
+    /// spread over the surviving stores), goes first; the others keep their random timeouts
+    /// as the fallback. It campaigns only once its own count says the old leader's lease is
+    /// over (a whole election timeout since it last heard from it).
+    pub(crate) fn campaigns_first(&self, down_store: u64) -> bool {
+        let raft = &self.raw.raft;
+        raft.state == raft::StateRole::Follower
+            && raft.election_elapsed >= raft.election_timeout()
+            && first_campaigner(self.region(), down_store) == Some(self.peer_id)
     }
 
     /// Whether `m` may be stepped by this sleeping peer without waking it: a heartbeat from
@@ -329,9 +365,10 @@ impl<EK: KvEngine> Peer<EK> {
         }
     }
 
-    /// A sleeping leader's heartbeat round to its members: caught-up members answer without
-    /// waking anyone; a member at a higher term (this leader was deposed while cut off), one
-    /// that lags, or a store that no longer knows this peer (a tombstone) wakes or removes it.
+    /// A leader's heartbeat round to its members, out of turn. To a sleeping leader's round,
+    /// caught-up members answer without waking anyone; a member at a higher term (this leader
+    /// was deposed while cut off), one that lags, or a store that no longer knows this peer (a
+    /// tombstone) wakes or removes it.
     pub(crate) fn ping_members(&mut self) {
         if self.is_leader() {
             self.raw.raft.ping();
@@ -506,7 +543,8 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
     }
 
     /// The store of this region's leader stopped answering: a sleeping follower wakes and
-    /// counts the election ticks it slept through (see [`Peer::wake`]).
+    /// counts the election ticks it slept through (see [`Peer::wake`]); the member chosen by
+    /// [`Peer::campaigns_first`] campaigns at once.
     pub(crate) fn on_leader_store_down(&mut self, fsm: &mut PeerFsm<EK>, store_id: u64) {
         let leads_there = fsm
             .peer
@@ -516,6 +554,46 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
             return;
         }
         if fsm.peer.wake(self.now, true) {
+            METRICS
+                .hibernate_wakeups
+                .with_label_values(&[WakeCause::StoreDown.label()])
+                .inc();
+        }
+        if fsm.peer.campaigns_first(store_id) {
+            slog::info!(fsm.peer.logger(), "leader's store is down: campaigning first";
+                "leader_store_id" => store_id);
+            if let Err(e) = fsm.peer.campaign() {
+                slog::warn!(fsm.peer.logger(), "campaign failed"; "error" => %e);
+            }
+        }
+    }
+
+    /// A member campaigns while this follower still has a leader. If this store, too, has
+    /// not heard from the leader's store for an election timeout less one liveness interval
+    /// (the most the stores' checks, each on its own phase, can differ by), the follower
+    /// counts the election ticks it missed now rather than at its own check. Otherwise
+    /// raft-rs's check-quorum rule would have it ignore the vote while its count is below an
+    /// election timeout, and the campaign of the member chosen to go first (see
+    /// [`Peer::campaigns_first`]) would fail for a check that came a little later here. The
+    /// count is still bounded by the time since it last heard from the leader itself, so the
+    /// leader's lease stays safe; it never campaigns itself from here.
+    pub(crate) fn on_campaign_heard(&mut self, fsm: &mut PeerFsm<EK>) {
+        if fsm.peer.is_leader() {
+            return;
+        }
+        let Some(leader) = fsm.peer.leader_meta() else {
+            return;
+        };
+        let cfg = &self.ctx.cfg;
+        let interval = cfg.raft_base_tick_interval_ms * cfg.raft_heartbeat_ticks as u64;
+        let threshold = cfg
+            .election_timeout()
+            .saturating_sub(std::time::Duration::from_millis(interval));
+        let now = self.ctx.clock.now();
+        let silent = util::lock(&self.ctx.liveness)
+            .last_heard(leader.store_id)
+            .is_some_and(|t| now.saturating_duration_since(t) >= threshold);
+        if silent && fsm.peer.wake(now, true) {
             METRICS
                 .hibernate_wakeups
                 .with_label_values(&[WakeCause::StoreDown.label()])
@@ -598,5 +676,47 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
             // Never dropped for a full mailbox: it is sent once.
             let _ = self.ctx.routers.raft.force_send(region_id, msg);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(id: u64, peers: &[(u64, u64, PeerRole)]) -> Region {
+        Region {
+            id,
+            peers: peers
+                .iter()
+                .map(|&(id, store_id, role)| PeerMeta {
+                    id,
+                    store_id,
+                    role: role as i32,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn one_voter_off_the_dead_store_campaigns_first_and_the_choice_spreads_over_stores() {
+        use PeerRole::*;
+        let peers = [(11, 1, Voter), (12, 2, Voter), (13, 3, Voter), (14, 4, Learner)];
+        // Store 1 died: 12 and 13 remain; the region id picks between them.
+        assert_eq!(first_campaigner(&region(100, &peers), 1), Some(12));
+        assert_eq!(first_campaigner(&region(101, &peers), 1), Some(13));
+        // Never a learner, never a peer on the dead store.
+        for id in 0..20 {
+            let first = first_campaigner(&region(id, &peers), 3);
+            assert!(matches!(first, Some(11) | Some(12)), "{first:?}");
+        }
+        // The order is by peer id, not by the order the region lists its peers.
+        let shuffled = [(13, 3, Voter), (11, 1, Voter), (12, 2, Voter)];
+        assert_eq!(first_campaigner(&region(100, &shuffled), 1), Some(12));
+        // A joint configuration, or no voter left: nobody goes first.
+        let joint = [(11, 1, Voter), (12, 2, IncomingVoter), (13, 3, DemotingVoter)];
+        assert_eq!(first_campaigner(&region(100, &joint), 1), None);
+        assert_eq!(first_campaigner(&region(100, &[(11, 1, Voter)]), 1), None);
     }
 }

@@ -308,11 +308,19 @@ impl<EK: KvEngine> Peer<EK> {
         self.raw.has_ready()
     }
 
+    /// Campaigns now, unless a snapshot's data is going in (see [`Peer::tick`]): then it
+    /// does nothing, and the campaign is left to the election timer.
     pub fn campaign(&mut self) -> Result<()> {
+        if self.is_applying_snapshot() {
+            return Ok(());
+        }
         let region_id = self.region_id();
-        self.raw
+        let campaigned = self
+            .raw
             .campaign()
-            .map_err(|source| Error::Raft { region_id, source })
+            .map_err(|source| Error::Raft { region_id, source });
+        self.election_rng.after_raft_call(&mut self.raw.raft);
+        campaigned
     }
 
     pub fn step(&mut self, msg: Message) -> Result<()> {
