@@ -57,8 +57,10 @@ pub struct RegionsArgs {
 const STORES: usize = 3;
 /// Split keys per operator (the scheduler's and the store's bound).
 const SPLITS_PER_OP: usize = 64;
-/// Split operators running at once.
-const CONCURRENT_OPS: usize = 32;
+/// Split operators running at once. Most regions sleep by the time their operator is made,
+/// and a sleeping leader takes its first step only when the store's next heartbeat
+/// (every 10 s) asks it to report, so many must be in flight.
+const CONCURRENT_OPS: usize = 256;
 
 /// Region `i`'s start key (region 0 starts at the empty key).
 fn boundary(i: u64) -> Vec<u8> {
@@ -253,7 +255,7 @@ async fn split_into(admin: &client::Client, regions: u64, timeout: Duration) -> 
             batches.len()
         );
         // A window of operators, not rounds of them: one slow operator holds one slot, not
-        // the next 31.
+        // the rest of its round.
         let results: Vec<_> = futures::stream::iter(batches.iter().map(|keys| async move {
             let op = admin.split_many(keys.clone()).await?;
             admin.wait_operator(&op, Duration::from_secs(120)).await

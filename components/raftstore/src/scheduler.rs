@@ -60,8 +60,11 @@ pub trait SchedulerClient: Send + Sync + 'static {
         Ok(None)
     }
 
-    fn store_heartbeat(&self, _heartbeat: StoreHeartbeat) -> Result<()> {
-        Ok(())
+    /// A store's periodic report; the answer is the regions led here that have an operator
+    /// waiting for their next region heartbeat (the store asks them to report now: a
+    /// hibernating leader reports rarely).
+    fn store_heartbeat(&self, _heartbeat: StoreHeartbeat) -> Result<Vec<u64>> {
+        Ok(Vec::new())
     }
 
     /// The cluster's GC safe point: MVCC versions below it that are not the newest may be

@@ -299,7 +299,7 @@ impl Inner {
         })
     }
 
-    async fn store_heartbeat(&self, hb: StoreHeartbeat) -> Result<()> {
+    async fn store_heartbeat(&self, hb: StoreHeartbeat) -> Result<Vec<u64>> {
         // pdpb's stats have no leader count: the scheduler counts leaders from its routing
         // table.
         let stats = pdpb::StoreStats {
@@ -318,7 +318,7 @@ impl Inner {
             async move { t.pd.store_heartbeat(req).await }
         })
         .await
-        .map(|_| ())
+        .map(|r| r.regions_with_operators)
         .map_err(|f| f.into_error("StoreHeartbeat"))
     }
 
@@ -709,7 +709,7 @@ impl SchedulerClient for GrpcSchedulerClient {
         self.block(|inner| async move { inner.region_heartbeat(heartbeat).await })
     }
 
-    fn store_heartbeat(&self, heartbeat: StoreHeartbeat) -> Result<()> {
+    fn store_heartbeat(&self, heartbeat: StoreHeartbeat) -> Result<Vec<u64>> {
         self.block(|inner| async move { inner.store_heartbeat(heartbeat).await })
     }
 

@@ -139,7 +139,7 @@ impl SchedulerClient for InProcessClient {
         }))
     }
 
-    fn store_heartbeat(&self, hb: StoreHeartbeat) -> Result<()> {
+    fn store_heartbeat(&self, hb: StoreHeartbeat) -> Result<Vec<u64>> {
         let stats = StoreStats {
             capacity: hb.capacity,
             used: hb.used,

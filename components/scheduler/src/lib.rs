@@ -161,6 +161,9 @@ const LOADS_TTL: Duration = Duration::from_millis(100);
 /// `MAX_SPLITS_PER_REQUEST`). More would be refused at every heartbeat, for ever.
 pub const MAX_SPLIT_KEYS: usize = 64;
 
+/// Most regions one store heartbeat's answer asks to report at once (the rest at the next).
+pub const MAX_REGIONS_WITH_OPERATORS: usize = 4096;
+
 impl Scheduler {
     /// Opens the scheduler over `store`, continuing from what it holds. Every time it reads
     /// (TSO, heartbeat ages, operator timeouts) comes from `clock`.
@@ -227,8 +230,27 @@ impl Scheduler {
         i64::try_from(self.clock.unix_secs()).unwrap_or(i64::MAX)
     }
 
-    pub fn store_heartbeat(&self, store_id: u64, stats: StoreStats) -> Result<()> {
-        self.cluster.store_heartbeat(store_id, stats)
+    /// A store's report. The answer: the regions it leads (by the routing table) that have an
+    /// operator waiting for their next region heartbeat, at most
+    /// [`MAX_REGIONS_WITH_OPERATORS`]. A hibernating leader reports only every
+    /// `hibernate-heartbeat-interval`, so an operator would wait that long for its first step;
+    /// the store asks these regions to report now instead.
+    pub fn store_heartbeat(&self, store_id: u64, stats: StoreStats) -> Result<Vec<u64>> {
+        self.cluster.store_heartbeat(store_id, stats)?;
+        let operators = util::lock(&self.operators);
+        let mut waiting: Vec<u64> = operators
+            .keys()
+            .copied()
+            .filter(|id| {
+                self.cluster
+                    .region_by_id(*id)
+                    .and_then(|r| r.leader)
+                    .is_some_and(|l| l.store_id == store_id)
+            })
+            .take(MAX_REGIONS_WITH_OPERATORS)
+            .collect();
+        waiting.sort_unstable();
+        Ok(waiting)
     }
 
     /// A region heartbeat from its leader: updates the routing table and answers with the
@@ -747,6 +769,21 @@ mod tests {
             "transfer the leader first",
         );
         assert!(s.operators().is_empty());
+    }
+
+    #[test]
+    fn a_store_heartbeat_names_the_regions_it_leads_that_wait_with_an_operator() {
+        let (s, info) = cluster();
+        let stats = StoreStats::default();
+        assert!(s.store_heartbeat(1, stats).unwrap().is_empty());
+        s.add_admin_operator(1, AdminOp::AddPeer { store: 3 })
+            .unwrap();
+        // Region 1 is led from store 1: only store 1 is told.
+        assert_eq!(s.store_heartbeat(1, stats).unwrap(), vec![1]);
+        assert!(s.store_heartbeat(2, stats).unwrap().is_empty());
+        // The leader reported and took its step; the region is told until the operator ends.
+        assert!(s.region_heartbeat(info).unwrap().is_some());
+        assert_eq!(s.store_heartbeat(1, stats).unwrap(), vec![1]);
     }
 
     #[test]

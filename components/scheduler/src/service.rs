@@ -497,8 +497,11 @@ impl Pd for SchedulerService {
                 // pdpb's StoreStats has no leader count: the routing table knows it.
                 leader_count: s.cluster.leader_count(store_id),
             };
-            s.store_heartbeat(store_id, stats)?;
-            Ok(pdpb::StoreHeartbeatResponse::default())
+            let regions_with_operators = s.store_heartbeat(store_id, stats)?;
+            Ok(pdpb::StoreHeartbeatResponse {
+                regions_with_operators,
+                ..Default::default()
+            })
         })
         .await
     }

@@ -702,7 +702,12 @@ mod tests {
     #[test]
     fn one_voter_off_the_dead_store_campaigns_first_and_the_choice_spreads_over_stores() {
         use PeerRole::*;
-        let peers = [(11, 1, Voter), (12, 2, Voter), (13, 3, Voter), (14, 4, Learner)];
+        let peers = [
+            (11, 1, Voter),
+            (12, 2, Voter),
+            (13, 3, Voter),
+            (14, 4, Learner),
+        ];
         // Store 1 died: 12 and 13 remain; the region id picks between them.
         assert_eq!(first_campaigner(&region(100, &peers), 1), Some(12));
         assert_eq!(first_campaigner(&region(101, &peers), 1), Some(13));
@@ -715,7 +720,11 @@ mod tests {
         let shuffled = [(13, 3, Voter), (11, 1, Voter), (12, 2, Voter)];
         assert_eq!(first_campaigner(&region(100, &shuffled), 1), Some(12));
         // A joint configuration, or no voter left: nobody goes first.
-        let joint = [(11, 1, Voter), (12, 2, IncomingVoter), (13, 3, DemotingVoter)];
+        let joint = [
+            (11, 1, Voter),
+            (12, 2, IncomingVoter),
+            (13, 3, DemotingVoter),
+        ];
         assert_eq!(first_campaigner(&region(100, &joint), 1), None);
         assert_eq!(first_campaigner(&region(100, &[(11, 1, Voter)]), 1), None);
     }

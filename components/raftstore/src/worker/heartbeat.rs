@@ -22,11 +22,20 @@ pub enum HeartbeatTask {
 impl<EK: KvEngine> StoreContext<EK> {
     pub fn run_heartbeat_task(&self, task: HeartbeatTask) {
         match task {
-            HeartbeatTask::Store(hb) => {
-                if let Err(e) = self.scheduler.store_heartbeat(hb) {
-                    slog::warn!(self.logger, "store heartbeat failed"; "error" => %e);
+            HeartbeatTask::Store(hb) => match self.scheduler.store_heartbeat(hb) {
+                // A sleeping leader's rare tick reports its region; an awake one reports on
+                // its own ticks soon anyway and ignores it.
+                Ok(waiting) => {
+                    if !waiting.is_empty() {
+                        slog::debug!(self.logger, "regions with an operator report now";
+                            "regions" => waiting.len());
+                    }
+                    for region_id in waiting {
+                        let _ = self.routers.raft.send(region_id, PeerMsg::HibernateTick);
+                    }
                 }
-            }
+                Err(e) => slog::warn!(self.logger, "store heartbeat failed"; "error" => %e),
+            },
             HeartbeatTask::Region(mut hb) => {
                 let (start, end) = keys::region_data_bounds(&hb.region);
                 for cf in DATA_CFS {
