@@ -28,6 +28,33 @@ pub fn init(
     }
 }
 
+/// Sends every panic to the log too, with its thread and place: a panicked poller thread
+/// otherwise leaves its store silent, with the message only on stderr, which a service
+/// manager may not keep. The default hook still prints it.
+pub fn log_panics(logger: &slog::Logger) {
+    let logger = logger.clone();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(not a string)".to_string());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        slog::crit!(logger, "thread panicked"; "thread" => thread, "message" => message,
+            "location" => location);
+        default_hook(info);
+    }));
+}
+
 fn build<D: slog_term::Decorator + Send + 'static>(
     decorator: D,
     level: slog::Level,

@@ -15,6 +15,7 @@ use crate::store::{signalled, stopped};
 pub fn run(cfg: SchedulerConfig) -> Result<(), String> {
     cfg.validate()?;
     let (logger, _log_guard) = crate::logging::init(&cfg.log, "scheduler")?;
+    crate::logging::log_panics(&logger);
     let result = run_with_logger(cfg, &logger);
     if let Err(e) = &result {
         slog::crit!(logger, "scheduler failed"; "error" => e);

@@ -96,6 +96,7 @@ fn expired_value_filter(
 pub fn run(cfg: StoreConfig) -> Result<(), String> {
     cfg.validate()?;
     let (logger, _log_guard) = crate::logging::init(&cfg.log, "store")?;
+    crate::logging::log_panics(&logger);
     let result = run_with_logger(cfg, &logger);
     if let Err(e) = &result {
         slog::crit!(logger, "store failed"; "error" => e);

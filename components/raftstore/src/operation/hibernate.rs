@@ -166,7 +166,10 @@ impl<EK: KvEngine> Peer<EK> {
             return false;
         }
         self.hibernation.asleep = false;
-        self.hibernation.asking = None;
+        // Idleness is counted afresh, so what runs before a sleep runs again before the next
+        // (a follower caught up while its leader slept leaves a log to compact; without this
+        // the leader slept again a tick after the catch-up, its log uncompacted).
+        self.on_activity();
         if self.is_leader() {
             // Its quorum check starts afresh: the followers answer the next heartbeat. (The
             // lease is not renewed by this; only a quorum's acknowledgement renews it.)
