@@ -28,9 +28,10 @@ pub fn init(
     }
 }
 
-/// Sends every panic to the log too, with its thread and place: a panicked poller thread
-/// otherwise leaves its store silent, with the message only on stderr, which a service
-/// manager may not keep. The default hook still prints it.
+/// Sends every panic to the log too, with its place: a panicked poller thread otherwise
+/// leaves its store silent, with the message only on stderr, which a service manager may not
+/// keep. Best effort (a full or closed log queue drops the line): the default hook still
+/// prints it, with the thread's name.
 pub fn log_panics(logger: &slog::Logger) {
     let logger = logger.clone();
     let default_hook = std::panic::take_hook();
@@ -45,12 +46,9 @@ pub fn log_panics(logger: &slog::Logger) {
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        let thread = std::thread::current()
-            .name()
-            .unwrap_or("unnamed")
-            .to_string();
-        slog::crit!(logger, "thread panicked"; "thread" => thread, "message" => message,
-            "location" => location);
+        // No thread name: `thread::current` itself panics in a thread-local's destructor,
+        // and a panic in the hook aborts before the default hook prints anything.
+        slog::crit!(logger, "thread panicked"; "message" => message, "location" => location);
         default_hook(info);
     }));
 }

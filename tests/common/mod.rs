@@ -388,7 +388,18 @@ impl ProcCluster {
             .unwrap_or(0.0)
     }
 
-    fn dump_logs(&self) {
+    fn dump_logs(&mut self) {
+        // Whether each store still ran: a log that ends early is a dead process, or a live
+        // one that stopped logging (stuck), and the two read the same.
+        for (i, store) in self.stores.iter_mut().enumerate() {
+            let state = match store.child.as_mut().map(Child::try_wait) {
+                None => "not running (stopped by the test)".to_string(),
+                Some(Ok(None)) => "running".to_string(),
+                Some(Ok(Some(status))) => format!("exited: {status}"),
+                Some(Err(e)) => format!("unknown: {e}"),
+            };
+            eprintln!("----- store {i}: {state}");
+        }
         let mut logs = vec![self.scheduler_log.clone()];
         logs.extend(self.stores.iter().map(|s| s.log.clone()));
         for log in logs {

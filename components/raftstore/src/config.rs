@@ -95,6 +95,10 @@ pub struct Config {
     /// Heartbeats the scheduler worker queues; more are dropped (the next tick resends).
     /// Default 4096; 1..=1,048,576.
     pub heartbeat_queue_capacity: usize,
+    /// Region heartbeats the scheduler worker sends at once (what its queue holds, up to
+    /// this many). After a store fails, its regions' new leaders all report together, and
+    /// clients find them only through the scheduler. Default 64; 1..=1024.
+    pub heartbeat_concurrency: usize,
     /// A received snapshot of a region with no peer here is deleted once older than this (a
     /// younger one may belong to a transfer about to create its peer). Default 10 min;
     /// >= 1 min.
@@ -163,6 +167,7 @@ impl Default for Config {
             store_heartbeat_interval_ms: 10_000,
             split_check_queue_capacity: 1024,
             heartbeat_queue_capacity: 4096,
+            heartbeat_concurrency: 64,
             snap_received_gc_grace_ms: 600_000,
             raft_log_gc_count_limit: 10_000,
             proposal_timeout_ms: 10_000,
@@ -359,6 +364,7 @@ impl Config {
             1,
             1 << 20,
         )?;
+        bound("heartbeat-concurrency", self.heartbeat_concurrency, 1, 1024)?;
         bound(
             "snap-received-gc-grace-ms",
             self.snap_received_gc_grace_ms,

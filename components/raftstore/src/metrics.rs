@@ -16,6 +16,7 @@ pub struct Metrics {
     pub propose_to_apply: Histogram,
     pub raft_mailbox_backlog: Histogram,
     pub ticks_coalesced: IntCounter,
+    pub region_heartbeat_batch: Histogram,
     pub apply_mailbox_backlog: Histogram,
     pub regions: IntGauge,
     pub log_compactions: IntCounter,
@@ -99,6 +100,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "regionstore_raft_ticks_coalesced_total",
         "Ticks dropped because an earlier one was still waiting in the same peer's mailbox \
          (a poller that lags does not run election timeouts out in a moment).",
+    ),
+    region_heartbeat_batch: histogram(
+        "regionstore_region_heartbeat_batch",
+        "Region heartbeats the scheduler worker sent at once (bound: heartbeat-concurrency).",
+        counts(),
     ),
     apply_mailbox_backlog: histogram(
         "regionstore_apply_mailbox_backlog",

@@ -60,6 +60,19 @@ pub trait SchedulerClient: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Several leaders' reports at once, answered in order. The default sends them one after
+    /// another; a networked client sends them concurrently (after a store failed, thousands of
+    /// new leaders report together, and clients find them only through the scheduler).
+    fn region_heartbeats(
+        &self,
+        heartbeats: Vec<RegionHeartbeat>,
+    ) -> Vec<Result<Option<SchedulerStep>>> {
+        heartbeats
+            .into_iter()
+            .map(|hb| self.region_heartbeat(hb))
+            .collect()
+    }
+
     /// A store's periodic report; the answer is the regions led here that have an operator
     /// waiting for their next region heartbeat (the store asks them to report now: a
     /// hibernating leader reports rarely).

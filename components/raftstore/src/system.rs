@@ -418,12 +418,13 @@ impl<EK: SstExt> StoreSystem<EK> {
         )?);
         let c = ctx.clone();
         let name = format!("store-{store_id}-scheduler");
-        workers.push(spawn_worker(
+        workers.push(spawn_batch_worker(
             store_id,
             name,
             heartbeat_rx,
             stopping.clone(),
-            move |t| c.run_heartbeat_task(t),
+            cfg.heartbeat_concurrency,
+            move |tasks| c.run_heartbeat_tasks(tasks),
         )?);
         Ok(StoreSystem {
             ctx,
@@ -652,12 +653,28 @@ fn spawn_worker<T: Send + 'static>(
     stopping: Arc<std::sync::atomic::AtomicBool>,
     run: impl Fn(T) + Send + 'static,
 ) -> Result<JoinHandle<()>> {
+    spawn_batch_worker(store_id, name, rx, stopping, 1, move |tasks| {
+        tasks.into_iter().for_each(&run)
+    })
+}
+
+/// A worker thread that takes what is queued, up to `max_batch` tasks, at a time.
+fn spawn_batch_worker<T: Send + 'static>(
+    store_id: u64,
+    name: String,
+    rx: crossbeam::channel::Receiver<T>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    max_batch: usize,
+    run: impl Fn(Vec<T>) + Send + 'static,
+) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
-            for task in rx {
+            for first in rx.iter() {
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter().take(max_batch.saturating_sub(1)));
                 if !stopping.load(std::sync::atomic::Ordering::Relaxed) {
-                    run(task);
+                    run(batch);
                 }
             }
         })

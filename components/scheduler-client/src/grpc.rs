@@ -709,6 +709,30 @@ impl SchedulerClient for GrpcSchedulerClient {
         self.block(|inner| async move { inner.region_heartbeat(heartbeat).await })
     }
 
+    fn region_heartbeats(
+        &self,
+        heartbeats: Vec<RegionHeartbeat>,
+    ) -> Vec<Result<Option<SchedulerStep>>> {
+        let n = heartbeats.len();
+        let all = self.block(|inner| async move {
+            let calls = heartbeats.into_iter().map(|hb| {
+                let inner = inner.clone();
+                async move { inner.region_heartbeat(hb).await }
+            });
+            Ok(futures::future::join_all(calls).await)
+        });
+        match all {
+            Ok(answers) => answers,
+            Err(e) => (0..n)
+                .map(|_| {
+                    Err(Error::Scheduler {
+                        detail: e.to_string(),
+                    })
+                })
+                .collect(),
+        }
+    }
+
     fn store_heartbeat(&self, heartbeat: StoreHeartbeat) -> Result<Vec<u64>> {
         self.block(|inner| async move { inner.store_heartbeat(heartbeat).await })
     }

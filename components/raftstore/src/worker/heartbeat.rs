@@ -10,6 +10,7 @@ use proto::raft_cmdpb::{
 };
 
 use crate::fsm::StoreContext;
+use crate::metrics::METRICS;
 use crate::router::{Callback, PeerMsg};
 use crate::scheduler::{RegionHeartbeat, SchedulerStep, StoreHeartbeat};
 
@@ -36,22 +37,49 @@ impl<EK: KvEngine> StoreContext<EK> {
                 }
                 Err(e) => slog::warn!(self.logger, "store heartbeat failed"; "error" => %e),
             },
-            HeartbeatTask::Region(mut hb) => {
-                let (start, end) = keys::region_data_bounds(&hb.region);
-                for cf in DATA_CFS {
-                    if let Ok(stats) = self.engines.kv.approximate_range_stats(cf, &start, &end) {
-                        hb.approximate_size += stats.size;
-                        hb.approximate_keys += stats.keys;
-                    }
+            HeartbeatTask::Region(hb) => self.send_region_heartbeats(vec![*hb]),
+        }
+    }
+
+    /// A batch the worker took from its queue (up to `heartbeat-concurrency` tasks): store
+    /// heartbeats in turn, region heartbeats all at once. Of two reports of one region only
+    /// the later goes: sent concurrently, the older could arrive last.
+    pub fn run_heartbeat_tasks(&self, tasks: Vec<HeartbeatTask>) {
+        let mut regions: Vec<RegionHeartbeat> = Vec::new();
+        for task in tasks {
+            match task {
+                HeartbeatTask::Store(_) => self.run_heartbeat_task(task),
+                HeartbeatTask::Region(hb) => {
+                    regions.retain(|r| r.region.id != hb.region.id);
+                    regions.push(*hb);
                 }
-                let region = hb.region.clone();
-                let leader = hb.leader;
-                match self.scheduler.region_heartbeat(*hb) {
-                    Ok(Some(step)) => self.execute_step(&region, leader, step),
-                    Ok(None) => {}
-                    Err(e) => slog::warn!(self.logger, "region heartbeat failed";
-                        "region_id" => region.id, "error" => %e),
+            }
+        }
+        METRICS.region_heartbeat_batch.observe(regions.len() as f64);
+        if !regions.is_empty() {
+            self.send_region_heartbeats(regions);
+        }
+    }
+
+    fn send_region_heartbeats(&self, mut heartbeats: Vec<RegionHeartbeat>) {
+        let mut targets = Vec::with_capacity(heartbeats.len());
+        for hb in &mut heartbeats {
+            let (start, end) = keys::region_data_bounds(&hb.region);
+            for cf in DATA_CFS {
+                if let Ok(stats) = self.engines.kv.approximate_range_stats(cf, &start, &end) {
+                    hb.approximate_size += stats.size;
+                    hb.approximate_keys += stats.keys;
                 }
+            }
+            targets.push((hb.region.clone(), hb.leader));
+        }
+        let answers = self.scheduler.region_heartbeats(heartbeats);
+        for ((region, leader), answer) in targets.into_iter().zip(answers) {
+            match answer {
+                Ok(Some(step)) => self.execute_step(&region, leader, step),
+                Ok(None) => {}
+                Err(e) => slog::warn!(self.logger, "region heartbeat failed";
+                    "region_id" => region.id, "error" => %e),
             }
         }
     }
