@@ -594,9 +594,15 @@ impl<EK: KvEngine> StoreSystem<EK> {
                     self.ctx.run_split_task(task);
                     ran += 1;
                 }
-                for task in manual.heartbeat.try_iter() {
-                    self.ctx.run_heartbeat_task(task);
-                    ran += 1;
+                // In batches, as the worker thread takes them.
+                let max = self.ctx.cfg.heartbeat_concurrency.max(1);
+                loop {
+                    let batch: Vec<_> = manual.heartbeat.try_iter().take(max).collect();
+                    if batch.is_empty() {
+                        break;
+                    }
+                    ran += batch.len();
+                    self.ctx.run_heartbeat_tasks(batch);
                 }
             }
             if ran == 0 {

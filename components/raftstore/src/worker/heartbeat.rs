@@ -41,22 +41,28 @@ impl<EK: KvEngine> StoreContext<EK> {
         }
     }
 
-    /// A batch the worker took from its queue (up to `heartbeat-concurrency` tasks): store
-    /// heartbeats in turn, region heartbeats all at once. Of two reports of one region only
-    /// the later goes: sent concurrently, the older could arrive last.
+    /// A batch the worker took from its queue (up to `heartbeat-concurrency` tasks): the
+    /// latest store heartbeat, then the region heartbeats all at once. Only the latest of
+    /// each goes: sent concurrently, an older report of a region could arrive last, and
+    /// store heartbeats piled up behind an unreachable scheduler would each wait out its
+    /// timeout (and hold up a shutdown).
     pub fn run_heartbeat_tasks(&self, tasks: Vec<HeartbeatTask>) {
+        let mut store = None;
         let mut regions: Vec<RegionHeartbeat> = Vec::new();
         for task in tasks {
             match task {
-                HeartbeatTask::Store(_) => self.run_heartbeat_task(task),
+                HeartbeatTask::Store(hb) => store = Some(hb),
                 HeartbeatTask::Region(hb) => {
                     regions.retain(|r| r.region.id != hb.region.id);
                     regions.push(*hb);
                 }
             }
         }
-        METRICS.region_heartbeat_batch.observe(regions.len() as f64);
+        if let Some(hb) = store {
+            self.run_heartbeat_task(HeartbeatTask::Store(hb));
+        }
         if !regions.is_empty() {
+            METRICS.region_heartbeat_batch.observe(regions.len() as f64);
             self.send_region_heartbeats(regions);
         }
     }
