@@ -240,8 +240,9 @@ pub fn check_key<V: Clone + Eq + Hash>(
 ) -> Outcome {
     let kept = without_unseen_writes(ops);
     let times: Vec<_> = kept.iter().map(|o| (o.call, o.ret)).collect();
-    let unanswered = |o: &&Operation<V>| o.ret.is_none() && o.output == Output::Unknown;
-    let twins = twins(&kept, &times, |o| unanswered(&o).then_some(&o.input));
+    let twins = twins(&kept, &times, |o| {
+        (o.ret.is_none() && o.output == Output::Unknown).then_some(&o.input)
+    });
     let outcome = search(
         initial,
         &times,
@@ -481,8 +482,9 @@ pub fn check_group<V: Clone + Eq + Hash>(
 ) -> Outcome {
     let kept = group_without_unseen_writes(ops);
     let times: Vec<_> = kept.iter().map(|o| (o.call, o.ret)).collect();
-    let unanswered = |o: &&GroupOperation<V>| o.ret.is_none() && o.output.is_none();
-    let twins = twins(&kept, &times, |o| unanswered(&o).then_some(&o.input));
+    let twins = twins(&kept, &times, |o| {
+        (o.ret.is_none() && o.output.is_none()).then_some(&o.input)
+    });
     let outcome = search(
         vec![None; keys],
         &times,

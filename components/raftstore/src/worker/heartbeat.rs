@@ -21,23 +21,20 @@ pub enum HeartbeatTask {
 }
 
 impl<EK: KvEngine> StoreContext<EK> {
-    pub fn run_heartbeat_task(&self, task: HeartbeatTask) {
-        match task {
-            HeartbeatTask::Store(hb) => match self.scheduler.store_heartbeat(hb) {
-                // A sleeping leader's rare tick reports its region; an awake one reports on
-                // its own ticks soon anyway and ignores it.
-                Ok(waiting) => {
-                    if !waiting.is_empty() {
-                        slog::debug!(self.logger, "regions with an operator report now";
-                            "regions" => waiting.len());
-                    }
-                    for region_id in waiting {
-                        let _ = self.routers.raft.send(region_id, PeerMsg::HibernateTick);
-                    }
+    fn send_store_heartbeat(&self, hb: StoreHeartbeat) {
+        match self.scheduler.store_heartbeat(hb) {
+            // A sleeping leader's rare tick reports its region; an awake one reports on its
+            // own ticks soon anyway and ignores it.
+            Ok(waiting) => {
+                if !waiting.is_empty() {
+                    slog::debug!(self.logger, "regions with an operator report now";
+                        "regions" => waiting.len());
                 }
-                Err(e) => slog::warn!(self.logger, "store heartbeat failed"; "error" => %e),
-            },
-            HeartbeatTask::Region(hb) => self.send_region_heartbeats(vec![*hb]),
+                for region_id in waiting {
+                    let _ = self.routers.raft.send(region_id, PeerMsg::HibernateTick);
+                }
+            }
+            Err(e) => slog::warn!(self.logger, "store heartbeat failed"; "error" => %e),
         }
     }
 
@@ -59,7 +56,7 @@ impl<EK: KvEngine> StoreContext<EK> {
             }
         }
         if let Some(hb) = store {
-            self.run_heartbeat_task(HeartbeatTask::Store(hb));
+            self.send_store_heartbeat(hb);
         }
         if !regions.is_empty() {
             METRICS.region_heartbeat_batch.observe(regions.len() as f64);
