@@ -43,9 +43,14 @@ pub struct RegionsArgs {
     /// Where the JSON result goes.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
-    /// Data directory of the cluster (emptied first).
+    /// Data directory of the cluster (emptied first, unless `--reuse`).
     #[arg(long, default_value = "target/bench/regions-cluster")]
     pub cluster_dir: PathBuf,
+    /// Start the cluster an earlier run left in `--cluster-dir` (same `--regions`) instead of
+    /// splitting a new one: for repeating the idle, wake and failover measurements at 50k+
+    /// regions without the splits' minutes. RSS per region is not measured then.
+    #[arg(long)]
+    pub reuse: bool,
     /// Port offset of the cluster (see `playground --port-offset`).
     #[arg(long, default_value_t = 1000)]
     pub port_offset: u16,
@@ -90,6 +95,8 @@ struct StoreFigures {
 #[derive(serde::Serialize, Default, Debug)]
 struct RegionsReport {
     regions: u64,
+    /// Started on an earlier run's cluster (`--reuse`): no split, no RSS per region.
+    reused: bool,
     split_secs: f64,
     replicate_secs: f64,
     stores: Vec<StoreFigures>,
@@ -415,10 +422,14 @@ pub async fn run(args: RegionsArgs) -> Result<(), String> {
     tune(&mut effective);
     let election_timeout_ms = effective.raftstore.raft_base_tick_interval_ms
         * effective.raftstore.raft_election_timeout_ticks as u64;
-    let _ = std::fs::remove_dir_all(&args.cluster_dir);
+    let reuse = args.reuse && args.cluster_dir.join("scheduler").exists();
+    if !reuse {
+        let _ = std::fs::remove_dir_all(&args.cluster_dir);
+    }
     println!(
-        "starting a 3-store cluster under {}",
-        args.cluster_dir.display()
+        "starting a 3-store cluster under {}{}",
+        args.cluster_dir.display(),
+        if reuse { " (reusing its regions)" } else { "" }
     );
     let mut playground = Playground::start(
         &PlaygroundOptions {
@@ -435,7 +446,9 @@ pub async fn run(args: RegionsArgs) -> Result<(), String> {
     )
     .await
     .map_err(|e| format!("connect: {e}"))?;
-    crate::playground::wait_replicated(&admin, 1, STORES, Duration::from_secs(120)).await?;
+    if !reuse {
+        crate::playground::wait_replicated(&admin, 1, STORES, Duration::from_secs(120)).await?;
+    }
     let pids: Vec<u32> = (0..STORES)
         .map(|i| {
             playground
@@ -450,17 +463,20 @@ pub async fn run(args: RegionsArgs) -> Result<(), String> {
     let mut report = RegionsReport {
         regions: args.regions,
         election_timeout_ms,
+        reused: reuse,
         ..Default::default()
     };
 
-    println!("splitting into {} regions", args.regions);
     let start = Instant::now();
-    split_into(
-        &admin,
-        args.regions,
-        Duration::from_secs(600 + args.regions / 10),
-    )
-    .await?;
+    if !reuse {
+        println!("splitting into {} regions", args.regions);
+        split_into(
+            &admin,
+            args.regions,
+            Duration::from_secs(600 + args.regions / 10),
+        )
+        .await?;
+    }
     report.split_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let wait = Duration::from_secs(600 + args.regions / 10);
@@ -494,7 +510,12 @@ pub async fn run(args: RegionsArgs) -> Result<(), String> {
             hibernated,
             rss_bytes: rss,
             rss_start_bytes: rss_start[i],
-            rss_per_region_bytes: rss.saturating_sub(rss_start[i]) / (args.regions - 1).max(1),
+            // A reused cluster started with its regions: nothing to subtract.
+            rss_per_region_bytes: if reuse {
+                0
+            } else {
+                rss.saturating_sub(rss_start[i]) / (args.regions - 1).max(1)
+            },
             leaders: leaders.get(&ids[i]).map_or(0, |l| l.len() as u64),
         });
     }
@@ -574,6 +595,7 @@ pub async fn run(args: RegionsArgs) -> Result<(), String> {
     let ids_led: std::collections::HashSet<u64> = victim_led.iter().map(|(id, _)| *id).collect();
     loop {
         // Every region it led is known, with a leader elsewhere (an error: ask again).
+        let asked = Instant::now();
         let moved = admin.regions().await.is_ok_and(|all| {
             let led: Vec<_> = all
                 .iter()
@@ -590,7 +612,9 @@ pub async fn run(args: RegionsArgs) -> Result<(), String> {
         if killed.elapsed() > Duration::from_secs(600) {
             return Err("the dead store's regions had no new leaders within 600 s".into());
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Listing 50,000 regions costs the scheduler (and this process) tens of ms: asking
+        // back to back would take a core from the stores being measured.
+        tokio::time::sleep(asked.elapsed().max(Duration::from_millis(50))).await;
     }
     report.failover_leaders_secs = killed.elapsed().as_secs_f64();
     // One write into each region it led (their start keys name them; region 0's is empty),

@@ -17,6 +17,7 @@ pub struct Metrics {
     pub raft_mailbox_backlog: Histogram,
     pub ticks_coalesced: IntCounter,
     pub region_heartbeat_batch: Histogram,
+    pub heartbeats_dropped: IntCounter,
     pub apply_mailbox_backlog: Histogram,
     pub regions: IntGauge,
     pub log_compactions: IntCounter,
@@ -105,6 +106,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "regionstore_region_heartbeat_batch",
         "Region heartbeats the scheduler worker sent at once (bound: heartbeat-concurrency).",
         counts(),
+    ),
+    heartbeats_dropped: counter(
+        "regionstore_heartbeats_dropped_total",
+        "Store and region heartbeats not queued for the scheduler worker because its queue was \
+         full (bound: heartbeat-queue-capacity). A leader whose report was dropped stays awake \
+         and reports again every election timeout until one is queued.",
     ),
     apply_mailbox_backlog: histogram(
         "regionstore_apply_mailbox_backlog",

@@ -12,6 +12,7 @@ use proto::metapb::{Peer, Region, RegionEpoch, Store};
 
 use util::ClockRef;
 
+use crate::schedule::Loads;
 use crate::{Error, MetaStore, Result};
 
 const BOOTSTRAP_KEY: &[u8] = b"meta/bootstrapped";
@@ -69,6 +70,10 @@ struct State {
     stores: HashMap<u64, StoreInfo>,
     regions: HashMap<u64, RegionInfo>,
     ranges: BTreeMap<EndKey, u64>,
+    /// Peers and leaders per store over `regions`, kept as regions come and go: the checkers
+    /// read them on every heartbeat, and recounting 100k regions each time (as this once did,
+    /// cloning the table) made the scheduler the bottleneck of a failover.
+    loads: Loads,
 }
 
 impl State {
@@ -93,18 +98,23 @@ impl State {
 
     /// Records a region with no leader or sizes known yet.
     fn insert(&mut self, region: Region) {
-        self.ranges.insert(end_key(&region), region.id);
-        self.regions.insert(
-            region.id,
-            RegionInfo {
-                region,
-                ..Default::default()
-            },
-        );
+        self.put(RegionInfo {
+            region,
+            ..Default::default()
+        });
+    }
+
+    /// Records `info`, replacing what was known of its region.
+    fn put(&mut self, info: RegionInfo) {
+        self.remove(info.region.id);
+        self.ranges.insert(end_key(&info.region), info.region.id);
+        self.loads.count(&info, 1);
+        self.regions.insert(info.region.id, info);
     }
 
     fn remove(&mut self, region_id: u64) {
         if let Some(old) = self.regions.remove(&region_id) {
+            self.loads.count(&old, -1);
             let end = end_key(&old.region);
             if self.ranges.get(&end) == Some(&region_id) {
                 self.ranges.remove(&end);
@@ -368,12 +378,10 @@ impl Cluster {
                 .regions
                 .get(&region.id)
                 .is_none_or(|known| known.region != *region);
-            state.remove(region.id);
             if changed {
                 puts.push((region_key(region.id), Some(region.encode_to_vec())));
             }
-            state.ranges.insert(end_key(region), region.id);
-            state.regions.insert(region.id, info);
+            state.put(info);
         }
         if !puts.is_empty() {
             // Not synced: heartbeats rebuild the routing table after a crash.
@@ -421,6 +429,20 @@ impl Cluster {
     pub fn regions(&self) -> Vec<RegionInfo> {
         self.scan_regions(b"", b"", usize::MAX)
     }
+
+    pub fn region_count(&self) -> usize {
+        self.read().regions.len()
+    }
+
+    /// Peers and leaders per store, each of `stores` listed (with 0 if it has none).
+    pub fn loads(&self, stores: &[u64]) -> Loads {
+        let mut loads = self.read().loads.clone();
+        for s in stores {
+            loads.peers.entry(*s).or_default();
+            loads.leaders.entry(*s).or_default();
+        }
+        loads
+    }
 }
 
 #[cfg(test)]
@@ -451,6 +473,79 @@ mod tests {
 
     fn ids(c: &Cluster) -> Vec<u64> {
         c.regions().iter().map(|r| r.region.id).collect()
+    }
+
+    /// (store, count) of peers, then of leaders, sorted.
+    type Counts = (Vec<(u64, u64)>, Vec<(u64, u64)>);
+
+    /// Peers and leaders per store, counted afresh from the routing table.
+    fn recount(c: &Cluster) -> Counts {
+        let (mut peers, mut leaders) = (BTreeMap::new(), BTreeMap::new());
+        for info in c.regions() {
+            for p in &info.region.peers {
+                *peers.entry(p.store_id).or_insert(0) += 1;
+            }
+            if let Some(l) = info.leader {
+                *leaders.entry(l.store_id).or_insert(0) += 1;
+            }
+        }
+        (peers.into_iter().collect(), leaders.into_iter().collect())
+    }
+
+    fn kept(c: &Cluster) -> Counts {
+        let loads = c.loads(&[]);
+        let sorted = |m: HashMap<u64, u64>| {
+            let mut v: Vec<_> = m.into_iter().collect();
+            v.sort();
+            v
+        };
+        (sorted(loads.peers), sorted(loads.leaders))
+    }
+
+    #[test]
+    fn loads_kept_as_regions_change_match_a_recount() {
+        let c = Cluster::open(
+            Arc::new(MemEngine::new()),
+            util::SystemClock::shared(),
+            &logger(),
+        )
+        .unwrap();
+        let store = |id| Store {
+            id,
+            ..Default::default()
+        };
+        let three = |id: u64, start: &[u8], end: &[u8], version| {
+            build::region(id)
+                .range(start, end)
+                .epoch(1, version)
+                .peers([
+                    build::peer(id * 10 + 1, 1),
+                    build::peer(id * 10 + 2, 2),
+                    build::peer(id * 10 + 3, 3),
+                ])
+                .build()
+        };
+        let led = |r: Region, store_id: u64| RegionInfo {
+            leader: r.peers.iter().find(|p| p.store_id == store_id).copied(),
+            region: r,
+            ..Default::default()
+        };
+        c.bootstrap(store(1), three(1, b"", b"", 1)).unwrap();
+        assert_eq!(kept(&c), recount(&c));
+        // Leaders come and move; a split replaces the parent's range; a stale heartbeat and
+        // a newer overlapping region replace nothing twice.
+        c.region_heartbeat(led(three(1, b"", b"", 1), 1)).unwrap();
+        c.region_heartbeat(led(three(1, b"", b"", 1), 2)).unwrap();
+        c.report_split(&three(1, b"", b"m", 2), &[three(2, b"m", b"", 2)])
+            .unwrap();
+        c.region_heartbeat(led(three(2, b"m", b"", 2), 3)).unwrap();
+        c.region_heartbeat(led(three(1, b"", b"", 1), 1)).unwrap();
+        c.region_heartbeat(led(three(3, b"a", b"z", 5), 1)).unwrap();
+        assert_eq!(ids(&c), vec![3]);
+        assert_eq!(kept(&c), recount(&c));
+        assert_eq!(kept(&c), (vec![(1, 1), (2, 1), (3, 1)], vec![(1, 1)]));
+        // A store with nothing is listed when asked for.
+        assert_eq!(c.loads(&[9]).peers.get(&9), Some(&0));
     }
 
     #[test]

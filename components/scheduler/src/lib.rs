@@ -149,13 +149,9 @@ pub struct Scheduler {
     config: Config,
     operators: Mutex<HashMap<u64, Operator>>,
     history: Mutex<VecDeque<OperatorStatus>>,
-    /// Peers and leaders per store, recomputed at most every `LOADS_TTL` (`None`: now).
-    loads: Mutex<(Option<Instant>, schedule::Loads)>,
     clock: ClockRef,
     logger: slog::Logger,
 }
-
-const LOADS_TTL: Duration = Duration::from_millis(100);
 
 /// Most keys in one split operator: what a store accepts in one split request (raftstore's
 /// `MAX_SPLITS_PER_REQUEST`). More would be refused at every heartbeat, for ever.
@@ -184,7 +180,6 @@ impl Scheduler {
             config: config.clone(),
             operators: Mutex::default(),
             history: Mutex::default(),
-            loads: Mutex::new((None, schedule::Loads::default())),
             clock,
             logger: logger.new(slog::o!("component" => "scheduler")),
         })
@@ -332,7 +327,7 @@ impl Scheduler {
             .map(|s| s.id)
             .filter(|id| !down.contains(id))
             .collect();
-        let mut loads = self.loads(&up);
+        let mut loads = self.cluster.loads(&up);
         // A leader being transferred counts where it goes: otherwise balancing, seeing its
         // old store still over-led, moves another leader off it at once (and, each time an
         // administrator moves a leader, moves one back onto the store it went to).
@@ -396,8 +391,6 @@ impl Scheduler {
                 }
             }
         }
-        // Counted at once, so the next heartbeats see the load this operator will add.
-        util::lock(&self.loads).0 = None;
         Ok(Some(Operator::new(
             info.region.id,
             plan.kind,
@@ -427,21 +420,6 @@ impl Scheduler {
             ),
             steps: vec![Step::Split { keys, version }],
         })
-    }
-
-    fn loads(&self, up: &[u64]) -> schedule::Loads {
-        let now = self.clock.now();
-        let mut cached = util::lock(&self.loads);
-        let fresh = cached
-            .0
-            .is_some_and(|at| now.saturating_duration_since(at) <= LOADS_TTL);
-        if !fresh {
-            *cached = (
-                Some(now),
-                schedule::Loads::from_regions(&self.cluster.regions(), up),
-            );
-        }
-        cached.1.clone()
     }
 
     /// Asks for region `region_id` to be split at `keys` (an administrator, `ctl split`): the

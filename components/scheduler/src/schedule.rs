@@ -18,21 +18,21 @@ pub struct Loads {
 }
 
 impl Loads {
-    pub fn from_regions(regions: &[RegionInfo], stores: &[u64]) -> Loads {
-        let mut loads = Loads::default();
-        for s in stores {
-            loads.peers.insert(*s, 0);
-            loads.leaders.insert(*s, 0);
-        }
-        for info in regions {
-            for p in &info.region.peers {
-                *loads.peers.entry(p.store_id).or_default() += 1;
+    /// Adds (`delta` 1) or takes away (-1) one region's peers and leader.
+    pub(crate) fn count(&mut self, info: &RegionInfo, delta: i64) {
+        let add = |map: &mut HashMap<u64, u64>, store_id: u64| {
+            let n = map.entry(store_id).or_default();
+            *n = n.saturating_add_signed(delta);
+            if *n == 0 {
+                map.remove(&store_id);
             }
-            if let Some(l) = info.leader {
-                *loads.leaders.entry(l.store_id).or_default() += 1;
-            }
+        };
+        for p in &info.region.peers {
+            add(&mut self.peers, p.store_id);
         }
-        loads
+        if let Some(l) = info.leader {
+            add(&mut self.leaders, l.store_id);
+        }
     }
 }
 

@@ -290,3 +290,74 @@ fn a_crash_after_the_snapshot_ingest_is_resumed_at_restart() {
 fn a_crash_after_the_snapshot_apply_leaves_no_files_behind() {
     crash_during_snapshot_apply("snapshot_after_normal_state");
 }
+
+/// A region heartbeat dropped because the scheduler worker's queue was full is not lost: its
+/// leader stays awake and reports again, so the scheduler learns the new leader long before
+/// the sleeping leader's next rare tick (10 minutes here). Before, a burst of new leaders (a
+/// failover of thousands of regions) left some unknown to the scheduler, and so to clients,
+/// for a whole hibernate interval.
+#[test]
+fn a_leader_whose_report_was_dropped_stays_awake_until_the_scheduler_hears_it() {
+    let scenario = fail::FailScenario::setup();
+    let regions = 8;
+    let mut cfg = ClusterConfig::new(3, regions);
+    cfg.raftstore.heartbeat_queue_capacity = 1;
+    cfg.raftstore.hibernate_heartbeat_interval_ms = 600_000;
+    let cluster = Cluster::run(cfg);
+    let wait = Duration::from_secs(30);
+    let scheduler = cluster.scheduler();
+    let known_leader = |region_id: u64| {
+        scheduler
+            .cluster
+            .region_by_id(region_id)
+            .and_then(|r| r.leader)
+            .map(|l| l.store_id)
+    };
+    let asleep = |region_id: u64| {
+        (1..=3).all(|s| {
+            cluster
+                .peer_status(s, region_id)
+                .is_some_and(|st| st.asleep)
+        })
+    };
+    let settled = || {
+        (1..=regions).all(|r| {
+            let leader = cluster.leader_of(r);
+            leader.is_some() && known_leader(r) == leader && asleep(r)
+        })
+    };
+    for r in 1..=regions {
+        cluster.must_transfer_leader(r, 1);
+    }
+    wait_until("every region led, reported and asleep", wait, settled);
+
+    // Store 2's worker stalls on its first batch, and its queue has room for one more task:
+    // the reports of the other new leaders there are dropped.
+    let dropped_before = raftstore::metrics::METRICS.heartbeats_dropped.get();
+    fail::cfg("heartbeat_worker_before_batch", "pause").unwrap();
+    // Unpaused before the cluster is dropped, also when an assertion fails.
+    struct Unpause;
+    impl Drop for Unpause {
+        fn drop(&mut self) {
+            fail::remove("heartbeat_worker_before_batch");
+        }
+    }
+    let unpause = Unpause;
+    for r in 1..=regions {
+        cluster.must_transfer_leader(r, 2);
+    }
+    let dropped = raftstore::metrics::METRICS.heartbeats_dropped.get() - dropped_before;
+    assert!(dropped >= regions - 2, "{dropped} reports dropped");
+    // Those leaders stay awake with their report owed, well past the hibernation threshold.
+    std::thread::sleep(cluster.cfg.raftstore.election_timeout() * 5);
+    let awake = (1..=regions).filter(|r| !asleep(*r)).count() as u64;
+    assert!(awake >= regions - 2, "only {awake} regions stayed awake");
+
+    drop(unpause);
+    wait_until("the scheduler knows every new leader", wait, || {
+        (1..=regions).all(|r| known_leader(r) == Some(2))
+    });
+    wait_until("the regions sleep again", wait, settled);
+    drop(cluster);
+    scenario.teardown();
+}

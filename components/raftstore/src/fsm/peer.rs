@@ -117,8 +117,14 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         }
         if effects.heartbeat {
             if let Some(hb) = fsm.peer.region_heartbeat(self.now) {
-                self.ctx
+                let queued = self
+                    .ctx
                     .send_heartbeat_task(HeartbeatTask::Region(Box::new(hb)));
+                fsm.peer.report_owed = !queued;
+                // A sleeping leader would report again only at its next rare tick.
+                if !queued {
+                    self.wake(fsm, WakeCause::Admin);
+                }
             }
         }
     }

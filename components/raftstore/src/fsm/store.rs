@@ -349,10 +349,16 @@ impl<EK: KvEngine> StoreContext<EK> {
         panic!("store {} stopped: {reason}", self.store_id);
     }
 
-    pub fn send_heartbeat_task(&self, task: crate::worker::HeartbeatTask) {
-        if let Some(tx) = util::lock(&self.workers.heartbeat).as_ref() {
-            let _ = tx.try_send(task);
+    /// Queues a heartbeat for the scheduler worker. Returns false if the queue was full (or
+    /// the store is stopping): the task is dropped and counted.
+    pub fn send_heartbeat_task(&self, task: crate::worker::HeartbeatTask) -> bool {
+        let queued = util::lock(&self.workers.heartbeat)
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(task).is_ok());
+        if !queued {
+            crate::metrics::METRICS.heartbeats_dropped.inc();
         }
+        queued
     }
 
     /// Queues work for the split checker; a full queue drops a check (the next tick asks
@@ -801,7 +807,8 @@ impl<EK: KvEngine> StoreContext<EK> {
             region_count: self.meta().len() as u64,
             leader_count: leaders.max(0) as u64,
         };
-        self.send_heartbeat_task(crate::worker::HeartbeatTask::Store(hb));
+        // A dropped one is sent again at the next interval.
+        let _ = self.send_heartbeat_task(crate::worker::HeartbeatTask::Store(Box::new(hb)));
     }
 
     /// Lets raft-engine delete log files no region needs any more.

@@ -259,6 +259,7 @@ impl<EK: KvEngine> Peer<EK> {
             || !self.pending_reads.is_empty()
             || !self.unpersisted.is_empty()
             || self.is_applying_snapshot()
+            || self.report_owed
             || super::conf_change::is_joint(self.region())
         {
             return None;

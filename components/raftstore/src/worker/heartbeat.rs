@@ -17,7 +17,8 @@ use crate::scheduler::{RegionHeartbeat, SchedulerStep, StoreHeartbeat};
 pub enum HeartbeatTask {
     /// Sizes are filled in by the worker.
     Region(Box<RegionHeartbeat>),
-    Store(StoreHeartbeat),
+    /// Boxed like a region's, so a queue slot is two words.
+    Store(Box<StoreHeartbeat>),
 }
 
 impl<EK: KvEngine> StoreContext<EK> {
@@ -44,11 +45,13 @@ impl<EK: KvEngine> StoreContext<EK> {
     /// store heartbeats piled up behind an unreachable scheduler would each wait out its
     /// timeout (and hold up a shutdown).
     pub fn run_heartbeat_tasks(&self, tasks: Vec<HeartbeatTask>) {
+        // A scheduler that answers slowly, for the test of dropped reports.
+        fail::fail_point!("heartbeat_worker_before_batch");
         let mut store = None;
         let mut regions: Vec<RegionHeartbeat> = Vec::new();
         for task in tasks {
             match task {
-                HeartbeatTask::Store(hb) => store = Some(hb),
+                HeartbeatTask::Store(hb) => store = Some(*hb),
                 HeartbeatTask::Region(hb) => {
                     regions.retain(|r| r.region.id != hb.region.id);
                     regions.push(*hb);
