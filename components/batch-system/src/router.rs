@@ -51,6 +51,10 @@ pub(crate) enum Scheduled<N: Fsm, C: Fsm> {
 /// The queue every notified FSM goes through, and the shutdown flag.
 pub(crate) struct Queue<N: Fsm, C: Fsm> {
     pub(crate) sender: Sender<Scheduled<N, C>>,
+    /// The control FSM has a queue of its own, which pollers take from first: behind
+    /// thousands of notified peers (a failover wakes them all) the store's ticks and liveness
+    /// heartbeats would wait seconds, and a store that is up would be taken for down.
+    pub(crate) control_sender: Sender<Box<C>>,
     pub(crate) shutting_down: AtomicBool,
 }
 
@@ -78,7 +82,7 @@ impl<N: Fsm, C: Fsm> Schedule<N> for NormalScheduler<N, C> {
 
 impl<N: Fsm, C: Fsm> Schedule<C> for ControlScheduler<N, C> {
     fn schedule(&self, fsm: Box<C>, mailbox: &BasicMailbox<C>) {
-        if self.0.sender.send(Scheduled::Control(fsm)).is_err() {
+        if self.0.control_sender.send(fsm).is_err() {
             mailbox.close();
         }
     }
@@ -282,7 +286,10 @@ impl<N: Fsm, C: Fsm> Router<N, C> {
     /// Puts a still-notified FSM at the back of the queue. The system holds a receiver for its
     /// whole life, so the send cannot fail while a poller (the only caller) runs.
     pub(crate) fn requeue(&self, scheduled: Scheduled<N, C>) {
-        let _ = self.inner.queue.sender.send(scheduled);
+        let _ = match scheduled {
+            Scheduled::Control(fsm) => self.inner.queue.control_sender.send(fsm).is_ok(),
+            other => self.inner.queue.sender.send(other).is_ok(),
+        };
     }
 
     pub(crate) fn control_mailbox(&self) -> &BasicMailbox<C> {

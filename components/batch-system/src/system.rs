@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
-use crossbeam::channel::{self, Receiver, RecvTimeoutError};
+use crossbeam::channel::{self, Receiver};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -45,7 +45,7 @@ pub struct BatchSystem<N: Fsm, C: Fsm> {
     config: Config,
     router: Router<N, C>,
     queue: Arc<Queue<N, C>>,
-    receiver: Receiver<Scheduled<N, C>>,
+    receivers: Receivers<N, C>,
     workers: Vec<JoinHandle<()>>,
     /// The poller of a system run by hand ([`BatchSystem::start_manual`]). In a mutex only so
     /// the system stays `Sync`; it is used through `&mut self`.
@@ -91,8 +91,10 @@ pub fn create_system<N: Fsm, C: Fsm>(
 ) -> Result<RouterAndSystem<N, C>, Error> {
     config.validate()?;
     let (sender, receiver) = channel::unbounded();
+    let (control_sender, control_receiver) = channel::unbounded();
     let queue = Arc::new(Queue {
         sender,
+        control_sender,
         shutting_down: Default::default(),
     });
     let metrics = SystemMetrics::new(name);
@@ -102,7 +104,10 @@ pub fn create_system<N: Fsm, C: Fsm>(
         config: config.clone(),
         router: router.clone(),
         queue,
-        receiver,
+        receivers: Receivers {
+            normal: receiver,
+            control: control_receiver,
+        },
         workers: Vec::new(),
         manual: Default::default(),
         metrics,
@@ -121,7 +126,7 @@ impl<N: Fsm, C: Fsm> BatchSystem<N, C> {
             let thread = format!("{}-{}", self.name, i);
             let poller = Poller {
                 router: self.router.clone(),
-                receiver: self.receiver.clone(),
+                receivers: self.receivers.clone(),
                 handler: builder.build(),
                 config: self.config.clone(),
                 metrics: self.metrics.clone(),
@@ -141,7 +146,7 @@ impl<N: Fsm, C: Fsm> BatchSystem<N, C> {
     pub fn start_manual<B: HandlerBuilder<N, C>>(&mut self, builder: &mut B) {
         let poller = Poller {
             router: self.router.clone(),
-            receiver: self.receiver.clone(),
+            receivers: self.receivers.clone(),
             handler: Box::new(builder.build()) as BoxedHandler<N, C>,
             config: self.config.clone(),
             metrics: self.metrics.clone(),
@@ -195,7 +200,8 @@ impl<N: Fsm, C: Fsm> BatchSystem<N, C> {
         *self.manual_slot() = None;
         self.router.close_all();
         // FSMs scheduled by a send that raced with shutdown: drop them now.
-        while self.receiver.try_recv().is_ok() {}
+        while self.receivers.normal.try_recv().is_ok() {}
+        while self.receivers.control.try_recv().is_ok() {}
         panicked
     }
 }
@@ -253,9 +259,30 @@ impl<N: Fsm, C: Fsm> RoundBuffers<N, C> {
     }
 }
 
+/// The pollers' ends of the system's two queues.
+struct Receivers<N: Fsm, C: Fsm> {
+    normal: Receiver<Scheduled<N, C>>,
+    control: Receiver<Box<C>>,
+}
+
+impl<N: Fsm, C: Fsm> Clone for Receivers<N, C> {
+    fn clone(&self) -> Self {
+        Receivers {
+            normal: self.normal.clone(),
+            control: self.control.clone(),
+        }
+    }
+}
+
+impl<N: Fsm, C: Fsm> Receivers<N, C> {
+    fn is_empty(&self) -> bool {
+        self.normal.is_empty() && self.control.is_empty()
+    }
+}
+
 struct Poller<N: Fsm, C: Fsm, H> {
     router: Router<N, C>,
-    receiver: Receiver<Scheduled<N, C>>,
+    receivers: Receivers<N, C>,
     handler: H,
     config: Config,
     metrics: SystemMetrics,
@@ -307,19 +334,21 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
         }
         self.handler.pause();
         loop {
-            if self.router.is_shutting_down() && self.receiver.is_empty() {
+            if self.router.is_shutting_down() && self.receivers.is_empty() {
                 return false;
             }
-            match self.receiver.recv_timeout(self.config.idle_wait) {
-                Ok(scheduled) => {
-                    batch.push(scheduled);
-                    self.fill(batch);
-                    if batch.len() > 0 {
-                        return true;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return false,
+            let scheduled = channel::select! {
+                recv(self.receivers.control) -> fsm => fsm.map(Scheduled::Control),
+                recv(self.receivers.normal) -> scheduled => scheduled,
+                default(self.config.idle_wait) => continue,
+            };
+            let Ok(scheduled) = scheduled else {
+                return false;
+            };
+            batch.push(scheduled);
+            self.fill(batch);
+            if batch.len() > 0 {
+                return true;
             }
         }
     }
@@ -334,7 +363,7 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return;
             };
-            match self.receiver.recv_timeout(left) {
+            match self.receivers.normal.recv_timeout(left) {
                 Ok(scheduled) => {
                     batch.push(scheduled);
                     self.fill(batch);
@@ -344,9 +373,15 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
         }
     }
 
+    /// Takes the control FSM first if it is queued, then normal FSMs up to the batch size.
     fn fill(&mut self, batch: &mut Batch<N, C>) {
+        if batch.control.is_none() {
+            if let Ok(control) = self.receivers.control.try_recv() {
+                batch.control = Some(control);
+            }
+        }
         while batch.len() < self.config.max_batch_size {
-            match self.receiver.try_recv() {
+            match self.receivers.normal.try_recv() {
                 Ok(scheduled) => batch.push(scheduled),
                 Err(_) => break,
             }
@@ -357,7 +392,7 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
     /// messages, kept for the next round if it has, or sent to the back of the queue if it has
     /// messages but other FSMs are waiting (fairness).
     fn settle(&mut self, batch: &mut Batch<N, C>) {
-        let others_waiting = !self.receiver.is_empty();
+        let others_waiting = !self.receivers.normal.is_empty();
         for i in (0..batch.normals.len()).rev() {
             let has_messages = !batch.mailboxes[i].is_empty();
             let stopped = batch.normals[i].is_stopped() || batch.mailboxes[i].is_closed();

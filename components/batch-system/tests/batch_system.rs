@@ -536,3 +536,33 @@ fn a_system_run_by_hand_does_nothing_until_polled_then_everything_in_order() {
     assert_eq!(shared.dropped_fsms.load(Ordering::SeqCst), 3);
     assert_eq!(shared.handler_drops.load(Ordering::SeqCst), 1);
 }
+
+/// The control FSM (the store's ticks and liveness) is not queued behind thousands of notified
+/// FSMs (a failover wakes them all at once): a poller takes it first.
+#[test]
+fn the_control_fsm_goes_before_queued_normal_fsms() {
+    let config = Config {
+        max_batch_size: 2,
+        ..Config::default()
+    };
+    let (router, mut system, shared) = new_system(&config, 10, 1);
+    let mut builder = Builder {
+        shared: shared.clone(),
+        flood_handled: Arc::new(AtomicUsize::new(0)),
+    };
+    system.start_manual(&mut builder);
+    for id in 1..=10 {
+        must_send(&router, id, Msg::Seq(0, 0));
+    }
+    router.send_control(()).unwrap();
+    assert_eq!(system.poll(1), 1);
+    assert_eq!(
+        shared.control_handled.load(Ordering::SeqCst),
+        1,
+        "the control FSM waited behind the normal ones"
+    );
+    assert_eq!(shared.handled.load(Ordering::SeqCst), 1);
+    system.poll(usize::MAX);
+    assert_eq!(shared.handled.load(Ordering::SeqCst), 10);
+    assert_eq!(system.shutdown(), 0);
+}

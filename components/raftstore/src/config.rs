@@ -92,10 +92,9 @@ pub struct Config {
     /// Tasks the split checker queues; more are dropped (periodic checks, asked again next
     /// tick) or refused with ServerIsBusy (explicit splits). Default 1024; 1..=1,048,576.
     pub split_check_queue_capacity: usize,
-    /// Heartbeats the scheduler worker queues; more are dropped (a leader whose report was
-    /// dropped stays awake and reports again every election timeout). A failover gives a
-    /// store thousands of new leaders at once, each reporting. Default 65,536 (16 bytes a
-    /// slot, allocated up front); 1..=1,048,576.
+    /// Heartbeats the scheduler worker queues; more are dropped, and the regions whose report
+    /// was dropped are asked again once the queue has room (a failover gives a store
+    /// thousands of new leaders at once). Default 4096; 1..=1,048,576.
     pub heartbeat_queue_capacity: usize,
     /// Region heartbeats the scheduler worker sends at once (what its queue holds, up to
     /// this many). After a store fails, its regions' new leaders all report together, and
@@ -168,7 +167,7 @@ impl Default for Config {
             region_heartbeat_tick_interval_ms: 60_000,
             store_heartbeat_interval_ms: 10_000,
             split_check_queue_capacity: 1024,
-            heartbeat_queue_capacity: 65_536,
+            heartbeat_queue_capacity: 4096,
             heartbeat_concurrency: 64,
             snap_received_gc_grace_ms: 600_000,
             raft_log_gc_count_limit: 10_000,

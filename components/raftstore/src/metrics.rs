@@ -110,8 +110,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     heartbeats_dropped: counter(
         "regionstore_heartbeats_dropped_total",
         "Store and region heartbeats not queued for the scheduler worker because its queue was \
-         full (bound: heartbeat-queue-capacity). A leader whose report was dropped stays awake \
-         and reports again every election timeout until one is queued.",
+         full (bound: heartbeat-queue-capacity). The worker asks a leader whose report was \
+         dropped to report again once the queue has room.",
     ),
     apply_mailbox_backlog: histogram(
         "regionstore_apply_mailbox_backlog",

@@ -317,6 +317,7 @@ impl<EK: SstExt> StoreSystem<EK> {
             election_seed: election_seed.unwrap_or_else(crate::raft::random_seed),
             ticks: Default::default(),
             liveness: Default::default(),
+            owed_reports: Default::default(),
         });
         let mut loaded = 0;
         let loading = clock.now();

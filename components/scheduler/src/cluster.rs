@@ -279,10 +279,11 @@ impl Cluster {
     /// Regions whose last heartbeat came from a leader on `store_id`.
     pub fn leader_count(&self, store_id: u64) -> u64 {
         self.read()
-            .regions
-            .values()
-            .filter(|r| r.leader.is_some_and(|l| l.store_id == store_id))
-            .count() as u64
+            .loads
+            .leaders
+            .get(&store_id)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn stores(&self) -> Vec<Store> {

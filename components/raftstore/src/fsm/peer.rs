@@ -117,13 +117,14 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         }
         if effects.heartbeat {
             if let Some(hb) = fsm.peer.region_heartbeat(self.now) {
-                let queued = self
+                let region_id = hb.region.id;
+                if !self
                     .ctx
-                    .send_heartbeat_task(HeartbeatTask::Region(Box::new(hb)));
-                fsm.peer.report_owed = !queued;
-                // A sleeping leader would report again only at its next rare tick.
-                if !queued {
-                    self.wake(fsm, WakeCause::Admin);
+                    .send_heartbeat_task(HeartbeatTask::Region(Box::new(hb)))
+                {
+                    // A sleeping leader would report again only at its next rare tick: the
+                    // worker asks it again once its queue has room (see `owed_reports`).
+                    util::lock(&self.ctx.owed_reports).insert(region_id);
                 }
             }
         }
@@ -393,6 +394,11 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                     fsm.peer.tick(self.now);
                 }
                 PeerMsg::HibernateTick => self.on_hibernate_tick(fsm),
+                PeerMsg::ReportRegion => {
+                    if fsm.peer.is_leader() {
+                        fsm.peer.schedule_heartbeat();
+                    }
+                }
                 PeerMsg::LeaderStoreDown { store_id } => self.on_leader_store_down(fsm, store_id),
                 PeerMsg::MemberStoreUp { store_id } => self.on_member_store_up(fsm, store_id),
                 PeerMsg::AskSplit {

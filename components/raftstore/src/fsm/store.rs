@@ -237,6 +237,9 @@ pub struct StoreContext<EK: KvEngine> {
     pub ticks: super::ticks::TickRegistry,
     /// Which other stores answer (the control FSM updates it; hibernating leaders read it).
     pub liveness: Mutex<super::liveness::StoreLiveness>,
+    /// Regions whose leader's region heartbeat found the scheduler worker's queue full: the
+    /// worker asks them to report again as room frees up. At most one entry per region.
+    pub owed_reports: Mutex<std::collections::BTreeSet<u64>>,
 }
 
 /// The store's two engines, and the memory budget of the entry caches over the second.

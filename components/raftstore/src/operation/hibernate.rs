@@ -259,7 +259,6 @@ impl<EK: KvEngine> Peer<EK> {
             || !self.pending_reads.is_empty()
             || !self.unpersisted.is_empty()
             || self.is_applying_snapshot()
-            || self.report_owed
             || super::conf_change::is_joint(self.region())
         {
             return None;
@@ -653,6 +652,7 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         let store_id = self.ctx.store_id;
         let now = self.ctx.clock.now();
         if store_ticks % cfg.raft_heartbeat_ticks.max(1) as u64 == 0 {
+            self.ctx.ask_owed_reports();
             let stores: Vec<u64> = self
                 .ctx
                 .meta()

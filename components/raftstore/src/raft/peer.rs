@@ -121,10 +121,6 @@ pub struct Peer<EK: KvEngine> {
     pub(crate) last_heard: std::collections::HashMap<u64, Instant>,
     /// What the store's leader count last learnt of this peer (see `ReadyOutput::leadership`).
     pub(crate) counted_leader: bool,
-    /// This leader's last region heartbeat was dropped (the scheduler worker's queue was
-    /// full): it stays awake and reports every election timeout until one is queued, or the
-    /// scheduler could go on routing clients to a dead leader for a whole hibernate interval.
-    pub(crate) report_owed: bool,
     /// The index of the last split this peer proposed as leader: until it is applied, the
     /// lease does not cover reads (followers may already serve the split-off range under a
     /// new region's leader).
@@ -184,7 +180,6 @@ impl<EK: KvEngine> Peer<EK> {
             effects: Effects::default(),
             last_heard: Default::default(),
             counted_leader: false,
-            report_owed: false,
             last_split_index: 0,
             limits: Limits {
                 proposal_timeout: config.proposal_timeout(),
@@ -627,9 +622,7 @@ impl<EK: KvEngine> Peer<EK> {
         if self.is_leader() && self.ticks % self.limits.split_check_ticks == 0 {
             self.effects.split_check = true;
         }
-        let owed_retry =
-            self.report_owed && self.ticks % self.raw.raft.election_timeout().max(1) as u64 == 0;
-        if self.is_leader() && (self.ticks % self.limits.heartbeat_ticks == 0 || owed_retry) {
+        if self.is_leader() && self.ticks % self.limits.heartbeat_ticks == 0 {
             self.effects.heartbeat = true;
         }
         // A peer removed while cut off may never hear of it (a learner never campaigns): after

@@ -213,6 +213,9 @@ pub enum PeerMsg<S> {
     /// A hibernating peer's rare tick: a leader reports the region to the scheduler, a
     /// follower checks it is still a member; both stay asleep.
     HibernateTick,
+    /// The scheduler worker had no room for this leader's last region heartbeat: report again
+    /// (without waking).
+    ReportRegion,
     /// The store hosting this region's leader has been silent for an election timeout: a
     /// follower wakes and counts the election ticks it slept through.
     LeaderStoreDown { store_id: u64 },
@@ -276,6 +279,7 @@ impl<S> fmt::Debug for PeerMsg<S> {
             PeerMsg::Read { .. } => f.write_str("Read"),
             PeerMsg::Tick => f.write_str("Tick"),
             PeerMsg::HibernateTick => f.write_str("HibernateTick"),
+            PeerMsg::ReportRegion => f.write_str("ReportRegion"),
             PeerMsg::LeaderStoreDown { store_id } => write!(f, "LeaderStoreDown({store_id})"),
             PeerMsg::MemberStoreUp { store_id } => write!(f, "MemberStoreUp({store_id})"),
             PeerMsg::ApplyRes(r) => write!(f, "ApplyRes({})", r.apply_state.applied_index),

@@ -65,6 +65,34 @@ impl<EK: KvEngine> StoreContext<EK> {
             METRICS.region_heartbeat_batch.observe(regions.len() as f64);
             self.send_region_heartbeats(regions);
         }
+        self.ask_owed_reports();
+    }
+
+    /// Asks the leaders whose reports were dropped to report again, as many as half the
+    /// queue's free room (the rest is for reports made meanwhile). A full queue drops them
+    /// again and they stay owed: none is lost, and none is woken for it. Called after each
+    /// batch and on the store's liveness ticks (an asked peer that no longer leads queues
+    /// nothing, and the worker may then idle with reports still owed).
+    pub(crate) fn ask_owed_reports(&self) {
+        let room = util::lock(&self.workers.heartbeat)
+            .as_ref()
+            .map_or(0, |tx| {
+                self.cfg.heartbeat_queue_capacity.saturating_sub(tx.len())
+            });
+        let asked: Vec<u64> = {
+            let mut owed = util::lock(&self.owed_reports);
+            std::iter::from_fn(|| owed.pop_first())
+                .take(room.div_ceil(2))
+                .collect()
+        };
+        for region_id in asked {
+            // A region gone since needs no report; a full mailbox is asked again later.
+            if let Err(batch_system::SendError::Full { .. }) =
+                self.routers.raft.send(region_id, PeerMsg::ReportRegion)
+            {
+                util::lock(&self.owed_reports).insert(region_id);
+            }
+        }
     }
 
     fn send_region_heartbeats(&self, mut heartbeats: Vec<RegionHeartbeat>) {
