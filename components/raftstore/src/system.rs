@@ -321,6 +321,12 @@ impl<EK: SstExt> StoreSystem<EK> {
         });
         let mut loaded = 0;
         let loading = clock.now();
+        let mut received = ctx.received_snapshots();
+        let mut delete_received = |region_id: u64| {
+            for key in received.remove(&region_id).unwrap_or_default() {
+                ctx.snaps.mgr.delete(SnapKind::Received, key);
+            }
+        };
         for state in load_regions(&kv)? {
             let region = state.region.unwrap_or_default();
             let removed = !region.peers.iter().any(|p| p.store_id == store_id);
@@ -338,11 +344,11 @@ impl<EK: SstExt> StoreSystem<EK> {
                     slog::info!(logger, "finishing the destroy of a peer removed before a stop";
                         "region_id" => region.id, "epoch" => ?region.region_epoch);
                     ctx.destroy_region(&region)?;
-                    ctx.delete_received_snapshots(region.id, None);
+                    delete_received(region.id);
                 }
                 Ok(PeerState::Normal) => {
                     // Files of a snapshot whose apply finished just before a stop.
-                    ctx.delete_received_snapshots(region.id, None);
+                    delete_received(region.id);
                     ctx.create_peer(region, PeerState::Normal)?;
                     loaded += 1;
                 }
