@@ -354,10 +354,21 @@ fn a_dropped_region_heartbeat_is_sent_again_once_the_worker_has_room() {
         (1..=regions).all(asleep)
     });
 
+    // Long enough for the sleeping leaders to have heard nothing from their members.
+    std::thread::sleep(cluster.cfg.raftstore.election_timeout() * 3);
     drop(unpause);
     wait_until("the scheduler knows every new leader", wait, || {
         (1..=regions).all(|r| known_leader(r) == Some(2))
     });
+    // Reported by sleeping leaders, with their members' stores answering: none is down.
+    for r in 1..=regions {
+        let info = scheduler.cluster.region_by_id(r).expect("known region");
+        assert!(
+            info.down_peers.is_empty(),
+            "region {r}: {:?}",
+            info.down_peers
+        );
+    }
     wait_until("the regions still sleep", wait, settled);
     drop(cluster);
     scenario.teardown();

@@ -396,6 +396,9 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 PeerMsg::HibernateTick => self.on_hibernate_tick(fsm),
                 PeerMsg::ReportRegion => {
                     if fsm.peer.is_leader() {
+                        if fsm.peer.is_asleep() {
+                            self.refresh_heard_from_stores(fsm);
+                        }
                         fsm.peer.schedule_heartbeat();
                     }
                 }

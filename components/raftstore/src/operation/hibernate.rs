@@ -544,7 +544,9 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         }
     }
 
-    fn refresh_heard_from_stores(&self, fsm: &mut PeerFsm<EK>) {
+    /// A sleeping leader hears nothing from its members: what their stores' liveness says
+    /// stands in, or its report would name every member down.
+    pub(crate) fn refresh_heard_from_stores(&self, fsm: &mut PeerFsm<EK>) {
         let liveness = util::lock(&self.ctx.liveness);
         let members: Vec<PeerMeta> = fsm.peer.region().peers.clone();
         for m in members {
