@@ -28,12 +28,14 @@ impl<EK: KvEngine> Peer<EK> {
                 continue;
             }
             let Some(peer) = meta(*id) else { continue };
-            // Not heard from since well before now (or ever, once this peer has been up long
-            // enough to have heard).
-            let silent = match self.last_heard.get(id) {
-                Some(t) => now.saturating_duration_since(*t) > down_after,
-                None => now.saturating_duration_since(self.started) > down_after,
-            };
+            // Not heard from since well before now, counting from when this peer became
+            // leader: as a follower it heard only from the old leader, so the first report a
+            // new leader sends (at once) would otherwise name the other members down, and the
+            // scheduler would not balance the region until the next report (a hibernate
+            // interval later if it then sleeps).
+            let since = self.leader_since.unwrap_or(self.started).max(self.started);
+            let heard = self.last_heard.get(id).map_or(since, |t| (*t).max(since));
+            let silent = now.saturating_duration_since(heard) > down_after;
             if silent {
                 down_peers.push(peer);
             }

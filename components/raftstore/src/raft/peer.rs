@@ -462,13 +462,6 @@ impl<EK: KvEngine> Peer<EK> {
             self.leader_since = Some(now);
             self.transferring = false;
             self.renew_floor = None;
-            // As a follower it heard only from the old leader: every member counts as heard at
-            // the election, or its first region heartbeat (the one a new leader sends at once)
-            // would name the others down, and the scheduler would not balance the region
-            // until the next report, a hibernate interval later if it then sleeps.
-            for id in self.region().peers.iter().map(|p| p.id).collect::<Vec<_>>() {
-                self.heard_from(id, now);
-            }
             return;
         }
         self.leader_since = None;
