@@ -153,6 +153,15 @@ fn spawn(system: &mut TestSystem, shared: &Arc<Shared>) {
     system.spawn(&mut builder).expect("spawn pollers");
 }
 
+/// Runs the system by hand (rounds only in `poll`).
+fn start_manual(system: &mut TestSystem, shared: &Arc<Shared>) {
+    let mut builder = Builder {
+        shared: shared.clone(),
+        flood_handled: Arc::new(AtomicUsize::new(0)),
+    };
+    system.start_manual(&mut builder);
+}
+
 /// Sends, waiting for room when the mailbox is full; any other error fails the test.
 fn must_send(router: &TestRouter, id: u64, mut msg: Msg) {
     loop {
@@ -505,11 +514,7 @@ fn a_system_run_by_hand_does_nothing_until_polled_then_everything_in_order() {
         ..Config::default()
     };
     let (router, mut system, shared) = new_system(&config, 3, 1);
-    let mut builder = Builder {
-        shared: shared.clone(),
-        flood_handled: Arc::new(AtomicUsize::new(0)),
-    };
-    system.start_manual(&mut builder);
+    start_manual(&mut system, &shared);
     for seq in 0..10 {
         for id in 1..=3 {
             must_send(&router, id, Msg::Seq(0, seq));
@@ -546,11 +551,7 @@ fn the_control_fsm_goes_before_queued_normal_fsms() {
         ..Config::default()
     };
     let (router, mut system, shared) = new_system(&config, 10, 1);
-    let mut builder = Builder {
-        shared: shared.clone(),
-        flood_handled: Arc::new(AtomicUsize::new(0)),
-    };
-    system.start_manual(&mut builder);
+    start_manual(&mut system, &shared);
     for id in 1..=10 {
         must_send(&router, id, Msg::Seq(0, 0));
     }

@@ -483,10 +483,13 @@ impl<EK: KvEngine> StoreContext<EK> {
 
     /// Deletes the received snapshots of `region_id` (up to `upto`, if given).
     pub fn delete_received_snapshots(&self, region_id: u64, upto: Option<SnapKey>) {
-        for (kind, key) in self.snaps.mgr.list() {
-            let older = upto.is_none_or(|u| (key.term, key.index) <= (u.term, u.index));
-            if kind == SnapKind::Received && key.region_id == region_id && older {
-                self.snaps.mgr.delete(kind, key);
+        let keys = self
+            .received_snapshots()
+            .remove(&region_id)
+            .unwrap_or_default();
+        for key in keys {
+            if upto.is_none_or(|u| (key.term, key.index) <= (u.term, u.index)) {
+                self.snaps.mgr.delete(SnapKind::Received, key);
             }
         }
     }

@@ -33,7 +33,7 @@ impl<EK: KvEngine> Peer<EK> {
             // new leader sends (at once) would otherwise name the other members down, and the
             // scheduler would not balance the region until the next report (a hibernate
             // interval later if it then sleeps).
-            let since = self.leader_since.unwrap_or(self.started).max(self.started);
+            let since = self.leader_since.unwrap_or(self.started);
             let heard = self.last_heard.get(id).map_or(since, |t| (*t).max(since));
             let silent = now.saturating_duration_since(heard) > down_after;
             if silent {
