@@ -170,6 +170,11 @@ impl Operator {
             Step::RemovePeer { peer } if info.leader.is_some_and(|l| l.id == peer.id) => {
                 return Progress::Cancelled
             }
+            // Planned on a stale view (a restarted scheduler's routing table is what reached
+            // its disk): the leader refuses a non-member, at every heartbeat, until timeout.
+            Step::TransferLeader { to } if role_of(info, to.id) != Some(PeerRole::Voter) => {
+                return Progress::Cancelled
+            }
             Step::PromoteLearner { peer } if info.pending_peers.iter().any(|p| p.id == peer.id) => {
                 return Progress::Wait
             }
@@ -244,5 +249,34 @@ mod tests {
         );
         let later = t0 + Duration::from_millis(2);
         assert_eq!(late.check(&info, later), Progress::TimedOut);
+    }
+
+    #[test]
+    fn a_transfer_to_a_peer_no_longer_a_voter_is_cancelled() {
+        let t0 = Instant::now();
+        let (leader, gone, newer) = (peer(1, 1), peer(3, 3), learner(9, 3));
+        let mut op = Operator::new(
+            1,
+            OperatorKind::Admin,
+            "transfer".into(),
+            vec![Step::TransferLeader { to: gone }],
+            Duration::from_secs(60),
+            t0,
+        );
+        let mut info = RegionInfo {
+            region: region(1).peers([leader, gone]).build(),
+            leader: Some(leader),
+            ..Default::default()
+        };
+        assert_eq!(
+            op.check(&info, t0),
+            Progress::Run(Step::TransferLeader { to: gone })
+        );
+        // The peer was removed and its store holds a learner of the region now.
+        info.region.peers = vec![leader, newer];
+        assert_eq!(op.clone().check(&info, t0), Progress::Cancelled);
+        // A learner cannot lead either.
+        info.region.peers = vec![leader, learner(3, 3)];
+        assert_eq!(op.check(&info, t0), Progress::Cancelled);
     }
 }

@@ -59,4 +59,14 @@ pub const TEST_SEEDS: &[(u64, u64, &str)] = &[
          (fixed: at start, such a state finishes the destroy; raftstore test \
          a_peer_removed_before_its_destroy_is_destroyed_at_start)",
     ),
+    (
+        1_796_667_420_903_550,
+        30_000,
+        "a restarted scheduler's routing table (region writes are not synced) still listed a \
+         removed peer; an administrator's leader transfer planned on it before the sleeping \
+         leader's next report was refused at every heartbeat, and it held the region's \
+         operator slot, so the learner the replica checker had added was never promoted \
+         (fixed: a transfer to a peer that is not a voter is cancelled; scheduler test \
+         a_transfer_to_a_peer_no_longer_a_voter_is_cancelled)",
+    ),
 ];
