@@ -48,6 +48,18 @@ pub struct Config {
     /// Largest encoded command a proposal may carry (RaftEntryTooLarge above it). Default 8 MiB;
     /// 1 KiB..=64 MiB.
     pub raft_entry_max_size: u64,
+    /// Most writes to one region that share a raft entry: the writes a region receives in one
+    /// poller round are proposed as one entry, each still checked, applied and answered on
+    /// its own (metric `regionstore_proposal_batch_commands`). 1 turns batching off.
+    /// Default 256; 1..=65536.
+    pub proposal_batch_max_commands: usize,
+    /// Most bytes of encoded writes in one such entry; a write that would pass it starts the
+    /// next entry. `raft-entry-max-size` applies if it is smaller. Default 1 MiB; >= 1 KiB.
+    ///
+    /// A store of a build before batching cannot apply a batched entry and skips its writes:
+    /// upgrade every store before leaving batching on (`proposal-batch-max-commands = 1`
+    /// during a rolling upgrade from such a build).
+    pub proposal_batch_max_bytes: u64,
     /// How long a leader may serve reads locally after a quorum acknowledged its messages.
     /// Must stay below (election ticks - 1) × tick interval, the earliest another leader can
     /// be elected, so none is while the lease holds. Default 800 ms (below 900 ms).
@@ -151,6 +163,8 @@ impl Default for Config {
             raft_max_size_per_msg: 1 << 20,
             raft_entry_max_size: 8 << 20,
             raft_max_uncommitted_size: 128 << 20,
+            proposal_batch_max_commands: 256,
+            proposal_batch_max_bytes: 1 << 20,
             max_leader_lease_ms: 800,
             raft_log_gc_tick_interval_ms: 3_000,
             raft_log_gc_threshold: 50,
@@ -250,6 +264,18 @@ impl Config {
             self.raft_entry_max_size,
             1024,
             64 << 20,
+        )?;
+        bound(
+            "proposal-batch-max-commands",
+            self.proposal_batch_max_commands,
+            1,
+            65536,
+        )?;
+        bound(
+            "proposal-batch-max-bytes",
+            self.proposal_batch_max_bytes,
+            1024,
+            u64::MAX,
         )?;
         bound(
             "raft-max-uncommitted-size",

@@ -12,6 +12,7 @@ pub struct Metrics {
     pub entries_per_fsync: Histogram,
     pub regions_per_fsync: Histogram,
     pub apply_batch_entries: Histogram,
+    pub proposal_batch_commands: Histogram,
     pub apply_batch_bytes: Histogram,
     pub propose_to_apply: Histogram,
     pub raft_mailbox_backlog: Histogram,
@@ -74,6 +75,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     regions_per_fsync: histogram(
         "regionstore_raft_regions_per_fsync",
         "Regions whose entries shared one raft-log fsync (bound: max-batch-size).",
+        counts(),
+    ),
+    proposal_batch_commands: histogram(
+        "regionstore_proposal_batch_commands",
+        "Writes proposed together as one raft entry (bound: proposal-batch-max-commands).",
         counts(),
     ),
     apply_batch_entries: histogram(

@@ -373,3 +373,79 @@ fn a_dropped_region_heartbeat_is_sent_again_once_the_worker_has_room() {
     drop(cluster);
     scenario.teardown();
 }
+
+/// Writes that reach a region while its poller is busy are handled in its next round and go
+/// into one raft entry, each still checked and answered on its own: a bad one among them is
+/// refused alone, the others are applied.
+#[test]
+fn writes_queued_for_one_round_share_an_entry_and_keep_their_own_answers() {
+    let _scenario = fail::FailScenario::setup();
+    let cluster = Cluster::run(ClusterConfig::new(1, 1));
+    cluster.must_put(b"k-first", b"v");
+    let region_id = cluster.region_for_key(b"k-first").id;
+    let leader = cluster.wait_leader(region_id);
+    let ctx = cluster.context(leader, region_id);
+    let last_index = || {
+        cluster
+            .peer_status(leader, region_id)
+            .expect("the leader answers")
+            .commit_index
+    };
+    let before = last_index();
+    // Holds the only raft poller at its log write, with the first write's entry, while the
+    // others queue in the region's mailbox.
+    fail::cfg("raft_before_log_write", "pause").unwrap();
+    const WRITES: u32 = 20;
+    let api = cluster.store(leader).api();
+    let answers = std::thread::scope(|s| {
+        let first = s.spawn(|| {
+            futures::executor::block_on(
+                api.write(&ctx, vec![raftstore::Modify::put(key(999), "v")]),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let writes: Vec<_> = (0..WRITES)
+            .map(|i| {
+                let (api, ctx) = (&api, &ctx);
+                s.spawn(move || {
+                    let modify = if i == 7 {
+                        raftstore::Modify::Put {
+                            cf: "no-such-cf".into(),
+                            key: key(i),
+                            value: b"v".to_vec(),
+                        }
+                    } else {
+                        raftstore::Modify::put(key(i), format!("v{i}"))
+                    };
+                    futures::executor::block_on(api.write(ctx, vec![modify]))
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        fail::remove("raft_before_log_write");
+        let mut answers: Vec<_> = writes.into_iter().map(|w| w.join().unwrap()).collect();
+        answers.push(first.join().unwrap());
+        answers
+    });
+    for (i, answer) in answers.iter().enumerate() {
+        if i == 7 {
+            assert!(
+                matches!(answer, Err(Error::InvalidCommand { .. })),
+                "write {i}: {answer:?}"
+            );
+        } else {
+            assert!(answer.is_ok(), "write {i}: {answer:?}");
+        }
+    }
+    for i in 0..WRITES {
+        let expected = (i != 7).then(|| format!("v{i}").into_bytes());
+        assert_eq!(cluster.must_get(&key(i)), expected, "key {i}");
+    }
+    // The first write in its own entry, the 19 good queued ones in one, or a few: a tick
+    // (every 20 ms here) queued between them ends a batch. One entry each without batching.
+    let entries = last_index() - before;
+    assert!(
+        entries <= u64::from(WRITES) / 2,
+        "{WRITES} acknowledged writes took {entries} entries"
+    );
+}

@@ -44,8 +44,8 @@ impl<EK: KvEngine> ApplyFsm<EK> {
     }
 
     /// Puts the entries' writes and the new apply state into `wb`, and pairs each proposal
-    /// with its entry's outcome: applied, superseded when another term's entry holds its
-    /// index, or undetermined when a snapshot covered it.
+    /// with its command's outcome (by index and slot): applied or refused, superseded when
+    /// another term's entry holds its index, or undetermined when a snapshot covered it.
     fn apply(
         &mut self,
         kv: &EK,
@@ -79,30 +79,42 @@ impl<EK: KvEngine> ApplyFsm<EK> {
         if let Some(last) = committed.entries.last() {
             self.applied_term = last.term;
         }
-        // Outcomes by index (entries are in index order); a proposal takes its entry's outcome
-        // only if the entry is its own (same term).
-        let mut outcomes: Vec<(u64, u64, Option<Result<()>>)> = applied
+        // Outcomes by index and slot (entries are in index order, an entry's commands in slot
+        // order); a proposal takes its command's outcome only if the entry is its own (same
+        // term).
+        let mut outcomes: Vec<(u64, u32, u64, Option<Result<()>>)> = applied
             .drain(..)
-            .map(|a| (a.index, a.term, Some(a.result)))
+            .map(|a| (a.index, a.slot, a.term, Some(a.result)))
             .collect();
         for p in committed.proposals {
-            let slot = outcomes
-                .binary_search_by_key(&p.index, |(index, _, _)| *index)
-                .ok();
-            let result = match slot.map(|i| &mut outcomes[i]) {
-                Some((_, term, outcome)) if *term == p.term => {
-                    outcome.take().unwrap_or_else(|| {
+            let first = outcomes.partition_point(|(index, ..)| *index < p.index);
+            let entry = outcomes
+                .get(first)
+                .filter(|(index, ..)| *index == p.index)
+                .map(|(_, _, term, _)| *term);
+            let result = match entry {
+                Some(term) if term == p.term => {
+                    let own = outcomes[first..]
+                        .iter_mut()
+                        .take_while(|(index, ..)| *index == p.index)
+                        .find(|(_, slot, ..)| *slot == p.slot)
+                        .and_then(|(.., outcome)| outcome.take());
+                    own.unwrap_or_else(|| {
                         Err(Error::InvalidState {
                             region_id: self.region.id,
-                            detail: format!("two proposals claim entry {} term {term}", p.index),
+                            detail: format!(
+                                "entry {} term {term} has no command {} left for its proposal \
+                                 (claimed twice, or lost to one that did not decode)",
+                                p.index, p.slot
+                            ),
                         })
                     })
                 }
-                Some((index, term, _)) => Err(Error::StaleCommand {
+                Some(term) => Err(Error::StaleCommand {
                     region_id: self.region.id,
                     index: p.index,
                     term: p.term,
-                    detail: format!("index {index} was committed with term {term}"),
+                    detail: format!("index {} was committed with term {term}", p.index),
                 }),
                 // The index was covered by a snapshot this peer applied: the entry there may be
                 // this very proposal, committed by the next leader. Its fate is unknown (the
@@ -377,10 +389,36 @@ mod tests {
     use super::*;
     use crate::router::{Callback, Proposal};
 
+    /// The ApplyFsm of `region`, applied up to index 10 (term 3).
+    fn applied_to_10(region: Region) -> ApplyFsm<MemEngine> {
+        let apply_state = RaftApplyState {
+            applied_index: 10,
+            commit_index: 10,
+            commit_term: 3,
+            ..Default::default()
+        };
+        ApplyFsm::new(
+            region,
+            apply_state,
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+    }
+
+    /// Applies `committed`: the outcome of each of its proposals, in their order.
+    fn outcomes(fsm: &mut ApplyFsm<MemEngine>, committed: CommittedEntries) -> Vec<Result<()>> {
+        let kv = MemEngine::new();
+        let mut wb = kv.write_batch();
+        let mut callbacks = Vec::new();
+        fsm.apply(&kv, committed, &mut wb, &mut Vec::new(), &mut callbacks)
+            .unwrap();
+        callbacks.into_iter().map(|(_, r, _)| r).collect()
+    }
+
     fn proposal(index: u64, term: u64) -> Proposal {
         Proposal {
             index,
             term,
+            slot: 0,
             propose_time: Instant::now(),
             cb: Callback::new(|_| {}),
         }
@@ -395,17 +433,7 @@ mod tests {
             .epoch(1, 1)
             .peers([proto::build::peer(101, 1)])
             .build();
-        let apply_state = RaftApplyState {
-            applied_index: 10,
-            commit_index: 10,
-            commit_term: 3,
-            ..Default::default()
-        };
-        let mut fsm = ApplyFsm::<MemEngine>::new(
-            region,
-            apply_state,
-            slog::Logger::root(slog::Discard, slog::o!()),
-        );
+        let mut fsm = applied_to_10(region);
         let entry = |index| Entry {
             index,
             term: 3,
@@ -417,12 +445,7 @@ mod tests {
             entries: vec![entry(11), entry(12)],
             proposals: vec![proposal(8, 2), proposal(11, 2), proposal(12, 3)],
         };
-        let kv = MemEngine::new();
-        let mut wb = kv.write_batch();
-        let mut callbacks = Vec::new();
-        fsm.apply(&kv, committed, &mut wb, &mut Vec::new(), &mut callbacks)
-            .unwrap();
-        let results: Vec<_> = callbacks.into_iter().map(|(_, r, _)| r).collect();
+        let results = outcomes(&mut fsm, committed);
         assert!(
             matches!(results[0], Err(Error::Undetermined { index: 8, .. })),
             "{:?}",
@@ -434,5 +457,68 @@ mod tests {
             results[1]
         );
         assert!(results[2].is_ok(), "{:?}", results[2]);
+    }
+
+    /// Writes batched into one entry: each proposal takes its own command's outcome; one of
+    /// another term at that index is stale.
+    #[test]
+    fn the_proposals_of_a_batched_entry_take_their_own_outcomes() {
+        use proto::raft_cmdpb::{
+            request::Cmd, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
+        };
+        let region = proto::build::region(1)
+            .range(b"a".to_vec(), b"m".to_vec())
+            .epoch(1, 1)
+            .peers([proto::build::peer(101, 1)])
+            .build();
+        let put = |key: &[u8]| RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: 1,
+                region_epoch: region.region_epoch,
+                ..Default::default()
+            }),
+            requests: vec![Request {
+                cmd: Some(Cmd::Put(PutRequest {
+                    cf: String::new(),
+                    key: key.to_vec(),
+                    value: b"v".to_vec(),
+                })),
+            }],
+            admin_request: None,
+        };
+        let mut data = Vec::new();
+        for key in [b"b", b"z", b"c"] {
+            prost::Message::encode_length_delimited(&put(key), &mut data).unwrap();
+        }
+        let mut fsm = applied_to_10(region.clone());
+        let slotted = |slot, term| Proposal {
+            slot,
+            ..proposal(11, term)
+        };
+        let committed = CommittedEntries {
+            region_id: 1,
+            commit: (11, 3),
+            entries: vec![Entry {
+                index: 11,
+                term: 3,
+                context: crate::operation::write::BATCH_CONTEXT.to_vec().into(),
+                data: data.into(),
+                ..Default::default()
+            }],
+            proposals: vec![slotted(0, 3), slotted(1, 3), slotted(2, 3), slotted(1, 2)],
+        };
+        let results = outcomes(&mut fsm, committed);
+        assert!(results[0].is_ok(), "{:?}", results[0]);
+        assert!(
+            matches!(results[1], Err(Error::KeyNotInRegion { .. })),
+            "{:?}",
+            results[1]
+        );
+        assert!(results[2].is_ok(), "{:?}", results[2]);
+        assert!(
+            matches!(results[3], Err(Error::StaleCommand { index: 11, .. })),
+            "{:?}",
+            results[3]
+        );
     }
 }

@@ -11,6 +11,7 @@ use super::{StoreContext, StoreFsm};
 use crate::metrics::METRICS;
 use crate::operation::hibernate::{SleepState, WakeCause};
 use crate::operation::snapshot::{check_snapshot_message, is_snapshot};
+use crate::operation::write::{self, ProposalBatch};
 use crate::raft::Peer;
 use crate::router::{send_internal, ApplyRes, ApplyTask, Callback, PeerMsg, StoreMsg};
 use crate::transport::Transport;
@@ -80,6 +81,8 @@ pub struct RaftPoller<EK: KvEngine, T: Transport> {
     pub(crate) round_regions: usize,
     pub(crate) round_needs_sync: bool,
     pub(crate) now: Instant,
+    /// The writes of the region whose turn it is, proposed as one entry at the end of it.
+    pub(crate) writes: ProposalBatch,
 }
 
 impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
@@ -357,6 +360,18 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
         // per peer, campaigns every millisecond, no leader for minutes).
         let (mut ticked, mut pinged) = (false, false);
         for msg in msgs.drain(..) {
+            // Batched writes are proposed before any other message (an admin command, a tick
+            // that may step the leader down, an apply result...), so commands enter the log in
+            // the order they came. Raft messages and reads may pass them: the writes are not
+            // acknowledged yet, so it is as if they had come a little later.
+            let keeps_writes = match &msg {
+                PeerMsg::RaftMessage(_) | PeerMsg::Read { .. } => true,
+                PeerMsg::Command { request, .. } => write::batchable(request),
+                _ => false,
+            };
+            if !keeps_writes {
+                fsm.peer.propose_batch(&mut self.writes, self.now);
+            }
             match msg {
                 PeerMsg::RaftMessage(m) => {
                     self.on_raft_message(fsm, *m);
@@ -370,7 +385,12 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                         None => WakeCause::Write,
                     };
                     self.wake(fsm, cause);
-                    fsm.peer.propose_write(request, cb, self.now)
+                    if write::batchable(&request) {
+                        fsm.peer
+                            .batch_write(&mut self.writes, request, cb, self.now)
+                    } else {
+                        fsm.peer.propose_write(request, cb, self.now)
+                    }
                 }
                 // The lease is checked against the clock now, not the round's start: a
                 // round can run long, and the lease's margin is small.
@@ -447,12 +467,24 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
             }
         }
         if fsm.stopped {
+            // Writes not yet proposed wrote nothing: the region is simply not here any more.
+            let (region_id, store_id) = (fsm.peer.region_id(), fsm.peer.store_id());
+            for cb in self.writes.discard() {
+                fsm.peer.reply_write(
+                    cb,
+                    Err(Error::RegionNotFound {
+                        region_id,
+                        store_id,
+                    }),
+                );
+            }
             // Its callers learn now; the rest of its effects went with it.
             for reply in fsm.peer.take_effects().replies {
                 reply.deliver();
             }
             return;
         }
+        fsm.peer.propose_batch(&mut self.writes, self.now);
         self.maybe_gen_snapshot(fsm);
         self.handle_ready(fsm);
         self.run_effects(fsm);
@@ -547,6 +579,10 @@ impl<EK: KvEngine, T: Transport + Clone> HandlerBuilder<PeerFsm<EK>, StoreFsm>
             round_regions: 0,
             round_needs_sync: false,
             now: self.ctx.clock.now(),
+            writes: ProposalBatch::new(
+                self.ctx.cfg.proposal_batch_max_commands,
+                (self.ctx.cfg.proposal_batch_max_bytes).min(self.ctx.cfg.raft_entry_max_size),
+            ),
         }
     }
 }

@@ -2,7 +2,6 @@
 //! record the region's apply state in the same write batch.
 
 use engine::{keys, KvEngine, WriteBatch, CF_RAFT};
-use prost::Message as _;
 use proto::metapb::Region;
 use proto::raft_cmdpb::RaftCmdRequest;
 use proto::raft_serverpb::{PeerState, RaftApplyState};
@@ -12,11 +11,13 @@ use super::{admin, conf_change, write};
 use crate::storage::put_region_state;
 use crate::{Error, Result};
 
-/// The outcome of one applied entry, for the proposal's callback.
+/// The outcome of one applied command, for its proposal's callback.
 #[derive(Debug)]
 pub struct Applied {
     pub index: u64,
     pub term: u64,
+    /// The command's place in its entry (see `write::ProposalBatch`).
+    pub slot: u32,
     pub result: Result<()>,
 }
 
@@ -53,6 +54,38 @@ pub fn apply_entries<EK: KvEngine>(
         // this entry in the same batch.
         apply_state.applied_index = e.index - 1;
         let result = match e.entry_type {
+            // A new leader's empty entry.
+            EntryType::EntryNormal if e.data.is_empty() => Ok(()),
+            // Each command of the entry is checked and applied on its own. One that does not
+            // decode fails alone, the same way on every replica; it must not stop the store
+            // (it would again at every restart).
+            EntryType::EntryNormal => {
+                let commands = write::decode_commands(&e.context, &e.data);
+                for (slot, cmd) in (0u32..).zip(commands) {
+                    let result = match cmd {
+                        Ok(cmd) => {
+                            apply_command(kv, region, apply_state, &cmd, wb).map(|outcome| {
+                                output.sync |= outcome.sync;
+                                output.new_regions.extend(outcome.new_regions);
+                            })
+                        }
+                        Err(err) => Err(Error::InvalidCommand {
+                            region_id: region.id,
+                            detail: format!(
+                                "entry {} command {slot} does not decode: {err}",
+                                e.index
+                            ),
+                        }),
+                    };
+                    out.push(Applied {
+                        index: e.index,
+                        term: e.term,
+                        slot,
+                        result,
+                    });
+                }
+                continue;
+            }
             EntryType::EntryConfChangeV2 => {
                 apply_conf_change::<EK>(region, e, wb).map(|cc| output.conf_changes.push(cc))
             }
@@ -63,24 +96,11 @@ pub fn apply_entries<EK: KvEngine>(
                     e.index
                 ),
             }),
-            // A new leader's empty entry.
-            EntryType::EntryNormal if e.data.is_empty() => Ok(()),
-            // An entry that does not decode fails alone, the same way on every replica; it
-            // must not stop the store (it would again at every restart).
-            EntryType::EntryNormal => match RaftCmdRequest::decode(e.data.as_ref()) {
-                Ok(cmd) => apply_command(kv, region, apply_state, &cmd, wb).map(|outcome| {
-                    output.sync |= outcome.sync;
-                    output.new_regions.extend(outcome.new_regions);
-                }),
-                Err(err) => Err(Error::InvalidCommand {
-                    region_id: region.id,
-                    detail: format!("entry {} does not decode as a command: {err}", e.index),
-                }),
-            },
         };
         out.push(Applied {
             index: e.index,
             term: e.term,
+            slot: 0,
             result,
         });
     }

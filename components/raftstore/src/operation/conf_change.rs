@@ -321,7 +321,7 @@ impl<EK: KvEngine> Peer<EK> {
             region_id,
             detail: "raft refused the change (a membership change is pending)".into(),
         };
-        if self.track_proposal(before, proposed, cb, now, refused) {
+        if self.track_proposal(before, proposed, vec![cb], now, refused) {
             slog::info!(self.logger, "proposed membership change";
                 "index" => self.raw.raft.raft_log.last_index(), "changes" => ?changes);
         }

@@ -2,6 +2,10 @@
 //! the propose half (checks, tracking the proposal until its entry applies or times out) and
 //! the apply half. A command is checked completely before anything goes into the batch, so a
 //! rejected command writes nothing.
+//!
+//! Writes a region receives in one poller round share one raft entry ([`ProposalBatch`]):
+//! each is checked before it joins, applied with its own checks and answered on its own, so
+//! batching changes how many entries the log holds, not what any write sees.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -11,16 +15,139 @@ use prost::Message as _;
 use proto::metapb::Region;
 use proto::raft_cmdpb::{request::Cmd, AdminCmdType, RaftCmdRequest};
 
+use crate::metrics::METRICS;
 use crate::operation::admin;
 use crate::raft::Peer;
 use crate::router::{Proposal, WriteCallback};
 use crate::{Error, Result};
+
+/// The context of an entry whose data is several commands, each length-delimited, in slot
+/// order; an entry with any other context holds one command (as every entry did before
+/// batching, so old logs apply unchanged).
+pub const BATCH_CONTEXT: &[u8] = b"batch";
+
+/// The commands of a normal entry, in slot order: its one command, or a batch's. A command
+/// that does not decode ends the list with its error (the slots after it are lost with it).
+pub fn decode_commands(
+    context: &[u8],
+    mut data: &[u8],
+) -> Vec<std::result::Result<RaftCmdRequest, prost::DecodeError>> {
+    if context != BATCH_CONTEXT {
+        return vec![RaftCmdRequest::decode(data)];
+    }
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let cmd = RaftCmdRequest::decode_length_delimited(&mut data);
+        let failed = cmd.is_err();
+        out.push(cmd);
+        if failed {
+            break;
+        }
+    }
+    out
+}
+
+/// Whether `request` may share an entry with other writes: a plain write. Admin commands go
+/// alone, after the writes received before them.
+pub(crate) fn batchable(request: &RaftCmdRequest) -> bool {
+    request.admin_request.is_none()
+}
+
+/// Checked writes to one region waiting to be proposed as one entry: the raft poller gathers
+/// them while it handles the region's messages and proposes them at the end of the region's
+/// turn, or earlier, before anything that proposes or changes the peer (so they keep their
+/// order), or once the next write would pass a bound (`proposal-batch-max-commands`,
+/// `proposal-batch-max-bytes`). One per poller: a batch never outlives a region's turn.
+pub(crate) struct ProposalBatch {
+    requests: Vec<RaftCmdRequest>,
+    cbs: Vec<WriteCallback>,
+    bytes: u64,
+    /// The term the writes were checked in (a write made for one term must not be proposed
+    /// in another).
+    term: u64,
+    max_commands: usize,
+    max_bytes: u64,
+}
+
+impl ProposalBatch {
+    pub(crate) fn new(max_commands: usize, max_bytes: u64) -> ProposalBatch {
+        ProposalBatch {
+            requests: Vec::new(),
+            cbs: Vec::new(),
+            bytes: 0,
+            term: 0,
+            max_commands: max_commands.max(1),
+            max_bytes,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+
+    /// Bytes `request` adds to a batch entry (its length prefix included).
+    fn size_of(request: &RaftCmdRequest) -> u64 {
+        let len = request.encoded_len();
+        (len + prost::length_delimiter_len(len)) as u64
+    }
+
+    /// Whether `request` may join without passing a bound (always, into an empty batch).
+    fn fits(&self, request: &RaftCmdRequest) -> bool {
+        self.is_empty()
+            || (self.requests.len() < self.max_commands
+                && self.bytes + Self::size_of(request) <= self.max_bytes)
+    }
+
+    fn push(&mut self, request: RaftCmdRequest, cb: WriteCallback, term: u64) {
+        self.bytes += Self::size_of(&request);
+        self.term = term;
+        self.requests.push(request);
+        self.cbs.push(cb);
+    }
+
+    /// The entry's context and data, the callbacks in slot order and the term they were
+    /// checked in; empties the batch.
+    fn take(&mut self) -> (Vec<u8>, Vec<u8>, Vec<WriteCallback>, u64) {
+        let requests = std::mem::take(&mut self.requests);
+        let cbs = std::mem::take(&mut self.cbs);
+        self.bytes = 0;
+        let (context, data) = match requests.as_slice() {
+            [one] => (Vec::new(), one.encode_to_vec()),
+            many => {
+                let mut data =
+                    Vec::with_capacity(many.iter().map(Self::size_of).sum::<u64>() as usize);
+                for r in many {
+                    // Cannot fail: a Vec grows as needed.
+                    let _ = r.encode_length_delimited(&mut data);
+                }
+                (BATCH_CONTEXT.to_vec(), data)
+            }
+        };
+        (context, data, cbs, self.term)
+    }
+
+    /// Empties the batch without proposing it; returns its callbacks, for the caller to
+    /// answer (nothing of them was written).
+    pub(crate) fn discard(&mut self) -> Vec<WriteCallback> {
+        self.requests.clear();
+        self.bytes = 0;
+        std::mem::take(&mut self.cbs)
+    }
+}
 
 fn cf_name(cf: &str) -> Option<&'static str> {
     if cf.is_empty() {
         return Some(CF_DEFAULT);
     }
     DATA_CFS.iter().copied().find(|name| *name == cf)
+}
+
+/// Why raft dropped a proposal while this peer leads: too many bytes are uncommitted.
+fn uncommitted_full(region_id: u64) -> Error {
+    Error::ServerIsBusy {
+        region_id,
+        reason: "too many uncommitted entries (raft-max-uncommitted-size)".into(),
+    }
 }
 
 fn check_key(region: &Region, key: &[u8]) -> Result<()> {
@@ -163,44 +290,100 @@ impl<EK: KvEngine> Peer<EK> {
         let data = request.encode_to_vec();
         let before = self.raw.raft.raft_log.last_index();
         let proposed = self.raw.propose(vec![], data).is_ok();
-        // Dropped by raft while leading: too many bytes are uncommitted.
-        let tracked =
-            self.track_proposal(before, proposed, cb, now, |region_id| Error::ServerIsBusy {
-                region_id,
-                reason: "too many uncommitted entries (raft-max-uncommitted-size)".into(),
-            });
+        let tracked = self.track_proposal(before, proposed, vec![cb], now, uncommitted_full);
         if tracked && is_split {
             self.last_split_index = self.raw.raft.raft_log.last_index();
         }
     }
 
-    /// Waits for the entry raft just appended, or, if raft appended nothing, answers `cb` with
-    /// `refused` while this peer still leads (and no transfer is under way), NotLeader
-    /// otherwise. Returns whether the proposal is in the log.
+    /// Checks `request`, a plain write, and adds it to `batch`, after proposing what the batch
+    /// held if the write would pass one of its bounds. A write failing a check is answered at
+    /// once and joins nothing.
+    pub(crate) fn batch_write(
+        &mut self,
+        batch: &mut ProposalBatch,
+        request: RaftCmdRequest,
+        cb: WriteCallback,
+        now: Instant,
+    ) {
+        if let Err(e) = self.check_write(&request) {
+            self.reply_write(cb, Err(e));
+            return;
+        }
+        // A batch holds the writes of one term only (one checked as a raft message stepped
+        // this peer down and a later one re-elected it must not go with it).
+        if !batch.fits(&request) || (!batch.is_empty() && batch.term != self.term()) {
+            self.propose_batch(batch, now);
+        }
+        batch.push(request, cb, self.term());
+    }
+
+    /// Proposes the batched writes as one entry, each tracked under its slot (nothing if the
+    /// batch is empty).
+    pub(crate) fn propose_batch(&mut self, batch: &mut ProposalBatch, now: Instant) {
+        if batch.is_empty() {
+            return;
+        }
+        let (context, data, cbs, term) = batch.take();
+        if term != self.term() || !self.is_leader() {
+            // Checked as leader, which it no longer is (a raft message stepped it down in the
+            // turn). Not proposed: raft-rs would forward a follower's proposal to the leader,
+            // and NotLeader must mean that nothing was written.
+            for cb in cbs {
+                let err = if self.is_leader() {
+                    Error::StaleCommand {
+                        region_id: self.region_id(),
+                        index: 0,
+                        term: self.term(),
+                        detail: format!("the write was checked in term {term}"),
+                    }
+                } else {
+                    self.not_leader()
+                };
+                self.reply_write(cb, Err(err));
+            }
+            return;
+        }
+        METRICS.proposal_batch_commands.observe(cbs.len() as f64);
+        let before = self.raw.raft.raft_log.last_index();
+        let proposed = self.raw.propose(context, data).is_ok();
+        self.track_proposal(before, proposed, cbs, now, uncommitted_full);
+    }
+
+    /// Waits for the entry raft just appended (one callback per command in it, in slot
+    /// order), or, if raft appended nothing, answers each with `refused` while this peer still
+    /// leads (and no transfer is under way), NotLeader otherwise. Returns whether the proposal
+    /// is in the log.
     pub(crate) fn track_proposal(
         &mut self,
         before: u64,
         proposed: bool,
-        cb: WriteCallback,
+        cbs: Vec<WriteCallback>,
         now: Instant,
-        refused: impl FnOnce(u64) -> Error,
+        refused: impl Fn(u64) -> Error,
     ) -> bool {
         let index = self.raw.raft.raft_log.last_index();
         if !proposed || index == before {
-            let err = if self.is_leader() && self.raw.raft.lead_transferee.is_none() {
-                refused(self.region_id())
-            } else {
-                self.not_leader()
-            };
-            self.reply_write(cb, Err(err));
+            for cb in cbs {
+                let err = if self.is_leader() && self.raw.raft.lead_transferee.is_none() {
+                    refused(self.region_id())
+                } else {
+                    self.not_leader()
+                };
+                self.reply_write(cb, Err(err));
+            }
             return false;
         }
-        self.proposals.push_back(Proposal {
-            index,
-            term: self.term(),
-            propose_time: now,
-            cb,
-        });
+        let term = self.term();
+        for (slot, cb) in (0u32..).zip(cbs) {
+            self.proposals.push_back(Proposal {
+                index,
+                term,
+                slot,
+                propose_time: now,
+                cb,
+            });
+        }
         true
     }
 
@@ -396,5 +579,107 @@ mod tests {
             (state.applied_index, state.commit_index, state.commit_term),
             (11, 11, 6)
         );
+    }
+
+    /// The commands of a batch, proposed as one entry, each checked and applied on its own.
+    #[test]
+    fn a_batch_entry_applies_each_command_on_its_own() {
+        let commands = [
+            cmd(2, vec![put("", b"c", b"1")]),
+            // Outside the region: refused alone.
+            cmd(2, vec![put("", b"c", b"2"), put("", b"z", b"x")]),
+            // Proposed in another version: refused alone.
+            cmd(1, vec![put("", b"d", b"x")]),
+            cmd(2, vec![put("", b"e", b"3")]),
+        ];
+        let mut batch = ProposalBatch::new(16, 1 << 20);
+        for c in &commands {
+            assert!(batch.fits(c));
+            batch.push(c.clone(), crate::router::Callback::new(|_| {}), 6);
+        }
+        let (context, data, cbs, term) = batch.take();
+        assert!(batch.is_empty());
+        assert_eq!((context.as_slice(), cbs.len(), term), (BATCH_CONTEXT, 4, 6));
+        let decoded: Vec<_> = decode_commands(&context, &data)
+            .into_iter()
+            .map(|c| c.unwrap())
+            .collect();
+        assert_eq!(decoded, commands);
+        let kv = MemEngine::new();
+        let mut state = RaftApplyState::default();
+        let batched = Entry {
+            index: 6,
+            term: 6,
+            context: context.into(),
+            data: data.into(),
+            ..Default::default()
+        };
+        let entries = vec![batched, entry(7, &cmd(2, vec![put("", b"f", b"4")]))];
+        let mut wb = kv.write_batch();
+        let mut out = Vec::new();
+        apply_entries::<MemEngine>(&kv, &mut region(), &mut state, &entries, &mut wb, &mut out)
+            .unwrap();
+        kv.write(&mut wb, true).unwrap();
+        let results: Vec<_> = out
+            .iter()
+            .map(|a| (a.index, a.slot, a.result.is_ok()))
+            .collect();
+        assert_eq!(
+            results,
+            vec![
+                (6, 0, true),
+                (6, 1, false),
+                (6, 2, false),
+                (6, 3, true),
+                (7, 0, true)
+            ]
+        );
+        assert!(matches!(out[1].result, Err(Error::KeyNotInRegion { .. })));
+        assert!(matches!(out[2].result, Err(Error::EpochNotMatch { .. })));
+        let get = |k: &[u8]| kv.get_value_cf(CF_DEFAULT, &keys::data_key(k)).unwrap();
+        assert_eq!(
+            get(b"c"),
+            Some(b"1".to_vec()),
+            "the refused command wrote nothing"
+        );
+        assert_eq!(get(b"d"), None);
+        assert_eq!(get(b"e"), Some(b"3".to_vec()));
+        assert_eq!(get(b"f"), Some(b"4".to_vec()));
+
+        // A batch of one is an ordinary entry; a damaged batch fails from the damage on.
+        let mut one = ProposalBatch::new(16, 1 << 20);
+        one.push(commands[0].clone(), crate::router::Callback::new(|_| {}), 6);
+        let (context, data, ..) = one.take();
+        assert!(context.is_empty());
+        assert_eq!(data, commands[0].encode_to_vec());
+        let mut damaged = Vec::new();
+        commands[0].encode_length_delimited(&mut damaged).unwrap();
+        damaged.extend_from_slice(&[0xff, 0xff, 0x01]);
+        let decoded = decode_commands(BATCH_CONTEXT, &damaged);
+        assert_eq!(decoded.len(), 2);
+        assert!(decoded[0].is_ok() && decoded[1].is_err());
+    }
+
+    #[test]
+    fn a_batch_is_bounded_by_commands_and_bytes() {
+        let small = cmd(2, vec![put("", b"c", b"1")]);
+        let size = ProposalBatch::size_of(&small);
+        let mut batch = ProposalBatch::new(3, 2 * size + size / 2);
+        let cb = || crate::router::Callback::new(|_| {});
+        for _ in 0..2 {
+            assert!(batch.fits(&small));
+            batch.push(small.clone(), cb(), 1);
+        }
+        assert!(!batch.fits(&small), "a third would pass the byte bound");
+        let mut batch = ProposalBatch::new(2, 1 << 20);
+        batch.push(small.clone(), cb(), 1);
+        batch.push(small.clone(), cb(), 1);
+        assert!(!batch.fits(&small), "a third would pass the command bound");
+        // A write larger than the byte bound still goes, alone.
+        let big = cmd(2, vec![put("", b"c", &[0; 4096])]);
+        let mut batch = ProposalBatch::new(8, 1024);
+        assert!(batch.fits(&big));
+        batch.push(big.clone(), cb(), 1);
+        assert!(!batch.fits(&small));
     }
 }

@@ -190,6 +190,9 @@ impl<S: Snapshot> RegionSnapshot<S> {
 pub struct Proposal {
     pub index: u64,
     pub term: u64,
+    /// Its command's place in the entry: writes proposed in one round share an entry
+    /// (`operation::write::ProposalBatch`); 0 for an entry of one command.
+    pub slot: u32,
     pub propose_time: Instant,
     pub cb: WriteCallback,
 }

@@ -187,20 +187,30 @@ impl<EK: KvEngine> PeerStorage<EK> {
                 )));
             }
         }
+        let log_last = raft.last_index(region_id);
+        let missing = || {
+            invalid(format!(
+                "raft state says the last index is {last} but the raft log holds entries up to \
+                 {log_last:?} only"
+            ))
+        };
         let last_term = if last == truncated.index {
             truncated.term
+        } else if log_last.is_none_or(|l| l < last) {
+            return Err(missing());
+        } else if last == apply_state.commit_index && apply_state.commit_term != 0 {
+            // The last entry is applied (an idle region's is): the apply state has its term.
+            // Reading it from the log would decompress the block that holds it, per region at
+            // start (3.7 s of a 6.3 s restart with 10,000 regions and 1 GiB of log).
+            apply_state.commit_term
         } else {
             match raft.entry(region_id, last) {
                 Ok(Some(e)) => e.term,
-                Ok(None) => {
-                    return Err(invalid(format!(
-                        "raft state says the last index is {last} but the raft log does not hold it"
-                    )))
-                }
+                Ok(None) => return Err(missing()),
                 Err(source) => return Err(Error::RaftLog { region_id, source }),
             }
         };
-        if let Some(log_last) = raft.last_index(region_id) {
+        if let Some(log_last) = log_last {
             if log_last > last && peer_state != PeerState::Applying {
                 return Err(invalid(format!(
                     "raft log holds entries up to {log_last}, beyond the persisted last index {last}"
