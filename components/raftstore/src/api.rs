@@ -14,6 +14,7 @@ use proto::raft_cmdpb::{
 };
 
 use crate::fsm::StoreContext;
+use crate::metrics::METRICS;
 use crate::router::{Callback, PeerMsg, RegionSnapshot};
 use crate::{Error, Result};
 
@@ -266,8 +267,17 @@ impl<EK: KvEngine> StoreApi<EK> {
         let cb = Callback::new(move |r| {
             let _ = tx.send(r);
         });
-        self.send(region_id, PeerMsg::Command { request, cb })?;
-        rx.await.unwrap_or_else(|_| Err(self.stopped()))
+        let sent = self.ctx.clock.now();
+        let command = PeerMsg::Command {
+            request,
+            cb,
+            sent: Some(sent),
+        };
+        self.send(region_id, command)?;
+        let result = rx.await.unwrap_or_else(|_| Err(self.stopped()));
+        let took = self.ctx.clock.now().saturating_duration_since(sent);
+        METRICS.write_hop.total.observe(took.as_secs_f64());
+        result
     }
 
     /// A linearizable read view of the region of `ctx`: it holds every write acknowledged

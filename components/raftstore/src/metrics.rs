@@ -4,7 +4,9 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+};
 
 pub struct Metrics {
     pub ready_rounds: IntCounter,
@@ -15,6 +17,8 @@ pub struct Metrics {
     pub proposal_batch_commands: Histogram,
     pub apply_batch_bytes: Histogram,
     pub propose_to_apply: Histogram,
+    /// `regionstore_write_hop_seconds{hop}`: the write path's cost model, hop by hop.
+    pub write_hop: WriteHops,
     pub raft_mailbox_backlog: Histogram,
     pub ticks_coalesced: IntCounter,
     pub region_heartbeat_batch: Histogram,
@@ -52,6 +56,30 @@ fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
         Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
             .expect("valid static metric"),
     )
+}
+
+/// The hops of `regionstore_write_hop_seconds`, resolved once (a label lookup hashes).
+pub struct WriteHops {
+    pub mailbox: Histogram,
+    pub propose_to_commit: Histogram,
+    pub log_write: Histogram,
+    pub apply_wait: Histogram,
+    pub apply_write: Histogram,
+    pub total: Histogram,
+}
+
+impl WriteHops {
+    fn new(vec: HistogramVec) -> WriteHops {
+        let hop = |name: &str| vec.with_label_values(&[name]);
+        WriteHops {
+            mailbox: hop("mailbox"),
+            propose_to_commit: hop("propose_to_commit"),
+            log_write: hop("log_write"),
+            apply_wait: hop("apply_wait"),
+            apply_write: hop("apply_write"),
+            total: hop("total"),
+        }
+    }
 }
 
 fn counts() -> Vec<f64> {
@@ -97,6 +125,22 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "From a proposal being accepted by the leader to its callback after the apply write.",
         prometheus::exponential_buckets(0.0001, 2.0, 20).expect("valid buckets"),
     ),
+    write_hop: WriteHops::new(register(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "regionstore_write_hop_seconds",
+                "The write path hop by hop (docs/design/write-path.md, \"Cost model\"): mailbox \
+                 (a write's wait in its region's mailbox until a raft round takes it), \
+                 propose_to_commit (until the leader hands its entry to apply), log_write (one \
+                 raft round's raft-engine write and fsync), apply_wait (committed entries' wait \
+                 for an apply round), apply_write (one apply round's KV write), total (a write \
+                 through StoreApi, from its send to its answer).",
+            )
+            .buckets(prometheus::exponential_buckets(0.00002, 2.0, 20).expect("valid buckets")),
+            &["hop"],
+        )
+        .expect("valid static metric"),
+    )),
     raft_mailbox_backlog: histogram(
         "regionstore_raft_mailbox_backlog",
         "Messages a peer took from its mailbox in one round (bound: messages-per-tick; \

@@ -570,3 +570,35 @@ fn a_restarted_peer_ignores_votes_for_an_election_timeout() {
         "the restarted peer took the vote's term: {status:?}"
     );
 }
+
+/// Every hop of the write path's cost model (`regionstore_write_hop_seconds`) is timed for a
+/// write through the store's API.
+#[test]
+fn every_hop_of_a_write_is_timed() {
+    let cluster = Cluster::run(ClusterConfig::new(3, 1));
+    cluster.must_put(b"warm", b"up");
+    let hops = &raftstore::metrics::METRICS.write_hop;
+    let all = || {
+        [
+            ("mailbox", &hops.mailbox),
+            ("propose_to_commit", &hops.propose_to_commit),
+            ("log_write", &hops.log_write),
+            ("apply_wait", &hops.apply_wait),
+            ("apply_write", &hops.apply_write),
+            ("total", &hops.total),
+        ]
+        .map(|(name, h)| (name, h.get_sample_count()))
+    };
+    let before = all();
+    for i in 0..10 {
+        cluster.must_put(&key(i), b"v");
+    }
+    for ((name, was), (_, now)) in before.iter().zip(all()) {
+        // Round-level hops (log and KV writes) count at least once per write here: one
+        // client, one write at a time.
+        assert!(
+            now >= was + 10,
+            "hop {name}: {was} -> {now} samples for 10 writes"
+        );
+    }
+}

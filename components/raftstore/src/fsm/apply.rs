@@ -181,10 +181,13 @@ impl<EK: KvEngine> ApplyPoller<EK> {
         // compaction is in it (the entries below the new truncated index are about to be
         // deleted, so what they wrote must be durable first) or a split (see `admin`).
         let sync = std::mem::take(&mut self.sync);
+        let started = self.ctx.clock.now();
         if let Err(e) = write_kv(&self.ctx.engines.kv, &mut self.wb, sync) {
             self.ctx
                 .fatal("writing applied entries to the KV engine", &e);
         }
+        let took = self.ctx.clock.now().saturating_duration_since(started);
+        METRICS.write_hop.apply_write.observe(took.as_secs_f64());
         fail::fail_point!("apply_after_write");
         self.ctx.stats.apply_writes.fetch_add(1, Relaxed);
         self.ctx
@@ -252,9 +255,12 @@ impl<EK: KvEngine> PollHandler<ApplyFsm<EK>, ApplyControlFsm> for ApplyPoller<EK
             return;
         }
         let mut any = false;
+        let now = self.ctx.clock.now();
         for task in tasks.drain(..) {
             match task {
                 ApplyTask::Apply(committed) => {
+                    let waited = now.saturating_duration_since(committed.committed_at);
+                    METRICS.write_hop.apply_wait.observe(waited.as_secs_f64());
                     self.round_entries += committed.entries.len();
                     let applied = fsm.apply(
                         &self.ctx.engines.kv,
@@ -444,6 +450,7 @@ mod tests {
             commit: (12, 3),
             entries: vec![entry(11), entry(12)],
             proposals: vec![proposal(8, 2), proposal(11, 2), proposal(12, 3)],
+            committed_at: Instant::now(),
         };
         let results = outcomes(&mut fsm, committed);
         assert!(
@@ -506,6 +513,7 @@ mod tests {
                 ..Default::default()
             }],
             proposals: vec![slotted(0, 3), slotted(1, 3), slotted(2, 3), slotted(1, 2)],
+            committed_at: Instant::now(),
         };
         let results = outcomes(&mut fsm, committed);
         assert!(results[0].is_ok(), "{:?}", results[0]);

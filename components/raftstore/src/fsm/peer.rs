@@ -379,7 +379,11 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                         break;
                     }
                 }
-                PeerMsg::Command { request, cb } => {
+                PeerMsg::Command { request, cb, sent } => {
+                    if let Some(sent) = sent {
+                        let waited = self.now.saturating_duration_since(sent);
+                        METRICS.write_hop.mailbox.observe(waited.as_secs_f64());
+                    }
                     let cause = match request.admin_request {
                         Some(_) => WakeCause::Admin,
                         None => WakeCause::Write,
@@ -511,9 +515,12 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
         if !self.batch.is_empty() {
             fail::fail_point!("raft_before_log_write");
             let sync = self.round_needs_sync;
+            let started = self.ctx.clock.now();
             if let Err(e) = write_raft_log(&self.ctx.engines.raft_log, &mut self.batch, sync) {
                 self.ctx.fatal("writing the raft log", &e);
             }
+            let took = self.ctx.clock.now().saturating_duration_since(started);
+            METRICS.write_hop.log_write.observe(took.as_secs_f64());
             fail::fail_point!("raft_after_log_write");
         }
         if self.round_needs_sync {

@@ -13,6 +13,7 @@ use raft::eraftpb::{Entry, Message};
 use raft::{RawNode, StateRole};
 use raft_log::RaftLogBatch;
 
+use crate::metrics::METRICS;
 use crate::operation::read::{Lease, PendingReads};
 pub use crate::operation::snapshot::ReceivedSnapshot;
 use crate::operation::write;
@@ -505,6 +506,13 @@ impl<EK: KvEngine> Peer<EK> {
             .filter(|p| p.term == term)
             .map(|p| p.propose_time)
             .max();
+        for p in proposals.iter().filter(|p| p.term == term) {
+            let waited = now.saturating_duration_since(p.propose_time);
+            METRICS
+                .write_hop
+                .propose_to_commit
+                .observe(waited.as_secs_f64());
+        }
         if self.is_leader() && entries.iter().any(|e| e.term == term) {
             if let Some(since) = self.leader_since.take() {
                 self.renew_lease(since, now);
@@ -518,6 +526,7 @@ impl<EK: KvEngine> Peer<EK> {
             commit: (last_index, last_term),
             entries,
             proposals,
+            committed_at: now,
         })
     }
 

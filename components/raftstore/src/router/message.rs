@@ -201,10 +201,12 @@ pub struct Proposal {
 pub enum PeerMsg<S> {
     /// A raft message from another store.
     RaftMessage(Box<RaftMessage>),
-    /// A write to propose.
+    /// A write to propose; `sent` is when it entered the mailbox (None for the store's own
+    /// admin commands), for `regionstore_write_hop_seconds{hop="mailbox"}`.
     Command {
         request: RaftCmdRequest,
         cb: WriteCallback,
+        sent: Option<Instant>,
     },
     /// A linearizable read.
     Read {
@@ -329,6 +331,8 @@ pub struct CommittedEntries {
     /// Proposals made here whose index is at or below the last entry's, in index order (one
     /// below the first entry's was covered by a snapshot).
     pub proposals: Vec<Proposal>,
+    /// When the peer handed them to apply (`hop="apply_wait"`).
+    pub committed_at: Instant,
 }
 
 /// Messages to a region's ApplyFsm.

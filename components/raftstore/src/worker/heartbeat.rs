@@ -161,9 +161,13 @@ impl<EK: KvEngine> StoreContext<EK> {
         };
         let request = super::admin_command(region, leader, admin);
         // A full mailbox drops the step: the next heartbeat asks again.
-        let _ = self
-            .routers
-            .raft
-            .send(region_id, PeerMsg::Command { request, cb });
+        let _ = self.routers.raft.send(
+            region_id,
+            PeerMsg::Command {
+                request,
+                cb,
+                sent: None,
+            },
+        );
     }
 }

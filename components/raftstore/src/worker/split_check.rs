@@ -119,11 +119,14 @@ impl<EK: KvEngine> StoreContext<EK> {
             ..Default::default()
         };
         let request = super::admin_command(&region, leader, admin);
-        if let Err(e) = self
-            .routers
-            .raft
-            .send(region_id, PeerMsg::Command { request, cb })
-        {
+        if let Err(e) = self.routers.raft.send(
+            region_id,
+            PeerMsg::Command {
+                request,
+                cb,
+                sent: None,
+            },
+        ) {
             if let PeerMsg::Command { cb, .. } = e.into_inner() {
                 cb.invoke(Err(Error::ServerIsBusy {
                     region_id,
