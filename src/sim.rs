@@ -45,6 +45,42 @@ pub struct Args {
     /// Stores' logs to stderr (very verbose; use with one seed).
     #[arg(long)]
     pub log: bool,
+    /// A TOML file with a `[raftstore]` table laid over the simulation's store settings
+    /// (keys as in `regionstore store --print-default-config`), e.g. to count instructions
+    /// with and without a setting on the same schedule.
+    #[arg(long)]
+    pub store_config: Option<std::path::PathBuf>,
+}
+
+/// The `[raftstore]` table of `path`, as a change to the simulation's store settings.
+fn store_tune(path: &std::path::Path) -> Result<simulator::StoreTune, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut file: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let raftstore = match file.remove("raftstore") {
+        Some(toml::Value::Table(t)) => t,
+        Some(_) => return Err(format!("{}: raftstore must be a table", path.display())),
+        None => toml::Table::new(),
+    };
+    if let Some(other) = file.keys().next() {
+        return Err(format!(
+            "{}: only [raftstore] settings apply to a simulation, not {other:?}",
+            path.display()
+        ));
+    }
+    let shown = path.display().to_string();
+    let tune = move |cfg: &mut raftstore::Config| -> Result<(), String> {
+        let mut value = toml::Value::try_from(&*cfg).map_err(|e| e.to_string())?;
+        if let toml::Value::Table(base) = &mut value {
+            base.extend(raftstore.clone());
+        }
+        *cfg = value.try_into().map_err(|e| format!("{shown}: {e}"))?;
+        cfg.validate().map_err(|e| format!("{shown}: {e}"))
+    };
+    // Checked once before any seed runs.
+    tune(&mut raftstore::Config::default())?;
+    Ok(simulator::StoreTune(std::sync::Arc::new(tune)))
 }
 
 pub fn run(args: Args) -> Result<(), String> {
@@ -54,6 +90,7 @@ pub fn run(args: Args) -> Result<(), String> {
         duration_ms: args.duration_ms,
         faults: !args.no_faults,
         plant: args.plant.as_deref().and_then(Plant::from_name),
+        tune: args.store_config.as_deref().map(store_tune).transpose()?,
         ..SimConfig::default()
     };
     let logger = if args.log {
@@ -77,6 +114,7 @@ pub fn run(args: Args) -> Result<(), String> {
         seeds.extend(TEST_SEEDS.iter().map(|(seed, duration_ms, _)| {
             let cfg = SimConfig {
                 duration_ms: *duration_ms,
+                tune: cfg.tune.clone(),
                 ..SimConfig::default()
             };
             (*seed, cfg)

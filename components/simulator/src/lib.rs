@@ -77,6 +77,22 @@ pub struct SimConfig {
     pub faults: bool,
     /// A bug planted to show the checkers catch it.
     pub plant: Option<Plant>,
+    /// Store settings laid over the simulation's own (`regionstore sim --store-config`): to
+    /// count a setting's cost on the same schedule, say.
+    pub tune: Option<StoreTune>,
+}
+
+/// A change to store settings that refuses settings that do not validate.
+pub type TuneFn = dyn Fn(&mut raftstore::Config) -> std::result::Result<(), String> + Send + Sync;
+
+/// Changes to the simulation's store settings, applied after its own.
+#[derive(Clone)]
+pub struct StoreTune(pub std::sync::Arc<TuneFn>);
+
+impl std::fmt::Debug for StoreTune {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreTune")
+    }
 }
 
 /// Bugs the simulator can plant, to prove its checks fail when they should.
@@ -162,6 +178,7 @@ impl Default for SimConfig {
             duration_ms: 30_000,
             faults: true,
             plant: None,
+            tune: None,
         }
     }
 }
@@ -376,7 +393,10 @@ fn run_seed(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Report>
 fn run_planted(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Report> {
     let mut rng = StdRng::seed_from_u64(seed);
     let net = SimNetwork::new(StdRng::seed_from_u64(rng.gen()), LinkConfig::default());
-    let store_cfg = store_config(seed % 2 == 0);
+    let mut store_cfg = store_config(seed % 2 == 0);
+    if let Some(tune) = &cfg.tune {
+        (tune.0)(&mut store_cfg).map_err(Error::Setup)?;
+    }
     let tick_ms = store_cfg.raft_base_tick_interval_ms;
     let mut cluster = SimCluster::new(
         rng.gen(),
