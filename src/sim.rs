@@ -78,9 +78,14 @@ fn store_tune(path: &std::path::Path) -> Result<simulator::StoreTune, String> {
         *cfg = value.try_into().map_err(|e| format!("{shown}: {e}"))?;
         cfg.validate().map_err(|e| format!("{shown}: {e}"))
     };
-    // Checked once before any seed runs.
-    tune(&mut raftstore::Config::default())?;
-    Ok(simulator::StoreTune(std::sync::Arc::new(tune)))
+    // Checked once before any seed runs, against the settings of both kinds of seed.
+    for hibernate in [false, true] {
+        tune(&mut simulator::store_config(hibernate))?;
+    }
+    Ok(simulator::StoreTune {
+        apply: std::sync::Arc::new(tune),
+        source: path.display().to_string(),
+    })
 }
 
 pub fn run(args: Args) -> Result<(), String> {
@@ -198,13 +203,18 @@ pub fn run(args: Args) -> Result<(), String> {
 /// The command that replays `seed` under `cfg`.
 fn replay(seed: u64, cfg: &SimConfig) -> String {
     format!(
-        "regionstore sim --seeds 1 --seed {seed} --duration-ms {} --stores {} --clients {}{}{} --verbose",
+        "regionstore sim --seeds 1 --seed {seed} --duration-ms {} --stores {} --clients {}{}{}{} \
+         --verbose",
         cfg.duration_ms,
         cfg.stores,
         cfg.clients,
         if cfg.faults { "" } else { " --no-faults" },
         cfg.plant
             .map(|p| format!(" --plant {}", p.name()))
+            .unwrap_or_default(),
+        cfg.tune
+            .as_ref()
+            .map(|t| format!(" --store-config {}", t.source))
             .unwrap_or_default()
     )
 }

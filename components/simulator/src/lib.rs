@@ -87,11 +87,15 @@ pub type TuneFn = dyn Fn(&mut raftstore::Config) -> std::result::Result<(), Stri
 
 /// Changes to the simulation's store settings, applied after its own.
 #[derive(Clone)]
-pub struct StoreTune(pub std::sync::Arc<TuneFn>);
+pub struct StoreTune {
+    pub apply: std::sync::Arc<TuneFn>,
+    /// Where the changes come from (the file), for replay lines.
+    pub source: String,
+}
 
 impl std::fmt::Debug for StoreTune {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StoreTune")
+        write!(f, "StoreTune({})", self.source)
     }
 }
 
@@ -302,7 +306,7 @@ impl Report {
 /// hibernating regions, odd seeds without. Sleeping regions make some races rare (a write
 /// proposed before a split and applied after it: the planted skipped epoch check went from 2
 /// in 300 seeds to none in 400 with every seed hibernating), so both halves keep their share.
-fn store_config(hibernate: bool) -> raftstore::Config {
+pub fn store_config(hibernate: bool) -> raftstore::Config {
     raftstore::Config {
         store_pool_size: 1,
         apply_pool_size: 1,
@@ -395,7 +399,7 @@ fn run_planted(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Repo
     let net = SimNetwork::new(StdRng::seed_from_u64(rng.gen()), LinkConfig::default());
     let mut store_cfg = store_config(seed % 2 == 0);
     if let Some(tune) = &cfg.tune {
-        (tune.0)(&mut store_cfg).map_err(Error::Setup)?;
+        (tune.apply)(&mut store_cfg).map_err(Error::Setup)?;
     }
     let tick_ms = store_cfg.raft_base_tick_interval_ms;
     let mut cluster = SimCluster::new(

@@ -359,6 +359,8 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
         // would campaign instead (seen while splitting into 10,000 regions: seconds of ticks
         // per peer, campaigns every millisecond, no leader for minutes).
         let (mut ticked, mut pinged) = (false, false);
+        // When this turn took the region's messages (read once, if a write needs it).
+        let mut taken: Option<Instant> = None;
         for msg in msgs.drain(..) {
             // Batched writes are proposed before any other message (an admin command, a tick
             // that may step the leader down, an apply result...), so commands enter the log in
@@ -381,7 +383,9 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 }
                 PeerMsg::Command { request, cb, sent } => {
                     if let Some(sent) = sent {
-                        let waited = self.now.saturating_duration_since(sent);
+                        // Not the round's start: a command may have come after it.
+                        let taken = *taken.get_or_insert_with(|| self.ctx.clock.now());
+                        let waited = taken.saturating_duration_since(sent);
                         METRICS.write_hop.mailbox.observe(waited.as_secs_f64());
                     }
                     let cause = match request.admin_request {

@@ -506,12 +506,21 @@ impl<EK: KvEngine> Peer<EK> {
             .filter(|p| p.term == term)
             .map(|p| p.propose_time)
             .max();
-        for p in proposals.iter().filter(|p| p.term == term) {
-            let waited = now.saturating_duration_since(p.propose_time);
-            METRICS
-                .write_hop
-                .propose_to_commit
-                .observe(waited.as_secs_f64());
+        // Each proposal whose own entry committed (the entry at its index has its term; the
+        // leader's term may have moved on since).
+        let first = entries[0].index;
+        for p in &proposals {
+            let at = p
+                .index
+                .checked_sub(first)
+                .and_then(|i| entries.get(i as usize));
+            if at.is_some_and(|e| e.term == p.term) {
+                let waited = now.saturating_duration_since(p.propose_time);
+                METRICS
+                    .write_hop
+                    .propose_to_commit
+                    .observe(waited.as_secs_f64());
+            }
         }
         if self.is_leader() && entries.iter().any(|e| e.term == term) {
             if let Some(since) = self.leader_since.take() {
