@@ -592,7 +592,10 @@ impl<EK: KvEngine, T: Transport + Clone> HandlerBuilder<PeerFsm<EK>, StoreFsm>
             now: self.ctx.clock.now(),
             writes: ProposalBatch::new(
                 self.ctx.cfg.proposal_batch_max_commands,
-                (self.ctx.cfg.proposal_batch_max_bytes).min(self.ctx.cfg.raft_entry_max_size),
+                self.ctx
+                    .cfg
+                    .proposal_batch_max_bytes
+                    .min(self.ctx.cfg.raft_entry_max_size),
             ),
         }
     }

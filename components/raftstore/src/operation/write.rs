@@ -106,12 +106,11 @@ impl ProposalBatch {
     }
 
     /// The entry's context and data, the callbacks in slot order and the term they were
-    /// checked in; empties the batch.
+    /// checked in; empties the batch (keeping its request buffer for the next turn).
     fn take(&mut self) -> (Vec<u8>, Vec<u8>, Vec<WriteCallback>, u64) {
-        let requests = std::mem::take(&mut self.requests);
         let cbs = std::mem::take(&mut self.cbs);
         self.bytes = 0;
-        let (context, data) = match requests.as_slice() {
+        let (context, data) = match self.requests.as_slice() {
             [one] => (Vec::new(), one.encode_to_vec()),
             many => {
                 let mut data =
@@ -123,6 +122,7 @@ impl ProposalBatch {
                 (BATCH_CONTEXT.to_vec(), data)
             }
         };
+        self.requests.clear();
         (context, data, cbs, self.term)
     }
 
