@@ -961,3 +961,147 @@ async fn bad_v2_requests_get_specific_errors_and_write_nothing() {
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0].0, b"good");
 }
+
+/// TiKV's BatchCommands stream, spoken by hand: answers are matched by id and come back as
+/// they are ready (not in request order); region errors, and errors a unary call would answer
+/// with a status, travel in the answers without ending the stream; a command regionstore does
+/// not serve is answered with no command; only a malformed batch ends the stream. Our own
+/// client works over the stream and without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_commands_answer_by_id_as_they_finish() {
+    use proto::tikvpb::batch_commands_request::{request::Cmd, Request as Command};
+    use proto::tikvpb::batch_commands_response::response::Cmd as Answer;
+    use proto::tikvpb::{BatchCommandsEmptyRequest, BatchCommandsRequest};
+    use tokio::sync::mpsc;
+
+    let cluster = ProcCluster::start(3);
+    let admin = cluster.client().await;
+    cluster.wait_replicated(&admin, 1, 3).await;
+    let Target {
+        mut client, ctx, ..
+    } = target(&cluster, &admin).await;
+
+    let (tx, rx) = mpsc::unbounded_channel::<BatchCommandsRequest>();
+    let outbound =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut answers = client
+        .batch_commands(outbound)
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    let command = |cmd| Command { cmd: Some(cmd) };
+    let mut stale = ctx.clone();
+    stale.region_id = 999_999;
+    tx.send(BatchCommandsRequest {
+        requests: vec![
+            command(Cmd::Empty(BatchCommandsEmptyRequest {
+                test_id: 7,
+                delay_time: 500,
+            })),
+            command(Cmd::RawPut(put(&ctx, b"b1", b"one"))),
+            command(Cmd::RawPut(put(&ctx, b"b2", b"two"))),
+            command(Cmd::RawPut(put(&stale, b"b3", b"three"))),
+        ],
+        request_ids: vec![1, 2, 3, 4],
+        ..Default::default()
+    })
+    .unwrap();
+    let mut order = Vec::new();
+    while order.len() < 4 {
+        let msg = answers.message().await.expect("answers").expect("open");
+        assert_eq!(msg.request_ids.len(), msg.responses.len());
+        for (id, answer) in msg.request_ids.into_iter().zip(msg.responses) {
+            match (id, answer.cmd) {
+                (1, Some(Answer::Empty(e))) => assert_eq!(e.test_id, 7),
+                (2 | 3, Some(Answer::RawPut(r))) => {
+                    assert!(r.region_error.is_none() && r.error.is_empty(), "{r:?}")
+                }
+                (4, Some(Answer::RawPut(r))) => assert!(
+                    r.region_error.is_some_and(|e| e.region_not_found.is_some()),
+                    "a region this store does not have"
+                ),
+                other => panic!("unexpected answer {other:?}"),
+            }
+            order.push(id);
+        }
+    }
+    assert_eq!(
+        order.last(),
+        Some(&1),
+        "the delayed no-op answered last: {order:?}"
+    );
+    // Reads on the same stream see the writes. A scan over its limit (a status when unary)
+    // and a command not served are answered alone; the stream goes on.
+    tx.send(BatchCommandsRequest {
+        requests: vec![
+            command(Cmd::RawScan(kvrpcpb::RawScanRequest {
+                context: Some(ctx.clone()),
+                start_key: b"a".to_vec(),
+                limit: 1 << 20,
+                ..Default::default()
+            })),
+            Command { cmd: None },
+            command(Cmd::RawGet(kvrpcpb::RawGetRequest {
+                context: Some(ctx.clone()),
+                key: b"b2".to_vec(),
+                ..Default::default()
+            })),
+        ],
+        request_ids: vec![5, 6, 7],
+        ..Default::default()
+    })
+    .unwrap();
+    let mut seen = 0;
+    while seen < 3 {
+        let msg = answers.message().await.expect("answers").expect("open");
+        for (id, answer) in msg.request_ids.into_iter().zip(msg.responses) {
+            match (id, answer.cmd) {
+                (5, Some(Answer::RawScan(r))) => {
+                    let message = r.region_error.map(|e| e.message).unwrap_or_default();
+                    assert!(message.contains("InvalidArgument"), "{message}");
+                }
+                (6, None) => {}
+                (7, Some(Answer::RawGet(r))) => assert_eq!(r.value, b"two"),
+                other => panic!("unexpected answer {other:?}"),
+            }
+            seen += 1;
+        }
+    }
+    // Ids and requests that do not pair up end the stream.
+    tx.send(BatchCommandsRequest {
+        requests: vec![command(Cmd::RawGet(Default::default()))],
+        request_ids: vec![],
+        ..Default::default()
+    })
+    .unwrap();
+    let status = answers.message().await.expect_err("the stream ends");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    // Our client, over the stream (the default) and with unary calls.
+    for batch_commands in [true, false] {
+        let ours = client::Client::connect(
+            std::slice::from_ref(&cluster.pd),
+            client::ClientConfig {
+                batch_commands,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let puts = (0..50).map(|i| {
+            let ours = ours.clone();
+            async move { ours.put(format!("c{i}"), format!("v{i}")).await }
+        });
+        for result in futures::future::join_all(puts).await {
+            result.expect("put");
+        }
+        for i in [0, 49] {
+            let got = ours.get(format!("c{i}")).await.unwrap();
+            assert_eq!(
+                got,
+                Some(format!("v{i}").into_bytes()),
+                "batch_commands {batch_commands}"
+            );
+        }
+    }
+}

@@ -16,12 +16,8 @@ pub enum Driver {
 }
 
 impl Driver {
-    /// A regionstore client, in `keyspace` when given (API V2 clusters).
-    pub async fn regionstore(pd: &str, keyspace: Option<String>) -> Result<Driver, String> {
-        let config = client::ClientConfig {
-            keyspace,
-            ..Default::default()
-        };
+    /// A regionstore client configured with `config`.
+    pub async fn regionstore(pd: &str, config: client::ClientConfig) -> Result<Driver, String> {
         let client = client::Client::connect(&[pd.to_string()], config)
             .await
             .map_err(|e| format!("cannot connect to the cluster at {pd}: {e}"))?;

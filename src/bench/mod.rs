@@ -102,6 +102,10 @@ pub struct Common {
     /// Work in this keyspace (a cluster of API version 2, e.g. "DEFAULT").
     #[arg(long)]
     pub keyspace: Option<String>,
+    /// Send each request as a unary call instead of over the client's `BatchCommands`
+    /// stream per store (to compare the two).
+    #[arg(long)]
+    pub no_batch_commands: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -298,7 +302,12 @@ impl Zipf {
 async fn connect(common: &Common, pd: Option<&str>) -> Result<Driver, String> {
     match common.target {
         Target::Regionstore => {
-            Driver::regionstore(pd.unwrap_or("127.0.0.1:2379"), common.keyspace.clone()).await
+            let config = client::ClientConfig {
+                keyspace: common.keyspace.clone(),
+                batch_commands: !common.no_batch_commands,
+                ..Default::default()
+            };
+            Driver::regionstore(pd.unwrap_or("127.0.0.1:2379"), config).await
         }
         Target::Etcd => Driver::etcd(&common.etcd).await,
     }

@@ -121,16 +121,31 @@ impl<N: Fsm> BasicMailbox<N> {
     /// [`crate::Router::close`] or shutdown may return `Ok` and still be dropped with the
     /// mailbox; messages that must not vanish silently carry a callback that reports its drop.
     pub fn try_send(&self, msg: N::Message) -> Result<(), SendError<N::Message>> {
-        let msg = self.check_open(msg)?;
-        {
-            let mut queues = self.queues();
-            if queues.normal.len() >= self.inner.capacity {
-                drop(queues);
-                return Err(self.full(msg));
-            }
-            queues.normal.push_back(msg);
-        }
+        self.push_bounded(msg)?;
         self.notify();
+        Ok(())
+    }
+
+    /// Like [`Self::try_send`], but an idle FSM the message wakes is handed back instead of
+    /// scheduled: the caller must schedule it (see [`crate::Router::send_group`]), or the FSM is
+    /// lost with the mailbox left believing it is scheduled.
+    pub(crate) fn try_send_unscheduled(
+        &self,
+        msg: N::Message,
+    ) -> Result<Option<Box<N>>, SendError<N::Message>> {
+        self.push_bounded(msg)?;
+        Ok(self.inner.state.take_idle())
+    }
+
+    /// Queues `msg` in the bounded queue if the mailbox is open and has room.
+    fn push_bounded(&self, msg: N::Message) -> Result<(), SendError<N::Message>> {
+        let msg = self.check_open(msg)?;
+        let mut queues = self.queues();
+        if queues.normal.len() >= self.inner.capacity {
+            drop(queues);
+            return Err(self.full(msg));
+        }
+        queues.normal.push_back(msg);
         Ok(())
     }
 

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use crossbeam::channel::Sender;
+use crossbeam::channel::{self, Sender};
 
 use crate::config::Config;
 use crate::error::SendError;
@@ -44,6 +44,9 @@ type MailboxMap<N> = HashMap<u64, BasicMailbox<N>, BuildHasherDefault<IdHasher>>
 pub(crate) enum Scheduled<N: Fsm, C: Fsm> {
     Normal(Box<N>, BasicMailbox<N>),
     Control(Box<C>),
+    /// FSMs woken by one delivery (see [`Router::send_group`]): one poller takes them together,
+    /// as many as its batch has room for.
+    Group(Vec<(Box<N>, BasicMailbox<N>)>),
     /// Wakes a blocked poller so it notices shutdown without waiting out `idle_wait`.
     Wake,
 }
@@ -201,6 +204,49 @@ impl<N: Fsm, C: Fsm> Router<N, C> {
                 Err(self.not_found(addr, msg))
             }
         }
+    }
+
+    /// Sends messages that arrived together (one batch from another store) so that the FSMs
+    /// they wake are queued as one unit: the poller that takes it handles them in one round, so
+    /// with one raft-log write, instead of the pollers splitting them as they trickle in.
+    /// Each message is bounded like [`Self::send`]; returns the ones refused, with why.
+    pub fn send_group(
+        &self,
+        msgs: impl IntoIterator<Item = (u64, N::Message)>,
+    ) -> Vec<SendError<N::Message>> {
+        let mut woken = Vec::new();
+        let mut refused = Vec::new();
+        {
+            let normals = self.read();
+            for (addr, msg) in msgs {
+                let Some(mailbox) = normals.get(&addr) else {
+                    refused.push(self.not_found(addr, msg));
+                    continue;
+                };
+                match mailbox.try_send_unscheduled(msg) {
+                    Ok(Some(fsm)) => woken.push((fsm, mailbox.clone())),
+                    Ok(None) => {}
+                    Err(e) => refused.push(e),
+                }
+            }
+        }
+        let scheduled = match woken.len() {
+            0 => return refused,
+            1 => {
+                let (fsm, mailbox) = woken.swap_remove(0);
+                Scheduled::Normal(fsm, mailbox)
+            }
+            _ => Scheduled::Group(woken),
+        };
+        // As in `NormalScheduler::schedule`: this fails only while the system is dropped.
+        if let Err(channel::SendError(scheduled)) = self.inner.queue.sender.send(scheduled) {
+            match scheduled {
+                Scheduled::Normal(_, mailbox) => mailbox.close(),
+                Scheduled::Group(woken) => woken.iter().for_each(|(_, m)| m.close()),
+                _ => {}
+            }
+        }
+        refused
     }
 
     /// Sends, waiting up to `timeout` for room if the mailbox is full.

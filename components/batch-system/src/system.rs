@@ -214,6 +214,8 @@ impl<N: Fsm, C: Fsm> Drop for BatchSystem<N, C> {
 
 /// The FSMs one poller holds during a round.
 struct Batch<N: Fsm, C: Fsm> {
+    /// Most normal FSMs held at once (`max_batch_size`).
+    limit: usize,
     normals: Vec<Box<N>>,
     mailboxes: Vec<BasicMailbox<N>>,
     control: Option<Box<C>>,
@@ -222,6 +224,7 @@ struct Batch<N: Fsm, C: Fsm> {
 impl<N: Fsm, C: Fsm> Batch<N, C> {
     fn new(config: &Config) -> Self {
         Batch {
+            limit: config.max_batch_size,
             normals: Vec::with_capacity(config.max_batch_size),
             mailboxes: Vec::with_capacity(config.max_batch_size),
             control: None,
@@ -232,15 +235,29 @@ impl<N: Fsm, C: Fsm> Batch<N, C> {
         self.normals.len() + usize::from(self.control.is_some())
     }
 
-    fn push(&mut self, scheduled: Scheduled<N, C>) {
+    /// Takes what was scheduled; returns the part of a group the batch has no room for.
+    #[must_use]
+    fn push(&mut self, scheduled: Scheduled<N, C>) -> Option<Scheduled<N, C>> {
         match scheduled {
             Scheduled::Normal(fsm, mailbox) => {
                 self.normals.push(fsm);
                 self.mailboxes.push(mailbox);
             }
+            Scheduled::Group(mut members) => {
+                let room = self.limit.saturating_sub(self.normals.len()).max(1);
+                let rest = members.split_off(room.min(members.len()));
+                for (fsm, mailbox) in members {
+                    self.normals.push(fsm);
+                    self.mailboxes.push(mailbox);
+                }
+                if !rest.is_empty() {
+                    return Some(Scheduled::Group(rest));
+                }
+            }
             Scheduled::Control(fsm) => self.control = Some(fsm),
             Scheduled::Wake => {}
         }
+        None
     }
 }
 
@@ -345,7 +362,7 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
             let Ok(scheduled) = scheduled else {
                 return false;
             };
-            batch.push(scheduled);
+            self.take(batch, scheduled);
             self.fill(batch);
             if batch.len() > 0 {
                 return true;
@@ -365,7 +382,7 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
             };
             match self.receivers.normal.recv_timeout(left) {
                 Ok(scheduled) => {
-                    batch.push(scheduled);
+                    self.take(batch, scheduled);
                     self.fill(batch);
                 }
                 Err(_) => return,
@@ -382,9 +399,16 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
         }
         while batch.len() < self.config.max_batch_size {
             match self.receivers.normal.try_recv() {
-                Ok(scheduled) => batch.push(scheduled),
+                Ok(scheduled) => self.take(batch, scheduled),
                 Err(_) => break,
             }
+        }
+    }
+
+    /// Adds to the batch; what a full batch has no room for goes back to the queue.
+    fn take(&self, batch: &mut Batch<N, C>, scheduled: Scheduled<N, C>) {
+        if let Some(rest) = batch.push(scheduled) {
+            self.router.requeue(rest);
         }
     }
 

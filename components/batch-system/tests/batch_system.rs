@@ -24,6 +24,8 @@ struct Shared {
     final_counts: Mutex<Vec<(u64, usize)>>,
     /// Messages the flood FSM had handled each time another FSM ran (fairness test).
     flood_seen_by_others: Mutex<Vec<usize>>,
+    /// The batch size of every round.
+    round_sizes: Mutex<Vec<usize>>,
 }
 
 enum Msg {
@@ -83,6 +85,10 @@ struct Handler {
 }
 
 impl PollHandler<TestFsm, Control> for Handler {
+    fn begin(&mut self, batch_size: usize) {
+        self.shared.round_sizes.lock().unwrap().push(batch_size);
+    }
+
     fn handle_control(&mut self, _: &mut Control, msgs: &mut Vec<()>) {
         self.shared
             .control_handled
@@ -564,6 +570,60 @@ fn the_control_fsm_goes_before_queued_normal_fsms() {
     );
     assert_eq!(shared.handled.load(Ordering::SeqCst), 1);
     system.poll(usize::MAX);
+    assert_eq!(shared.handled.load(Ordering::SeqCst), 10);
+    assert_eq!(system.shutdown(), 0);
+}
+
+/// Messages sent as a group wake their FSMs as one unit: one poller takes them all into one
+/// round (up to its batch size; the rest is queued again), however many pollers are waiting.
+#[test]
+fn a_group_send_wakes_its_fsms_into_one_round() {
+    let config = Config {
+        pool_size: 2,
+        ..Config::default()
+    };
+    let (router, mut system, shared) = new_system(&config, 64, 1);
+    spawn(&mut system, &shared);
+    for round in 0..20u64 {
+        let before = shared.handled.load(Ordering::SeqCst);
+        let refused = router.send_group((1..=64).map(|id| (id, Msg::Seq(0, round))));
+        assert!(refused.is_empty());
+        wait_until("the group handled", Duration::from_secs(10), || {
+            shared.handled.load(Ordering::SeqCst) == before + 64
+        });
+        let sizes = std::mem::take(&mut *shared.round_sizes.lock().unwrap());
+        assert_eq!(
+            sizes.iter().filter(|n| **n > 0).collect::<Vec<_>>(),
+            [&64],
+            "round {round}: all 64 in one round"
+        );
+    }
+    assert_eq!(shared.order_violations.load(Ordering::SeqCst), 0);
+    assert_eq!(system.shutdown(), 0);
+}
+
+#[test]
+fn a_group_larger_than_a_batch_is_split_and_refusals_are_returned() {
+    let config = Config {
+        max_batch_size: 4,
+        mailbox_capacity: 1,
+        ..Config::default()
+    };
+    let (router, mut system, shared) = new_system(&config, 10, 1);
+    start_manual(&mut system, &shared);
+    let msgs = (1..=10)
+        .map(|id| (id, Msg::Seq(0, 0)))
+        .chain([(99, Msg::Seq(0, 0)), (3, Msg::Seq(0, 1))]);
+    let refused = router.send_group(msgs);
+    assert_eq!(refused.len(), 2, "an unknown FSM and a full mailbox");
+    assert!(matches!(
+        refused[0],
+        SendError::Disconnected { addr: 99, .. }
+    ));
+    assert!(matches!(refused[1], SendError::Full { addr: 3, .. }));
+    assert_eq!(system.poll(1), 1);
+    assert_eq!(shared.handled.load(Ordering::SeqCst), 4, "a batch's worth");
+    assert_eq!(system.poll(usize::MAX), 2);
     assert_eq!(shared.handled.load(Ordering::SeqCst), 10);
     assert_eq!(system.shutdown(), 0);
 }

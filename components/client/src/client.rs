@@ -17,8 +17,9 @@ use crate::config::ClientConfig;
 use crate::error::{Error, KeyDisplay, Result};
 use api_version::keyspace::KeyMode;
 
+use crate::batch::BatchConn;
 use crate::keyspace::Keyspace;
-use crate::kv::{key_error, KvRequest, KvResponse};
+use crate::kv::{key_error, KvRequest, KvResponse, StoreConn};
 use crate::net;
 use crate::pd::{self, Pd, PdLeader, PdResponse};
 use crate::region_cache::{describe, RegionCache, RegionErrorAction, Route};
@@ -64,6 +65,8 @@ pub(crate) struct Inner {
 struct StoreCache {
     addresses: HashMap<u64, String>,
     channels: HashMap<String, Channel>,
+    /// One BatchCommands stream per address, opened again after it fails.
+    batches: HashMap<String, BatchConn>,
 }
 
 impl fmt::Debug for Client {
@@ -933,7 +936,7 @@ impl Inner {
         &self,
         route: &Route,
         state: &mut RetryState<'_>,
-    ) -> Result<(TikvClient<Channel>, String), Failure> {
+    ) -> Result<(StoreConn, String), Failure> {
         let store_id = route.peer.store_id;
         let cached = self.stores().addresses.get(&store_id).cloned();
         let address = match cached {
@@ -959,10 +962,24 @@ impl Inner {
                 }
             }
         };
-        let client = TikvClient::new(channel)
+        let unary = TikvClient::new(channel)
             .max_decoding_message_size(self.config.max_message_size)
             .max_encoding_message_size(self.config.max_message_size);
-        Ok((client, address))
+        let batch = if self.config.batch_commands {
+            let mut stores = self.stores();
+            match stores.batches.get(&address) {
+                Some(conn) if conn.is_unsupported() => None,
+                Some(conn) if !conn.is_closed() => Some(conn.clone()),
+                _ => {
+                    let conn = BatchConn::open(unary.clone(), self.config.max_message_size);
+                    stores.batches.insert(address.clone(), conn.clone());
+                    Some(conn)
+                }
+            }
+        } else {
+            None
+        };
+        Ok((StoreConn { unary, batch }, address))
     }
 
     /// The URL of a store from PD. A store without an address, or gone, fails like an
@@ -1021,7 +1038,7 @@ impl Inner {
     async fn send_to<R: KvRequest>(
         &self,
         route: &Route,
-        client: TikvClient<Channel>,
+        conn: StoreConn,
         address: &str,
         mut req: R,
     ) -> Result<R::Response, Failure> {
@@ -1031,7 +1048,7 @@ impl Inner {
         }
         req.set_context(ctx);
         let timeout = self.config.request_timeout;
-        let status = match tokio::time::timeout(timeout, req.call(client, timeout)).await {
+        let status = match tokio::time::timeout(timeout, req.call(conn, timeout)).await {
             Ok(Ok(mut resp)) => {
                 if let Some(mut err) = resp.take_region_error() {
                     if let Some(e) = err.epoch_not_match.as_mut() {

@@ -28,6 +28,11 @@ pub struct ClientConfig {
     /// The keyspace to work in (API V2 clusters), by name, e.g. "DEFAULT"; `None` (the
     /// default) speaks API V1, keys as given.
     pub keyspace: Option<String>,
+    /// Sends KV requests over one `BatchCommands` stream per store, as TiKV's Go client does
+    /// (default true): requests issued together share a message. False sends each as a
+    /// unary call. Compare-and-swap and TTL reads are always unary (the stream has no such
+    /// commands).
+    pub batch_commands: bool,
 }
 
 impl Default for ClientConfig {
@@ -42,6 +47,7 @@ impl Default for ClientConfig {
             max_concurrent_requests: 16,
             logger: slog::Logger::root(slog::Discard, slog::o!()),
             keyspace: None,
+            batch_commands: true,
         }
     }
 }

@@ -30,6 +30,7 @@
 //! alone, so it works against any wire-compatible server.
 
 mod admin;
+mod batch;
 mod client;
 mod config;
 mod error;

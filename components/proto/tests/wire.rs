@@ -215,3 +215,90 @@ fn conf_changes_round_trip() {
     };
     assert_eq!(rs::HardState::from(wire::HardState::from(hs.clone())), hs);
 }
+
+/// BatchCommands carries TiKV's field numbers (kvproto's tikvpb.proto), so a TiKV client's
+/// batch decodes here command by command. The bytes are built field by field from those
+/// numbers, not with our own types.
+#[test]
+fn batch_commands_use_tikv_field_numbers() {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    use proto::kvrpcpb;
+    use proto::tikvpb::batch_commands_request::request::Cmd;
+    use proto::tikvpb::batch_commands_response::response::Cmd as Answer;
+    use proto::tikvpb::{batch_commands_response, BatchCommandsRequest, BatchCommandsResponse};
+
+    fn field(tag: u32, body: &[u8], out: &mut Vec<u8>) {
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(body.len() as u64, out);
+        out.extend_from_slice(body);
+    }
+    let put = kvrpcpb::RawPutRequest {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    };
+    let get = kvrpcpb::GetRequest {
+        key: b"g".to_vec(),
+        version: 7,
+        ..Default::default()
+    };
+    // kvproto: RawPut = 15, Get = 1, CheckSecondaryLocks = 33, Empty = 255, and a
+    // coprocessor request (22), which regionstore does not serve.
+    let mut wire = Vec::new();
+    for (tag, body) in [
+        (15, put.encode_to_vec()),
+        (1, get.encode_to_vec()),
+        (33, Vec::new()),
+        (255, {
+            let mut empty = Vec::new();
+            encode_key(1, WireType::Varint, &mut empty);
+            encode_varint(42, &mut empty);
+            empty
+        }),
+        (22, Vec::new()),
+    ] {
+        let mut request = Vec::new();
+        field(tag, &body, &mut request);
+        field(1, &request, &mut wire);
+    }
+    // request_ids = 2, packed.
+    let mut ids = Vec::new();
+    for id in [10u64, 11, 12, 13, 14] {
+        encode_varint(id, &mut ids);
+    }
+    field(2, &ids, &mut wire);
+    let decoded = BatchCommandsRequest::decode(wire.as_slice()).expect("a TiKV batch decodes");
+    assert_eq!(decoded.request_ids, [10, 11, 12, 13, 14]);
+    let cmds: Vec<_> = decoded.requests.into_iter().map(|r| r.cmd).collect();
+    assert_eq!(cmds[0], Some(Cmd::RawPut(put)));
+    assert_eq!(cmds[1], Some(Cmd::Get(get)));
+    assert!(matches!(cmds[2], Some(Cmd::CheckSecondaryLocks(_))));
+    assert!(matches!(&cmds[3], Some(Cmd::Empty(e)) if e.test_id == 42));
+    assert_eq!(cmds[4], None, "a command not served decodes as none");
+
+    // And back: RawPut's answer is field 15 of a response, field 1 of the message.
+    let answer = BatchCommandsResponse {
+        responses: vec![batch_commands_response::Response {
+            cmd: Some(Answer::RawPut(kvrpcpb::RawPutResponse {
+                error: "e".into(),
+                ..Default::default()
+            })),
+        }],
+        request_ids: vec![10],
+        ..Default::default()
+    };
+    let mut expected_body = Vec::new();
+    field(
+        15,
+        &kvrpcpb::RawPutResponse {
+            error: "e".into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        &mut expected_body,
+    );
+    let mut expected = Vec::new();
+    field(1, &expected_body, &mut expected);
+    field(2, &[10], &mut expected);
+    assert_eq!(answer.encode_to_vec(), expected);
+}

@@ -11,8 +11,12 @@ use crate::snap::SnapshotFiles;
 pub trait Transport: Send + 'static {
     fn send(&mut self, msg: RaftMessage);
 
-    /// Called at the end of every raft round: a transport that batches sends them now.
+    /// Called after a round's early messages and at the end of every raft round: a transport
+    /// that batches sends them now.
     fn flush(&mut self) {}
+
+    /// Drops what a batching transport holds: the store stopped, and sends nothing more.
+    fn discard(&mut self) {}
 
     /// Sends a MsgSnapshot with its files: the receiving store writes them with
     /// `SnapManager::receive` (chunks of at most 1 MiB), and only once they are complete and

@@ -66,7 +66,7 @@ fn persist<EK: KvEngine>(
     commit: u64,
 ) {
     let mut batch = log.batch();
-    ps.append(entries, &mut batch).unwrap();
+    ps.append(entries.to_vec(), &mut batch).unwrap();
     let term = entries.last().map_or(ps.last_term(), |e| e.term);
     ps.set_hard_state(&HardState {
         term,
@@ -159,7 +159,7 @@ fn entries_span_raft_log_and_unpersisted_cache() {
 
     // Handed to the raft log but not written: only the cache has them.
     let mut pending = log.batch();
-    ps.append(&[entry(11, 8), entry(12, 8)], &mut pending)
+    ps.append(vec![entry(11, 8), entry(12, 8)], &mut pending)
         .unwrap();
     assert_eq!(
         ps.last_index().unwrap(),

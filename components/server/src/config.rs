@@ -56,6 +56,13 @@ pub struct Config {
     pub lock_wait_default_ms: u64,
     /// The longest wait a pessimistic lock request may ask for. Default 10 s; 1 ms..=10 min.
     pub lock_wait_max_ms: u64,
+    /// Commands of one `BatchCommands` stream being handled at once; the stream is not read
+    /// further until one finishes (metric `regionstore_batch_commands_in_flight`). Default
+    /// 1024; 1..=65536.
+    pub batch_commands_max_in_flight: usize,
+    /// Most answers in one `BatchCommandsResponse` (a message is also cut 1 MiB below
+    /// `grpc-max-message-size`). Default 128; 1..=4096.
+    pub batch_commands_max_responses: usize,
 }
 
 impl Default for Config {
@@ -79,6 +86,8 @@ impl Default for Config {
             max_lock_waiters: 10_000,
             lock_wait_default_ms: 1000,
             lock_wait_max_ms: 10_000,
+            batch_commands_max_in_flight: 1024,
+            batch_commands_max_responses: 128,
         }
     }
 }
@@ -163,6 +172,18 @@ impl Config {
         bounded("connect-timeout-ms", self.connect_timeout_ms, 100, 60_000)?;
         bounded("max-lock-waiters", self.max_lock_waiters, 1, 1_000_000)?;
         bounded("lock-wait-max-ms", self.lock_wait_max_ms, 1, 600_000)?;
+        bounded(
+            "batch-commands-max-in-flight",
+            self.batch_commands_max_in_flight,
+            1,
+            65536,
+        )?;
+        bounded(
+            "batch-commands-max-responses",
+            self.batch_commands_max_responses,
+            1,
+            4096,
+        )?;
         bounded(
             "lock-wait-default-ms",
             self.lock_wait_default_ms,

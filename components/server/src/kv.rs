@@ -118,6 +118,10 @@ pub struct KvService<EK: KvEngine> {
 }
 
 impl<EK: KvEngine> KvService<EK> {
+    pub(crate) fn config(&self) -> &Config {
+        &self.cfg
+    }
+
     /// `api_version` is the cluster's (checked against the scheduler and the data directory
     /// before the store starts).
     pub fn new(api: StoreApi<EK>, cfg: Config, api_version: api_version::ApiVersion) -> Self {
@@ -989,5 +993,17 @@ impl<EK: KvEngine> Tikv for KvService<EK> {
         self.unsafe_destroy_range_impl(request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    type BatchCommandsStream = crate::batch_commands::AnswerStream;
+
+    async fn batch_commands(
+        &self,
+        request: Request<tonic::Streaming<proto::tikvpb::BatchCommandsRequest>>,
+    ) -> Result<Response<Self::BatchCommandsStream>, Status> {
+        Ok(Response::new(crate::batch_commands::serve(
+            self.clone(),
+            request.into_inner(),
+        )))
     }
 }

@@ -7,6 +7,7 @@
 //!   methods over the embedded `StoreApi` ([`codec`] turns their keys and values into their
 //!   stored form under the cluster's API version: keyspaces, TTL), and the transactional
 //!   ones (`txn.rs`) over `storage::Storage`, the layer an embedding database uses too;
+//!   [`batch_commands`] serves the same commands over TiKV's `BatchCommands` stream;
 //! - [`status`] serves `/metrics` and `/status` over plain HTTP.
 //!
 //! # Invariants
@@ -20,6 +21,7 @@
 //! The scheduler's internals or the test cluster: the scheduler is reached through
 //! [`transport::StoreResolver`] (addresses), implemented by whoever assembles the store.
 
+pub mod batch_commands;
 pub mod codec;
 pub mod config;
 pub mod kv;

@@ -2,7 +2,9 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+};
 
 pub struct Metrics {
     pub raft_messages_sent: IntCounter,
@@ -17,6 +19,9 @@ pub struct Metrics {
     pub kv_requests: IntCounterVec,
     pub kv_errors: IntCounterVec,
     pub kv_duration: HistogramVec,
+    pub batch_commands_streams: IntGauge,
+    pub batch_commands_in_flight: IntGauge,
+    pub batch_commands_responses: Histogram,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
@@ -126,6 +131,32 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
             )
             .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18).expect("valid buckets")),
             &["method"],
+        )
+        .expect("valid metric"),
+    ),
+    batch_commands_streams: register(
+        IntGauge::new(
+            "regionstore_batch_commands_streams",
+            "Open BatchCommands streams from clients.",
+        )
+        .expect("valid metric"),
+    ),
+    batch_commands_in_flight: register(
+        IntGauge::new(
+            "regionstore_batch_commands_in_flight",
+            "Commands received on BatchCommands streams and not yet answered \
+             (bounded per stream by batch-commands-max-in-flight).",
+        )
+        .expect("valid metric"),
+    ),
+    batch_commands_responses: register(
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "regionstore_batch_commands_responses",
+                "Answers per BatchCommandsResponse message \
+                 (bound: batch-commands-max-responses).",
+            )
+            .buckets(prometheus::exponential_buckets(1.0, 2.0, 13).expect("valid buckets")),
         )
         .expect("valid metric"),
     ),

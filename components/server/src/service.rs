@@ -8,7 +8,9 @@ use proto::raft_serverpb::raft_transport_server::RaftTransport;
 use proto::raft_serverpb::{
     BatchRaftMessage, RaftDone, RaftMessage, SnapshotChunk, SnapshotData, SnapshotDone,
 };
-use raftstore::router::{deliver_raft_message, note_store_heard, RaftRouter};
+use raftstore::router::{
+    deliver_raft_message, deliver_raft_messages, note_store_heard, RaftRouter,
+};
 use raftstore::snap::{SnapKey, SnapManager};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
@@ -94,22 +96,21 @@ impl<EK: KvEngine> RaftTransport for RaftService<EK> {
                     noted = Some(Instant::now());
                 }
             }
-            for msg in batch.msgs {
-                if !self.addressed_here(&msg) {
-                    // The sender's address for that store is stale (another store serves
-                    // here now): fail the stream so it asks the scheduler again.
-                    METRICS
-                        .raft_messages_dropped
-                        .with_label_values(&["wrong_store"])
-                        .inc();
-                    return Err(Status::failed_precondition(format!(
-                        "this is store {}, not store {}",
-                        self.store_id,
-                        msg.to_peer.map_or(0, |p| p.store_id)
-                    )));
-                }
-                deliver_raft_message(&self.router, msg);
+            // All checked before any is delivered: the batch is handed over as one unit.
+            if let Some(msg) = batch.msgs.iter().find(|m| !self.addressed_here(m)) {
+                // The sender's address for that store is stale (another store serves here
+                // now): fail the stream so it asks the scheduler again.
+                METRICS
+                    .raft_messages_dropped
+                    .with_label_values(&["wrong_store"])
+                    .inc();
+                return Err(Status::failed_precondition(format!(
+                    "this is store {}, not store {}",
+                    self.store_id,
+                    msg.to_peer.map_or(0, |p| p.store_id)
+                )));
             }
+            deliver_raft_messages(&self.router, batch.msgs);
         }
         Ok(Response::new(RaftDone {}))
     }

@@ -223,6 +223,10 @@ impl Transport for GrpcTransport {
         self.pending = pending;
     }
 
+    fn discard(&mut self) {
+        self.pending.clear();
+    }
+
     fn send_snapshot(&mut self, msg: RaftMessage, files: SnapshotFiles, done: Callback<()>) {
         let shared = self.shared.clone();
         self.shared.runtime.spawn(async move {

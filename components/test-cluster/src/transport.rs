@@ -1,5 +1,6 @@
-//! The channel transport: a raft message goes straight into the target store's router, after
-//! the cluster's filters had their say.
+//! The channel transport: the raft messages of a round go into the target stores' routers when
+//! the round ends, one group per store as a gRPC batch would arrive, after the cluster's
+//! filters had their say.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -10,7 +11,7 @@ use std::time::Instant;
 use crossbeam::channel::{self, RecvTimeoutError, Sender};
 use engine::RocksEngine;
 use proto::raft_serverpb::RaftMessage;
-use raftstore::router::{deliver_raft_message, Callback, RaftRouter};
+use raftstore::router::{deliver_raft_messages, Callback, RaftRouter};
 use raftstore::snap::{SnapManager, SnapshotFiles};
 use raftstore::Transport;
 
@@ -19,17 +20,22 @@ use crate::filter::{Filter, FilterAction};
 pub(crate) type Routers = Arc<RwLock<HashMap<u64, RaftRouter<RocksEngine>>>>;
 pub(crate) type Filters = Arc<RwLock<Vec<Arc<dyn Filter>>>>;
 
-fn deliver(routers: &Routers, msg: RaftMessage) {
-    let to = msg.to_peer.map_or(0, |p| p.store_id);
+fn to_store(msg: &RaftMessage) -> u64 {
+    msg.to_peer.map_or(0, |p| p.store_id)
+}
+
+/// Delivers messages all bound for store `to`.
+fn deliver(routers: &Routers, to: u64, msgs: impl IntoIterator<Item = RaftMessage>) {
     let router = util::read(routers).get(&to).cloned();
-    // A stopped store is an unreachable one: the message is lost, as on a network.
+    // A stopped store is an unreachable one: the messages are lost, as on a network.
     if let Some(router) = router {
-        deliver_raft_message(&router, msg);
+        deliver_raft_messages(&router, msgs);
     }
 }
 
-#[derive(Clone)]
 pub struct ChannelTransport {
+    /// This clone's messages of the current round (each poller has its own clone).
+    pending: Vec<RaftMessage>,
     routers: Routers,
     filters: Filters,
     delayed: Sender<(Instant, RaftMessage)>,
@@ -64,7 +70,7 @@ impl ChannelTransport {
                     while heap.peek().is_some_and(|Reverse((due, _))| *due <= now) {
                         if let Some(Reverse((_, id))) = heap.pop() {
                             if let Some(msg) = msgs.remove(&id) {
-                                deliver(&delay_routers, msg);
+                                deliver(&delay_routers, to_store(&msg), [msg]);
                             }
                         }
                     }
@@ -86,6 +92,7 @@ impl ChannelTransport {
             })
             .expect("spawn the transport's delay thread");
         ChannelTransport {
+            pending: Vec::new(),
             routers,
             filters,
             delayed,
@@ -106,15 +113,49 @@ impl ChannelTransport {
     }
 }
 
+impl Clone for ChannelTransport {
+    fn clone(&self) -> Self {
+        ChannelTransport {
+            pending: Vec::new(),
+            routers: self.routers.clone(),
+            filters: self.filters.clone(),
+            delayed: self.delayed.clone(),
+            snap_mgrs: self.snap_mgrs.clone(),
+            snapshot_faults: self.snapshot_faults.clone(),
+        }
+    }
+}
+
 impl Transport for ChannelTransport {
     fn send(&mut self, msg: RaftMessage) {
         match self.action(&msg) {
-            FilterAction::Pass => deliver(&self.routers, msg),
+            FilterAction::Pass => self.pending.push(msg),
             FilterAction::Drop => {}
             FilterAction::Delay(d) => {
                 let _ = self.delayed.send((Instant::now() + d, msg));
             }
         }
+    }
+
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        // Stable: each store's messages keep their order.
+        self.pending.sort_by_key(to_store);
+        let mut msgs = self.pending.drain(..).peekable();
+        while let Some(first) = msgs.next() {
+            let to = to_store(&first);
+            let mut group = vec![first];
+            while let Some(next) = msgs.next_if(|m| to_store(m) == to) {
+                group.push(next);
+            }
+            deliver(&self.routers, to, group);
+        }
+    }
+
+    fn discard(&mut self) {
+        self.pending.clear();
     }
 
     /// Streams the files chunk by chunk over a channel to the receiving store's snapshot
@@ -166,7 +207,7 @@ impl Transport for ChannelTransport {
             let _ = sender.join();
             match received {
                 Ok(()) => {
-                    deliver(&routers, msg);
+                    deliver(&routers, to_store(&msg), [msg]);
                     done.invoke(Ok(()));
                 }
                 Err(e) => {

@@ -504,6 +504,9 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
         if self.ctx.is_stopped() {
             self.batch = self.ctx.engines.raft_log.batch();
             self.early.clear();
+            self.late.clear();
+            // The store's own sends of the round (liveness heartbeats) go nowhere either.
+            self.transport.discard();
             return;
         }
         // A leader's appends may go out before its own fsync (raft allows it): the follower
@@ -516,6 +519,9 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                 self.transport.send(msg);
             }
         }
+        // Out now, not with the late messages: a batching transport would otherwise hold
+        // them until after the fsync below, and the follower's fsync could not overlap ours.
+        self.transport.flush();
         if !self.batch.is_empty() {
             fail::fail_point!("raft_before_log_write");
             let sync = self.round_needs_sync;

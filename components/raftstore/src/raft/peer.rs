@@ -430,26 +430,29 @@ impl<EK: KvEngine> Peer<EK> {
         out.extend(ready.take_messages());
         let committed = ready.take_committed_entries();
         let entries = ready.take_entries();
+        let entries_written = entries.len();
+        let appended = entries_written > 0;
+        let last_entry = entries.last().map(|e| (e.index, e.term));
         let store = self.raw.mut_store();
-        store.append(&entries, batch)?;
-        let mut needs_sync = !entries.is_empty();
+        store.append(entries, batch)?;
+        let mut needs_sync = appended;
         if let Some(hs) = ready.hs() {
             let old = store.raft_state().hard_state.unwrap_or_default();
             needs_sync |= hs.term != old.term || hs.vote != old.vote;
             store.set_hard_state(hs);
         }
-        if !entries.is_empty() || ready.hs().is_some() {
+        if appended || ready.hs().is_some() {
             store.write_raft_state(batch)?;
         }
         self.unpersisted.push_back(Unpersisted {
             number: ready.number(),
-            last_entry: entries.last().map(|e| (e.index, e.term)),
+            last_entry,
             messages: ready.take_persisted_messages(),
         });
         self.raw.advance_append_async(ready);
         Ok(ReadyOutput {
             snapshot,
-            entries_written: entries.len(),
+            entries_written,
             needs_sync,
             committed: self.take_committed(committed, now),
             leadership,

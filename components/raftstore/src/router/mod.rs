@@ -8,4 +8,7 @@ pub use message::{
     ApplyRes, ApplyTask, Callback, CommittedEntries, PeerMsg, PeerStatus, Proposal, ReadCallback,
     RegionSnapshot, StoreMsg, WriteCallback,
 };
-pub use routers::{deliver_raft_message, note_store_heard, send_internal, ApplyRouter, RaftRouter};
+pub use routers::{
+    deliver_raft_message, deliver_raft_messages, note_store_heard, send_internal, ApplyRouter,
+    RaftRouter,
+};

@@ -13,23 +13,44 @@ pub type ApplyRouter<EK> = batch_system::Router<ApplyFsm<EK>, ApplyControlFsm>;
 /// Delivers a raft message from another store: to the region's peer, or to the store when the
 /// region has no peer here.
 pub fn deliver_raft_message<EK: KvEngine>(router: &RaftRouter<EK>, msg: RaftMessage) -> bool {
-    if let Some(from_store) = crate::fsm::liveness::is_store_heartbeat(&msg) {
-        return router
-            .send_control(StoreMsg::StoreHeartbeat { from_store })
-            .is_ok();
-    }
-    let region_id = msg.region_id;
-    match router.send(region_id, PeerMsg::RaftMessage(Box::new(msg))) {
-        Ok(()) => true,
-        Err(SendError::Disconnected { msg, .. }) => {
-            let PeerMsg::RaftMessage(m) = msg else {
-                return false;
-            };
-            router.send_control(StoreMsg::RaftMessage(m)).is_ok()
+    deliver_raft_messages(router, [msg]) == 1
+}
+
+/// Delivers the raft messages of one batch from another store (what its poller sent in one
+/// round) so that the peers they wake are handled in one round here too: their appends share
+/// one raft-log write and fsync. Returns how many were delivered.
+pub fn deliver_raft_messages<EK: KvEngine>(
+    router: &RaftRouter<EK>,
+    msgs: impl IntoIterator<Item = RaftMessage>,
+) -> usize {
+    let mut delivered = 0;
+    let mut to_peers = Vec::new();
+    for msg in msgs {
+        if let Some(from_store) = crate::fsm::liveness::is_store_heartbeat(&msg) {
+            delivered += usize::from(
+                router
+                    .send_control(StoreMsg::StoreHeartbeat { from_store })
+                    .is_ok(),
+            );
+            continue;
         }
-        // Raft retransmits: dropping a message under overload is safe.
-        Err(_) => false,
+        to_peers.push((msg.region_id, PeerMsg::RaftMessage(Box::new(msg))));
     }
+    let sent = to_peers.len();
+    let refused = router.send_group(to_peers);
+    delivered += sent - refused.len();
+    for e in refused {
+        // A region with no peer here is the store's to handle; a full mailbox drops the
+        // message (raft retransmits, so dropping under overload is safe).
+        if let SendError::Disconnected {
+            msg: PeerMsg::RaftMessage(m),
+            ..
+        } = e
+        {
+            delivered += usize::from(router.send_control(StoreMsg::RaftMessage(m)).is_ok());
+        }
+    }
+    delivered
 }
 
 /// Notes that store `from_store` was heard from (any raft traffic, not only its liveness

@@ -60,10 +60,6 @@ impl CacheBudget {
         self.used.fetch_sub(bytes, Ordering::Relaxed);
         CACHE_BYTES.sub(bytes as i64);
     }
-
-    fn over(&self) -> bool {
-        self.used() > self.limit
-    }
 }
 
 /// What an entry costs in the cache: payload plus the struct itself.
@@ -116,7 +112,9 @@ impl EntryCache {
     /// Adds entries just handed to the raft log. Entries from an index the cache already holds
     /// replace the tail from there (a conflicting append from a new leader); a gap after the
     /// cached entries (after a snapshot) drops what was cached.
-    pub fn append(&mut self, entries: &[Entry]) {
+    /// The entries are moved in: raft-rs hands them over owned, and a clone would cost an
+    /// atomic increment per payload (and, for a payload built from a `Vec`, an allocation).
+    pub fn append(&mut self, entries: Vec<Entry>) {
         let Some(first) = entries.first() else {
             return;
         };
@@ -131,7 +129,7 @@ impl EntryCache {
         }
         self.persisted = self.persisted.min(first.index.saturating_sub(1));
         let added: usize = entries.iter().map(entry_bytes).sum();
-        self.entries.extend(entries.iter().cloned());
+        self.entries.extend(entries);
         self.bytes += added;
         self.budget.add(added);
     }
@@ -187,15 +185,19 @@ impl EntryCache {
     }
 
     /// While the store is over budget, drops this region's oldest durable entries.
+    /// The budget is settled once for all the entries dropped, not per entry: it is shared by
+    /// every region's cache, so each change is a contended atomic write (reading it is not).
     pub fn evict_if_over_budget(&mut self) {
-        while self.budget.over()
-            && self
-                .entries
-                .front()
-                .is_some_and(|e| e.index <= self.persisted)
-        {
-            self.pop_front();
+        let mut freed = 0;
+        while self.budget.used().saturating_sub(freed) > self.budget.limit {
+            match self.entries.front() {
+                Some(e) if e.index <= self.persisted => freed += entry_bytes(e),
+                _ => break,
+            }
+            self.entries.pop_front();
         }
+        self.bytes -= freed;
+        self.budget.sub(freed);
     }
 
     pub fn clear(&mut self) {
@@ -250,9 +252,9 @@ mod tests {
     fn conflicting_append_replaces_the_tail() {
         let budget = CacheBudget::new(usize::MAX);
         let mut cache = EntryCache::new(budget.clone());
-        cache.append(&(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>());
+        cache.append((1..=5).map(|i| entry(i, 1)).collect());
         cache.on_persisted(5, 1);
-        cache.append(&[entry(3, 2), entry(4, 2)]);
+        cache.append(vec![entry(3, 2), entry(4, 2)]);
         assert_eq!(terms(&cache), vec![(1, 1), (2, 1), (3, 2), (4, 2)]);
         assert_eq!(
             cache.persisted(),
@@ -268,8 +270,8 @@ mod tests {
         let mut cache = EntryCache::new(CacheBudget::new(usize::MAX));
         // Write A (entries 1..=10, term 1) is in flight when a new leader replaces 5.. with
         // term 2 entries, also in flight.
-        cache.append(&(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>());
-        cache.append(&(5..=12).map(|i| entry(i, 2)).collect::<Vec<_>>());
+        cache.append((1..=10).map(|i| entry(i, 1)).collect());
+        cache.append((5..=12).map(|i| entry(i, 2)).collect());
         cache.on_persisted(10, 1);
         assert_eq!(
             cache.persisted(),
@@ -283,8 +285,8 @@ mod tests {
     #[test]
     fn gap_drops_the_cache() {
         let mut cache = EntryCache::new(CacheBudget::new(usize::MAX));
-        cache.append(&[entry(1, 1), entry(2, 1)]);
-        cache.append(&[entry(10, 3)]);
+        cache.append(vec![entry(1, 1), entry(2, 1)]);
+        cache.append(vec![entry(10, 3)]);
         assert_eq!(terms(&cache), vec![(10, 3)]);
     }
 
@@ -293,7 +295,7 @@ mod tests {
         let one = entry_bytes(&entry(1, 1));
         let budget = CacheBudget::new(2 * one);
         let mut cache = EntryCache::new(budget.clone());
-        cache.append(&(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>());
+        cache.append((1..=5).map(|i| entry(i, 1)).collect());
         cache.evict_if_over_budget();
         assert_eq!(cache.len(), 5, "nothing durable yet, nothing evicted");
         cache.on_persisted(4, 1);
@@ -307,7 +309,7 @@ mod tests {
     #[test]
     fn fetch_honours_max_size_but_returns_one() {
         let mut cache = EntryCache::new(CacheBudget::new(usize::MAX));
-        cache.append(&(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>());
+        cache.append((1..=5).map(|i| entry(i, 1)).collect());
         let one = u64::from(entry(1, 1).compute_size());
         let (mut out, mut size) = (Vec::new(), 0);
         assert!(!cache.fetch(1, 6, 0, &mut size, &mut out));

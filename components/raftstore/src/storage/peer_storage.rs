@@ -312,17 +312,17 @@ impl<EK: KvEngine> PeerStorage<EK> {
     /// Hands `entries` to the raft log through `batch` and serves them from the cache until
     /// they are durable. The last index moves at once (async ready). An append that starts at
     /// or below the last index replaces the tail from there.
-    pub fn append(&mut self, entries: &[Entry], batch: &mut RaftLogBatch) -> Result<()> {
-        let Some(last) = entries.last() else {
+    pub fn append(&mut self, entries: Vec<Entry>, batch: &mut RaftLogBatch) -> Result<()> {
+        let Some((last_index, last_term)) = entries.last().map(|e| (e.index, e.term)) else {
             return Ok(());
         };
         let region_id = self.region.id;
         batch
-            .append(region_id, entries)
+            .append(region_id, &entries)
             .map_err(|source| Error::RaftLog { region_id, source })?;
         self.cache.append(entries);
-        self.raft_state.last_index = last.index;
-        self.last_term = last.term;
+        self.raft_state.last_index = last_index;
+        self.last_term = last_term;
         Ok(())
     }
 

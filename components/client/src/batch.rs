@@ -1,0 +1,244 @@
+//! The client's end of TiKV's `BatchCommands`: one stream per store, shared by every request to
+//! that store. Requests queued while a message is being sent go out together in the next one,
+//! each with an id; answers are matched back by id. Under load this costs one HTTP/2 message
+//! for many requests instead of an HTTP/2 stream each.
+//!
+//! A stream that fails fails every request sent on it with the stream's status (so the caller's
+//! transport-failure handling applies: a request that may have been sent is not repeated
+//! blindly). Requests still queued when it failed never left: they fail with a status saying
+//! so, and are retried. The next request opens a new stream. A store that does not serve the
+//! stream at all (UNIMPLEMENTED) is remembered, and its requests go as unary calls.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use prost::Message as _;
+use proto::tikvpb::batch_commands_request::request::Cmd as Command;
+use proto::tikvpb::batch_commands_request::Request as CommandMsg;
+use proto::tikvpb::batch_commands_response::response::Cmd as Answer;
+use proto::tikvpb::tikv_client::TikvClient;
+use proto::tikvpb::BatchCommandsRequest;
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::Channel;
+use tonic::Status;
+
+/// Most requests in one `BatchCommandsRequest`.
+const MAX_BATCH: usize = 128;
+/// Requests waiting for the stream's task (beyond it, callers wait for room).
+const QUEUE: usize = 4096;
+/// Room kept below the message limit for a batch's framing.
+const MESSAGE_HEADROOM: usize = 1 << 20;
+
+type Reply = oneshot::Sender<Result<Answer, Status>>;
+
+/// A handle on one store's stream. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct BatchConn {
+    tx: mpsc::Sender<(Command, Reply)>,
+    /// The store answered UNIMPLEMENTED: it has no BatchCommands.
+    unsupported: Arc<AtomicBool>,
+}
+
+impl BatchConn {
+    /// A stream to the store behind `client`, opened with the first request. Messages are cut
+    /// below `max_message_size`.
+    pub(crate) fn open(client: TikvClient<Channel>, max_message_size: usize) -> BatchConn {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let unsupported = Arc::new(AtomicBool::new(false));
+        let max_bytes = max_message_size.saturating_sub(MESSAGE_HEADROOM).max(1);
+        tokio::spawn(run(client, rx, max_bytes, unsupported.clone()));
+        BatchConn { tx, unsupported }
+    }
+
+    /// Whether the stream has ended (a new one must be opened).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Whether the store does not serve BatchCommands (use unary calls).
+    pub(crate) fn is_unsupported(&self) -> bool {
+        self.unsupported.load(Ordering::Relaxed)
+    }
+
+    /// Sends one command and waits for its answer.
+    pub(crate) async fn call(&self, command: Command) -> Result<Answer, Status> {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send((command, reply)).await.is_err() {
+            return Err(not_sent());
+        }
+        // Every reply the task takes is answered; one dropped unanswered means the task died
+        // with the request possibly sent.
+        answer.await.unwrap_or_else(|_| {
+            Err(Status::unavailable(
+                "the BatchCommands stream's task ended without an answer",
+            ))
+        })
+    }
+}
+
+/// The status of a request that never left: its stream ended first.
+fn not_sent() -> Status {
+    let mut status =
+        Status::unavailable("the BatchCommands stream ended before the request was sent");
+    // What `net::never_sent` looks for: a request that never left may be sent again.
+    status.set_source(Arc::new(std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "BatchCommands stream closed",
+    )));
+    status
+}
+
+/// Moves the first queued command and those behind it into one message, up to [`MAX_BATCH`]
+/// and `max_bytes` (a single command bigger than that goes alone). Commands whose caller gave
+/// up (timed out) before they left are dropped.
+fn take_batch(
+    first: (Command, Reply),
+    rx: &mut mpsc::Receiver<(Command, Reply)>,
+    max_bytes: usize,
+    next_id: &mut u64,
+    waiting: &mut HashMap<u64, Reply>,
+    held: &mut Option<(Command, Reply)>,
+) -> BatchCommandsRequest {
+    let mut msg = BatchCommandsRequest::default();
+    let mut bytes = 0;
+    let mut next = Some(first);
+    while let Some((command, reply)) = next.take() {
+        if !reply.is_closed() {
+            let command = CommandMsg { cmd: Some(command) };
+            let size = command.encoded_len() + 16;
+            if !msg.requests.is_empty() && bytes + size > max_bytes {
+                // For the next message.
+                *held = command.cmd.map(|c| (c, reply));
+                break;
+            }
+            bytes += size;
+            *next_id += 1;
+            waiting.insert(*next_id, reply);
+            msg.request_ids.push(*next_id);
+            msg.requests.push(command);
+        }
+        if msg.requests.len() < MAX_BATCH {
+            next = rx.try_recv().ok();
+        }
+    }
+    msg
+}
+
+fn fail_all(waiting: &mut HashMap<u64, Reply>, status: &Status) {
+    for (_, reply) in waiting.drain() {
+        let _ = reply.send(Err(status.clone()));
+    }
+}
+
+/// The stream's task. When it ends, the requests it never took fail as never sent.
+async fn run(
+    client: TikvClient<Channel>,
+    mut rx: mpsc::Receiver<(Command, Reply)>,
+    max_bytes: usize,
+    unsupported: Arc<AtomicBool>,
+) {
+    let mut held = None;
+    serve(client, &mut rx, max_bytes, &unsupported, &mut held).await;
+    rx.close();
+    let never_sent = held
+        .into_iter()
+        .chain(std::iter::from_fn(|| rx.try_recv().ok()));
+    for (_, reply) in never_sent {
+        let _ = reply.send(Err(not_sent()));
+    }
+}
+
+/// Sends queued commands and routes answers until the stream ends or nobody holds a handle.
+async fn serve(
+    mut client: TikvClient<Channel>,
+    rx: &mut mpsc::Receiver<(Command, Reply)>,
+    max_bytes: usize,
+    unsupported: &AtomicBool,
+    held: &mut Option<(Command, Reply)>,
+) {
+    let Some(first) = rx.recv().await else {
+        return;
+    };
+    let mut waiting: HashMap<u64, Reply> = HashMap::new();
+    let mut next_id = 0u64;
+    // Unbounded so that sending never stops the task from reading answers (a store that
+    // waits for its answers to be read before reading more would otherwise wait for us);
+    // what it holds is bounded by the callers waiting, each for its own answer.
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<BatchCommandsRequest>();
+    let outbound = futures::stream::unfold(out_rx, |mut rx| async move {
+        rx.recv().await.map(|msg| (msg, rx))
+    });
+    let msg = take_batch(first, rx, max_bytes, &mut next_id, &mut waiting, held);
+    if out_tx.send(msg).is_err() {
+        return fail_all(&mut waiting, &not_sent());
+    }
+    let mut answers = match client.batch_commands(outbound).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            if status.code() == tonic::Code::Unimplemented {
+                // Nothing was served: these go again, as unary calls.
+                unsupported.store(true, Ordering::Relaxed);
+                return fail_all(&mut waiting, &not_sent());
+            }
+            return fail_all(&mut waiting, &status);
+        }
+    };
+    let mut out_tx = Some(out_tx);
+    loop {
+        let queued = async {
+            match held.take() {
+                Some(first) => Some(first),
+                None => rx.recv().await,
+            }
+        };
+        tokio::select! {
+            queued = queued, if out_tx.is_some() => match queued {
+                Some(first) => {
+                    let msg = take_batch(first, rx, max_bytes, &mut next_id, &mut waiting, held);
+                    if msg.requests.is_empty() {
+                        continue;
+                    }
+                    let sent = match &out_tx {
+                        Some(tx) => tx.send(msg).is_ok(),
+                        None => false,
+                    };
+                    if !sent {
+                        return fail_all(&mut waiting, &Status::unavailable(
+                            "the BatchCommands stream's sending side closed",
+                        ));
+                    }
+                }
+                // Every handle is gone: close our side, and end once the answers are in.
+                None => {
+                    out_tx = None;
+                    if waiting.is_empty() {
+                        return;
+                    }
+                }
+            },
+            answer = answers.message() => match answer {
+                Ok(Some(msg)) => {
+                    for (id, answer) in msg.request_ids.into_iter().zip(msg.responses) {
+                        if let Some(reply) = waiting.remove(&id) {
+                            let _ = reply.send(answer.cmd.ok_or_else(|| {
+                                Status::unimplemented(
+                                    "the store does not serve this command over BatchCommands",
+                                )
+                            }));
+                        }
+                    }
+                    if out_tx.is_none() && waiting.is_empty() {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    return fail_all(&mut waiting, &Status::unavailable(
+                        "the store ended the BatchCommands stream",
+                    ));
+                }
+                Err(status) => return fail_all(&mut waiting, &status),
+            },
+        }
+    }
+}
