@@ -13,7 +13,27 @@ pub type ApplyRouter<EK> = batch_system::Router<ApplyFsm<EK>, ApplyControlFsm>;
 /// Delivers a raft message from another store: to the region's peer, or to the store when the
 /// region has no peer here.
 pub fn deliver_raft_message<EK: KvEngine>(router: &RaftRouter<EK>, msg: RaftMessage) -> bool {
-    deliver_raft_messages(router, [msg]) == 1
+    if let Some(from_store) = crate::fsm::liveness::is_store_heartbeat(&msg) {
+        return router
+            .send_control(StoreMsg::StoreHeartbeat { from_store })
+            .is_ok();
+    }
+    match router.send(msg.region_id, PeerMsg::RaftMessage(Box::new(msg))) {
+        Ok(()) => true,
+        Err(e) => on_refused(router, e),
+    }
+}
+
+/// A message its region's mailbox refused: a region with no peer here is the store's to
+/// handle; a full mailbox drops it (raft retransmits, so dropping under overload is safe).
+fn on_refused<EK: KvEngine>(router: &RaftRouter<EK>, e: SendError<PeerMsg<EK::Snapshot>>) -> bool {
+    match e {
+        SendError::Disconnected {
+            msg: PeerMsg::RaftMessage(m),
+            ..
+        } => router.send_control(StoreMsg::RaftMessage(m)).is_ok(),
+        _ => false,
+    }
 }
 
 /// Delivers the raft messages of one batch from another store (what its poller sent in one
@@ -40,15 +60,7 @@ pub fn deliver_raft_messages<EK: KvEngine>(
     let refused = router.send_group(to_peers);
     delivered += sent - refused.len();
     for e in refused {
-        // A region with no peer here is the store's to handle; a full mailbox drops the
-        // message (raft retransmits, so dropping under overload is safe).
-        if let SendError::Disconnected {
-            msg: PeerMsg::RaftMessage(m),
-            ..
-        } = e
-        {
-            delivered += usize::from(router.send_control(StoreMsg::RaftMessage(m)).is_ok());
-        }
+        delivered += usize::from(on_refused(router, e));
     }
     delivered
 }
