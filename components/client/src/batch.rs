@@ -29,8 +29,21 @@ const MAX_BATCH: usize = 128;
 const QUEUE: usize = 4096;
 /// Room kept below the message limit for a batch's framing.
 const MESSAGE_HEADROOM: usize = 1 << 20;
+/// Commands share a message only below this size, so a merged message is no bigger than what a
+/// store accepts as a single request (a store's limit may be below ours). A command bigger than
+/// this goes alone, as its unary call would.
+const SHARED_MESSAGE_BYTES: usize = 4 << 20;
 
 type Reply = oneshot::Sender<Result<Answer, Status>>;
+
+/// Message sizes: commands share a message up to `shared` bytes; one command alone may be up
+/// to `alone` (the client's message limit), and a bigger one is refused before it is sent,
+/// as tonic refuses it on a unary call, rather than failing the whole stream.
+#[derive(Clone, Copy)]
+struct Limits {
+    shared: usize,
+    alone: usize,
+}
 
 /// A handle on one store's stream. Cheap to clone.
 #[derive(Clone)]
@@ -46,8 +59,13 @@ impl BatchConn {
     pub(crate) fn open(client: TikvClient<Channel>, max_message_size: usize) -> BatchConn {
         let (tx, rx) = mpsc::channel(QUEUE);
         let unsupported = Arc::new(AtomicBool::new(false));
-        let max_bytes = max_message_size.saturating_sub(MESSAGE_HEADROOM).max(1);
-        tokio::spawn(run(client, rx, max_bytes, unsupported.clone()));
+        let limits = Limits {
+            shared: max_message_size
+                .saturating_sub(MESSAGE_HEADROOM)
+                .clamp(1, SHARED_MESSAGE_BYTES),
+            alone: max_message_size,
+        };
+        tokio::spawn(run(client, rx, limits, unsupported.clone()));
         BatchConn { tx, unsupported }
     }
 
@@ -90,12 +108,11 @@ fn not_sent() -> Status {
 }
 
 /// Moves the first queued command and those behind it into one message, up to [`MAX_BATCH`]
-/// and `max_bytes` (a single command bigger than that goes alone). Commands whose caller gave
-/// up (timed out) before they left are dropped.
+/// and the limits. Commands whose caller gave up (timed out) before they left are dropped.
 fn take_batch(
     first: (Command, Reply),
     rx: &mut mpsc::Receiver<(Command, Reply)>,
-    max_bytes: usize,
+    limits: Limits,
     next_id: &mut u64,
     waiting: &mut HashMap<u64, Reply>,
     held: &mut Option<(Command, Reply)>,
@@ -104,10 +121,15 @@ fn take_batch(
     let mut bytes = 0;
     let mut next = Some(first);
     while let Some((command, reply)) = next.take() {
-        if !reply.is_closed() {
-            let command = CommandMsg { cmd: Some(command) };
-            let size = command.encoded_len() + 16;
-            if !msg.requests.is_empty() && bytes + size > max_bytes {
+        let command = CommandMsg { cmd: Some(command) };
+        let size = command.encoded_len() + 16;
+        if size > limits.alone {
+            let _ = reply.send(Err(Status::out_of_range(format!(
+                "a request of {size} bytes is over the client's message limit of {} bytes",
+                limits.alone
+            ))));
+        } else if !reply.is_closed() {
+            if !msg.requests.is_empty() && bytes + size > limits.shared {
                 // For the next message.
                 *held = command.cmd.map(|c| (c, reply));
                 break;
@@ -135,16 +157,17 @@ fn fail_all(waiting: &mut HashMap<u64, Reply>, status: &Status) {
 async fn run(
     client: TikvClient<Channel>,
     mut rx: mpsc::Receiver<(Command, Reply)>,
-    max_bytes: usize,
+    limits: Limits,
     unsupported: Arc<AtomicBool>,
 ) {
     let mut held = None;
-    serve(client, &mut rx, max_bytes, &unsupported, &mut held).await;
+    serve(client, &mut rx, limits, &unsupported, &mut held).await;
     rx.close();
-    let never_sent = held
-        .into_iter()
-        .chain(std::iter::from_fn(|| rx.try_recv().ok()));
-    for (_, reply) in never_sent {
+    if let Some((_, reply)) = held {
+        let _ = reply.send(Err(not_sent()));
+    }
+    // `recv`, not `try_recv`: it also waits out a sender that reserved room before the close.
+    while let Some((_, reply)) = rx.recv().await {
         let _ = reply.send(Err(not_sent()));
     }
 }
@@ -153,7 +176,7 @@ async fn run(
 async fn serve(
     mut client: TikvClient<Channel>,
     rx: &mut mpsc::Receiver<(Command, Reply)>,
-    max_bytes: usize,
+    limits: Limits,
     unsupported: &AtomicBool,
     held: &mut Option<(Command, Reply)>,
 ) {
@@ -169,7 +192,7 @@ async fn serve(
     let outbound = futures::stream::unfold(out_rx, |mut rx| async move {
         rx.recv().await.map(|msg| (msg, rx))
     });
-    let msg = take_batch(first, rx, max_bytes, &mut next_id, &mut waiting, held);
+    let msg = take_batch(first, rx, limits, &mut next_id, &mut waiting, held);
     if out_tx.send(msg).is_err() {
         return fail_all(&mut waiting, &not_sent());
     }
@@ -195,15 +218,21 @@ async fn serve(
         tokio::select! {
             queued = queued, if out_tx.is_some() => match queued {
                 Some(first) => {
-                    let msg = take_batch(first, rx, max_bytes, &mut next_id, &mut waiting, held);
+                    let msg = take_batch(first, rx, limits, &mut next_id, &mut waiting, held);
                     if msg.requests.is_empty() {
                         continue;
                     }
-                    let sent = match &out_tx {
-                        Some(tx) => tx.send(msg).is_ok(),
-                        None => false,
+                    let unsent = match &out_tx {
+                        Some(tx) => tx.send(msg).err().map(|e| e.0),
+                        None => Some(msg),
                     };
-                    if !sent {
+                    if let Some(unsent) = unsent {
+                        // That message never left; those before it may have.
+                        for id in unsent.request_ids {
+                            if let Some(reply) = waiting.remove(&id) {
+                                let _ = reply.send(Err(not_sent()));
+                            }
+                        }
                         return fail_all(&mut waiting, &Status::unavailable(
                             "the BatchCommands stream's sending side closed",
                         ));
@@ -240,5 +269,61 @@ async fn serve(
                 Err(status) => return fail_all(&mut waiting, &status),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::kvrpcpb::RawPutRequest;
+
+    fn put(value_len: usize) -> Command {
+        Command::RawPut(RawPutRequest {
+            key: b"k".to_vec(),
+            value: vec![0; value_len],
+            ..Default::default()
+        })
+    }
+
+    /// Requests share a message up to the shared bound; one over the client's limit is refused
+    /// alone, before anything is sent, and the others still go.
+    #[test]
+    fn a_batch_is_cut_by_size_and_an_oversized_request_is_refused_alone() {
+        let limits = Limits {
+            shared: 1000,
+            alone: 5000,
+        };
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut answers = Vec::new();
+        for len in [400, 400, 9000, 400] {
+            let (reply, answer) = oneshot::channel();
+            tx.try_send((put(len), reply)).unwrap();
+            answers.push(answer);
+        }
+        let (mut next_id, mut waiting, mut held) = (0, HashMap::new(), None);
+        let first = rx.try_recv().unwrap();
+        let msg = take_batch(
+            first,
+            &mut rx,
+            limits,
+            &mut next_id,
+            &mut waiting,
+            &mut held,
+        );
+        assert_eq!(msg.requests.len(), 2, "two of 400 B fit 1000 B");
+        let refused = answers[2].try_recv().expect("answered at once");
+        assert_eq!(refused.unwrap_err().code(), tonic::Code::OutOfRange);
+        // The last did not fit beside the first two: held for the next message.
+        let first = held.take().expect("held");
+        let msg = take_batch(
+            first,
+            &mut rx,
+            limits,
+            &mut next_id,
+            &mut waiting,
+            &mut held,
+        );
+        assert_eq!(msg.request_ids, [3]);
+        assert_eq!(waiting.len(), 3);
     }
 }

@@ -23,7 +23,8 @@
 //! an answer too large), which a client reports. A command regionstore does not serve
 //! (coprocessor, GC, ...) decodes here with no command and is answered with no command.
 //! Only a batch that is malformed as a whole (ids and commands that do not pair up, a message
-//! that does not decode) ends the stream, with INVALID_ARGUMENT or the decoding status.
+//! that does not decode) ends the stream, with INVALID_ARGUMENT or the decoding status, once
+//! the commands already started have answered (they may have written).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -85,9 +86,11 @@ pub fn serve<EK: KvEngine>(
             .saturating_sub(MESSAGE_HEADROOM)
             .clamp(1, SHARED_MESSAGE_BYTES),
     );
-    let permits = Arc::new(Semaphore::new(cfg.batch_commands_max_in_flight));
+    // Validated to at most 65,536.
+    let max_in_flight = u32::try_from(cfg.batch_commands_max_in_flight).unwrap_or(u32::MAX);
+    let permits = Arc::new(Semaphore::new(max_in_flight as usize));
     let (tx, rx) = mpsc::unbounded_channel::<Outcome>();
-    tokio::spawn(read_commands(service, commands, permits, tx));
+    tokio::spawn(read_commands(service, commands, permits, max_in_flight, tx));
     METRICS.batch_commands_streams.inc();
     let state = AnswerState {
         rx,
@@ -119,6 +122,7 @@ async fn read_commands<EK: KvEngine>(
     service: KvService<EK>,
     mut commands: Streaming<BatchCommandsRequest>,
     permits: Arc<Semaphore>,
+    max_in_flight: u32,
     tx: mpsc::UnboundedSender<Outcome>,
 ) {
     loop {
@@ -128,22 +132,15 @@ async fn read_commands<EK: KvEngine>(
             Ok(None) => return,
             // A message that does not decode, or a broken connection: the stream ends with
             // the status after the answers already under way.
-            Err(status) => {
-                let _ = tx.send((0, Err(status), None));
-                return;
-            }
+            Err(status) => return fail_after_answers(&permits, max_in_flight, &tx, status).await,
         };
         if batch.requests.len() != batch.request_ids.len() {
-            let _ = tx.send((
-                0,
-                Err(Status::invalid_argument(format!(
-                    "BatchCommands: {} requests but {} request ids",
-                    batch.requests.len(),
-                    batch.request_ids.len()
-                ))),
-                None,
+            let status = Status::invalid_argument(format!(
+                "BatchCommands: {} requests but {} request ids",
+                batch.requests.len(),
+                batch.request_ids.len()
             ));
-            return;
+            return fail_after_answers(&permits, max_in_flight, &tx, status).await;
         }
         for (id, request) in batch.request_ids.into_iter().zip(batch.requests) {
             let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -162,6 +159,18 @@ async fn read_commands<EK: KvEngine>(
             });
         }
     }
+}
+
+/// Ends the stream with `status` once every command already started has its answer in a
+/// message (its permit back): those may have written, and their callers must hear so.
+async fn fail_after_answers(
+    permits: &Semaphore,
+    max_in_flight: u32,
+    tx: &mpsc::UnboundedSender<Outcome>,
+    status: Status,
+) {
+    let _all = permits.acquire_many(max_in_flight).await;
+    let _ = tx.send((0, Err(status), None));
 }
 
 /// Runs one command through its unary method's handler; `None` for a command not served.
