@@ -1,6 +1,6 @@
-//! `scripts/prune-target.sh`, run by `make test` before building, keeps the newest test binary
-//! of each name and the recent incremental caches, and removes the rest: run on a fake target
-//! dir.
+//! `scripts/prune-target.sh`, run by `make test` before building, keeps the newest test or
+//! bench binary of each name (debug and release apart) and the recent incremental caches, and
+//! removes the rest: run on a fake target dir.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,6 +42,12 @@ fn keeps_the_newest_binary_of_each_name_and_recent_caches() {
     file(&deps.join("split-ccc"), true, "3 days ago");
     file(&deps.join("libengine-ddd.rlib"), false, "3 days ago");
     file(&deps.join("libengine-eee.rlib"), false, "1 hour ago");
+    let release = dir.path().join("release/deps");
+    std::fs::create_dir_all(&release).unwrap();
+    file(&release.join("append-aaa"), true, "2 hours ago");
+    file(&release.join("append-bbb"), true, "1 hour ago");
+    // A debug binary of the same name is counted apart.
+    file(&deps.join("append-ccc"), true, "3 hours ago");
     let old = incremental.join("old-abc");
     let touched = Command::new("touch")
         .args(["-d", "3 days ago"])
@@ -68,6 +74,8 @@ fn keeps_the_newest_binary_of_each_name_and_recent_caches() {
         "the only one of its name stays, however old"
     );
     assert!(left("libengine-ddd.rlib") && left("libengine-eee.rlib"));
+    assert!(!release.join("append-aaa").exists() && release.join("append-bbb").exists());
+    assert!(left("append-ccc"), "debug and release are pruned apart");
     assert!(!old.exists() && incremental.join("new-def").exists());
     // Again: nothing more to do, and an absent target dir is fine too.
     let again = Command::new("bash")
