@@ -23,50 +23,69 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 use tonic::Status;
 
-/// Most requests in one `BatchCommandsRequest`.
-const MAX_BATCH: usize = 128;
-/// Requests waiting for the stream's task (beyond it, callers wait for room).
-const QUEUE: usize = 4096;
 /// Room kept below the message limit for a batch's framing.
 const MESSAGE_HEADROOM: usize = 1 << 20;
-/// Commands share a message only below this size, so a merged message is no bigger than what a
-/// store accepts as a single request (a store's limit may be below ours). A command bigger than
-/// this goes alone, as its unary call would.
-const SHARED_MESSAGE_BYTES: usize = 4 << 20;
 
 type Reply = oneshot::Sender<Result<Answer, Status>>;
 
-/// Message sizes: commands share a message up to `shared` bytes; one command alone may be up
-/// to `alone` (the client's message limit), and a bigger one is refused before it is sent,
-/// as tonic refuses it on a unary call, rather than failing the whole stream.
+/// Message bounds: commands share a message up to `requests` of them and `shared` bytes; one
+/// command alone may be up to `alone` (the client's message limit), and a bigger one is
+/// refused before it is sent, as tonic refuses it on a unary call, rather than failing the
+/// whole stream.
 #[derive(Clone, Copy)]
 struct Limits {
+    requests: usize,
     shared: usize,
     alone: usize,
+}
+
+/// The stream's bounds, from [`crate::ClientConfig`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StreamConfig {
+    /// The client's message limit (`max_message_size`).
+    pub(crate) max_message_size: usize,
+    /// `batch_commands_max_requests`.
+    pub(crate) max_requests: usize,
+    /// `batch_commands_max_shared_bytes`.
+    pub(crate) max_shared_bytes: usize,
+    /// `batch_commands_queue_capacity`.
+    pub(crate) queue_capacity: usize,
 }
 
 /// A handle on one store's stream. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct BatchConn {
     tx: mpsc::Sender<(Command, Reply)>,
+    queue_capacity: usize,
     /// The store answered UNIMPLEMENTED: it has no BatchCommands.
     unsupported: Arc<AtomicBool>,
 }
 
 impl BatchConn {
-    /// A stream to the store behind `client`, opened with the first request. Messages are cut
-    /// below `max_message_size`.
-    pub(crate) fn open(client: TikvClient<Channel>, max_message_size: usize) -> BatchConn {
-        let (tx, rx) = mpsc::channel(QUEUE);
+    /// A stream to the store behind `client`, opened with the first request. Shared messages
+    /// are cut below `max_shared_bytes` and `max_message_size` (less the framing's room).
+    pub(crate) fn open(client: TikvClient<Channel>, cfg: StreamConfig) -> BatchConn {
+        let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
         let unsupported = Arc::new(AtomicBool::new(false));
         let limits = Limits {
-            shared: max_message_size
+            requests: cfg.max_requests.max(1),
+            shared: cfg
+                .max_message_size
                 .saturating_sub(MESSAGE_HEADROOM)
-                .clamp(1, SHARED_MESSAGE_BYTES),
-            alone: max_message_size,
+                .clamp(1, cfg.max_shared_bytes.max(1)),
+            alone: cfg.max_message_size,
         };
         tokio::spawn(run(client, rx, limits, unsupported.clone()));
-        BatchConn { tx, unsupported }
+        BatchConn {
+            tx,
+            queue_capacity: cfg.queue_capacity.max(1),
+            unsupported,
+        }
+    }
+
+    /// Requests waiting for the stream's task to take them.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue_capacity.saturating_sub(self.tx.capacity())
     }
 
     /// Whether the stream has ended (a new one must be opened).
@@ -107,8 +126,7 @@ fn not_sent() -> Status {
     status
 }
 
-/// Moves the first queued command and those behind it into one message, up to [`MAX_BATCH`]
-/// and the limits. Commands whose caller gave up (timed out) before they left are dropped.
+/// Moves the first queued command and those behind it into one message, up to the limits. Commands whose caller gave up (timed out) before they left are dropped.
 fn take_batch(
     first: (Command, Reply),
     rx: &mut mpsc::Receiver<(Command, Reply)>,
@@ -140,7 +158,7 @@ fn take_batch(
             msg.request_ids.push(*next_id);
             msg.requests.push(command);
         }
-        if msg.requests.len() < MAX_BATCH {
+        if msg.requests.len() < limits.requests {
             next = rx.try_recv().ok();
         }
     }
@@ -290,6 +308,7 @@ mod tests {
     #[test]
     fn a_batch_is_cut_by_size_and_an_oversized_request_is_refused_alone() {
         let limits = Limits {
+            requests: 128,
             shared: 1000,
             alone: 5000,
         };

@@ -17,7 +17,7 @@ use crate::config::ClientConfig;
 use crate::error::{Error, KeyDisplay, Result};
 use api_version::keyspace::KeyMode;
 
-use crate::batch::BatchConn;
+use crate::batch::{BatchConn, StreamConfig};
 use crate::keyspace::Keyspace;
 use crate::kv::{key_error, KvRequest, KvResponse, StoreConn};
 use crate::net;
@@ -206,6 +206,17 @@ impl Client {
     /// failures, PD lookups), for benches and diagnostics.
     pub fn retries(&self) -> u64 {
         self.inner.retries.load(Ordering::Relaxed)
+    }
+
+    /// Requests waiting, over every store, for a `BatchCommands` stream to take them (bounded
+    /// per store by [`ClientConfig::batch_commands_queue_capacity`]).
+    pub fn batch_commands_queued(&self) -> usize {
+        self.inner
+            .stores()
+            .batches
+            .values()
+            .map(BatchConn::queued)
+            .sum()
     }
 
     /// The value of `key`, or `None` if it has none.
@@ -971,7 +982,15 @@ impl Inner {
                 Some(conn) if conn.is_unsupported() => None,
                 Some(conn) if !conn.is_closed() => Some(conn.clone()),
                 _ => {
-                    let conn = BatchConn::open(unary.clone(), self.config.max_message_size);
+                    let conn = BatchConn::open(
+                        unary.clone(),
+                        StreamConfig {
+                            max_message_size: self.config.max_message_size,
+                            max_requests: self.config.batch_commands_max_requests,
+                            max_shared_bytes: self.config.batch_commands_max_shared_bytes,
+                            queue_capacity: self.config.batch_commands_queue_capacity,
+                        },
+                    );
                     stores.batches.insert(address.clone(), conn.clone());
                     Some(conn)
                 }

@@ -33,6 +33,15 @@ pub struct ClientConfig {
     /// unary call. Compare-and-swap and TTL reads are always unary (the stream has no such
     /// commands).
     pub batch_commands: bool,
+    /// Most requests in one `BatchCommands` message (default 128).
+    pub batch_commands_max_requests: usize,
+    /// Requests share a `BatchCommands` message only up to this many bytes (default 4 MiB),
+    /// so a merged message is no bigger than what a store takes as one request (its limit may
+    /// be below ours). A bigger request goes alone, as its unary call would.
+    pub batch_commands_max_shared_bytes: usize,
+    /// Requests waiting per store for its stream's task (default 4096); beyond it callers
+    /// wait for room. [`crate::Client::batch_commands_queued`] tells how many wait.
+    pub batch_commands_queue_capacity: usize,
 }
 
 impl Default for ClientConfig {
@@ -48,6 +57,9 @@ impl Default for ClientConfig {
             logger: slog::Logger::root(slog::Discard, slog::o!()),
             keyspace: None,
             batch_commands: true,
+            batch_commands_max_requests: 128,
+            batch_commands_max_shared_bytes: 4 << 20,
+            batch_commands_queue_capacity: 4096,
         }
     }
 }
@@ -74,6 +86,15 @@ impl ClientConfig {
         }
         if self.max_concurrent_requests == 0 {
             return bad("max_concurrent_requests", "must be positive");
+        }
+        if self.batch_commands_max_requests == 0 {
+            return bad("batch_commands_max_requests", "must be positive");
+        }
+        if self.batch_commands_max_shared_bytes == 0 {
+            return bad("batch_commands_max_shared_bytes", "must be positive");
+        }
+        if self.batch_commands_queue_capacity == 0 {
+            return bad("batch_commands_queue_capacity", "must be positive");
         }
         Ok(())
     }

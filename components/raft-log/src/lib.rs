@@ -370,6 +370,27 @@ impl RaftLogBatch {
         self.batch.add_command(region_id, Command::Clean);
     }
 
+    /// Moves every change of `other` after the ones already here, leaving `other` empty: one
+    /// write then makes the changes of several batches durable together.
+    pub fn merge(&mut self, other: &mut RaftLogBatch) -> Result<()> {
+        let err = |detail: String| Error::Engine {
+            op: "merge batches",
+            region_id: None,
+            detail,
+        };
+        match (&mut self.memory, &mut other.memory) {
+            (Some(ops), Some(more)) => {
+                ops.append(more);
+                Ok(())
+            }
+            (None, None) => self
+                .batch
+                .merge(&mut other.batch)
+                .map_err(|e| err(e.to_string())),
+            _ => Err(err("the batches belong to different kinds of log".into())),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         match &self.memory {
             Some(ops) => ops.is_empty(),

@@ -325,3 +325,33 @@ fn the_memory_log_may_keep_a_prefix_of_unsynced_batches_and_can_fail_fsync() {
     log.set_sync_fails(false);
     assert_eq!(log.last_index(1), Some(2));
 }
+
+/// Batches merged in order write as if each had been written in turn: a later batch's
+/// overwrite and compaction of a region apply after the earlier batch's appends.
+#[test]
+fn merged_batches_apply_in_order_on_both() {
+    on_both(merged_batches_apply_in_order_on);
+}
+
+fn merged_batches_apply_in_order_on(log: &RaftLogEngine) {
+    let mut first = log.batch();
+    first
+        .append(7, &(1..=10).map(|i| entry(i, 1, 16)).collect::<Vec<_>>())
+        .unwrap();
+    first.put_raft_state(7, &state(1, 0, 10)).unwrap();
+    let mut second = log.batch();
+    // Overwrites the tail from 6 with a new term, then drops what is below 3.
+    second
+        .append(7, &(6..=8).map(|i| entry(i, 2, 16)).collect::<Vec<_>>())
+        .unwrap();
+    second.put_raft_state(7, &state(2, 5, 8)).unwrap();
+    second.compact_to(7, 3);
+    first.merge(&mut second).unwrap();
+    assert!(second.is_empty(), "merged changes leave the other batch");
+    log.write(&mut first, true).unwrap();
+    assert_eq!(log.first_index(7), Some(3));
+    assert_eq!(log.last_index(7), Some(8));
+    assert_eq!(log.entry(7, 8).unwrap().unwrap().term, 2);
+    assert_eq!(log.entry(7, 5).unwrap().unwrap().term, 1);
+    assert_eq!(log.raft_state(7).unwrap(), Some(state(2, 5, 8)));
+}

@@ -21,6 +21,18 @@ pub struct Config {
     /// peers that become ready before it runs the round: more regions share each fsync, at
     /// the cost of up to this much latency. Default 0 (run at once); <= 10 ms.
     pub store_batch_wait_us: u64,
+    /// Store-writer threads: 1 (default) hands each raft round's raft-log write and fsync to
+    /// a writer thread, which merges the rounds queued while it wrote into one write and one
+    /// fsync, so raft rounds never wait on the disk; 0 has each raft poller write and fsync
+    /// its own round. 0..=1 (one writer keeps a region's writes in order without affinity).
+    pub store_io_pool_size: usize,
+    /// Rounds waiting for the store writer (metric `regionstore_store_writer_queue`); a raft
+    /// poller that finds it full waits for room. Default 64; 1..=65536.
+    pub store_io_queue_capacity: usize,
+    /// The store writer merges queued rounds into one raft-log write up to this many bytes;
+    /// a round that would pass it starts the next write (metric
+    /// `regionstore_store_writer_rounds_per_write`). Default 1 MiB; 4 KiB..=1 GiB.
+    pub store_io_write_size_limit: usize,
     /// Capacity of each region's mailbox (metric `regionstore_batch_mailbox_full_total` counts
     /// rejections). Default 4096; >= 16.
     pub peer_mailbox_capacity: usize,
@@ -153,6 +165,9 @@ impl Default for Config {
             max_batch_size: 256,
             messages_per_tick: 256,
             store_batch_wait_us: 0,
+            store_io_pool_size: 1,
+            store_io_queue_capacity: 64,
+            store_io_write_size_limit: 1 << 20,
             peer_mailbox_capacity: 4096,
             mailbox_full_wait_ms: 500,
             entry_cache_limit: 256 << 20,
@@ -223,6 +238,19 @@ impl Config {
         bound("store-pool-size", self.store_pool_size, 1, 64)?;
         bound("apply-pool-size", self.apply_pool_size, 1, 64)?;
         bound("max-batch-size", self.max_batch_size, 1, 65536)?;
+        bound("store-io-pool-size", self.store_io_pool_size, 0, 1)?;
+        bound(
+            "store-io-queue-capacity",
+            self.store_io_queue_capacity,
+            1,
+            65536,
+        )?;
+        bound(
+            "store-io-write-size-limit",
+            self.store_io_write_size_limit,
+            4 << 10,
+            1 << 30,
+        )?;
         bound("messages-per-tick", self.messages_per_tick, 1, usize::MAX)?;
         bound(
             "peer-mailbox-capacity",

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub regions_hibernated: IntGauge,
     pub hibernate_wakeups: IntCounterVec,
     pub stores_down: IntGauge,
+    pub store_writer_queue: IntGauge,
+    pub store_writer_rounds_per_write: Histogram,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
@@ -63,6 +65,7 @@ pub struct WriteHops {
     pub mailbox: Histogram,
     pub propose_to_commit: Histogram,
     pub log_write: Histogram,
+    pub log_queue: Histogram,
     pub apply_wait: Histogram,
     pub apply_write: Histogram,
     pub total: Histogram,
@@ -75,6 +78,7 @@ impl WriteHops {
             mailbox: hop("mailbox"),
             propose_to_commit: hop("propose_to_commit"),
             log_write: hop("log_write"),
+            log_queue: hop("log_queue"),
             apply_wait: hop("apply_wait"),
             apply_write: hop("apply_write"),
             total: hop("total"),
@@ -102,7 +106,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     ),
     regions_per_fsync: histogram(
         "regionstore_raft_regions_per_fsync",
-        "Regions whose entries shared one raft-log fsync (bound: max-batch-size).",
+        "Regions whose entries shared one raft-log fsync (bound: max-batch-size; with the \
+         store writer, a region in two merged rounds counts twice).",
         counts(),
     ),
     proposal_batch_commands: histogram(
@@ -132,7 +137,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
                 "The write path hop by hop (docs/design/write-path.md, \"Cost model\"): mailbox \
                  (a write's wait in its region's mailbox until a raft round takes it), \
                  propose_to_commit (until the leader hands its entry to apply), log_write (one \
-                 raft round's raft-engine write and fsync), apply_wait (committed entries' wait \
+                 raft-engine write and fsync, by a raft round or the store writer), log_queue \
+                 (a round's wait for the store writer), apply_wait (committed entries' wait \
                  for an apply round), apply_write (one apply round's KV write), total (a write \
                  through StoreApi, from its send to its answer).",
             )
@@ -191,6 +197,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     regions_split: counter(
         "regionstore_regions_split_total",
         "Regions created by splits on this process's stores (each store counts its peers).",
+    ),
+    store_writer_queue: gauge(
+        "regionstore_store_writer_queue",
+        "Raft rounds waiting for the store writer (capacity: store-io-queue-capacity).",
+    ),
+    store_writer_rounds_per_write: histogram(
+        "regionstore_store_writer_rounds_per_write",
+        "Raft rounds the store writer merged into one raft-log write (bound: \
+         store-io-queue-capacity).",
+        counts(),
     ),
     regions_awake: gauge(
         "regionstore_awake_regions",

@@ -16,8 +16,9 @@ use raft_log::RaftLogEngine;
 
 use crate::api::StoreApi;
 use crate::fsm::{
-    ApplyControlFsm, ApplyFsm, ApplyPollerBuilder, Engines, GenTask, PeerFsm, RaftPollerBuilder,
-    Routers, Snapshots, StoreContext, StoreFsm, StoreStats, WorkerQueues,
+    spawn_store_writer, ApplyControlFsm, ApplyFsm, ApplyPollerBuilder, Engines, GenTask, LogWriter,
+    PeerFsm, RaftPollerBuilder, Routers, Snapshots, StoreContext, StoreFsm, StoreStats,
+    WorkerQueues,
 };
 use crate::router::{PeerMsg, RaftRouter, StoreMsg};
 use crate::snap::{SnapKey, SnapKind, SnapManager};
@@ -135,7 +136,12 @@ struct ManualWorkers<EK: KvEngine> {
     gen: channel::Receiver<GenTask<EK>>,
     split: channel::Receiver<SplitTask>,
     heartbeat: channel::Receiver<HeartbeatTask>,
+    /// Writes the store writer's queue and announces it (with the store's transport).
+    writer: ManualWriter<EK>,
 }
+
+/// In a mutex only so the store stays `Sync` (the transport it holds need not be).
+type ManualWriter<EK> = Mutex<Box<dyn FnMut(&StoreContext<EK>) -> usize + Send>>;
 
 /// How to start a store ([`StoreSystem::builder`]): its id, engines and snapshot directory
 /// are required; the config, clock and logger have defaults.
@@ -277,6 +283,9 @@ impl<EK: SstExt> StoreSystem<EK> {
         let (split_tx, split_rx) = channel::bounded::<SplitTask>(cfg.split_check_queue_capacity);
         let (heartbeat_tx, heartbeat_rx) =
             channel::bounded::<HeartbeatTask>(cfg.heartbeat_queue_capacity);
+        let (log_writer, writer_tx) = LogWriter::new(cfg.store_io_queue_capacity, manual);
+        // Without a writer (`store-io-pool-size = 0`) each raft round writes itself.
+        let writer_tx = (cfg.store_io_pool_size > 0).then_some(writer_tx);
         let ctx = Arc::new(StoreContext {
             store_id,
             cfg: cfg.clone(),
@@ -318,6 +327,7 @@ impl<EK: SstExt> StoreSystem<EK> {
             ticks: Default::default(),
             liveness: Default::default(),
             owed_reports: Default::default(),
+            log_writer,
         });
         let mut loaded = 0;
         let loading = clock.now();
@@ -374,9 +384,11 @@ impl<EK: SstExt> StoreSystem<EK> {
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if manual {
             apply_system.start_manual(&mut ApplyPollerBuilder { ctx: ctx.clone() });
+            let mut writer_transport = transport.clone();
             raft_system.start_manual(&mut RaftPollerBuilder {
                 ctx: ctx.clone(),
                 transport,
+                writer: writer_tx,
             });
             return Ok(StoreSystem {
                 ctx,
@@ -389,20 +401,28 @@ impl<EK: SstExt> StoreSystem<EK> {
                     gen: gen_rx,
                     split: split_rx,
                     heartbeat: heartbeat_rx,
+                    writer: Mutex::new(Box::new(move |ctx: &StoreContext<EK>| {
+                        ctx.log_writer.step(ctx, &mut writer_transport)
+                    })),
                 }),
             });
         }
         apply_system
             .spawn(&mut ApplyPollerBuilder { ctx: ctx.clone() })
             .map_err(system_err)?;
+        let mut workers = Vec::new();
+        if writer_tx.is_some() {
+            // Ends once the raft pollers, which hold its queue's senders, are gone.
+            workers.push(spawn_store_writer(ctx.clone(), transport.clone())?);
+        }
         raft_system
             .spawn(&mut RaftPollerBuilder {
                 ctx: ctx.clone(),
                 transport,
+                writer: writer_tx,
             })
             .map_err(system_err)?;
         let ticker = spawn_ticker(ctx.clone(), cfg.base_tick(), store_id)?;
-        let mut workers = Vec::new();
         for i in 0..cfg.snap_generator_pool_size {
             let c = ctx.clone();
             let name = format!("store-{store_id}-snap-gen-{i}");
@@ -593,6 +613,7 @@ impl<EK: KvEngine> StoreSystem<EK> {
             let mut ran = self.raft_system.poll(max_steps - total);
             ran += self.apply_system.poll(max_steps - total);
             if let Some(manual) = &self.manual {
+                ran += (util::lock(&manual.writer))(&self.ctx);
                 for task in manual.gen.try_iter() {
                     self.ctx.run_gen_task(task);
                     ran += 1;
@@ -631,8 +652,9 @@ impl<EK: KvEngine> StoreSystem<EK> {
         &self.ctx.engines.raft_log
     }
 
-    /// Stops the tick thread and both poller pools; requests still waiting are answered with
-    /// `StoreStopped`. Returns how many poller threads had panicked.
+    /// Stops the tick thread, both poller pools and the store writer; requests still waiting
+    /// are answered with `StoreStopped`. Returns how many poller or writer threads had
+    /// panicked.
     pub fn shutdown(&mut self) -> usize {
         if let Some((stop, handle)) = self.ticker.take() {
             drop(stop);
@@ -640,10 +662,13 @@ impl<EK: KvEngine> StoreSystem<EK> {
         }
         self.stopping
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let panicked = self.raft_system.shutdown() + self.apply_system.shutdown();
+        let mut panicked = self.raft_system.shutdown() + self.apply_system.shutdown();
         self.ctx.workers.close();
+        // The store writer ends once the raft pollers are gone; the other workers once their
+        // queues are closed. A worker that unwound counts with the pollers (the store writer
+        // does on a failed write).
         for handle in self.workers.drain(..) {
-            let _ = handle.join();
+            panicked += usize::from(handle.join().is_err());
         }
         slog::info!(self.ctx.logger, "store stopped"; "panicked_pollers" => panicked);
         panicked

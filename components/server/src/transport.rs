@@ -149,17 +149,24 @@ impl GrpcTransport {
     fn send_batch(&self, to_store: u64, msgs: Vec<RaftMessage>, bytes: usize) {
         let count = msgs.len() as u64;
         let queue = self.queue(to_store);
-        let queued = queue.bytes.load(Ordering::Relaxed);
-        if queued + bytes > self.shared.cfg.raft_msg_queue_bytes {
+        // Counted before it is queued: the stream's task subtracts a batch as soon as it takes
+        // it, which could otherwise come first and wrap the counter below zero (seen with two
+        // sending threads, a raft poller and the store writer).
+        let queued = queue.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if queued.saturating_add(bytes) > self.shared.cfg.raft_msg_queue_bytes {
+            queue.bytes.fetch_sub(bytes, Ordering::Relaxed);
             METRICS
                 .raft_messages_dropped
                 .with_label_values(&["queue_bytes"])
                 .inc_by(count);
             return;
         }
-        match queue.tx.try_send((BatchRaftMessage { msgs }, bytes)) {
+        let sent = queue.tx.try_send((BatchRaftMessage { msgs }, bytes));
+        if sent.is_err() {
+            queue.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        match sent {
             Ok(()) => {
-                queue.bytes.fetch_add(bytes, Ordering::Relaxed);
                 METRICS.raft_batches_queued.inc();
                 METRICS.raft_bytes_queued.add(bytes as i64);
                 METRICS.raft_messages_sent.inc_by(count);

@@ -398,6 +398,11 @@ fn run_planted(seed: u64, cfg: &SimConfig, logger: &slog::Logger) -> Result<Repo
     let mut rng = StdRng::seed_from_u64(seed);
     let net = SimNetwork::new(StdRng::seed_from_u64(rng.gen()), LinkConfig::default());
     let mut store_cfg = store_config(seed % 2 == 0);
+    // One seed in four has each raft round write its own batch; the rest use the store
+    // writer (the default), whose queue `StoreSystem::step` drains between rounds.
+    if seed % 4 == 3 {
+        store_cfg.store_io_pool_size = 0;
+    }
     if let Some(tune) = &cfg.tune {
         (tune.apply)(&mut store_cfg).map_err(Error::Setup)?;
     }

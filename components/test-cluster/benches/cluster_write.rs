@@ -6,7 +6,8 @@
 //! `cargo bench -p test-cluster --bench cluster_write` (part of `make bench`).
 //! `BENCH_SECS` sets the measured seconds per run (default 10); `BENCH_STORE_POOL` and
 //! `BENCH_APPLY_POOL` override the pool sizes (default: the production defaults),
-//! `BENCH_BATCH_WAIT_US` sets `store-batch-wait-us`; `BENCH_REGIONS=64` runs one shape only.
+//! `BENCH_BATCH_WAIT_US` sets `store-batch-wait-us`, `BENCH_STORE_IO` `store-io-pool-size`
+//! (0: no store writer); `BENCH_REGIONS=64` runs one shape only.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,6 +59,7 @@ fn run(regions: u64, secs: u64) -> Outcome {
     cfg.raftstore.store_pool_size = env("BENCH_STORE_POOL", cfg.raftstore.store_pool_size);
     cfg.raftstore.apply_pool_size = env("BENCH_APPLY_POOL", cfg.raftstore.apply_pool_size);
     cfg.raftstore.store_batch_wait_us = env("BENCH_BATCH_WAIT_US", 0) as u64;
+    cfg.raftstore.store_io_pool_size = env("BENCH_STORE_IO", cfg.raftstore.store_io_pool_size);
     cfg.rocks = engine::RocksConfig::default();
     let cluster = Cluster::run(cfg);
     let mut targets = Vec::new();

@@ -35,8 +35,16 @@ fn try_put(cluster: &Cluster, k: &[u8], deadline: Instant) -> bool {
 /// Writes, crashes one store's poller at `failpoint`, restarts every store and checks that
 /// every acknowledged write is there on every store and that the cluster serves again.
 fn crash_at(failpoint: &str) {
+    crash_at_with(failpoint, raftstore::Config::default().store_io_pool_size);
+}
+
+/// [`crash_at`] with `store-io-pool-size` set: the raft-log failpoints are in the store
+/// writer (1) or in the raft poller's round (0).
+fn crash_at_with(failpoint: &str, store_io_pool_size: usize) {
     let scenario = fail::FailScenario::setup();
-    let mut cluster = Cluster::run(ClusterConfig::new(3, 2));
+    let mut cfg = ClusterConfig::new(3, 2);
+    cfg.raftstore.store_io_pool_size = store_io_pool_size;
+    let mut cluster = Cluster::run(cfg);
     let mut acked = Vec::new();
     for i in 0..20 {
         cluster.must_put(&key(i), &key(i));
@@ -75,7 +83,7 @@ fn crash_at(failpoint: &str) {
         .into_iter()
         .map(|s| cluster.shutdown_store(s))
         .sum();
-    assert_eq!(panicked, 1, "one poller crashed at {failpoint}");
+    assert_eq!(panicked, 1, "one poller or writer crashed at {failpoint}");
 
     // Restart: every region loads (its invariants are checked at load) and every acknowledged
     // write is on every store.
@@ -104,6 +112,16 @@ fn crash_before_the_raft_log_write() {
 #[test]
 fn crash_after_the_raft_log_write() {
     crash_at("raft_after_log_write");
+}
+
+#[test]
+fn crash_before_the_raft_log_write_of_a_round_without_store_writer() {
+    crash_at_with("raft_before_log_write", 0);
+}
+
+#[test]
+fn crash_after_the_raft_log_write_of_a_round_without_store_writer() {
+    crash_at_with("raft_after_log_write", 0);
 }
 
 #[test]
@@ -172,6 +190,8 @@ fn a_full_mailbox_answers_server_is_busy() {
     // Slow rounds must not cost the leader its leadership in this test.
     cfg.raftstore.raft_election_timeout_ticks = 100;
     cfg.raftstore.hibernate_idle_ticks = 200;
+    // Slow rounds, not a slow store writer (which would fill its own queue first).
+    cfg.raftstore.store_io_pool_size = 0;
     let cluster = Cluster::run(cfg);
     let leader = cluster.wait_leader(1);
     cluster.must_put(b"warm", b"up");
@@ -380,7 +400,11 @@ fn a_dropped_region_heartbeat_is_sent_again_once_the_worker_has_room() {
 #[test]
 fn writes_queued_for_one_round_share_an_entry_and_keep_their_own_answers() {
     let _scenario = fail::FailScenario::setup();
-    let cluster = Cluster::run(ClusterConfig::new(1, 1));
+    let mut cfg = ClusterConfig::new(1, 1);
+    // The raft poller writes its own round, so the failpoint below holds the poller (with a
+    // store writer it would hold only the writer, and the poller would go on proposing).
+    cfg.raftstore.store_io_pool_size = 0;
+    let cluster = Cluster::run(cfg);
     cluster.must_put(b"k-first", b"v");
     let region_id = cluster.region_for_key(b"k-first").id;
     let leader = cluster.wait_leader(region_id);
@@ -448,4 +472,66 @@ fn writes_queued_for_one_round_share_an_entry_and_keep_their_own_answers() {
         entries <= u64::from(WRITES) / 2,
         "{WRITES} acknowledged writes took {entries} entries"
     );
+}
+
+/// With the store writer, a raft round does not wait on the disk: while the writer is held
+/// at its log write, the raft poller goes on taking writes to other regions in rounds of its
+/// own, and once released the writer makes all those rounds durable with one or two fsyncs.
+#[test]
+fn the_store_writer_merges_the_rounds_queued_while_it_writes() {
+    let _scenario = fail::FailScenario::setup();
+    const REGIONS: u64 = 16;
+    let cfg = ClusterConfig::new(1, REGIONS);
+    assert_eq!(cfg.raftstore.store_io_pool_size, 1, "the default");
+    let cluster = Cluster::run(cfg);
+    let store = cluster.running_stores()[0];
+    for i in 1..=REGIONS {
+        let k = test_cluster::region_key(i);
+        cluster.must_put(&k, b"warm");
+    }
+    let stats = cluster.store(store).stats();
+    let fsyncs = || raftstore::fsm::StoreStats::get(&stats.fsyncs);
+    fail::cfg("raft_before_log_write", "pause").unwrap();
+    let api = cluster.store(store).api();
+    let before = fsyncs();
+    let answers = std::thread::scope(|s| {
+        let writes: Vec<_> = (1..=REGIONS)
+            .map(|i| {
+                let api = &api;
+                let ctx = cluster.context(
+                    store,
+                    cluster.region_for_key(&test_cluster::region_key(i)).id,
+                );
+                s.spawn(move || {
+                    let k = test_cluster::region_key(i);
+                    // One at a time, so each region's write takes a round of its own.
+                    std::thread::sleep(Duration::from_millis(20 * i));
+                    futures::executor::block_on(
+                        api.write(&ctx, vec![raftstore::Modify::put(k, b"v".to_vec())]),
+                    )
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(20 * REGIONS + 300));
+        assert_eq!(fsyncs(), before, "the writer is held: nothing was written");
+        fail::remove("raft_before_log_write");
+        writes
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    for (i, answer) in answers.iter().enumerate() {
+        assert!(answer.is_ok(), "write to region {}: {answer:?}", i + 1);
+    }
+    // The round held at the failpoint, then every round queued behind it in one write (a
+    // third for a round that came in between). Without a writer: one per round, 16.
+    let took = fsyncs() - before;
+    assert!(
+        (1..=3).contains(&took),
+        "{REGIONS} writes queued in separate rounds took {took} fsyncs"
+    );
+    for i in 1..=REGIONS {
+        let k = test_cluster::region_key(i);
+        assert_eq!(cluster.must_get(&k).as_deref(), Some(b"v".as_slice()));
+    }
 }

@@ -7,6 +7,7 @@ use proto::raft_serverpb::RaftMessage;
 use raft::eraftpb::{Message, MessageType};
 use raft_log::RaftLogBatch;
 
+use super::writer::{PersistedReady, WriteTask};
 use super::{StoreContext, StoreFsm};
 use crate::metrics::METRICS;
 use crate::operation::hibernate::{SleepState, WakeCause};
@@ -80,6 +81,12 @@ pub struct RaftPoller<EK: KvEngine, T: Transport> {
     pub(crate) round_entries: usize,
     pub(crate) round_regions: usize,
     pub(crate) round_needs_sync: bool,
+    /// A ready of the round took in a snapshot: the round is made durable before it ends
+    /// (the snapshot's apply may answer before a store writer's notice would come, and
+    /// raft-rs refuses an applied index above what it knows is durable).
+    pub(crate) round_has_snapshot: bool,
+    /// The store writer's queue (`store-io-pool-size = 1`); None: the round writes itself.
+    pub(crate) writer: Option<crossbeam::channel::Sender<WriteTask>>,
     pub(crate) now: Instant,
     /// The writes of the region whose turn it is, proposed as one entry at the end of it.
     pub(crate) writes: ProposalBatch,
@@ -141,6 +148,19 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         if !fsm.peer.has_ready() {
             return;
         }
+        if let Some(number) = fsm.peer.queued_write() {
+            if fsm.peer.has_pending_snapshot() {
+                // The snapshot replaces the log outside the batch: the region's queued writes
+                // go first, and then count as durable. (A compaction queued without a ready
+                // may still land after the steps: below the snapshot's index, it is a no-op.)
+                if self.ctx.log_writer.barrier(&self.ctx).is_err() {
+                    // The store stopped: persist nothing more.
+                    return;
+                }
+                fsm.peer.on_persisted(number, &mut self.raft_msgs);
+                Self::wrap(&fsm.peer, &mut self.raft_msgs, &mut self.late);
+            }
+        }
         let ready = match fsm
             .peer
             .handle_ready(&mut self.batch, &mut self.raft_msgs, self.now)
@@ -149,6 +169,7 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
             Err(e) => self.ctx.fatal("handling a raft ready", &e),
         };
         Self::wrap(&fsm.peer, &mut self.raft_msgs, &mut self.early);
+        let had_snapshot = ready.snapshot.is_some();
         if let Some(snap) = ready.snapshot {
             self.on_snapshot_ready(fsm, snap);
         }
@@ -161,6 +182,7 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
                 .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
         }
         self.round_needs_sync |= ready.needs_sync;
+        self.round_has_snapshot |= had_snapshot;
         if ready.entries_written > 0 {
             self.round_entries += ready.entries_written;
             self.round_regions += 1;
@@ -290,6 +312,7 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
         self.round_entries = 0;
         self.round_regions = 0;
         self.round_needs_sync = false;
+        self.round_has_snapshot = false;
     }
 
     fn handle_control(&mut self, store: &mut StoreFsm, msgs: &mut Vec<StoreMsg>) {
@@ -367,7 +390,7 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
             // the order they came. Raft messages and reads may pass them: the writes are not
             // acknowledged yet, so it is as if they had come a little later.
             let keeps_writes = match &msg {
-                PeerMsg::RaftMessage(_) | PeerMsg::Read { .. } => true,
+                PeerMsg::RaftMessage(_) | PeerMsg::Read { .. } | PeerMsg::Persisted { .. } => true,
                 PeerMsg::Command { request, .. } => write::batchable(request),
                 _ => false,
             };
@@ -446,6 +469,14 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
                     }
                 }
                 PeerMsg::Wake => {}
+                PeerMsg::Persisted { peer_id, number } => {
+                    // A notice for an earlier peer of the region (destroyed, created again)
+                    // is not this one's.
+                    if peer_id == fsm.peer.peer_id() {
+                        fsm.peer.on_persisted(number, &mut self.raft_msgs);
+                        Self::wrap(&fsm.peer, &mut self.raft_msgs, &mut self.late);
+                    }
+                }
                 PeerMsg::SnapshotGenerated(snapshot) => {
                     self.wake(fsm, WakeCause::Admin);
                     fsm.peer
@@ -522,42 +553,41 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
         // Out now, not with the late messages: a batching transport would otherwise hold
         // them until after the fsync below, and the follower's fsync could not overlap ours.
         self.transport.flush();
-        if !self.batch.is_empty() {
-            fail::fail_point!("raft_before_log_write");
-            let sync = self.round_needs_sync;
-            let started = self.ctx.clock.now();
-            if let Err(e) = write_raft_log(&self.ctx.engines.raft_log, &mut self.batch, sync) {
-                self.ctx.fatal("writing the raft log", &e);
+        // A round with nothing to write, whose peers wait for no earlier write, is durable
+        // as it is: it need not queue behind the writer.
+        let waits = normals.iter().any(|fsm| fsm.peer.queued_write().is_some());
+        let queue = self.writer.is_some() && (!self.batch.is_empty() || waits);
+        if queue && !self.round_has_snapshot {
+            self.queue_round(normals);
+        } else {
+            if queue && self.ctx.log_writer.barrier(&self.ctx).is_err() {
+                // The store stopped: persist nothing more.
+                self.batch = self.ctx.engines.raft_log.batch();
+                self.late.clear();
+                self.transport.discard();
+                return;
             }
-            let took = self.ctx.clock.now().saturating_duration_since(started);
-            METRICS.write_hop.log_write.observe(took.as_secs_f64());
-            fail::fail_point!("raft_after_log_write");
-        }
-        if self.round_needs_sync {
-            METRICS.log_fsyncs.inc();
-            METRICS.entries_per_fsync.observe(self.round_entries as f64);
-            METRICS.regions_per_fsync.observe(self.round_regions as f64);
-            let stats = &self.ctx.stats;
-            use std::sync::atomic::Ordering::Relaxed;
-            stats.fsyncs.fetch_add(1, Relaxed);
-            stats
-                .entries_written
-                .fetch_add(self.round_entries as u64, Relaxed);
-            stats
-                .regions_written
-                .fetch_add(self.round_regions as u64, Relaxed);
-        }
-        for fsm in normals.iter_mut() {
-            fsm.peer.on_round_persisted(&mut self.raft_msgs);
-            Self::wrap(&fsm.peer, &mut self.raft_msgs, &mut self.late);
-            if fsm.peer.has_ready() {
-                // Persistence may have produced more work (commits, messages): come back next
-                // round. A full mailbox already guarantees that.
-                let _ = self
-                    .ctx
-                    .routers
-                    .raft
-                    .send(fsm.peer.region_id(), PeerMsg::Wake);
+            // Written here, after what was queued before (so every queued ready of the
+            // round's peers is durable too, which `on_round_persisted` then counts).
+            write_round(
+                &self.ctx,
+                &mut self.batch,
+                self.round_needs_sync,
+                self.round_entries,
+                self.round_regions,
+            );
+            for fsm in normals.iter_mut() {
+                fsm.peer.on_round_persisted(&mut self.raft_msgs);
+                Self::wrap(&fsm.peer, &mut self.raft_msgs, &mut self.late);
+                if fsm.peer.has_ready() {
+                    // Persistence may have produced more work (commits, messages): come back
+                    // next round. A full mailbox already guarantees that.
+                    let _ = self
+                        .ctx
+                        .routers
+                        .raft
+                        .send(fsm.peer.region_id(), PeerMsg::Wake);
+                }
             }
         }
         // Taken and put back so the buffer keeps its capacity across rounds.
@@ -574,9 +604,90 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
     }
 }
 
+impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
+    /// Hands the round's batch to the store writer, with the messages that wait for it and
+    /// the readies it makes durable; the peers hear of it by `PeerMsg::Persisted`.
+    fn queue_round(&mut self, normals: &mut [Box<PeerFsm<EK>>]) {
+        let mut readies = Vec::new();
+        let mut messages = Vec::new();
+        let mut wrapped = Vec::new();
+        for fsm in normals.iter_mut() {
+            if let Some(number) = fsm.peer.take_persisted_messages(&mut self.raft_msgs) {
+                Self::wrap(&fsm.peer, &mut self.raft_msgs, &mut wrapped);
+                for msg in wrapped.drain(..) {
+                    if is_snapshot(&msg) {
+                        // A leader that stepped down in the round it made a MsgSnapshot has
+                        // it among the persisted messages: it goes with its files, by the
+                        // round's late path (its term was durable before it led).
+                        self.late.push(msg);
+                    } else {
+                        messages.push(msg);
+                    }
+                }
+                readies.push(PersistedReady {
+                    region_id: fsm.peer.region_id(),
+                    peer_id: fsm.peer.peer_id(),
+                    number,
+                });
+            }
+        }
+        let batch = std::mem::replace(&mut self.batch, self.ctx.engines.raft_log.batch());
+        let task = WriteTask {
+            batch,
+            sync: self.round_needs_sync,
+            entries: self.round_entries,
+            regions: self.round_regions,
+            readies,
+            messages,
+            queued_at: self.ctx.clock.now(),
+        };
+        let queued = match &self.writer {
+            Some(tx) => self.ctx.log_writer.submit(tx, task),
+            None => false,
+        };
+        if !queued {
+            // The writer is gone: only a stopped store loses it.
+            self.ctx.on_poller_panic("store writer");
+        }
+    }
+}
+
+/// Writes a round's raft-log batch (fsynced if `sync`) and counts it; a failed write stops
+/// the store. Run by a raft poller at the end of its round, or by the store writer.
+pub(crate) fn write_round<EK: KvEngine>(
+    ctx: &StoreContext<EK>,
+    batch: &mut RaftLogBatch,
+    sync: bool,
+    entries: usize,
+    regions: usize,
+) {
+    if !batch.is_empty() {
+        fail::fail_point!("raft_before_log_write");
+        let started = ctx.clock.now();
+        if let Err(e) = write_raft_log(&ctx.engines.raft_log, batch, sync) {
+            ctx.fatal("writing the raft log", &e);
+        }
+        let took = ctx.clock.now().saturating_duration_since(started);
+        METRICS.write_hop.log_write.observe(took.as_secs_f64());
+        fail::fail_point!("raft_after_log_write");
+    }
+    if sync {
+        METRICS.log_fsyncs.inc();
+        METRICS.entries_per_fsync.observe(entries as f64);
+        METRICS.regions_per_fsync.observe(regions as f64);
+        let stats = &ctx.stats;
+        use std::sync::atomic::Ordering::Relaxed;
+        stats.fsyncs.fetch_add(1, Relaxed);
+        stats.entries_written.fetch_add(entries as u64, Relaxed);
+        stats.regions_written.fetch_add(regions as u64, Relaxed);
+    }
+}
+
 pub struct RaftPollerBuilder<EK: KvEngine, T: Transport + Clone> {
     pub(crate) ctx: Arc<StoreContext<EK>>,
     pub(crate) transport: T,
+    /// The store writer's queue, if the store has one.
+    pub(crate) writer: Option<crossbeam::channel::Sender<WriteTask>>,
 }
 
 impl<EK: KvEngine, T: Transport + Clone> HandlerBuilder<PeerFsm<EK>, StoreFsm>
@@ -595,6 +706,8 @@ impl<EK: KvEngine, T: Transport + Clone> HandlerBuilder<PeerFsm<EK>, StoreFsm>
             round_entries: 0,
             round_regions: 0,
             round_needs_sync: false,
+            round_has_snapshot: false,
+            writer: self.writer.clone(),
             now: self.ctx.clock.now(),
             writes: ProposalBatch::new(
                 self.ctx.cfg.proposal_batch_max_commands,

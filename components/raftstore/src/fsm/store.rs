@@ -240,6 +240,8 @@ pub struct StoreContext<EK: KvEngine> {
     /// Regions whose leader's region heartbeat found the scheduler worker's queue full: the
     /// worker asks them to report again as room frees up. At most one entry per region.
     pub owed_reports: Mutex<std::collections::BTreeSet<u64>>,
+    /// The store writer's queue, as far as barriers need it (see `fsm/writer.rs`).
+    pub log_writer: super::LogWriter,
 }
 
 /// The store's two engines, and the memory budget of the entry caches over the second.
@@ -528,6 +530,8 @@ impl<EK: KvEngine> StoreContext<EK> {
         split: bool,
     ) -> Result<()> {
         let region_id = region.id;
+        // The raft state it loads may be an earlier peer's (a vote) still queued.
+        self.log_writer.barrier(self)?;
         self.meta().insert(region.clone())?;
         let opened = PeerStorage::open(
             self.engines.kv.clone(),
@@ -727,6 +731,8 @@ impl<EK: KvEngine> StoreContext<EK> {
     /// in between leaves a tombstone whose log [`Self::clean_tombstone_log`] removes at start.
     pub fn destroy_region(&self, region: &Region) -> Result<()> {
         let region_id = region.id;
+        // Its raft-log writes still queued must not land after the clean.
+        self.log_writer.barrier(self)?;
         if region.peers.is_empty() {
             // Uninitialized: no data, no tombstone, and its raft state (a vote it may have
             // cast) stays, so a peer re-created by a later message cannot vote twice.

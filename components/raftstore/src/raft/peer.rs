@@ -31,6 +31,8 @@ pub(crate) struct Unpersisted {
     last_entry: Option<(u64, u64)>,
     /// Messages that may only leave once the ready is durable (votes, append responses...).
     messages: Vec<Message>,
+    /// Handed to the store writer (its messages went with it).
+    queued: bool,
 }
 
 /// What one ready produced for the store. The caller must act on all of it; a received
@@ -448,6 +450,7 @@ impl<EK: KvEngine> Peer<EK> {
             number: ready.number(),
             last_entry,
             messages: ready.take_persisted_messages(),
+            queued: false,
         });
         self.raw.advance_append_async(ready);
         Ok(ReadyOutput {
@@ -544,16 +547,56 @@ impl<EK: KvEngine> Peer<EK> {
 
     /// The round's batch is durable: release the messages that waited for it and tell raft.
     pub fn on_round_persisted(&mut self, out: &mut Vec<Message>) {
-        let Some(number) = self.unpersisted.back().map(|u| u.number) else {
-            return;
-        };
-        for done in self.unpersisted.drain(..) {
+        if let Some(number) = self.unpersisted.back().map(|u| u.number) {
+            self.on_persisted(number, out);
+        }
+    }
+
+    /// The round's batch goes to the store writer: the messages of the readies not handed to
+    /// it yet go into `out`, to leave once the batch is durable. Returns the last such
+    /// ready's number, for the writer's notice (None: nothing new was handed over).
+    pub fn take_persisted_messages(&mut self, out: &mut Vec<Message>) -> Option<u64> {
+        let mut last = None;
+        for u in self.unpersisted.iter_mut().filter(|u| !u.queued) {
+            u.queued = true;
+            out.append(&mut u.messages);
+            last = Some(u.number);
+        }
+        last
+    }
+
+    /// The last ready handed to the store writer and not yet durable.
+    pub fn queued_write(&self) -> Option<u64> {
+        self.unpersisted
+            .iter()
+            .rev()
+            .find(|u| u.queued)
+            .map(|u| u.number)
+    }
+
+    /// Readies up to `number` are durable: release what waited for them (messages not handed
+    /// to the writer go into `out`) and tell raft. An older notice than one already heard
+    /// (a barrier counted the write as durable first) does nothing.
+    pub fn on_persisted(&mut self, number: u64, out: &mut Vec<Message>) {
+        let mut done_number = None;
+        while self.unpersisted.front().is_some_and(|u| u.number <= number) {
+            let Some(done) = self.unpersisted.pop_front() else {
+                break;
+            };
             if let Some((index, term)) = done.last_entry {
                 self.raw.mut_store().on_persisted(index, term);
             }
             out.extend(done.messages);
+            done_number = Some(done.number);
         }
-        self.raw.on_persist_ready(number);
+        if let Some(number) = done_number {
+            self.raw.on_persist_ready(number);
+        }
+    }
+
+    /// raft-rs holds a received snapshot that the next ready will carry.
+    pub fn has_pending_snapshot(&self) -> bool {
+        self.raw.snap().is_some_and(|s| !s.is_empty())
     }
 
     /// Committed entries up to `index` have been applied (tests that apply synchronously).

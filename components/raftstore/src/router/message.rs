@@ -231,6 +231,9 @@ pub enum PeerMsg<S> {
     ApplyRes(ApplyRes),
     /// Keeps the FSM scheduled: it has a ready that became available after its round's fsync.
     Wake,
+    /// The store writer made this peer's readies up to `number` durable (`peer_id`: a notice
+    /// for an earlier peer of the region is ignored).
+    Persisted { peer_id: u64, number: u64 },
     /// Campaign now (tests and the scheduler's leader placement).
     Campaign,
     /// Split the region at `split_keys` (an admin request, or the scheduler). Refused unless
@@ -289,6 +292,11 @@ impl<S> fmt::Debug for PeerMsg<S> {
             PeerMsg::MemberStoreUp { store_id } => write!(f, "MemberStoreUp({store_id})"),
             PeerMsg::ApplyRes(r) => write!(f, "ApplyRes({})", r.apply_state.applied_index),
             PeerMsg::Wake => f.write_str("Wake"),
+            PeerMsg::Persisted { peer_id, number } => f
+                .debug_struct("Persisted")
+                .field("peer_id", peer_id)
+                .field("number", number)
+                .finish(),
             PeerMsg::Campaign => f.write_str("Campaign"),
             PeerMsg::AskSplit { split_keys, .. } => write!(f, "AskSplit({})", split_keys.len()),
             PeerMsg::QueryStatus(_) => f.write_str("QueryStatus"),

@@ -169,12 +169,17 @@ impl EntryCache {
     /// Records that the write holding entries up to `index` (whose entry at `index` had `term`)
     /// is durable. If the cached entry at `index` has another term, a conflicting append
     /// replaced it after that write was issued: the cached one is not durable, so nothing moves.
+    /// Nor if the cache ends below `index`: a shorter conflicting append cut the tail after
+    /// that write, and what it appended is not durable yet (several writes may be in flight,
+    /// with the store writer).
     pub fn on_persisted(&mut self, index: u64, term: u64) {
-        if self.entry(index).is_some_and(|e| e.term != term) {
-            return;
+        match self.entry(index) {
+            Some(e) if e.term != term => return,
+            None if self.last_index().is_some_and(|last| index > last) => return,
+            // Cached with its term, or below the cache (compacted or evicted, so durable).
+            _ => {}
         }
-        let last = self.last_index().unwrap_or(index);
-        self.persisted = self.persisted.max(index.min(last));
+        self.persisted = self.persisted.max(index);
     }
 
     /// Drops entries below `index` (log compaction).
@@ -280,6 +285,23 @@ mod tests {
         );
         cache.on_persisted(12, 2);
         assert_eq!(cache.persisted(), 12);
+    }
+
+    #[test]
+    fn late_persist_of_a_write_whose_tail_was_cut_is_ignored() {
+        let mut cache = EntryCache::new(CacheBudget::new(usize::MAX));
+        // Write A (1..=10, term 1) is in flight when a new leader replaces 7.. with a shorter
+        // term-2 tail (7..=8), also in flight: the cache ends below A's last entry.
+        cache.append((1..=10).map(|i| entry(i, 1)).collect());
+        cache.append((7..=8).map(|i| entry(i, 2)).collect());
+        cache.on_persisted(10, 1);
+        assert_eq!(
+            cache.persisted(),
+            0,
+            "7 and 8 of term 2 are not durable yet"
+        );
+        cache.on_persisted(8, 2);
+        assert_eq!(cache.persisted(), 8);
     }
 
     #[test]
