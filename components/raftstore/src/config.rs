@@ -21,10 +21,13 @@ pub struct Config {
     /// peers that become ready before it runs the round: more regions share each fsync, at
     /// the cost of up to this much latency. Default 0 (run at once); <= 10 ms.
     pub store_batch_wait_us: u64,
-    /// Store-writer threads: 1 (default) hands each raft round's raft-log write and fsync to
-    /// a writer thread, which merges the rounds queued while it wrote into one write and one
-    /// fsync, so raft rounds never wait on the disk; 0 has each raft poller write and fsync
+    /// Store-writer threads: 1 hands each raft round's raft-log write and fsync to a writer
+    /// thread, which merges the rounds queued while it wrote into one write and one fsync, so
+    /// raft rounds never wait on the disk; 0 (default) has each raft poller write and fsync
     /// its own round. 0..=1 (one writer keeps a region's writes in order without affinity).
+    /// The writer halves the fsyncs but costs a thread hand-off per round: on a disk whose
+    /// fsync is a fraction of a millisecond it lost throughput (docs/benchmarks.md); turn it
+    /// on where fsyncs are slow or scarce.
     pub store_io_pool_size: usize,
     /// Rounds waiting for the store writer (metric `regionstore_store_writer_queue`); a raft
     /// poller that finds it full waits for room. Default 64; 1..=65536.
@@ -165,7 +168,7 @@ impl Default for Config {
             max_batch_size: 256,
             messages_per_tick: 256,
             store_batch_wait_us: 0,
-            store_io_pool_size: 1,
+            store_io_pool_size: 0,
             store_io_queue_capacity: 64,
             store_io_write_size_limit: 1 << 20,
             peer_mailbox_capacity: 4096,

@@ -38,8 +38,8 @@ fn crash_at(failpoint: &str) {
     crash_at_with(failpoint, raftstore::Config::default().store_io_pool_size);
 }
 
-/// [`crash_at`] with `store-io-pool-size` set: the raft-log failpoints are in the store
-/// writer (1) or in the raft poller's round (0).
+/// [`crash_at`] with `store-io-pool-size` set: the raft-log failpoints are in the raft
+/// poller's round (0, the default) or in the store writer (1).
 fn crash_at_with(failpoint: &str, store_io_pool_size: usize) {
     let scenario = fail::FailScenario::setup();
     let mut cfg = ClusterConfig::new(3, 2);
@@ -115,13 +115,13 @@ fn crash_after_the_raft_log_write() {
 }
 
 #[test]
-fn crash_before_the_raft_log_write_of_a_round_without_store_writer() {
-    crash_at_with("raft_before_log_write", 0);
+fn crash_before_the_raft_log_write_of_the_store_writer() {
+    crash_at_with("raft_before_log_write", 1);
 }
 
 #[test]
-fn crash_after_the_raft_log_write_of_a_round_without_store_writer() {
-    crash_at_with("raft_after_log_write", 0);
+fn crash_after_the_raft_log_write_of_the_store_writer() {
+    crash_at_with("raft_after_log_write", 1);
 }
 
 #[test]
@@ -481,8 +481,8 @@ fn writes_queued_for_one_round_share_an_entry_and_keep_their_own_answers() {
 fn the_store_writer_merges_the_rounds_queued_while_it_writes() {
     let _scenario = fail::FailScenario::setup();
     const REGIONS: u64 = 16;
-    let cfg = ClusterConfig::new(1, REGIONS);
-    assert_eq!(cfg.raftstore.store_io_pool_size, 1, "the default");
+    let mut cfg = ClusterConfig::new(1, REGIONS);
+    cfg.raftstore.store_io_pool_size = 1;
     let cluster = Cluster::run(cfg);
     let store = cluster.running_stores()[0];
     for i in 1..=REGIONS {
