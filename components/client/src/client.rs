@@ -209,7 +209,8 @@ impl Client {
     }
 
     /// Requests waiting, over every store, for a `BatchCommands` stream to take them (bounded
-    /// per store by [`ClientConfig::batch_commands_queue_capacity`]).
+    /// per store by [`ClientConfig::batch_commands_queue_capacity`]; callers waiting for room
+    /// beyond it are not counted).
     pub fn batch_commands_queued(&self) -> usize {
         self.inner
             .stores()
