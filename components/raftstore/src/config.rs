@@ -25,7 +25,7 @@ pub struct Config {
     /// thread, which merges the rounds queued while it wrote into one write and one fsync, so
     /// raft rounds never wait on the disk; 0 (default) has each raft poller write and fsync
     /// its own round. 0..=1 (one writer keeps a region's writes in order without affinity).
-    /// The writer halves the fsyncs but costs a thread hand-off per round: on a disk whose
+    /// The writer saved about 40% of the fsyncs but costs a thread hand-off per round: on a disk whose
     /// fsync is a fraction of a millisecond it lost throughput (docs/benchmarks.md); turn it
     /// on where fsyncs are slow or scarce.
     pub store_io_pool_size: usize,

@@ -161,14 +161,17 @@ impl GrpcTransport {
                 .inc_by(count);
             return;
         }
+        // The gauges too, before: the stream's task lowers them as it takes the batch.
+        METRICS.raft_batches_queued.inc();
+        METRICS.raft_bytes_queued.add(bytes as i64);
         let sent = queue.tx.try_send((BatchRaftMessage { msgs }, bytes));
         if sent.is_err() {
             queue.bytes.fetch_sub(bytes, Ordering::Relaxed);
+            METRICS.raft_batches_queued.dec();
+            METRICS.raft_bytes_queued.sub(bytes as i64);
         }
         match sent {
             Ok(()) => {
-                METRICS.raft_batches_queued.inc();
-                METRICS.raft_bytes_queued.add(bytes as i64);
                 METRICS.raft_messages_sent.inc_by(count);
             }
             Err(mpsc::error::TrySendError::Full(_)) => METRICS

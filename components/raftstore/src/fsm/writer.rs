@@ -138,10 +138,10 @@ impl LogWriter {
             // messages at the next step (the transport is the step's).
             let tasks: Vec<_> = self.rx.try_iter().collect();
             let count = tasks.len() as u64;
-            for written in self.write(ctx, tasks) {
-                util::lock(held).extend(written.messages);
+            self.write(ctx, tasks, |written| {
                 notify(ctx, written.readies);
-            }
+                util::lock(held).extend(written.messages);
+            });
             self.mark_written(count);
         }
         let mut written = util::lock(&self.written);
@@ -163,18 +163,23 @@ impl LogWriter {
     }
 
     /// Writes `tasks` in order, merged into as few writes as the size limit allows, each
-    /// fsynced if any of its rounds needs it. A failed write stops the store. Returns what to
-    /// announce; the caller marks the tasks written once it has.
-    fn write<EK: KvEngine>(&self, ctx: &StoreContext<EK>, tasks: Vec<WriteTask>) -> Vec<Written> {
+    /// fsynced if any of its rounds needs it, and hands what each write made durable to
+    /// `done` before the next write. A failed write stops the store; so does another
+    /// thread's error, before any later write. The caller marks the tasks written after.
+    fn write<EK: KvEngine>(
+        &self,
+        ctx: &StoreContext<EK>,
+        tasks: Vec<WriteTask>,
+        mut done: impl FnMut(Written),
+    ) {
         METRICS.store_writer_queue.sub(tasks.len() as i64);
-        let mut out = Vec::new();
-        if ctx.is_stopped() {
-            // Another thread's fatal error stopped the store: persist and announce nothing.
-            return out;
-        }
         let limit = ctx.cfg.store_io_write_size_limit;
         let mut tasks = tasks.into_iter().peekable();
         while let Some(first) = tasks.next() {
+            if ctx.is_stopped() {
+                // Another thread's fatal error stopped the store: persist and announce nothing.
+                return;
+            }
             let started = ctx.clock.now();
             let WriteTask {
                 mut batch,
@@ -209,9 +214,8 @@ impl LogWriter {
                 .observe(started.saturating_duration_since(oldest).as_secs_f64());
             METRICS.store_writer_rounds_per_write.observe(rounds as f64);
             super::peer::write_round(ctx, &mut batch, sync, entries, regions);
-            out.push(written);
+            done(written);
         }
-        out
     }
 
     fn mark_written(&self, count: u64) {
@@ -253,9 +257,7 @@ impl LogWriter {
         );
         let tasks: Vec<_> = self.rx.try_iter().collect();
         let count = tasks.len();
-        for written in self.write(ctx, tasks) {
-            announce(ctx, transport, written);
-        }
+        self.write(ctx, tasks, |written| announce(ctx, transport, written));
         self.mark_written(count as u64);
         ran += count;
         ran
@@ -315,9 +317,9 @@ pub(crate) fn spawn<EK: KvEngine, T: Transport>(
                 let mut tasks = vec![first];
                 tasks.extend(writer.rx.try_iter().take(max.saturating_sub(1)));
                 let count = tasks.len() as u64;
-                for written in writer.write(&ctx, tasks) {
-                    announce(&ctx, &mut transport, written);
-                }
+                writer.write(&ctx, tasks, |written| {
+                    announce(&ctx, &mut transport, written)
+                });
                 writer.mark_written(count);
             }
         })
