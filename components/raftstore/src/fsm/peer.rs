@@ -375,6 +375,17 @@ impl<EK: KvEngine, T: Transport> PollHandler<PeerFsm<EK>, StoreFsm> for RaftPoll
         if self.ctx.is_stopped() {
             // A fatal error stopped the store: persist nothing more, answer nothing as success.
             msgs.clear();
+            // The error may have hit another thread (the store writer), leaving this peer's
+            // proposals pending with nothing left to decide them: their outcome is unknown,
+            // and their callers hear so now rather than never.
+            let (region_id, store_id) = (fsm.peer.region_id(), fsm.peer.store_id());
+            fsm.peer.fail_all(|| Error::StoreStopped {
+                store_id,
+                reason: format!("the store stopped with region {region_id}'s write pending"),
+            });
+            for reply in fsm.peer.take_effects().replies {
+                reply.deliver();
+            }
             return;
         }
         // Ticks that queued up while the poller lagged count once: run together they would
