@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use engine::KvEngine;
 use proto::raft_cmdpb::RaftCmdRequest;
 
+use crate::operation::write;
 use crate::raft::Peer;
 use crate::router::{ReadCallback, RegionSnapshot};
 use crate::Error;
@@ -52,6 +53,14 @@ impl Lease {
         self.expires
             .is_none_or(|e| e.saturating_duration_since(now) < self.max / 3)
     }
+}
+
+/// A read waiting for a ReadIndex round: its request's header is checked again when it is
+/// served, as a split or merge applied meanwhile changes the range its snapshot covers.
+#[derive(Debug)]
+pub struct ReadWaiter<S> {
+    pub request: RaftCmdRequest,
+    pub cb: ReadCallback<S>,
 }
 
 /// One ReadIndex request and the reads waiting on it. The id travels as the request context.
@@ -197,7 +206,7 @@ impl<EK: KvEngine> Peer<EK> {
             now.checked_sub(self.limits.read_index_timeout)
                 .unwrap_or(now),
         ) {
-            for cb in read.waiters {
+            for ReadWaiter { cb, .. } in read.waiters {
                 let err = Error::ReadTimeout {
                     region_id: self.region_id(),
                     waited_ms: self.limits.read_index_timeout.as_millis() as u64,
@@ -252,7 +261,11 @@ impl<EK: KvEngine> Peer<EK> {
             self.reply_read(cb, Ok(snapshot));
             return;
         }
-        if let Some(id) = self.pending_reads.push(cb, now) {
+        let waiter = ReadWaiter {
+            request: request.clone(),
+            cb,
+        };
+        if let Some(id) = self.pending_reads.push(waiter, now) {
             self.raw.read_index(id.to_be_bytes().to_vec());
         }
     }
@@ -291,8 +304,11 @@ impl<EK: KvEngine> Peer<EK> {
         }
         let snapshot = self.snapshot();
         for read in ready {
-            for cb in read.waiters {
-                self.reply_read(cb, Ok(snapshot.clone()));
+            for ReadWaiter { request, cb } in read.waiters {
+                // A client that saw the old range would take a snapshot of the new, smaller
+                // one as the whole of its region (a scan would silently skip keys).
+                let result = write::check_epoch(self.region(), &request).map(|()| snapshot.clone());
+                self.reply_read(cb, result);
             }
         }
     }

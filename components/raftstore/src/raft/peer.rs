@@ -14,7 +14,7 @@ use raft::{RawNode, StateRole};
 use raft_log::RaftLogBatch;
 
 use crate::metrics::METRICS;
-use crate::operation::read::{Lease, PendingReads};
+use crate::operation::read::{Lease, PendingReads, ReadWaiter};
 pub use crate::operation::snapshot::ReceivedSnapshot;
 use crate::operation::write;
 use crate::raft::{Effects, Reply};
@@ -108,7 +108,7 @@ pub struct Peer<EK: KvEngine> {
     pub(crate) transferring: bool,
     /// Lease renewals for messages sent before this instant are ignored.
     pub(crate) renew_floor: Option<Instant>,
-    pub(crate) pending_reads: PendingReads<ReadCallback<EK::Snapshot>>,
+    pub(crate) pending_reads: PendingReads<ReadWaiter<EK::Snapshot>>,
     pub(crate) applied_term: u64,
     /// Ticks since the peer started, for the periodic checks.
     pub(crate) ticks: u64,
@@ -477,7 +477,7 @@ impl<EK: KvEngine> Peer<EK> {
         // entries may still commit under the next leader.
         let err_leader = self.leader_meta();
         for read in self.pending_reads.take_all() {
-            for cb in read.waiters {
+            for ReadWaiter { cb, .. } in read.waiters {
                 let err = Error::NotLeader {
                     region_id: self.region_id(),
                     leader: err_leader,
@@ -751,6 +751,7 @@ impl<EK: KvEngine> Peer<EK> {
             applied_index: self.storage().applied_index(),
             truncated_index: self.storage().truncated_index(),
             pending_proposals: self.proposals.len(),
+            pending_reads: self.pending_reads.len(),
             lease_valid: self.can_read_locally(now),
             asleep: self.is_asleep(),
             ticks: self.ticks,
@@ -787,7 +788,7 @@ impl<EK: KvEngine> Peer<EK> {
             self.reply_write(p.cb, Err(make()));
         }
         for read in self.pending_reads.take_all() {
-            for cb in read.waiters {
+            for ReadWaiter { cb, .. } in read.waiters {
                 self.reply_read(cb, Err(make()));
             }
         }

@@ -272,6 +272,8 @@ pub struct PeerStatus {
     /// The log holds entries after this index only.
     pub truncated_index: u64,
     pub pending_proposals: usize,
+    /// Reads waiting for a ReadIndex round or for the apply to reach its index.
+    pub pending_reads: usize,
     pub lease_valid: bool,
     /// The peer hibernates (not ticked; see `operation/hibernate.rs`).
     pub asleep: bool,
