@@ -43,7 +43,9 @@ pub struct Config {
     /// Default 500 ms; <= 10 s.
     pub mailbox_full_wait_ms: u64,
     /// Memory the entry caches of all regions may use for entries already durable in the raft
-    /// log (metric `regionstore_entry_cache_bytes`). Entries not yet durable are always kept.
+    /// log (metric `regionstore_entry_cache_bytes`). Entries not yet durable are always kept;
+    /// entries applied and held by every active follower leave at once, so this bounds what
+    /// lagging followers and a slow apply keep in memory.
     /// Default 256 MiB; 0 keeps only what is not yet durable.
     pub entry_cache_limit: usize,
     /// One raft logical clock tick. Default 100 ms; 10 ms..=10 s.

@@ -537,6 +537,11 @@ impl<EK: KvEngine> StoreSystem<EK> {
         &self.ctx.engines.kv
     }
 
+    /// Bytes this store's entry caches hold (bound: `entry-cache-limit`).
+    pub fn entry_cache_bytes(&self) -> usize {
+        self.ctx.engines.cache_budget.used()
+    }
+
     /// The store's snapshot directory: a transport receives snapshots for this store into it
     /// (so the store's limit on concurrent receives applies).
     pub fn snap_manager(&self) -> &SnapManager {

@@ -604,6 +604,24 @@ impl<EK: KvEngine> Peer<EK> {
         self.raw.advance_apply_to(index);
     }
 
+    /// Lets the entry cache drop what nobody will read again: entries applied here and, on a
+    /// leader, matched by every follower heard from within the last election timeout (a
+    /// follower that went quiet reads from raft-engine when it comes back, or gets a
+    /// snapshot). The entry at the lowest such index stays: raft-rs asks for its term when it
+    /// sends the next append. Without this, a healthy store's cache fills to its budget and
+    /// every append then evicts entries long out of the CPU's caches.
+    fn release_cached_entries(&mut self) {
+        let mut keep = self.storage().applied_index();
+        if self.is_leader() {
+            for (id, pr) in self.raw.raft.prs().iter() {
+                if *id != self.peer_id && pr.recent_active {
+                    keep = keep.min(pr.matched);
+                }
+            }
+        }
+        self.storage_mut().release_cached_below(keep);
+    }
+
     /// The ApplyFsm applied entries: record it (membership changes go to raft-rs before the
     /// new applied index) and serve the reads that waited for it.
     pub fn on_apply_res(&mut self, res: ApplyRes) -> AppliedOutcome {
@@ -661,6 +679,7 @@ impl<EK: KvEngine> Peer<EK> {
         self.storage_mut().set_apply_state(apply_state);
         self.applied_term = applied_term;
         self.raw.advance_apply_to(applied);
+        self.release_cached_entries();
         self.serve_reads();
         let truncated = self.storage().truncated_index();
         if truncated > old_truncated {

@@ -189,9 +189,23 @@ impl EntryCache {
         }
     }
 
+    /// Drops the durable entries below `index`: nobody will ask for them (they are applied
+    /// and every active follower has them), so they would only hold memory until the budget
+    /// evicted them, and an eviction touches entries long out of the CPU's caches.
+    pub fn release_below(&mut self, index: u64) {
+        let below = index.min(self.persisted.saturating_add(1));
+        let mut freed = 0;
+        while let Some(e) = self.entries.front() {
+            if e.index >= below {
+                break;
+            }
+            freed += entry_bytes(e);
+            self.entries.pop_front();
+        }
+        self.settle(freed);
+    }
+
     /// While the store is over budget, drops this region's oldest durable entries.
-    /// The budget is settled once for all the entries dropped, not per entry: it is shared by
-    /// every region's cache, so each change is a contended atomic write (reading it is not).
     pub fn evict_if_over_budget(&mut self) {
         let mut freed = 0;
         while self.budget.used().saturating_sub(freed) > self.budget.limit {
@@ -201,8 +215,16 @@ impl EntryCache {
             }
             self.entries.pop_front();
         }
-        self.bytes -= freed;
-        self.budget.sub(freed);
+        self.settle(freed);
+    }
+
+    /// Accounts for `freed` bytes dropped from the front, once for the whole batch: the budget
+    /// is shared by every region's cache, so each change is a contended atomic write.
+    fn settle(&mut self, freed: usize) {
+        if freed > 0 {
+            self.bytes -= freed;
+            self.budget.sub(freed);
+        }
     }
 
     pub fn clear(&mut self) {
@@ -302,6 +324,25 @@ mod tests {
         );
         cache.on_persisted(8, 2);
         assert_eq!(cache.persisted(), 8);
+    }
+
+    #[test]
+    fn release_drops_only_durable_entries_below_the_index() {
+        let budget = CacheBudget::new(usize::MAX);
+        let mut cache = EntryCache::new(budget.clone());
+        cache.append((1..=10).map(|i| entry(i, 1)).collect());
+        cache.on_persisted(6, 1);
+        cache.release_below(4);
+        assert_eq!(cache.first_index(), Some(4), "the entry at the index stays");
+        // Applied (on a leader, committed by its followers) beyond what is durable here.
+        cache.release_below(9);
+        assert_eq!(
+            cache.first_index(),
+            Some(7),
+            "entries not durable here stay"
+        );
+        assert_eq!(budget.used(), cache.bytes());
+        assert_eq!(cache.bytes(), 4 * entry_bytes(&entry(1, 1)));
     }
 
     #[test]

@@ -301,6 +301,12 @@ impl<EK: KvEngine> PeerStorage<EK> {
         self.cache.compact_to(index + 1);
     }
 
+    /// Entries below `index` are needed by nobody: the cache keeps only the durable ones at or
+    /// above it (see [`EntryCache::release_below`]).
+    pub fn release_cached_below(&mut self, index: u64) {
+        self.cache.release_below(index);
+    }
+
     pub fn kv_engine(&self) -> &EK {
         &self.kv
     }
