@@ -559,6 +559,8 @@ fn a_read_waiting_across_a_split_gets_epoch_not_match() {
     fail::cfg("apply_before_write", "pause").unwrap();
     let api = cluster.store(leader).api();
     std::thread::scope(|s| {
+        // A failed wait must release the apply, or the scope would wait for the split forever.
+        let _release = RemoveOnDrop("apply_before_write");
         let split = s.spawn(|| cluster.split(b"k"));
         wait_until("the split commits", Duration::from_secs(10), || {
             status().commit_index > committed
@@ -580,4 +582,13 @@ fn a_read_waiting_across_a_split_gets_epoch_not_match() {
             ),
         }
     });
+}
+
+/// Removes a failpoint when dropped, also while a test unwinds.
+struct RemoveOnDrop(&'static str);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        fail::remove(self.0);
+    }
 }

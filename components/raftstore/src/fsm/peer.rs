@@ -204,7 +204,7 @@ impl<EK: KvEngine, T: Transport> RaftPoller<EK, T> {
         let members_before =
             (!res.conf_changes.is_empty()).then(|| fsm.peer.region().peers.clone());
         let split_parent = (!res.new_regions.is_empty()).then(|| res.region.clone());
-        let mut outcome = fsm.peer.on_apply_res(res);
+        let mut outcome = fsm.peer.on_apply_res(res, self.now);
         if outcome.region_changed || !outcome.new_regions.is_empty() {
             fsm.peer.schedule_heartbeat();
         }

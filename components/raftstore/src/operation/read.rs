@@ -56,7 +56,7 @@ impl Lease {
 }
 
 /// A read waiting for a ReadIndex round: its request's header is checked again when it is
-/// served, as a split or merge applied meanwhile changes the range its snapshot covers.
+/// served, as a split applied meanwhile changes the range its snapshot covers.
 #[derive(Debug)]
 pub struct ReadWaiter<S> {
     pub request: RaftCmdRequest,

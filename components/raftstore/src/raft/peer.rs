@@ -605,16 +605,24 @@ impl<EK: KvEngine> Peer<EK> {
     }
 
     /// Lets the entry cache drop what nobody will read again: entries applied here and, on a
-    /// leader, matched by every follower heard from within the last election timeout (a
-    /// follower that went quiet reads from raft-engine when it comes back, or gets a
-    /// snapshot). The entry at the lowest such index stays: raft-rs asks for its term when it
-    /// sends the next append. Without this, a healthy store's cache fills to its budget and
-    /// every append then evicts entries long out of the CPU's caches.
-    fn release_cached_entries(&mut self) {
+    /// leader, matched by every member heard from within the last election timeout (one that
+    /// went quiet reads from raft-engine when it comes back, or gets a snapshot). The entry at
+    /// the lowest such index stays: raft-rs asks for its term when it sends the next append.
+    /// Without this, a healthy store's cache fills to its budget and every append then evicts
+    /// entries long out of the CPU's caches. Runs on each apply result and each tick (a
+    /// follower may catch up after the last apply of an idle region).
+    pub(crate) fn release_cached_entries(&mut self, now: Instant) {
         let mut keep = self.storage().applied_index();
         if self.is_leader() {
+            // Not raft-rs's `recent_active`: check-quorum clears it every election timeout,
+            // live followers included, until they next answer.
+            let live = |id: &u64| {
+                self.last_heard
+                    .get(id)
+                    .is_some_and(|t| now.saturating_duration_since(*t) <= self.election_timeout)
+            };
             for (id, pr) in self.raw.raft.prs().iter() {
-                if *id != self.peer_id && pr.recent_active {
+                if *id != self.peer_id && live(id) {
                     keep = keep.min(pr.matched);
                 }
             }
@@ -624,7 +632,7 @@ impl<EK: KvEngine> Peer<EK> {
 
     /// The ApplyFsm applied entries: record it (membership changes go to raft-rs before the
     /// new applied index) and serve the reads that waited for it.
-    pub fn on_apply_res(&mut self, res: ApplyRes) -> AppliedOutcome {
+    pub fn on_apply_res(&mut self, res: ApplyRes, now: Instant) -> AppliedOutcome {
         let ApplyRes {
             apply_state,
             applied_term,
@@ -679,7 +687,7 @@ impl<EK: KvEngine> Peer<EK> {
         self.storage_mut().set_apply_state(apply_state);
         self.applied_term = applied_term;
         self.raw.advance_apply_to(applied);
-        self.release_cached_entries();
+        self.release_cached_entries(now);
         self.serve_reads();
         let truncated = self.storage().truncated_index();
         if truncated > old_truncated {
@@ -698,6 +706,7 @@ impl<EK: KvEngine> Peer<EK> {
         let mut work = !applying && self.raw.tick();
         self.election_rng.after_raft_call(&mut self.raw.raft);
         self.ticks += 1;
+        self.release_cached_entries(now);
         if self.is_leader() && self.ticks % self.limits.gc_ticks == 0 {
             work |= self.maybe_compact_log(now);
         }
