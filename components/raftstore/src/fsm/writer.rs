@@ -52,7 +52,6 @@ pub(crate) struct WriteTask {
 }
 
 /// What a write made durable and has not announced yet.
-#[derive(Default)]
 pub(crate) struct Written {
     readies: Vec<PersistedReady>,
     messages: Vec<RaftMessage>,
